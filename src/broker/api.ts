@@ -1,0 +1,75 @@
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import type { ConnectionAcceptor, TransportKind } from '../transport/connection.js';
+import type { BrokerHooks, ClientInfo } from './hooks.js';
+import type { Message, QoS } from './message.js';
+
+/** One row of `/api/clients` and `edb clients`. */
+export interface ClientSummary {
+  clientId: string;
+  username: string | undefined;
+  protocolVersion: 3 | 4 | 5;
+  transport: TransportKind;
+  remoteAddress: string;
+  connectedAt: number;
+  subscriptions: number;
+  queued: number;
+  inflight: number;
+}
+
+/** One row of `/api/subscriptions` and `edb subscriptions`. */
+export interface SubscriptionSummary {
+  clientId: string;
+  filter: string;
+  qos: QoS;
+  shareGroup?: string;
+  noLocal?: boolean;
+  retainAsPublished?: boolean;
+  subscriptionIdentifier?: number;
+  online: boolean;
+}
+
+/** Counters, read by $SYS, /metrics and the status page. Monotonic unless noted. */
+export interface BrokerStats {
+  startedAt: number;
+  connectionsTotal: number;
+  /** Gauge. */
+  clientsConnected: number;
+  messagesReceived: number;
+  messagesSent: number;
+  bytesReceived: number;
+  bytesSent: number;
+  publishReceived: number;
+  publishSent: number;
+  /** Packets by type received / sent ("publish", "subscribe", ...). */
+  packetsReceived: Record<string, number>;
+  packetsSent: Record<string, number>;
+  /** Dropped messages by reason ("queue_full", "expired", "offline_queue_full", "too_large", "not_authorized"). */
+  dropped: Record<string, number>;
+  /** Protocol errors by reason code name. */
+  protocolErrors: Record<string, number>;
+}
+
+/** What services and the HTTP layer may use of the broker. */
+export interface BrokerApi {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly stats: BrokerStats;
+  /** Transports hand accepted connections to this. */
+  readonly acceptor: ConnectionAcceptor;
+  /** Register hooks; call at start-up, before listeners open. */
+  addHooks(hooks: BrokerHooks): void;
+  /**
+   * Publish a message from inside the broker (rules output, state-store answers, $SYS).
+   * Set `origin`; it goes through onPublish hooks (which see the origin) and is routed.
+   */
+  publish(message: Message): void;
+  /** Close a client's connection with a reason code (v5 DISCONNECT). */
+  disconnectClient(clientId: string, reasonCode: number, reasonString?: string): boolean;
+  client(clientId: string): ClientInfo | undefined;
+  clients(): ClientSummary[];
+  subscriptions(): SubscriptionSummary[];
+  retainedCount(): number;
+  /** Sum of outbound queue depths over all sessions (gauge). */
+  queuedMessages(): number;
+}

@@ -1,0 +1,33 @@
+import type { QoS, UserProperties } from 'mqtt-packet';
+
+export type { QoS, UserProperties };
+
+/** MQTT 5 properties that travel with an application message. */
+export interface MessageProperties {
+  payloadFormatIndicator?: boolean;
+  contentType?: string;
+  responseTopic?: string;
+  correlationData?: Buffer;
+  userProperties?: UserProperties;
+}
+
+/**
+ * An application message as the broker routes it. One instance is shared by every
+ * subscriber it is delivered to (stored once, however many consumers).
+ */
+export interface Message {
+  topic: string;
+  payload: Buffer;
+  qos: QoS;
+  retain: boolean;
+  properties?: MessageProperties;
+  /** Absolute expiry time (ms since epoch) from Message Expiry Interval, if any. */
+  expiresAt?: number;
+  /** Client id of the publisher, or undefined for messages the broker itself publishes. */
+  senderId?: string;
+  /**
+   * Who made it inside the broker ("rules", "state", "$SYS", "will"), for messages not
+   * received from a client. Services use it to avoid feeding their own output back.
+   */
+  origin?: string;
+}

@@ -1,0 +1,70 @@
+/**
+ * The one list of settings. Each entry names its config-file key, its environment
+ * variable, its type, default and a description; validation, environment loading and the
+ * README's configuration table are all derived from this list.
+ */
+
+export type SettingType = 'string' | 'integer' | 'boolean' | 'port' | 'enum';
+
+export interface SettingSpec {
+  env: string;
+  type: SettingType;
+  default: string | number | boolean | null;
+  description: string;
+  values?: readonly string[];
+  minimum?: number;
+  maximum?: number;
+}
+
+export const SETTINGS = {
+  host: { env: 'EDB_HOST', type: 'string', default: '0.0.0.0', description: 'Bind address for every listener' },
+  mqttPort: { env: 'EDB_MQTT_PORT', type: 'port', default: 1883, description: 'MQTT over TCP (0 picks a free port)' },
+  mqttsPort: { env: 'EDB_MQTTS_PORT', type: 'port', default: 8883, description: 'MQTT over TLS, on when a certificate and key are set' },
+  wsPort: { env: 'EDB_WS_PORT', type: 'port', default: 9001, description: 'MQTT over WebSocket (-1 turns it off)', minimum: -1 },
+  wssPort: { env: 'EDB_WSS_PORT', type: 'port', default: 9002, description: 'MQTT over secure WebSocket, on when a certificate and key are set' },
+  httpPort: { env: 'EDB_HTTP_PORT', type: 'port', default: 8888, description: 'Status page, /metrics, /healthz, REST API (-1 turns it off)', minimum: -1 },
+  rulesPort: { env: 'EDB_RULES_PORT', type: 'port', default: 8000, description: 'fr_script rules API (-1 turns it off)', minimum: -1 },
+  dataDir: { env: 'EDB_DATA_DIR', type: 'string', default: './data', description: 'Folder for persistent data' },
+  backupDir: { env: 'EDB_BACKUP_DIR', type: 'string', default: null, description: 'Folder for the shutdown snapshot (default <dataDir>/backup)' },
+  logLevel: { env: 'EDB_LOG_LEVEL', type: 'enum', default: 'info', values: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], description: 'Log level' },
+  logFormat: { env: 'EDB_LOG_FORMAT', type: 'enum', default: 'auto', values: ['auto', 'json', 'pretty'], description: 'JSON logs, readable logs, or auto (readable on a terminal)' },
+  maxConnections: { env: 'EDB_MAX_CONNECTIONS', type: 'integer', default: 100000, minimum: 1, description: 'Connections accepted at once; more are refused' },
+  maxPacketSize: { env: 'EDB_MAX_PACKET_SIZE', type: 'integer', default: 1048576, minimum: 64, maximum: 268435455, description: 'Largest MQTT packet accepted, in bytes' },
+  maxQueuedMessages: { env: 'EDB_MAX_QUEUED_MESSAGES', type: 'integer', default: 1000, minimum: 1, description: 'Outbound queue bound per connected client, in messages' },
+  maxQueuedBytes: { env: 'EDB_MAX_QUEUED_BYTES', type: 'integer', default: 8388608, minimum: 1024, description: 'Outbound queue bound per connected client, in bytes' },
+  maxOfflineMessages: { env: 'EDB_MAX_OFFLINE_MESSAGES', type: 'integer', default: 10000, minimum: 0, description: 'Messages kept for an offline persistent session' },
+  maxInflight: { env: 'EDB_MAX_INFLIGHT', type: 'integer', default: 64, minimum: 1, maximum: 65535, description: 'Receive Maximum the broker announces, and QoS 1/2 messages in flight to a client' },
+  topicAliasMaximum: { env: 'EDB_TOPIC_ALIAS_MAXIMUM', type: 'integer', default: 64, minimum: 0, maximum: 65535, description: 'Topic aliases a v5 client may use towards the broker' },
+  maxKeepAlive: { env: 'EDB_MAX_KEEP_ALIVE', type: 'integer', default: 0, minimum: 0, maximum: 65535, description: 'If set, caps the keep alive (v5 Server Keep Alive), seconds' },
+  maxSessionExpiry: { env: 'EDB_MAX_SESSION_EXPIRY', type: 'integer', default: 4294967295, minimum: 0, maximum: 4294967295, description: 'Cap on Session Expiry Interval, seconds' },
+  connectTimeoutMs: { env: 'EDB_CONNECT_TIMEOUT_MS', type: 'integer', default: 10000, minimum: 100, description: 'CONNECT must arrive this soon after the socket opens' },
+  stallTimeoutMs: { env: 'EDB_STALL_TIMEOUT_MS', type: 'integer', default: 5000, minimum: 0, description: 'A subscriber whose queue stays full this long has QoS 0 messages dropped' },
+  sysInterval: { env: 'EDB_SYS_INTERVAL', type: 'integer', default: 10, minimum: 0, description: 'Seconds between $SYS updates (0 turns them off)' },
+  shutdownTimeoutMs: { env: 'EDB_SHUTDOWN_TIMEOUT_MS', type: 'integer', default: 5000, minimum: 0, description: 'Longest a graceful stop waits for clients to drain' },
+  allowAnonymous: { env: 'EDB_ALLOW_ANONYMOUS', type: 'boolean', default: true, description: 'Accept clients without credentials' },
+  passwordFile: { env: 'EDB_PASSWORD_FILE', type: 'string', default: null, description: 'Password file written by `edb passwd`' },
+  aclFile: { env: 'EDB_ACL_FILE', type: 'string', default: null, description: 'ACL file (mosquitto format)' },
+  tlsCert: { env: 'EDB_TLS_CERT', type: 'string', default: null, description: 'PEM certificate for MQTTS and WSS' },
+  tlsKey: { env: 'EDB_TLS_KEY', type: 'string', default: null, description: 'PEM private key for MQTTS and WSS' },
+  tlsCa: { env: 'EDB_TLS_CA', type: 'string', default: null, description: 'PEM CA; when set, client certificates are required' },
+  wsEngine: { env: 'EDB_WS_ENGINE', type: 'enum', default: 'auto', values: ['auto', 'uws', 'ws'], description: 'WebSocket/HTTP engine: uWebSockets.js, ws, or auto' },
+  rulesFile: { env: 'EDB_RULES_FILE', type: 'string', default: null, description: 'fr_script document loaded at start' },
+} as const satisfies Record<string, SettingSpec>;
+
+export type SettingName = keyof typeof SETTINGS;
+
+type ValueOf<S extends SettingSpec> = S['type'] extends 'boolean'
+  ? boolean
+  : S['type'] extends 'integer' | 'port'
+    ? number
+    : S['default'] extends null
+      ? string | null
+      : string;
+
+export type Settings = { [K in SettingName]: ValueOf<(typeof SETTINGS)[K]> };
+
+/** The full configuration: flat settings plus nested sections only a file can carry. */
+export interface Config extends Settings {
+  /** Sections other parts read from the config file (e.g. stateStore, acl). */
+  sections: Record<string, unknown>;
+}
