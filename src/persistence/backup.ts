@@ -36,6 +36,8 @@ export class BackupManager {
     readonly dir: string,
     private readonly log: Logger,
     private readonly intervalSeconds = 0,
+    /** false: restore() and save() do nothing (EDB_BACKUP=false). */
+    readonly enabled = true,
   ) {
     this.file = join(dir, SNAPSHOT_FILE);
   }
@@ -57,7 +59,7 @@ export class BackupManager {
    */
   async restore(): Promise<RestoreOutcome> {
     const started = performance.now();
-    if (!existsSync(this.file)) return { status: 'none', sections: [], ms: 0 };
+    if (!this.enabled || !existsSync(this.file)) return { status: 'none', sections: [], ms: 0 };
     const applied: string[] = [];
     try {
       const snap = await readSnapshot(this.file);
@@ -91,6 +93,7 @@ export class BackupManager {
 
   /** Write a snapshot of every section now. Concurrent calls share one write. */
   async save(): Promise<number> {
+    if (!this.enabled) return 0;
     if (this.saving) return this.saving;
     this.saving = (async () => {
       const started = performance.now();
@@ -109,7 +112,7 @@ export class BackupManager {
 
   /** Periodic snapshots, when EDB_BACKUP_INTERVAL > 0: bounds what a crash can lose. */
   startPeriodic(): void {
-    if (this.intervalSeconds <= 0 || this.timer) return;
+    if (!this.enabled || this.intervalSeconds <= 0 || this.timer) return;
     this.timer = setInterval(() => {
       this.save().catch((err: Error) => this.log.error({ err: err.message }, 'periodic backup failed'));
     }, this.intervalSeconds * 1000);
@@ -129,5 +132,5 @@ export function backupDir(config: Config): string {
 }
 
 export function createBackupManager(config: Config, log: Logger): BackupManager {
-  return new BackupManager(backupDir(config), log, config.backupInterval);
+  return new BackupManager(backupDir(config), log, config.backupInterval, config.backupEnabled);
 }
