@@ -2,11 +2,12 @@
 // with the same number of concurrent clients. Each client runs a closed loop (one request
 // in flight): SET its key (16 bytes) to a 100-byte value, GET it back, repeat.
 //   npm run build && node dist/bench/state/rtt.js            (CLIENTS=50 SECONDS=10 ROUNDS=3)
-// Both sides use minimal clients over node:net (mqtt-packet for MQTT, RESP by hand for
-// Redis), so the client costs are alike and the servers are what is compared. The broker
+// Both sides use minimal clients over node:net (pre-encoded requests, answers framed by
+// hand), so the client costs are alike and the servers are what is compared. The broker
 // and redis-server each run as a process of their own.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, connect, type Socket } from 'node:net';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import mqttPacket from 'mqtt-packet';
 import { encodeRequest } from '../../src/state/resp.js';
@@ -103,77 +104,119 @@ function redisClient(port: number, id: number, stop: { at: number }, loop: Loop)
   });
 }
 
-/** A closed-loop MQTT 5 state-store client over mqtt-packet. */
+/**
+ * A closed-loop MQTT 5 state-store client. CONNECT and SUBSCRIBE go through mqtt-packet;
+ * the request PUBLISHes are encoded once and patched (packet id, correlation data), and
+ * answers are framed by hand, so the client costs about what the Redis one does.
+ */
 function mqttClient(port: number, id: number, stop: { at: number }, loop: Loop): Promise<void> {
   return new Promise((resolve, reject) => {
     const clientId = `bench-${id}`;
     const key = Buffer.from(`bench:${String(id).padStart(10, '0')}`);
     const responseTopic = `clients/${clientId}/services/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke/response`;
-    const setPayload = encodeRequest(['SET', key, VALUE]);
-    const getPayload = encodeRequest(['GET', key]);
     const opts = { protocolVersion: 5 as const };
+    const MARK = Buffer.from([0xc0, 0xff, 0xee, 0x00, 0x00, 0x00, 0x00, 0x00]);
+    const template = (payload: Buffer) => {
+      const bytes = mqttPacket.generate(
+        { cmd: 'publish', topic: INVOKE_TOPIC, payload, qos: 1, messageId: 0x7e7e, retain: false, dup: false, properties: { responseTopic, correlationData: MARK, userProperties: { __ts: `${String(Date.now()).padStart(15, '0')}:00000:${clientId}` } } },
+        opts,
+      );
+      return { bytes, idAt: bytes.indexOf(Buffer.from([0x7e, 0x7e])), corrAt: bytes.indexOf(MARK) };
+    };
+    const setT = template(encodeRequest(['SET', key, VALUE]));
+    const getT = template(encodeRequest(['GET', key]));
     const s = connect(port, '127.0.0.1');
     s.setNoDelay(true);
-    const parser = mqttPacket.parser(opts);
-    let messageId = 1;
+    let messageId = 0;
     let isSet = true;
     let sent = 0;
     let seq = 0;
-    const correlation = Buffer.alloc(4);
+    const expect = Buffer.from(MARK);
     const send = () => {
       sent = performance.now();
-      correlation.writeUInt32BE(++seq);
-      messageId = (messageId % 65535) + 1;
-      s.write(
-        mqttPacket.generate(
-          {
-            cmd: 'publish',
-            topic: INVOKE_TOPIC,
-            payload: isSet ? setPayload : getPayload,
-            qos: 1,
-            messageId,
-            retain: false,
-            dup: false,
-            properties: { responseTopic, correlationData: Buffer.from(correlation), userProperties: { __ts: `${Date.now()}:0:${clientId}` } },
-          },
-          opts,
-        ),
-      );
+      const t = isSet ? setT : getT;
+      messageId = (messageId % 65000) + 1;
+      t.bytes.writeUInt16BE(messageId, t.idAt);
+      seq++;
+      t.bytes.writeUInt32BE(seq, t.corrAt + 4);
+      expect.writeUInt32BE(seq, 4);
+      s.write(t.bytes);
     };
+    let buf: Buffer = Buffer.alloc(0);
+    let ready = false;
+    const parser = mqttPacket.parser(opts);
     parser.on('packet', (p) => {
-      if (p.cmd === 'connack') {
-        s.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: responseTopic, qos: 1 }] }, opts));
-      } else if (p.cmd === 'suback') {
+      if (p.cmd === 'connack') s.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: responseTopic, qos: 1 }] }, opts));
+      else if (p.cmd === 'suback') {
+        ready = true;
         send();
-      } else if (p.cmd === 'publish') {
-        if (p.qos === 1 && p.messageId !== undefined) s.write(mqttPacket.generate({ cmd: 'puback', messageId: p.messageId }, opts));
-        if (p.topic !== responseTopic || !p.properties?.correlationData?.equals(correlation)) return;
+      }
+    });
+    parser.on('error', reject);
+    s.on('data', (d: Buffer) => {
+      if (!ready) return void parser.parse(d);
+      buf = buf.length ? Buffer.concat([buf, d]) : d;
+      for (;;) {
+        if (buf.length < 2) return;
+        // fixed header: type, remaining length (variable byte integer)
+        let len = 0;
+        let mult = 1;
+        let i = 1;
+        for (;;) {
+          if (i >= buf.length) return;
+          const b = buf[i++]!;
+          len += (b & 0x7f) * mult;
+          mult *= 128;
+          if (!(b & 0x80)) break;
+        }
+        if (buf.length < i + len) return;
+        const packet = buf.subarray(0, i + len);
+        buf = buf.subarray(i + len);
+        if (packet[0]! >> 4 !== 3) continue; // only PUBLISH matters (PUBACKs are ignored)
+        const topicLen = packet.readUInt16BE(i);
+        const pid = packet.readUInt16BE(i + 2 + topicLen);
+        s.write(Buffer.from([0x40, 0x02, pid >> 8, pid & 0xff]));
+        if (packet.indexOf(expect, i + 4 + topicLen) < 0) continue;
         loop.count++;
         loop.latencies.push(performance.now() - sent);
         isSet = !isSet;
         if (performance.now() >= stop.at) {
           s.end(mqttPacket.generate({ cmd: 'disconnect' }, opts));
           resolve();
-        } else send();
+          return;
+        }
+        send();
       }
     });
-    parser.on('error', reject);
-    s.on('data', (d: Buffer) => parser.parse(d));
     s.on('connect', () => s.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, clientId, keepalive: 60 }, opts)));
     s.on('error', reject);
   });
 }
 
-async function measure(name: string, port: number, client: typeof redisClient): Promise<{ rate: number; p50: number; p99: number }> {
+/** CPU seconds a process has used (user + system), from /proc; NaN where unavailable. */
+function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+async function measure(name: string, port: number, client: typeof redisClient, pid?: number): Promise<{ rate: number; p50: number; p99: number }> {
   const loop: Loop = { count: 0, latencies: [] };
   // warm-up second, not counted
   await Promise.all(Array.from({ length: CLIENTS }, (_, i) => client(port, i, { at: performance.now() + 1000 }, { count: 0, latencies: [] })));
+  const cpu0 = cpuSeconds(pid);
   const start = performance.now();
   await Promise.all(Array.from({ length: CLIENTS }, (_, i) => client(port, i, { at: start + SECONDS * 1000 }, loop)));
   const elapsed = (performance.now() - start) / 1000;
+  const cpuPerRequest = ((cpuSeconds(pid) - cpu0) / loop.count) * 1e6;
   const sorted = loop.latencies.sort((a, b) => a - b);
   const r = { rate: loop.count / elapsed, p50: sorted[Math.floor(sorted.length * 0.5)]!, p99: sorted[Math.floor(sorted.length * 0.99)]! };
-  console.log(`  ${name.padEnd(12)} ${Math.round(r.rate).toLocaleString('en').padStart(9)} req/s   p50 ${r.p50.toFixed(2)} ms   p99 ${r.p99.toFixed(2)} ms`);
+  const cpu = Number.isNaN(cpuPerRequest) ? '' : `   server CPU ${cpuPerRequest.toFixed(1)} µs/req`;
+  console.log(`  ${name.padEnd(12)} ${Math.round(r.rate).toLocaleString('en').padStart(9)} req/s   p50 ${r.p50.toFixed(2)} ms   p99 ${r.p99.toFixed(2)} ms${cpu}`);
   return r;
 }
 
@@ -184,8 +227,8 @@ try {
   console.log(`GET/SET round trips, ${CLIENTS} concurrent clients, ${SECONDS} s per round, ${ROUNDS} rounds (alternating)`);
   const ratios: number[] = [];
   for (let round = 0; round < ROUNDS; round++) {
-    const e = await measure('edb (MQTT)', broker.port, mqttClient);
-    const r = await measure('redis', redis.port, redisClient);
+    const e = await measure('edb (MQTT)', broker.port, mqttClient, broker.child?.pid);
+    const r = await measure('redis', redis.port, redisClient, redis.child?.pid);
     ratios.push(e.rate / r.rate);
   }
   ratios.sort((a, b) => a - b);
