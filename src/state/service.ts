@@ -26,6 +26,8 @@ type Command = (typeof COMMANDS)[number];
 
 const CONTENT_TYPE = 'application/octet-stream';
 const SWEEP_MAX_PER_TICK = 10_000;
+/** KEYNOTIFY registrations one client may hold; more are refused as over quota. */
+export const MAX_REGISTRATIONS_PER_CLIENT = 10_000;
 
 export interface StateStoreMetrics {
   keys: number;
@@ -124,16 +126,19 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
     if (watchers.has(key.toString('latin1'))) notify(key, DELETE_NOTIFICATION, clock.tick());
   }
 
-  function register(clientId: string, key: Buffer): void {
+  /** False when the client already holds MAX_REGISTRATIONS_PER_CLIENT. */
+  function register(clientId: string, key: Buffer): boolean {
     const k = key.toString('latin1');
-    let ids = watchers.get(k);
-    if (!ids) watchers.set(k, (ids = new Set()));
-    if (ids.has(clientId)) return;
-    ids.add(clientId);
     let keys = watchedBy.get(clientId);
+    if (keys?.has(k)) return true;
+    if (keys && keys.size >= MAX_REGISTRATIONS_PER_CLIENT) return false;
     if (!keys) watchedBy.set(clientId, (keys = new Set()));
     keys.add(k);
+    let ids = watchers.get(k);
+    if (!ids) watchers.set(k, (ids = new Set()));
+    ids.add(clientId);
     registrations++;
+    return true;
   }
 
   function unregister(clientId: string, key: Buffer): boolean {
@@ -280,8 +285,7 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
       case 'KEYNOTIFY': {
         if (ts) clock.observe(ts);
         if (stop) return unregister(client.clientId, key) ? { payload: OK } : { payload: encodeInteger(0) };
-        register(client.clientId, key);
-        return { payload: OK };
+        return register(client.clientId, key) ? { payload: OK } : error(ERRORS.quota);
       }
     }
   }

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { Harness } from './state-harness.js';
 import { encodeRequest } from '../../src/state/resp.js';
-import { ERRORS, INVOKE_TOPIC, notifyTopic, RESERVED_PREFIX } from '../../src/state/service.js';
+import { ERRORS, INVOKE_TOPIC, MAX_REGISTRATIONS_PER_CLIENT, notifyTopic, RESERVED_PREFIX } from '../../src/state/service.js';
 import { parseHlc, formatHlc } from '../../src/state/hlc.js';
 
 const raw = (h: Harness, parts: (string | Buffer)[] | Buffer, opts?: Parameters<Harness['request']>[1]) => h.request(parts, opts)!.payload.toString('latin1');
@@ -210,6 +210,15 @@ describe('state store service: KEYNOTIFY', () => {
     h.request(['SET', 'other', 'z']);
     const kinds = h.notifications(from).slice(2).map((m) => (m.payload.toString('latin1').includes('DELETE') ? 'D' : 'S'));
     expect(kinds).toEqual(['S', 'D', 'S', 'D', 'S', 'D']);
+  });
+
+  it('caps the registrations one client may hold', () => {
+    const h = new Harness();
+    const w = h.client('greedy');
+    for (let i = 0; i < MAX_REGISTRATIONS_PER_CLIENT; i++) expect(raw(h, ['KEYNOTIFY', `k${i}`], { client: w })).toBe('+OK\r\n');
+    expect(raw(h, ['KEYNOTIFY', 'one-more'], { client: w })).toBe(`-ERR ${ERRORS.quota}\r\n`);
+    expect(raw(h, ['KEYNOTIFY', 'k0'], { client: w })).toBe('+OK\r\n');
+    expect(raw(h, ['KEYNOTIFY', 'one-more'], { client: h.client('other') })).toBe('+OK\r\n');
   });
 
   it('STOP ends a registration (:0 when none); disconnect ends all', () => {
