@@ -54,6 +54,8 @@ export const META_IO_PTR = 44;
 export const META_FLAGS = 48;
 /** Bytes written by an export call. */
 export const META_WRITTEN = 52;
+/** Capacity of the IO region (with META_IO_PTR, updated whenever the region moves). */
+export const META_IO_CAP = 56;
 export const META_SIZE = 64;
 
 export const NO_FENCING_TOKEN = 0xffffffff;

@@ -150,14 +150,15 @@ export class WasmStateTable implements StateTable {
     this.refresh();
   }
 
+  /** Re-read the memory views (after growth) and the IO region's place (after it moved). */
   private refresh(): void {
     const buffer = this.x.memory.buffer;
     if (this.bytes === undefined || this.bytes.buffer !== buffer) {
       this.bytes = Buffer.from(buffer);
       this.view = new DataView(buffer);
     }
-    this.io = this.x.stateIo();
-    this.ioCap = this.x.stateIoCapacity();
+    this.io = this.view.getUint32(this.meta + codes.META_IO_PTR, true);
+    this.ioCap = this.view.getUint32(this.meta + codes.META_IO_CAP, true);
   }
 
   /** Make sure IO holds n bytes and the views are current. */
