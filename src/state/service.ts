@@ -379,6 +379,8 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
   }
 
   const SECTION_VERSION = 1;
+  /** Section header without the node id: version, count, node id length, clock wall, clock counter. */
+  const HEADER = 4 + 4 + 2 + 8 + 4;
 
   return {
     table,
@@ -386,27 +388,30 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
     snapshotSection(): SnapshotSection {
       return {
         name: 'state',
-        // [layout] u32 version, u16 node id length, node id, f64 clock wall, u32 clock counter,
-        // then snapshot records (assembly/state/codes.ts RECORD_HEADER)
+        // [layout] u32 version, u32 key count, u16 node id length, node id, f64 clock wall,
+        // u32 clock counter, then snapshot records (assembly/state/codes.ts RECORD_HEADER)
         save() {
           const node = Buffer.from(clock.node, 'utf8');
-          const head = Buffer.alloc(4 + 2 + node.length + 12);
+          const records = table.exportRecords(now());
+          const head = Buffer.alloc(HEADER + node.length);
           head.writeUInt32LE(SECTION_VERSION, 0);
-          head.writeUInt16LE(node.length, 4);
-          node.copy(head, 6);
+          head.writeUInt32LE(records.length === 0 ? 0 : table.size, 4);
+          head.writeUInt16LE(node.length, 8);
+          node.copy(head, 10);
           const last = clock.last;
-          head.writeDoubleLE(last.wall, 6 + node.length);
-          head.writeUInt32LE(last.counter, 14 + node.length);
-          return Buffer.concat([head, ...table.exportRecords(now())]);
+          head.writeDoubleLE(last.wall, 10 + node.length);
+          head.writeUInt32LE(last.counter, 18 + node.length);
+          return Buffer.concat([head, ...records]);
         },
         restore(data) {
-          if (data.length < 18 || data.readUInt32LE(0) !== SECTION_VERSION) throw new Error('state section: unknown version');
-          const nodeLen = data.readUInt16LE(4);
-          if (data.length < 18 + nodeLen) throw new Error('state section: truncated header');
-          clock.restore(data.readDoubleLE(6 + nodeLen), data.readUInt32LE(14 + nodeLen));
-          table.clear();
-          const loaded = table.importRecords(data.subarray(18 + nodeLen), now());
-          // versions stay ahead of every restored one, even if the wall clock went back
+          if (data.length < HEADER || data.readUInt32LE(0) !== SECTION_VERSION) throw new Error('state section: unknown version');
+          const keys = data.readUInt32LE(4);
+          const nodeLen = data.readUInt16LE(8);
+          if (data.length < HEADER + nodeLen) throw new Error('state section: truncated header');
+          clock.restore(data.readDoubleLE(10 + nodeLen), data.readUInt32LE(18 + nodeLen));
+          // sized for the count up front: the bulk load never resizes
+          table.clear(Math.min(keys, Math.floor(data.length / (codes.RECORD_HEADER + 1))));
+          const loaded = table.importRecords(data.subarray(HEADER + nodeLen), now());
           log2.info({ keys: loaded }, 'state store restored');
         },
         reset() {

@@ -67,7 +67,8 @@ export interface StateTable {
   importRecords(records: Buffer, now: number): number;
   /** Idle-time work (finishing a table resize). */
   maintain(): void;
-  clear(): void;
+  /** Empty the table; `expectedKeys` sizes it for a bulk import. */
+  clear(expectedKeys?: number): void;
   stats(): TableStats;
 }
 
@@ -298,8 +299,8 @@ export class WasmStateTable implements StateTable {
     this.x.stateMaintain(65536);
   }
 
-  clear(): void {
-    if (this.x.stateInit(1024) !== codes.RESULT_OK) throw new Error('state table: out of memory');
+  clear(expectedKeys = 1024): void {
+    if (this.x.stateInit(Math.min(expectedKeys, 0x3fffffff)) !== codes.RESULT_OK) throw new Error('state table: out of memory');
     this.refresh();
   }
 
@@ -504,7 +505,7 @@ export class MapStateTable implements StateTable {
 
   maintain(): void {}
 
-  clear(): void {
+  clear(_expectedKeys?: number): void {
     this.map.clear();
     this.dataBytes = 0;
     this.expiring = 0;
