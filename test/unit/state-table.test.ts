@@ -188,6 +188,20 @@ for (const kind of ['wasm', 'map'] as const) {
       }
     });
 
+    it('a key recorded twice keeps the later record', () => {
+      const a = make();
+      set(a, 'k', 'first', { ver: 1, exp: NOW + 1000 });
+      const first = Buffer.concat(a.exportRecords(NOW));
+      set(a, 'k', 'second-longer', { ver: 2 });
+      const second = Buffer.concat(a.exportRecords(NOW));
+      const t = make();
+      expect(t.importRecords(Buffer.concat([first, second]), NOW)).toBe(2);
+      expect(t.size).toBe(1);
+      expect(t.get(b('k'), NOW)?.toString()).toBe('second-longer');
+      expect(t.last.versionWall).toBe(2);
+      expect(t.stats()).toMatchObject({ keys: 1, dataBytes: 1 + 13, expiring: 0 });
+    });
+
     it('refuses malformed snapshot records', () => {
       const t = make();
       const rec = Buffer.alloc(codes.RECORD_HEADER + 2);
