@@ -14,7 +14,6 @@
  *   28  sections, each: u16 name length, name (UTF-8), u32 reserved (0), f64 data length, data
  *   end u32      checksum of every byte before it
  */
-import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { open, readFile, rename, rm, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import * as zlib from 'node:zlib';
@@ -87,16 +86,16 @@ export async function writeSnapshot(file: string, sections: readonly { name: str
   tail.writeUInt32LE(crc >>> 0, 0);
   parts.push(tail);
   total += 4;
-  // synchronous writes: this runs at shutdown or on a timer, and a snapshot must not interleave
-  const fd = openSync(tmp, 'w', 0o600);
+  // the sections are already captured in buffers, so writing need not block the broker
+  const fh = await open(tmp, 'w', 0o600);
   try {
     for (const p of parts) {
       let off = 0;
-      while (off < p.length) off += writeSync(fd, p, off, p.length - off);
+      while (off < p.length) off += (await fh.write(p, off, p.length - off)).bytesWritten;
     }
-    fsyncSync(fd);
+    await fh.sync();
   } finally {
-    closeSync(fd);
+    await fh.close();
   }
   await rename(tmp, file);
   try {
