@@ -39,7 +39,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   services.push({ close: stopSys });
 
   try {
-    listeners.push(await startTcpListener(broker, config.host, config.mqttPort));
+    if (config.mqttPort >= 0) listeners.push(await startTcpListener(broker, config.host, config.mqttPort));
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
     throw err;
