@@ -12,7 +12,7 @@ type Version = 3 | 4 | 5;
 export class RawClient {
   readonly packets: Packet[] = [];
   private readonly waiters: { match: (p: Packet) => boolean; resolve: (p: Packet) => void }[] = [];
-  private cursor = 0;
+  private readonly consumed = new Set<Packet>();
   closed = false;
   readonly closedPromise: Promise<void>;
   parseError: Error | undefined;
@@ -54,7 +54,7 @@ export class RawClient {
     const i = this.waiters.findIndex((w) => w.match(p));
     if (i >= 0) {
       const [w] = this.waiters.splice(i, 1);
-      this.cursor = this.packets.length;
+      this.consumed.add(p);
       w!.resolve(p);
     }
   }
@@ -68,15 +68,14 @@ export class RawClient {
   }
 
   /**
-   * The next packet (after the last one awaited) of the given type, or matching `match`.
+   * The first packet not yet returned by next() of the given type and matching `match`.
    * Rejects after `timeoutMs` (or when the socket closes first).
    */
   next<P extends Packet = Packet>(cmd?: Packet['cmd'], match: (p: P) => boolean = () => true, timeoutMs = 3000): Promise<P> {
     const test = (p: Packet): boolean => (cmd === undefined || p.cmd === cmd) && match(p as P);
-    for (let i = this.cursor; i < this.packets.length; i++) {
-      const p = this.packets[i]!;
-      if (test(p)) {
-        this.cursor = i + 1;
+    for (const p of this.packets) {
+      if (!this.consumed.has(p) && test(p)) {
+        this.consumed.add(p);
         return Promise.resolve(p as P);
       }
     }
