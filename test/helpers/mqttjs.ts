@@ -42,3 +42,17 @@ export function collect(client: MqttClient): { messages: Received[]; wait(n: num
 export async function closeAll(...clients: (MqttClient | undefined)[]): Promise<void> {
   await Promise.all(clients.map((c) => (c && c.connected ? c.endAsync(true).catch(() => undefined) : c?.end(true))));
 }
+
+/**
+ * Connect with the message collector attached before the CONNACK, so messages the broker
+ * sends right after it (a resumed session's queue) are not missed.
+ */
+export async function connectCollecting(port: number, opts: IClientOptions = {}): Promise<{ client: MqttClient; got: ReturnType<typeof collect> }> {
+  const client = mqtt.connect(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 3000, protocolVersion: 5, ...opts });
+  const got = collect(client);
+  await new Promise<void>((resolve, reject) => {
+    client.once('connect', () => resolve());
+    client.once('error', reject);
+  });
+  return { client, got };
+}
