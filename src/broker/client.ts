@@ -557,8 +557,9 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       if (session.expiryInterval === 0 && newExpiry !== 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'session expiry set on DISCONNECT');
       session.expiryInterval = Math.min(newExpiry, this.broker.config.maxSessionExpiry);
     }
-    // [MQTT-3.14.4-3] a normal DISCONNECT discards the will; 0x04 asks for it to be sent
-    if (packet.reasonCode !== RC.DISCONNECT_WITH_WILL) this.will = undefined;
+    // [MQTT-3.14.4-3] only a normal DISCONNECT (0x00; 3.1.1 has no code) discards the will;
+    // 0x04 and error codes leave it to be published [MQTT-3.1.2-10]
+    if ((packet.reasonCode ?? RC.SUCCESS) === RC.SUCCESS) this.will = undefined;
     this.close('disconnect');
   }
 
