@@ -330,6 +330,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     if (!isValidTopicName(topic)) return this.protocolViolation(RC.TOPIC_NAME_INVALID, 'invalid topic name');
     const qos = packet.qos;
     const id = packet.messageId ?? 0;
+    // [MQTT-2.2.1-3] a QoS 1/2 PUBLISH carries a non-zero packet identifier
+    if (qos > 0 && id === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'packet identifier 0');
     const session = this.session!;
 
     if (qos === 2 && !session.incomingQos2.has(id) && session.incomingQos2.size >= this.broker.config.maxInflight) {
@@ -531,6 +533,9 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   // -------------------------------------------------------------- subscribe
 
   private onSubscribe(packet: ISubscribePacket): void {
+    // [MQTT-3.8.3-2] at least one topic filter; [MQTT-2.2.1-3] a non-zero packet identifier
+    if (packet.subscriptions.length === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'SUBSCRIBE without a topic filter');
+    if (!packet.messageId) return this.protocolViolation(RC.PROTOCOL_ERROR, 'packet identifier 0');
     const subId = packet.properties?.subscriptionIdentifier;
     if (subId === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'subscription identifier 0'); // [MQTT-3.8.2-?]
     const result = this.broker.subscribe(this, packet.subscriptions, subId);
@@ -542,6 +547,9 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   }
 
   private onUnsubscribe(packet: IUnsubscribePacket): void {
+    // [MQTT-3.10.3-2] at least one topic filter; [MQTT-2.2.1-3] a non-zero packet identifier
+    if (packet.unsubscriptions.length === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'UNSUBSCRIBE without a topic filter');
+    if (!packet.messageId) return this.protocolViolation(RC.PROTOCOL_ERROR, 'packet identifier 0');
     const codes = this.broker.unsubscribe(this, packet.unsubscriptions);
     if (this.isV5) this.writePacket({ cmd: 'unsuback', messageId: packet.messageId!, granted: codes });
     else this.writePacket({ cmd: 'unsuback', messageId: packet.messageId!, granted: [] });
