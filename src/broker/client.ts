@@ -428,7 +428,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       this.broker.countDrop('queue_full', this);
     }
     session.enqueue(d);
-    if (publisher && publisher !== this && !this.stalled && session.queued >= this.highWater()) {
+    if (publisher && publisher !== this && !this.stalled && this.aboveHighWater(session)) {
       if (this.congestedSince === 0) this.congestedSince = Date.now();
       publisher.holdFor(this);
     }
@@ -436,6 +436,20 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
 
   highWater(): number {
     return Math.max(1, this.broker.config.maxQueuedMessages >> 1);
+  }
+
+  /**
+   * Half the queue bound is used, in messages or in bytes: publishers feeding this client are
+   * held back. Bytes count too, or large payloads fill maxQueuedBytes (and are dropped) long
+   * before the message high-water mark is reached.
+   */
+  private aboveHighWater(session: Session): boolean {
+    return session.queued >= this.highWater() || session.queueBytes >= this.broker.config.maxQueuedBytes >> 1;
+  }
+
+  /** Drained to a quarter of either bound: held publishers may resume. */
+  private belowLowWater(session: Session): boolean {
+    return session.queued === 0 || (session.queued < this.highWater() >> 1 && session.queueBytes < this.broker.config.maxQueuedBytes >> 2);
   }
 
   /** Send queued messages while the socket and the inflight window allow. */
@@ -454,7 +468,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       }
       this.sendDelivery(d);
     }
-    if (session.queued < this.highWater() >> 1 || session.queued === 0) {
+    if (this.belowLowWater(session)) {
       this.congestedSince = 0;
       this.stalled = false;
       this.releasePublishers();
