@@ -274,7 +274,9 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
       },
       shared(group: SharedGroup<SubRef>): void {
         const ref = self.pickShareMember(group, message);
-        if (ref) mergeTarget(targets, `${ref.session.clientId}`, ref.session, ref.sub, message);
+        // [MQTT-4.8.2] each shared subscription delivers its own copy, even to a member that also
+        // has a plain (or another shared) subscription matching: never merged with those
+        if (ref) mergeTarget(targets, `$share/${group.group}/${group.filter}\u0000${ref.session.clientId}`, ref.session, ref.sub, message);
       },
     });
     if (targets.size === 0) return false;
