@@ -315,6 +315,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
 
   private onPublish(packet: IPublishPacket): void {
     const props = packet.properties;
+    // [MQTT-3.3.4-6] Subscription Identifiers only travel from the server to a client
+    if (props?.subscriptionIdentifier !== undefined) return this.protocolViolation(RC.PROTOCOL_ERROR, 'subscription identifier in PUBLISH');
     let topic = packet.topic;
     if (this.isV5 && props?.topicAlias !== undefined) {
       const alias = props.topicAlias;
