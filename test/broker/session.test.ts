@@ -213,3 +213,28 @@ describe('persistent sessions keep subscriptions and QoS 1/2 messages while offl
     await p.endAsync();
   });
 });
+
+describe('offline queue bound (maxOfflineMessages)', () => {
+  it('keeps the first messages up to the bound and counts the rest as dropped', async () => {
+    const own = await startBroker({ maxOfflineMessages: 3 });
+    try {
+      const { client: s } = await RawClient.connect(own.port, { clientId: 'off', clean: false, properties: { sessionExpiryInterval: 60 } });
+      s.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'off/t', qos: 1 }] });
+      await s.next('suback');
+      s.send({ cmd: 'disconnect', reasonCode: 0 });
+      await s.waitClosed();
+      const { client: p } = await RawClient.connect(own.port, { clientId: 'offp' });
+      for (let i = 1; i <= 5; i++) p.send({ cmd: 'publish', topic: 'off/t', payload: Buffer.from(`m${i}`), qos: 1, messageId: i, retain: false, dup: false });
+      for (let i = 1; i <= 5; i++) await p.next('puback');
+      expect(own.server.broker.stats.dropped['offline_queue_full']).toBe(2);
+      const again = await RawClient.connect(own.port, { clientId: 'off', clean: false, properties: { sessionExpiryInterval: 60 } });
+      for (let i = 1; i <= 3; i++) expect((await again.client.next<IPublishPacket>('publish')).payload.toString()).toBe(`m${i}`);
+      await again.client.ping();
+      expect(again.client.all('publish')).toHaveLength(3);
+      again.client.destroy();
+      p.destroy();
+    } finally {
+      await own.stop();
+    }
+  });
+});

@@ -282,6 +282,32 @@ describe('shared subscriptions $share/{group}/{filter} [MQTT-4.8.2]', () => {
     for (const c of [...g1, ...g2, plain, p]) c.destroy();
   });
 
+  it('a client with a shared and a plain subscription matching gets a copy from each [MQTT-4.8.2]', async () => {
+    const topic = uid('shp');
+    const both = await raw();
+    await subscribe(both, [{ topic: `$share/g/${topic}`, qos: 0 }], { subscriptionIdentifier: 1 });
+    await subscribe(both, [{ topic, qos: 0 }], { subscriptionIdentifier: 2 });
+    const p = await raw();
+    pub(p, topic, 'm');
+    await settle(p, both);
+    const got = both.all<IPublishPacket>('publish');
+    expect(got.map((x) => x.properties?.subscriptionIdentifier).sort()).toEqual([1, 2]);
+    both.destroy();
+    p.destroy();
+  });
+
+  it('a client in two groups gets one copy per group', async () => {
+    const topic = uid('sh2');
+    const c = await raw();
+    await subscribe(c, [{ topic: `$share/a/${topic}`, qos: 0 }, { topic: `$share/b/${topic}`, qos: 0 }]);
+    const p = await raw();
+    pub(p, topic, 'm');
+    await settle(p, c);
+    expect(payloads(c)).toEqual(['m', 'm']);
+    c.destroy();
+    p.destroy();
+  });
+
   it('a shared subscription gets no retained messages on subscribe', async () => {
     const topic = uid('shr');
     const p = await raw();
