@@ -61,6 +61,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
 
   // limits the client announced in CONNECT (v5)
   private clientReceiveMaximum = 65535;
+  /** QoS 1/2 messages we may have in flight to this client: its Receive Maximum, capped by maxInflight. */
+  private sendWindow = 65535;
   private clientMaxPacketSize = 268435460;
   private clientTopicAliasMax = 0;
   private readonly aliasesIn = new Map<number, string>();
@@ -214,6 +216,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
         return this.refuse(RC.PROTOCOL_ERROR, 'receive maximum and maximum packet size must not be 0'); // [MQTT-3.1.2-?]
       }
     }
+
+    this.sendWindow = Math.min(this.clientReceiveMaximum, broker.config.maxInflight);
 
     let clientId = packet.clientId ?? '';
     let assigned: string | undefined;
@@ -415,7 +419,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   /** Deliver now if the window and the socket allow, else queue (bounded). */
   deliver(d: Delivery, publisher: MqttClient | undefined): void {
     const session = this.session!;
-    const canSend = this.writable && session.queued === 0 && (d.qos === 0 || session.inflight.size < this.clientReceiveMaximum);
+    const canSend = this.writable && session.queued === 0 && (d.qos === 0 || session.inflight.size < this.sendWindow);
     if (canSend) {
       this.sendDelivery(d);
       return;
@@ -462,7 +466,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     while (this.writable) {
       const d = session.peek();
       if (!d) break;
-      if (d.qos > 0 && session.inflight.size >= this.clientReceiveMaximum) break;
+      if (d.qos > 0 && session.inflight.size >= this.sendWindow) break;
       session.shift();
       if (d.message.expiresAt !== undefined && d.message.expiresAt <= now) {
         this.broker.countDrop('expired');
