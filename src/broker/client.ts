@@ -14,7 +14,7 @@ import type { Message, MessageProperties, QoS } from './message.js';
 import type { Delivery, InflightEntry, Session } from '../session/session.js';
 import { RC, reasonName, v3ConnackCode } from '../mqtt/reason-codes.js';
 import { isValidTopicName } from '../topics/validate.js';
-import { FRAME_INCOMPLETE, FRAME_MALFORMED, frameLength } from './framing.js';
+import { FRAME_INCOMPLETE, FRAME_MALFORMED, frameLength, publishTopicBytes } from './framing.js';
 import { encodePublish, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
 import type { Broker } from './broker.js';
 
@@ -69,6 +69,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   private readonly aliasesOut = new Map<string, number>();
 
   private readonly parser: Parser;
+  /** The bytes of the packet being parsed (the parser emits it synchronously). */
+  private frame: Buffer | undefined;
   private pending: Buffer | undefined;
   private backlog: Packet[] | undefined;
   /** The transport accepted our last write without backpressure. */
@@ -129,6 +131,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       if (offset + len > buf.length) break;
       const packetBytes = buf.subarray(offset, offset + len);
       offset += len;
+      this.frame = packetBytes;
       this.parser.parse(packetBytes);
     }
     if (this.state === 'closed') {
@@ -153,6 +156,11 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   private onPacket(packet: Packet): void {
     if (this.state === 'closed') return;
     this.broker.countPacket(packet.cmd, true);
+    // [MQTT-1.5.4-1] a topic that is not well-formed UTF-8 makes the packet malformed. The parser
+    // decodes leniently (to U+FFFD), so the bytes are checked when a replacement character shows.
+    if (packet.cmd === 'publish' && packet.topic.includes('\uFFFD') && this.frame && !isUtf8(publishTopicBytes(this.frame))) {
+      return this.protocolViolation(RC.MALFORMED_PACKET, 'topic name is not valid UTF-8');
+    }
     if (this.state === 'new') {
       if (packet.cmd !== 'connect') return this.protocolViolation(RC.PROTOCOL_ERROR, 'first packet must be CONNECT'); // [MQTT-3.1.0-1]
       return void this.onConnect(packet);
