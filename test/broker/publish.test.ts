@@ -115,6 +115,17 @@ describe('PUBLISH from a client', () => {
     sub.destroy();
   });
 
+  it('a topic with a real U+FFFD (valid UTF-8) is accepted and delivered unchanged', async () => {
+    const topic = `${uid('fffd')}/\uFFFD`;
+    const sub = await subscriber(uid('s'), topic, 0);
+    const { client: pub } = await RawClient.connect(b.port, { clientId: uid('p') });
+    pub.send({ cmd: 'publish', topic, payload: Buffer.from('ok'), qos: 0, retain: false, dup: false });
+    const got = await sub.next<IPublishPacket>('publish');
+    expect(got.topic).toBe(topic);
+    pub.destroy();
+    sub.destroy();
+  });
+
   it('a wildcard in a PUBLISH topic is refused (v5 DISCONNECT 0x90)', async () => {
     const { client } = await RawClient.connect(b.port, { clientId: uid('p') });
     // mqtt-packet generates it; the broker must refuse it [MQTT-3.3.2-2]
@@ -228,6 +239,20 @@ describe('PUBLISH to a client', () => {
     expect(sub.all('publish')).toHaveLength(3);
     for (const p of sub.all<IPublishPacket>('publish').slice(1)) sub.send({ cmd: 'puback', messageId: p.messageId! });
     await sub.next('publish', (p) => (p as IPublishPacket).payload.toString() === '5');
+    pub.destroy();
+    sub.destroy();
+  });
+
+  it('maxInflight also bounds messages in flight to a client, 3.1.1 included (which announces no Receive Maximum)', async () => {
+    const topic = uid('cap');
+    const sub = await subscriber(uid('s'), topic, 1, {}, 4);
+    const { client: pub } = await RawClient.connect(b.port, { clientId: uid('p') });
+    for (let i = 1; i <= 6; i++) pub.send({ cmd: 'publish', topic, payload: Buffer.from(String(i)), qos: 1, messageId: i, retain: false, dup: false });
+    for (let i = 1; i <= 6; i++) await pub.next('puback');
+    await sub.ping();
+    expect(sub.all<IPublishPacket>('publish').map((p) => p.payload.toString())).toEqual(['1', '2', '3']); // maxInflight: 3
+    for (const p of sub.all<IPublishPacket>('publish')) sub.send({ cmd: 'puback', messageId: p.messageId! });
+    await sub.next('publish', (p) => (p as IPublishPacket).payload.toString() === '6');
     pub.destroy();
     sub.destroy();
   });
