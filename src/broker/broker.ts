@@ -412,7 +412,8 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
         }
       } else if (c.state === 'open') {
         // [MQTT-3.1.2-22] one and a half times the keep alive without a packet
-        if (c.keepAliveMs > 0 && now - c.lastActivity > c.keepAliveMs * 1.5) c.disconnect(RC.KEEP_ALIVE_TIMEOUT, 'keepalive');
+        // (not while flow control holds its socket paused: then the silence is ours)
+        if (c.keepAliveMs > 0 && !c.held && now - c.lastActivity > c.keepAliveMs * 1.5) c.disconnect(RC.KEEP_ALIVE_TIMEOUT, 'keepalive');
         else c.checkStall(now, cfg.stallTimeoutMs);
       }
     }

@@ -667,9 +667,16 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     this.blockedPublishers.clear();
   }
 
+  /** Reading is paused by flow control: silence from this client is ours, not its own. */
+  get held(): boolean {
+    return this.blockers > 0;
+  }
+
   private release(): void {
     if (this.blockers === 0 || --this.blockers > 0) return;
     if (this.state === 'closed') return;
+    // [MQTT-3.1.2-22] keep alive counts the client's silence; while held, we were not reading
+    this.lastActivity = Date.now();
     this.conn.resume();
     // what was read before the pause is parsed on the next turn, never inside a subscriber's pump
     if (this.pending && !this.resumeScheduled) {
