@@ -161,7 +161,42 @@ describe('bounded outbound queue', () => {
   });
 });
 
-describe('flow control', () => {
+describe('flow control and keep alive', () => {
+  it('a publisher held back by the broker is not disconnected for keep alive: the broker was not reading', async () => {
+    const b = await startBroker({ maxQueuedMessages: 20, stallTimeoutMs: 60_000 });
+    try {
+      const slow = (await RawClient.connect(b.port, { clientId: 'stuck-ka' }, 4)).client;
+      slow.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'hold-ka', qos: 0 }] });
+      await slow.next('suback');
+      slow.socket.pause();
+      const pub = (await RawClient.connect(b.port, { clientId: 'held-ka', keepalive: 1 })).client;
+      const publisher = b.server.broker.online.get('held-ka')!;
+      const subscriber = b.server.broker.online.get('stuck-ka')!;
+      let sent = 0;
+      while (!subscriber.blockedPublishers.has(publisher) && sent < 40_000) {
+        pub.sendBytes(burst('hold-ka', sent, 500, 1024));
+        sent += 500;
+        pub.send({ cmd: 'pingreq' });
+        await Promise.race([pub.next('pingresp', () => true, 5000), until(() => subscriber.blockedPublishers.has(publisher), 5000)]);
+      }
+      expect(subscriber.blockedPublishers.has(publisher)).toBe(true);
+      // the publisher keeps pinging, but the broker holds its socket paused for 2.5 keep-alive periods
+      const pinger = setInterval(() => pub.send({ cmd: 'pingreq' }), 400);
+      await new Promise((r) => setTimeout(r, 2500));
+      clearInterval(pinger);
+      expect(pub.all('disconnect')).toEqual([]);
+      expect(pub.closed).toBe(false);
+      slow.destroy();
+      await pub.next('pingresp', () => true, 5000);
+      await pub.ping();
+      expect(pub.closed).toBe(false);
+      pub.destroy();
+    } finally {
+      await b.stop();
+    }
+  });
+
+
   it.each([
     ['message bound', { maxQueuedMessages: 100 }],
     ['byte bound below the message high-water mark', { maxQueuedMessages: 1000, maxQueuedBytes: 64 * 1024 }],
