@@ -212,6 +212,13 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     const props = packet.properties ?? {};
     const broker = this.broker;
 
+    // Malformed CONNECT flags the parser lets through: v5 answers CONNACK 0x81, 3.1.1 just closes
+    const malformed = (reason: string): void => (version === 5 ? this.refuse(RC.MALFORMED_PACKET, reason) : this.protocolViolation(RC.MALFORMED_PACKET, reason));
+    if (packet.will && (packet.will.qos ?? 0) > 2) return malformed('will QoS 3'); // [MQTT-3.1.2-12]
+    if (version !== 5 && packet.password !== undefined && packet.username === undefined) {
+      return malformed('password without user name'); // [MQTT-3.1.2-22] (3.1.1; allowed in 5.0)
+    }
+
     if (version === 5 && props.authenticationMethod !== undefined) {
       // Enhanced authentication is not offered [MQTT-3.1.2-?]: 0x8C bad authentication method
       return this.refuse(RC.BAD_AUTHENTICATION_METHOD, 'enhanced authentication is not supported');
