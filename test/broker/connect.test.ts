@@ -75,6 +75,47 @@ describe('CONNECT validation', () => {
     expect(b.server.broker.client('reserved-flag')).toBeUndefined();
   });
 
+  /** A 3.1.1 CONNECT for client id "a" with the given flags, then `tail` (will, user name, password). */
+  const connect4 = (flags: number, tail: number[]): number[] => {
+    const body = [0, 4, 0x4d, 0x51, 0x54, 0x54, 4, flags, 0, 0, 0, 1, 0x61, ...tail];
+    return [0x10, body.length, ...body];
+  };
+
+  it('[MQTT-3.1.2-12] will QoS 3 is malformed: 3.1.1 closed without CONNACK', async () => {
+    const c = await RawClient.open(b.port, 4);
+    c.sendBytes(connect4(0x1e, [0, 1, 0x74, 0, 1, 0x70])); // will flag, will QoS 3, clean
+    await c.waitClosed();
+    expect(c.packets).toHaveLength(0);
+  });
+
+  it('[MQTT-3.1.2-12] will QoS 3 is malformed: v5 CONNACK 0x81', async () => {
+    const bytes = mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 0, clientId: 'wq3', will: { topic: 't', payload: Buffer.from('p'), qos: 2, retain: false } }, { protocolVersion: 5 });
+    expect(bytes[9]! & 0x18).toBe(0x10); // will QoS bits = 2
+    bytes[9]! |= 0x18; // now 3
+    const c = await RawClient.open(b.port, 5);
+    c.sendBytes(bytes);
+    const connack = await c.next<IConnackPacket>('connack');
+    expect(connack.reasonCode).toBe(0x81);
+    await c.waitClosed();
+  });
+
+  it('[MQTT-3.1.2-22] 3.1.1: a password without a user name is malformed', async () => {
+    const c = await RawClient.open(b.port, 4);
+    c.sendBytes(connect4(0x42, [0, 1, 0x70])); // password flag only
+    await c.waitClosed();
+    expect(c.packets).toHaveLength(0);
+  });
+
+  it('v5: a password without a user name is allowed', async () => {
+    // mqtt-packet will not generate it, so by hand: level 5, flags clean + password, no properties
+    const body = [0, 4, 0x4d, 0x51, 0x54, 0x54, 5, 0x42, 0, 0, 0, 0, 1, 0x61, 0, 1, 0x70];
+    const client = await RawClient.open(b.port, 5);
+    client.sendBytes([0x10, body.length, ...body]);
+    const connack = await client.next<IConnackPacket>('connack');
+    expect(connack.reasonCode).toBe(0);
+    client.destroy();
+  });
+
   it('[MQTT-3.1.0-1] the first packet must be CONNECT', async () => {
     const c = await RawClient.open(b.port, 4);
     c.send({ cmd: 'pingreq' });
