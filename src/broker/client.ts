@@ -455,6 +455,17 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     }
   }
 
+  /**
+   * Retained messages for a new subscription are all sent [MQTT-3.3.1-9], never dropped for the
+   * queue bound: the retained store already holds them and the queue only references them. The
+   * queue drains as the socket does; meanwhile publishers feeding this client are held back.
+   */
+  private deliverRetained(d: Delivery): void {
+    const session = this.session!;
+    if (this.writable && session.queued === 0 && (d.qos === 0 || session.inflight.size < this.sendWindow)) this.sendDelivery(d);
+    else session.enqueue(d);
+  }
+
   highWater(): number {
     return Math.max(1, this.broker.config.maxQueuedMessages >> 1);
   }
@@ -578,7 +589,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     const granted = this.isV5 ? result.codes : result.codes.map((c) => (c >= 0x80 ? 0x80 : c));
     this.writePacket({ cmd: 'suback', messageId: packet.messageId!, granted });
     // [MQTT-3.8.4-4] retained messages after the SUBACK
-    for (const d of result.retained) this.deliver(d, undefined);
+    for (const d of result.retained) this.deliverRetained(d);
   }
 
   private onUnsubscribe(packet: IUnsubscribePacket): void {
