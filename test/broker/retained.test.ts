@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IPublishPacket, ISubackPacket } from 'mqtt-packet';
 import { startBroker, type TestBroker } from '../helpers/broker.js';
 import { RawClient } from '../helpers/raw.js';
-import { collect, connectClient } from '../helpers/mqttjs.js';
+import { collect, connectClient, connectCollecting } from '../helpers/mqttjs.js';
 
 let b: TestBroker;
 beforeAll(async () => {
@@ -108,5 +108,33 @@ describe('retained messages [MQTT-3.3.1-5..7]', () => {
     const { client: s2 } = await RawClient.connect(b.port, { clientId: uid('s') });
     expect(await subscribeAndSettle(s2, `${topic}/#`)).toEqual([]);
     for (const c of [p, s, s2]) c.destroy();
+  });
+});
+
+describe('many retained messages', () => {
+  it('a wildcard subscription gets every retained message, even more than the outbound queue bound', async () => {
+    const own = await startBroker({ maxQueuedMessages: 100, maxQueuedBytes: 64 * 1024 });
+    try {
+      const N = 3000;
+      const p = (await RawClient.connect(own.port, { clientId: 'many-p' }, 4)).client;
+      const frames: Buffer[] = [];
+      const { default: mqttPacket } = await import('mqtt-packet');
+      for (let i = 0; i < N; i++) frames.push(mqttPacket.generate({ cmd: 'publish', topic: `many/${i}`, payload: Buffer.alloc(200, 1), qos: 0, retain: true, dup: false }, { protocolVersion: 4 }));
+      p.sendBytes(Buffer.concat(frames));
+      await p.ping();
+      expect(own.server.broker.retainedCount()).toBe(N);
+      for (const qos of [0, 1] as const) {
+        const { client: sub, got } = await connectCollecting(own.port, { clientId: `many-s${qos}`, protocolVersion: 4 });
+        await sub.subscribeAsync('many/#', { qos });
+        const msgs = await got.wait(N, 10_000);
+        expect(new Set(msgs.map((m) => m.topic)).size).toBe(N);
+        expect(msgs.every((m) => m.packet.retain && m.payload.length === 200)).toBe(true);
+        await sub.endAsync();
+      }
+      expect(own.server.broker.stats.dropped['queue_full'] ?? 0).toBe(0);
+      p.destroy();
+    } finally {
+      await own.stop();
+    }
   });
 });
