@@ -176,7 +176,7 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
   clientOnline(client: MqttClient): void {
     this.stats.clientsConnected++;
     this.log.debug({ clientId: client.clientId, address: client.remoteAddress, transport: client.transport, v: client.protocolVersion }, 'client connected');
-    for (const hook of this.hooks.onConnect) hook(client);
+    for (const hook of this.hooks.onConnect) this.notify(hook, client);
   }
 
   clientClosed(client: MqttClient, wasOpen: boolean, cause: CloseCause): void {
@@ -185,7 +185,7 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     if (this.online.get(id) === client) this.online.delete(id);
     this.stats.clientsConnected--;
     this.log.debug({ clientId: id, cause }, 'client disconnected');
-    for (const hook of this.hooks.onDisconnect) hook(client, cause === 'disconnect');
+    for (const hook of this.hooks.onDisconnect) this.notify(hook, client, cause === 'disconnect');
     const session = client.session!;
     // QoS 0 messages are not kept for an offline session
     if (session.queued > 0) {
@@ -216,12 +216,26 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     const message: Message = { ...will.message };
     if (will.expirySeconds !== undefined) message.expiresAt = Date.now() + will.expirySeconds * 1000;
     const info = client ?? this.offlineInfo(message.senderId ?? '');
-    // the will goes through the same authorization as any PUBLISH from its client
-    if (this.authorizePublish(info, message) !== 0) {
-      this.countDrop('not_authorized');
-      return;
+    // runs from close paths and the sweep timer: a failing hook must not take the process down
+    try {
+      // the will goes through the same authorization as any PUBLISH from its client
+      if (this.authorizePublish(info, message) !== 0) {
+        this.countDrop('not_authorized');
+        return;
+      }
+      this.route(message, undefined);
+    } catch (err) {
+      this.log.error({ err, clientId: message.senderId, topic: message.topic }, 'publishing a will failed');
     }
-    this.route(message, undefined);
+  }
+
+  /** Lifecycle hooks are notifications: one that throws is logged, never breaks the flow. */
+  private notify<A extends unknown[]>(hook: (...args: A) => void, ...args: A): void {
+    try {
+      hook(...args);
+    } catch (err) {
+      this.log.error({ err }, 'hook failed');
+    }
   }
 
   private offlineInfo(clientId: string): ClientInfo {
@@ -369,7 +383,7 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
       session.subscriptions.set(s.topic, sub);
       this.trie.add(filter, session.clientId, { session, sub }, shared?.group);
       codes.push(granted);
-      for (const hook of this.hooks.onSubscribe) hook(client, s.topic, granted as QoS);
+      for (const hook of this.hooks.onSubscribe) this.notify(hook, client, s.topic, granted as QoS);
       // [MQTT-3.3.1-9..11] Retain Handling 0: always, 1: only for a new subscription, 2: never;
       // shared subscriptions get no retained messages [MQTT-4.8.2-?]
       if (!shared && (sub.retainHandling === 0 || (sub.retainHandling === 1 && !existed))) {

@@ -132,7 +132,12 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       const packetBytes = buf.subarray(offset, offset + len);
       offset += len;
       this.frame = packetBytes;
-      this.parser.parse(packetBytes);
+      try {
+        this.parser.parse(packetBytes);
+      } catch (err) {
+        // a bug or a failing hook while serving this packet ends this connection only
+        return this.internalError(err);
+      }
     }
     if (this.state === 'closed') {
       this.pending = undefined;
@@ -163,7 +168,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     }
     if (this.state === 'new') {
       if (packet.cmd !== 'connect') return this.protocolViolation(RC.PROTOCOL_ERROR, 'first packet must be CONNECT'); // [MQTT-3.1.0-1]
-      return void this.onConnect(packet);
+      return void this.onConnect(packet).catch((err: unknown) => this.internalError(err));
     }
     if (this.state === 'authenticating') {
       (this.backlog ??= []).push(packet);
@@ -615,6 +620,12 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     // 0x04 and error codes leave it to be published [MQTT-3.1.2-10]
     if ((packet.reasonCode ?? RC.SUCCESS) === RC.SUCCESS) this.will = undefined;
     this.close('disconnect');
+  }
+
+  /** An unexpected exception while serving this client: log it, answer 0x83, close. */
+  private internalError(err: unknown): void {
+    this.broker.log.error({ err, clientId: this.clientId }, 'internal error serving a client');
+    this.protocolViolation(RC.IMPLEMENTATION_SPECIFIC_ERROR, 'internal error');
   }
 
   /** Reply with the reason code where v5 allows it, then close (the will is published). */
