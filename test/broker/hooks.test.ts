@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { IPubackPacket, IPublishPacket, IPubrecPacket, ISubackPacket } from 'mqtt-packet';
+import type { IDisconnectPacket, IPubackPacket, IPublishPacket, IPubrecPacket, ISubackPacket } from 'mqtt-packet';
 import { startBroker, until, type TestBroker } from '../helpers/broker.js';
 import { RawClient } from '../helpers/raw.js';
 import { collect, connectClient } from '../helpers/mqttjs.js';
@@ -22,6 +22,7 @@ beforeAll(async () => {
       return { ok: true };
     },
     authorizePublish(client: ClientInfo, message: Message) {
+      if (message.topic === 'hook/throws') throw new Error('a buggy hook');
       return message.topic.startsWith('readonly/') ? 0x87 : 0;
     },
     authorizeSubscribe(_client: ClientInfo, filter: string, qos) {
@@ -40,9 +41,11 @@ beforeAll(async () => {
       return undefined;
     },
     onConnect(client: ClientInfo) {
+      if (client.clientId.startsWith('throws-')) throw new Error('a buggy lifecycle hook');
       if (client.clientId.startsWith('ev-')) events.push(`connect ${client.clientId} ${client.username ?? '-'}`);
     },
     onDisconnect(client: ClientInfo, graceful: boolean) {
+      if (client.clientId.startsWith('throws-')) throw new Error('a buggy lifecycle hook');
       if (client.clientId.startsWith('ev-')) events.push(`disconnect ${client.clientId} ${graceful}`);
     },
     onSubscribe(client: ClientInfo, filter: string, qos) {
@@ -155,6 +158,38 @@ describe('authorizePublish', () => {
     await s.ping();
     expect(s.all('publish')).toHaveLength(0);
     s.destroy();
+  });
+});
+
+describe('a hook that throws', () => {
+  it('ends only the connection being served (DISCONNECT 0x83); the broker and other clients go on', async () => {
+    const topic = uid('after-throw');
+    const s = await connectClient(b.port, { clientId: uid('s') });
+    const got = collect(s);
+    await s.subscribeAsync(topic, { qos: 1 });
+    const c = (await RawClient.connect(b.port, { clientId: uid('thrower') })).client;
+    c.send({ cmd: 'publish', topic: 'hook/throws', payload: Buffer.from('x'), qos: 1, messageId: 1, retain: false, dup: false });
+    const d = await c.next<IDisconnectPacket>('disconnect');
+    expect(d.reasonCode).toBe(0x83);
+    await c.waitClosed();
+    const p = await connectClient(b.port, { clientId: uid('p') });
+    await p.publishAsync(topic, 'still here', { qos: 1 });
+    expect((await got.wait(1))[0]!.payload.toString()).toBe('still here');
+    await p.endAsync();
+    await s.endAsync();
+  });
+});
+
+describe('lifecycle hooks that throw', () => {
+  it('are logged and ignored: the client connects, works and disconnects', async () => {
+    const c = (await RawClient.connect(b.port, { clientId: 'throws-1' })).client;
+    await c.ping();
+    c.destroy();
+    await until(() => b.server.broker.client('throws-1') === undefined, 2000, 'the client to be gone');
+    const again = await RawClient.connect(b.port, { clientId: 'throws-1' });
+    expect(again.connack.reasonCode).toBe(0);
+    again.client.send({ cmd: 'disconnect', reasonCode: 0 });
+    await again.client.waitClosed();
   });
 });
 
