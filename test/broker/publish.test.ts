@@ -93,6 +93,28 @@ describe('PUBLISH from a client', () => {
     sub.destroy();
   });
 
+  it('QoS 2 state survives a reconnect of a persistent session: the resent PUBLISH is not delivered twice', async () => {
+    const topic = uid('q2persist');
+    const id = uid('p');
+    const sub = await subscriber(uid('s'), topic, 2);
+    const first = await RawClient.connect(b.port, { clientId: id, clean: false, properties: { sessionExpiryInterval: 60 } });
+    first.client.send({ cmd: 'publish', topic, payload: Buffer.from('exactly-once'), qos: 2, messageId: 11, retain: false, dup: false });
+    await first.client.next('pubrec');
+    first.client.destroy(); // lost before PUBREL
+    await first.client.closedPromise;
+    const again = await RawClient.connect(b.port, { clientId: id, clean: false, properties: { sessionExpiryInterval: 60 } });
+    expect(again.connack.sessionPresent).toBe(true);
+    again.client.send({ cmd: 'publish', topic, payload: Buffer.from('exactly-once'), qos: 2, messageId: 11, retain: false, dup: true });
+    expect((await again.client.next<IPubrecPacket>('pubrec')).messageId).toBe(11);
+    again.client.send({ cmd: 'pubrel', messageId: 11 });
+    const comp = await again.client.next<IPubcompPacket>('pubcomp');
+    expect(comp.reasonCode).toBe(0);
+    await sub.ping();
+    expect(sub.all<IPublishPacket>('publish').map((p) => p.payload.toString())).toEqual(['exactly-once']);
+    again.client.destroy();
+    sub.destroy();
+  });
+
   it('PUBREL for an unknown packet id: PUBCOMP 0x92 in v5', async () => {
     const { client } = await RawClient.connect(b.port, { clientId: uid('p') });
     client.send({ cmd: 'pubrel', messageId: 99 });
@@ -190,6 +212,22 @@ describe('PUBLISH to a client', () => {
     await again.client.ping();
     expect(b.server.broker.sessions.get(id)!.inflight.size).toBe(0);
     again.client.destroy();
+    pub.destroy();
+  });
+
+  it('on takeover, the new connection gets the unacknowledged messages of the old one with DUP', async () => {
+    const topic = uid('takeover-inflight');
+    const id = uid('s');
+    const old = await subscriber(id, topic, 1, { clean: false, properties: { sessionExpiryInterval: 60 } });
+    const { client: pub } = await RawClient.connect(b.port, { clientId: uid('p') });
+    pub.send({ cmd: 'publish', topic, payload: Buffer.from('t1'), qos: 1, messageId: 1, retain: false, dup: false });
+    const first = await old.next<IPublishPacket>('publish');
+    const fresh = await RawClient.connect(b.port, { clientId: id, clean: false, properties: { sessionExpiryInterval: 60 } });
+    expect(fresh.connack.sessionPresent).toBe(true);
+    await old.waitClosed();
+    const again = await fresh.client.next<IPublishPacket>('publish');
+    expect([again.payload.toString(), again.dup, again.messageId]).toEqual(['t1', true, first.messageId]);
+    fresh.client.destroy();
     pub.destroy();
   });
 

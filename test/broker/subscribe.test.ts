@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IDisconnectPacket, IPublishPacket, ISubackPacket, IUnsubackPacket, ISubscription } from 'mqtt-packet';
-import { startBroker, type TestBroker } from '../helpers/broker.js';
+import { startBroker, until, type TestBroker } from '../helpers/broker.js';
 import { RawClient } from '../helpers/raw.js';
 
 let b: TestBroker;
@@ -305,6 +305,30 @@ describe('shared subscriptions $share/{group}/{filter} [MQTT-4.8.2]', () => {
     await settle(p, c);
     expect(payloads(c)).toEqual(['m', 'm']);
     c.destroy();
+    p.destroy();
+  });
+
+  it('messages go to connected members; an offline member of a persistent session gets them only when nobody else is connected', async () => {
+    const topic = uid('sho');
+    const offId = uid('off');
+    const onId = uid('on');
+    const offline = (await RawClient.connect(b.port, { clientId: offId, clean: false, properties: { sessionExpiryInterval: 60 } })).client;
+    await subscribe(offline, [{ topic: `$share/g/${topic}`, qos: 1 }]);
+    offline.send({ cmd: 'disconnect', reasonCode: 0 });
+    await offline.waitClosed();
+    const online = await raw(5, onId);
+    await subscribe(online, [{ topic: `$share/g/${topic}`, qos: 1 }]);
+    const p = await raw();
+    for (let i = 0; i < 4; i++) pub(p, topic, `m${i}`, { qos: 1 });
+    for (let i = 0; i < 4; i++) await p.next('puback');
+    await settle(p, online);
+    expect(payloads(online)).toEqual(['m0', 'm1', 'm2', 'm3']);
+    expect(b.server.broker.sessions.get(offId)!.queued).toBe(0);
+    online.destroy();
+    await until(() => b.server.broker.client(onId) === undefined, 2000, 'the online member to leave');
+    pub(p, topic, 'queued', { qos: 1 });
+    await p.next('puback');
+    expect(b.server.broker.sessions.get(offId)!.queued).toBe(1);
     p.destroy();
   });
 
