@@ -493,3 +493,22 @@ describe('Message Expiry Interval [MQTT-3.3.2-5/6]', () => {
     pub.destroy();
   });
 });
+
+describe('MQTT.js clients, every version and QoS combination', () => {
+  const combos: [4 | 5, 4 | 5, 0 | 1 | 2, 0 | 1 | 2][] = [];
+  for (const pv of [4, 5] as const) for (const sv of [4, 5] as const) for (const pq of [0, 1, 2] as const) for (const sq of [0, 1, 2] as const) combos.push([pv, sv, pq, sq]);
+  it.each(combos)('publisher v%i -> subscriber v%i, publish QoS %i, subscription QoS %i', async (pv, sv, pq, sq) => {
+    const topic = uid(`m-${pv}${sv}${pq}${sq}`);
+    const sub = await connectClient(b.port, { clientId: uid('s'), protocolVersion: sv });
+    const got = collect(sub);
+    const granted = await sub.subscribeAsync(topic, { qos: sq });
+    expect(granted[0]!.qos).toBe(sq);
+    const pub = await connectClient(b.port, { clientId: uid('p'), protocolVersion: pv });
+    for (let i = 0; i < 5; i++) await pub.publishAsync(topic, Buffer.from([i, 0xff]), { qos: pq });
+    const msgs = await got.wait(5);
+    expect(msgs.map((m) => [...m.payload])).toEqual([0, 1, 2, 3, 4].map((i) => [i, 0xff]));
+    expect(msgs.every((m) => m.packet.qos === Math.min(pq, sq))).toBe(true);
+    await pub.endAsync();
+    await sub.endAsync();
+  });
+});
