@@ -255,6 +255,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       const w = packet.will;
       const wp = w.properties ?? {};
       if (!isValidTopicName(w.topic)) return this.refuse(RC.TOPIC_NAME_INVALID, 'invalid will topic');
+      // 3.1.3.2.5: the will's Response Topic is a topic name, no wildcards (as [MQTT-3.3.2-14])
+      if (wp.responseTopic !== undefined && !isValidTopicName(wp.responseTopic)) return this.refuse(RC.PROTOCOL_ERROR, 'invalid will response topic');
       const payload = typeof w.payload === 'string' ? Buffer.from(w.payload) : w.payload;
       const properties = version === 5 ? pickProperties(wp) : undefined;
       this.will = {
@@ -354,6 +356,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       }
     }
     if (!isValidTopicName(topic)) return this.protocolViolation(RC.TOPIC_NAME_INVALID, 'invalid topic name');
+    // [MQTT-3.3.2-14] a Response Topic is a topic name: wildcards in it are a protocol error
+    if (props?.responseTopic !== undefined && !isValidTopicName(props.responseTopic)) return this.protocolViolation(RC.PROTOCOL_ERROR, 'invalid response topic');
     const qos = packet.qos;
     const id = packet.messageId ?? 0;
     // [MQTT-2.2.1-3] a QoS 1/2 PUBLISH carries a non-zero packet identifier
