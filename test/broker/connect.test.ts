@@ -170,6 +170,12 @@ describe('CONNECT validation', () => {
     expect(b.server.broker.client('auth-method')).toBeUndefined();
   });
 
+  it('v5: a will Response Topic with a wildcard is a protocol error (CONNACK 0x82)', async () => {
+    const { client, connack } = await RawClient.connect(b.port, { clientId: 'bad-will-rt', will: { topic: 'w', payload: Buffer.from('x'), qos: 0, retain: false, properties: { responseTopic: 'r/#' } } });
+    expect(connack.reasonCode).toBe(0x82);
+    await client.waitClosed();
+  });
+
   it('v5: an invalid will topic is refused with 0x90', async () => {
     const { client, connack } = await RawClient.connect(b.port, { clientId: 'bad-will', will: { topic: 'a/#', payload: Buffer.from('x'), qos: 0, retain: false } });
     expect(connack.reasonCode).toBe(0x90);

@@ -36,6 +36,7 @@ const cases: [string, Buffer[], number][] = [
   ['SUBSCRIBE with packet identifier 0', [Buffer.from([0x82, 0x07, 0x00, 0x00, 0x00, 0x00, 0x01, 0x61, 0x00])], 0x82],
   ['a PINGRESP from a client', [Buffer.from([0xd0, 0x00])], 0x82],
   ['a PUBLISH carrying a Subscription Identifier [MQTT-3.3.4-6]', [pub('t', { properties: { subscriptionIdentifier: 5 } })], 0x82],
+  ['a Response Topic with a wildcard [MQTT-3.3.2-14]', [pub('t', { properties: { responseTopic: 'reply/+' } })], 0x82],
   ['a second CONNECT', [v5({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 0, clientId: 'again' })], 0x82],
   ['AUTH without an authentication method', [v5({ cmd: 'auth', reasonCode: 0x18, properties: { authenticationMethod: 'x' } })], 0x82],
   ['a CONNACK from a client', [Buffer.from([0x20, 0x03, 0x00, 0x00, 0x00])], 0x82],
