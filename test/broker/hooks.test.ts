@@ -69,7 +69,7 @@ describe('authenticate', () => {
     ['wrong', 0x86, 4],
     ['banned', 0x87, 5],
     ['boom', 0x88, 3], // a failing hook: server unavailable, never a crash
-  ])('%s: v5 CONNACK 0x%s, 3.1.1 return code %s', async (username, v5code, v3code) => {
+  ])('%s: v5 CONNACK reason code %i, 3.1.1 return code %i', async (username, v5code, v3code) => {
     const five = await RawClient.connect(b.port, { clientId: uid('a'), username });
     expect(five.connack.reasonCode).toBe(v5code);
     await five.client.waitClosed();
