@@ -6,14 +6,14 @@ import { Broker } from './broker/broker.js';
 import { startSysTopics } from './broker/sys.js';
 import { startTcpListener } from './transport/tcp.js';
 
-/** The package version, from dist/src/server.js (built) or src/server.ts (run from source, as in tests). */
+/** The package version, from the package.json above this module (src/ or dist/src/). */
 function packageVersion(): string {
-  for (const relative of ['../../package.json', '../package.json']) {
+  for (const rel of ['../package.json', '../../package.json']) {
     try {
-      const pkg = JSON.parse(readFileSync(new URL(relative, import.meta.url), 'utf8')) as { name?: string; version: string };
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version: string };
       if (pkg.name === 'edge-data-broker') return pkg.version;
     } catch {
-      // not at this level
+      /* try the next */
     }
   }
   return '0.0.0';
