@@ -29,7 +29,7 @@ async function expectNoWill(w: RawClient): Promise<void> {
   expect(w.all('publish')).toHaveLength(0);
 }
 
-describe('will messages [MQTT-3.1.2-8..10]', () => {
+describe.concurrent('will messages [MQTT-3.1.2-8..10]', () => {
   it('published when the socket closes without DISCONNECT, with its properties', async () => {
     const topic = uid('will');
     const w = await watcher(topic);
@@ -146,7 +146,7 @@ describe('will messages [MQTT-3.1.2-8..10]', () => {
   });
 });
 
-describe('Will Delay Interval [MQTT-3.1.3-9]', () => {
+describe.concurrent('Will Delay Interval [MQTT-3.1.3-9]', () => {
   it('the will waits for the delay', async () => {
     const topic = uid('delay');
     const w = await watcher(topic);
