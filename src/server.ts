@@ -6,9 +6,18 @@ import { Broker } from './broker/broker.js';
 import { startSysTopics } from './broker/sys.js';
 import { startTcpListener } from './transport/tcp.js';
 
-export const VERSION: string = (
-  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
-).version;
+/** The package version; found from dist/src/ (built) and from src/ (tests run on the sources). */
+export const VERSION: string = (() => {
+  for (const rel of ['../../package.json', '../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version: string };
+      if (pkg.name === 'edge-data-broker') return pkg.version;
+    } catch {
+      // not at this level; try the next
+    }
+  }
+  return '0.0.0';
+})();
 
 /** A running broker with its listeners and services. */
 export interface EdbServer {
