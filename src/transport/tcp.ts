@@ -26,7 +26,22 @@ class SocketConnection implements Connection {
 
   write(data: Uint8Array): boolean {
     if (this.socket.destroyed) return false;
+    // coalesce every packet written in this turn of the event loop into one writev
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(uncork, this);
+    }
     return this.socket.write(data);
+  }
+
+  /** @internal */
+  corked = false;
+
+  /** @internal */
+  flush(): void {
+    this.corked = false;
+    this.socket.uncork();
   }
 
   bufferedAmount(): number {
@@ -50,6 +65,10 @@ class SocketConnection implements Connection {
   destroy(): void {
     this.socket.destroy();
   }
+}
+
+function uncork(c: SocketConnection): void {
+  c.flush();
 }
 
 function attach(socket: net.Socket, acceptor: ConnectionAcceptor, kind: TransportKind, identity: PeerIdentity): void {
