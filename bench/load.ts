@@ -418,13 +418,15 @@ async function runFlow(peer: RunningPeer, sc: FlowScenario, run: number, opts: O
     const machineEnd = machineCpu();
     const machineBusy = (machineEnd.busy - machineStart.busy) / (opts.measureMs / 1000);
 
-    // drain: wait until the subscribers stop receiving (at most 5 s)
+    // drain: wait until the subscribers have received nothing for 1 s (at most 15 s: an
+    // open-loop trial can leave seconds of messages in buffers); what never comes is lost
     let last = -1;
-    const drainDeadline = Date.now() + 5000;
-    for (;;) {
+    let still = 0;
+    const drainDeadline = Date.now() + 15_000;
+    while (still < 4 && Date.now() < drainDeadline) {
       await sleep(250);
       const { total } = await worker.ask({ cmd: 'progress' }, 'progress');
-      if (total === last || Date.now() > drainDeadline) break;
+      still = total === last ? still + 1 : 0;
       last = total;
     }
 
@@ -655,6 +657,7 @@ async function main(): Promise<void> {
   process.stdout.write(`${command}\nmachine: ${machine()}\n`);
 
   const peers: RunningPeer[] = [];
+  let keepDir = false;
   const cleanup = (): void => {
     for (const c of children) c.kill('SIGKILL');
   };
@@ -671,6 +674,15 @@ async function main(): Promise<void> {
       }
     }
 
+    // a broker that dies is reported with the tail of its log and left out of later trials
+    const crashed = new Map<string, string>();
+    const noteCrash = (peer: RunningPeer, during: string): void => {
+      const tail = readFileSync(peer.logFile, 'utf8').trim().split('\n').slice(-8).join('\n');
+      const what = `${peer.name} exited (${peer.proc.exitCode ?? peer.proc.signalCode}) during ${during}; last log lines:\n${tail}`;
+      crashed.set(peer.name, what);
+      keepDir = true;
+      process.stdout.write(`${what}\n`);
+    };
     const memory: MemoryResult[] = [];
     // memory first, on fresh brokers, before the flow scenarios grow their heaps
     if (opts.scenarios.includes('idle-memory')) {
@@ -688,25 +700,35 @@ async function main(): Promise<void> {
         // rotate the broker order each run so no broker always goes first
         const order = peers.map((_, i) => peers[(i + run - 1) % peers.length]!);
         for (const peer of order) {
-          const r = await runFlow(peer, sc, run, opts);
+          if (crashed.has(peer.name)) continue;
+          let r: FlowResult;
+          try {
+            r = await runFlow(peer, sc, run, opts);
+          } catch (err) {
+            if (peer.proc.exitCode === null && peer.proc.signalCode === null) throw err;
+            noteCrash(peer, `${sc.name} run ${run}`);
+            continue;
+          }
           flows.push(r);
           process.stdout.write(
             `run ${run} ${sc.name.padEnd(16)} ${peer.name.padEnd(9)} delivered ${fmtRate(r.delivered).padStart(9)}/s  published ${fmtRate(r.published).padStart(9)}/s  ` +
               `p50 ${fmtMs(r.p50)} ms  p99 ${fmtMs(r.p99)} ms  loss ${fmtPct(r.loss)}  cpu broker ${r.brokerCpu.toFixed(2)} gen ${r.generatorCpu.toFixed(2)} other ${r.otherCpu.toFixed(2)}` +
               `${r.errors.length ? `  errors: ${r.errors[0]}` : ''}\n`,
           );
-          if (peer.proc.exitCode !== null) throw new Error(`${peer.name} died during ${sc.name}; log:\n${readFileSync(peer.logFile, 'utf8')}`);
+          if (peer.proc.exitCode !== null || peer.proc.signalCode !== null) noteCrash(peer, `${sc.name} run ${run}`);
         }
       }
     }
 
     const summary = summarize(flows, memory, peers, opts);
+    for (const what of crashed.values()) summary.markdown += `\n\n**Crashed:** ${what.split('\n')[0]}\n\n\`\`\`\n${what.split('\n').slice(1).join('\n')}\n\`\`\``;
     process.stdout.write(`\n${summary.markdown}\n\ntotal time ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
     if (opts.write) writeResults(summary.markdown, command, peers);
   } finally {
     await Promise.all(peers.map(stopPeer));
     cleanup();
-    rmSync(dir, { recursive: true, force: true });
+    if (keepDir) process.stdout.write(`broker logs kept in ${dir}\n`);
+    else rmSync(dir, { recursive: true, force: true });
   }
 }
 
