@@ -58,7 +58,7 @@ function parseArgs(argv: string[]): Options {
     quick,
     runs: quick ? 1 : 3,
     warmupMs: quick ? 1000 : 2000,
-    measureMs: quick ? 2000 : 5000,
+    measureMs: quick ? 2000 : 4000,
     idleConnections: quick ? 2000 : 10_000,
     brokers: ['edb', 'aedes', 'mosquitto'],
     scenarios: ['fan-in-qos0', 'fan-in-qos0-open', 'fan-in-qos1', 'fan-out-qos0', 'idle-memory'],

@@ -121,6 +121,34 @@ describe.skipIf(missing.length > 0)('mosquitto_pub / mosquitto_sub', () => {
     expect(again.lines[0]).toBe(`${root}/marker after`);
   });
 
+  it('queues QoS 1 messages for a persistent session (-c) while mosquitto_sub is gone', async () => {
+    const id = `mosq-persist-${++seq}`;
+    const topic = `e2e/mosq/persist/${seq}`;
+    const first = new Child(SUB, [...hostArgs(), '-c', '-i', id, '-q', '1', '-t', topic]);
+    children.push(first);
+    await waitForSubscription(broker, topic, id);
+    first.kill('SIGKILL');
+    await first.exited;
+    await waitFor(() => !broker.server.broker.clients().some((c) => c.clientId === id), 'the session to go offline');
+    await publish(['-q', '1', '-t', topic, '-l'], 'one\ntwo\nthree\n');
+    const again = new Child(SUB, [...hostArgs(), '-c', '-i', id, '-q', '1', '-t', topic, '-C', '3', '-W', '5']);
+    children.push(again);
+    const { code } = await again.finished();
+    expect(code, again.stderr).toBe(0);
+    expect(again.lines.filter((l) => l !== '')).toEqual(['one', 'two', 'three']);
+  });
+
+  it('marks retained messages with retain-as-published for v5 subscribers that ask', async () => {
+    const topic = `e2e/mosq/rap/${++seq}`;
+    const sub = await subscribe(topic, ['-V', '5', '--retain-as-published', '-C', '2', '-F', '%r %p']);
+    await publish(['-V', '5', '-t', topic, '-m', 'flagged', '-r']);
+    await publish(['-V', '5', '-t', topic, '-m', 'plain']);
+    await sub.finished();
+    // [MQTT-3.3.1-13] with Retain As Published the live message keeps its RETAIN flag
+    expect(sub.lines.filter((l) => l !== '')).toEqual(['1 flagged', '0 plain']);
+    await publish(['-t', topic, '-r', '-n']);
+  });
+
   it('forwards MQTT 5 publish properties (-D publish ...) to a v5 subscriber (-F)', async () => {
     const topic = `e2e/mosq/v5/props/${seq}`;
     const sub = await subscribe(topic, ['-V', '5', '-q', '1', '-C', '1', '-F', '%t|%p|%P|%C|%R|%D|%F|%E']);

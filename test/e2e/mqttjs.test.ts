@@ -259,3 +259,83 @@ describe('MQTT.js MQTT 5.0 properties', () => {
     dying.end(true);
   });
 });
+
+describe('MQTT.js sessions and subscription options', () => {
+  it.each([4, 5] as const)('keeps QoS 1 messages for a persistent session while it is offline (protocol %i)', async (v) => {
+    const clientId = `mqttjs-persist-${v}-${++seq}`;
+    const topic = `e2e/persist/${v}/${seq}`;
+    const sessionOpts: IClientOptions = v === 5 ? { clientId, clean: false, properties: { sessionExpiryInterval: 300 } } : { clientId, clean: false };
+    const first = await connect(v, sessionOpts);
+    await first.subscribeAsync(topic, { qos: 1 });
+    await first.endAsync();
+
+    const pub = await connect(v);
+    for (let i = 0; i < 5; i++) await pub.publishAsync(topic, `offline ${i}`, { qos: 1 });
+
+    // MQTT.js emits 'message' as soon as the stored messages arrive after CONNACK
+    const got: string[] = [];
+    let sessionPresent: boolean | undefined;
+    const second = mqtt.connect(`mqtt://127.0.0.1:${broker.port}`, { protocolVersion: v, reconnectPeriod: 0, ...sessionOpts });
+    open.push(second);
+    second.on('connect', (ack) => (sessionPresent = ack.sessionPresent));
+    second.on('message', (_t, payload) => got.push(payload.toString()));
+    await waitFor(() => got.length === 5, 'the 5 stored messages');
+    expect(sessionPresent).toBe(true);
+    expect(got).toEqual([0, 1, 2, 3, 4].map((i) => `offline ${i}`));
+  });
+
+  it('starts a fresh session when a v5 client asks for clean start', async () => {
+    const clientId = `mqttjs-fresh-${++seq}`;
+    const first = await connect(5, { clientId, clean: false, properties: { sessionExpiryInterval: 300 } });
+    await first.subscribeAsync('e2e/fresh/x', { qos: 1 });
+    await first.endAsync();
+    let sessionPresent: boolean | undefined;
+    const second = mqtt.connect(`mqtt://127.0.0.1:${broker.port}`, { protocolVersion: 5, clientId, clean: true, reconnectPeriod: 0 });
+    open.push(second);
+    second.on('connect', (ack) => (sessionPresent = ack.sessionPresent));
+    await waitFor(() => sessionPresent !== undefined, 'CONNACK');
+    expect(sessionPresent).toBe(false);
+    expect(broker.server.broker.subscriptions().some((s) => s.clientId === clientId)).toBe(false);
+  });
+
+  it('honours No Local: a v5 client does not get its own messages back', async () => {
+    const c = await connect(5);
+    const got = collect(c);
+    await c.subscribeAsync('e2e/nolocal/#', { qos: 1, nl: true });
+    const other = await connect(5);
+    await c.publishAsync('e2e/nolocal/mine', 'own', { qos: 1 });
+    await other.publishAsync('e2e/nolocal/theirs', 'other', { qos: 1 });
+    await waitFor(() => got.length >= 1, 'the other client message');
+    expect(got.map((m) => m.payload.toString())).toEqual(['other']);
+  });
+
+  it('splits a shared subscription ($share) between its members', async () => {
+    const a = await connect(5);
+    const b = await connect(5);
+    const gotA = collect(a);
+    const gotB = collect(b);
+    await a.subscribeAsync('$share/workers/e2e/jobs', { qos: 1 });
+    await b.subscribeAsync('$share/workers/e2e/jobs', { qos: 1 });
+    const pub = await connect(5);
+    for (let i = 0; i < 20; i++) await pub.publishAsync('e2e/jobs', `job ${i}`, { qos: 1 });
+    await waitFor(() => gotA.length + gotB.length === 20, 'all 20 jobs');
+    // each job goes to exactly one member, and both members get work
+    const all = [...gotA, ...gotB].map((m) => m.payload.toString()).sort();
+    expect(new Set(all).size).toBe(20);
+    expect(gotA.length).toBeGreaterThan(0);
+    expect(gotB.length).toBeGreaterThan(0);
+  });
+
+  it('expires a retained message after its Message Expiry Interval', async () => {
+    const topic = `e2e/expiry/${++seq}`;
+    const pub = await connect(5);
+    await pub.publishAsync(topic, 'short-lived', { qos: 1, retain: true, properties: { messageExpiryInterval: 1 } });
+    await new Promise((r) => setTimeout(r, 2100));
+    const late = await connect(5);
+    const got = collect(late);
+    await late.subscribeAsync(topic, { qos: 1 });
+    await pub.publishAsync(topic, 'marker', { qos: 1 });
+    await waitFor(() => got.length >= 1, 'the marker');
+    expect(got.map((m) => m.payload.toString())).toEqual(['marker']);
+  });
+});
