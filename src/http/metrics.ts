@@ -21,6 +21,9 @@ export interface BrokerMetrics {
   readonly handler: HttpHandler;
 }
 
+/** Drop reasons the broker counts (BrokerStats.dropped); always exported, at 0 until they happen. */
+export const DROP_REASONS = ['queue_full', 'expired', 'offline_queue_full', 'too_large', 'not_authorized'] as const;
+
 /** A counter whose value lives elsewhere: set to the source's value at each scrape. */
 function mirroredCounter(registry: Registry, name: string, help: string, read: () => number): void {
   new Counter({
@@ -35,7 +38,14 @@ function mirroredCounter(registry: Registry, name: string, help: string, read: (
 }
 
 /** Same, one series per key of a record (packet type, drop reason, ...). */
-function mirroredCounterByLabel(registry: Registry, name: string, help: string, label: string, read: () => Record<string, number>): void {
+function mirroredCounterByLabel(
+  registry: Registry,
+  name: string,
+  help: string,
+  label: string,
+  read: () => Record<string, number>,
+  known: readonly string[] = [],
+): void {
   new Counter({
     name,
     help,
@@ -43,6 +53,8 @@ function mirroredCounterByLabel(registry: Registry, name: string, help: string, 
     registers: [registry],
     collect() {
       this.reset();
+      // Known labels are always present (at 0), so rate() and alerts work before the first event.
+      for (const key of known) this.inc({ [label]: key }, 0);
       for (const [key, value] of Object.entries(read())) this.inc({ [label]: key }, value);
     },
   });
@@ -76,7 +88,7 @@ export function createBrokerMetrics(broker: BrokerApi, listeners: () => Listener
   mirroredCounter(registry, 'edb_bytes_sent_total', 'Bytes sent to clients', () => stats.bytesSent);
   mirroredCounter(registry, 'edb_messages_received_total', 'Application messages received (PUBLISH from clients)', () => stats.messagesReceived);
   mirroredCounter(registry, 'edb_messages_sent_total', 'Application messages delivered to subscribers', () => stats.messagesSent);
-  mirroredCounterByLabel(registry, 'edb_messages_dropped_total', 'Messages dropped, by reason', 'reason', () => stats.dropped);
+  mirroredCounterByLabel(registry, 'edb_messages_dropped_total', 'Messages dropped, by reason', 'reason', () => stats.dropped, DROP_REASONS);
   mirroredCounterByLabel(registry, 'edb_protocol_errors_total', 'Protocol errors, by reason code name', 'reason', () => stats.protocolErrors);
   gauge(registry, 'edb_retained_messages', 'Retained messages stored', () => broker.retainedCount());
   gauge(registry, 'edb_queued_messages', 'Messages waiting in outbound queues, all clients together', () => broker.queuedMessages());

@@ -58,9 +58,6 @@ export interface CertificateIdentity {
   certificateFields?: Readonly<Record<string, string>>;
 }
 
-/** Order in which subject fields are written, most specific first, as in `openssl x509 -subject -nameopt RFC2253`. */
-const FIELD_ORDER = ['CN', 'OU', 'O', 'L', 'ST', 'C', 'emailAddress', 'UID', 'DC'];
-
 /** RFC 4514 escaping of one attribute value. */
 function escapeDnValue(value: string): string {
   let out = value.replace(/[\\,+"<>;=]/g, (c) => `\\${c}`);
@@ -70,20 +67,17 @@ function escapeDnValue(value: string): string {
 }
 
 /**
- * Subject of a peer certificate as a string ("CN=device-1,OU=line-2,O=Acme") and as fields.
- * Multi-valued attributes (node gives an array) are joined with "+" in the string and
- * with "," in the field map. Returns {} for an empty certificate.
+ * Subject of a peer certificate as an RFC 4514 string ("CN=device-1,OU=line-2,O=Acme",
+ * the same as `openssl x509 -noout -subject -nameopt RFC2253`) and as fields. Node lists
+ * the subject's attributes in certificate order (C first); RFC 4514 writes them last RDN
+ * first. A repeated attribute (node gives an array) is written as "OU=a+OU=b" in the
+ * string and "a,b" in the field map. Returns {} for an empty subject.
  */
 export function subjectIdentity(subject: PeerCertificate['subject'] | undefined): CertificateIdentity {
   if (!subject || typeof subject !== 'object') return {};
   const fields: Record<string, string> = {};
   const parts: string[] = [];
-  const keys = Object.keys(subject);
-  keys.sort((a, b) => {
-    const ia = FIELD_ORDER.indexOf(a);
-    const ib = FIELD_ORDER.indexOf(b);
-    return (ia < 0 ? FIELD_ORDER.length : ia) - (ib < 0 ? FIELD_ORDER.length : ib);
-  });
+  const keys = Object.keys(subject).reverse();
   for (const key of keys) {
     const raw = (subject as unknown as Record<string, string | string[] | undefined>)[key];
     if (raw === undefined) continue;
