@@ -8,9 +8,18 @@ import { startTcpListener } from './transport/tcp.js';
 import { startTlsAndWebSocketListeners } from './transport/listeners.js';
 import { startHttpService } from './http/service.js';
 
-export const VERSION: string = (
-  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
-).version;
+/** The package version; found from src/ (tests, via vitest) and from dist/src/ (built). */
+export const VERSION: string = (() => {
+  for (const rel of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version: string };
+      if (pkg.name === 'edge-data-broker') return pkg.version;
+    } catch {
+      // not at this level
+    }
+  }
+  return 'unknown';
+})();
 
 /** A running broker with its listeners and services. */
 export interface EdbServer {
