@@ -24,7 +24,7 @@ th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid var(--line);w
 th{font-weight:600;color:var(--muted)}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .up{color:var(--out)}.down{color:var(--bad)}
 svg{width:100%;height:160px;display:block;background:var(--card);border:1px solid var(--line);border-radius:8px}
-.legend{font-size:.8rem;display:flex;gap:1rem}.legend i{display:inline-block;width:.8rem;height:.2rem;vertical-align:middle;margin-right:.3rem}
+.legend{font-size:.8rem;display:flex;flex-wrap:wrap;gap:.2rem 1rem;margin-bottom:.3rem}.legend i{display:inline-block;width:.8rem;height:.2rem;vertical-align:middle;margin-right:.3rem}
 #error{color:var(--bad)}
 a{color:var(--in)}
 form{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center;margin:.4rem 0}
@@ -50,23 +50,32 @@ function fillTable(tbody, rows, cells) {
 }
 function card(label, value) { const d = el('div', undefined, 'card'); d.appendChild(el('b', value)); d.appendChild(el('span', label)); return d; }
 function chart(history, intervalMs) {
-  const svg = $('chart'), W = 600, H = 160, P = 4;
-  const max = Math.max(1, ...history.map((p) => Math.max(p.in, p.out)));
+  const svg = $('chart'), W = 600, H = 160, P = 4, ns = 'http://www.w3.org/2000/svg';
+  const peak = Math.max(0, ...history.map((p) => Math.max(p.in, p.out)));
+  const max = Math.max(1, peak * 1.15);
   const n = Math.max(history.length - 1, 1);
-  const line = (key) => history.map((p, i) => (P + (W - 2 * P) * i / n).toFixed(1) + ',' + (H - P - (H - 2 * P) * p[key] / max).toFixed(1)).join(' ');
+  const x = (i) => (P + (W - 2 * P) * i / n).toFixed(1);
+  const y = (v) => (H - P - (H - 2 * P) * v / max).toFixed(1);
   svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
   svg.setAttribute('preserveAspectRatio', 'none');
-  const ns = 'http://www.w3.org/2000/svg';
   const parts = [];
-  for (const [key, color] of [['in', 'var(--in)'], ['out', 'var(--out)']]) {
+  for (const f of [0.25, 0.5, 0.75]) {
+    const g = document.createElementNS(ns, 'line');
+    g.setAttribute('x1', '0'); g.setAttribute('x2', String(W)); g.setAttribute('y1', y(max * f)); g.setAttribute('y2', y(max * f));
+    g.setAttribute('stroke', 'var(--line)'); g.setAttribute('vector-effect', 'non-scaling-stroke');
+    parts.push(g);
+  }
+  for (const [key, color, dash] of [['out', 'var(--out)', ''], ['in', 'var(--in)', '6 4']]) {
     const pl = document.createElementNS(ns, 'polyline');
-    pl.setAttribute('points', history.length > 1 ? line(key) : '');
+    pl.setAttribute('points', history.length > 1 ? history.map((p, i) => x(i) + ',' + y(p[key])).join(' ') : '');
     pl.setAttribute('fill', 'none'); pl.setAttribute('stroke', color); pl.setAttribute('stroke-width', '2'); pl.setAttribute('vector-effect', 'non-scaling-stroke');
+    if (dash) pl.setAttribute('stroke-dasharray', dash);
     parts.push(pl);
   }
   svg.replaceChildren(...parts);
-  $('chartmax').textContent = 'peak ' + num(max) + ' msg/s';
-  $('chartspan').textContent = 'last ' + Math.round(history.length * intervalMs / 60000) + ' min, one point per ' + intervalMs / 1000 + ' s';
+  const span = history.length * intervalMs / 1000;
+  $('chartmax').textContent = 'peak ' + num(peak) + ' msg/s, grid every ' + num(max / 4) + ' msg/s';
+  $('chartspan').textContent = 'last ' + (span < 120 ? Math.round(span) + ' s' : Math.round(span / 60) + ' min') + ', a point every ' + intervalMs / 1000 + ' s';
 }
 function render(s) {
   $('version').textContent = 'v' + s.version;
@@ -141,7 +150,11 @@ const TRY_SCRIPT = `
 'use strict';
 const $ = (id) => document.getElementById(id);
 let client;
-function log(text) { const li = document.createElement('li'); li.textContent = text; $('log').prepend(li); }
+function log(text) {
+  const li = document.createElement('li'); li.textContent = text;
+  const list = $('log'); list.prepend(li);
+  while (list.children.length > 200) list.lastElementChild.remove();
+}
 function state(text) { $('state').textContent = text; }
 async function defaultUrl() {
   const secure = location.protocol === 'https:';
