@@ -8,18 +8,20 @@ import { startTcpListener } from './transport/tcp.js';
 import { startTlsAndWebSocketListeners } from './transport/listeners.js';
 import { startHttpService } from './http/service.js';
 
-/** The package version; found from src/ (tests, via vitest) and from dist/src/ (built). */
-export const VERSION: string = (() => {
+/** The package version, from the package.json above this module (src/ or dist/src/). */
+function packageVersion(): string {
   for (const rel of ['../package.json', '../../package.json']) {
     try {
       const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version: string };
       if (pkg.name === 'edge-data-broker') return pkg.version;
     } catch {
-      // not at this level
+      /* try the next */
     }
   }
-  return 'unknown';
-})();
+  return '0.0.0';
+}
+
+export const VERSION: string = packageVersion();
 
 /** A running broker with its listeners and services. */
 export interface EdbServer {
@@ -55,7 +57,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   if (http.listener) listeners.push(http.listener);
 
   try {
-    listeners.push(await startTcpListener(broker, config.host, config.mqttPort));
+    if (config.mqttPort >= 0) listeners.push(await startTcpListener(broker, config.host, config.mqttPort));
     listeners.push(...(await startTlsAndWebSocketListeners(broker, config, log))); // web: MQTTS, WS, WSS
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
