@@ -16,7 +16,15 @@ import { startWebSocketListener } from './websocket.js';
 export async function startTlsAndWebSocketListeners(acceptor: ConnectionAcceptor, config: Config, log: Logger): Promise<Listener[]> {
   const tls = loadTlsOptions(config);
   const opened: Listener[] = [];
-  const common = { host: config.host, engine: config.wsEngine as WsEngineSetting, acceptor, log, maxPacketSize: config.maxPacketSize };
+  const common = {
+    host: config.host,
+    engine: config.wsEngine as WsEngineSetting,
+    acceptor,
+    log,
+    maxPacketSize: config.maxPacketSize,
+    // A graceful stop lets the broker say goodbye to each client first.
+    closeTimeoutMs: config.shutdownTimeoutMs + 1000,
+  };
   try {
     if (tls && config.mqttsPort >= 0) {
       const { files: _files, ...tlsOptions } = tls;

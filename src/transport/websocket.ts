@@ -52,6 +52,11 @@ export interface WebSocketListenerOptions {
   maxPacketSize: number;
   /** Bytes held from a client while the broker has paused reading it; past this it is closed. */
   maxPausedBytes?: number;
+  /**
+   * close() stops accepting at once, then gives open connections this long to be closed by
+   * the broker (which tells v5 clients why) before it closes the rest. Default 10 s.
+   */
+  closeTimeoutMs?: number;
   /** TLS makes it a WSS listener. */
   tls?: TlsServerOptions;
 }
@@ -205,6 +210,16 @@ abstract class WebSocketConnection implements Connection {
       this.events?.onDrain();
     }
   }
+}
+
+/**
+ * Waits until the broker has closed every connection (a graceful stop tells each client),
+ * at most `timeoutMs`, then closes what is left.
+ */
+async function drainConnections(open: Set<WebSocketConnection>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (open.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  for (const conn of [...open]) conn.destroy();
 }
 
 /* ------------------------------------------------------------------ uWebSockets.js */
@@ -395,7 +410,7 @@ async function startUwsListener(
       if (!listening) return;
       listening = false;
       uws.us_listen_socket_close(listenSocket);
-      for (const conn of [...open]) conn.destroy();
+      await drainConnections(open, options.closeTimeoutMs);
       app.close();
     },
   };
@@ -551,7 +566,7 @@ async function startWsListener(
       if (!listening) return;
       listening = false;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const conn of [...open]) conn.destroy();
+      await drainConnections(open, options.closeTimeoutMs);
       for (const socket of sockets) socket.destroy();
       wss.close();
       await closed;

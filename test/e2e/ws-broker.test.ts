@@ -144,6 +144,20 @@ describe.each(['uws', 'ws'] as const)('broker over WebSocket, engine %s', (wsEng
   });
 });
 
+describe.each(['uws', 'ws'] as const)('graceful stop over WebSocket, engine %s', (wsEngine) => {
+  it('a v5 WebSocket client is told "server shutting down" (0x8B) before the socket closes', async () => {
+    const server = await startEdb(testConfig({ wsPort: 0, wsEngine, shutdownTimeoutMs: 2000 }), silentLogger());
+    const client = await mqtt.connectAsync(`ws://127.0.0.1:${server.port('ws')}/mqtt`, { clientId: 'leaving', protocolVersion: 5, reconnectPeriod: 0 });
+    const told = new Promise<number | undefined>((resolve) => client.once('disconnect', (packet) => resolve(packet.reasonCode)));
+    const started = Date.now();
+    await server.stop();
+    expect(await told).toBe(0x8b);
+    // The broker closed it; the listener did not have to wait out its grace period.
+    expect(Date.now() - started).toBeLessThan(2000);
+    client.end(true);
+  });
+});
+
 describe('WebSocket listener settings', () => {
   it('EDB_WS_PORT=-1 turns the listener off', async () => {
     const server = await startEdb(testConfig({ wsPort: -1 }), silentLogger());

@@ -222,13 +222,26 @@ describe.each(engines)('MQTT over WebSocket, engine %s', (engine) => {
     expect(acceptor.counters.drains).toBeGreaterThan(0);
   });
 
-  it('close() of the listener ends its connections and frees the port', async () => {
-    const client = await mqtt.connectAsync(`${url}/mqtt`, { clientId: 'c', reconnectPeriod: 0 });
-    const gone = new Promise<void>((resolve) => client.stream.on('close', () => resolve()));
-    await listener.close();
-    await gone;
-    client.end(true);
+  it('close() of the listener stops accepting, waits for the broker to close connections, then closes the rest', async () => {
+    await listener.close(); // the one from beforeEach; this test uses its own
+    listener = await startWebSocketListener({ host: '127.0.0.1', port: 0, engine, acceptor, log: silentLogger(), maxPacketSize: 1024, closeTimeoutMs: 400 });
+    const port = listener.port;
+    const polite = await mqtt.connectAsync(`ws://127.0.0.1:${port}/mqtt`, { clientId: 'polite', reconnectPeriod: 0 });
+    const stubborn = await mqtt.connectAsync(`ws://127.0.0.1:${port}/mqtt`, { clientId: 'stubborn', reconnectPeriod: 0 });
+    const stubbornGone = new Promise<number>((resolve) => stubborn.stream.on('close', () => resolve(Date.now())));
+    const started = Date.now();
+    const closing = listener.close();
     expect(listener.listening).toBe(false);
-    await until(() => acceptor.counters.closes === 1, 'onClose');
+    // New connections are refused at once.
+    await expect(rawClient(`ws://127.0.0.1:${port}/mqtt`)).rejects.toThrow();
+    // The broker closes one connection itself (as a graceful stop does) ...
+    acceptor.accepted.find((c) => acceptor.clients.get(c)?.id === 'polite')!.close();
+    await until(() => acceptor.counters.closes === 1, 'the polite client to close');
+    // ... the other is closed by the listener when the grace period is over.
+    await closing;
+    expect((await stubbornGone) - started).toBeGreaterThanOrEqual(350);
+    await until(() => acceptor.counters.closes === 2, 'both closed');
+    polite.end(true);
+    stubborn.end(true);
   });
 });
