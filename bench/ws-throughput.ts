@@ -14,6 +14,7 @@
  * reported, and ratios of medians.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
@@ -91,8 +92,27 @@ async function openWs(port: number): Promise<Pipe> {
 
 const gen = (p: object) => mqttPacket.generate(p as mqttPacket.Packet);
 
-/** One measurement: messages per second delivered end to end. */
-async function measure(open: () => Promise<Pipe>, size: number, id: string): Promise<number> {
+/** CPU seconds (user + system) a process has used, from /proc (Linux). */
+function cpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+interface Measurement {
+  /** Messages per second delivered end to end. */
+  rate: number;
+  /** Broker CPU microseconds per delivered message (both directions: in and out). */
+  brokerUs: number;
+  /** Load generator CPU microseconds per message. */
+  clientUs: number;
+}
+
+/** One measurement: delivery rate, and CPU per message of the broker and of this process. */
+async function measure(open: () => Promise<Pipe>, size: number, id: string, brokerPid: number): Promise<Measurement> {
   const sub = await open();
   const pub = await open();
   let subBytes = 0;
@@ -132,15 +152,19 @@ async function measure(open: () => Promise<Pipe>, size: number, id: string): Pro
   await pubConnected;
 
   const start = process.hrtime.bigint();
+  const brokerCpu0 = cpuSeconds(brokerPid);
+  const clientCpu0 = process.cpuUsage();
   pump();
   const timer = setTimeout(() => done(), 120_000);
   await finished;
   clearTimeout(timer);
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  const brokerCpu = cpuSeconds(brokerPid) - brokerCpu0;
+  const clientCpu = process.cpuUsage(clientCpu0);
   sub.close();
   pub.close();
   if (received < MESSAGES) throw new Error(`${id}: only ${received}/${MESSAGES} delivered in 120 s`);
-  return MESSAGES / seconds;
+  return { rate: MESSAGES / seconds, brokerUs: (brokerCpu * 1e6) / MESSAGES, clientUs: (clientCpu.user + clientCpu.system) / MESSAGES };
 }
 
 const median = (xs: number[]) => {
@@ -154,20 +178,24 @@ async function main(): Promise<void> {
   console.log(`node ${process.version}; ${MESSAGES} messages per measurement, ${ROUNDS} rounds, window ${WINDOW}, ${BATCH} packets per write`);
   for (const t of targets) console.log(`  ${t.name}: tcp ${t.tcp}, ws ${t.ws} (engine ${t.engine})`);
   const results = new Map<string, number[]>();
+  const brokerCpu = new Map<string, number[]>();
+  const clientCpu = new Map<string, number[]>();
   const key = (t: string, transport: string, size: number) => `${t}|${transport}|${size}`;
   let n = 0;
   // Warm-up (JIT, connection paths), not recorded.
   for (const t of targets) for (const size of SIZES) {
-    await measure(() => openTcp(t.tcp), size, `warm${n++}`);
-    await measure(() => openWs(t.ws), size, `warm${n++}`);
+    await measure(() => openTcp(t.tcp), size, `warm${n++}`, t.child.pid!);
+    await measure(() => openWs(t.ws), size, `warm${n++}`, t.child.pid!);
   }
   for (let round = 0; round < ROUNDS; round++) {
     for (const size of SIZES) {
       for (const t of targets) {
         for (const transport of ['tcp', 'ws'] as const) {
-          const rate = await measure(() => (transport === 'tcp' ? openTcp(t.tcp) : openWs(t.ws)), size, `${n++}`);
+          const m = await measure(() => (transport === 'tcp' ? openTcp(t.tcp) : openWs(t.ws)), size, `${n++}`, t.child.pid!);
           const k = key(t.name, transport, size);
-          results.set(k, [...(results.get(k) ?? []), rate]);
+          results.set(k, [...(results.get(k) ?? []), m.rate]);
+          brokerCpu.set(k, [...(brokerCpu.get(k) ?? []), m.brokerUs]);
+          clientCpu.set(k, [...(clientCpu.get(k) ?? []), m.clientUs]);
         }
       }
     }
@@ -179,6 +207,15 @@ async function main(): Promise<void> {
   console.log(`|---|${targets.map(() => '---:|---:').join('|')}|`);
   for (const size of SIZES) {
     console.log(`| ${size} B | ${targets.map((t) => `${Math.round(med(t.name, 'tcp', size))} | ${Math.round(med(t.name, 'ws', size))}`).join(' | ')} |`);
+  }
+  console.log('\nmedian broker CPU per message, microseconds (lower is better; load generator CPU in brackets)');
+  console.log(`| payload | ${targets.map((t) => `${t.name} tcp | ${t.name} ws`).join(' | ')} |`);
+  console.log(`|---|${targets.map(() => '---:|---:').join('|')}|`);
+  const us = (m: Map<string, number[]>, k: string) => median(m.get(k) ?? [NaN]).toFixed(2);
+  for (const size of SIZES) {
+    console.log(
+      `| ${size} B | ${targets.map((t) => ['tcp', 'ws'].map((tr) => `${us(brokerCpu, key(t.name, tr, size))} [${us(clientCpu, key(t.name, tr, size))}]`).join(' | ')).join(' | ')} |`,
+    );
   }
   console.log('\nratios of medians');
   for (const size of SIZES) {
