@@ -13,6 +13,7 @@ import mqtt from 'mqtt';
 import { startEdb, type EdbServer } from '../../src/server.js';
 import { testConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log.js';
+import { loadUws } from '../../src/transport/uws.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 // Without the background-networking flags Chromium's own connections get refused here.
@@ -53,7 +54,10 @@ describe.skipIf(!existsSync(CHROMIUM)).each(['uws', 'ws'] as const)('in Chromium
   it('the status page shows a newly connected client without reloading', async () => {
     await page.goto(`${base}/status`);
     await page.waitForSelector('#cards .card');
-    await expect.poll(() => page.textContent('#listeners')).toContain(wsEngine === 'ws' ? 'ws' : 'uWebSockets.js');
+    // The listeners table names the engine each runs on (uws falls back to ws where the addon cannot load).
+    const engine = server.listeners.find((l) => l.name === 'ws')!.engine;
+    expect(engine).toBe(wsEngine === 'uws' && loadUws().ok ? 'uWebSockets.js' : 'ws');
+    await expect.poll(() => page.locator('#listeners tr', { hasText: /^ws/ }).locator('td').nth(3).textContent()).toBe(engine);
     const clientId = `sensor-${wsEngine}-${process.pid}`;
     expect(await page.textContent('#clients')).not.toContain(clientId);
 
