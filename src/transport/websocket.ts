@@ -50,7 +50,10 @@ export interface WebSocketListenerOptions {
   log: Logger;
   /** Largest MQTT packet accepted; frames may hold a little more (several packets). */
   maxPacketSize: number;
-  /** Bytes held from a client while the broker has paused reading it; past this it is closed. */
+  /**
+   * uWebSockets.js only (it cannot stop reading a WebSocket): bytes held from a client while
+   * the broker has paused it; past this the client is closed. Default 32 MiB.
+   */
   maxPausedBytes?: number;
   /**
    * close() stops accepting at once, then gives open connections this long to be closed by
@@ -317,7 +320,9 @@ async function startUwsListener(
     ? uws.SSLApp({ cert_file_name: options.tls.files.cert, key_file_name: options.tls.files.key })
     : uws.App();
   const open = new Set<UwsConnection>();
-  const maxPausedBytes = options.maxPausedBytes ?? Math.max(8 * 1024 * 1024, options.maxPacketSize * 4);
+  // uWS cannot stop reading a WebSocket: while the broker holds a publisher back (a
+  // subscriber it feeds is congested, at most EDB_STALL_TIMEOUT_MS) its frames wait here.
+  const maxPausedBytes = options.maxPausedBytes ?? Math.max(32 * 1024 * 1024, options.maxPacketSize * 4);
   let listening = false;
 
   const behavior = {

@@ -222,6 +222,23 @@ describe.each(engines)('MQTT over WebSocket, engine %s', (engine) => {
     expect(acceptor.counters.drains).toBeGreaterThan(0);
   });
 
+  it('pause() holds the input of a client until resume()', async () => {
+    const { ws, packets } = await rawClient(`${url}/mqtt`);
+    cleanups.push(() => ws.terminate());
+    ws.send(CONNECT('paused'));
+    await until(() => packets.length === 1, 'CONNACK');
+    const conn = acceptor.accepted[0]!;
+    const before = acceptor.counters.bytesIn;
+    conn.pause();
+    ws.send(gen({ cmd: 'pingreq' }));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(acceptor.counters.bytesIn).toBe(before);
+    expect(packets).toHaveLength(1);
+    conn.resume();
+    await until(() => packets.length === 2, 'PINGRESP after resume');
+    expect(packets[1]!.cmd).toBe('pingresp');
+  });
+
   it('close() of the listener stops accepting, waits for the broker to close connections, then closes the rest', async () => {
     await listener.close(); // the one from beforeEach; this test uses its own
     listener = await startWebSocketListener({ host: '127.0.0.1', port: 0, engine, acceptor, log: silentLogger(), maxPacketSize: 1024, closeTimeoutMs: 400 });
@@ -243,5 +260,28 @@ describe.each(engines)('MQTT over WebSocket, engine %s', (engine) => {
     await until(() => acceptor.counters.closes === 2, 'both closed');
     polite.end(true);
     stubborn.end(true);
+  });
+});
+
+describe.skipIf(!uws.ok)('uWebSockets.js engine only', () => {
+  it('closes a paused client that keeps sending past maxPausedBytes (it cannot stop reading)', async () => {
+    const acceptor = createMiniAcceptor();
+    const listener = await startWebSocketListener({ host: '127.0.0.1', port: 0, engine: 'uws', acceptor, log: silentLogger(), maxPacketSize: 1024 * 1024, maxPausedBytes: 64 * 1024 });
+    try {
+      const { ws, packets } = await rawClient(`ws://127.0.0.1:${listener.port}/mqtt`);
+      const closed = new Promise<void>((resolve) => ws.on('close', () => resolve()));
+      ws.send(CONNECT('flood'));
+      await until(() => packets.length === 1, 'CONNACK');
+      acceptor.accepted[0]!.pause();
+      const chunk = gen({ cmd: 'publish', topic: 'x', payload: Buffer.alloc(16 * 1024), qos: 0, retain: false, dup: false });
+      for (let i = 0; i < 3; i++) ws.send(chunk);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(acceptor.counters.closes).toBe(0); // 48 KiB held: still under the bound
+      for (let i = 0; i < 2; i++) ws.send(chunk);
+      await closed;
+      await until(() => acceptor.counters.closes === 1, 'onClose');
+    } finally {
+      await listener.close();
+    }
   });
 });
