@@ -5,6 +5,8 @@ import type { Listener } from './transport/connection.js';
 import { Broker } from './broker/broker.js';
 import { startSysTopics } from './broker/sys.js';
 import { startTcpListener } from './transport/tcp.js';
+import { startTlsAndWebSocketListeners } from './transport/listeners.js';
+import { startHttpService } from './http/service.js';
 
 /** The package version, from the package.json above this module (src/ or dist/src/). */
 function packageVersion(): string {
@@ -49,13 +51,21 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   const stopSys = startSysTopics(broker, VERSION, config.sysInterval);
   services.push({ close: stopSys });
 
+  // web: status page, /metrics, health and REST API; /readyz says 503 until every listener is up
+  const http = await startHttpService(broker, config, log);
+  services.push(http);
+  if (http.listener) listeners.push(http.listener);
+
   try {
     if (config.mqttPort >= 0) listeners.push(await startTcpListener(broker, config.host, config.mqttPort));
+    listeners.push(...(await startTlsAndWebSocketListeners(broker, config, log))); // web: MQTTS, WS, WSS
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
     throw err;
   }
   for (const l of listeners) log.info({ listener: l.name, engine: l.engine, host: config.host, port: l.port }, `listening: ${l.name} on port ${l.port} (${l.engine})`);
+  for (const l of listeners) http.trackListener(l); // web
+  http.setReady(true); // web
 
   let stopping: Promise<void> | undefined;
   return {
@@ -69,6 +79,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     },
     stop(): Promise<void> {
       stopping ??= (async () => {
+        http.setReady(false); // web
         const closing = listeners.map((l) => l.close());
         await broker.close();
         for (const s of [...services].reverse()) {

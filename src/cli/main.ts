@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { registerStart } from './start.js';
+import { register as registerClients } from './clients.js';
 import { VERSION } from '../server.js';
 
 /** `edb`: each subcommand lives in its own module and registers itself here. */
@@ -12,5 +13,6 @@ program
   .showHelpAfterError();
 
 registerStart(program);
+registerClients(program); // edb clients, edb subscriptions
 
 await program.parseAsync(process.argv);
