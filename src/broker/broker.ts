@@ -525,6 +525,12 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
 
   // ------------------------------------------------------------ snapshot
 
+  /** Forget every session and retained message (a failed restore starts clean). */
+  clearDurableState(): void {
+    for (const session of [...this.sessions.values()]) this.destroySession(session);
+    this.retained.clear();
+  }
+
   /** Install a session read from a snapshot (before listeners open). */
   restoreSession(session: Session): void {
     const old = this.sessions.get(session.clientId);
