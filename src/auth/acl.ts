@@ -146,18 +146,13 @@ const ruleSchema = {
 };
 
 const aclSectionSchema = {
-  oneOf: [
-    { type: 'string' },
-    {
-      type: 'object',
-      additionalProperties: false,
-      properties: {
-        anonymous: { type: 'array', items: ruleSchema },
-        users: { type: 'object', additionalProperties: { type: 'array', items: ruleSchema } },
-        patterns: { type: 'array', items: ruleSchema },
-      },
-    },
-  ],
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    anonymous: { type: 'array', items: ruleSchema },
+    users: { type: 'object', additionalProperties: { type: 'array', items: ruleSchema } },
+    patterns: { type: 'array', items: ruleSchema },
+  },
 };
 
 const ajv = new Ajv({ allErrors: false });
@@ -183,12 +178,13 @@ interface AclSection {
  *     patterns: [{ topic: "clients/%c/#", access: readwrite }]
  */
 export function parseAclSection(section: unknown, source = 'acl (config file)'): AclDocument {
-  if (!validateAclSection(section)) {
-    const e = validateAclSection.errors?.find((x) => x.keyword !== 'oneOf' && x.keyword !== 'type') ?? validateAclSection.errors?.[0];
-    const path = e?.instancePath ? e.instancePath.replace(/^\//, '').replace(/\//g, '.') : '';
-    throw new AclError(`${source}${path ? '.' + path : ''}: ${e?.message ?? 'invalid'}`);
-  }
   if (typeof section === 'string') return parseAcl(section, source);
+  if (!validateAclSection(section)) {
+    const e = validateAclSection.errors![0]!;
+    const path = e.instancePath.replace(/^\//, '').replace(/\//g, '.');
+    const extra = e.keyword === 'additionalProperties' ? ` ("${String(e.params['additionalProperty'])}")` : '';
+    throw new AclError(`${source}${path ? '.' + path : ''}: ${e.message ?? 'invalid'}${extra}; expected a string in the ACL file format or { anonymous, users, patterns }`);
+  }
   const s = section as AclSection;
   const doc = emptyAcl();
   const convert = (list: SectionRule[] | undefined, pattern: boolean, where: string): AclRule[] =>

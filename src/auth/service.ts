@@ -82,6 +82,8 @@ export interface AuthServiceOptions {
   watchDebounceMs?: number;
   /** Listen for SIGHUP (default true). Tests embedding several brokers may turn it off. */
   handleSighup?: boolean;
+  /** Reload when the files change (default true). */
+  watchFiles?: boolean;
   /** Clock, for tests of the login limiter. */
   now?: () => number;
 }
@@ -355,7 +357,7 @@ export function createAuthService(broker: BrokerApi, config: Config, log: Logger
   const debounceMs = options.watchDebounceMs ?? 200;
   // Watch the folder, not the file: editors and `edb passwd` replace the file by rename.
   const watched = new Map<string, Set<string>>();
-  for (const file of [config.passwordFile, config.aclFile]) {
+  for (const file of options.watchFiles === false ? [] : [config.passwordFile, config.aclFile]) {
     if (!file) continue;
     const dir = dirname(resolve(file));
     if (!watched.has(dir)) watched.set(dir, new Set());
