@@ -59,7 +59,9 @@ export const SETTINGS = {
 
 export type SettingName = keyof typeof SETTINGS;
 
-type ValueOf<S extends SettingSpec> = S['type'] extends 'boolean'
+type ValueOf<S extends SettingSpec> = S extends { values: readonly (infer V)[] }
+  ? V
+  : S['type'] extends 'boolean'
   ? boolean
   : S['type'] extends 'integer' | 'port'
     ? number
