@@ -133,8 +133,11 @@ export async function verifyPassword(password: Buffer, stored: PasswordHash): Pr
 /** One parsed file: users in order, plus the raw lines so `edb passwd` can rewrite it keeping comments. */
 export class PasswordFile {
   readonly users = new Map<string, PasswordHash>();
-  /** A hash with the default cost, checked against when the user does not exist so timing does not tell. */
-  private static decoy: PasswordHash | undefined;
+  /**
+   * Checked against when the user does not exist, so timing does not tell: scrypt with the
+   * cost of the file's first scrypt line (the defaults if none), made on first use.
+   */
+  private decoy: Promise<PasswordHash> | undefined;
 
   static parse(text: string, source = 'password file'): PasswordFile {
     const file = new PasswordFile();
@@ -174,11 +177,22 @@ export class PasswordFile {
   async verify(username: string, password: Buffer | undefined): Promise<boolean> {
     const stored = this.users.get(username);
     if (stored === undefined || password === undefined) {
-      PasswordFile.decoy ??= parseHash(await hashPassword(randomBytes(16)));
-      await verifyPassword(password ?? Buffer.alloc(0), PasswordFile.decoy);
+      this.decoy ??= this.makeDecoy();
+      await verifyPassword(password ?? Buffer.alloc(0), await this.decoy);
       return false;
     }
     return verifyPassword(password, stored);
+  }
+
+  private async makeDecoy(): Promise<PasswordHash> {
+    let params: { log2N?: number; r?: number; p?: number } = {};
+    for (const h of this.users.values()) {
+      if (h.kind === 'scrypt') {
+        params = { log2N: h.log2N, r: h.r, p: h.p };
+        break;
+      }
+    }
+    return parseHash(await hashPassword(randomBytes(16), params));
   }
 }
 

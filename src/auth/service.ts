@@ -9,6 +9,11 @@ import type { Message, QoS } from '../broker/message.js';
 import { ClientAcl, loadAclFile, loadAclFileSync, mergeAcl, parseAclSection, type AclDocument } from './acl.js';
 import { PasswordFile, parseHash, type PasswordHash } from './password-file.js';
 import { addressKey, createLoginLimiter, type LoginLimiter } from './rate-limit.js';
+import { VerifyQueue } from './verify-queue.js';
+
+/** Password checks at once (each a 32 MiB scrypt on the libuv pool of 4) and waiting; see VerifyQueue. */
+const VERIFY_CONCURRENCY = 2;
+const VERIFY_WAITING = 64;
 
 /**
  * Who may connect, publish, subscribe and receive.
@@ -36,6 +41,7 @@ import { addressKey, createLoginLimiter, type LoginLimiter } from './rate-limit.
 export const AUTH_REASON = {
   badUserNameOrPassword: 0x86,
   notAuthorized: 0x87,
+  serverBusy: 0x89,
   badAuthenticationMethod: 0x8c,
   connectionRateExceeded: 0x9f,
 } as const;
@@ -54,6 +60,8 @@ export interface AuthCounters {
   loginsSucceeded: number;
   loginsFailed: number;
   loginsThrottled: number;
+  /** Refused with 0x89 because too many password checks were already in progress. */
+  loginsBusy: number;
   publishDenied: number;
   subscribeDenied: number;
   deliveryDenied: number;
@@ -72,6 +80,8 @@ export interface AuthService {
   /** Whether an ACL is configured (otherwise every topic is allowed). */
   readonly aclEnabled: boolean;
   readonly counters: Readonly<AuthCounters>;
+  /** Password checks hashing now and waiting (gauges, for metrics). */
+  readonly passwordChecks: { readonly active: number; readonly queued: number };
   close(): Promise<void>;
 }
 
@@ -140,10 +150,13 @@ export function createAuthService(broker: BrokerApi, config: Config, log: Logger
   const alog = log.child({ part: 'auth' });
   const now = options.now ?? Date.now;
   const limiter: LoginLimiter = createLoginLimiter(config);
+  const verifyQueue = new VerifyQueue(VERIFY_CONCURRENCY, VERIFY_WAITING, now);
+  let busyLoggedAt = 0;
   const counters: AuthCounters = {
     loginsSucceeded: 0,
     loginsFailed: 0,
     loginsThrottled: 0,
+    loginsBusy: 0,
     publishDenied: 0,
     subscribeDenied: 0,
     deliveryDenied: 0,
@@ -259,12 +272,21 @@ export function createAuthService(broker: BrokerApi, config: Config, log: Logger
       return refuse(request, AUTH_REASON.badUserNameOrPassword, 'no password file to check the user against', true);
     }
 
-    let ok = false;
+    let ok: boolean | 'busy' | 'expired' = false;
     try {
-      ok = await passwords.verify(request.username, request.password);
+      const username = request.username;
+      ok = await verifyQueue.run(() => passwords.verify(username, request.password), now() + config.connectTimeoutMs);
     } catch (err) {
       alog.error({ err, clientId: request.clientId }, 'password check failed');
       return { ok: false, reasonCode: 0x80 };
+    }
+    if (ok === 'busy' || ok === 'expired') {
+      counters.loginsBusy++;
+      if (now() - busyLoggedAt >= 10_000) {
+        busyLoggedAt = now();
+        alog.warn({ address, total: counters.loginsBusy }, 'too many password checks at once: CONNECT refused with 0x89 (server busy)');
+      }
+      return { ok: false, reasonCode: AUTH_REASON.serverBusy, reasonString: 'server busy, retry later' };
     }
     if (!ok) return refuse(request, AUTH_REASON.badUserNameOrPassword, 'bad user name or password', true);
     limiter.success(address);
@@ -392,6 +414,9 @@ export function createAuthService(broker: BrokerApi, config: Config, log: Logger
       return rules.acl !== null;
     },
     counters,
+    get passwordChecks() {
+      return { active: verifyQueue.active, queued: verifyQueue.queued };
+    },
     async close() {
       clearTimeout(debounce);
       for (const w of watchers) w.close();

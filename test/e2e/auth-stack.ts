@@ -6,7 +6,7 @@ import mqtt, { type IClientOptions, type MqttClient, type Packet } from 'mqtt';
 import { Broker } from '../../src/broker/broker.js';
 import { testConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
-import { silentLogger } from '../../src/log.js';
+import { createLogger, silentLogger } from '../../src/log.js';
 import { createAuthService, type AuthService } from '../../src/auth/service.js';
 import { startTcpListener, startTlsListener } from '../../src/transport/tcp.js';
 import type { Listener } from '../../src/transport/connection.js';
@@ -40,7 +40,8 @@ export interface TlsFiles {
 
 export async function startAuthStack(overrides: Partial<Config>, tls?: TlsFiles): Promise<AuthStack> {
   const config = testConfig({ host: '127.0.0.1', ...overrides });
-  const log = silentLogger();
+  // EDB_TEST_LOG=debug shows the broker's log while debugging a test
+  const log = process.env['EDB_TEST_LOG'] ? createLogger(process.env['EDB_TEST_LOG'], 'json') : silentLogger();
   const broker = new Broker(config, log);
   const auth = createAuthService(broker, config, log, { handleSighup: false, watchDebounceMs: 20 });
   const listeners: Listener[] = [await startTcpListener(broker, '127.0.0.1', 0)];

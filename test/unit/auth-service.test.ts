@@ -273,3 +273,21 @@ describe('reloading', () => {
     expect(hooks.authorizePublish!(client({}), msg('x'))).toBe(0);
   });
 });
+
+describe('password checks under a flood', () => {
+  it('bound the hashing in progress: excess CONNECTs get 0x89 at once, and a real user still gets in', async () => {
+    const d = dir();
+    const pw = join(d, 'passwd');
+    writeFileSync(pw, `alice:${await hashPassword('wonder', { log2N: 10 })}\n`);
+    const { hooks, service } = harness({ passwordFile: pw, loginFailureLimit: 1_000_000 });
+    // made-up users cost a decoy scrypt at full cost: 300 of them would be ~15 s of hashing
+    const flood = Array.from({ length: 300 }, (_, i) => hooks.authenticate!(connect({ username: `nobody-${i}`, password: Buffer.from('x') })));
+    const results = await Promise.all(flood);
+    const busy = results.filter((r) => !r.ok && r.reasonCode === 0x89).length;
+    const refused = results.filter((r) => !r.ok && r.reasonCode === 0x86).length;
+    expect(busy + refused).toBe(300);
+    expect(busy).toBeGreaterThan(200);
+    expect(service.counters.loginsBusy).toBe(busy);
+    expect(await hooks.authenticate!(connect({ username: 'alice', password: Buffer.from('wonder') }))).toEqual({ ok: true });
+  }, 60_000);
+});
