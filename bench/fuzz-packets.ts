@@ -288,9 +288,12 @@ function fuzzOne(opts: FuzzOptions, rng: Rng, stats: FuzzStats): Promise<void> {
   });
 }
 
-/** Run many fuzzing connections with bounded concurrency. */
-export async function runFuzz(opts: FuzzOptions): Promise<FuzzStats> {
-  const stats: FuzzStats = { connections: 0, bytesSent: 0, closedByBroker: 0, byKind: {} };
+export function newFuzzStats(): FuzzStats {
+  return { connections: 0, bytesSent: 0, closedByBroker: 0, byKind: {} };
+}
+
+/** Run many fuzzing connections with bounded concurrency; `stats` fills in as it goes. */
+export async function runFuzz(opts: FuzzOptions, stats: FuzzStats = newFuzzStats()): Promise<FuzzStats> {
   const rng = new Rng(opts.seed);
   const more = (): boolean => (opts.until !== undefined ? Date.now() < opts.until : stats.connections < opts.connections);
   const worker = async (): Promise<void> => {
