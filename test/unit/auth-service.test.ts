@@ -291,3 +291,45 @@ describe('password checks under a flood', () => {
     expect(await hooks.authenticate!(connect({ username: 'alice', password: Buffer.from('wonder') }))).toEqual({ ok: true });
   }, 60_000);
 });
+
+describe('config file sections', () => {
+  it('reads `users` and `acl` from a YAML config file through loadConfig', async () => {
+    const { loadConfig } = await import('../../src/config/load.js');
+    const d = dir();
+    const hash = await hashPassword('pw', { log2N: 10 });
+    const file = join(d, 'edb.yaml');
+    writeFileSync(
+      file,
+      [
+        'allowAnonymous: false',
+        'users:',
+        `  carol: "${hash}"`,
+        'acl:',
+        '  users:',
+        '    carol:',
+        '      - { topic: "carol/#" }',
+        '      - { topic: "carol/private", access: deny }',
+        '  patterns:',
+        '    - { topic: "clients/%c/#", access: read }',
+        '',
+      ].join('\n'),
+    );
+    const config = loadConfig({ EDB_CONFIG: file });
+    const { hooks } = harness({ ...config, logLevel: 'silent', mqttPort: 0 });
+    expect(await hooks.authenticate!(connect({ username: 'carol', password: Buffer.from('pw') }))).toEqual({ ok: true });
+    expect(await hooks.authenticate!(connect({}))).toMatchObject({ ok: false, reasonCode: 0x87 });
+    const carol = client({ clientId: 'k', username: 'carol' });
+    expect(hooks.authorizePublish!(carol, msg('carol/a'))).toBe(0);
+    expect(hooks.authorizePublish!(carol, msg('carol/private'))).toBe(0x87);
+    expect(hooks.authorizeDelivery!(carol, msg('clients/k/x'))).toBe(true);
+    expect(hooks.authorizePublish!(carol, msg('clients/k/x'))).toBe(0x87);
+  });
+
+  it('names the bad entry of an invalid acl section', async () => {
+    const { loadConfig } = await import('../../src/config/load.js');
+    const file = join(dir(), 'edb.yaml');
+    writeFileSync(file, 'acl:\n  users:\n    carol:\n      - { topic: "a", access: everything }\n');
+    const config = loadConfig({ EDB_CONFIG: file });
+    expect(() => harness({ ...config, logLevel: 'silent' })).toThrow(/acl \(config file\)\.users\.carol\.0\.access/);
+  });
+});
