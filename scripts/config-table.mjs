@@ -9,7 +9,8 @@ export function configTable() {
   const rows = Object.entries(SETTINGS).map(([key, s]) => {
     const def = s.default === null ? '(unset)' : `\`${s.default}\``;
     const type = s.type === 'enum' ? s.values.map((v) => `\`${v}\``).join(' \\| ') : s.type;
-    return `| \`${s.env}\` | \`${key}\` | ${type} | ${def} | ${s.description} |`;
+    const note = s.type === 'port' ? ' (0 picks a free port, -1 turns it off)' : '';
+    return `| \`${s.env}\` | \`${key}\` | ${type} | ${def} | ${s.description}${note} |`;
   });
   return ['| variable | config file key | type | default | meaning |', '| --- | --- | --- | --- | --- |', ...rows].join('\n');
 }

@@ -6,9 +6,20 @@ import { Broker } from './broker/broker.js';
 import { startSysTopics } from './broker/sys.js';
 import { startTcpListener } from './transport/tcp.js';
 
-export const VERSION: string = (
-  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
-).version;
+/** The package version, from the package.json above this module (src/ or dist/src/). */
+function packageVersion(): string {
+  for (const rel of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version: string };
+      if (pkg.name === 'edge-data-broker') return pkg.version;
+    } catch {
+      /* try the next */
+    }
+  }
+  return '0.0.0';
+}
+
+export const VERSION: string = packageVersion();
 
 /** A running broker with its listeners and services. */
 export interface EdbServer {
@@ -39,7 +50,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   services.push({ close: stopSys });
 
   try {
-    listeners.push(await startTcpListener(broker, config.host, config.mqttPort));
+    if (config.mqttPort >= 0) listeners.push(await startTcpListener(broker, config.host, config.mqttPort));
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
     throw err;

@@ -506,6 +506,16 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     return n;
   }
 
+  // ------------------------------------------------------------ snapshot
+
+  /** Install a session read from a snapshot (before listeners open). */
+  restoreSession(session: Session): void {
+    const old = this.sessions.get(session.clientId);
+    if (old) this.destroySession(old);
+    this.sessions.set(session.clientId, session);
+    for (const sub of session.subscriptions.values()) this.trie.add(sub.filter, session.clientId, { session, sub }, sub.shareGroup);
+  }
+
   // ------------------------------------------------------------ shutdown
 
   /**

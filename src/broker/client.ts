@@ -15,6 +15,7 @@ import type { Delivery, InflightEntry, Session } from '../session/session.js';
 import { RC, reasonName, v3ConnackCode } from '../mqtt/reason-codes.js';
 import { isValidTopicName } from '../topics/validate.js';
 import { FRAME_INCOMPLETE, FRAME_MALFORMED, frameLength } from './framing.js';
+import { encodePublish, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
 import type { Broker } from './broker.js';
 
 type State = 'new' | 'authenticating' | 'open' | 'closed';
@@ -476,10 +477,18 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
 
   private writePublish(d: Delivery, packetId: number, dup: boolean): void {
     const m = d.message;
-    const packet: IPublishPacket = { cmd: 'publish', topic: m.topic, payload: m.payload, qos: d.qos, retain: d.retain, dup };
+    const v5 = this.isV5;
+    // Fast path: a QoS 0 delivery with nothing per subscriber is encoded once per message.
+    if (d.qos === 0 && m.expiresAt === undefined && (!v5 || (this.clientTopicAliasMax === 0 && !d.subscriptionIds))) {
+      const slot = (v5 ? 2 : 0) + (d.retain ? 1 : 0);
+      const wire = (m.wire ??= []);
+      const bytes = (wire[slot] ??= encodePublish({ topic: m.topic, payload: m.payload, qos: 0, retain: d.retain, dup: false, ...(v5 && m.properties ? { properties: m.properties } : {}) }, this.protocolVersion));
+      return this.sendPublishBytes(bytes, d, packetId);
+    }
+    const packet: PublishFields = { topic: m.topic, payload: m.payload, qos: d.qos, retain: d.retain, dup };
     if (d.qos > 0) packet.messageId = packetId;
-    if (this.isV5) {
-      const properties: NonNullable<IPublishPacket['properties']> = m.properties ? { ...m.properties } : {};
+    if (v5) {
+      const properties: PublishProperties = m.properties ? { ...m.properties } : {};
       if (m.expiresAt !== undefined) {
         // [MQTT-3.3.2-6] the remaining lifetime
         properties.messageExpiryInterval = Math.max(0, Math.ceil((m.expiresAt - Date.now()) / 1000));
@@ -500,11 +509,16 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       }
       packet.properties = properties;
     }
-    const bytes = this.encode(packet);
-    if (!bytes) return;
+    const bytes = encodePublish(packet, this.protocolVersion);
+    if (bytes.length > this.clientMaxPacketSize && packet.properties?.topicAlias !== undefined && packet.topic !== '') {
+      this.aliasesOut.delete(m.topic); // the alias was never announced
+    }
+    this.sendPublishBytes(bytes, d, packetId);
+  }
+
+  private sendPublishBytes(bytes: Buffer, d: Delivery, packetId: number): void {
     // [MQTT-3.1.2-25] never send a packet over the client's Maximum Packet Size: drop it
     if (bytes.length > this.clientMaxPacketSize) {
-      if (packet.properties?.topicAlias !== undefined && packet.topic !== '') this.aliasesOut.delete(m.topic);
       if (d.qos > 0) this.session!.inflight.delete(packetId);
       this.broker.countDrop('too_large');
       return;
@@ -640,15 +654,6 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   }
 
   // -------------------------------------------------------------- output
-
-  private encode(packet: Packet): Buffer | undefined {
-    try {
-      return mqttPacket.generate(packet, { protocolVersion: this.protocolVersion });
-    } catch (err) {
-      this.broker.log.error({ clientId: this.clientId, err: (err as Error).message, cmd: packet.cmd }, 'cannot encode packet');
-      return undefined;
-    }
-  }
 
   writePacket(packet: Packet, version?: 3 | 4 | 5): void {
     let bytes: Buffer | undefined;

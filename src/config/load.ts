@@ -15,7 +15,7 @@ function jsonSchemaFor(spec: SettingSpec): Record<string, unknown> {
     case 'integer':
       return { type: 'integer', minimum: spec.minimum ?? Number.MIN_SAFE_INTEGER, maximum: spec.maximum ?? Number.MAX_SAFE_INTEGER };
     case 'port':
-      return { type: 'integer', minimum: spec.minimum ?? 0, maximum: 65535 };
+      return { type: 'integer', minimum: -1, maximum: 65535 }; // -1 turns the listener off
     case 'enum':
       return { type: 'string', enum: [...(spec.values ?? [])] };
     case 'string':

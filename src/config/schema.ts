@@ -18,12 +18,12 @@ export interface SettingSpec {
 
 export const SETTINGS = {
   host: { env: 'EDB_HOST', type: 'string', default: '0.0.0.0', description: 'Bind address for every listener' },
-  mqttPort: { env: 'EDB_MQTT_PORT', type: 'port', default: 1883, description: 'MQTT over TCP (0 picks a free port)' },
+  mqttPort: { env: 'EDB_MQTT_PORT', type: 'port', default: 1883, description: 'MQTT over TCP' },
   mqttsPort: { env: 'EDB_MQTTS_PORT', type: 'port', default: 8883, description: 'MQTT over TLS, on when a certificate and key are set' },
-  wsPort: { env: 'EDB_WS_PORT', type: 'port', default: 9001, description: 'MQTT over WebSocket (-1 turns it off)', minimum: -1 },
+  wsPort: { env: 'EDB_WS_PORT', type: 'port', default: 9001, description: 'MQTT over WebSocket' },
   wssPort: { env: 'EDB_WSS_PORT', type: 'port', default: 9002, description: 'MQTT over secure WebSocket, on when a certificate and key are set' },
-  httpPort: { env: 'EDB_HTTP_PORT', type: 'port', default: 8888, description: 'Status page, /metrics, /healthz, REST API (-1 turns it off)', minimum: -1 },
-  rulesPort: { env: 'EDB_RULES_PORT', type: 'port', default: 8000, description: 'fr_script rules API (-1 turns it off)', minimum: -1 },
+  httpPort: { env: 'EDB_HTTP_PORT', type: 'port', default: 8888, description: 'Status page, /metrics, /healthz, REST API' },
+  rulesPort: { env: 'EDB_RULES_PORT', type: 'port', default: 8000, description: 'fr_script rules API' },
   dataDir: { env: 'EDB_DATA_DIR', type: 'string', default: './data', description: 'Folder for persistent data' },
   backupDir: { env: 'EDB_BACKUP_DIR', type: 'string', default: null, description: 'Folder for the shutdown snapshot (default <dataDir>/backup)' },
   logLevel: { env: 'EDB_LOG_LEVEL', type: 'enum', default: 'info', values: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], description: 'Log level' },

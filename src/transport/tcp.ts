@@ -8,6 +8,11 @@ export interface PeerIdentity {
   certificateFields?: Record<string, string>;
 }
 
+function uncork(c: SocketConnection): void {
+  c.corked = false;
+  c.rawSocket.uncork();
+}
+
 /** Adapts a node:net / node:tls socket to the Connection interface. */
 class SocketConnection implements Connection {
   readonly remoteAddress: string;
@@ -25,8 +30,23 @@ class SocketConnection implements Connection {
   }
 
   write(data: Uint8Array): boolean {
-    if (this.socket.destroyed) return false;
-    return this.socket.write(data);
+    const socket = this.socket;
+    if (socket.destroyed) return false;
+    // Packets written in one turn of the event loop leave in one writev: cork on the
+    // first write, uncork on the next tick (a fan-in subscriber gets many per turn).
+    if (!this.corked) {
+      this.corked = true;
+      socket.cork();
+      process.nextTick(uncork, this);
+    }
+    return socket.write(data);
+  }
+
+  /** @internal */
+  corked = false;
+  /** @internal */
+  get rawSocket(): net.Socket {
+    return this.socket;
   }
 
   bufferedAmount(): number {
