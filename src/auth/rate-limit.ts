@@ -105,8 +105,12 @@ export function createLoginLimiter(config: Pick<Config, 'loginFailureLimit' | 'l
 /**
  * - 'ok': carry on.
  * - 'slow': over the rate; pause reading from this client for `resumeDelay()` ms.
- * - 'rate': more than FLOOD_SECONDS ahead of the message rate: disconnect with 0x96.
- * - 'quota': more than FLOOD_SECONDS ahead of the byte rate: disconnect with 0x97.
+ * - 'rate': flooding messages: disconnect with 0x96 (Message rate too high).
+ * - 'quota': flooding bytes: disconnect with 0x97 (Quota exceeded).
+ * Flooding is either more than FLOOD_SECONDS' worth ahead of the rate at once (a core that
+ * parses a whole TCP chunk before pausing), or pressing against the limit, never letting the
+ * bucket refill to half, for FLOOD_SECONDS (a core that pauses at once and resumes after
+ * `resumeDelay()`: the client keeps a backlog and is slowed all the time).
  */
 export type PublishVerdict = 'ok' | 'slow' | 'rate' | 'quota';
 
@@ -116,7 +120,7 @@ export const LIMIT_REASON_CODES = {
   quota: 0x97, // Quota exceeded
 } as const;
 
-/** A client may run this many seconds ahead of its rate (already read, e.g. one big TCP chunk) before it is cut off. */
+/** A client this many seconds' worth ahead of its rate, or held at it this long, is cut off. */
 export const FLOOD_SECONDS = 5;
 /** Burst allowance: one second's worth of the rate. */
 const BURST_SECONDS = 1;
@@ -125,6 +129,9 @@ interface Buckets {
   messages: number;
   bytes: number;
   last: number;
+  /** Since when the message / byte bucket has stayed low (0: it has not). */
+  msgOverSince: number;
+  byteOverSince: number;
 }
 
 export interface ClientLimits {
@@ -163,7 +170,7 @@ export class TokenBucketLimits implements ClientLimits {
   private refill(clientId: string, now: number): Buckets {
     let b = this.buckets.get(clientId);
     if (!b) {
-      b = { messages: this.msgCapacity, bytes: this.byteCapacity, last: now };
+      b = { messages: this.msgCapacity, bytes: this.byteCapacity, last: now, msgOverSince: 0, byteOverSince: 0 };
       this.buckets.set(clientId, b);
       return b;
     }
@@ -181,14 +188,23 @@ export class TokenBucketLimits implements ClientLimits {
     const b = this.refill(clientId, now);
     let verdict: PublishVerdict = 'ok';
     if (this.msgRate > 0) {
+      // back to half full: the client has slowed down, forgive it
+      if (b.messages >= this.msgCapacity / 2) b.msgOverSince = 0;
       b.messages -= 1;
-      if (b.messages < -this.msgRate * FLOOD_SECONDS) return 'rate';
-      if (b.messages < 0) verdict = 'slow';
+      if (b.messages < 0) {
+        if (b.msgOverSince === 0) b.msgOverSince = now;
+        if (b.messages < -this.msgRate * FLOOD_SECONDS || now - b.msgOverSince >= FLOOD_SECONDS * 1000) return 'rate';
+        verdict = 'slow';
+      }
     }
     if (this.byteRate > 0) {
+      if (b.bytes >= this.byteCapacity / 2) b.byteOverSince = 0;
       b.bytes -= bytes;
-      if (b.bytes < -this.byteRate * FLOOD_SECONDS) return 'quota';
-      if (b.bytes < 0) verdict = 'slow';
+      if (b.bytes < 0) {
+        if (b.byteOverSince === 0) b.byteOverSince = now;
+        if (b.bytes < -this.byteRate * FLOOD_SECONDS || now - b.byteOverSince >= FLOOD_SECONDS * 1000) return 'quota';
+        verdict = 'slow';
+      }
     }
     return verdict;
   }

@@ -126,3 +126,45 @@ describe('client limits', () => {
     expect(() => loadConfig({ EDB_MAX_MSG_RATE: '-1' })).toThrow(/EDB_MAX_MSG_RATE/);
   });
 });
+
+describe('client limits with a core that pauses at once', () => {
+  // The core stops parsing on 'slow' and resumes after resumeDelay(): one message per resume.
+  function drive(limits: ReturnType<typeof createClientLimits>, bytes: number, gapMs: number, untilMs: number): { verdict: string; at: number } {
+    let now = 0;
+    while (now < untilMs) {
+      const v = limits.onPublish('c', bytes, now);
+      if (v === 'rate' || v === 'quota') return { verdict: v, at: now };
+      now += v === 'slow' ? Math.max(gapMs, limits.resumeDelay('c', now)) : gapMs;
+    }
+    return { verdict: 'ok', at: now };
+  }
+
+  it('a client with a backlog (always over its rate) is cut off after FLOOD_SECONDS', () => {
+    const r = drive(createClientLimits(testConfig({ maxMsgRate: 50 })), 10, 0, 60_000);
+    expect(r.verdict).toBe('rate');
+    expect(r.at).toBeGreaterThanOrEqual(FLOOD_SECONDS * 1000);
+    expect(r.at).toBeLessThan(FLOOD_SECONDS * 1000 + 2000);
+    const q = drive(createClientLimits(testConfig({ maxBytesRate: 10_000, maxPacketSize: 1024 })), 1000, 0, 60_000);
+    expect(q.verdict).toBe('quota');
+  });
+
+  it('a burst that then calms down is only slowed', () => {
+    const limits = createClientLimits(testConfig({ maxMsgRate: 50 }));
+    let now = 0;
+    const verdicts = new Set<string>();
+    for (let i = 0; i < 200; i++) {
+      const v = limits.onPublish('c', 10, now); // 200 at once: 4 s of backlog at 50/s
+      verdicts.add(v);
+      if (v === 'slow') now += limits.resumeDelay('c', now);
+    }
+    for (let i = 0; i < 500; i++) {
+      now += 25; // then 40/s, under the rate
+      verdicts.add(limits.onPublish('c', 10, now));
+    }
+    expect([...verdicts].sort()).toEqual(['ok', 'slow']);
+  });
+
+  it('a client sending steadily just under its rate is never slowed', () => {
+    expect(drive(createClientLimits(testConfig({ maxMsgRate: 50 })), 10, 21, 60_000).verdict).toBe('ok');
+  });
+});
