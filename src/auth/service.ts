@@ -183,7 +183,8 @@ export function createAuthService(broker: BrokerApi, config: Config, log: Logger
   } else if (!rules.passwords && !tlsClientCerts) {
     alog.warn('anonymous access is off and there is no password file or client-certificate CA: no client can connect');
   }
-  if (!rules.passwords && rules.acl && rules.acl.users.size > 0) {
+  if (!rules.passwords && config.allowAnonymous && rules.acl && rules.acl.users.size > 0) {
+    // user names in CONNECT are then taken on trust (certificate identities are still verified)
     alog.warn('the ACL has "user" sections but no password file is set: user names are not verified');
   }
   logRules('auth rules loaded');
