@@ -47,7 +47,7 @@ export function initBuffer(ruleStatements: i32): void {
   words = (ruleStatements + 31) >> 5;
   buckets = heap.alloc(<usize>BUCKETS * 4);
   memory.fill(buckets, 0, <usize>BUCKETS * 4);
-  const n = <usize>(ruleStatements > 0 ? ruleStatements : 1) * 4;
+  const n = (<usize>(ruleStatements > 0 ? ruleStatements : 1)) * 4;
   counts = heap.alloc(n);
   memory.fill(counts, 0, n);
 }
@@ -185,7 +185,7 @@ export function clearBuffer(): void {
   entries = 0;
   current = 0;
   memory.fill(buckets, 0, <usize>BUCKETS * 4);
-  memory.fill(counts, 0, <usize>(statementCount > 0 ? statementCount : 1) * 4);
+  memory.fill(counts, 0, (<usize>(statementCount > 0 ? statementCount : 1)) * 4);
 }
 
 // Output -----------------------------------------------------------------------------------

@@ -2,17 +2,24 @@
 // output records and counters. The generated program (src/rules/codegen.ts) imports this
 // and exports `process`.
 //
-// Tables blob (written once by the host at tablesPtr(size), then loadTables()), u32 words,
-// offsets relative to the blob:
-//   header (HEADER_WORDS u32)
-//     [0] magic 0x31545246 ("FRT1")  [1] targets  [2] filter targets (targets below are filters)
+// Tables blob (written once by the host at tablesPtr(size), then loadTables()), built by
+// src/rules/codegen.ts; u32 words, offsets relative to the blob:
+//   header (HEADER_WORDS = 20 u32)
+//     [0] magic 0x32545246 ("FRT2")  [1] targets  [2] filter targets (targets below are filters)
 //     [3] topic nodes  [4] topic node offset  [5] topic edge offset  [6] target list offset
 //     [7] key nodes    [8] key node offset    [9] key edge offset    [10] string pool offset
-//     [11] slots
+//     [11] slots       [12] target table offset
+//     [13] statements  [14] statement table offset  [15] filter statements (listed first)
+//     [16] logic entries  [17] logic table offset  [18] mask words per logic entry  [19] 0
 //   topic node (TOPIC_NODE_SIZE = 24 bytes)
 //     +0 edgeStart  +4 edgeCount (edges sorted by (length, bytes))  +8 `+` child or -1
 //     +12 `#` child or -1  +16 first target in the target list  +20 target count
 //   topic edge (12 bytes): +0 level offset in the string pool, +4 level length, +8 child
+//   target (12 bytes): +0 1 for a filter, 0 for a rule statement  +4 first statement  +8 statements
+//   statement (8 bytes): +0 shape (compiled condition function)  +4 offset of its parameters
+//   logic entry (12 bytes): +0 shape  +4 offset of its parameters  +8 offset of its mask
+//     (u32 words: the statements whose messages form the JSON payload), -1 for a fixed payload
+//   parameters: 8-byte cells, an i32 slot / statement index or an f64 constant each
 //   key nodes and edges: see json.ts
 //
 // Input region (inputPtr): the topic bytes, then the payload bytes.
@@ -35,13 +42,12 @@ export const OUT_RULE: i32 = 2;
 const OUTPUT_SIZE: usize = 16;
 const TOPIC_NODE_SIZE: usize = 24;
 const TOPIC_EDGE_SIZE: usize = 12;
-const HEADER_WORDS: usize = 12;
 const SLOT_SIZE: usize = 32;
 
 const counters = memory.data(8 * 8, 8);
 
 let tables: usize = 0;
-let targetCount: i32 = 0;
+let targetTotal: i32 = 0;
 let filterTargets: i32 = 0;
 let topicNodes: usize = 0;
 let topicEdges: usize = 0;
@@ -49,6 +55,10 @@ let targetLists: usize = 0;
 let strings: usize = 0;
 let topicNodeCount: i32 = 0;
 let slotCount: i32 = 0;
+let targetTable: usize = 0;
+let statementTable: usize = 0;
+let logicTable: usize = 0;
+let logicEntries: i32 = 0;
 
 let input: usize = 0;
 let inputCap: usize = 0;
@@ -73,7 +83,7 @@ let ruleTouched = false;
 /** Called by the generated program's top level. */
 export function configure(registers: i32): void {
   registerCount = registers;
-  setRegisters(heap.alloc(<usize>(registers > 0 ? registers : 1) * 24));
+  setRegisters(heap.alloc((<usize>(registers > 0 ? registers : 1)) * 24));
 }
 
 export function countersPtr(): usize {
@@ -92,8 +102,8 @@ export function tablesPtr(size: usize): usize {
 
 /** Reads the blob's header; returns 0 when it is not a tables blob. */
 export function loadTables(ruleStatements: i32): i32 {
-  if (word(0) != 0x31545246) return 0;
-  targetCount = <i32>word(1);
+  if (word(0) != 0x32545246) return 0;
+  targetTotal = <i32>word(1);
   filterTargets = <i32>word(2);
   topicNodeCount = <i32>word(3);
   topicNodes = tables + <usize>word(4);
@@ -101,11 +111,15 @@ export function loadTables(ruleStatements: i32): i32 {
   targetLists = tables + <usize>word(6);
   strings = tables + <usize>word(10);
   slotCount = <i32>word(11);
-  const slotBytes = <usize>(slotCount > 0 ? slotCount : 1) * SLOT_SIZE;
+  targetTable = tables + <usize>word(12);
+  statementTable = tables + <usize>word(14);
+  logicEntries = <i32>word(16);
+  logicTable = tables + <usize>word(17);
+  const slotBytes = (<usize>(slotCount > 0 ? slotCount : 1)) * SLOT_SIZE;
   const slots = heap.alloc(slotBytes);
   memory.fill(slots, 0, slotBytes);
   setKeyTables(tables + <usize>word(8), tables + <usize>word(9), strings, <i32>word(7), slots, slotCount);
-  matched = heap.alloc(<usize>(targetCount > 0 ? targetCount : 1) * 4);
+  matched = heap.alloc((<usize>(targetTotal > 0 ? targetTotal : 1)) * 4);
   outputs = heap.alloc(64 * OUTPUT_SIZE);
   outputCap = 64;
   initBuffer(ruleStatements);
@@ -184,6 +198,55 @@ function step(child: i32, end: usize, stop: usize): void {
     const hash = load<i32>(topicNodes + (<usize>child) * TOPIC_NODE_SIZE, 12);
     if (hash >= 0) addTargets(hash);
   } else walk(child, end + 1, false);
+}
+
+// Tables for the generated code ----------------------------------------------------------
+
+// @ts-ignore: decorator
+@inline export function targetIsFilter(t: i32): bool {
+  return load<u32>(targetTable + (<usize>t) * 12) != 0;
+}
+
+// @ts-ignore: decorator
+@inline export function targetFirst(t: i32): i32 {
+  return load<i32>(targetTable + (<usize>t) * 12, 4);
+}
+
+// @ts-ignore: decorator
+@inline export function targetCount(t: i32): i32 {
+  return load<i32>(targetTable + (<usize>t) * 12, 8);
+}
+
+// @ts-ignore: decorator
+@inline export function statementShape(s: i32): i32 {
+  return load<i32>(statementTable + (<usize>s) * 8);
+}
+
+// @ts-ignore: decorator
+@inline export function statementParams(s: i32): usize {
+  return tables + <usize>load<u32>(statementTable + (<usize>s) * 8, 4);
+}
+
+// @ts-ignore: decorator
+@inline export function logicCount(): i32 {
+  return logicEntries;
+}
+
+// @ts-ignore: decorator
+@inline export function logicShape(j: i32): i32 {
+  return load<i32>(logicTable + (<usize>j) * 12);
+}
+
+// @ts-ignore: decorator
+@inline export function logicParams(j: i32): usize {
+  return tables + <usize>load<u32>(logicTable + (<usize>j) * 12, 4);
+}
+
+/** The logic entry's mask, or 0 when its new_payload is fixed. */
+// @ts-ignore: decorator
+@inline export function logicMask(j: i32): usize {
+  const at = load<i32>(logicTable + (<usize>j) * 12, 8);
+  return at < 0 ? 0 : tables + <usize>at;
 }
 
 // Per-message flow -------------------------------------------------------------------------

@@ -1,28 +1,28 @@
 /**
- * Worker thread that runs the AssemblyScript compiler, so the broker's event loop keeps
- * serving while a document compiles. Messages: { id, source, optimizeLevel } in,
- * { id, binary, millis } or { id, error } out (the binary's buffer is transferred).
+ * Worker thread running the compile pipeline (check, codegen, asc), so the broker's event
+ * loop keeps serving while a document compiles. In: { id, request }; out: { id, result } or
+ * { id, crash } (the binary and tables buffers are transferred).
  */
 import { parentPort } from 'node:worker_threads';
-import { compileAssemblyScript } from './asc.js';
+import { runCompile, type CompileRequest, type CompileResult } from './pipeline.js';
 
-export interface CompileRequest {
+export interface WorkerRequest {
   id: number;
-  source: string;
-  optimizeLevel: number;
+  request: CompileRequest;
 }
-export type CompileReply = { id: number; binary: Uint8Array; millis: number } | { id: number; error: string };
+export type WorkerReply = { id: number; result: CompileResult } | { id: number; crash: string };
 
 if (parentPort) {
   const port = parentPort;
-  port.on('message', (request: CompileRequest) => {
-    compileAssemblyScript(request.source, { optimizeLevel: request.optimizeLevel }).then(
+  port.on('message', (message: WorkerRequest) => {
+    runCompile(message.request).then(
       (result) => {
-        const reply: CompileReply = { id: request.id, binary: result.binary, millis: result.millis };
-        port.postMessage(reply, [result.binary.buffer as ArrayBuffer]);
+        const reply: WorkerReply = { id: message.id, result };
+        const transfer = result.ok ? [result.binary.buffer as ArrayBuffer, result.tables.buffer as ArrayBuffer] : [];
+        port.postMessage(reply, transfer);
       },
       (err: unknown) => {
-        const reply: CompileReply = { id: request.id, error: err instanceof Error ? err.message : String(err) };
+        const reply: WorkerReply = { id: message.id, crash: err instanceof Error ? (err.stack ?? err.message) : String(err) };
         port.postMessage(reply);
       },
     );

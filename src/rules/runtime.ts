@@ -10,7 +10,7 @@
  * `bufferEntries()`, `bufferEntry(i)`, `bufferWords()`, `clearRuleBuffer()`; imports
  * `env.parseNumber`, `env.formatNumber`, `env.abort`.
  */
-import type { CheckedDocument } from './ast.js';
+import type { ProgramMeta } from './pipeline.js';
 
 export interface RuleOutput {
   topic: string;
@@ -84,7 +84,7 @@ export class RulesProgram {
 
   private constructor(
     instance: WasmInstance,
-    readonly document: CheckedDocument,
+    meta: ProgramMeta,
     tables: Uint8Array,
   ) {
     this.exports = instance.exports as unknown as Exports;
@@ -92,21 +92,21 @@ export class RulesProgram {
     const at = this.exports.tablesPtr(tables.length);
     this.refresh();
     this.bytes.set(tables, at);
-    if (this.exports.loadTables(document.ruleStatements.length) !== 1) throw new Error('rules module rejected its tables');
-    this.filterSuffix = document.filterStatements.map((s) => '/' + document.filters[s.filter]!.suffix);
-    this.filterPayload = document.filterStatements.map((s) => (s.payload === null ? null : Buffer.from(s.payload, 'utf8')));
-    this.logicTopic = document.logic.map((l) => l.topic);
-    this.logicPayload = document.logic.map((l) => (l.payload === null ? null : Buffer.from(l.payload, 'utf8')));
-    this.statementIds = document.ruleStatements.map((s) => s.id);
+    if (this.exports.loadTables(meta.ruleStatementIds.length) !== 1) throw new Error('rules module rejected its tables');
+    this.filterSuffix = meta.filterOutputs.map((f) => f.suffix);
+    this.filterPayload = meta.filterOutputs.map((f) => (f.payload === null ? null : Buffer.from(f.payload, 'utf8')));
+    this.logicTopic = meta.logicOutputs.map((l) => l.topic);
+    this.logicPayload = meta.logicOutputs.map((l) => (l.payload === null ? null : Buffer.from(l.payload, 'utf8')));
+    this.statementIds = meta.ruleStatementIds;
     this.refresh();
   }
 
-  static async load(binary: Uint8Array, document: CheckedDocument, tables: Uint8Array): Promise<RulesProgram> {
+  static async load(binary: Uint8Array, meta: ProgramMeta, tables: Uint8Array): Promise<RulesProgram> {
     const module = await WA.compile(binary);
-    return RulesProgram.instantiate(module, document, tables);
+    return RulesProgram.instantiate(module, meta, tables);
   }
 
-  static instantiate(module: WasmModule, document: CheckedDocument, tables: Uint8Array): RulesProgram {
+  static instantiate(module: WasmModule, meta: ProgramMeta, tables: Uint8Array): RulesProgram {
     let self: RulesProgram | undefined;
     const imports = {
       env: {
@@ -120,7 +120,7 @@ export class RulesProgram {
     // synchronous: the module is compiled already; the imports are only called later,
     // from process(), once `self` is set
     const instance = new WA.Instance(module, imports);
-    self = new RulesProgram(instance, document, tables);
+    self = new RulesProgram(instance, meta, tables);
     return self;
   }
 

@@ -11,9 +11,9 @@ import type { Logger } from 'pino';
 import type { BrokerApi } from '../broker/api.js';
 import type { Message } from '../broker/message.js';
 import type { Config } from '../config/schema.js';
-import type { CheckedDocument, RulesDocument } from './ast.js';
-import { checkDocument, parseDocumentText, patchDocument } from './check.js';
-import { RulesCompiler } from './compiler.js';
+import type { RulesDocument } from './ast.js';
+import { RulesCompiler, type CompiledDocument } from './compiler.js';
+import type { CompileRequest } from './pipeline.js';
 import { RulesError, RulesErrorCode } from './errors.js';
 import type { EngineCounters, RulesProgram } from './runtime.js';
 import { DocumentStore } from './store.js';
@@ -86,8 +86,8 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
   const store = new DocumentStore(config.dataDir);
 
   let program: RulesProgram | undefined;
-  let active: CheckedDocument = checkDocument(EMPTY);
-  let etag = etagOf(active.document);
+  let active: RulesDocument = EMPTY;
+  let etag = etagOf(active);
   let source = '';
   let closed = false;
   const retired: EngineCounters = { messages: 0, topicMatches: 0, evaluations: 0, fires: 0, missingVariable: 0, kindMismatch: 0, notJson: 0, bufferFull: 0 };
@@ -125,43 +125,41 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     for (const k of Object.keys(retired) as (keyof EngineCounters)[]) retired[k] += c[k];
   };
 
-  /** Compiles and activates; `keepBufferOf` carries buffered messages of statements kept by a PATCH. */
-  async function activate(doc: CheckedDocument, persist: boolean, keepIds?: ReadonlySet<number>): Promise<WriteResult> {
-    let compiled;
+  /**
+   * Compiles (in the worker) and activates. `keepBuffer`: a PATCH carries the buffered
+   * messages of the statements it does not define over to the new program.
+   */
+  async function activate(request: CompileRequest, persist: boolean, keepBuffer = false): Promise<WriteResult> {
+    let compiled: CompiledDocument;
     try {
-      compiled = await compiler.compileDocument(doc);
+      compiled = await compiler.compile(request);
     } catch (err) {
+      if (err instanceof RulesError) throw err;
       stats.compileErrors++;
       rlog.error({ err }, 'rules compiler failed on a valid document');
       throw new RulesError(RulesErrorCode.compile, '', `the compiler failed: ${(err as Error).message.split('\n')[0]}`);
     }
     stats.compiles++;
-    const text = JSON.stringify(doc.document, null, 2) + '\n';
-    if (persist) await store.write(text);
+    if (persist) await store.write(JSON.stringify(compiled.document, null, 2) + '\n');
     if (closed) throw new RulesError(RulesErrorCode.compile, '', 'the rules service is closed');
     // swap between two messages: nothing below awaits
     const old = program;
-    if (old && keepIds && keepIds.size > 0) compiled.program.restoreBuffer(old.bufferSnapshot(), keepIds);
+    if (old && keepBuffer) {
+      const patched = new Set(compiled.patchedIds);
+      const keep = new Set(compiled.document.rules.flatMap((r) => r.statements.map((s) => s.id)).filter((id) => !patched.has(id)));
+      compiled.program.restoreBuffer(old.bufferSnapshot(), keep);
+    }
     program = compiled.program;
     retire(old);
-    active = doc;
-    etag = etagOf(doc.document);
+    active = compiled.document;
+    etag = etagOf(active);
     source = compiled.source;
     stats.lastCompileMillis = compiled.millis;
     stats.lastAscMillis = compiled.ascMillis;
     stats.wasmBytes = compiled.wasmBytes;
     stats.sourceBytes = Buffer.byteLength(compiled.source);
-    rlog.info(
-      { etag, filters: doc.filters.length, statements: doc.filterStatements.length + doc.ruleStatements.length, compileMs: Math.round(compiled.millis), wasmBytes: compiled.wasmBytes },
-      'rules document active',
-    );
-    return {
-      etag,
-      filters: doc.filters.length,
-      rules: doc.document.rules.length,
-      statements: doc.filterStatements.length + doc.ruleStatements.length,
-      compileMillis: Math.round(compiled.millis),
-    };
+    rlog.info({ etag, ...compiled.counts, compileMs: Math.round(compiled.millis), wasmBytes: compiled.wasmBytes }, 'rules document active');
+    return { etag, ...compiled.counts, compileMillis: Math.round(compiled.millis) };
   }
 
   // One write at a time, in arrival order.
@@ -190,25 +188,23 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       } catch (err) {
         throw new Error(`EDB_RULES_FILE=${config.rulesFile}: cannot read it: ${(err as Error).message}`);
       }
-      let doc: CheckedDocument;
       try {
-        doc = parseDocumentText(text);
+        await activate({ text }, true);
       } catch (err) {
         throw new Error(`EDB_RULES_FILE=${config.rulesFile}: ${(err as Error).message}`);
       }
-      await activate(doc, true);
       return;
     }
     const text = await store.read();
     if (text === undefined) {
-      await activate(active, false);
+      await activate({ document: EMPTY }, false);
       return;
     }
     try {
-      await activate(parseDocumentText(text), false);
+      await activate({ text }, false);
     } catch (err) {
       rlog.error({ err, file: store.path }, 'the stored rules document is invalid; starting with an empty document');
-      await activate(checkDocument(EMPTY), false);
+      await activate({ document: EMPTY }, false);
     }
   }
   const ready = serial(load);
@@ -216,17 +212,10 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
 
   return {
     ready,
-    current: () => ({ document: active.document, etag }),
-    replace: (body, ifMatch) => guarded(ifMatch, () => activate(parseDocumentText(body), true)),
-    patch: (body, ifMatch) =>
-      guarded(ifMatch, async () => {
-        const incoming = parseDocumentText(body); // the patch must be valid on its own (e.g. no duplicate ids)
-        const merged = checkDocument(patchDocument(active.document, incoming.document));
-        const replaced = new Set(incoming.ruleStatements.map((s) => s.id));
-        const keep = new Set(active.ruleStatements.map((s) => s.id).filter((id) => !replaced.has(id) && merged.ruleStatements.some((m) => m.id === id)));
-        return activate(merged, true, keep);
-      }),
-    clear: (ifMatch) => guarded(ifMatch, () => activate(checkDocument(EMPTY), true)),
+    current: () => ({ document: active, etag }),
+    replace: (body, ifMatch) => guarded(ifMatch, () => activate({ text: body }, true)),
+    patch: (body, ifMatch) => guarded(ifMatch, () => activate({ text: body, patchOnto: active }, true, true)),
+    clear: (ifMatch) => guarded(ifMatch, () => activate({ document: EMPTY }, true)),
     metrics(): RulesMetrics {
       const c = program?.counters();
       const sum = { ...retired };
@@ -235,9 +224,9 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
         ...sum,
         ...stats,
         filters: active.filters.length,
-        filterStatements: active.filterStatements.length,
-        ruleStatements: active.ruleStatements.length,
-        logicEntries: active.logic.length,
+        filterStatements: active.filters.reduce((n, f) => n + f.statements.length, 0),
+        ruleStatements: active.rules.reduce((n, r) => n + r.statements.length, 0),
+        logicEntries: active.rules.reduce((n, r) => n + r.logic.length, 0),
       };
     },
     source: () => source,
