@@ -69,6 +69,8 @@ interface Exports {
 const OUT_FILTER = 1;
 const NO_OUTPUT: readonly RuleOutput[] = Object.freeze([]);
 const ENTRY_HEADER = 32;
+/** Encoded topics kept (topics repeat: devices publish to the same few topics). */
+const TOPIC_CACHE = 4096;
 
 export class RulesProgram {
   private readonly exports: Exports;
@@ -76,6 +78,7 @@ export class RulesProgram {
   private view!: DataView;
   private inputAddress = 0;
   private inputCapacity = 0;
+  private readonly topics = new Map<string, Buffer>();
   private readonly filterSuffix: string[];
   private readonly filterPayload: (Buffer | null)[];
   private readonly logicTopic: string[];
@@ -126,7 +129,7 @@ export class RulesProgram {
 
   private refresh(): void {
     const buffer = this.exports.memory.buffer;
-    if (!this.bytes || this.bytes.buffer !== buffer) {
+    if (!this.bytes || this.bytes.buffer !== buffer || this.bytes.length === 0) {
       this.bytes = Buffer.from(buffer);
       this.view = new DataView(buffer);
     }
@@ -134,20 +137,28 @@ export class RulesProgram {
 
   /** Runs one message; returns what to publish (a shared empty array when nothing fired). */
   process(topic: string, payload: Buffer): readonly RuleOutput[] {
-    const need = topic.length * 3 + payload.length;
+    let encoded = this.topics.get(topic);
+    if (encoded === undefined) {
+      encoded = Buffer.from(topic, 'utf8');
+      if (this.topics.size >= TOPIC_CACHE) this.topics.clear();
+      this.topics.set(topic, encoded);
+    }
+    const need = encoded.length + payload.length;
     if (need > this.inputCapacity) {
       this.inputCapacity = Math.max(need, this.inputCapacity * 2, 4096);
       this.inputAddress = this.exports.inputPtr(this.inputCapacity);
+      this.refresh();
     }
     let bytes = this.bytes;
-    if (bytes.buffer !== this.exports.memory.buffer) {
+    if (bytes.length === 0) {
+      // the memory grew during the last call: the old view is detached
       this.refresh();
       bytes = this.bytes;
     }
     const at = this.inputAddress;
-    const topicLen = bytes.write(topic, at, 'utf8');
-    payload.copy(bytes, at + topicLen);
-    const records = this.exports.process(topicLen, payload.length);
+    bytes.set(encoded, at);
+    bytes.set(payload, at + encoded.length);
+    const records = this.exports.process(encoded.length, payload.length);
     if (records === 0) return NO_OUTPUT;
     return this.readOutputs(records, topic, payload);
   }
