@@ -2,7 +2,10 @@
 // agree with the reference interpreter (src/rules/reference.ts) on every output byte and on
 // the counters (evaluations, unknown results by cause, payloads that are not JSON objects).
 import fc from 'fast-check';
-import { afterAll, describe, expect, test } from 'vitest';
+import { afterAll, describe, expect, test, vi } from 'vitest';
+
+// compiling runs asc (seconds; much longer on a loaded shared machine)
+vi.setConfig({ testTimeout: 180_000, hookTimeout: 180_000 });
 import type { RulesDocument } from '../../src/rules/ast.js';
 import { checkDocument } from '../../src/rules/check.js';
 import { RulesCompiler } from '../../src/rules/compiler.js';

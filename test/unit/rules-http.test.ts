@@ -4,7 +4,10 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
+
+// compiling runs asc (seconds; much longer on a loaded shared machine)
+vi.setConfig({ testTimeout: 180_000, hookTimeout: 180_000 });
 import type { BrokerApi } from '../../src/broker/api.js';
 import type { BrokerHooks } from '../../src/broker/hooks.js';
 import type { Message } from '../../src/broker/message.js';

@@ -1,7 +1,10 @@
 // The spec's vectors (test/fixtures/vectors.json) against the WebAssembly engine and the
 // reference interpreter, in process. The end-to-end version over MQTT is test/e2e.
 import { readFileSync } from 'node:fs';
-import { afterAll, describe, expect, test } from 'vitest';
+import { afterAll, describe, expect, test, vi } from 'vitest';
+
+// compiling runs asc (seconds; much longer on a loaded shared machine)
+vi.setConfig({ testTimeout: 180_000, hookTimeout: 180_000 });
 import { parseDocumentText } from '../../src/rules/check.js';
 import { RulesCompiler } from '../../src/rules/compiler.js';
 import { ReferenceEngine } from '../../src/rules/reference.js';
