@@ -17,6 +17,8 @@ import { RulesCompiler } from '../../src/rules/compiler.js';
 import { startRulesHttpServer } from '../../src/rules/http.js';
 import { createRulesService, type RulesService } from '../../src/rules/service.js';
 import type { Listener } from '../../src/transport/connection.js';
+import { Command } from 'commander';
+import { register as registerRulesCli } from '../../src/cli/rules.js';
 
 class RecordingBroker {
   hooks: BrokerHooks[] = [];
@@ -203,10 +205,41 @@ describe('rules HTTP API', () => {
     expect((await call('GET', undefined, {}, '/docs/../package.json')).status).toBe(404);
   });
 
+  test('CLI: edb rules set / get / delete against the server', async () => {
+    const run = async (...args: string[]): Promise<{ out: string; err: string; code: number }> => {
+      const program = new Command().exitOverride();
+      registerRulesCli(program);
+      let out = '';
+      let err = '';
+      const o = vi.spyOn(process.stdout, 'write').mockImplementation((c) => ((out += String(c)), true));
+      const e = vi.spyOn(process.stderr, 'write').mockImplementation((c) => ((err += String(c)), true));
+      process.exitCode = 0;
+      try {
+        await program.parseAsync(['node', 'edb', 'rules', '--url', base, ...args]);
+      } finally {
+        o.mockRestore();
+        e.mockRestore();
+      }
+      const code = Number(process.exitCode ?? 0);
+      process.exitCode = 0;
+      return { out, err, code };
+    };
+    const set = await run('set', 'test/fixtures/mine-rules.json');
+    expect(set.code).toBe(0);
+    expect(JSON.parse(set.out).rules).toBe(3);
+    const get = await run('get');
+    expect(JSON.parse(get.out)).toEqual(JSON.parse(mine));
+    const bad = await run('--if-match', '"stale"', 'delete');
+    expect(bad.code).toBe(1);
+    expect(bad.err).toContain('412');
+    expect((await run('delete')).code).toBe(0);
+    expect(JSON.parse((await run('get')).out)).toEqual({ filters: [], rules: [] });
+  });
+
   test('metrics count what happened', async () => {
     const m = service.metrics();
     expect(m.compiles).toBeGreaterThan(0);
     expect(m.wasmBytes).toBeGreaterThan(1000);
-    expect(m.rejectedWrites).toBe(0); // counters are per service instance; this one was restarted
+    expect(m.rejectedWrites).toBe(1); // per service instance (restarted above): the CLI's stale delete
   });
 });
