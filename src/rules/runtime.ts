@@ -164,7 +164,7 @@ export class RulesProgram {
   }
 
   private readOutputs(records: number, topic: string, payload: Buffer): RuleOutput[] {
-    this.refresh();
+    if (this.bytes.length === 0) this.refresh();
     const view = this.view;
     const base = this.exports.outputPtr();
     const json = this.exports.outputJsonPtr();
