@@ -36,7 +36,7 @@ beforeAll(async () => {
     silentLogger(),
   );
   port = server.port('mqtt');
-});
+}, 120_000);
 
 afterAll(async () => {
   await Promise.all(clients.map((c) => c.endAsync().catch(() => undefined)));
