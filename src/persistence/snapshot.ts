@@ -87,17 +87,23 @@ export async function writeSnapshot(file: string, sections: readonly { name: str
   parts.push(tail);
   total += 4;
   // the sections are already captured in buffers, so writing need not block the broker
-  const fh = await open(tmp, 'w', 0o600);
   try {
-    for (const p of parts) {
-      let off = 0;
-      while (off < p.length) off += (await fh.write(p, off, p.length - off)).bytesWritten;
+    const fh = await open(tmp, 'w', 0o600);
+    try {
+      for (const p of parts) {
+        let off = 0;
+        while (off < p.length) off += (await fh.write(p, off, p.length - off)).bytesWritten;
+      }
+      await fh.sync();
+    } finally {
+      await fh.close();
     }
-    await fh.sync();
-  } finally {
-    await fh.close();
+    await rename(tmp, file);
+  } catch (err) {
+    // a full disk or a vanished folder: leave the previous snapshot, not a partial temp file
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw err;
   }
-  await rename(tmp, file);
   try {
     const dir = await open(dirname(file), 'r');
     try {
