@@ -57,7 +57,7 @@ function parseArgs(argv: string[]): Options {
   const o: Options = {
     quick,
     runs: quick ? 1 : 3,
-    warmupMs: quick ? 1000 : 2000,
+    warmupMs: quick ? 1000 : 1500,
     measureMs: quick ? 2000 : 4000,
     idleConnections: quick ? 2000 : 10_000,
     brokers: ['edb', 'aedes', 'mosquitto'],
