@@ -339,3 +339,84 @@ describe('MQTT.js sessions and subscription options', () => {
     expect(got.map((m) => m.payload.toString())).toEqual(['marker']);
   });
 });
+
+describe('MQTT.js limits and liveness', () => {
+  it('carries a 512 KiB payload intact at QoS 1', async () => {
+    const sub = await connect(5);
+    const got = collect(sub);
+    await sub.subscribeAsync('e2e/big', { qos: 1 });
+    const pub = await connect(4);
+    const payload = Buffer.alloc(512 * 1024);
+    for (let i = 0; i < payload.length; i++) payload[i] = (i * 31 + 7) & 0xff;
+    await pub.publishAsync('e2e/big', payload, { qos: 1 });
+    await waitFor(() => got.length === 1, 'the large message');
+    expect(got[0]!.payload.equals(payload)).toBe(true);
+  });
+
+  it('takes over a session: the older connection with the same client id is disconnected (v5: 0x8E)', async () => {
+    const clientId = `mqttjs-takeover-${++seq}`;
+    const first = await connect(5, { clientId });
+    let reason: number | undefined;
+    first.on('disconnect', (packet) => (reason = packet.reasonCode));
+    const closed = new Promise<void>((resolve) => first.once('close', () => resolve()));
+    const second = await connect(5, { clientId });
+    await closed;
+    expect(reason).toBe(0x8e); // [MQTT-3.1.4-3] Session taken over
+    expect(second.connected).toBe(true);
+  });
+
+  it('closes a client that stops sending within 1.5x its keep alive, and publishes its will', async () => {
+    const watcher = await connect(5);
+    const got = collect(watcher);
+    await watcher.subscribeAsync('e2e/keepalive/#', { qos: 1 });
+    // a raw client: CONNECT with keep alive 1 s and a will, then silence (no PINGREQ)
+    const net = await import('node:net');
+    const mqttPacket = (await import('mqtt-packet')).default;
+    const socket = net.connect(broker.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    let connected = false;
+    socket.once('connect', () => (connected = true));
+    await waitFor(() => connected, 'the TCP connection', 3000);
+    const startedAt = Date.now();
+    socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: `silent-${++seq}`, clean: true, keepalive: 1, will: { topic: 'e2e/keepalive/silent', payload: Buffer.from('timed out'), qos: 1, retain: false } } as mqttPacket.IConnectPacket));
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    let connack = '';
+    socket.on('data', (d: Buffer) => (connack += d.toString('hex')));
+    let isClosed = false;
+    void closed.then(() => (isClosed = true));
+    await waitFor(() => isClosed, () => `the broker to close the silent connection (received ${connack || 'nothing'}; clients online: ${broker.server.broker.clients().length})`, 6000);
+    const elapsed = Date.now() - startedAt;
+    // [MQTT-3.1.2-24] at most 1.5 x keep alive (plus the broker's sweep interval)
+    expect(elapsed).toBeGreaterThanOrEqual(1000);
+    expect(elapsed).toBeLessThan(3000);
+    await waitFor(() => got.length === 1, 'the will of the silent client');
+    expect(got[0]!.payload.toString()).toBe('timed out');
+  });
+});
+
+describe('MQTT.js against a broker with a small Maximum Packet Size', () => {
+  it('disconnects a v5 client that sends a packet over the limit with 0x95, others carry on', async () => {
+    const small = await (await import('./helpers.js')).startBroker({ maxPacketSize: 1024 });
+    try {
+      const url = `mqtt://127.0.0.1:${small.port}`;
+      const bystander = await mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 0 });
+      const got: string[] = [];
+      bystander.on('message', (_t, p) => got.push(p.toString()));
+      await bystander.subscribeAsync('e2e/small/#', { qos: 1 });
+      const offender = await mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 0 });
+      let reason: number | undefined;
+      offender.on('disconnect', (packet) => (reason = packet.reasonCode));
+      const closed = new Promise<void>((resolve) => offender.once('close', () => resolve()));
+      offender.publish('e2e/small/x', Buffer.alloc(4096), { qos: 0 });
+      await closed;
+      expect(reason).toBe(0x95); // [MQTT-3.2.2-15] Packet too large
+      const other = await mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 0 });
+      await other.publishAsync('e2e/small/y', 'fits', { qos: 1 });
+      await waitFor(() => got.length === 1, 'the message that fits');
+      expect(got).toEqual(['fits']);
+      await Promise.all([bystander.endAsync(), other.endAsync(), offender.endAsync(true)]);
+    } finally {
+      await small.stop();
+    }
+  });
+});
