@@ -420,3 +420,73 @@ describe('MQTT.js against a broker with a small Maximum Packet Size', () => {
     }
   });
 });
+
+describe('MQTT.js topic rules', () => {
+  it('stops delivery after UNSUBSCRIBE', async () => {
+    const sub = await connect(5);
+    const got = collect(sub);
+    await sub.subscribeAsync('e2e/unsub/+', { qos: 1 });
+    const pub = await connect(4);
+    await pub.publishAsync('e2e/unsub/a', 'before', { qos: 1 });
+    await waitFor(() => got.length === 1, 'the first message');
+    await sub.unsubscribeAsync('e2e/unsub/+');
+    await sub.subscribeAsync('e2e/unsub-marker', { qos: 1 });
+    await pub.publishAsync('e2e/unsub/a', 'after', { qos: 1 });
+    await pub.publishAsync('e2e/unsub-marker', 'marker', { qos: 1 });
+    await waitFor(() => got.length >= 2, 'the marker');
+    expect(got.map((m) => m.payload.toString())).toEqual(['before', 'marker']);
+  });
+
+  it('delivers a message once at the highest QoS when subscriptions overlap (3.1.1)', async () => {
+    const sub = await connect(4);
+    const got = collect(sub);
+    await sub.subscribeAsync({ 'e2e/overlap/#': { qos: 0 }, 'e2e/overlap/+/x': { qos: 1 } });
+    const pub = await connect(4);
+    await pub.publishAsync('e2e/overlap/a/x', 'one', { qos: 1 });
+    await pub.publishAsync('e2e/overlap/marker', 'marker', { qos: 1 });
+    await waitFor(() => got.some((m) => m.payload.toString() === 'marker'), 'the marker');
+    const ones = got.filter((m) => m.payload.toString() === 'one');
+    expect(ones).toHaveLength(1);
+    expect(ones[0]!.packet.qos).toBe(1);
+  });
+
+  it('keeps $SYS topics out of a "#" subscription [MQTT-4.7.2-1] but serves "$SYS/#"', async () => {
+    const sys = await (await import('./helpers.js')).startBroker({ sysInterval: 1 });
+    try {
+      const url = `mqtt://127.0.0.1:${sys.port}`;
+      const all = await mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 0 });
+      const sysSub = await mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 0 });
+      const fromAll: string[] = [];
+      const fromSys: string[] = [];
+      all.on('message', (t) => fromAll.push(t));
+      sysSub.on('message', (t) => fromSys.push(t));
+      await all.subscribeAsync('#', { qos: 0 });
+      await sysSub.subscribeAsync('$SYS/#', { qos: 0 });
+      await waitFor(() => fromSys.length > 0, 'a $SYS message', 4000);
+      await new Promise((r) => setTimeout(r, 1200)); // another $SYS interval
+      expect(fromAll.filter((t) => t.startsWith('$'))).toEqual([]);
+      await Promise.all([all.endAsync(), sysSub.endAsync()]);
+    } finally {
+      await sys.stop();
+    }
+  });
+
+  it('refuses a 3.1.1 client with an empty client id and clean session 0 (CONNACK 0x02) [MQTT-3.1.3-8]', async () => {
+    const net = await import('node:net');
+    const mqttPacket = (await import('mqtt-packet')).default;
+    const socket = net.connect(broker.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    const parser = mqttPacket.parser({ protocolVersion: 4 });
+    let connack: mqttPacket.IConnackPacket | undefined;
+    parser.on('packet', (p) => {
+      if (p.cmd === 'connack') connack = p;
+    });
+    socket.on('data', (d: Buffer) => parser.parse(d));
+    // hand-made: mqtt-packet itself refuses to encode this CONNECT
+    // 0x10 len 12 | "MQTT" level 4 | flags 0 (clean session 0) | keep alive 0 | client id ""
+    socket.write(Buffer.from([0x10, 0x0c, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00]));
+    await waitFor(() => connack !== undefined, 'CONNACK');
+    expect(connack!.returnCode).toBe(2);
+    socket.destroy();
+  });
+});
