@@ -3,7 +3,9 @@
  * MQTT 3.1.1 and 5.0, QoS 0/1/2, retained messages, wills and v5 properties.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import net from 'node:net';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import mqttPacket, { type IConnackPacket, type IConnectPacket } from 'mqtt-packet';
 import { startBroker, waitFor, type RunningBroker } from './helpers.js';
 
 let broker: RunningBroker;
@@ -370,15 +372,13 @@ describe('MQTT.js limits and liveness', () => {
     const got = collect(watcher);
     await watcher.subscribeAsync('e2e/keepalive/#', { qos: 1 });
     // a raw client: CONNECT with keep alive 1 s and a will, then silence (no PINGREQ)
-    const net = await import('node:net');
-    const mqttPacket = (await import('mqtt-packet')).default;
     const socket = net.connect(broker.port, '127.0.0.1');
     socket.on('error', () => undefined);
     let connected = false;
     socket.once('connect', () => (connected = true));
     await waitFor(() => connected, 'the TCP connection', 3000);
     const startedAt = Date.now();
-    socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: `silent-${++seq}`, clean: true, keepalive: 1, will: { topic: 'e2e/keepalive/silent', payload: Buffer.from('timed out'), qos: 1, retain: false } } as mqttPacket.IConnectPacket));
+    socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: `silent-${++seq}`, clean: true, keepalive: 1, will: { topic: 'e2e/keepalive/silent', payload: Buffer.from('timed out'), qos: 1, retain: false } } as IConnectPacket));
     const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
     let connack = '';
     socket.on('data', (d: Buffer) => (connack += d.toString('hex')));
@@ -396,7 +396,7 @@ describe('MQTT.js limits and liveness', () => {
 
 describe('MQTT.js against a broker with a small Maximum Packet Size', () => {
   it('disconnects a v5 client that sends a packet over the limit with 0x95, others carry on', async () => {
-    const small = await (await import('./helpers.js')).startBroker({ maxPacketSize: 1024 });
+    const small = await startBroker({ maxPacketSize: 1024 });
     try {
       const url = `mqtt://127.0.0.1:${small.port}`;
       const bystander = await mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 0 });
@@ -451,7 +451,7 @@ describe('MQTT.js topic rules', () => {
   });
 
   it('keeps $SYS topics out of a "#" subscription [MQTT-4.7.2-1] but serves "$SYS/#"', async () => {
-    const sys = await (await import('./helpers.js')).startBroker({ sysInterval: 1 });
+    const sys = await startBroker({ sysInterval: 1 });
     try {
       const url = `mqtt://127.0.0.1:${sys.port}`;
       const all = await mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 0 });
@@ -472,12 +472,10 @@ describe('MQTT.js topic rules', () => {
   });
 
   it('refuses a 3.1.1 client with an empty client id and clean session 0 (CONNACK 0x02) [MQTT-3.1.3-8]', async () => {
-    const net = await import('node:net');
-    const mqttPacket = (await import('mqtt-packet')).default;
     const socket = net.connect(broker.port, '127.0.0.1');
     socket.on('error', () => undefined);
     const parser = mqttPacket.parser({ protocolVersion: 4 });
-    let connack: mqttPacket.IConnackPacket | undefined;
+    let connack: IConnackPacket | undefined;
     parser.on('packet', (p) => {
       if (p.cmd === 'connack') connack = p;
     });
