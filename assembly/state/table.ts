@@ -82,6 +82,9 @@ let initialized = false;
 let arenaBase: usize = 0;
 let arenaTop: usize = 0;
 let memoryEnd: usize = 0; // bytes of linear memory, as last seen
+// Memory at and above this address has never been handed out: it is still zero, as
+// memory.grow gives it. Never lowered (a clear() leaves used memory dirty).
+let cleanFrom: usize = 0;
 let largeFree: usize = 0;
 
 let io: usize = 0;
@@ -182,6 +185,7 @@ function alloc(request: u32, kind: u32): usize {
     }
     b = arenaTop;
     arenaTop += size;
+    if (arenaTop > cleanFrom) cleanFrom = arenaTop;
   }
   store<u32>(b, size | kind);
   return b;
@@ -293,9 +297,13 @@ function compareFencing(e: usize, wall: f64, counter: u32, node: usize, nodeLen:
 
 function allocSlots(n: u32): usize {
   const bytes = SLOTS_HEADER + (n << 3);
+  const clean = cleanFrom;
   const b = alloc(bytes, KIND_SLOTS);
   if (b == 0) return 0;
-  memory.fill(b + SLOTS_HEADER, 0, <usize>(n << 3));
+  // only what was used before needs zeroing: a big new array at the top of the arena is
+  // fresh memory, so a resize does not touch (and commit) every page of it up front
+  const data = b + SLOTS_HEADER;
+  if (data < clean) memory.fill(data, 0, min(<usize>(n << 3), clean - data));
   slotBytes += <f64>blockSize(b);
   return b + SLOTS_HEADER;
 }
@@ -313,7 +321,9 @@ let foundSlot: u32 = 0;
 /** The entry holding key [kp, kp+kl) with hash h, or 0. Sets foundOld/foundSlot. */
 function lookup(h: u32, kp: usize, kl: u32): usize {
   let i = h & mask;
-  while (true) {
+  // a run never spans the whole array (at most 3/4 full); the bound only keeps a corrupted
+  // table from spinning forever
+  for (let n: u32 = 0; n < cap; n++) {
     const p = slotPtr(slots, i);
     if (p == EMPTY) break;
     if (slotHash(slots, i) == h && entryKeyLen(<usize>p) == kl && bytesEqual(entryKey(<usize>p), kp, kl)) {
@@ -347,7 +357,8 @@ function lookup(h: u32, kp: usize, kl: u32): usize {
 /** Put (h, p) into the current array; the key must not be there. */
 function insertSlot(h: u32, p: u32): void {
   let i = h & mask;
-  while (slotPtr(slots, i) != EMPTY) i = (i + 1) & mask;
+  // callers keep an empty slot (stateSet refuses a key when growth failed and only one is left)
+  for (let n: u32 = 0; n < cap && slotPtr(slots, i) != EMPTY; n++) i = (i + 1) & mask;
   setSlot(slots, i, h, p);
   used++;
 }
@@ -356,7 +367,7 @@ function insertSlot(h: u32, p: u32): void {
 function removeSlot(i: u32): void {
   let hole = i;
   let j = i;
-  while (true) {
+  for (let n: u32 = 0; n < cap; n++) {
     j = (j + 1) & mask;
     const p = slotPtr(slots, j);
     if (p == EMPTY) break;
@@ -501,6 +512,7 @@ export function stateInit(initialKeys: u32): i32 {
   if (!initialized) {
     // Start after anything the module's start function allocated (stub runtime bump).
     arenaBase = (heap.alloc(16) + 16 + 7) & ~(<usize>7);
+    cleanFrom = arenaBase;
     initialized = true;
   }
   arenaTop = arenaBase;
@@ -626,6 +638,11 @@ export function stateSet(
     if ((load<u32>(META, META_FLAGS) & META_EXPIRED) != 0) rebalance();
     return ERR_QUOTA;
   }
+  // the array grows at 3/4; if that failed for want of memory, keep slots free for probing
+  if ((used + 2) * 8 > cap * 7) {
+    rebalance();
+    if ((used + 2) * 8 > cap * 7) return ERR_NO_MEMORY;
+  }
   const b = alloc(ENTRY_HEADER + keyLen + valLen + ftLen, KIND_ENTRY);
   if (b == 0) return ERR_NO_MEMORY;
   memory.copy(b + ENTRY_HEADER, kp, keyLen);
@@ -691,6 +708,10 @@ export function stateSweep(now: f64, budget: u32): i32 {
       return SWEEP_END;
     }
     const size = blockSize(b);
+    if (size == 0) {
+      sweepCursor = 0;
+      return ERR_CORRUPT;
+    }
     if (blockKind(b) == KIND_ENTRY && isExpired(b, now)) {
       const kl = entryKeyLen(b);
       if (!reserveIo(kl)) return ERR_NO_MEMORY;
@@ -727,6 +748,7 @@ export function stateExport(cursor: usize, now: f64): usize {
   let w: u32 = 0;
   while (b < arenaTop) {
     const size = blockSize(b);
+    if (size == 0) return 0; // corrupted arena: end the walk rather than spin
     if (blockKind(b) == KIND_ENTRY && !isExpired(b, now)) {
       const len = <u32>RECORD_HEADER + entryKeyLen(b) + entryValLen(b) + entryFtLen(b);
       if (w + len > ioCap) {
@@ -769,7 +791,8 @@ export function stateImport(len: u32, now: f64): i32 {
       const h = hashBytes(kp, kl);
       let i = h & mask;
       let found: usize = 0;
-      while (true) {
+      for (let n: u32 = 0; ; n++) {
+        if (n >= cap) return ERR_CORRUPT;
         const q = slotPtr(slots, i);
         if (q == EMPTY) break;
         if (slotHash(slots, i) == h && entryKeyLen(<usize>q) == kl && bytesEqual(entryKey(<usize>q), kp, kl)) {
