@@ -72,7 +72,6 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   /** The bytes of the packet being parsed (the parser emits it synchronously). */
   private frame: Buffer | undefined;
   private pending: Buffer | undefined;
-  private backlog: Packet[] | undefined;
   /** The transport accepted our last write without backpressure. */
   writable = true;
   /** Reading is paused by flow control (subscribers this client feeds are backed up). */
@@ -120,6 +119,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     const max = this.broker.config.maxPacketSize;
     while (offset < buf.length && this.state !== 'closed') {
       if (this.blockers > 0) break; // flow control: keep the rest for resume()
+      if (this.state === 'authenticating') break; // nothing past CONNECT until the hooks answer
       const len = frameLength(buf, offset, frameOut);
       if (len === FRAME_INCOMPLETE) {
         if (frameOut.remaining > max) return this.protocolViolation(RC.PACKET_TOO_LARGE, 'packet too large');
@@ -169,10 +169,6 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     if (this.state === 'new') {
       if (packet.cmd !== 'connect') return this.protocolViolation(RC.PROTOCOL_ERROR, 'first packet must be CONNECT'); // [MQTT-3.1.0-1]
       return void this.onConnect(packet).catch((err: unknown) => this.internalError(err));
-    }
-    if (this.state === 'authenticating') {
-      (this.backlog ??= []).push(packet);
-      return;
     }
     this.handle(packet);
   }
@@ -273,6 +269,9 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     }
 
     this.state = 'authenticating';
+    // stop reading while the (possibly slow) hooks decide: an unauthenticated peer must not
+    // make us buffer what it pipelines behind its CONNECT; it is parsed once we answer
+    this.conn.pause();
     const verdict = await broker.authenticate(this, packet);
     if (this.state !== 'authenticating') return; // closed meanwhile
     if (!verdict.ok) return this.refuse(verdict.reasonCode, verdict.reasonString ?? reasonName(verdict.reasonCode));
@@ -320,9 +319,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     for (const entry of session.inflight.values()) this.writeInflight(entry, true);
     this.pump();
 
-    const backlog = this.backlog;
-    this.backlog = undefined;
-    if (backlog) for (const p of backlog) if (this.state === 'open') this.handle(p);
+    if (this.blockers === 0) this.conn.resume();
+    this.drainInput(); // what arrived behind the CONNECT
   }
 
   /** CONNACK with a failure code, then close [MQTT-3.2.2-7]. */
