@@ -141,6 +141,42 @@ describe('hostile input affects only its own connection', () => {
   });
 });
 
+describe('reading while a CONNECT is being authenticated', () => {
+  it('the broker stops reading until the hook answers, then serves everything sent meanwhile, in order', async () => {
+    const b = await startBroker({ maxQueuedMessages: 100 });
+    let admit: () => void = () => undefined;
+    const admitted = new Promise<void>((resolve) => (admit = resolve));
+    b.server.broker.addHooks({
+      async authenticate(req) {
+        if (req.clientId === 'slow-auth') await admitted; // e.g. password hashing, a remote check
+        return { ok: true };
+      },
+    });
+    try {
+      const sub = (await RawClient.connect(b.port, { clientId: 'auth-sub' }, 4)).client;
+      sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'early', qos: 0 }] });
+      await sub.next('suback');
+      const N = 4000;
+      const c = await RawClient.open(b.port, 4);
+      const before = b.server.broker.stats.bytesReceived;
+      c.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 0, clientId: 'slow-auth' });
+      c.sendBytes(burst('early', 0, N, 1024)); // 4 MB pipelined behind the CONNECT
+      await new Promise((r) => setTimeout(r, 300));
+      // unauthenticated bytes are not read into memory without bound
+      expect(b.server.broker.stats.bytesReceived - before).toBeLessThan(512 * 1024);
+      admit();
+      await c.next('connack');
+      await until(() => sub.all('publish').length >= N, 10_000, 'the pipelined messages');
+      expect(seqs(sub).every((v, i) => v === i)).toBe(true);
+      c.destroy();
+      sub.destroy();
+    } finally {
+      admit();
+      await b.stop();
+    }
+  });
+});
+
 describe('bounded outbound queue', () => {
   it('a subscriber that never reads: QoS 0 dropped and counted, queue within bounds, publisher and others unaffected', async () => {
     const b = await startBroker({ maxQueuedMessages: 50, maxQueuedBytes: 64 * 1024, stallTimeoutMs: 200 });
