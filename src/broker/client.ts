@@ -179,6 +179,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     // [MQTT-2.2.1-3] acks, SUBSCRIBE and UNSUBSCRIBE carry a non-zero packet identifier;
     // mqtt-packet reads a missing one as -1, which must not be answered (the reply would be truncated)
     if (NEEDS_PACKET_ID.has(packet.cmd) && !((packet.messageId ?? 0) >= 1)) {
+      // missing: the packet is cut short (malformed); present but 0: parsed, yet not allowed (protocol error)
+      if (packet.messageId === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, `${packet.cmd} with packet identifier 0`);
       return this.protocolViolation(RC.MALFORMED_PACKET, `${packet.cmd} without a packet identifier`);
     }
     switch (packet.cmd) {
@@ -603,9 +605,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   // -------------------------------------------------------------- subscribe
 
   private onSubscribe(packet: ISubscribePacket): void {
-    // [MQTT-3.8.3-2] at least one topic filter; [MQTT-2.2.1-3] a non-zero packet identifier
+    // [MQTT-3.8.3-2] at least one topic filter
     if (packet.subscriptions.length === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'SUBSCRIBE without a topic filter');
-    if (!packet.messageId) return this.protocolViolation(RC.PROTOCOL_ERROR, 'packet identifier 0');
     const subId = packet.properties?.subscriptionIdentifier;
     if (subId === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'subscription identifier 0'); // [MQTT-3.8.2-?]
     const result = this.broker.subscribe(this, packet.subscriptions, subId);
@@ -617,9 +618,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   }
 
   private onUnsubscribe(packet: IUnsubscribePacket): void {
-    // [MQTT-3.10.3-2] at least one topic filter; [MQTT-2.2.1-3] a non-zero packet identifier
+    // [MQTT-3.10.3-2] at least one topic filter
     if (packet.unsubscriptions.length === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'UNSUBSCRIBE without a topic filter');
-    if (!packet.messageId) return this.protocolViolation(RC.PROTOCOL_ERROR, 'packet identifier 0');
     const codes = this.broker.unsubscribe(this, packet.unsubscriptions);
     if (this.isV5) this.writePacket({ cmd: 'unsuback', messageId: packet.messageId!, granted: codes });
     else this.writePacket({ cmd: 'unsuback', messageId: packet.messageId!, granted: [] });
