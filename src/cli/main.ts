@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { registerStart } from './start.js';
+import { register as registerClients } from './clients.js';
+import { register as registerState } from './state.js';
 import { VERSION } from '../server.js';
 
 /** `edb`: each subcommand lives in its own module and registers itself here. */
@@ -12,5 +14,7 @@ program
   .showHelpAfterError();
 
 registerStart(program);
+registerClients(program); // edb clients, edb subscriptions
+registerState(program);
 
 await program.parseAsync(process.argv);

@@ -54,6 +54,11 @@ export const SETTINGS = {
   tlsKey: { env: 'EDB_TLS_KEY', type: 'string', default: null, description: 'PEM private key for MQTTS and WSS' },
   tlsCa: { env: 'EDB_TLS_CA', type: 'string', default: null, description: 'PEM CA; when set, client certificates are required' },
   wsEngine: { env: 'EDB_WS_ENGINE', type: 'enum', default: 'auto', values: ['auto', 'uws', 'ws'], description: 'WebSocket/HTTP engine: uWebSockets.js, ws, or auto' },
+  stateMaxKeys: { env: 'EDB_STATE_MAX_KEYS', type: 'integer', default: 1000000, minimum: 1, maximum: 4294967295, description: 'State store: most keys held at once (SET past it: "the quota has been exceeded")' },
+  stateMaxBytes: { env: 'EDB_STATE_MAX_BYTES', type: 'integer', default: 268435456, minimum: 1, description: 'State store: most bytes of keys plus values held at once' },
+  stateSweepIntervalMs: { env: 'EDB_STATE_SWEEP_INTERVAL_MS', type: 'integer', default: 1000, minimum: 10, description: 'State store: how often expired keys are removed (and DELETE notifications sent)' },
+  backupEnabled: { env: 'EDB_BACKUP', type: 'boolean', default: true, description: 'Write a snapshot to the backup folder on a graceful stop and restore it at the next start' },
+  backupInterval: { env: 'EDB_BACKUP_INTERVAL', type: 'integer', default: 0, minimum: 0, description: 'Seconds between periodic snapshots to the backup folder (0 = only on a graceful stop)' },
   rulesFile: { env: 'EDB_RULES_FILE', type: 'string', default: null, description: 'fr_script document loaded at start' },
 } as const satisfies Record<string, SettingSpec>;
 

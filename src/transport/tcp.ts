@@ -1,6 +1,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Connection, ConnectionAcceptor, Listener, TransportKind } from './connection.js';
+import { certificateIdentity } from './tls-options.js';
 
 /** Subject fields of a verified peer certificate, as "CN=a,O=b" and a record. */
 export interface PeerIdentity {
@@ -144,7 +145,7 @@ export async function startTlsListener(
   options: tls.TlsOptions,
 ): Promise<Listener> {
   const server = tls.createServer(options, (socket) => {
-    const identity = socket.authorized ? identityFromCertificate(socket.getPeerCertificate()) : {};
+    const identity = certificateIdentity(socket); // same identity format as WSS (tls-options.ts)
     attach(socket, acceptor, 'tls', identity);
   });
   server.on('tlsClientError', () => undefined); // a failed handshake concerns only that peer
