@@ -180,9 +180,10 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   }
 
   private handle(packet: Packet): void {
-    // [MQTT-2.2.1-3] acks, SUBSCRIBE and UNSUBSCRIBE carry a non-zero packet identifier;
-    // mqtt-packet reads a missing one as -1, which must not be answered (the reply would be truncated)
-    if (NEEDS_PACKET_ID.has(packet.cmd) && !((packet.messageId ?? 0) >= 1)) {
+    // Acks, SUBSCRIBE and UNSUBSCRIBE carry a packet identifier: mqtt-packet reads a missing
+    // one (Remaining Length too short) as -1. That packet is malformed, and answering it would
+    // produce a truncated reply. (An identifier of 0 is well-formed: a protocol error below.)
+    if (NEEDS_PACKET_ID.has(packet.cmd) && !((packet.messageId ?? -1) >= 0)) {
       return this.protocolViolation(RC.MALFORMED_PACKET, `${packet.cmd} without a packet identifier`);
     }
     switch (packet.cmd) {
