@@ -530,6 +530,12 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
         this.broker.countDrop('expired');
         continue;
       }
+      // a queued message may have been routed while this client was offline (no read check
+      // then) or before an ACL change: read access is checked on the way out
+      if (!this.broker.mayDeliver(this, d.message)) {
+        this.broker.countDrop('not_authorized');
+        continue;
+      }
       this.sendDelivery(d);
     }
     if (this.belowLowWater(session)) {

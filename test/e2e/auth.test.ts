@@ -316,13 +316,10 @@ describe('authorization (ACL)', () => {
     await end(bob, alice);
   });
 
-  // BUG (broker core): messages queued for an offline persistent session are delivered on
-  // reconnect without authorizeDelivery (Broker.queueOffline / MqttClient.pump skip it), so a
-  // `deny` that only overlaps the subscription (alice: sensors/# granted, sensors/secret denied)
-  // is bypassed by going offline. Suggested fix: check broker.mayDeliver(client, d.message)
-  // in pump() for entries queued while offline (also honours ACL changes made meanwhile).
-  // Drop `.fails` once fixed.
-  it.fails('messages queued while offline are checked against the ACL on delivery', async () => {
+  // Messages queued for an offline persistent session are checked against the read ACL when
+  // they leave the queue: a `deny` that only overlaps the subscription (alice: sensors/#
+  // granted, sensors/secret denied) cannot be bypassed by going offline.
+  it('messages queued while offline are checked against the ACL on delivery', async () => {
     const opts = { protocolVersion: 5 as const, clientId: 'alice-persistent', clean: false, properties: { sessionExpiryInterval: 300 } };
     const first = await as(stack, 'alice', opts);
     await first.subscribeAsync('sensors/#', { qos: 1 });
