@@ -7,3 +7,5 @@ export type { BrokerApi, BrokerStats, ClientSummary, SubscriptionSummary } from 
 export type { BrokerHooks, ClientInfo, ConnectRequest, AuthenticateResult } from './broker/hooks.js';
 export type { Message, MessageProperties } from './broker/message.js';
 export { RC } from './mqtt/reason-codes.js';
+// The state store's client for applications: StateStoreClient, LeaseLock, HLC helpers.
+export * from './state/index.js';

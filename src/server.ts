@@ -7,6 +7,9 @@ import { startSysTopics } from './broker/sys.js';
 import { startTcpListener } from './transport/tcp.js';
 import { startTlsAndWebSocketListeners } from './transport/listeners.js';
 import { startHttpService } from './http/service.js';
+import { restoreBroker, snapshotBroker } from './broker/snapshot.js';
+import { createBackupManager, type BackupManager } from './persistence/backup.js';
+import { createStateStoreService, type StateStoreService } from './state/service.js';
 
 /** The package version, from the package.json above this module (src/ or dist/src/). */
 function packageVersion(): string {
@@ -28,6 +31,8 @@ export interface EdbServer {
   readonly broker: Broker;
   readonly listeners: Listener[];
   readonly config: Config;
+  readonly stateStore: StateStoreService;
+  readonly backup: BackupManager;
   /** Port of the named listener ("mqtt", "mqtts", "ws", "wss", "http", "rules"). */
   port(name: string): number;
   /** Graceful stop: listeners closed, clients told (v5 0x8B), services saved and closed. */
@@ -51,6 +56,22 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   const stopSys = startSysTopics(broker, VERSION, config.sysInterval);
   services.push({ close: stopSys });
 
+  const stateStore = createStateStoreService(broker, config, log);
+  services.push(stateStore);
+
+  // Backup: every part with state registers a section; restored before listeners open,
+  // written on a graceful stop (and periodically with EDB_BACKUP_INTERVAL).
+  const backup = createBackupManager(config, log);
+  backup.register(stateStore.snapshotSection());
+  backup.register({
+    name: 'broker',
+    save: () => snapshotBroker(broker),
+    restore: (data) => void restoreBroker(broker, data),
+    reset: () => broker.clearDurableState(),
+  });
+  await backup.restore();
+  backup.startPeriodic();
+
   // web: status page, /metrics, health and REST API; /readyz says 503 until every listener is up
   const http = await startHttpService(broker, config, log);
   services.push(http);
@@ -72,6 +93,8 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     broker,
     listeners,
     config,
+    stateStore,
+    backup,
     port(name: string): number {
       const l = listeners.find((x) => x.name === name);
       if (!l) throw new Error(`no listener named ${name}`);
@@ -82,6 +105,12 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
         http.setReady(false); // web
         const closing = listeners.map((l) => l.close());
         await broker.close();
+        await backup.close();
+        try {
+          await backup.save();
+        } catch (err) {
+          log.error({ err }, 'backup failed');
+        }
         for (const s of [...services].reverse()) {
           try {
             await s.close();

@@ -176,7 +176,7 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
   clientOnline(client: MqttClient): void {
     this.stats.clientsConnected++;
     this.log.debug({ clientId: client.clientId, address: client.remoteAddress, transport: client.transport, v: client.protocolVersion }, 'client connected');
-    for (const hook of this.hooks.onConnect) hook(client);
+    for (const hook of this.hooks.onConnect) this.notify(hook, client);
   }
 
   clientClosed(client: MqttClient, wasOpen: boolean, cause: CloseCause): void {
@@ -185,7 +185,7 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     if (this.online.get(id) === client) this.online.delete(id);
     this.stats.clientsConnected--;
     this.log.debug({ clientId: id, cause }, 'client disconnected');
-    for (const hook of this.hooks.onDisconnect) hook(client, cause === 'disconnect');
+    for (const hook of this.hooks.onDisconnect) this.notify(hook, client, cause === 'disconnect');
     const session = client.session!;
     // QoS 0 messages are not kept for an offline session
     if (session.queued > 0) {
@@ -216,12 +216,26 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     const message: Message = { ...will.message };
     if (will.expirySeconds !== undefined) message.expiresAt = Date.now() + will.expirySeconds * 1000;
     const info = client ?? this.offlineInfo(message.senderId ?? '');
-    // the will goes through the same authorization as any PUBLISH from its client
-    if (this.authorizePublish(info, message) !== 0) {
-      this.countDrop('not_authorized');
-      return;
+    // runs from close paths and the sweep timer: a failing hook must not take the process down
+    try {
+      // the will goes through the same authorization as any PUBLISH from its client
+      if (this.authorizePublish(info, message) !== 0) {
+        this.countDrop('not_authorized');
+        return;
+      }
+      this.route(message, undefined);
+    } catch (err) {
+      this.log.error({ err, clientId: message.senderId, topic: message.topic }, 'publishing a will failed');
     }
-    this.route(message, undefined);
+  }
+
+  /** Lifecycle hooks are notifications: one that throws is logged, never breaks the flow. */
+  private notify<A extends unknown[]>(hook: (...args: A) => void, ...args: A): void {
+    try {
+      hook(...args);
+    } catch (err) {
+      this.log.error({ err }, 'hook failed');
+    }
   }
 
   private offlineInfo(clientId: string): ClientInfo {
@@ -274,7 +288,9 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
       },
       shared(group: SharedGroup<SubRef>): void {
         const ref = self.pickShareMember(group, message);
-        if (ref) mergeTarget(targets, `${ref.session.clientId}`, ref.session, ref.sub, message);
+        // [MQTT-4.8.2] each shared subscription delivers its own copy, even to a member that also
+        // has a plain (or another shared) subscription matching: never merged with those
+        if (ref) mergeTarget(targets, `$share/${group.group}/${group.filter}\u0000${ref.session.clientId}`, ref.session, ref.sub, message);
       },
     });
     if (targets.size === 0) return false;
@@ -367,7 +383,7 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
       session.subscriptions.set(s.topic, sub);
       this.trie.add(filter, session.clientId, { session, sub }, shared?.group);
       codes.push(granted);
-      for (const hook of this.hooks.onSubscribe) hook(client, s.topic, granted as QoS);
+      for (const hook of this.hooks.onSubscribe) this.notify(hook, client, s.topic, granted as QoS);
       // [MQTT-3.3.1-9..11] Retain Handling 0: always, 1: only for a new subscription, 2: never;
       // shared subscriptions get no retained messages [MQTT-4.8.2-?]
       if (!shared && (sub.retainHandling === 0 || (sub.retainHandling === 1 && !existed))) {
@@ -410,7 +426,8 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
         }
       } else if (c.state === 'open') {
         // [MQTT-3.1.2-22] one and a half times the keep alive without a packet
-        if (c.keepAliveMs > 0 && now - c.lastActivity > c.keepAliveMs * 1.5) c.disconnect(RC.KEEP_ALIVE_TIMEOUT, 'keepalive');
+        // (not while flow control holds its socket paused: then the silence is ours)
+        if (c.keepAliveMs > 0 && !c.held && now - c.lastActivity > c.keepAliveMs * 1.5) c.disconnect(RC.KEEP_ALIVE_TIMEOUT, 'keepalive');
         else c.checkStall(now, cfg.stallTimeoutMs);
       }
     }
@@ -507,6 +524,12 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
   }
 
   // ------------------------------------------------------------ snapshot
+
+  /** Forget every session and retained message (a failed restore starts clean). */
+  clearDurableState(): void {
+    for (const session of [...this.sessions.values()]) this.destroySession(session);
+    this.retained.clear();
+  }
 
   /** Install a session read from a snapshot (before listeners open). */
   restoreSession(session: Session): void {

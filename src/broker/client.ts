@@ -14,7 +14,7 @@ import type { Message, MessageProperties, QoS } from './message.js';
 import type { Delivery, InflightEntry, Session } from '../session/session.js';
 import { RC, reasonName, v3ConnackCode } from '../mqtt/reason-codes.js';
 import { isValidTopicName } from '../topics/validate.js';
-import { FRAME_INCOMPLETE, FRAME_MALFORMED, frameLength } from './framing.js';
+import { FRAME_INCOMPLETE, FRAME_MALFORMED, frameLength, publishTopicBytes } from './framing.js';
 import { encodePublish, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
 import type { Broker } from './broker.js';
 
@@ -61,12 +61,16 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
 
   // limits the client announced in CONNECT (v5)
   private clientReceiveMaximum = 65535;
+  /** QoS 1/2 messages we may have in flight to this client: its Receive Maximum, capped by maxInflight. */
+  private sendWindow = 65535;
   private clientMaxPacketSize = 268435460;
   private clientTopicAliasMax = 0;
   private readonly aliasesIn = new Map<number, string>();
   private readonly aliasesOut = new Map<string, number>();
 
   private readonly parser: Parser;
+  /** The bytes of the packet being parsed (the parser emits it synchronously). */
+  private frame: Buffer | undefined;
   private pending: Buffer | undefined;
   private backlog: Packet[] | undefined;
   /** The transport accepted our last write without backpressure. */
@@ -127,7 +131,13 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       if (offset + len > buf.length) break;
       const packetBytes = buf.subarray(offset, offset + len);
       offset += len;
-      this.parser.parse(packetBytes);
+      this.frame = packetBytes;
+      try {
+        this.parser.parse(packetBytes);
+      } catch (err) {
+        // a bug or a failing hook while serving this packet ends this connection only
+        return this.internalError(err);
+      }
     }
     if (this.state === 'closed') {
       this.pending = undefined;
@@ -151,9 +161,14 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   private onPacket(packet: Packet): void {
     if (this.state === 'closed') return;
     this.broker.countPacket(packet.cmd, true);
+    // [MQTT-1.5.4-1] a topic that is not well-formed UTF-8 makes the packet malformed. The parser
+    // decodes leniently (to U+FFFD), so the bytes are checked when a replacement character shows.
+    if (packet.cmd === 'publish' && packet.topic.includes('\uFFFD') && this.frame && !isUtf8(publishTopicBytes(this.frame))) {
+      return this.protocolViolation(RC.MALFORMED_PACKET, 'topic name is not valid UTF-8');
+    }
     if (this.state === 'new') {
       if (packet.cmd !== 'connect') return this.protocolViolation(RC.PROTOCOL_ERROR, 'first packet must be CONNECT'); // [MQTT-3.1.0-1]
-      return void this.onConnect(packet);
+      return void this.onConnect(packet).catch((err: unknown) => this.internalError(err));
     }
     if (this.state === 'authenticating') {
       (this.backlog ??= []).push(packet);
@@ -202,6 +217,13 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     const props = packet.properties ?? {};
     const broker = this.broker;
 
+    // Malformed CONNECT flags the parser lets through: v5 answers CONNACK 0x81, 3.1.1 just closes
+    const malformed = (reason: string): void => (version === 5 ? this.refuse(RC.MALFORMED_PACKET, reason) : this.protocolViolation(RC.MALFORMED_PACKET, reason));
+    if (packet.will && (packet.will.qos ?? 0) > 2) return malformed('will QoS 3'); // [MQTT-3.1.2-12]
+    if (version !== 5 && packet.password !== undefined && packet.username === undefined) {
+      return malformed('password without user name'); // [MQTT-3.1.2-22] (3.1.1; allowed in 5.0)
+    }
+
     if (version === 5 && props.authenticationMethod !== undefined) {
       // Enhanced authentication is not offered [MQTT-3.1.2-?]: 0x8C bad authentication method
       return this.refuse(RC.BAD_AUTHENTICATION_METHOD, 'enhanced authentication is not supported');
@@ -214,6 +236,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
         return this.refuse(RC.PROTOCOL_ERROR, 'receive maximum and maximum packet size must not be 0'); // [MQTT-3.1.2-?]
       }
     }
+
+    this.sendWindow = Math.min(this.clientReceiveMaximum, broker.config.maxInflight);
 
     let clientId = packet.clientId ?? '';
     let assigned: string | undefined;
@@ -231,6 +255,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       const w = packet.will;
       const wp = w.properties ?? {};
       if (!isValidTopicName(w.topic)) return this.refuse(RC.TOPIC_NAME_INVALID, 'invalid will topic');
+      // 3.1.3.2.5: the will's Response Topic is a topic name, no wildcards (as [MQTT-3.3.2-14])
+      if (wp.responseTopic !== undefined && !isValidTopicName(wp.responseTopic)) return this.refuse(RC.PROTOCOL_ERROR, 'invalid will response topic');
       const payload = typeof w.payload === 'string' ? Buffer.from(w.payload) : w.payload;
       const properties = version === 5 ? pickProperties(wp) : undefined;
       this.will = {
@@ -315,6 +341,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
 
   private onPublish(packet: IPublishPacket): void {
     const props = packet.properties;
+    // [MQTT-3.3.4-6] Subscription Identifiers only travel from the server to a client
+    if (props?.subscriptionIdentifier !== undefined) return this.protocolViolation(RC.PROTOCOL_ERROR, 'subscription identifier in PUBLISH');
     let topic = packet.topic;
     if (this.isV5 && props?.topicAlias !== undefined) {
       const alias = props.topicAlias;
@@ -328,8 +356,12 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       }
     }
     if (!isValidTopicName(topic)) return this.protocolViolation(RC.TOPIC_NAME_INVALID, 'invalid topic name');
+    // [MQTT-3.3.2-14] a Response Topic is a topic name: wildcards in it are a protocol error
+    if (props?.responseTopic !== undefined && !isValidTopicName(props.responseTopic)) return this.protocolViolation(RC.PROTOCOL_ERROR, 'invalid response topic');
     const qos = packet.qos;
     const id = packet.messageId ?? 0;
+    // [MQTT-2.2.1-3] a QoS 1/2 PUBLISH carries a non-zero packet identifier
+    if (qos > 0 && id === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'packet identifier 0');
     const session = this.session!;
 
     if (qos === 2 && !session.incomingQos2.has(id) && session.incomingQos2.size >= this.broker.config.maxInflight) {
@@ -411,7 +443,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   /** Deliver now if the window and the socket allow, else queue (bounded). */
   deliver(d: Delivery, publisher: MqttClient | undefined): void {
     const session = this.session!;
-    const canSend = this.writable && session.queued === 0 && (d.qos === 0 || session.inflight.size < this.clientReceiveMaximum);
+    const canSend = this.writable && session.queued === 0 && (d.qos === 0 || session.inflight.size < this.sendWindow);
     if (canSend) {
       this.sendDelivery(d);
       return;
@@ -426,14 +458,39 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       this.broker.countDrop('queue_full', this);
     }
     session.enqueue(d);
-    if (publisher && publisher !== this && !this.stalled && session.queued >= this.highWater()) {
+    if (publisher && publisher !== this && !this.stalled && this.aboveHighWater(session)) {
       if (this.congestedSince === 0) this.congestedSince = Date.now();
       publisher.holdFor(this);
     }
   }
 
+  /**
+   * Retained messages for a new subscription are all sent [MQTT-3.3.1-9], never dropped for the
+   * queue bound: the retained store already holds them and the queue only references them. The
+   * queue drains as the socket does; meanwhile publishers feeding this client are held back.
+   */
+  private deliverRetained(d: Delivery): void {
+    const session = this.session!;
+    if (this.writable && session.queued === 0 && (d.qos === 0 || session.inflight.size < this.sendWindow)) this.sendDelivery(d);
+    else session.enqueue(d);
+  }
+
   highWater(): number {
     return Math.max(1, this.broker.config.maxQueuedMessages >> 1);
+  }
+
+  /**
+   * Half the queue bound is used, in messages or in bytes: publishers feeding this client are
+   * held back. Bytes count too, or large payloads fill maxQueuedBytes (and are dropped) long
+   * before the message high-water mark is reached.
+   */
+  private aboveHighWater(session: Session): boolean {
+    return session.queued >= this.highWater() || session.queueBytes >= this.broker.config.maxQueuedBytes >> 1;
+  }
+
+  /** Drained to a quarter of either bound: held publishers may resume. */
+  private belowLowWater(session: Session): boolean {
+    return session.queued === 0 || (session.queued < this.highWater() >> 1 && session.queueBytes < this.broker.config.maxQueuedBytes >> 2);
   }
 
   /** Send queued messages while the socket and the inflight window allow. */
@@ -444,7 +501,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     while (this.writable) {
       const d = session.peek();
       if (!d) break;
-      if (d.qos > 0 && session.inflight.size >= this.clientReceiveMaximum) break;
+      if (d.qos > 0 && session.inflight.size >= this.sendWindow) break;
       session.shift();
       if (d.message.expiresAt !== undefined && d.message.expiresAt <= now) {
         this.broker.countDrop('expired');
@@ -452,7 +509,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       }
       this.sendDelivery(d);
     }
-    if (session.queued < this.highWater() >> 1 || session.queued === 0) {
+    if (this.belowLowWater(session)) {
       this.congestedSince = 0;
       this.stalled = false;
       this.releasePublishers();
@@ -531,6 +588,9 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   // -------------------------------------------------------------- subscribe
 
   private onSubscribe(packet: ISubscribePacket): void {
+    // [MQTT-3.8.3-2] at least one topic filter; [MQTT-2.2.1-3] a non-zero packet identifier
+    if (packet.subscriptions.length === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'SUBSCRIBE without a topic filter');
+    if (!packet.messageId) return this.protocolViolation(RC.PROTOCOL_ERROR, 'packet identifier 0');
     const subId = packet.properties?.subscriptionIdentifier;
     if (subId === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'subscription identifier 0'); // [MQTT-3.8.2-?]
     const result = this.broker.subscribe(this, packet.subscriptions, subId);
@@ -538,10 +598,13 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     const granted = this.isV5 ? result.codes : result.codes.map((c) => (c >= 0x80 ? 0x80 : c));
     this.writePacket({ cmd: 'suback', messageId: packet.messageId!, granted });
     // [MQTT-3.8.4-4] retained messages after the SUBACK
-    for (const d of result.retained) this.deliver(d, undefined);
+    for (const d of result.retained) this.deliverRetained(d);
   }
 
   private onUnsubscribe(packet: IUnsubscribePacket): void {
+    // [MQTT-3.10.3-2] at least one topic filter; [MQTT-2.2.1-3] a non-zero packet identifier
+    if (packet.unsubscriptions.length === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'UNSUBSCRIBE without a topic filter');
+    if (!packet.messageId) return this.protocolViolation(RC.PROTOCOL_ERROR, 'packet identifier 0');
     const codes = this.broker.unsubscribe(this, packet.unsubscriptions);
     if (this.isV5) this.writePacket({ cmd: 'unsuback', messageId: packet.messageId!, granted: codes });
     else this.writePacket({ cmd: 'unsuback', messageId: packet.messageId!, granted: [] });
@@ -557,9 +620,16 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       if (session.expiryInterval === 0 && newExpiry !== 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'session expiry set on DISCONNECT');
       session.expiryInterval = Math.min(newExpiry, this.broker.config.maxSessionExpiry);
     }
-    // [MQTT-3.14.4-3] a normal DISCONNECT discards the will; 0x04 asks for it to be sent
-    if (packet.reasonCode !== RC.DISCONNECT_WITH_WILL) this.will = undefined;
+    // [MQTT-3.14.4-3] only a normal DISCONNECT (0x00; 3.1.1 has no code) discards the will;
+    // 0x04 and error codes leave it to be published [MQTT-3.1.2-10]
+    if ((packet.reasonCode ?? RC.SUCCESS) === RC.SUCCESS) this.will = undefined;
     this.close('disconnect');
+  }
+
+  /** An unexpected exception while serving this client: log it, answer 0x83, close. */
+  private internalError(err: unknown): void {
+    this.broker.log.error({ err, clientId: this.clientId }, 'internal error serving a client');
+    this.protocolViolation(RC.IMPLEMENTATION_SPECIFIC_ERROR, 'internal error');
   }
 
   /** Reply with the reason code where v5 allows it, then close (the will is published). */
@@ -630,9 +700,16 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     this.blockedPublishers.clear();
   }
 
+  /** Reading is paused by flow control: silence from this client is ours, not its own. */
+  get held(): boolean {
+    return this.blockers > 0;
+  }
+
   private release(): void {
     if (this.blockers === 0 || --this.blockers > 0) return;
     if (this.state === 'closed') return;
+    // [MQTT-3.1.2-22] keep alive counts the client's silence; while held, we were not reading
+    this.lastActivity = Date.now();
     this.conn.resume();
     // what was read before the pause is parsed on the next turn, never inside a subscriber's pump
     if (this.pending && !this.resumeScheduled) {

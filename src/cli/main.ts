@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { registerStart } from './start.js';
 import { register as registerClients } from './clients.js';
+import { register as registerState } from './state.js';
 import { VERSION } from '../server.js';
 
 /** `edb`: each subcommand lives in its own module and registers itself here. */
@@ -14,5 +15,6 @@ program
 
 registerStart(program);
 registerClients(program); // edb clients, edb subscriptions
+registerState(program);
 
 await program.parseAsync(process.argv);

@@ -120,6 +120,8 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     rulesPort: -1,
     sysInterval: 0,
     logLevel: 'silent',
+    // tests must not share a backup folder; those that test backups turn it on with their own
+    backupEnabled: false,
     ...overrides,
     sections: overrides.sections ?? {},
   };

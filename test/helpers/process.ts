@@ -1,6 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { once } from 'node:events';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 export const CLI = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
 
@@ -29,6 +32,8 @@ export async function startBrokerProcess(env: Record<string, string> = {}, waitF
       EDB_RULES_PORT: '-1',
       EDB_LOG_FORMAT: 'json',
       EDB_LOG_LEVEL: 'info',
+      // a data folder of its own, so no run restores another's backup
+      EDB_DATA_DIR: mkdtempSync(join(tmpdir(), 'edb-data-')),
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

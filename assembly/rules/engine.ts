@@ -1,0 +1,375 @@
+// The rules engine's fixed parts: the tables blob, the topic matcher, per-message state,
+// output records and counters. The generated program (src/rules/codegen.ts) imports this
+// and exports `process`.
+//
+// Tables blob (written once by the host at tablesPtr(size), then loadTables()), built by
+// src/rules/codegen.ts; u32 words, offsets relative to the blob:
+//   header (HEADER_WORDS = 20 u32)
+//     [0] magic 0x32545246 ("FRT2")  [1] targets  [2] filter targets (targets below are filters)
+//     [3] topic nodes  [4] topic node offset  [5] topic edge offset  [6] target list offset
+//     [7] key nodes    [8] key node offset    [9] key edge offset    [10] string pool offset
+//     [11] slots       [12] target table offset
+//     [13] statements  [14] statement table offset  [15] filter statements (listed first)
+//     [16] logic entries  [17] logic table offset  [18] mask words per logic entry  [19] 0
+//   topic node (TOPIC_NODE_SIZE = 24 bytes)
+//     +0 edgeStart  +4 edgeCount (edges sorted by (length, bytes))  +8 `+` child or -1
+//     +12 `#` child or -1  +16 first target in the target list  +20 target count
+//   topic edge (12 bytes): +0 level offset in the string pool, +4 level length, +8 child
+//   target (12 bytes): +0 1 for a filter, 0 for a rule statement  +4 first statement  +8 statements
+//   statement (8 bytes): +0 shape (compiled condition function)  +4 offset of its parameters
+//   logic entry (12 bytes): +0 shape  +4 offset of its parameters  +8 offset of its mask
+//     (u32 words: the statements whose messages form the JSON payload), -1 for a fixed payload
+//   parameters: 8-byte cells, an i32 slot / statement index or an f64 constant each
+//   key nodes and edges: see json.ts
+//
+// Input region (inputPtr): the topic bytes, then the payload bytes.
+// Output records (outputPtr), one per message published, OUTPUT_SIZE = 16 bytes:
+//   +0 kind (OUT_FILTER: filter statement, OUT_RULE: logic entry)  +4 index
+//   +8 JSON start in outputJsonPtr() (OUT_RULE with an empty new_payload), else -1  +12 JSON length
+// Counters (countersPtr), f64 each, cumulative:
+//   [0] messages  [1] topic matches (targets matched)  [2] evaluations (conditions run)
+//   [3] fires (records output)  [4] unknown: missing variable  [5] unknown: kind mismatch
+//   [6] payloads not a JSON object  [7] buffer full (entries not stored)
+
+import { setKeyTables, setScratch, scanObject } from "./json";
+import { setRegisters, missingCount, kindCount } from "./values";
+import { initBuffer, beginTopic, commitTopic, clearBuffer, outputJsonReset, appendBufferJson, outputJsonLength, bufferFull, ruleResult } from "./buffer";
+
+export { outputJsonPtr, bufferEntries, bufferEntry, bufferWords } from "./buffer";
+
+export const OUT_FILTER: i32 = 1;
+export const OUT_RULE: i32 = 2;
+const OUTPUT_SIZE: usize = 16;
+const TOPIC_NODE_SIZE: usize = 24;
+const TOPIC_EDGE_SIZE: usize = 12;
+const SLOT_SIZE: usize = 32;
+
+const counters = memory.data(8 * 8, 8);
+
+let tables: usize = 0;
+let targetTotal: i32 = 0;
+let filterTargets: i32 = 0;
+let topicNodes: usize = 0;
+let topicEdges: usize = 0;
+let targetLists: usize = 0;
+let strings: usize = 0;
+let topicNodeCount: i32 = 0;
+let slotCount: i32 = 0;
+let targetTable: usize = 0;
+let statementTable: usize = 0;
+let logicTable: usize = 0;
+let logicEntries: i32 = 0;
+
+let input: usize = 0;
+let inputCap: usize = 0;
+let scratch: usize = 0;
+let scratchCap: usize = 0;
+let registerCount: i32 = 0;
+
+let matched: usize = 0;
+let matchedCount: i32 = 0;
+let outputs: usize = 0;
+let outputCount: i32 = 0;
+
+// The current message
+let topicPtr: usize = 0;
+let topicLen: usize = 0;
+let payloadPtr: usize = 0;
+let payloadLen: usize = 0;
+let scanned = false;
+let isObject = false;
+let ruleTouched = false;
+
+/** Called by the generated program's top level. */
+export function configure(registers: i32): void {
+  registerCount = registers;
+  setRegisters(heap.alloc((<usize>(registers > 0 ? registers : 1)) * 24));
+}
+
+export function countersPtr(): usize {
+  return counters;
+}
+
+export function tablesPtr(size: usize): usize {
+  tables = heap.alloc(size);
+  return tables;
+}
+
+// @ts-ignore: decorator
+@inline function word(i: usize): u32 {
+  return load<u32>(tables + i * 4);
+}
+
+/** Reads the blob's header; returns 0 when it is not a tables blob. */
+export function loadTables(ruleStatements: i32): i32 {
+  if (word(0) != 0x32545246) return 0;
+  targetTotal = <i32>word(1);
+  filterTargets = <i32>word(2);
+  topicNodeCount = <i32>word(3);
+  topicNodes = tables + <usize>word(4);
+  topicEdges = tables + <usize>word(5);
+  targetLists = tables + <usize>word(6);
+  strings = tables + <usize>word(10);
+  slotCount = <i32>word(11);
+  targetTable = tables + <usize>word(12);
+  statementTable = tables + <usize>word(14);
+  logicEntries = <i32>word(16);
+  logicTable = tables + <usize>word(17);
+  const slotBytes = (<usize>(slotCount > 0 ? slotCount : 1)) * SLOT_SIZE;
+  const slots = heap.alloc(slotBytes);
+  memory.fill(slots, 0, slotBytes);
+  setKeyTables(tables + <usize>word(8), tables + <usize>word(9), strings, <i32>word(7), slots, slotCount);
+  matched = heap.alloc((<usize>(targetTotal > 0 ? targetTotal : 1)) * 4);
+  outputs = heap.alloc(64 * OUTPUT_SIZE);
+  outputCap = 64;
+  initBuffer(ruleStatements);
+  return 1;
+}
+
+let outputCap: i32 = 0;
+
+/** Ensures the input region holds `size` bytes; returns its address. */
+export function inputPtr(size: usize): usize {
+  if (size > inputCap) {
+    input = input == 0 ? heap.alloc(size) : heap.realloc(input, size);
+    inputCap = size;
+  }
+  return input;
+}
+
+export function outputPtr(): usize {
+  return outputs;
+}
+
+// Topic matching ---------------------------------------------------------------------------
+
+function addTargets(node: i32): void {
+  const n = topicNodes + (<usize>node) * TOPIC_NODE_SIZE;
+  const start = load<u32>(n, 16);
+  const count = load<i32>(n, 20);
+  for (let i = 0; i < count; i++) {
+    store<i32>(matched + (<usize>matchedCount) * 4, load<i32>(targetLists + (<usize>(start + <u32>i)) * 4));
+    matchedCount++;
+  }
+}
+
+function findLevel(node: i32, ptr: usize, len: usize): i32 {
+  const n = topicNodes + (<usize>node) * TOPIC_NODE_SIZE;
+  let lo: i32 = load<i32>(n);
+  let hi: i32 = lo + load<i32>(n, 4) - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const e = topicEdges + (<usize>mid) * TOPIC_EDGE_SIZE;
+    const elen = <usize>load<u32>(e, 4);
+    let c: i32;
+    if (elen != len) c = elen < len ? -1 : 1;
+    else c = memory.compare(strings + <usize>load<u32>(e), ptr, len);
+    if (c == 0) return load<i32>(e, 8);
+    if (c < 0) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -1;
+}
+
+/**
+ * A decision tree over topic levels: at each level one binary search among the literal
+ * levels, plus the `+` and `#` branches, so the cost does not grow with the number of filters.
+ * `start` is where the current level begins.
+ */
+function walk(node: i32, start: usize, first: bool): void {
+  const n = topicNodes + (<usize>node) * TOPIC_NODE_SIZE;
+  // [MQTT-4.7.2-1] wildcards in the first level do not match topics starting with $
+  const wild = !(first && topicLen > 0 && load<u8>(topicPtr) == 0x24);
+  const hash = load<i32>(n, 12);
+  if (hash >= 0 && wild) addTargets(hash);
+  let end = start;
+  const stop = topicPtr + topicLen;
+  while (end < stop && load<u8>(end) != 0x2f) end++;
+  const literal = findLevel(node, start, end - start);
+  if (literal >= 0) step(literal, end, stop);
+  const plus = load<i32>(n, 8);
+  if (plus >= 0 && wild) step(plus, end, stop);
+}
+
+function step(child: i32, end: usize, stop: usize): void {
+  if (end >= stop) {
+    addTargets(child);
+    // [MQTT-4.7.1-2] "a/#" also matches "a"
+    const hash = load<i32>(topicNodes + (<usize>child) * TOPIC_NODE_SIZE, 12);
+    if (hash >= 0) addTargets(hash);
+  } else walk(child, end + 1, false);
+}
+
+// Tables for the generated code ----------------------------------------------------------
+
+// @ts-ignore: decorator
+@inline export function targetIsFilter(t: i32): bool {
+  return load<u32>(targetTable + (<usize>t) * 12) != 0;
+}
+
+// @ts-ignore: decorator
+@inline export function targetFirst(t: i32): i32 {
+  return load<i32>(targetTable + (<usize>t) * 12, 4);
+}
+
+// @ts-ignore: decorator
+@inline export function targetCount(t: i32): i32 {
+  return load<i32>(targetTable + (<usize>t) * 12, 8);
+}
+
+// @ts-ignore: decorator
+@inline export function statementShape(s: i32): i32 {
+  return load<i32>(statementTable + (<usize>s) * 8);
+}
+
+// @ts-ignore: decorator
+@inline export function statementParams(s: i32): usize {
+  return tables + <usize>load<u32>(statementTable + (<usize>s) * 8, 4);
+}
+
+// @ts-ignore: decorator
+@inline export function logicCount(): i32 {
+  return logicEntries;
+}
+
+// @ts-ignore: decorator
+@inline export function logicShape(j: i32): i32 {
+  return load<i32>(logicTable + (<usize>j) * 12);
+}
+
+// @ts-ignore: decorator
+@inline export function logicParams(j: i32): usize {
+  return tables + <usize>load<u32>(logicTable + (<usize>j) * 12, 4);
+}
+
+/** The logic entry's mask, or 0 when its new_payload is fixed. */
+// @ts-ignore: decorator
+@inline export function logicMask(j: i32): usize {
+  const at = load<i32>(logicTable + (<usize>j) * 12, 8);
+  return at < 0 ? 0 : tables + <usize>at;
+}
+
+// Per-message flow -------------------------------------------------------------------------
+
+/** Starts a message; returns how many targets its topic matched (listed in ascending order). */
+export function beginMessage(tlen: i32, plen: i32): i32 {
+  store<f64>(counters, load<f64>(counters) + 1);
+  topicPtr = input;
+  topicLen = <usize>tlen;
+  payloadPtr = input + <usize>tlen;
+  payloadLen = <usize>plen;
+  matchedCount = 0;
+  outputCount = 0;
+  scanned = false;
+  isObject = false;
+  ruleTouched = false;
+  outputJsonReset();
+  if (topicNodeCount == 0 || tlen == 0) return 0;
+  walk(0, topicPtr, true);
+  // ascending target order = document order (insertion sort: lists are short)
+  for (let i = 1; i < matchedCount; i++) {
+    const v = load<i32>(matched + (<usize>i) * 4);
+    let j = i - 1;
+    while (j >= 0 && load<i32>(matched + (<usize>j) * 4) > v) {
+      store<i32>(matched + (<usize>(j + 1)) * 4, load<i32>(matched + (<usize>j) * 4));
+      j--;
+    }
+    store<i32>(matched + (<usize>(j + 1)) * 4, v);
+  }
+  store<f64>(counters, load<f64>(counters, 8) + <f64>matchedCount, 8);
+  return matchedCount;
+}
+
+// @ts-ignore: decorator
+@inline export function matchedTarget(i: i32): i32 {
+  return load<i32>(matched + (<usize>i) * 4);
+}
+
+/** Whether the payload is a JSON object (scanned once per message, on first use). */
+export function payloadIsObject(): bool {
+  if (!scanned) {
+    scanned = true;
+    const need = payloadLen + <usize>slotCount * 32 + 64;
+    if (need > scratchCap) {
+      scratch = scratch == 0 ? heap.alloc(need) : heap.realloc(scratch, need);
+      scratchCap = need;
+    }
+    setScratch(scratch);
+    isObject = scanObject(payloadPtr, payloadLen);
+    if (!isObject) store<f64>(counters, load<f64>(counters, 48) + 1, 48);
+  }
+  return isObject;
+}
+
+// @ts-ignore: decorator
+@inline export function evaluated(): void {
+  store<f64>(counters, load<f64>(counters, 16) + 1, 16);
+}
+
+function pushOutput(kind: i32, index: i32, jsonStart: i32, jsonLen: i32): void {
+  if (outputCount >= outputCap) {
+    outputCap *= 2;
+    outputs = heap.realloc(outputs, <usize>outputCap * OUTPUT_SIZE);
+  }
+  const p = outputs + (<usize>outputCount) * OUTPUT_SIZE;
+  store<i32>(p, kind);
+  store<i32>(p, index, 4);
+  store<i32>(p, jsonStart, 8);
+  store<i32>(p, jsonLen, 12);
+  outputCount++;
+  store<f64>(counters, load<f64>(counters, 24) + 1, 24);
+}
+
+export function emitFilter(statement: i32): void {
+  pushOutput(OUT_FILTER, statement, -1, 0);
+}
+
+/** A logic entry fired; `mask` (0 for a fixed new_payload) selects the statements whose messages form the JSON. */
+export function emitRule(logic: i32, mask: usize): void {
+  if (mask == 0) {
+    pushOutput(OUT_RULE, logic, -1, 0);
+    return;
+  }
+  const start = appendBufferJson(mask);
+  pushOutput(OUT_RULE, logic, <i32>start, <i32>(outputJsonLength() - start));
+}
+
+/** A rule statement's result for the current message. */
+export function ruleStatement(s: i32, satisfied: bool): void {
+  if (!ruleTouched) {
+    ruleTouched = true;
+    beginTopic(topicPtr, topicLen);
+  }
+  ruleResult(s, satisfied);
+}
+
+/** After the targets: whether rule logic must run (a rule statement's topic matched). */
+export function ruleLogicDue(): bool {
+  if (!ruleTouched) return false;
+  commitTopic(payloadPtr, payloadLen);
+  return true;
+}
+
+export function finishMessage(fired: bool): i32 {
+  if (fired) clearBuffer();
+  store<f64>(counters, load<f64>(counters, 32) + missingCount, 32);
+  store<f64>(counters, load<f64>(counters, 40) + kindCount, 40);
+  store<f64>(counters, bufferFull, 56);
+  resetUnknownCounts();
+  return outputCount;
+}
+
+import { resetUnknownCounts } from "./values";
+
+/** POST/DELETE empty the buffer: a fresh module does. PATCH restores entries through this. */
+export function restoreEntry(tlen: i32, plen: i32, statement: i32): void {
+  topicPtr = input;
+  topicLen = <usize>tlen;
+  beginTopic(input, <usize>tlen);
+  ruleResult(statement, true);
+  commitTopic(input + <usize>tlen, <usize>plen);
+}
+
+export function clearRuleBuffer(): void {
+  clearBuffer();
+}

@@ -1,0 +1,139 @@
+/**
+ * Per-message cost of the rules engine at 10, 100, 1,000 and 10,000 filters on distinct
+ * topics, against (same run, same messages):
+ *  - the reference interpreter (JSON.parse + AST walk, src/rules/reference.ts),
+ *  - json-rules-engine with equivalent rules (topic equality + the two comparisons),
+ *  - closures built with `new Function` per condition, behind a Map from topic to closures
+ *    (JSON.parse + closure: the fast hand-written JavaScript way).
+ * Each message goes to one of the N topics in turn; every other message fires.
+ *
+ *   npm run build && node dist/bench/rules/engine.js [sizes...]
+ */
+import b from 'benny';
+import { Engine } from 'json-rules-engine';
+import { checkDocument } from '../../src/rules/check.js';
+import { RulesCompiler } from '../../src/rules/compiler.js';
+import { ReferenceEngine } from '../../src/rules/reference.js';
+import { condition, filterTopic, filtersDocument, payload } from './documents.js';
+
+const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
+const SIZES = sizes.length > 0 ? sizes : [10, 100, 1000, 10000];
+const MESSAGES = 64;
+const options = { minSamples: 5, maxTime: 2 };
+
+/** `$a.b > 3 and $c < 4` -> a JS closure over the parsed payload. */
+function closureFor(text: string): (p: any) => boolean {
+  const js = text.replace(/\$([A-Za-z0-9_.-]+)/g, (_, path: string) => `p${path.split('.').map((k) => `[${JSON.stringify(k)}]`).join('')}`).replace(/\band\b/g, '&&').replace(/\bor\b/g, '||');
+  return new Function('p', `return ${js};`) as (p: any) => boolean;
+}
+
+function jsonRulesEngine(n: number): Engine {
+  const engine = new Engine([], { allowUndefinedFacts: true });
+  for (let i = 0; i < n; i++) {
+    engine.addRule({
+      conditions: {
+        all: [
+          { fact: 'topic', operator: 'equal', value: filterTopic(i) },
+          { fact: 'temperature', operator: 'greaterThan', value: i % 40 },
+          { fact: 'inside', path: '$.humidity', operator: 'lessThan', value: 60 + (i % 30) },
+        ],
+      },
+      event: { type: 'alert', params: { topic: `${filterTopic(i)}/alert` } },
+    });
+  }
+  return engine;
+}
+
+interface Row {
+  n: number;
+  ops: Record<string, number>;
+}
+
+async function main(): Promise<void> {
+  const compiler = new RulesCompiler();
+  const rows: Row[] = [];
+  for (const n of SIZES) {
+    const doc = checkDocument(filtersDocument(n));
+    const { program } = await compiler.compileDocument(doc);
+    const reference = new ReferenceEngine(doc);
+    const jre = jsonRulesEngine(n);
+    const closures = new Map<string, { fn: (p: any) => boolean; out: string }[]>();
+    for (let i = 0; i < n; i++) closures.set(filterTopic(i), [{ fn: closureFor(condition(i)), out: `${filterTopic(i)}/alert` }]);
+    const topics = Array.from({ length: MESSAGES }, (_, k) => filterTopic(Math.floor((k * n) / MESSAGES)));
+    const payloads = Array.from({ length: MESSAGES }, (_, k) => payload(k));
+
+    // the engines agree on what fires
+    let fired = [0, 0, 0];
+    for (let k = 0; k < MESSAGES; k++) {
+      fired[0]! += program.process(topics[k]!, payloads[k]!).length;
+      fired[1]! += reference.process(topics[k]!, payloads[k]!).length;
+      const p = JSON.parse(payloads[k]!.toString());
+      for (const c of closures.get(topics[k]!) ?? []) if (c.fn(p)) fired[2]!++;
+    }
+    if (new Set(fired).size !== 1 || fired[0] === 0) throw new Error(`engines disagree at ${n}: ${fired.join(' ')}`);
+
+    let k = 0;
+    const summary = await b.suite(
+      `rules engine, ${n} filters`,
+      b.add(
+        'wasm engine',
+        () => {
+          k = (k + 1) % MESSAGES;
+          program.process(topics[k]!, payloads[k]!);
+        },
+        options,
+      ),
+      b.add(
+        'closures (JSON.parse + new Function)',
+        () => {
+          k = (k + 1) % MESSAGES;
+          const list = closures.get(topics[k]!);
+          if (list) {
+            const p = JSON.parse(payloads[k]!.toString());
+            const out: string[] = [];
+            for (const c of list) if (c.fn(p)) out.push(c.out);
+          }
+        },
+        options,
+      ),
+      b.add(
+        'reference interpreter',
+        () => {
+          k = (k + 1) % MESSAGES;
+          reference.process(topics[k]!, payloads[k]!);
+        },
+        options,
+      ),
+      b.add(
+        'json-rules-engine',
+        async () => {
+          k = (k + 1) % MESSAGES;
+          const facts = JSON.parse(payloads[k]!.toString());
+          facts.topic = topics[k];
+          await jre.run(facts);
+        },
+        { minSamples: 3, maxTime: n >= 1000 ? 3 : 2 },
+      ),
+      b.cycle(),
+    );
+    rows.push({ n, ops: Object.fromEntries(summary.results.map((r) => [r.name, r.ops])) });
+  }
+  await compiler.close();
+
+  console.log('\nPer-message cost (median of benny samples), and the Wasm engine\'s speed-up:');
+  console.log('| filters | wasm engine | closures | reference | json-rules-engine | vs closures | vs reference | vs json-rules-engine |');
+  console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  const ns = (ops: number): string => (ops > 0 ? `${(1e9 / ops).toFixed(0)} ns` : '-');
+  for (const r of rows) {
+    const w = r.ops['wasm engine']!;
+    const c = r.ops['closures (JSON.parse + new Function)']!;
+    const ref = r.ops['reference interpreter']!;
+    const j = r.ops['json-rules-engine']!;
+    console.log(`| ${r.n} | ${ns(w)} | ${ns(c)} | ${ns(ref)} | ${ns(j)} | ${(w / c).toFixed(1)}x | ${(w / ref).toFixed(1)}x | ${(w / j).toFixed(0)}x |`);
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,81 @@
+/**
+ * `edb rules get | set FILE | patch FILE | delete`: the fr_script document over the rules
+ * HTTP API (EDB_RULES_PORT, default 8000). `-` reads the document from standard input.
+ */
+import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+
+interface Options {
+  url?: string;
+  ifMatch?: string;
+}
+
+function baseUrl(options: Options): string {
+  if (options.url) return options.url.replace(/\/+$/, '');
+  const port = process.env['EDB_RULES_PORT'] ?? '8000';
+  return `http://127.0.0.1:${port}`;
+}
+
+async function readDocument(file: string): Promise<string> {
+  if (file !== '-') return readFile(file, 'utf8');
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function request(method: string, options: Options, body?: string): Promise<void> {
+  const url = `${baseUrl(options)}/`;
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method,
+      ...(body === undefined ? {} : { body }),
+      headers: { 'content-type': 'application/json', ...(options.ifMatch ? { 'if-match': options.ifMatch } : {}) },
+    });
+  } catch (err) {
+    process.stderr.write(`edb rules: cannot reach ${url}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}\n`);
+    process.exitCode = 2;
+    return;
+  }
+  const text = await res.text();
+  if (res.ok) {
+    process.stdout.write(text.endsWith('\n') ? text : text + '\n');
+    const etag = res.headers.get('etag');
+    if (etag && method !== 'GET') process.stderr.write(`ETag: ${etag}\n`);
+    return;
+  }
+  let message = text;
+  try {
+    const parsed = JSON.parse(text) as { error?: { message?: string } };
+    if (parsed.error?.message) message = parsed.error.message;
+  } catch {
+    // not JSON: print as is
+  }
+  process.stderr.write(`edb rules: ${res.status} ${message.trim()}\n`);
+  process.exitCode = 1;
+}
+
+export function register(program: Command): void {
+  const rules = program
+    .command('rules')
+    .description('Show or change the fr_script filters and rules (over the rules HTTP API)')
+    .option('--url <url>', 'rules API base URL (default http://127.0.0.1:$EDB_RULES_PORT, port 8000)')
+    .option('--if-match <etag>', 'only write if this is the active document (from `edb rules get`)');
+  const opts = (): Options => rules.opts<Options>();
+  rules
+    .command('get')
+    .description('Print the active document')
+    .action(() => request('GET', opts()));
+  rules
+    .command('set <file>')
+    .description('Replace the whole document with FILE (- for standard input)')
+    .action(async (file: string) => request('POST', opts(), await readDocument(file)));
+  rules
+    .command('patch <file>')
+    .description('Add the filters and rules of FILE; a rule sharing a statement id replaces the old one')
+    .action(async (file: string) => request('PATCH', opts(), await readDocument(file)));
+  rules
+    .command('delete')
+    .description('Remove every filter and rule')
+    .action(() => request('DELETE', opts()));
+}

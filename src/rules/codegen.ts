@@ -1,0 +1,649 @@
+/**
+ * The fr_script compiler's back end: from a CheckedDocument to
+ *  - AssemblyScript source for the whole document (conditions, per-topic dispatch, rule
+ *    logic over the statement results), deterministic and commented for review, and
+ *  - the tables blob (topic decision tree, key trie of the variables, string pool) that the
+ *    runtime copies into the module's memory; its layout is documented in
+ *    assembly/rules/engine.ts and assembly/rules/json.ts.
+ *
+ * Targets are numbered filters first (target = filter index), then rule statements
+ * (target = filters + statement index), so ascending target order is document order.
+ */
+import type { CheckedDocument, CompareOp, Expr, LogicExpr, PayloadType } from './ast.js';
+
+export interface GeneratedProgram {
+  /** AssemblyScript source of the entry file (imports ./rules/*). */
+  source: string;
+  /** The tables blob (little-endian). */
+  tables: Uint8Array;
+  /** Registers the program needs (also in the source). */
+  registers: number;
+  targets: number;
+}
+
+const TABLES_MAGIC = 0x32545246; // "FRT2"
+
+// ------------------------------------------------------------------------------------------
+// Condition shapes
+//
+// Statements that differ only in their field paths and number constants share one compiled
+// function (a "shape"); the paths (as slots) and the constants are its parameters, stored in
+// the tables blob as 8-byte cells (i32 slot or f64 number). A 1,000-filter document written
+// from a template compiles to a handful of functions, which keeps asc's time per document low.
+
+const CMP_CODE: Record<CompareOp, string> = { '==': 'EQ', '!=': 'NE', '<': 'LT', '<=': 'LE', '>': 'GT', '>=': 'GE' };
+const CMP_MIRROR: Record<CompareOp, CompareOp> = { '==': '==', '!=': '!=', '<': '>', '<=': '>=', '>': '<', '>=': '<=' };
+const ARITH_CODE = { '+': 'ADD', '-': 'SUB', '*': 'MUL', '/': 'DIV', '%': 'MOD' } as const;
+const TYPE_CODE: Record<PayloadType | 'none', string> = { none: 'T_NONE', int: 'T_INT', float: 'T_FLOAT', str: 'T_STR', bool: 'T_BOOL' };
+
+/** An AssemblyScript f64 literal that reads back as exactly `n`. */
+function f64Literal(n: number): string {
+  if (Number.isNaN(n)) return 'NaN';
+  if (n === Infinity) return 'Infinity';
+  if (n === -Infinity) return '-Infinity';
+  if (Object.is(n, -0)) return '-0.0';
+  const s = String(n);
+  return /[.e]/.test(s) ? s : `${s}.0`;
+}
+
+/** A comment-safe one-line rendering of document text. */
+function commentText(s: string): string {
+  return JSON.stringify(s).slice(1, -1).replace(/\*\//g, '*\\/');
+}
+
+type Param = { slot: number } | { num: number };
+
+class LiteralPool {
+  private readonly byText = new Map<string, { name: string; length: number }>();
+  readonly declarations: string[] = [];
+  add(text: string): { name: string; length: number } {
+    let lit = this.byText.get(text);
+    if (!lit) {
+      const bytes = Buffer.from(text, 'utf8');
+      const name = `STR_${this.byText.size}`;
+      lit = { name, length: bytes.length };
+      this.byText.set(text, lit);
+      const data = bytes.length === 0 ? '0' : [...bytes].join(', ');
+      this.declarations.push(`const ${name} = memory.data<u8>([${data}]); // ${commentText(JSON.stringify(text))}`);
+    }
+    return lit;
+  }
+}
+
+/** Writes one condition as the body of a shape function over a parameter pointer `p`. */
+class ShapeWriter {
+  readonly lines: string[] = [];
+  readonly params: Param[] = [];
+  readonly slotParams: string[] = [];
+  private locals = 0;
+  registers = 0;
+  constructor(
+    private readonly slots: Map<string, number>,
+    private readonly literals: LiteralPool,
+    private readonly type: string,
+  ) {}
+
+  private local(): string {
+    return `b${this.locals++}`;
+  }
+  private reg(): number {
+    return this.registers++;
+  }
+  private slotParam(path: string[]): string {
+    const slot = this.slots.get(JSON.stringify(path));
+    if (slot === undefined) throw new Error(`no slot for ${path.join('.')}`);
+    const code = `load<i32>(p, ${this.params.length * 8})`;
+    this.params.push({ slot });
+    this.slotParams.push(code);
+    return code;
+  }
+  private numParam(n: number): string {
+    const code = `load<f64>(p, ${this.params.length * 8})`;
+    this.params.push({ num: n });
+    return code;
+  }
+  localDeclarations(): string {
+    return this.locals === 0 ? '' : `  let ${Array.from({ length: this.locals }, (_, i) => `b${i}: i32 = 0`).join(', ')};`;
+  }
+
+  /** Emits code computing e's logic value; returns the local holding it. */
+  bool(e: Expr, indent: string): string {
+    const out = this.lines;
+    switch (e.kind) {
+      case 'and':
+      case 'or': {
+        const r = this.local();
+        const l = this.bool(e.left, indent);
+        out.push(`${indent}${r} = ${l};`);
+        out.push(`${indent}if (${r} != ${e.kind === 'and' ? 'FALSE' : 'TRUE'}) {`);
+        const rr = this.bool(e.right, indent + '  ');
+        out.push(`${indent}  ${r} = ${e.kind === 'and' ? 'and3' : 'or3'}(${r}, ${rr});`);
+        out.push(`${indent}}`);
+        return r;
+      }
+      case 'not': {
+        const a = this.bool(e.arg, indent);
+        const r = this.local();
+        out.push(`${indent}${r} = not3(${a});`);
+        return r;
+      }
+      case 'cmp':
+        return this.compare(e, indent);
+      case 'lit': {
+        const r = this.local();
+        out.push(`${indent}${r} = ${e.value === true ? 'TRUE' : e.value === false ? 'FALSE' : 'UNKNOWN'};`);
+        return r;
+      }
+      default: {
+        // a value used as a condition: only booleans have a truth value
+        const reg = this.reg();
+        this.value(e, reg, indent);
+        const r = this.local();
+        out.push(`${indent}${r} = truth(${reg});`);
+        return r;
+      }
+    }
+  }
+
+  private compare(e: Extract<Expr, { kind: 'cmp' }>, indent: string): string {
+    const out = this.lines;
+    const r = this.local();
+    if (e.ops.length === 1) {
+      const [a, b] = e.args as [Expr, Expr];
+      let op = e.ops[0]!;
+      let v: Extract<Expr, { kind: 'var' }> | undefined;
+      let lit: number | undefined;
+      if (a.kind === 'var' && b.kind === 'lit' && typeof b.value === 'number') {
+        v = a;
+        lit = b.value;
+      } else if (b.kind === 'var' && a.kind === 'lit' && typeof a.value === 'number') {
+        v = b;
+        lit = a.value;
+        op = CMP_MIRROR[op];
+      }
+      if (v && lit !== undefined) {
+        const scratch = this.reg();
+        this.reg();
+        const slot = this.slotParam(v.path);
+        out.push(`${indent}${r} = compareSlotNumber(${slot}, ${this.type}, ${CMP_CODE[op]}, ${this.numParam(lit)}, ${scratch});`);
+        return r;
+      }
+    }
+    // Python chaining: a < b < c is a < b and b < c, each operand computed once
+    const regs = e.args.map(() => this.reg());
+    this.value(e.args[0]!, regs[0]!, indent);
+    this.value(e.args[1]!, regs[1]!, indent);
+    out.push(`${indent}${r} = compare(${CMP_CODE[e.ops[0]!]}, ${regs[0]}, ${regs[1]});`);
+    let depth = indent;
+    for (let i = 1; i < e.ops.length; i++) {
+      out.push(`${depth}if (${r} != FALSE) {`);
+      depth += '  ';
+      this.value(e.args[i + 1]!, regs[i + 1]!, depth);
+      out.push(`${depth}${r} = and3(${r}, compare(${CMP_CODE[e.ops[i]!]}, ${regs[i]}, ${regs[i + 1]}));`);
+    }
+    for (let i = 1; i < e.ops.length; i++) {
+      depth = depth.slice(2);
+      out.push(`${depth}}`);
+    }
+    return r;
+  }
+
+  /** Emits code storing e's value in register `reg`. */
+  value(e: Expr, reg: number, indent: string): void {
+    const out = this.lines;
+    switch (e.kind) {
+      case 'var':
+        out.push(`${indent}loadVar(${reg}, ${this.slotParam(e.path)}, ${this.type});`);
+        return;
+      case 'lit':
+        if (typeof e.value === 'number') out.push(`${indent}setNumber(${reg}, ${this.numParam(e.value)});`);
+        else if (typeof e.value === 'string') {
+          const lit = this.literals.add(e.value);
+          out.push(`${indent}setString(${reg}, ${lit.name}, ${lit.length});`);
+        } else if (typeof e.value === 'boolean') out.push(`${indent}setBool(${reg}, ${e.value});`);
+        else out.push(`${indent}setNull(${reg});`);
+        return;
+      case 'neg': {
+        const a = this.reg();
+        this.value(e.arg, a, indent);
+        out.push(`${indent}negate(${reg}, ${a});`);
+        return;
+      }
+      case 'arith': {
+        const a = this.reg();
+        const b = this.reg();
+        this.value(e.left, a, indent);
+        this.value(e.right, b, indent);
+        out.push(`${indent}arith(${reg}, ${ARITH_CODE[e.op]}, ${a}, ${b});`);
+        return;
+      }
+      default: {
+        const t = this.bool(e, indent);
+        out.push(`${indent}setTri(${reg}, ${t});`);
+      }
+    }
+  }
+}
+
+interface Shape {
+  id: number;
+  template: string;
+  /** The function body (the dedupe key, with the payload type). */
+  body: string;
+  registers: number;
+  /** Where it is used first, and how often. */
+  example: string;
+  uses: number;
+}
+
+/** A condition's template for comments: field paths as $_ and numbers as K. */
+function template(e: Expr): string {
+  switch (e.kind) {
+    case 'var':
+      return '$_';
+    case 'lit':
+      return typeof e.value === 'number' ? 'K' : typeof e.value === 'string' ? JSON.stringify(e.value) : String(e.value);
+    case 'neg':
+      return `-${template(e.arg)}`;
+    case 'not':
+      return `not ${template(e.arg)}`;
+    case 'arith':
+      return `(${template(e.left)} ${e.op} ${template(e.right)})`;
+    case 'cmp':
+      return e.args.map((a, i) => (i === 0 ? '' : `${e.ops[i - 1]} `) + template(a)).join(' ');
+    case 'and':
+    case 'or':
+      return `(${template(e.left)} ${e.kind} ${template(e.right)})`;
+  }
+}
+
+function logicBody(e: LogicExpr, params: number[], indexById: Map<number, number>): string {
+  switch (e.kind) {
+    case 'ref':
+      params.push(indexById.get(e.id)!);
+      return `statementTrue(load<i32>(p, ${(params.length - 1) * 8}))`;
+    case 'not':
+      return `!${logicBody(e.arg, params, indexById)}`;
+    case 'and':
+    case 'or':
+      return `(${logicBody(e.left, params, indexById)} ${e.kind === 'and' ? '&&' : '||'} ${logicBody(e.right, params, indexById)})`;
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Tables
+
+interface TopicNode {
+  children: Map<string, TopicNode>;
+  plus?: TopicNode;
+  hash?: TopicNode;
+  targets: number[];
+  id: number;
+}
+
+interface KeyNode {
+  children: Map<string, KeyNode>;
+  variable: boolean;
+  id: number;
+  slot: number;
+  lo: number;
+  hi: number;
+}
+
+function byLengthThenBytes(a: Buffer, b: Buffer): number {
+  return a.length - b.length || Buffer.compare(a, b);
+}
+
+class StringPool {
+  private readonly offsets = new Map<string, number>();
+  private readonly parts: Buffer[] = [];
+  private size = 0;
+  add(s: string): { offset: number; length: number } {
+    const bytes = Buffer.from(s, 'utf8');
+    const key = bytes.toString('latin1');
+    let offset = this.offsets.get(key);
+    if (offset === undefined) {
+      offset = this.size;
+      this.offsets.set(key, offset);
+      this.parts.push(bytes);
+      this.size += bytes.length;
+    }
+    return { offset, length: bytes.length };
+  }
+  bytes(): Buffer {
+    return Buffer.concat(this.parts);
+  }
+}
+
+function sortedChildren<T>(children: Map<string, T>): [string, T][] {
+  return [...children.entries()].map(([k, v]) => [k, Buffer.from(k, 'utf8'), v] as [string, Buffer, T]).sort((a, b) => byLengthThenBytes(a[1], b[1])).map(([k, , v]) => [k, v]);
+}
+
+function buildTopicTree(filters: string[]): TopicNode[] {
+  const newNode = (): TopicNode => ({ children: new Map(), targets: [], id: -1 });
+  const root = newNode();
+  filters.forEach((filter, t) => {
+    let node = root;
+    for (const level of filter.split('/')) {
+      if (level === '+') node = node.plus ??= newNode();
+      else if (level === '#') node = node.hash ??= newNode();
+      else {
+        let next = node.children.get(level);
+        if (!next) node.children.set(level, (next = newNode()));
+        node = next;
+      }
+    }
+    node.targets.push(t);
+  });
+  // depth-first numbering: literal children in sorted order, then +, then #
+  const order: TopicNode[] = [];
+  const stack: TopicNode[] = [root];
+  while (stack.length > 0) {
+    const n = stack.pop()!;
+    n.id = order.length;
+    order.push(n);
+    const next = [...sortedChildren(n.children).map(([, c]) => c), ...(n.plus ? [n.plus] : []), ...(n.hash ? [n.hash] : [])];
+    for (let i = next.length - 1; i >= 0; i--) stack.push(next[i]!);
+  }
+  return order;
+}
+
+function buildKeyTrie(variables: string[][]): { order: KeyNode[]; slots: Map<string, number> } {
+  const newNode = (): KeyNode => ({ children: new Map(), variable: false, id: -1, slot: -1, lo: 0, hi: 0 });
+  const root = newNode();
+  for (const path of variables) {
+    let node = root;
+    for (const key of path) {
+      let next = node.children.get(key);
+      if (!next) node.children.set(key, (next = newNode()));
+      node = next;
+    }
+    node.variable = true;
+  }
+  const order: KeyNode[] = [];
+  const slots = new Map<string, number>();
+  let slotCount = 0;
+  const visit = (n: KeyNode, path: string[]): void => {
+    n.id = order.length;
+    order.push(n);
+    n.lo = slotCount;
+    if (n.variable) {
+      n.slot = slotCount++;
+      slots.set(JSON.stringify(path), n.slot);
+    }
+    for (const [k, c] of sortedChildren(n.children)) visit(c, [...path, k]);
+    n.hi = slotCount;
+  };
+  visit(root, []);
+  return { order, slots };
+}
+
+class Words {
+  readonly values: number[] = [];
+  push(...v: number[]): void {
+    for (const x of v) this.values.push(x);
+  }
+  get length(): number {
+    return this.values.length;
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+
+/** Comments list at most this many statements (the tables hold all of them). */
+const LISTED = 200;
+
+/** Generates the program for a checked document. Deterministic: same document, same output. */
+export function generateProgram(doc: CheckedDocument): GeneratedProgram {
+  const F = doc.filters.length;
+  const FS = doc.filterStatements.length;
+  const topicOrder = buildTopicTree([...doc.filters.map((f) => f.topic), ...doc.ruleStatements.map((s) => s.topic)]);
+  const { order: keyOrder, slots } = buildKeyTrie(doc.variables);
+
+  // shapes
+  const literals = new LiteralPool();
+  const shapes = new Map<string, Shape>();
+  const statementShape: { shape: Shape; params: Param[] }[] = [];
+  const where: string[] = [];
+  const ruleOf = new Map<number, string>();
+  doc.document.rules.forEach((r, ri) => r.statements.forEach((s, si) => ruleOf.set(s.id, `rules/${ri}/statements/${si}`)));
+  const addStatement = (condition: Expr, type: string, title: string, source: string): void => {
+    const w = new ShapeWriter(slots, literals, type);
+    const result = w.bool(condition, '  ');
+    const missing = w.slotParams.length === 0 ? 'false' : w.slotParams.map((s) => `isMissing(${s})`).join(' || ');
+    const body = [w.localDeclarations(), '  evaluated();', ...w.lines, `  if (${result} == UNKNOWN) noteUnknown(${missing});`, `  return ${result};`].filter((l) => l !== '').join('\n');
+    let shape = shapes.get(body);
+    if (!shape) {
+      shape = { id: shapes.size, template: `[${type}] ${template(condition)}`, body, registers: w.registers, example: `${title}: ${source}`, uses: 0 };
+      shapes.set(body, shape);
+    }
+    shape.uses++;
+    statementShape.push({ shape, params: w.params });
+    where.push(title);
+  };
+  doc.filters.forEach((f) => f.statements.forEach((st, si) => addStatement(st.condition, TYPE_CODE.none, `filters/${f.index}/statements/${si}`, st.source)));
+  for (const st of doc.ruleStatements) addStatement(st.condition, TYPE_CODE[st.payloadType], `${ruleOf.get(st.id)} ($${st.id}, ${st.payloadType})`, st.source);
+  const registers = Math.max(0, ...[...shapes.values()].map((s) => s.registers));
+
+  const indexById = new Map(doc.ruleStatements.map((s) => [s.id, s.index]));
+  const logicShapes = new Map<string, { id: number; body: string; example: string; uses: number }>();
+  const logicEntries: { shape: number; params: number[] }[] = [];
+  for (const l of doc.logic) {
+    const params: number[] = [];
+    const body = logicBody(l.operations, params, indexById);
+    let shape = logicShapes.get(body);
+    if (!shape) {
+      shape = { id: logicShapes.size, body, example: `${l.source} -> ${l.topic}`, uses: 0 };
+      logicShapes.set(body, shape);
+    }
+    shape.uses++;
+    logicEntries.push({ shape: shape.id, params });
+  }
+
+  // tables blob
+  const pool = new StringPool();
+  const topicNodes = new Words();
+  const topicEdges = new Words();
+  const targetList = new Words();
+  for (const n of topicOrder) {
+    const children = sortedChildren(n.children);
+    topicNodes.push(topicEdges.length / 3, children.length, n.plus ? n.plus.id : -1, n.hash ? n.hash.id : -1, targetList.length, n.targets.length);
+    for (const [k, c] of children) {
+      const s = pool.add(k);
+      topicEdges.push(s.offset, s.length, c.id);
+    }
+    targetList.push(...n.targets);
+  }
+  const keyNodes = new Words();
+  const keyEdges = new Words();
+  for (const n of keyOrder) {
+    const children = sortedChildren(n.children);
+    keyNodes.push(keyEdges.length / 3, children.length, n.slot, n.lo, n.hi, 0);
+    for (const [k, c] of children) {
+      const s = pool.add(k);
+      keyEdges.push(s.offset, s.length, c.id);
+    }
+  }
+  const targetTable = new Words();
+  let first = 0;
+  for (const f of doc.filters) {
+    targetTable.push(1, first, f.statements.length);
+    first += f.statements.length;
+  }
+  for (const st of doc.ruleStatements) targetTable.push(0, FS + st.index, 1);
+
+  // params: 8-byte cells, placed after the word tables (offsets fixed below)
+  const cells: Param[] = [];
+  const statementParamCell: number[] = statementShape.map((s) => {
+    const at = cells.length;
+    cells.push(...s.params);
+    return at;
+  });
+  const logicParamCell: number[] = logicEntries.map((l) => {
+    const at = cells.length;
+    cells.push(...l.params.map((slot) => ({ slot })));
+    return at;
+  });
+  const words = Math.max(1, Math.ceil(doc.ruleStatements.length / 32));
+  const masks = new Words();
+  const maskAt: number[] = doc.logic.map((l) => {
+    if (l.payload !== null) return -1;
+    const m = new Array<number>(words).fill(0);
+    for (const s of l.refs) m[s >> 5] = (m[s >> 5]! | (1 << (s & 31))) >>> 0;
+    const at = masks.length;
+    masks.push(...m);
+    return at;
+  });
+
+  const HEADER = 20;
+  const sections = [topicNodes, topicEdges, targetList, keyNodes, keyEdges, targetTable];
+  const offsets: number[] = [];
+  let offset = HEADER * 4;
+  for (const w of sections) {
+    offsets.push(offset);
+    offset += w.length * 4;
+  }
+  const statementTableAt = offset;
+  offset += statementShape.length * 8;
+  const logicTableAt = offset;
+  offset += logicEntries.length * 12;
+  const masksAt = offset;
+  offset += masks.length * 4;
+  offset = (offset + 7) & ~7;
+  const cellsAt = offset;
+  offset += cells.length * 8;
+  const stringsAt = offset;
+  const strings = pool.bytes();
+  const blob = Buffer.alloc(stringsAt + strings.length);
+  const header = [
+    TABLES_MAGIC, F + doc.ruleStatements.length, F, topicOrder.length, offsets[0]!, offsets[1]!, offsets[2]!,
+    keyOrder.length, offsets[3]!, offsets[4]!, stringsAt, slots.size,
+    offsets[5]!, statementShape.length, statementTableAt, FS, logicEntries.length, logicTableAt, words, 0,
+  ];
+  header.forEach((v, i) => blob.writeUInt32LE(v >>> 0, i * 4));
+  sections.forEach((w, i) => w.values.forEach((v, j) => blob.writeInt32LE(v | 0, offsets[i]! + j * 4)));
+  statementShape.forEach((s, i) => {
+    blob.writeUInt32LE(s.shape.id, statementTableAt + i * 8);
+    blob.writeUInt32LE(cellsAt + statementParamCell[i]! * 8, statementTableAt + i * 8 + 4);
+  });
+  logicEntries.forEach((l, i) => {
+    blob.writeUInt32LE(l.shape, logicTableAt + i * 12);
+    blob.writeUInt32LE(cellsAt + logicParamCell[i]! * 8, logicTableAt + i * 12 + 4);
+    blob.writeInt32LE(maskAt[i]! < 0 ? -1 : masksAt + maskAt[i]! * 4, logicTableAt + i * 12 + 8);
+  });
+  masks.values.forEach((v, j) => blob.writeUInt32LE(v >>> 0, masksAt + j * 4));
+  cells.forEach((c, j) => {
+    if ('slot' in c) blob.writeInt32LE(c.slot, cellsAt + j * 8);
+    else blob.writeDoubleLE(c.num, cellsAt + j * 8);
+  });
+  strings.copy(blob, stringsAt);
+
+  // AssemblyScript
+  const shapeList = [...shapes.values()];
+  const logicList = [...logicShapes.values()];
+  const targetComments = [
+    ...doc.filters.map((f) => `//   ${String(f.index).padStart(5)}  filters/${f.index} (${f.statements.length} statements)  ${commentText(f.topic)}`),
+    ...doc.ruleStatements.map((s) => `//   ${String(F + s.index).padStart(5)}  $${s.id}  ${commentText(s.topic)}`),
+  ];
+  const statementComments = statementShape.map(
+    (s, i) =>
+      `//   ${String(i).padStart(5)}  shape ${s.shape.id}  (${s.params.map((p) => ('slot' in p ? `slot ${p.slot}` : f64Literal(p.num))).join(', ')})  ${where[i]}`,
+  );
+  const slotComments = [...slots.entries()].sort((a, b) => a[1] - b[1]).map(([path, slot]) => `//   ${String(slot).padStart(5)}  $${commentText((JSON.parse(path) as string[]).join('.'))}`);
+  const listed = (lines: string[]): string[] => (lines.length <= LISTED ? lines : [...lines.slice(0, LISTED), `//   ... ${lines.length - LISTED} more (in the tables)`]);
+
+  const source = [
+    '// GENERATED by src/rules/codegen.ts from an fr_script document. Do not edit: change the',
+    '// document and let the broker compile it. Alongside it, the tables blob (' + blob.length + ' bytes) holds the',
+    `// topic tree (${topicOrder.length} nodes), the key trie of the variables (${keyOrder.length} nodes), each`,
+    '// statement\'s shape and parameters, and the logic entries (layout: assembly/rules/engine.ts).',
+    '//',
+    `// Targets (${F + doc.ruleStatements.length}): target, what runs, topic filter`,
+    ...listed(targetComments),
+    `// Statements (${statementShape.length}): index, shape, parameters, where`,
+    ...listed(statementComments),
+    `// Variables (${slots.size}): slot, path`,
+    ...listed(slotComments),
+    '',
+    'import {',
+    '  configure, beginMessage, matchedTarget, payloadIsObject, emitFilter, emitRule, ruleStatement,',
+    '  ruleLogicDue, finishMessage, evaluated, targetIsFilter, targetFirst, targetCount,',
+    '  statementShape, statementParams, logicCount, logicShape, logicParams, logicMask,',
+    '} from "./rules/engine";',
+    'import {',
+    '  FALSE, TRUE, UNKNOWN, EQ, NE, LT, LE, GT, GE, ADD, SUB, MUL, DIV, MOD,',
+    '  T_NONE, T_INT, T_FLOAT, T_STR, T_BOOL, and3, or3, not3, truth, isMissing, noteUnknown,',
+    '  loadVar, setNumber, setString, setBool, setNull, setTri, negate, arith, compare, compareSlotNumber,',
+    '} from "./rules/values";',
+    'import { statementTrue } from "./rules/buffer";',
+    'export {',
+    '  countersPtr, tablesPtr, loadTables, inputPtr, outputPtr, outputJsonPtr, restoreEntry,',
+    '  bufferEntries, bufferEntry, bufferWords, clearRuleBuffer,',
+    '} from "./rules/engine";',
+    '',
+    `const FILTER_STATEMENTS: i32 = ${FS};`,
+    `configure(${registers});`,
+    ...(literals.declarations.length > 0 ? ['', ...literals.declarations] : []),
+    '',
+    '/** One message: the topic, then the payload, are in the input region. Returns the output record count. */',
+    'export function process(topicLen: i32, payloadLen: i32): i32 {',
+    '  const n = beginMessage(topicLen, payloadLen);',
+    '  for (let i = 0; i < n; i++) runTarget(matchedTarget(i));',
+    '  let fired = false;',
+    '  if (ruleLogicDue()) fired = runLogic();',
+    '  return finishMessage(fired);',
+    '}',
+    '',
+    '/** A filter: every statement whose condition holds publishes. A rule statement: its result goes to the buffer. */',
+    'function runTarget(t: i32): void {',
+    '  const first = targetFirst(t);',
+    '  if (targetIsFilter(t)) {',
+    '    if (!payloadIsObject()) return;',
+    '    const end = first + targetCount(t);',
+    '    for (let s = first; s < end; s++) if (evalStatement(s) == TRUE) emitFilter(s);',
+    '  } else {',
+    '    ruleStatement(first - FILTER_STATEMENTS, payloadIsObject() && evalStatement(first) == TRUE);',
+    '  }',
+    '}',
+    '',
+    'function evalStatement(s: i32): i32 {',
+    '  const p = statementParams(s);',
+    '  switch (statementShape(s)) {',
+    ...shapeList.map((s) => `    case ${s.id}: return shape${s.id}(p);`),
+    '  }',
+    '  return UNKNOWN;',
+    '}',
+    '',
+    '/** Rule logic over the statement results; any output empties the buffer (for all rules). */',
+    'function runLogic(): bool {',
+    '  let fired = false;',
+    '  const n = logicCount();',
+    '  for (let j = 0; j < n; j++) {',
+    '    if (evalLogic(j)) {',
+    '      emitRule(j, logicMask(j));',
+    '      fired = true;',
+    '    }',
+    '  }',
+    '  return fired;',
+    '}',
+    '',
+    'function evalLogic(j: i32): bool {',
+    '  const p = logicParams(j);',
+    '  switch (logicShape(j)) {',
+    ...logicList.map((l) => `    case ${l.id}: return logic${l.id}(p);`),
+    '  }',
+    '  return false;',
+    '}',
+    '',
+    ...shapeList.flatMap((s) => [
+      `// shape ${s.id}: ${commentText(s.template)}`,
+      `//   used by ${s.uses} statement${s.uses === 1 ? '' : 's'}; first: ${commentText(s.example)}`,
+      `function shape${s.id}(p: usize): i32 {`,
+      s.body,
+      '}',
+      '',
+    ]),
+    ...logicList.flatMap((l) => [`// logic ${l.id}, used by ${l.uses} entr${l.uses === 1 ? 'y' : 'ies'}; first: ${commentText(l.example)}`, `function logic${l.id}(p: usize): bool {`, `  return ${l.body};`, '}', '']),
+  ].join('\n');
+  return { source, tables: new Uint8Array(blob.buffer, blob.byteOffset, blob.length), registers, targets: F + doc.ruleStatements.length };
+}

@@ -1,0 +1,112 @@
+/**
+ * The main-thread side of compiling: sends a write to the compile worker (check, codegen,
+ * asc), then compiles the Wasm binary asynchronously and instantiates it. The worker starts
+ * on first use and stays (asc and Binaryen stay warm).
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { CheckedDocument, RulesDocument } from './ast.js';
+import { packageRoot } from './asc.js';
+import type { WorkerReply, WorkerRequest } from './compile-worker.js';
+import { RulesError } from './errors.js';
+import { runCompile, type CompileRequest, type CompileResult, type CompileSuccess } from './pipeline.js';
+import { RulesProgram } from './runtime.js';
+
+export interface CompiledDocument {
+  program: RulesProgram;
+  document: RulesDocument;
+  source: string;
+  wasmBytes: number;
+  patchedIds: number[];
+  counts: CompileSuccess['counts'];
+  /** Wall time from request to loaded program. */
+  millis: number;
+  /** Of which asc (in the worker). */
+  ascMillis: number;
+}
+
+/** The worker script: next to this file once built; from src/ (vitest) the built copy. */
+function workerPath(): string | undefined {
+  const here = fileURLToPath(import.meta.url);
+  if (here.endsWith('.js')) return join(here, '..', 'compile-worker.js');
+  const built = join(packageRoot(), 'dist', 'src', 'rules', 'compile-worker.js');
+  return existsSync(built) ? built : undefined;
+}
+
+export class RulesCompiler {
+  private worker: Worker | undefined;
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (r: CompileResult) => void; reject: (e: Error) => void }>();
+
+  private start(): Worker | undefined {
+    if (this.worker) return this.worker;
+    const path = workerPath();
+    if (!path) return undefined;
+    const worker = new Worker(path);
+    worker.unref();
+    worker.on('message', (reply: WorkerReply) => {
+      const p = this.pending.get(reply.id);
+      if (!p) return;
+      this.pending.delete(reply.id);
+      if (this.pending.size === 0) worker.unref();
+      if ('crash' in reply) p.reject(new Error(reply.crash));
+      else p.resolve(reply.result);
+    });
+    worker.on('error', (err) => this.failAll(err));
+    worker.on('exit', () => {
+      if (this.worker === worker) this.worker = undefined;
+      this.failAll(new Error('the rules compiler worker stopped'));
+    });
+    this.worker = worker;
+    return worker;
+  }
+
+  private failAll(err: Error): void {
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+
+  /** Runs the pipeline in the worker (in this thread when no built worker script exists). */
+  run(request: CompileRequest): Promise<CompileResult> {
+    const worker = this.start();
+    if (!worker) return runCompile(request);
+    const id = this.nextId++;
+    return new Promise<CompileResult>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      worker.ref();
+      const message: WorkerRequest = { id, request };
+      worker.postMessage(message);
+    });
+  }
+
+  /** Compiles and loads; throws RulesError for an invalid document. */
+  async compile(request: CompileRequest): Promise<CompiledDocument> {
+    const started = performance.now();
+    const result = await this.run(request);
+    if (!result.ok) throw new RulesError(result.error.code, result.error.path, result.error.problem, result.error.position);
+    const program = await RulesProgram.load(result.binary, result.meta, result.tables);
+    return {
+      program,
+      document: result.document,
+      source: result.source,
+      wasmBytes: result.binary.length,
+      patchedIds: result.patchedIds,
+      counts: result.counts,
+      millis: performance.now() - started,
+      ascMillis: result.ascMillis,
+    };
+  }
+
+  /** For tests and benchmarks: compile an already checked document. */
+  compileDocument(document: CheckedDocument, optimizeLevel?: number): Promise<CompiledDocument> {
+    return this.compile({ document: document.document, ...(optimizeLevel === undefined ? {} : { optimizeLevel }) });
+  }
+
+  async close(): Promise<void> {
+    const w = this.worker;
+    this.worker = undefined;
+    if (w) await w.terminate();
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * Prometheus metrics of the rules engine (prom-client), read from the service's counters at
+ * scrape time: nothing is updated on the hot path except the counters inside the Wasm module.
+ */
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { RulesService } from './service.js';
+
+export function registerRulesMetrics(registry: Registry, service: RulesService): void {
+  const counter = (name: string, help: string, read: () => number): void => {
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  };
+  const gauge = (name: string, help: string, read: () => number): void => {
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(read());
+      },
+    });
+  };
+  const m = () => service.metrics();
+  counter('edb_rules_messages_total', 'Messages the rules engine saw', () => m().messages);
+  counter('edb_rules_topic_matches_total', 'Filters and rule statements whose topic matched a message', () => m().topicMatches);
+  counter('edb_rules_evaluations_total', 'Conditions evaluated', () => m().evaluations);
+  counter('edb_rules_fires_total', 'Messages published by filters and rules', () => m().fires);
+  new Counter({
+    name: 'edb_rules_condition_errors_total',
+    help: 'Conditions that were neither true nor false, and payloads that were not JSON objects, by kind',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      const v = m();
+      this.reset();
+      this.inc({ kind: 'missing_variable' }, v.missingVariable);
+      this.inc({ kind: 'kind_mismatch' }, v.kindMismatch);
+      this.inc({ kind: 'not_json' }, v.notJson);
+    },
+  });
+  counter('edb_rules_buffer_full_total', 'Rule buffer entries not stored because the buffer was full', () => m().bufferFull);
+  counter('edb_rules_engine_errors_total', 'Messages on which the engine failed (a bug; the message was routed normally)', () => m().engineErrors);
+  counter('edb_rules_compiles_total', 'Documents compiled', () => m().compiles);
+  counter('edb_rules_compile_errors_total', 'Valid documents the compiler failed on (a bug)', () => m().compileErrors);
+  counter('edb_rules_rejected_writes_total', 'Document writes refused (invalid document, stale If-Match)', () => m().rejectedWrites);
+  gauge('edb_rules_compile_seconds', 'Time to compile the active document (check, codegen, asc, instantiate)', () => m().lastCompileMillis / 1000);
+  gauge('edb_rules_wasm_bytes', 'Size of the active compiled module', () => m().wasmBytes);
+  gauge('edb_rules_source_bytes', 'Size of the generated AssemblyScript of the active document', () => m().sourceBytes);
+  gauge('edb_rules_filters', 'Filters in the active document', () => m().filters);
+  gauge('edb_rules_statements', 'Filter and rule statements in the active document', () => m().filterStatements + m().ruleStatements);
+}

@@ -1,0 +1,306 @@
+/**
+ * fr_script condition and operation parser: jsep, configured for the spec's grammar.
+ *
+ * - `$`-variables: `$` and every character up to white space or one of `( ) = ! < > + * / % ' " & |`
+ *   (so `-` and `.` belong to the name: `$heart-rate`, `$inside.temperature`), read by a
+ *   `gobble-token` hook;
+ * - operators, loosest first: `or`/`||`; `and`/`&&`; `not`/`!`; comparisons (chained as in
+ *   Python); `+ -`; `* / %`; unary `-`;
+ * - literals: numbers, single/double-quoted strings, true/false/True/False, null/None.
+ *
+ * jsep binds every unary operator tightly; `not` is looser than the comparisons, so the tree
+ * is rotated afterwards (`not $a == 1` is `not ($a == 1)`). Parentheses are kept as Group
+ * nodes while converting so that rotation and chaining respect them.
+ *
+ * jsep's configuration is global to the process; this module owns it (nothing else in the
+ * broker uses jsep).
+ */
+import jsepDefault from 'jsep';
+import type { ArithOp, CompareOp, Expr, LogicExpr } from './ast.js';
+
+/** A syntax error with the character offset where it was found. */
+export class ParseError extends Error {
+  constructor(
+    readonly problem: string,
+    readonly position: number,
+  ) {
+    super(`${problem} at ${position}`);
+  }
+}
+
+const COMPARE_OPS = new Set<string>(['==', '!=', '<', '<=', '>', '>=']);
+const ARITH_OPS = new Set<string>(['+', '-', '*', '/', '%']);
+/** Characters that end a variable name (besides white space). */
+const NAME_END = new Set('()=!<>+*/%\'"&|');
+const WORD_LITERALS: Record<string, boolean | null> = { true: true, false: false, True: true, False: false, null: null, None: null };
+const WORD_OPERATORS = new Set(['and', 'or', 'not']);
+
+interface JsepState {
+  index: number;
+  expr: string;
+  code: number;
+  char: string;
+  gobbleExpressions(untilICode?: number): jsepDefault.Expression[];
+  gobbleStringLiteral(): jsepDefault.Expression;
+  throwError(message: string): never;
+}
+
+const jsep = jsepDefault;
+const Jsep = (jsepDefault as unknown as { Jsep: new (expr: string) => unknown }).Jsep;
+let configured = false;
+
+function configure(): void {
+  if (configured) return;
+  configured = true;
+  jsep.removeAllBinaryOps();
+  jsep.removeAllUnaryOps();
+  jsep.removeAllLiterals();
+  // `$` is read by the hook below; not an identifier character, so `and$x` splits.
+  jsep.removeIdentifierChar('$');
+  // No ternary operator in fr_script.
+  const after = (jsep.hooks as unknown as Record<string, ((env: unknown) => void)[] | undefined>)['after-expression'];
+  if (after) {
+    for (let i = after.length - 1; i >= 0; i--) if (after[i]!.name === 'gobbleTernary') after.splice(i, 1);
+  }
+  jsep.addBinaryOp('or', 1);
+  jsep.addBinaryOp('||', 1);
+  jsep.addBinaryOp('and', 2);
+  jsep.addBinaryOp('&&', 2);
+  for (const op of COMPARE_OPS) jsep.addBinaryOp(op, 6);
+  jsep.addBinaryOp('+', 9);
+  jsep.addBinaryOp('-', 9);
+  jsep.addBinaryOp('*', 10);
+  jsep.addBinaryOp('/', 10);
+  jsep.addBinaryOp('%', 10);
+  jsep.addUnaryOp('-');
+  jsep.addUnaryOp('not');
+  jsep.addUnaryOp('!');
+
+  jsep.hooks.add('gobble-token', function (this: unknown, env: { node?: jsepDefault.Expression }) {
+    const p = this as JsepState;
+    const ch = p.char;
+    const start = p.index;
+    if (ch === '$') {
+      let end = start + 1;
+      while (end < p.expr.length) {
+        const c = p.expr[end]!;
+        if (c === ' ' || c === '\t' || c === '\n' || c === '\r' || NAME_END.has(c)) break;
+        end++;
+      }
+      if (end === start + 1) p.throwError('expected a variable name after $');
+      p.index = end;
+      env.node = { type: 'Variable', name: p.expr.slice(start + 1, end), start } as unknown as jsepDefault.Expression;
+    } else if (ch === '(') {
+      p.index++;
+      const nodes = p.gobbleExpressions(41);
+      if (p.code !== 41) p.throwError('unclosed (');
+      if (nodes.length === 0) p.throwError('empty parentheses');
+      if (nodes.length > 1) {
+        p.index = start;
+        p.throwError('expected one expression inside parentheses');
+      }
+      p.index++;
+      env.node = { type: 'Group', expression: nodes[0], start } as unknown as jsepDefault.Expression;
+    } else if (ch === '"' || ch === "'") {
+      // read here so that no member access or call can follow a string
+      env.node = p.gobbleStringLiteral();
+    } else if (ch === '[') {
+      p.throwError('arrays are not part of fr_script');
+    } else if (/[A-Za-z_]/.test(ch)) {
+      const m = /^[A-Za-z_][A-Za-z0-9_]*/.exec(p.expr.slice(start))!;
+      const word = m[0];
+      if (WORD_OPERATORS.has(word)) return; // jsep reads `not` as a unary operator
+      if (Object.prototype.hasOwnProperty.call(WORD_LITERALS, word)) {
+        p.index = start + word.length;
+        env.node = { type: 'Literal', value: WORD_LITERALS[word]!, raw: word } as jsepDefault.Expression;
+        return;
+      }
+      p.throwError(`unknown name '${word}' (variables start with $)`);
+    }
+  });
+}
+
+interface Parsed {
+  node: jsepDefault.Expression;
+}
+
+function parseRaw(text: string): Parsed {
+  configure();
+  if (text.trim() === '') throw new ParseError('empty expression', 0);
+  const parser = new Jsep(text) as unknown as JsepState & { gobbleExpression(): jsepDefault.Expression | false; gobbleSpaces(): void };
+  let node: jsepDefault.Expression | false;
+  try {
+    node = parser.gobbleExpression();
+    parser.gobbleSpaces();
+  } catch (err) {
+    const e = err as Error & { index?: number; description?: string };
+    throw new ParseError(e.description ?? e.message, e.index ?? 0);
+  }
+  if (parser.index < text.length) {
+    throw new ParseError(`unexpected '${text[parser.index]}'`, parser.index);
+  }
+  if (!node) throw new ParseError('expected an expression', parser.index);
+  return { node };
+}
+
+/** Intermediate form: a typed node plus whether it was written in parentheses. */
+type Marked = Expr & { paren?: boolean };
+
+const UNARY_NOT = new Set(['not', '!']);
+
+function convert(node: jsepDefault.Expression): Marked {
+  const n = node as unknown as Record<string, unknown>;
+  switch (node.type) {
+    case 'Variable': {
+      const name = n['name'] as string;
+      const path = name.split('.');
+      const pos = n['start'] as number;
+      if (path.some((p) => p === '')) throw new ParseError(`empty field name in $${name}`, pos);
+      return { kind: 'var', name, path, pos };
+    }
+    case 'Group': {
+      const inner = convert(n['expression'] as jsepDefault.Expression);
+      return { ...inner, paren: true };
+    }
+    case 'Literal': {
+      const value = n['value'] as unknown;
+      if (typeof value === 'number' || typeof value === 'string' || typeof value === 'boolean' || value === null) return { kind: 'lit', value };
+      throw new ParseError(`unsupported literal ${String(n['raw'])}`, 0);
+    }
+    case 'UnaryExpression': {
+      const op = n['operator'] as string;
+      const arg = convert(n['argument'] as jsepDefault.Expression);
+      if (op === '-') {
+        if (arg.kind === 'lit' && typeof arg.value === 'number' && !arg.paren) return { kind: 'lit', value: -arg.value };
+        return { kind: 'neg', arg: strip(arg) };
+      }
+      if (UNARY_NOT.has(op)) return { kind: 'not', arg: strip(arg) };
+      throw new ParseError(`unsupported operator ${op}`, 0);
+    }
+    case 'BinaryExpression': {
+      const op = n['operator'] as string;
+      const left = convert(n['left'] as jsepDefault.Expression);
+      const right = convert(n['right'] as jsepDefault.Expression);
+      if (op === 'and' || op === '&&') return { kind: 'and', left: strip(left), right: strip(right) };
+      if (op === 'or' || op === '||') return { kind: 'or', left: strip(left), right: strip(right) };
+      return rotateNot(op, left, right);
+    }
+    default:
+      throw new ParseError(`unsupported expression (${node.type})`, 0);
+  }
+}
+
+/** `not` is looser than comparisons and arithmetic: `(not a) op b` becomes `not (a op b)`. */
+function rotateNot(op: string, left: Marked, right: Marked): Marked {
+  if (left.kind === 'not' && !left.paren) {
+    return { kind: 'not', arg: strip(rotateNot(op, left.arg, right)) };
+  }
+  if (COMPARE_OPS.has(op)) {
+    // Python chaining: `a < b < c` (left-associative in jsep) becomes one chain.
+    if (left.kind === 'cmp' && !left.paren) {
+      return { kind: 'cmp', ops: [...left.ops, op as CompareOp], args: [...left.args, strip(right)] };
+    }
+    return { kind: 'cmp', ops: [op as CompareOp], args: [strip(left), strip(right)] };
+  }
+  if (ARITH_OPS.has(op)) return { kind: 'arith', op: op as ArithOp, left: strip(left), right: strip(right) };
+  throw new ParseError(`unsupported operator ${op}`, 0);
+}
+
+function strip(e: Marked): Expr {
+  if (!e.paren) return e;
+  const { paren: _, ...rest } = e;
+  return rest as Expr;
+}
+
+/** Parse a condition; throws ParseError with the character position. */
+export function parseCondition(text: string): Expr {
+  return strip(convert(parseRaw(text).node));
+}
+
+/** Parse a rule's `operations`: `$id` references with and/or/not and parentheses. */
+export function parseOperations(text: string): LogicExpr {
+  const expr = parseCondition(text);
+  return toLogic(expr);
+}
+
+function toLogic(e: Expr): LogicExpr {
+  switch (e.kind) {
+    case 'var': {
+      if (!/^[1-9][0-9]*$/.test(e.name) || !Number.isSafeInteger(Number(e.name))) {
+        throw new ParseError(`expected a statement id like $1, found $${e.name}`, e.pos);
+      }
+      return { kind: 'ref', id: Number(e.name), pos: e.pos };
+    }
+    case 'not':
+      return { kind: 'not', arg: toLogic(e.arg) };
+    case 'and':
+    case 'or':
+      return { kind: e.kind, left: toLogic(e.left), right: toLogic(e.right) };
+    default:
+      throw new ParseError('operations may only combine statement ids ($1, $2, ...) with and, or, not', firstPos(e));
+  }
+}
+
+function firstPos(e: Expr): number {
+  switch (e.kind) {
+    case 'var':
+      return e.pos;
+    case 'neg':
+    case 'not':
+      return firstPos(e.arg);
+    case 'arith':
+    case 'and':
+    case 'or':
+      return firstPos(e.left);
+    case 'cmp':
+      return firstPos(e.args[0]!);
+    default:
+      return 0;
+  }
+}
+
+/** Every variable path an expression reads, in order of appearance. */
+export function variablesOf(e: Expr, out: string[][] = []): string[][] {
+  switch (e.kind) {
+    case 'var':
+      out.push(e.path);
+      break;
+    case 'neg':
+    case 'not':
+      variablesOf(e.arg, out);
+      break;
+    case 'arith':
+    case 'and':
+    case 'or':
+      variablesOf(e.left, out);
+      variablesOf(e.right, out);
+      break;
+    case 'cmp':
+      for (const a of e.args) variablesOf(a, out);
+      break;
+    case 'lit':
+      break;
+  }
+  return out;
+}
+
+/** Canonical text of an expression (fully parenthesised), for comments and tests. */
+export function formatExpr(e: Expr): string {
+  switch (e.kind) {
+    case 'var':
+      return `$${e.name}`;
+    case 'lit':
+      return typeof e.value === 'string' ? JSON.stringify(e.value) : String(e.value);
+    case 'neg':
+      return `-(${formatExpr(e.arg)})`;
+    case 'not':
+      return `not (${formatExpr(e.arg)})`;
+    case 'arith':
+      return `(${formatExpr(e.left)} ${e.op} ${formatExpr(e.right)})`;
+    case 'cmp':
+      return `(${e.args.map((a, i) => (i === 0 ? '' : `${e.ops[i - 1]} `) + formatExpr(a)).join(' ')})`;
+    case 'and':
+    case 'or':
+      return `(${formatExpr(e.left)} ${e.kind} ${formatExpr(e.right)})`;
+  }
+}

@@ -1,0 +1,240 @@
+/**
+ * The rules service: the active fr_script document, compiled to WebAssembly, run on every
+ * PUBLISH through the broker's onPublish hook; outputs are published back with origin
+ * "rules" and never fed into the engine again. Writes are serialised, validated and compiled
+ * completely before they replace the active program (between two messages), persisted
+ * atomically under dataDir and reloaded at start.
+ */
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import type { BrokerApi } from '../broker/api.js';
+import type { Message } from '../broker/message.js';
+import type { Config } from '../config/schema.js';
+import type { RulesDocument } from './ast.js';
+import { RulesCompiler, type CompiledDocument } from './compiler.js';
+import type { CompileRequest } from './pipeline.js';
+import { RulesError, RulesErrorCode } from './errors.js';
+import type { EngineCounters, RulesProgram } from './runtime.js';
+import { DocumentStore } from './store.js';
+
+export const RULES_ORIGIN = 'rules';
+
+export interface RulesMetrics extends EngineCounters {
+  /** Engine traps (a bug); the message is routed normally. */
+  engineErrors: number;
+  compiles: number;
+  compileErrors: number;
+  /** Writes refused with a 4xx (bad document, stale If-Match). */
+  rejectedWrites: number;
+  lastCompileMillis: number;
+  lastAscMillis: number;
+  wasmBytes: number;
+  sourceBytes: number;
+  filters: number;
+  filterStatements: number;
+  ruleStatements: number;
+  logicEntries: number;
+}
+
+export interface WriteResult {
+  etag: string;
+  filters: number;
+  rules: number;
+  statements: number;
+  compileMillis: number;
+}
+
+export interface RulesService {
+  /** Settles when the document from EDB_RULES_FILE or the data folder is active; rejects when EDB_RULES_FILE is invalid. */
+  readonly ready: Promise<void>;
+  current(): { document: RulesDocument; etag: string };
+  /** POST: replace the whole document. */
+  replace(body: string, ifMatch?: string): Promise<WriteResult>;
+  /** PATCH: add filters and rules (a rule sharing a statement id replaces the old one). */
+  patch(body: string, ifMatch?: string): Promise<WriteResult>;
+  /** DELETE: the empty document. */
+  clear(ifMatch?: string): Promise<WriteResult>;
+  metrics(): RulesMetrics;
+  /** Generated AssemblyScript of the active document (for review and the status page). */
+  source(): string;
+  close(): Promise<void>;
+}
+
+const EMPTY: RulesDocument = { filters: [], rules: [] };
+
+export function etagOf(document: RulesDocument): string {
+  return `"${createHash('sha256').update(JSON.stringify(document)).digest('base64url').slice(0, 27)}"`;
+}
+
+/** `If-Match` semantics (RFC 9110 13.1.1): `*` or a list of entity tags, one of which is current. */
+export function ifMatchHolds(header: string | undefined, etag: string): boolean {
+  if (header === undefined) return true;
+  const h = header.trim();
+  if (h === '*') return true;
+  return h.split(',').some((t) => t.trim().replace(/^W\//, '') === etag);
+}
+
+interface Options {
+  compiler?: RulesCompiler;
+}
+
+export function createRulesService(broker: BrokerApi, config: Config, log: Logger, options: Options = {}): RulesService {
+  const rlog = log.child({ part: 'rules' });
+  const compiler = options.compiler ?? new RulesCompiler();
+  const ownCompiler = options.compiler === undefined;
+  const store = new DocumentStore(config.dataDir);
+
+  let program: RulesProgram | undefined;
+  let active: RulesDocument = EMPTY;
+  let etag = etagOf(active);
+  let source = '';
+  let closed = false;
+  const retired: EngineCounters = { messages: 0, topicMatches: 0, evaluations: 0, fires: 0, missingVariable: 0, kindMismatch: 0, notJson: 0, bufferFull: 0 };
+  const stats = { engineErrors: 0, compiles: 0, compileErrors: 0, rejectedWrites: 0, lastCompileMillis: 0, lastAscMillis: 0, wasmBytes: 0, sourceBytes: 0 };
+  let lastEngineErrorLog = 0;
+
+  // The hot path: synchronous, one Wasm call per message, outputs published with origin "rules".
+  broker.addHooks({
+    onPublish(message: Message): void {
+      if (message.origin === RULES_ORIGIN) return; // no loops: never feed our own output back
+      const p = program;
+      if (p === undefined) return;
+      let outputs;
+      try {
+        outputs = p.process(message.topic, message.payload);
+      } catch (err) {
+        stats.engineErrors++;
+        const now = Date.now();
+        if (now - lastEngineErrorLog > 10_000) {
+          lastEngineErrorLog = now;
+          rlog.error({ err, topic: message.topic }, 'rules engine failed on a message; the message is routed normally');
+        }
+        return;
+      }
+      for (let i = 0; i < outputs.length; i++) {
+        const o = outputs[i]!;
+        broker.publish({ topic: o.topic, payload: o.payload, qos: message.qos, retain: message.retain, origin: RULES_ORIGIN });
+      }
+    },
+  });
+
+  const retire = (old: RulesProgram | undefined): void => {
+    if (!old) return;
+    const c = old.counters();
+    for (const k of Object.keys(retired) as (keyof EngineCounters)[]) retired[k] += c[k];
+  };
+
+  /**
+   * Compiles (in the worker) and activates. `keepBuffer`: a PATCH carries the buffered
+   * messages of the statements it does not define over to the new program.
+   */
+  async function activate(request: CompileRequest, persist: boolean, keepBuffer = false): Promise<WriteResult> {
+    let compiled: CompiledDocument;
+    try {
+      compiled = await compiler.compile(request);
+    } catch (err) {
+      if (err instanceof RulesError) throw err;
+      stats.compileErrors++;
+      rlog.error({ err }, 'rules compiler failed on a valid document');
+      throw new RulesError(RulesErrorCode.compile, '', `the compiler failed: ${(err as Error).message.split('\n')[0]}`);
+    }
+    stats.compiles++;
+    if (persist) await store.write(JSON.stringify(compiled.document, null, 2) + '\n');
+    if (closed) throw new RulesError(RulesErrorCode.compile, '', 'the rules service is closed');
+    // swap between two messages: nothing below awaits
+    const old = program;
+    if (old && keepBuffer) {
+      const patched = new Set(compiled.patchedIds);
+      const keep = new Set(compiled.document.rules.flatMap((r) => r.statements.map((s) => s.id)).filter((id) => !patched.has(id)));
+      compiled.program.restoreBuffer(old.bufferSnapshot(), keep);
+    }
+    program = compiled.program;
+    retire(old);
+    active = compiled.document;
+    etag = etagOf(active);
+    source = compiled.source;
+    stats.lastCompileMillis = compiled.millis;
+    stats.lastAscMillis = compiled.ascMillis;
+    stats.wasmBytes = compiled.wasmBytes;
+    stats.sourceBytes = Buffer.byteLength(compiled.source);
+    rlog.info({ etag, ...compiled.counts, compileMs: Math.round(compiled.millis), wasmBytes: compiled.wasmBytes }, 'rules document active');
+    return { etag, ...compiled.counts, compileMillis: Math.round(compiled.millis) };
+  }
+
+  // One write at a time, in arrival order.
+  let queue: Promise<unknown> = Promise.resolve();
+  function serial<T>(op: () => Promise<T>): Promise<T> {
+    const run = queue.then(op, op);
+    queue = run.catch(() => undefined);
+    return run;
+  }
+  const guarded = <T>(ifMatch: string | undefined, op: () => Promise<T>): Promise<T> =>
+    serial(async () => {
+      try {
+        if (!ifMatchHolds(ifMatch, etag)) throw new RulesError(RulesErrorCode.stale, '', `If-Match ${ifMatch} does not name the active document (${etag})`);
+        return await op();
+      } catch (err) {
+        if (err instanceof RulesError && err.status < 500) stats.rejectedWrites++;
+        throw err;
+      }
+    });
+
+  async function load(): Promise<void> {
+    if (config.rulesFile) {
+      let text: string;
+      try {
+        text = await readFile(config.rulesFile, 'utf8');
+      } catch (err) {
+        throw new Error(`EDB_RULES_FILE=${config.rulesFile}: cannot read it: ${(err as Error).message}`);
+      }
+      try {
+        await activate({ text }, true);
+      } catch (err) {
+        throw new Error(`EDB_RULES_FILE=${config.rulesFile}: ${(err as Error).message}`);
+      }
+      return;
+    }
+    const text = await store.read();
+    if (text === undefined) {
+      await activate({ document: EMPTY }, false);
+      return;
+    }
+    try {
+      await activate({ text }, false);
+    } catch (err) {
+      rlog.error({ err, file: store.path }, 'the stored rules document is invalid; starting with an empty document');
+      await activate({ document: EMPTY }, false);
+    }
+  }
+  const ready = serial(load);
+  ready.catch(() => undefined);
+
+  return {
+    ready,
+    current: () => ({ document: active, etag }),
+    replace: (body, ifMatch) => guarded(ifMatch, () => activate({ text: body }, true)),
+    patch: (body, ifMatch) => guarded(ifMatch, () => activate({ text: body, patchOnto: active }, true, true)),
+    clear: (ifMatch) => guarded(ifMatch, () => activate({ document: EMPTY }, true)),
+    metrics(): RulesMetrics {
+      const c = program?.counters();
+      const sum = { ...retired };
+      if (c) for (const k of Object.keys(sum) as (keyof EngineCounters)[]) sum[k] += c[k];
+      return {
+        ...sum,
+        ...stats,
+        filters: active.filters.length,
+        filterStatements: active.filters.reduce((n, f) => n + f.statements.length, 0),
+        ruleStatements: active.rules.reduce((n, r) => n + r.statements.length, 0),
+        logicEntries: active.rules.reduce((n, r) => n + r.logic.length, 0),
+      };
+    },
+    source: () => source,
+    async close(): Promise<void> {
+      closed = true;
+      await queue.catch(() => undefined);
+      program = undefined;
+      if (ownCompiler) await compiler.close();
+    },
+  };
+}

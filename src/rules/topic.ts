@@ -1,0 +1,40 @@
+/** MQTT topic names and filters as fr_script uses them (MQTT 5.0 section 4.7). */
+
+/** Why a topic filter is invalid, or undefined when it is valid. */
+export function topicFilterProblem(filter: string): string | undefined {
+  if (filter.length === 0) return 'a topic filter has at least one character'; // [MQTT-4.7.3-1]
+  if (Buffer.byteLength(filter) > 65535) return 'a topic filter is at most 65535 bytes';
+  if (filter.includes('\u0000')) return 'a topic filter contains no U+0000'; // [MQTT-4.7.3-2]
+  const levels = filter.split('/');
+  for (let i = 0; i < levels.length; i++) {
+    const level = levels[i]!;
+    // [MQTT-4.7.1-2] '#' alone, last; [MQTT-4.7.1-3] '+' alone in its level
+    if (level.includes('#') && (level !== '#' || i !== levels.length - 1)) return `'#' must be a whole level and the last one (level ${i + 1})`;
+    if (level.includes('+') && level !== '+') return `'+' must be a whole level (level ${i + 1})`;
+  }
+  if (filter.startsWith('$share/')) return 'shared subscriptions are not topic filters for rules';
+  return undefined;
+}
+
+/** Why a string cannot be (part of) a topic name, or undefined. */
+export function topicNameProblem(topic: string): string | undefined {
+  if (topic.includes('+') || topic.includes('#')) return 'a topic name has no wildcards'; // [MQTT-3.3.2-2]
+  if (topic.includes('\u0000')) return 'a topic name contains no U+0000';
+  if (Buffer.byteLength(topic) > 65535) return 'a topic name is at most 65535 bytes';
+  return undefined;
+}
+
+/** Does `topic` match `filter`? The plain reference; the engine walks a trie. */
+export function topicMatches(filter: string, topic: string): boolean {
+  // [MQTT-4.7.2-1] a wildcard first level does not match topics starting with $
+  if (topic.startsWith('$') && (filter.startsWith('+') || filter.startsWith('#'))) return false;
+  const f = filter.split('/');
+  const t = topic.split('/');
+  for (let i = 0; i < f.length; i++) {
+    const level = f[i]!;
+    if (level === '#') return true; // [MQTT-4.7.1-2] also the parent level: "a/#" matches "a"
+    if (i >= t.length) return false;
+    if (level !== '+' && level !== t[i]) return false;
+  }
+  return f.length === t.length;
+}
