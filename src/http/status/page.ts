@@ -21,7 +21,7 @@ h2{font-size:1rem;margin:1.4rem 0 .5rem}
 .scroll{overflow-x:auto;-webkit-overflow-scrolling:touch}
 table{border-collapse:collapse;width:100%;font-size:.88rem}
 th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid var(--line);white-space:nowrap}
-th{font-weight:600;color:var(--muted)}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+th{font-weight:600;color:var(--muted)}table.kv td{white-space:normal;overflow-wrap:anywhere}table.kv th{width:1%}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .up{color:var(--out)}.down{color:var(--bad)}
 svg{width:100%;height:160px;display:block;background:var(--card);border:1px solid var(--line);border-radius:8px}
 .legend{font-size:.8rem;display:flex;flex-wrap:wrap;gap:.2rem 1rem;margin-bottom:.3rem}.legend i{display:inline-block;width:.8rem;height:.2rem;vertical-align:middle;margin-right:.3rem}
@@ -107,7 +107,7 @@ function render(s) {
   for (const name of names) {
     sections.appendChild(el('h3', name));
     const body = s.sections[name] || {};
-    const t = el('table'), tb = el('tbody');
+    const t = el('table', undefined, 'kv'), tb = el('tbody');
     for (const [k, v] of Object.entries(body)) { const tr = el('tr'); tr.appendChild(el('th', k)); tr.appendChild(el('td', typeof v === 'object' ? JSON.stringify(v) : v)); tb.appendChild(tr); }
     t.appendChild(tb); sections.appendChild(t);
   }
