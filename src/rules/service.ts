@@ -196,15 +196,13 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       return;
     }
     const text = await store.read();
-    if (text === undefined) {
-      await activate({ document: EMPTY }, false);
-      return;
-    }
+    // The empty document needs no module: nothing is compiled until a document arrives,
+    // so a broker without rules starts at once (asc takes seconds on a small board).
+    if (text === undefined) return;
     try {
       await activate({ text }, false);
     } catch (err) {
       rlog.error({ err, file: store.path }, 'the stored rules document is invalid; starting with an empty document');
-      await activate({ document: EMPTY }, false);
     }
   }
   const ready = serial(load);

@@ -7,17 +7,13 @@
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import mqtt from 'mqtt';
 import { startEdb, type EdbServer } from '../../src/server.js';
 import { testConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log.js';
 import { loadUws } from '../../src/transport/uws.js';
-
-// startEdb compiles the (empty) rules document to WebAssembly before it opens listeners:
-// seconds of CPU, many more on a busy 2-core machine.
-vi.setConfig({ testTimeout: 90_000, hookTimeout: 90_000 });
 
 const CHROMIUM = '/usr/bin/chromium';
 // Without the background-networking flags Chromium's own connections get refused here.

@@ -9,10 +9,6 @@ import { testConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log.js';
 import { clientsTable, formatTable, register } from '../../src/cli/clients.js';
 
-// startEdb compiles the (empty) rules document to WebAssembly before it opens listeners:
-// seconds of CPU, many more on a busy 2-core machine.
-vi.setConfig({ testTimeout: 90_000, hookTimeout: 90_000 });
-
 async function edb(...args: string[]): Promise<{ out: string; err: string; exitCode: number }> {
   const program = new Command().exitOverride();
   register(program);

@@ -6,7 +6,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
 import { startEdb, type EdbServer } from '../../src/server.js';
 import { ConfigError, testConfig } from '../../src/config/load.js';
@@ -15,10 +15,6 @@ import type { ConnectRequest } from '../../src/broker/hooks.js';
 import { loadUws } from '../../src/transport/uws.js';
 import { loadTlsOptions, subjectIdentity } from '../../src/transport/tls-options.js';
 import { makeTestCertificates, type TestCertificates } from '../helpers/certs.js';
-
-// startEdb compiles the (empty) rules document to WebAssembly before it opens listeners:
-// seconds of CPU, many more on a busy 2-core machine.
-vi.setConfig({ testTimeout: 90_000, hookTimeout: 90_000 });
 
 const run = promisify(execFile);
 let certs: TestCertificates;

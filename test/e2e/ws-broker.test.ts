@@ -4,7 +4,7 @@
  * stall anyone else.
  */
 import { Writable } from 'node:stream';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import mqtt, { type MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import WebSocket from 'ws';
@@ -13,10 +13,6 @@ import { startEdb, type EdbServer } from '../../src/server.js';
 import { testConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log.js';
 import { loadUws } from '../../src/transport/uws.js';
-
-// startEdb compiles the (empty) rules document to WebAssembly before it opens listeners:
-// seconds of CPU, many more on a busy 2-core machine.
-vi.setConfig({ testTimeout: 90_000, hookTimeout: 90_000 });
 
 async function until(check: () => boolean, what: string, ms = 10000): Promise<void> {
   const end = Date.now() + ms;

@@ -10,9 +10,7 @@ import mqtt from 'mqtt';
 import { CLI, startBrokerProcess, type BrokerProcess } from '../helpers/process.js';
 import { loadUws } from '../../src/transport/uws.js';
 
-// Start-up compiles the (empty) rules document to WebAssembly: many seconds on a busy machine.
-vi.setConfig({ testTimeout: 90_000, hookTimeout: 90_000 });
-const START_TIMEOUT_MS = 60_000;
+vi.setConfig({ testTimeout: 60_000 });
 const run = promisify(execFile);
 
 describe('edb start with WebSocket and HTTP listeners', () => {
@@ -24,7 +22,7 @@ describe('edb start with WebSocket and HTTP listeners', () => {
   });
 
   it('logs the engine of each listener; EDB_WS_ENGINE=ws logs why', async () => {
-    broker = await startBrokerProcess({ EDB_WS_PORT: '0', EDB_HTTP_PORT: '0', EDB_WS_ENGINE: 'ws' }, ['mqtt', 'ws', 'http'], START_TIMEOUT_MS);
+    broker = await startBrokerProcess({ EDB_WS_PORT: '0', EDB_HTTP_PORT: '0', EDB_WS_ENGINE: 'ws' }, ['mqtt', 'ws', 'http']);
     const wsLine = broker.logs.find((l) => l['listener'] === 'ws' && /WebSocket on port/.test(String(l['msg'])));
     expect(wsLine).toMatchObject({ engine: 'ws', fallbackReason: 'EDB_WS_ENGINE=ws', port: broker.ports['ws'] });
     const httpLine = broker.logs.find((l) => l['listener'] === 'http' && /HTTP/.test(String(l['msg'])));
@@ -32,7 +30,7 @@ describe('edb start with WebSocket and HTTP listeners', () => {
   });
 
   it('auto picks uWebSockets.js where it loads, and edb clients lists a WebSocket client', async () => {
-    broker = await startBrokerProcess({ EDB_WS_PORT: '0', EDB_HTTP_PORT: '0' }, ['mqtt', 'ws', 'http'], START_TIMEOUT_MS);
+    broker = await startBrokerProcess({ EDB_WS_PORT: '0', EDB_HTTP_PORT: '0' }, ['mqtt', 'ws', 'http']);
     const wsLine = broker.logs.find((l) => l['listener'] === 'ws' && /WebSocket on port/.test(String(l['msg'])))!;
     if (loadUws().ok) {
       expect(wsLine['engine']).toBe('uWebSockets.js');

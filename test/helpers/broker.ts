@@ -1,6 +1,6 @@
 import { startEdb, type EdbServer } from '../../src/server.js';
 import { testConfig } from '../../src/config/load.js';
-import { silentLogger } from '../../src/log.js';
+import { createLogger, silentLogger } from '../../src/log.js';
 import type { Config } from '../../src/config/schema.js';
 
 export interface TestBroker {
@@ -12,7 +12,7 @@ export interface TestBroker {
 
 /** A real broker in-process on a free port, with silent logs. */
 export async function startBroker(overrides: Partial<Config> = {}): Promise<TestBroker> {
-  const server = await startEdb(testConfig({ host: '127.0.0.1', shutdownTimeoutMs: 500, ...overrides }), silentLogger());
+  const server = await startEdb(testConfig({ host: '127.0.0.1', shutdownTimeoutMs: 500, ...overrides }), process.env['EDB_TEST_LOG'] ? createLogger(process.env['EDB_TEST_LOG'], 'json') : silentLogger());
   const port = server.port('mqtt');
   return { server, port, url: `mqtt://127.0.0.1:${port}`, stop: () => server.stop() };
 }

@@ -19,6 +19,7 @@ h2{font-size:1rem;margin:1.4rem 0 .5rem}h3{font-size:.9rem;margin:.8rem 0 .3rem;
 .card b{display:block;font-size:1.35rem;font-variant-numeric:tabular-nums}
 .card span{font-size:.8rem;color:var(--muted)}
 .scroll{overflow-x:auto;-webkit-overflow-scrolling:touch}
+#sections td{overflow-wrap:anywhere}
 table{border-collapse:collapse;width:100%;font-size:.88rem}
 th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid var(--line);white-space:nowrap}
 th{font-weight:600;color:var(--muted)}table.kv td{white-space:normal;overflow-wrap:anywhere}table.kv th{width:1%}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -109,7 +110,8 @@ function render(s) {
     const body = s.sections[name] || {};
     const t = el('table', undefined, 'kv'), tb = el('tbody');
     for (const [k, v] of Object.entries(body)) { const tr = el('tr'); tr.appendChild(el('th', k)); tr.appendChild(el('td', typeof v === 'object' ? JSON.stringify(v) : typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(1) : v)); tb.appendChild(tr); }
-    t.appendChild(tb); sections.appendChild(t);
+    t.appendChild(tb);
+    const wrap = el('div', undefined, 'scroll'); wrap.appendChild(t); sections.appendChild(wrap);
   }
   $('updated').textContent = 'updated ' + new Date(s.now).toLocaleTimeString();
 }
