@@ -44,7 +44,7 @@ export async function startBrokerProcess(env: Record<string, string> = {}, waitF
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const ready = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`broker did not start: ${stderr}`)), 15_000);
+    const timer = setTimeout(() => reject(new Error(`broker did not start: ${stderr}`)), 60_000);
     child.once('exit', (code) => {
       clearTimeout(timer);
       reject(new Error(`broker exited with ${code}: ${stderr}`));
