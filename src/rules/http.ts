@@ -5,6 +5,7 @@
  *   GET / | POST / | PATCH / | DELETE /   the document (spec table), ETag / If-Match
  *   GET /openapi.json                     OpenAPI 3
  *   GET /docs                             Swagger UI (served from swagger-ui-dist, no CDN)
+ *   GET /source                           the generated AssemblyScript of the active document
  */
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -121,6 +122,7 @@ export function createRulesHttpHandler(service: RulesService, options: { basePat
         }
       }
       if (method !== 'GET' && method !== 'HEAD') return json(405, { error: { code: 'EDB_METHOD_NOT_ALLOWED', message: `${method} is not supported on ${path}` } }, { allow: 'GET, HEAD' });
+      if (path === '/source') return { status: 200, headers: { 'content-type': 'text/plain; charset=utf-8', etag: service.current().etag }, body: service.source() };
       if (path === '/openapi.json') return { status: 200, headers: { 'content-type': 'application/json; charset=utf-8' }, body: openapi };
       if (path === '/docs' || path === '/docs/') return { status: 200, headers: { 'content-type': 'text/html; charset=utf-8' }, body: docsPage(basePath) };
       if (path === '/docs/init.js') return { status: 200, headers: { 'content-type': 'application/javascript; charset=utf-8' }, body: initScript(basePath) };

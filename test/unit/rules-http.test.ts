@@ -195,6 +195,7 @@ describe('rules HTTP API', () => {
     expect(api.status).toBe(200);
     expect(api.json.openapi).toMatch(/^3\./);
     expect(Object.keys(api.json.paths['/'])).toEqual(['get', 'post', 'patch', 'delete']);
+    expect(Object.keys(api.json.paths)).toEqual(['/', '/source']);
     const docs = await call('GET', undefined, {}, '/docs');
     expect(docs.type).toContain('text/html');
     expect(docs.text).toContain('/docs/swagger-ui-bundle.js');
@@ -203,6 +204,8 @@ describe('rules HTTP API', () => {
     expect(css.status).toBe(200);
     expect(css.type).toContain('text/css');
     expect((await call('GET', undefined, {}, '/docs/../package.json')).status).toBe(404);
+    const source = await call('GET', undefined, {}, '/source');
+    expect(source.text.startsWith('// GENERATED')).toBe(true);
   });
 
   test('CLI: edb rules set / get / delete against the server', async () => {
