@@ -5,3 +5,11 @@
 export function abiVersion(): i32 {
   return 1;
 }
+
+// The state store's hash table (src/state/table.ts loads it into an instance of its own).
+export {
+  stateInit, stateMeta, stateIo, stateIoCapacity, stateIoReserve, stateSetLimits, stateGet, stateSet,
+  stateDelete, stateSweep, stateFirst, stateExport, stateImport, stateMaintain, stateCount, stateExpiring,
+  stateDataBytes, stateEntryBytes, stateSlotBytes, stateFreeBytes, stateArenaBytes, stateMemoryBytes,
+  stateCapacity, stateMigrating,
+} from './state/table';

@@ -30,4 +30,10 @@ export interface Message {
    * received from a client. Services use it to avoid feeding their own output back.
    */
   origin?: string;
+  /**
+   * Encoded QoS 0 PUBLISH packets for deliveries without per-subscriber properties,
+   * indexed by (v5 ? 2 : 0) + (retain ? 1 : 0): fan-out encodes each form once.
+   * Filled lazily by the broker; services leave it alone.
+   */
+  wire?: (Buffer | undefined)[];
 }

@@ -15,7 +15,7 @@ function jsonSchemaFor(spec: SettingSpec): Record<string, unknown> {
     case 'integer':
       return { type: 'integer', minimum: spec.minimum ?? Number.MIN_SAFE_INTEGER, maximum: spec.maximum ?? Number.MAX_SAFE_INTEGER };
     case 'port':
-      return { type: 'integer', minimum: spec.minimum ?? 0, maximum: 65535 };
+      return { type: 'integer', minimum: -1, maximum: 65535 }; // -1 turns the listener off
     case 'enum':
       return { type: 'string', enum: [...(spec.values ?? [])] };
     case 'string':
@@ -120,6 +120,8 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     rulesPort: -1,
     sysInterval: 0,
     logLevel: 'silent',
+    // tests must not share a backup folder; those that test backups turn it on with their own
+    backupEnabled: false,
     ...overrides,
     sections: overrides.sections ?? {},
   };

@@ -18,12 +18,12 @@ export interface SettingSpec {
 
 export const SETTINGS = {
   host: { env: 'EDB_HOST', type: 'string', default: '0.0.0.0', description: 'Bind address for every listener' },
-  mqttPort: { env: 'EDB_MQTT_PORT', type: 'port', default: 1883, description: 'MQTT over TCP (0 picks a free port)' },
+  mqttPort: { env: 'EDB_MQTT_PORT', type: 'port', default: 1883, description: 'MQTT over TCP' },
   mqttsPort: { env: 'EDB_MQTTS_PORT', type: 'port', default: 8883, description: 'MQTT over TLS, on when a certificate and key are set' },
-  wsPort: { env: 'EDB_WS_PORT', type: 'port', default: 9001, description: 'MQTT over WebSocket (-1 turns it off)', minimum: -1 },
+  wsPort: { env: 'EDB_WS_PORT', type: 'port', default: 9001, description: 'MQTT over WebSocket' },
   wssPort: { env: 'EDB_WSS_PORT', type: 'port', default: 9002, description: 'MQTT over secure WebSocket, on when a certificate and key are set' },
-  httpPort: { env: 'EDB_HTTP_PORT', type: 'port', default: 8888, description: 'Status page, /metrics, /healthz, REST API (-1 turns it off)', minimum: -1 },
-  rulesPort: { env: 'EDB_RULES_PORT', type: 'port', default: 8000, description: 'fr_script rules API (-1 turns it off)', minimum: -1 },
+  httpPort: { env: 'EDB_HTTP_PORT', type: 'port', default: 8888, description: 'Status page, /metrics, /healthz, REST API' },
+  rulesPort: { env: 'EDB_RULES_PORT', type: 'port', default: 8000, description: 'fr_script rules API' },
   dataDir: { env: 'EDB_DATA_DIR', type: 'string', default: './data', description: 'Folder for persistent data' },
   backupDir: { env: 'EDB_BACKUP_DIR', type: 'string', default: null, description: 'Folder for the shutdown snapshot (default <dataDir>/backup)' },
   logLevel: { env: 'EDB_LOG_LEVEL', type: 'enum', default: 'info', values: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], description: 'Log level' },
@@ -44,16 +44,29 @@ export const SETTINGS = {
   allowAnonymous: { env: 'EDB_ALLOW_ANONYMOUS', type: 'boolean', default: true, description: 'Accept clients without credentials' },
   passwordFile: { env: 'EDB_PASSWORD_FILE', type: 'string', default: null, description: 'Password file written by `edb passwd`' },
   aclFile: { env: 'EDB_ACL_FILE', type: 'string', default: null, description: 'ACL file (mosquitto format)' },
+  certIdentityField: { env: 'EDB_CERT_IDENTITY_FIELD', type: 'string', default: null, description: 'Client certificate subject field used as the user name (e.g. CN); unset: the whole subject' },
+  loginFailureLimit: { env: 'EDB_LOGIN_FAILURE_LIMIT', type: 'integer', default: 5, minimum: 0, description: 'Failed logins from one address before it is made to wait (back-off doubling from 1 s)' },
+  loginBackoffMaxMs: { env: 'EDB_LOGIN_BACKOFF_MAX_MS', type: 'integer', default: 60000, minimum: 0, description: 'Longest wait imposed on an address after failed logins' },
+  maxMsgRate: { env: 'EDB_MAX_MSG_RATE', type: 'integer', default: 0, minimum: 0, description: 'PUBLISH packets per second one client may send (0 = no limit); a flood is paused, then disconnected (0x96)' },
+  maxBytesRate: { env: 'EDB_MAX_BYTES_RATE', type: 'integer', default: 0, minimum: 0, description: 'PUBLISH bytes per second one client may send (0 = no limit); a flood is paused, then disconnected (0x97)' },
+  maxSubscriptions: { env: 'EDB_MAX_SUBSCRIPTIONS', type: 'integer', default: 10000, minimum: 0, description: 'Subscriptions one client may hold (0 = no limit); past it SUBACK says 0x97' },
   tlsCert: { env: 'EDB_TLS_CERT', type: 'string', default: null, description: 'PEM certificate for MQTTS and WSS' },
   tlsKey: { env: 'EDB_TLS_KEY', type: 'string', default: null, description: 'PEM private key for MQTTS and WSS' },
   tlsCa: { env: 'EDB_TLS_CA', type: 'string', default: null, description: 'PEM CA; when set, client certificates are required' },
   wsEngine: { env: 'EDB_WS_ENGINE', type: 'enum', default: 'auto', values: ['auto', 'uws', 'ws'], description: 'WebSocket/HTTP engine: uWebSockets.js, ws, or auto' },
+  stateMaxKeys: { env: 'EDB_STATE_MAX_KEYS', type: 'integer', default: 1000000, minimum: 1, maximum: 4294967295, description: 'State store: most keys held at once (SET past it: "the quota has been exceeded")' },
+  stateMaxBytes: { env: 'EDB_STATE_MAX_BYTES', type: 'integer', default: 268435456, minimum: 1, description: 'State store: most bytes of keys plus values held at once' },
+  stateSweepIntervalMs: { env: 'EDB_STATE_SWEEP_INTERVAL_MS', type: 'integer', default: 1000, minimum: 10, description: 'State store: how often expired keys are removed (and DELETE notifications sent)' },
+  backupEnabled: { env: 'EDB_BACKUP', type: 'boolean', default: true, description: 'Write a snapshot to the backup folder on a graceful stop and restore it at the next start' },
+  backupInterval: { env: 'EDB_BACKUP_INTERVAL', type: 'integer', default: 0, minimum: 0, description: 'Seconds between periodic snapshots to the backup folder (0 = only on a graceful stop)' },
   rulesFile: { env: 'EDB_RULES_FILE', type: 'string', default: null, description: 'fr_script document loaded at start' },
 } as const satisfies Record<string, SettingSpec>;
 
 export type SettingName = keyof typeof SETTINGS;
 
-type ValueOf<S extends SettingSpec> = S['type'] extends 'boolean'
+type ValueOf<S extends SettingSpec> = S extends { values: readonly (infer V)[] }
+  ? V
+  : S['type'] extends 'boolean'
   ? boolean
   : S['type'] extends 'integer' | 'port'
     ? number

@@ -1,0 +1,36 @@
+# syntax=docker/dockerfile:1
+# Edge Data Broker: multi-stage build for linux/amd64 and linux/arm64
+#   docker buildx build --platform linux/amd64,linux/arm64 -t edge-data-broker .
+# Node 24 on Debian 13 (trixie): its glibc (2.41) loads the uWebSockets.js binaries
+# built for Node 22/24; elsewhere the broker falls back to the ws engine by itself.
+
+FROM node:24-trixie-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts
+COPY tsconfig.json asconfig.json ./
+COPY assembly ./assembly
+COPY src ./src
+COPY bench ./bench
+RUN npm run build && npm prune --omit=dev --ignore-scripts
+
+FROM node:24-trixie-slim AS runtime
+ENV NODE_ENV=production \
+    EDB_DATA_DIR=/data \
+    EDB_LOG_FORMAT=json
+WORKDIR /app
+COPY --from=build --chown=node:node /app/package.json ./
+COPY --from=build --chown=node:node /app/node_modules ./node_modules
+COPY --from=build --chown=node:node /app/dist ./dist
+COPY --from=build --chown=node:node /app/build ./build
+COPY --from=build --chown=node:node /app/assembly ./assembly
+RUN mkdir -p /data && chown node:node /data
+USER node
+VOLUME ["/data"]
+# MQTT, MQTTS, WebSocket, WSS, HTTP status/metrics, fr_script rules API
+EXPOSE 1883 8883 9001 9002 8888 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "require('net').connect(Number(process.env.EDB_MQTT_PORT||1883),'127.0.0.1').on('connect',()=>process.exit(0)).on('error',()=>process.exit(1))"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["node", "dist/src/cli/main.js"]
+CMD ["start"]

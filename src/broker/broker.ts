@@ -1,0 +1,575 @@
+import { randomBytes } from 'node:crypto';
+import type { IConnectPacket, ISubscription } from 'mqtt-packet';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import type { Connection, ConnectionAcceptor, ConnectionEvents } from '../transport/connection.js';
+import type { BrokerApi, BrokerStats, ClientSummary, SubscriptionSummary } from './api.js';
+import type { AuthenticateResult, BrokerHooks, ClientInfo } from './hooks.js';
+import type { Message, QoS } from './message.js';
+import { Session, type Delivery, type PendingWill, type Subscription } from '../session/session.js';
+import { TopicTrie, type SharedGroup } from '../topics/trie.js';
+import { isValidTopicFilter, parseSharedFilter } from '../topics/validate.js';
+import { RC, reasonName } from '../mqtt/reason-codes.js';
+import { RetainedStore } from './retained.js';
+import { MqttClient, type CloseCause } from './client.js';
+
+/** What the trie stores per subscription. */
+interface SubRef {
+  session: Session;
+  sub: Subscription;
+}
+
+/** One subscriber's merged view of a message (overlapping subscriptions, v5 rules). */
+interface Target {
+  session: Session;
+  qos: QoS;
+  retain: boolean;
+  subscriptionIds: number[] | undefined;
+}
+
+type HookLists = { [K in keyof BrokerHooks]-?: NonNullable<BrokerHooks[K]>[] };
+
+const FOREVER = 0xffffffff;
+
+/**
+ * The broker: sessions, the subscription trie, retained messages, routing, hooks and the
+ * housekeeping sweep (keep alive, connect timeout, will delay, session expiry, stalls).
+ */
+export class Broker implements BrokerApi, ConnectionAcceptor {
+  readonly stats: BrokerStats = {
+    startedAt: Date.now(),
+    connectionsTotal: 0,
+    clientsConnected: 0,
+    messagesReceived: 0,
+    messagesSent: 0,
+    bytesReceived: 0,
+    bytesSent: 0,
+    publishReceived: 0,
+    publishSent: 0,
+    packetsReceived: {},
+    packetsSent: {},
+    dropped: {},
+    protocolErrors: {},
+  };
+  readonly acceptor: ConnectionAcceptor = this;
+  readonly sessions = new Map<string, Session>();
+  /** Connected clients by client id. */
+  readonly online = new Map<string, MqttClient>();
+  /** Every open network connection, connected or still in the handshake. */
+  readonly connections = new Set<MqttClient>();
+  readonly retained = new RetainedStore();
+  private readonly trie = new TopicTrie<SubRef>();
+  private readonly hooks: HookLists = {
+    authenticate: [],
+    authorizePublish: [],
+    authorizeSubscribe: [],
+    authorizeDelivery: [],
+    onPublish: [],
+    onConnect: [],
+    onDisconnect: [],
+    onSubscribe: [],
+  };
+  private readonly sweepTimer: NodeJS.Timeout;
+  private readonly dropLoggedAt = new Map<string, number>();
+  private closing = false;
+  private refusedConnections = 0;
+
+  constructor(
+    readonly config: Config,
+    readonly log: Logger,
+  ) {
+    this.sweepTimer = setInterval(() => this.sweep(), 500);
+    this.sweepTimer.unref();
+  }
+
+  addHooks(hooks: BrokerHooks): void {
+    for (const name of Object.keys(this.hooks) as (keyof HookLists)[]) {
+      const fn = hooks[name];
+      if (fn) (this.hooks[name] as unknown[]).push(fn.bind(hooks));
+    }
+  }
+
+  // ------------------------------------------------------------ connections
+
+  accept(connection: Connection): ConnectionEvents {
+    if (this.closing || this.connections.size >= this.config.maxConnections) {
+      this.refusedConnections++;
+      this.countDrop('connection_refused');
+      connection.destroy();
+      return { onData: () => undefined, onDrain: () => undefined, onClose: () => undefined };
+    }
+    const client = new MqttClient(this, connection);
+    this.connections.add(client);
+    this.stats.connectionsTotal++;
+    return client;
+  }
+
+  connectionGone(client: MqttClient): void {
+    this.connections.delete(client);
+  }
+
+  assignClientId(): string {
+    let id: string;
+    do id = `edb-${randomBytes(9).toString('base64url')}`;
+    while (this.sessions.has(id) || this.online.has(id));
+    return id;
+  }
+
+  async authenticate(client: MqttClient, packet: IConnectPacket): Promise<AuthenticateResult> {
+    const list = this.hooks.authenticate;
+    if (list.length === 0) return { ok: true };
+    const request = {
+      clientId: client.clientId,
+      username: packet.username,
+      password: packet.password,
+      protocolVersion: client.protocolVersion,
+      transport: client.transport,
+      remoteAddress: client.remoteAddress,
+      ...(client.certificateSubject !== undefined ? { certificateSubject: client.certificateSubject } : {}),
+      ...(client.certificateFields !== undefined ? { certificateFields: client.certificateFields } : {}),
+    };
+    let username: string | undefined;
+    for (const hook of list) {
+      try {
+        const verdict = await hook(request);
+        if (!verdict.ok) return verdict;
+        if (verdict.username !== undefined) username = verdict.username;
+      } catch (err) {
+        this.log.error({ err, clientId: client.clientId }, 'authentication hook failed');
+        return { ok: false, reasonCode: RC.SERVER_UNAVAILABLE };
+      }
+    }
+    return username === undefined ? { ok: true } : { ok: true, username };
+  }
+
+  /** Attach `client` to its session (resumed or new), taking over an existing connection. */
+  openSession(client: MqttClient, clean: boolean, expiry: number): { session: Session; present: boolean } {
+    const id = client.clientId;
+    const previous = this.online.get(id);
+    if (previous) {
+      // [MQTT-3.1.4-3] session takeover: the old connection is closed (v5: 0x8E)
+      this.log.info({ clientId: id }, 'session taken over');
+      previous.disconnect(RC.SESSION_TAKEN_OVER, 'takeover');
+    }
+    let session = this.sessions.get(id);
+    if (session?.pendingWill) {
+      // [MQTT-3.1.3-9] reconnecting before the Will Delay cancels the will, unless the session ends
+      if (clean) this.publishWill(session.pendingWill, undefined);
+      session.pendingWill = undefined;
+      session.willDueAt = undefined;
+    }
+    if (session && clean) {
+      this.destroySession(session); // [MQTT-3.1.2-4] Clean Start discards the old session
+      session = undefined;
+    }
+    const present = session !== undefined; // [MQTT-3.2.2-2]
+    if (!session) {
+      session = new Session(id);
+      this.sessions.set(id, session);
+    }
+    session.expiryInterval = expiry;
+    session.expiresAt = undefined;
+    this.online.set(id, client);
+    return { session, present };
+  }
+
+  clientOnline(client: MqttClient): void {
+    this.stats.clientsConnected++;
+    this.log.debug({ clientId: client.clientId, address: client.remoteAddress, transport: client.transport, v: client.protocolVersion }, 'client connected');
+    for (const hook of this.hooks.onConnect) this.notify(hook, client);
+  }
+
+  clientClosed(client: MqttClient, wasOpen: boolean, cause: CloseCause): void {
+    if (!wasOpen) return;
+    const id = client.clientId;
+    if (this.online.get(id) === client) this.online.delete(id);
+    this.stats.clientsConnected--;
+    this.log.debug({ clientId: id, cause }, 'client disconnected');
+    for (const hook of this.hooks.onDisconnect) this.notify(hook, client, cause === 'disconnect');
+    const session = client.session!;
+    // QoS 0 messages are not kept for an offline session
+    if (session.queued > 0) {
+      const kept = session.queue.slice(session.queueHead).filter((d) => d.qos > 0);
+      session.clearQueue();
+      for (const d of kept) session.enqueue(d);
+    }
+    const will = client.will;
+    const sessionEnds = session.expiryInterval === 0 && this.sessions.get(id) === session;
+    if (will && cause !== 'shutdown') {
+      const pending: PendingWill = { message: will, expirySeconds: client.willExpirySeconds };
+      // [MQTT-3.1.3-9] published after the Will Delay, or when the session ends if sooner
+      const delay = Math.min(client.willDelay, session.expiryInterval);
+      if (delay === 0) this.publishWill(pending, client);
+      else {
+        session.pendingWill = pending;
+        session.willDueAt = Date.now() + delay * 1000;
+      }
+    }
+    if (cause === 'shutdown') return; // sessions stay as they are for the snapshot
+    if (sessionEnds) this.destroySession(session);
+    else if (this.sessions.get(id) === session) {
+      session.expiresAt = session.expiryInterval >= FOREVER ? undefined : Date.now() + session.expiryInterval * 1000;
+    }
+  }
+
+  private publishWill(will: PendingWill, client: MqttClient | undefined): void {
+    const message: Message = { ...will.message };
+    if (will.expirySeconds !== undefined) message.expiresAt = Date.now() + will.expirySeconds * 1000;
+    const info = client ?? this.offlineInfo(message.senderId ?? '');
+    // runs from close paths and the sweep timer: a failing hook must not take the process down
+    try {
+      // the will goes through the same authorization as any PUBLISH from its client
+      if (this.authorizePublish(info, message) !== 0) {
+        this.countDrop('not_authorized');
+        return;
+      }
+      this.route(message, undefined);
+    } catch (err) {
+      this.log.error({ err, clientId: message.senderId, topic: message.topic }, 'publishing a will failed');
+    }
+  }
+
+  /** Lifecycle hooks are notifications: one that throws is logged, never breaks the flow. */
+  private notify<A extends unknown[]>(hook: (...args: A) => void, ...args: A): void {
+    try {
+      hook(...args);
+    } catch (err) {
+      this.log.error({ err }, 'hook failed');
+    }
+  }
+
+  private offlineInfo(clientId: string): ClientInfo {
+    return { clientId, username: undefined, protocolVersion: 5, transport: 'tcp', remoteAddress: '', connectedAt: 0 };
+  }
+
+  private destroySession(session: Session): void {
+    for (const sub of session.subscriptions.values()) this.trie.remove(sub.filter, session.clientId, sub.shareGroup);
+    session.subscriptions.clear();
+    session.clearQueue();
+    session.inflight.clear();
+    if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
+  }
+
+  // ------------------------------------------------------------ publish
+
+  authorizePublish(client: ClientInfo, message: Message): number {
+    // $SYS is the broker's own; clients may not publish there
+    if (message.topic.startsWith('$SYS/') || message.topic === '$SYS') return RC.NOT_AUTHORIZED;
+    for (const hook of this.hooks.authorizePublish) {
+      const code = hook(client, message);
+      if (code !== 0) return code;
+    }
+    return 0;
+  }
+
+  publish(message: Message): void {
+    this.route(message, undefined);
+  }
+
+  /**
+   * Route a message to every matching subscriber. Returns whether anyone matched.
+   * `publisher` is held back (its socket paused) when a subscriber it feeds backs up.
+   */
+  route(message: Message, publisher: MqttClient | undefined): boolean {
+    this.stats.messagesReceived++;
+    const info: ClientInfo | undefined = publisher;
+    for (const hook of this.hooks.onPublish) {
+      if (hook(message, info) === true) return true;
+    }
+    if (message.retain) this.retained.set(message);
+    const targets = new Map<string, Target>();
+    const self = this;
+    this.trie.match(message.topic, {
+      subscription(clientId: string, ref: SubRef): void {
+        const sub = ref.sub;
+        // [MQTT-3.8.3-3] No Local: not back to the client that published it
+        if (sub.noLocal && clientId === message.senderId) return;
+        mergeTarget(targets, clientId, ref.session, sub, message);
+      },
+      shared(group: SharedGroup<SubRef>): void {
+        const ref = self.pickShareMember(group, message);
+        // [MQTT-4.8.2] each shared subscription delivers its own copy, even to a member that also
+        // has a plain (or another shared) subscription matching: never merged with those
+        if (ref) mergeTarget(targets, `$share/${group.group}/${group.filter}\u0000${ref.session.clientId}`, ref.session, ref.sub, message);
+      },
+    });
+    if (targets.size === 0) return false;
+    for (const t of targets.values()) {
+      const d: Delivery = { message, qos: t.qos, retain: t.retain, subscriptionIds: t.subscriptionIds };
+      const client = this.online.get(t.session.clientId);
+      if (client && client.session === t.session) {
+        if (!this.mayDeliver(client, message)) continue;
+        client.deliver(d, publisher);
+      } else this.queueOffline(t.session, d);
+    }
+    return true;
+  }
+
+  private queueOffline(session: Session, d: Delivery): void {
+    if (d.qos === 0) return; // QoS 0 is not queued for offline sessions
+    if (session.queued >= this.config.maxOfflineMessages) {
+      this.countDrop('offline_queue_full');
+      return;
+    }
+    session.enqueue(d);
+  }
+
+  private mayDeliver(client: ClientInfo, message: Message): boolean {
+    for (const hook of this.hooks.authorizeDelivery) if (!hook(client, message)) return false;
+    return true;
+  }
+
+  /** Round robin over connected members; an offline member only when none is connected. */
+  private pickShareMember(group: SharedGroup<SubRef>, message: Message): SubRef | undefined {
+    const members = [...group.members.values()];
+    const n = members.length;
+    let fallback: SubRef | undefined;
+    for (let i = 0; i < n; i++) {
+      const ref = members[(group.cursor + i) % n]!;
+      const client = this.online.get(ref.session.clientId);
+      if (client && client.session === ref.session) {
+        if (!this.mayDeliver(client, message)) continue;
+        group.cursor = (group.cursor + i + 1) % n;
+        return ref;
+      }
+      fallback ??= ref;
+    }
+    return message.qos > 0 ? fallback : undefined;
+  }
+
+  // ------------------------------------------------------------ subscribe
+
+  subscribe(
+    client: MqttClient,
+    subscriptions: ISubscription[],
+    subscriptionId: number | undefined,
+  ): { codes: number[]; retained: Delivery[] } | 'protocol-error' {
+    const session = client.session!;
+    const codes: number[] = [];
+    const retained: Delivery[] = [];
+    for (const s of subscriptions) {
+      const shared = parseSharedFilter(s.topic);
+      if (shared && s.nl) return 'protocol-error'; // [MQTT-3.8.3-4]
+      if (shared === null || (shared === undefined && !isValidTopicFilter(s.topic))) {
+        codes.push(RC.TOPIC_FILTER_INVALID);
+        continue;
+      }
+      const filter = shared ? shared.filter : s.topic;
+      let granted: number = Math.min(s.qos, 2);
+      for (const hook of this.hooks.authorizeSubscribe) {
+        const verdict = hook(client, s.topic, granted as QoS);
+        if (verdict >= 0x80) {
+          granted = verdict;
+          break;
+        }
+        granted = Math.min(granted, verdict);
+      }
+      if (granted >= 0x80) {
+        codes.push(granted);
+        continue;
+      }
+      const existed = session.subscriptions.has(s.topic);
+      const sub: Subscription = {
+        topic: s.topic,
+        qos: granted as QoS,
+        noLocal: s.nl === true,
+        retainAsPublished: s.rap === true,
+        retainHandling: s.rh ?? 0,
+        filter,
+        ...(subscriptionId !== undefined ? { subscriptionIdentifier: subscriptionId } : {}),
+        ...(shared ? { shareGroup: shared.group } : {}),
+      };
+      // [MQTT-3.8.4-3] a subscription to the same filter replaces the old one
+      session.subscriptions.set(s.topic, sub);
+      this.trie.add(filter, session.clientId, { session, sub }, shared?.group);
+      codes.push(granted);
+      for (const hook of this.hooks.onSubscribe) this.notify(hook, client, s.topic, granted as QoS);
+      // [MQTT-3.3.1-9..11] Retain Handling 0: always, 1: only for a new subscription, 2: never;
+      // shared subscriptions get no retained messages [MQTT-4.8.2-?]
+      if (!shared && (sub.retainHandling === 0 || (sub.retainHandling === 1 && !existed))) {
+        for (const m of this.retained.match(filter)) {
+          if (!this.mayDeliver(client, m)) continue;
+          retained.push({
+            message: m,
+            qos: Math.min(m.qos, granted) as QoS,
+            retain: true,
+            subscriptionIds: subscriptionId !== undefined ? [subscriptionId] : undefined,
+          });
+        }
+      }
+    }
+    return { codes, retained };
+  }
+
+  unsubscribe(client: MqttClient, topics: string[]): number[] {
+    const session = client.session!;
+    return topics.map((topic) => {
+      const sub = session.subscriptions.get(topic);
+      if (!sub) return RC.NO_SUBSCRIPTION_EXISTED;
+      session.subscriptions.delete(topic);
+      this.trie.remove(sub.filter, session.clientId, sub.shareGroup);
+      return RC.SUCCESS;
+    });
+  }
+
+  // ------------------------------------------------------------ housekeeping
+
+  private sweep(): void {
+    const now = Date.now();
+    const cfg = this.config;
+    for (const c of this.connections) {
+      if (c.state === 'new' || c.state === 'authenticating') {
+        // slowloris: CONNECT must come soon after the socket opens
+        if (now - c.openedAt > cfg.connectTimeoutMs) {
+          c.close('timeout');
+          c.destroy();
+        }
+      } else if (c.state === 'open') {
+        // [MQTT-3.1.2-22] one and a half times the keep alive without a packet
+        // (not while flow control holds its socket paused: then the silence is ours)
+        if (c.keepAliveMs > 0 && !c.held && now - c.lastActivity > c.keepAliveMs * 1.5) c.disconnect(RC.KEEP_ALIVE_TIMEOUT, 'keepalive');
+        else c.checkStall(now, cfg.stallTimeoutMs);
+      }
+    }
+    for (const session of this.sessions.values()) {
+      if (session.willDueAt !== undefined && session.willDueAt <= now && session.pendingWill) {
+        const will = session.pendingWill;
+        session.pendingWill = undefined;
+        session.willDueAt = undefined;
+        this.publishWill(will, undefined);
+      }
+      if (session.expiresAt !== undefined && session.expiresAt <= now && !this.online.has(session.clientId)) {
+        this.destroySession(session);
+      }
+    }
+  }
+
+  // ------------------------------------------------------------ counters
+
+  countPacket(cmd: string, inbound: boolean): void {
+    const table = inbound ? this.stats.packetsReceived : this.stats.packetsSent;
+    table[cmd] = (table[cmd] ?? 0) + 1;
+  }
+
+  countProtocolError(code: number): void {
+    const name = reasonName(code);
+    this.stats.protocolErrors[name] = (this.stats.protocolErrors[name] ?? 0) + 1;
+  }
+
+  /** Count a dropped message; log each reason at most every 10 s so a flood cannot flood the log. */
+  countDrop(reason: string, client?: MqttClient): void {
+    const count = (this.stats.dropped[reason] ?? 0) + 1;
+    this.stats.dropped[reason] = count;
+    const now = Date.now();
+    if (now - (this.dropLoggedAt.get(reason) ?? 0) >= 10_000) {
+      this.dropLoggedAt.set(reason, now);
+      this.log.warn({ reason, total: count, clientId: client?.clientId }, 'message dropped');
+    }
+  }
+
+  // ------------------------------------------------------------ BrokerApi views
+
+  disconnectClient(clientId: string, reasonCode: number, reasonString?: string): boolean {
+    const client = this.online.get(clientId);
+    if (!client) return false;
+    client.disconnect(reasonCode, 'admin', reasonString);
+    return true;
+  }
+
+  client(clientId: string): ClientInfo | undefined {
+    return this.online.get(clientId);
+  }
+
+  clients(): ClientSummary[] {
+    return [...this.online.values()].map((c) => ({
+      clientId: c.clientId,
+      username: c.username,
+      protocolVersion: c.protocolVersion,
+      transport: c.transport,
+      remoteAddress: c.remoteAddress,
+      connectedAt: c.connectedAt,
+      subscriptions: c.session?.subscriptions.size ?? 0,
+      queued: c.session?.queued ?? 0,
+      inflight: c.session?.inflight.size ?? 0,
+    }));
+  }
+
+  subscriptions(): SubscriptionSummary[] {
+    const out: SubscriptionSummary[] = [];
+    for (const session of this.sessions.values()) {
+      for (const sub of session.subscriptions.values()) {
+        const row: SubscriptionSummary = { clientId: session.clientId, filter: sub.filter, qos: sub.qos, online: this.online.has(session.clientId) };
+        if (sub.shareGroup !== undefined) row.shareGroup = sub.shareGroup;
+        if (sub.noLocal) row.noLocal = true;
+        if (sub.retainAsPublished) row.retainAsPublished = true;
+        if (sub.subscriptionIdentifier !== undefined) row.subscriptionIdentifier = sub.subscriptionIdentifier;
+        out.push(row);
+      }
+    }
+    return out;
+  }
+
+  subscriptionCount(): number {
+    return this.trie.size;
+  }
+
+  retainedCount(): number {
+    return this.retained.size;
+  }
+
+  queuedMessages(): number {
+    let n = 0;
+    for (const s of this.sessions.values()) n += s.queued;
+    return n;
+  }
+
+  // ------------------------------------------------------------ snapshot
+
+  /** Forget every session and retained message (a failed restore starts clean). */
+  clearDurableState(): void {
+    for (const session of [...this.sessions.values()]) this.destroySession(session);
+    this.retained.clear();
+  }
+
+  /** Install a session read from a snapshot (before listeners open). */
+  restoreSession(session: Session): void {
+    const old = this.sessions.get(session.clientId);
+    if (old) this.destroySession(old);
+    this.sessions.set(session.clientId, session);
+    for (const sub of session.subscriptions.values()) this.trie.add(sub.filter, session.clientId, { session, sub }, sub.shareGroup);
+  }
+
+  // ------------------------------------------------------------ shutdown
+
+  /**
+   * Graceful stop: refuse new connections, send v5 clients DISCONNECT 0x8B, flush, and
+   * wait at most `timeoutMs` for sockets to close.
+   */
+  async close(timeoutMs = this.config.shutdownTimeoutMs): Promise<void> {
+    this.closing = true;
+    clearInterval(this.sweepTimer);
+    for (const c of [...this.connections]) {
+      if (c.state === 'open') c.disconnect(RC.SERVER_SHUTTING_DOWN, 'shutdown');
+      else c.close('shutdown');
+    }
+    const deadline = Date.now() + timeoutMs;
+    while (this.connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const c of this.connections) c.destroy();
+    this.connections.clear();
+  }
+}
+
+function mergeTarget(targets: Map<string, Target>, key: string, session: Session, sub: Subscription, message: Message): void {
+  const qos = (sub.qos < message.qos ? sub.qos : message.qos) as QoS;
+  // [MQTT-3.3.1-12/13] Retain As Published keeps the flag; otherwise it is cleared on forward
+  const retain = sub.retainAsPublished ? message.retain : false;
+  const existing = targets.get(key);
+  if (!existing) {
+    targets.set(key, { session, qos, retain, subscriptionIds: sub.subscriptionIdentifier !== undefined ? [sub.subscriptionIdentifier] : undefined });
+    return;
+  }
+  // [MQTT-3.3.4-2..5] overlapping subscriptions: one copy, the highest QoS, every identifier
+  if (qos > existing.qos) existing.qos = qos;
+  if (retain) existing.retain = true;
+  if (sub.subscriptionIdentifier !== undefined) (existing.subscriptionIds ??= []).push(sub.subscriptionIdentifier);
+}

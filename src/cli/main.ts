@@ -1,0 +1,20 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { registerStart } from './start.js';
+import { register as registerClients } from './clients.js';
+import { register as registerState } from './state.js';
+import { VERSION } from '../server.js';
+
+/** `edb`: each subcommand lives in its own module and registers itself here. */
+const program = new Command();
+program
+  .name('edb')
+  .description('Edge Data Broker: an MQTT 3.1.1/5.0 broker for the edge')
+  .version(VERSION, '-v, --version')
+  .showHelpAfterError();
+
+registerStart(program);
+registerClients(program); // edb clients, edb subscriptions
+registerState(program);
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,125 @@
+import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { hashPassword, PasswordFileError, PasswordFile, updatePasswordText, validUsername, writePasswordFile } from '../auth/password-file.js';
+
+/**
+ * `edb passwd FILE USER [--password P] [--delete]`: add, change or delete a user in a
+ * password file (in the spirit of mosquitto_passwd / vmq-passwd). Without --password it
+ * prompts twice on the terminal without echo, or reads one line from a pipe.
+ * The running broker picks the change up by itself (file watch) or on SIGHUP.
+ */
+
+export interface PasswdOptions {
+  password?: string;
+  delete?: boolean;
+}
+
+export interface PasswdIO {
+  stdin: NodeJS.ReadStream;
+  stderr: NodeJS.WritableStream;
+}
+
+export class PasswdError extends Error {}
+
+/** Read a password from the terminal without echoing it. */
+function promptHidden(io: PasswdIO, prompt: string): Promise<string> {
+  const stdin = io.stdin;
+  return new Promise((resolve, reject) => {
+    io.stderr.write(prompt);
+    let value = '';
+    const wasRaw = stdin.isRaw;
+    stdin.setRawMode(true);
+    stdin.resume();
+    stdin.setEncoding('utf8');
+    const done = (err?: Error): void => {
+      stdin.off('data', onData);
+      stdin.setRawMode(wasRaw);
+      stdin.pause();
+      io.stderr.write('\n');
+      if (err) reject(err);
+      else resolve(value);
+    };
+    const onData = (chunk: string): void => {
+      for (const ch of chunk) {
+        if (ch === '\r' || ch === '\n' || ch === '\u0004') return done();
+        if (ch === '\u0003') return done(new PasswdError('cancelled'));
+        if (ch === '\u007f' || ch === '\b') value = [...value].slice(0, -1).join('');
+        else if (ch >= ' ') value += ch;
+      }
+    };
+    stdin.on('data', onData);
+  });
+}
+
+/** Read one line from a pipe (`echo secret | edb passwd FILE USER`). */
+async function readLineFromPipe(stdin: NodeJS.ReadableStream): Promise<string> {
+  let text = '';
+  stdin.setEncoding('utf8');
+  for await (const chunk of stdin) {
+    text += chunk as string;
+    if (text.includes('\n')) break;
+  }
+  const line = text.split(/\r?\n/)[0] ?? '';
+  return line;
+}
+
+async function askPassword(io: PasswdIO): Promise<string> {
+  if (io.stdin.isTTY) {
+    const first = await promptHidden(io, 'Password: ');
+    const second = await promptHidden(io, 'Reenter password: ');
+    if (first !== second) throw new PasswdError('the passwords do not match');
+    return first;
+  }
+  return readLineFromPipe(io.stdin);
+}
+
+/** Do the work; returns a one-line summary. Throws PasswdError / PasswordFileError with a message for the user. */
+export async function runPasswd(file: string, user: string, options: PasswdOptions, io: PasswdIO): Promise<string> {
+  if (!validUsername(user)) throw new PasswdError(`user name "${user}" may not be empty or contain ':' or line breaks`);
+  let text = '';
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new PasswdError(`${file}: ${(err as Error).message}`);
+    if (options.delete) throw new PasswdError(`${file}: no such file`);
+  }
+  // Refuse to rewrite a file we could not read back: that would silently drop its bad lines.
+  PasswordFile.parse(text, file);
+
+  if (options.delete) {
+    const { text: next, existed } = updatePasswordText(text, user, null);
+    if (!existed) throw new PasswdError(`user "${user}" is not in ${file}`);
+    await writePasswordFile(file, next);
+    return `deleted user "${user}" from ${file}`;
+  }
+
+  const password = options.password ?? (await askPassword(io));
+  if (password.length === 0) throw new PasswdError('empty passwords are not accepted');
+  const hash = await hashPassword(password);
+  const { text: next, existed } = updatePasswordText(text, user, hash);
+  await writePasswordFile(file, next);
+  return `${existed ? 'changed the password of' : 'added'} user "${user}" in ${file}`;
+}
+
+export function register(program: Command): void {
+  program
+    .command('passwd')
+    .description('add or change a user in a password file (scrypt hashes), or delete one')
+    .argument('<file>', 'password file (created if missing; EDB_PASSWORD_FILE)')
+    .argument('<user>', 'user name')
+    .option('-p, --password <password>', 'the password, for scripts (otherwise prompted without echo, or one line from a pipe)')
+    .option('-D, --delete', 'delete the user')
+    .action(async (file: string, user: string, options: PasswdOptions) => {
+      try {
+        const summary = await runPasswd(file, user, options, { stdin: process.stdin, stderr: process.stderr });
+        process.stderr.write(summary + '\n');
+      } catch (err) {
+        if (err instanceof PasswdError || err instanceof PasswordFileError) {
+          process.stderr.write(`edb passwd: ${err.message}\n`);
+          process.exitCode = 1;
+          return;
+        }
+        throw err;
+      }
+    });
+}

@@ -1,0 +1,59 @@
+import type { Command } from 'commander';
+import { ConfigError, loadConfig } from '../config/load.js';
+import { createLogger } from '../log.js';
+import { startEdb } from '../server.js';
+
+/** `edb start`: every setting comes from EDB_* variables over the EDB_CONFIG file. */
+export function registerStart(program: Command): void {
+  program
+    .command('start')
+    .description('start the broker (settings from EDB_* environment variables and EDB_CONFIG)')
+    .option('-c, --config <file>', 'config file (YAML or JSON); same as EDB_CONFIG')
+    .action(async (opts: { config?: string }) => {
+      const env = opts.config ? { ...process.env, EDB_CONFIG: opts.config } : process.env;
+      let config;
+      try {
+        config = loadConfig(env);
+      } catch (err) {
+        if (err instanceof ConfigError) {
+          process.stderr.write(`edb: invalid configuration: ${err.message}\n`);
+          process.exit(2);
+        }
+        throw err;
+      }
+      const log = createLogger(config.logLevel, config.logFormat);
+      let server;
+      try {
+        server = await startEdb(config, log);
+      } catch (err) {
+        log.fatal({ err }, `cannot start: ${(err as Error).message}`);
+        log.flush?.();
+        process.exit(1);
+      }
+      let stopping = false;
+      const stop = (signal: string): void => {
+        if (stopping) return;
+        stopping = true;
+        log.info({ signal }, 'stopping');
+        // a bounded stop: never hang past the shutdown timeout plus a margin
+        const force = setTimeout(() => {
+          log.error('graceful stop took too long; exiting');
+          process.exit(1);
+        }, config.shutdownTimeoutMs + 10_000);
+        force.unref();
+        server.stop().then(
+          () => {
+            log.info('stopped');
+            log.flush?.();
+            process.exit(0);
+          },
+          (err: unknown) => {
+            log.error({ err }, 'error while stopping');
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+    });
+}

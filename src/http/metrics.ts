@@ -1,0 +1,152 @@
+/**
+ * /metrics in the Prometheus text format (prom-client). Every broker series is read at
+ * scrape time from BrokerApi (stats, queue depths, subscriptions, retained): nothing on
+ * the message path updates a metric. Other parts (rules, state store) add their own series
+ * to `registry` with a `collect()` of the same kind.
+ */
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { BrokerApi } from '../broker/api.js';
+import type { HttpHandler } from './server.js';
+
+export interface ListenerState {
+  name: string;
+  transport: string;
+  engine: string;
+  port: number;
+  up: boolean;
+}
+
+export interface BrokerMetrics {
+  readonly registry: Registry;
+  readonly handler: HttpHandler;
+}
+
+/** Drop reasons the broker counts (BrokerStats.dropped); always exported, at 0 until they happen. */
+export const DROP_REASONS = ['queue_full', 'expired', 'offline_queue_full', 'too_large', 'not_authorized'] as const;
+
+/** A counter whose value lives elsewhere: set to the source's value at each scrape. */
+function mirroredCounter(registry: Registry, name: string, help: string, read: () => number): void {
+  new Counter({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(read());
+    },
+  });
+}
+
+/** Same, one series per key of a record (packet type, drop reason, ...). */
+function mirroredCounterByLabel(
+  registry: Registry,
+  name: string,
+  help: string,
+  label: string,
+  read: () => Record<string, number>,
+  known: readonly string[] = [],
+): void {
+  new Counter({
+    name,
+    help,
+    labelNames: [label],
+    registers: [registry],
+    collect() {
+      this.reset();
+      // Known labels are always present (at 0), so rate() and alerts work before the first event.
+      for (const key of known) this.inc({ [label]: key }, 0);
+      for (const [key, value] of Object.entries(read())) this.inc({ [label]: key }, value);
+    },
+  });
+}
+
+function gauge(registry: Registry, name: string, help: string, read: () => number): void {
+  new Gauge({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.set(read());
+    },
+  });
+}
+
+/**
+ * Creates the registry with the broker's series, Node's process series (event-loop lag,
+ * memory, CPU, GC) and listener state, and the /metrics handler.
+ */
+export function createBrokerMetrics(broker: BrokerApi, listeners: () => ListenerState[]): BrokerMetrics {
+  const registry = new Registry();
+  const stats = broker.stats;
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 20 });
+
+  mirroredCounter(registry, 'edb_connections_total', 'Client connections accepted since start', () => stats.connectionsTotal);
+  gauge(registry, 'edb_clients_connected', 'Clients connected now', () => stats.clientsConnected);
+  mirroredCounterByLabel(registry, 'edb_packets_received_total', 'MQTT packets received, by type', 'type', () => stats.packetsReceived);
+  mirroredCounterByLabel(registry, 'edb_packets_sent_total', 'MQTT packets sent, by type', 'type', () => stats.packetsSent);
+  mirroredCounter(registry, 'edb_bytes_received_total', 'Bytes received from clients', () => stats.bytesReceived);
+  mirroredCounter(registry, 'edb_bytes_sent_total', 'Bytes sent to clients', () => stats.bytesSent);
+  mirroredCounter(registry, 'edb_messages_received_total', 'Application messages received (PUBLISH from clients)', () => stats.messagesReceived);
+  mirroredCounter(registry, 'edb_messages_sent_total', 'Application messages delivered to subscribers', () => stats.messagesSent);
+  mirroredCounterByLabel(registry, 'edb_messages_dropped_total', 'Messages dropped, by reason', 'reason', () => stats.dropped, DROP_REASONS);
+  mirroredCounterByLabel(registry, 'edb_protocol_errors_total', 'Protocol errors, by reason code name', 'reason', () => stats.protocolErrors);
+  gauge(registry, 'edb_retained_messages', 'Retained messages stored', () => broker.retainedCount());
+  gauge(registry, 'edb_queued_messages', 'Messages waiting in outbound queues, all clients together', () => broker.queuedMessages());
+
+  new Gauge({
+    name: 'edb_client_queue_depth_max',
+    help: 'Deepest outbound queue of any connected client, in messages',
+    registers: [registry],
+    collect() {
+      let max = 0;
+      for (const c of broker.clients()) if (c.queued > max) max = c.queued;
+      this.set(max);
+    },
+  });
+  new Gauge({
+    name: 'edb_subscriptions',
+    help: 'Subscriptions, by whether the session is online',
+    labelNames: ['online'],
+    registers: [registry],
+    collect() {
+      let online = 0;
+      let offline = 0;
+      for (const s of broker.subscriptions()) {
+        if (s.online) online++;
+        else offline++;
+      }
+      this.set({ online: 'true' }, online);
+      this.set({ online: 'false' }, offline);
+    },
+  });
+  new Gauge({
+    name: 'edb_clients_by_transport',
+    help: 'Clients connected now, by transport',
+    labelNames: ['transport'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const counts: Record<string, number> = { tcp: 0, tls: 0, ws: 0, wss: 0 };
+      for (const c of broker.clients()) counts[c.transport] = (counts[c.transport] ?? 0) + 1;
+      for (const [transport, n] of Object.entries(counts)) this.set({ transport }, n);
+    },
+  });
+  new Gauge({
+    name: 'edb_listener_up',
+    help: 'Whether a listener is accepting connections (1) or not (0)',
+    labelNames: ['name', 'transport', 'engine', 'port'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const l of listeners()) this.set({ name: l.name, transport: l.transport, engine: l.engine, port: String(l.port) }, l.up ? 1 : 0);
+    },
+  });
+  gauge(registry, 'edb_uptime_seconds', 'Seconds since the broker started', () => (Date.now() - stats.startedAt) / 1000);
+
+  const handler: HttpHandler = async () => ({
+    status: 200,
+    headers: { 'content-type': registry.contentType, 'cache-control': 'no-store' },
+    body: await registry.metrics(),
+  });
+  return { registry, handler };
+}

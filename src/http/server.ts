@@ -1,0 +1,295 @@
+/**
+ * One HTTP server for operators (status page, /metrics, health, REST API), on
+ * uWebSockets.js when it loads and on node:http otherwise, with a tiny router other parts
+ * mount handlers on. Handlers see a plain request (method, path, query, headers, whole
+ * body) and return a plain response; the engine never leaks into them.
+ */
+import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import type { Listener } from '../transport/connection.js';
+import { chooseEngine, loadUws, uwsAddressText, type UwsListenSocket, type WsEngineSetting } from '../transport/uws.js';
+
+export interface HttpRequest {
+  /** Upper case: "GET", "POST", ... */
+  method: string;
+  /** The path without the query string, e.g. "/rules/house". */
+  path: string;
+  /** The raw query string without "?", "" when none. */
+  query: string;
+  /** Header names in lower case. */
+  headers: Record<string, string>;
+  body: Buffer;
+  remoteAddress: string;
+}
+
+export interface HttpResponse {
+  status: number;
+  headers?: Record<string, string>;
+  body?: string | Buffer;
+}
+
+export type HttpHandler = (req: HttpRequest) => Promise<HttpResponse> | HttpResponse;
+
+export function json(status: number, value: unknown, headers: Record<string, string> = {}): HttpResponse {
+  return { status, headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers }, body: JSON.stringify(value) };
+}
+
+export function text(status: number, body: string, contentType = 'text/plain; charset=utf-8'): HttpResponse {
+  return { status, headers: { 'content-type': contentType }, body };
+}
+
+/**
+ * Exact routes by method and path, and mounted prefixes (a handler mounted at "/rules"
+ * gets "/rules" and everything under "/rules/", with the full path, any method).
+ */
+export class HttpRouter {
+  private readonly routes = new Map<string, Map<string, HttpHandler>>();
+  private readonly mounts: { prefix: string; handler: HttpHandler }[] = [];
+
+  constructor(private readonly log?: Logger) {}
+
+  /** `method` "GET" also answers HEAD. */
+  route(method: string, path: string, handler: HttpHandler): this {
+    let byMethod = this.routes.get(path);
+    if (!byMethod) this.routes.set(path, (byMethod = new Map()));
+    if (byMethod.has(method.toUpperCase())) throw new Error(`HTTP route ${method} ${path} is already taken`);
+    byMethod.set(method.toUpperCase(), handler);
+    return this;
+  }
+
+  get(path: string, handler: HttpHandler): this {
+    return this.route('GET', path, handler);
+  }
+
+  mount(prefix: string, handler: HttpHandler): this {
+    const clean = prefix.replace(/\/+$/, '');
+    if (!clean.startsWith('/')) throw new Error(`HTTP mount point must start with "/": ${prefix}`);
+    if (this.mounts.some((m) => m.prefix === clean)) throw new Error(`HTTP mount point ${clean} is already taken`);
+    this.mounts.push({ prefix: clean, handler });
+    // Longest prefix first.
+    this.mounts.sort((a, b) => b.prefix.length - a.prefix.length);
+    return this;
+  }
+
+  /** Never throws: a failing handler becomes a 500 with a log line. */
+  async handle(req: HttpRequest): Promise<HttpResponse> {
+    try {
+      const byMethod = this.routes.get(req.path);
+      if (byMethod) {
+        const handler = byMethod.get(req.method) ?? (req.method === 'HEAD' ? byMethod.get('GET') : undefined);
+        if (!handler) return { ...json(405, { error: 'method_not_allowed', message: `${req.method} is not allowed on ${req.path}` }), headers: { allow: [...byMethod.keys()].join(', '), 'content-type': 'application/json; charset=utf-8' } };
+        return await handler(req);
+      }
+      for (const m of this.mounts) {
+        if (req.path === m.prefix || req.path.startsWith(`${m.prefix}/`)) return await m.handler(req);
+      }
+      return json(404, { error: 'not_found', message: `nothing at ${req.path}` });
+    } catch (err) {
+      this.log?.error({ err, method: req.method, path: req.path }, 'HTTP handler failed');
+      return json(500, { error: 'internal', message: 'the request failed; see the broker log' });
+    }
+  }
+}
+
+export interface HttpServerOptions {
+  host: string;
+  port: number;
+  engine: WsEngineSetting;
+  router: HttpRouter;
+  log: Logger;
+  /** Request bodies larger than this get 413. Default 1 MiB. */
+  maxBodyBytes?: number;
+}
+
+export interface HttpListener extends Listener {
+  readonly transport: 'http';
+  readonly engine: 'uWebSockets.js' | 'node:http';
+  readonly fallbackReason: string | undefined;
+  readonly listening: boolean;
+}
+
+function statusLine(status: number): string {
+  return `${status} ${STATUS_CODES[status] ?? 'Unknown'}`;
+}
+
+function bodyBytes(body: string | Buffer | undefined): Buffer {
+  if (body === undefined) return Buffer.alloc(0);
+  return typeof body === 'string' ? Buffer.from(body) : body;
+}
+
+/** Starts the HTTP server on the engine asked for (falling back to node:http) and resolves once bound. */
+export async function startHttpServer(options: HttpServerOptions): Promise<HttpListener> {
+  const choice = chooseEngine(options.engine);
+  const log = options.log.child({ listener: 'http' });
+  const listener = choice.engine === 'uWebSockets.js' ? await startUwsHttp(options) : await startNodeHttp(options, choice.fallbackReason);
+  log.info(
+    { port: listener.port, engine: listener.engine, ...(listener.fallbackReason ? { fallbackReason: listener.fallbackReason } : {}) },
+    `HTTP (status, metrics, API) on port ${listener.port} (engine ${listener.engine})`,
+  );
+  return listener;
+}
+
+async function startUwsHttp(options: HttpServerOptions): Promise<HttpListener> {
+  const loaded = loadUws();
+  if (!loaded.ok) throw new Error(`uWebSockets.js cannot load: ${loaded.reason}`);
+  const uws = loaded.uws;
+  const maxBody = options.maxBodyBytes ?? 1024 * 1024;
+  const app = uws.App();
+  let listening = false;
+
+  app.any('/*', (res, req) => {
+    // Everything from `req` must be read now: it is invalid after this callback returns.
+    const method = req.getMethod().toUpperCase();
+    const path = req.getUrl();
+    const query = req.getQuery() ?? '';
+    const headers: Record<string, string> = {};
+    req.forEach((k, v) => {
+      headers[k] = v;
+    });
+    const remoteAddress = uwsAddressText(res.getRemoteAddressAsText());
+    let aborted = false;
+    res.onAborted(() => {
+      aborted = true;
+    });
+
+    const respond = (response: HttpResponse): void => {
+      if (aborted) return;
+      const body = bodyBytes(response.body);
+      res.cork(() => {
+        res.writeStatus(statusLine(response.status));
+        for (const [k, v] of Object.entries(response.headers ?? {})) res.writeHeader(k, v);
+        if (method === 'HEAD') res.endWithoutBody(body.length);
+        else res.end(body);
+      });
+    };
+    const dispatch = (body: Buffer): void => {
+      void options.router.handle({ method, path, query, headers, body, remoteAddress }).then(respond);
+    };
+
+    const length = headers['content-length'];
+    if (length === undefined && headers['transfer-encoding'] === undefined) {
+      dispatch(Buffer.alloc(0));
+      return;
+    }
+    if (length !== undefined && Number(length) > maxBody) {
+      respond(json(413, { error: 'too_large', message: `request body over ${maxBody} bytes` }));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let refused = false;
+    res.onData((chunk, isLast) => {
+      if (refused) return;
+      size += chunk.byteLength;
+      if (size > maxBody) {
+        refused = true;
+        respond(json(413, { error: 'too_large', message: `request body over ${maxBody} bytes` }));
+        return;
+      }
+      // The ArrayBuffer is only valid during this call: copy.
+      chunks.push(Buffer.copyBytesFrom(new Uint8Array(chunk)));
+      if (isLast) dispatch(Buffer.concat(chunks, size));
+    });
+  });
+
+  const listenSocket = await new Promise<UwsListenSocket>((resolve, reject) => {
+    app.listen(options.host, options.port, (socket) => {
+      if (socket) resolve(socket);
+      else reject(new Error(`http: cannot listen on ${options.host}:${options.port} (port in use or address not available)`));
+    });
+  });
+  listening = true;
+  return {
+    name: 'http',
+    transport: 'http',
+    engine: 'uWebSockets.js',
+    fallbackReason: undefined,
+    port: uws.us_socket_local_port(listenSocket as never),
+    get listening() {
+      return listening;
+    },
+    async close() {
+      if (!listening) return;
+      listening = false;
+      uws.us_listen_socket_close(listenSocket);
+      app.close();
+    },
+  };
+}
+
+async function startNodeHttp(options: HttpServerOptions, fallbackReason: string | undefined): Promise<HttpListener> {
+  const maxBody = options.maxBodyBytes ?? 1024 * 1024;
+  const sockets = new Set<Socket>();
+  let listening = false;
+
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const method = (req.method ?? 'GET').toUpperCase();
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q < 0 ? url : url.slice(0, q);
+    const query = q < 0 ? '' : url.slice(q + 1);
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : v;
+    const address = req.socket.remoteAddress ?? '';
+    const remoteAddress = address.startsWith('::ffff:') ? address.slice(7) : address;
+
+    const respond = (response: HttpResponse): void => {
+      if (res.destroyed) return;
+      const body = bodyBytes(response.body);
+      res.writeHead(response.status, { ...response.headers, 'content-length': String(body.length) });
+      res.end(method === 'HEAD' ? undefined : body);
+    };
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let refused = false;
+    req.on('data', (chunk: Buffer) => {
+      if (refused) return;
+      size += chunk.length;
+      if (size > maxBody) {
+        refused = true;
+        res.setHeader('connection', 'close');
+        respond(json(413, { error: 'too_large', message: `request body over ${maxBody} bytes` }));
+        req.resume();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (refused) return;
+      void options.router.handle({ method, path, query, headers, body: Buffer.concat(chunks, size), remoteAddress }).then(respond);
+    });
+    req.on('error', () => res.destroy());
+  });
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error) => reject(new Error(`http: cannot listen on ${options.host}:${options.port}: ${err.message}`));
+    server.once('error', onError);
+    server.listen(options.port, options.host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  listening = true;
+  const address = server.address();
+  return {
+    name: 'http',
+    transport: 'http',
+    engine: 'node:http',
+    fallbackReason,
+    port: typeof address === 'object' && address ? address.port : options.port,
+    get listening() {
+      return listening;
+    },
+    async close() {
+      if (!listening) return;
+      listening = false;
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const s of sockets) s.destroy();
+      await closed;
+    },
+  };
+}

@@ -1,0 +1,145 @@
+/**
+ * The operators' HTTP service on EDB_HTTP_PORT: status page, /metrics, /healthz, /readyz,
+ * /api/clients, /api/subscriptions, /api/status. Other parts mount their own handlers on
+ * `router` (the rules API at /rules) and add status-page sections and metric series.
+ */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { gzipSync } from 'node:zlib';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import type { BrokerApi } from '../broker/api.js';
+import type { Config } from '../config/schema.js';
+import type { Listener } from '../transport/connection.js';
+import { clientsHandler, statusHandler, subscriptionsHandler, type StatusSection } from './api.js';
+import { healthzHandler, readyzHandler } from './health.js';
+import { createBrokerMetrics, type ListenerState } from './metrics.js';
+import { RateHistory } from './rates.js';
+import { HttpRouter, startHttpServer, type HttpHandler, type HttpListener, type HttpRequest, type HttpResponse } from './server.js';
+import type { WsEngineSetting } from '../transport/uws.js';
+import { STATUS_HTML, STATUS_JS, TRY_HTML, TRY_JS } from './status/page.js';
+
+export interface HttpService {
+  /** Mount more handlers here (e.g. `router.mount('/rules', rulesHandler)`). */
+  readonly router: HttpRouter;
+  /** prom-client registry; register more series with `registers: [registry]`. */
+  readonly registry: Registry;
+  /** The bound HTTP listener, or undefined when EDB_HTTP_PORT is -1. */
+  readonly listener: HttpListener | undefined;
+  /** Adds a block to the status page ("rules", "state"), read at each refresh. */
+  addStatusSection(name: string, read: StatusSection): void;
+  /** Tells the service about a listener (shown on /status, /metrics and checked by /readyz). */
+  trackListener(listener: Listener): void;
+  /** Marks start-up done: /readyz answers 200 while every tracked listener is up. */
+  setReady(ready: boolean): void;
+  close(): Promise<void>;
+}
+
+interface PackageInfo {
+  version: string;
+}
+
+function packageInfo(): PackageInfo {
+  try {
+    const require = createRequire(import.meta.url);
+    // src/http/service.ts and dist/src/http/service.js both sit under the package root.
+    for (const rel of ['../../package.json', '../../../package.json']) {
+      try {
+        const pkg = require(rel) as { name?: string; version?: string };
+        if (pkg.name === 'edge-data-broker' && pkg.version) return { version: pkg.version };
+      } catch {
+        // try the next
+      }
+    }
+  } catch {
+    // fall through
+  }
+  return { version: 'unknown' };
+}
+
+/** MQTT.js's browser bundle, read once and kept (with a gzip copy) for the status page. */
+function mqttBundleHandler(): HttpHandler {
+  let plain: Buffer | undefined;
+  let gzipped: Buffer | undefined;
+  return (req: HttpRequest): HttpResponse => {
+    if (!plain) {
+      const require = createRequire(import.meta.url);
+      plain = readFileSync(require.resolve('mqtt/dist/mqtt.min'));
+      gzipped = gzipSync(plain, { level: 9 });
+    }
+    const headers = { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'public, max-age=3600', vary: 'accept-encoding' };
+    if (/\bgzip\b/.test(req.headers['accept-encoding'] ?? '')) return { status: 200, headers: { ...headers, 'content-encoding': 'gzip' }, body: gzipped! };
+    return { status: 200, headers, body: plain };
+  };
+}
+
+function asset(body: string, contentType: string): HttpHandler {
+  const bytes = Buffer.from(body);
+  return () => ({ status: 200, headers: { 'content-type': contentType, 'cache-control': 'no-cache' }, body: bytes });
+}
+
+function listenerState(l: Listener): ListenerState {
+  const listening = (l as Listener & { listening?: boolean }).listening;
+  return { name: l.name, transport: l.transport, engine: l.engine, port: l.port, up: listening ?? true };
+}
+
+export interface HttpServiceOptions {
+  /** Seconds between rate samples for the status chart (default 5; 120 samples are kept). */
+  rateIntervalMs?: number;
+}
+
+/**
+ * Builds the router and metrics and, unless EDB_HTTP_PORT is -1, binds the HTTP server
+ * (engine per EDB_WS_ENGINE, like the WebSocket listener).
+ */
+export async function startHttpService(broker: BrokerApi, config: Config, log: Logger, options: HttpServiceOptions = {}): Promise<HttpService> {
+  const router = new HttpRouter(log);
+  const tracked: Listener[] = [];
+  const sections = new Map<string, StatusSection>();
+  let ready = false;
+  const listeners = (): ListenerState[] => tracked.map(listenerState);
+  const { registry, handler: metricsHandler } = createBrokerMetrics(broker, listeners);
+  const rates = new RateHistory(broker.stats, options.rateIntervalMs ?? 5000);
+  const version = packageInfo().version;
+
+  router
+    .get('/', () => ({ status: 302, headers: { location: '/status' }, body: '' }))
+    .get('/status', asset(STATUS_HTML, 'text/html; charset=utf-8'))
+    .get('/status/app.js', asset(STATUS_JS, 'text/javascript; charset=utf-8'))
+    .get('/status/try', asset(TRY_HTML, 'text/html; charset=utf-8'))
+    .get('/status/try.js', asset(TRY_JS, 'text/javascript; charset=utf-8'))
+    .get('/status/mqtt.min.js', mqttBundleHandler())
+    .get('/metrics', metricsHandler)
+    .get('/healthz', healthzHandler)
+    .get('/readyz', readyzHandler({ get ready() { return ready; }, listeners }))
+    .get('/api/clients', clientsHandler(broker))
+    .get('/api/subscriptions', subscriptionsHandler(broker))
+    .get('/api/status', statusHandler(broker, { version, listeners, rates, sections }));
+
+  let listener: HttpListener | undefined;
+  if (config.httpPort >= 0) {
+    listener = await startHttpServer({ host: config.host, port: config.httpPort, engine: config.wsEngine as WsEngineSetting, router, log });
+    tracked.push(listener);
+  }
+  rates.start();
+
+  return {
+    router,
+    registry,
+    listener,
+    addStatusSection(name, read) {
+      sections.set(name, read);
+    },
+    trackListener(l) {
+      if (!tracked.includes(l)) tracked.push(l);
+    },
+    setReady(value) {
+      ready = value;
+    },
+    async close() {
+      ready = false;
+      rates.stop();
+      await listener?.close();
+    },
+  };
+}

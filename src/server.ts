@@ -1,0 +1,126 @@
+import { readFileSync } from 'node:fs';
+import type { Logger } from 'pino';
+import type { Config } from './config/schema.js';
+import type { Listener } from './transport/connection.js';
+import { Broker } from './broker/broker.js';
+import { startSysTopics } from './broker/sys.js';
+import { startTcpListener } from './transport/tcp.js';
+import { startTlsAndWebSocketListeners } from './transport/listeners.js';
+import { startHttpService } from './http/service.js';
+import { restoreBroker, snapshotBroker } from './broker/snapshot.js';
+import { createBackupManager, type BackupManager } from './persistence/backup.js';
+import { createStateStoreService, type StateStoreService } from './state/service.js';
+
+/** The package version, from the package.json above this module (src/ or dist/src/). */
+function packageVersion(): string {
+  for (const rel of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version: string };
+      if (pkg.name === 'edge-data-broker') return pkg.version;
+    } catch {
+      /* try the next */
+    }
+  }
+  return '0.0.0';
+}
+
+export const VERSION: string = packageVersion();
+
+/** A running broker with its listeners and services. */
+export interface EdbServer {
+  readonly broker: Broker;
+  readonly listeners: Listener[];
+  readonly config: Config;
+  readonly stateStore: StateStoreService;
+  readonly backup: BackupManager;
+  /** Port of the named listener ("mqtt", "mqtts", "ws", "wss", "http", "rules"). */
+  port(name: string): number;
+  /** Graceful stop: listeners closed, clients told (v5 0x8B), services saved and closed. */
+  stop(): Promise<void>;
+}
+
+/** A service started with the broker; closed in reverse order on stop. */
+interface Service {
+  close(): Promise<void> | void;
+}
+
+/**
+ * Start the broker, its services and its listeners. Services register their hooks
+ * before any listener opens, so the first client already sees them.
+ */
+export async function startEdb(config: Config, log: Logger): Promise<EdbServer> {
+  const broker = new Broker(config, log);
+  const services: Service[] = [];
+  const listeners: Listener[] = [];
+
+  const stopSys = startSysTopics(broker, VERSION, config.sysInterval);
+  services.push({ close: stopSys });
+
+  const stateStore = createStateStoreService(broker, config, log);
+  services.push(stateStore);
+
+  // Backup: every part with state registers a section; restored before listeners open,
+  // written on a graceful stop (and periodically with EDB_BACKUP_INTERVAL).
+  const backup = createBackupManager(config, log);
+  backup.register(stateStore.snapshotSection());
+  backup.register({
+    name: 'broker',
+    save: () => snapshotBroker(broker),
+    restore: (data) => void restoreBroker(broker, data),
+    reset: () => broker.clearDurableState(),
+  });
+  await backup.restore();
+  backup.startPeriodic();
+
+  // web: status page, /metrics, health and REST API; /readyz says 503 until every listener is up
+  const http = await startHttpService(broker, config, log);
+  services.push(http);
+  if (http.listener) listeners.push(http.listener);
+
+  try {
+    if (config.mqttPort >= 0) listeners.push(await startTcpListener(broker, config.host, config.mqttPort));
+    listeners.push(...(await startTlsAndWebSocketListeners(broker, config, log))); // web: MQTTS, WS, WSS
+  } catch (err) {
+    await Promise.all(listeners.map((l) => l.close()));
+    throw err;
+  }
+  for (const l of listeners) log.info({ listener: l.name, engine: l.engine, host: config.host, port: l.port }, `listening: ${l.name} on port ${l.port} (${l.engine})`);
+  for (const l of listeners) http.trackListener(l); // web
+  http.setReady(true); // web
+
+  let stopping: Promise<void> | undefined;
+  return {
+    broker,
+    listeners,
+    config,
+    stateStore,
+    backup,
+    port(name: string): number {
+      const l = listeners.find((x) => x.name === name);
+      if (!l) throw new Error(`no listener named ${name}`);
+      return l.port;
+    },
+    stop(): Promise<void> {
+      stopping ??= (async () => {
+        http.setReady(false); // web
+        const closing = listeners.map((l) => l.close());
+        await broker.close();
+        await backup.close();
+        try {
+          await backup.save();
+        } catch (err) {
+          log.error({ err }, 'backup failed');
+        }
+        for (const s of [...services].reverse()) {
+          try {
+            await s.close();
+          } catch (err) {
+            log.error({ err }, 'service failed to close');
+          }
+        }
+        await Promise.all(closing);
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,117 @@
+import type { Message, QoS } from '../broker/message.js';
+
+/** Subscription options of one filter (MQTT 5 section 3.8.3.1). */
+export interface Subscription {
+  /** The filter as the client sent it, `$share/...` prefix included. */
+  readonly topic: string;
+  readonly qos: QoS;
+  readonly noLocal: boolean;
+  readonly retainAsPublished: boolean;
+  readonly retainHandling: number;
+  readonly subscriptionIdentifier?: number;
+  /** For `$share/{group}/{filter}`: the group and the inner filter. */
+  readonly shareGroup?: string;
+  readonly filter: string;
+}
+
+/** A message on its way to one session: shared Message, per-subscriber QoS and flags. */
+export interface Delivery {
+  readonly message: Message;
+  readonly qos: QoS;
+  readonly retain: boolean;
+  readonly subscriptionIds: number[] | undefined;
+}
+
+/** A QoS 1/2 delivery that has a packet identifier and awaits its acknowledgement. */
+export interface InflightEntry extends Delivery {
+  readonly packetId: number;
+  /** 'publish' awaits PUBACK/PUBREC; 'pubrel' awaits PUBCOMP. */
+  state: 'publish' | 'pubrel';
+}
+
+/** A will waiting for its Will Delay Interval; its expiry counts from publication. */
+export interface PendingWill {
+  readonly message: Message;
+  readonly expirySeconds: number | undefined;
+}
+
+/**
+ * Per-client state that outlives a connection when the session is persistent:
+ * subscriptions, the outbound queue, inflight QoS 1/2 messages, QoS 2 packet ids received.
+ */
+export class Session {
+  readonly subscriptions = new Map<string, Subscription>();
+  /** Messages not yet written to the client, oldest first. */
+  readonly queue: Delivery[] = [];
+  queueHead = 0;
+  queueBytes = 0;
+  readonly inflight = new Map<number, InflightEntry>();
+  /** [MQTT-4.3.3] QoS 2 packet ids received and answered with PUBREC, awaiting PUBREL. */
+  readonly incomingQos2 = new Set<number>();
+  private nextPacketId = 1;
+  /** Seconds; 0 ends the session with the connection. */
+  expiryInterval = 0;
+  /** When an offline session expires (ms since epoch), or undefined while connected. */
+  expiresAt: number | undefined;
+  /** Will message scheduled after a disconnect (Will Delay Interval), and when it is due. */
+  pendingWill: PendingWill | undefined;
+  willDueAt: number | undefined;
+
+  constructor(readonly clientId: string) {}
+
+  get queued(): number {
+    return this.queue.length - this.queueHead;
+  }
+
+  enqueue(delivery: Delivery): void {
+    this.queue.push(delivery);
+    this.queueBytes += delivery.message.payload.length + delivery.message.topic.length;
+  }
+
+  peek(): Delivery | undefined {
+    return this.queueHead < this.queue.length ? this.queue[this.queueHead] : undefined;
+  }
+
+  shift(): Delivery | undefined {
+    if (this.queueHead >= this.queue.length) return undefined;
+    const d = this.queue[this.queueHead]!;
+    (this.queue as (Delivery | undefined)[])[this.queueHead] = undefined;
+    this.queueHead++;
+    this.queueBytes -= d.message.payload.length + d.message.topic.length;
+    // compact now and then so the array does not grow without bound
+    if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+      this.queue.splice(0, this.queueHead);
+      this.queueHead = 0;
+    }
+    return d;
+  }
+
+  /** Drops the oldest QoS 0 message queued, if any; returns whether one was dropped. */
+  dropOldestQos0(): boolean {
+    for (let i = this.queueHead; i < this.queue.length; i++) {
+      const d = this.queue[i]!;
+      if (d.qos === 0) {
+        this.queue.splice(i, 1);
+        this.queueBytes -= d.message.payload.length + d.message.topic.length;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  clearQueue(): void {
+    this.queue.length = 0;
+    this.queueHead = 0;
+    this.queueBytes = 0;
+  }
+
+  /** A packet identifier not in use by an inflight message [MQTT-2.2.1-3]. */
+  allocatePacketId(): number {
+    for (let tries = 0; tries < 65535; tries++) {
+      const id = this.nextPacketId;
+      this.nextPacketId = id === 65535 ? 1 : id + 1;
+      if (!this.inflight.has(id)) return id;
+    }
+    throw new Error('no free packet identifier');
+  }
+}

@@ -1,0 +1,451 @@
+/**
+ * The state store service: answers the state-store protocol (docs/state-store.md,
+ * /work/shared/specs/state-store.md) on the invoke topic, through the broker's hooks.
+ *
+ * Requests are consumed in the onPublish hook (they are never routed to subscribers), run
+ * synchronously against the table, and answered with broker.publish (origin "state").
+ */
+import type { Logger } from 'pino';
+import type { BrokerApi } from '../broker/api.js';
+import type { ClientInfo } from '../broker/hooks.js';
+import type { Message, UserProperties } from '../broker/message.js';
+import type { Config } from '../config/schema.js';
+import type { SnapshotSection } from '../persistence/snapshot.js';
+import { parseStateStoreSection, StateStoreAuthorizer, type Access } from './authorization.js';
+import { formatHlc, HybridLogicalClock, parseHlc, type Hlc } from './hlc.js';
+import {
+  decodeRequest, DELETE_NOTIFICATION, encodeBulk, encodeError, encodeInteger, encodeSetNotification, NULL_BULK, OK,
+} from './resp.js';
+import { codes, createStateTable, type StateTable, type TableStats } from './table.js';
+import { ERRORS, INVOKE_TOPIC, notifyTopic, RESERVED_PREFIX } from './protocol.js';
+
+export { STATE_STORE_ID, INVOKE_TOPIC, RESERVED_PREFIX, notifyTopic, ERRORS } from './protocol.js';
+
+const COMMANDS = ['GET', 'SET', 'DEL', 'VDEL', 'KEYNOTIFY'] as const;
+type Command = (typeof COMMANDS)[number];
+
+const CONTENT_TYPE = 'application/octet-stream';
+const SWEEP_MAX_PER_TICK = 10_000;
+/** KEYNOTIFY registrations one client may hold; more are refused as over quota. */
+export const MAX_REGISTRATIONS_PER_CLIENT = 10_000;
+
+export interface StateStoreMetrics {
+  keys: number;
+  bytes: number;
+  memoryBytes: number | undefined;
+  maxKeys: number;
+  maxBytes: number;
+  /** Requests by command ("GET", ..., "invalid" for requests that name none). */
+  ops: Record<string, number>;
+  /** `-ERR` answers by message. */
+  errors: Record<string, number>;
+  notifications: number;
+  expired: number;
+  keyNotifyRegistrations: number;
+}
+
+export interface StateStoreService {
+  readonly table: StateTable;
+  readonly clock: HybridLogicalClock;
+  /** The `state` backup section (register it with the BackupManager). */
+  snapshotSection(): SnapshotSection;
+  metrics(): StateStoreMetrics;
+  /** One line for the status page. */
+  statusLine(): string;
+  /** Run the expiry sweep now (the timer does it every stateSweepIntervalMs). */
+  sweep(): number;
+  close(): Promise<void>;
+}
+
+export interface StateStoreOptions {
+  /** "wasm" (default) or the Map reference. */
+  table?: 'wasm' | 'map';
+  /** Clock for expiry and versions (tests). */
+  now?: () => number;
+}
+
+/** The answer to one request. */
+interface Answer {
+  payload: Buffer;
+  version?: Hlc;
+}
+
+function firstProperty(props: UserProperties | undefined, name: string): string | undefined {
+  const v = props?.[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function validResponseTopic(topic: string): boolean {
+  return topic.length > 0 && !topic.includes('+') && !topic.includes('#') && !topic.includes('\u0000');
+}
+
+export function createStateStoreService(broker: BrokerApi, config: Config, log: Logger, options: StateStoreOptions = {}): StateStoreService {
+  const section = parseStateStoreSection(config.sections['stateStore']);
+  const authorizer = new StateStoreAuthorizer(section.authorization);
+  const now = options.now ?? Date.now;
+  const clock = new HybridLogicalClock(section.nodeId ?? 'edb', now);
+  const table = createStateTable(options.table ?? 'wasm');
+  table.setLimits(config.stateMaxKeys, config.stateMaxBytes);
+
+  const ops: Record<string, number> = {};
+  const errors: Record<string, number> = {};
+  let notifications = 0;
+  let expired = 0;
+
+  // KEYNOTIFY registrations: key (latin1) -> client ids, and client id -> keys
+  const watchers = new Map<string, Set<string>>();
+  const watchedBy = new Map<string, Set<string>>();
+  let registrations = 0;
+
+  const log2 = log.child({ part: 'state' });
+
+  function error(message: string): Answer {
+    errors[message] = (errors[message] ?? 0) + 1;
+    return { payload: encodeError(message) };
+  }
+
+  function notify(key: Buffer, payload: Buffer, version: Hlc): void {
+    const ids = watchers.get(key.toString('latin1'));
+    if (!ids || ids.size === 0) return;
+    const ts = formatHlc(version);
+    for (const id of ids) {
+      notifications++;
+      broker.publish({
+        topic: notifyTopic(id, key),
+        payload,
+        qos: 1,
+        retain: false,
+        properties: { contentType: CONTENT_TYPE, userProperties: { __ts: ts } },
+        origin: 'state',
+      });
+    }
+  }
+
+  function notifyExpired(key: Buffer): void {
+    expired++;
+    if (watchers.has(key.toString('latin1'))) notify(key, DELETE_NOTIFICATION, clock.tick());
+  }
+
+  /** False when the client already holds MAX_REGISTRATIONS_PER_CLIENT. */
+  function register(clientId: string, key: Buffer): boolean {
+    const k = key.toString('latin1');
+    let keys = watchedBy.get(clientId);
+    if (keys?.has(k)) return true;
+    if (keys && keys.size >= MAX_REGISTRATIONS_PER_CLIENT) return false;
+    if (!keys) watchedBy.set(clientId, (keys = new Set()));
+    keys.add(k);
+    let ids = watchers.get(k);
+    if (!ids) watchers.set(k, (ids = new Set()));
+    ids.add(clientId);
+    registrations++;
+    return true;
+  }
+
+  function unregister(clientId: string, key: Buffer): boolean {
+    const k = key.toString('latin1');
+    const ids = watchers.get(k);
+    if (!ids?.delete(clientId)) return false;
+    if (ids.size === 0) watchers.delete(k);
+    const keys = watchedBy.get(clientId);
+    keys?.delete(k);
+    if (keys?.size === 0) watchedBy.delete(clientId);
+    registrations--;
+    return true;
+  }
+
+  function dropClient(clientId: string): void {
+    const keys = watchedBy.get(clientId);
+    if (!keys) return;
+    for (const k of keys) {
+      const ids = watchers.get(k);
+      ids?.delete(clientId);
+      if (ids?.size === 0) watchers.delete(k);
+      registrations--;
+    }
+    watchedBy.delete(clientId);
+  }
+
+  /** Parse a `__ts` / `__ft`: undefined when absent, an Answer when refused. */
+  function timestamp(text: string | undefined, future: string): Hlc | Answer | undefined {
+    if (text === undefined) return undefined;
+    const t = parseHlc(text);
+    if (!t) return error(ERRORS.malformedTimestamp);
+    if (clock.tooFarAhead(t)) return error(future);
+    return t;
+  }
+
+  const isAnswer = (x: unknown): x is Answer => typeof x === 'object' && x !== null && 'payload' in x;
+
+  function execute(payload: Buffer, client: ClientInfo, props: UserProperties | undefined): Answer {
+    const parts = decodeRequest(payload);
+    if (!parts) {
+      ops['invalid'] = (ops['invalid'] ?? 0) + 1;
+      return error(ERRORS.syntax);
+    }
+    const verb = parts[0]!.toString('latin1') as Command;
+    if (!COMMANDS.includes(verb)) {
+      ops['invalid'] = (ops['invalid'] ?? 0) + 1;
+      return error(ERRORS.unknownCommand);
+    }
+    ops[verb] = (ops[verb] ?? 0) + 1;
+    const n = parts.length;
+
+    // arity and options
+    let flags = 0;
+    let px = 0;
+    let stop = false;
+    switch (verb) {
+      case 'GET':
+      case 'DEL':
+        if (n !== 2) return error(ERRORS.arity);
+        break;
+      case 'VDEL':
+        if (n !== 3) return error(ERRORS.arity);
+        break;
+      case 'KEYNOTIFY':
+        if (n !== 2 && n !== 3) return error(ERRORS.arity);
+        if (n === 3) {
+          if (parts[2]!.toString('latin1') !== 'STOP') return error(ERRORS.syntax);
+          stop = true;
+        }
+        break;
+      case 'SET': {
+        if (n < 3) return error(ERRORS.arity);
+        for (let i = 3; i < n; i++) {
+          const opt = parts[i]!.toString('latin1');
+          if (opt === 'NX' || opt === 'NEX') {
+            if (flags !== 0) return error(ERRORS.syntax);
+            flags = opt === 'NX' ? codes.SET_NX : codes.SET_NEX;
+          } else if (opt === 'PX') {
+            if (px !== 0 || i + 1 >= n) return error(ERRORS.syntax);
+            const text = parts[++i]!.toString('latin1');
+            if (!/^\d{1,15}$/.test(text) || Number(text) < 1) return error(ERRORS.syntax);
+            px = Number(text);
+          } else return error(ERRORS.syntax);
+        }
+        break;
+      }
+    }
+
+    const key = parts[1]!;
+    if (key.length === 0) return error(ERRORS.emptyKey);
+
+    const write = verb === 'SET' || verb === 'DEL' || verb === 'VDEL';
+    const tsText = firstProperty(props, '__ts');
+    if (verb === 'SET' && tsText === undefined) return error(ERRORS.missingTimestamp);
+    const ts = timestamp(tsText, ERRORS.timestampFuture);
+    if (isAnswer(ts)) return ts;
+    let ft: Hlc | undefined;
+    if (write) {
+      const f = timestamp(firstProperty(props, '__ft'), ERRORS.fencingFuture);
+      if (isAnswer(f)) return f;
+      ft = f;
+    }
+
+    const access: Access = write ? 'write' : 'read';
+    if (!authorizer.allowed(client, key, access)) return error(ERRORS.notAuthorized);
+
+    const t = now();
+    switch (verb) {
+      case 'GET': {
+        if (ts) clock.observe(ts);
+        const value = table.get(key, t);
+        if (table.last.expired) notifyExpired(key);
+        if (!value) return { payload: NULL_BULK };
+        return { payload: encodeBulk(value), version: lastVersion() };
+      }
+      case 'SET': {
+        const version = clock.tick(ts);
+        const value = parts[2]!;
+        const r = table.set(key, value, flags, version.wall, version.counter, px ? t + px : 0, ft, t);
+        if (r === codes.RESULT_OK) {
+          // a key that had expired and is now set again: the SET notification tells it all
+          if (table.last.expired) expired++;
+          notify(key, encodeSetNotification(value), version);
+          return { payload: OK, version };
+        }
+        if (table.last.expired) notifyExpired(key);
+        if (r === codes.RESULT_NONE) return { payload: encodeInteger(-1), version: lastVersion() };
+        return tableError(r);
+      }
+      case 'DEL':
+      case 'VDEL': {
+        if (ts) clock.observe(ts);
+        const r = table.delete(key, verb === 'VDEL' ? parts[2] : undefined, ft, t);
+        if (table.last.expired) notifyExpired(key);
+        if (r === codes.RESULT_OK) {
+          const version = clock.tick(ts);
+          notify(key, DELETE_NOTIFICATION, version);
+          return { payload: encodeInteger(1), version };
+        }
+        if (r === codes.RESULT_NONE) return { payload: encodeInteger(0) };
+        if (r === codes.RESULT_MISMATCH) return { payload: encodeInteger(-1), version: lastVersion() };
+        return tableError(r);
+      }
+      case 'KEYNOTIFY': {
+        if (ts) clock.observe(ts);
+        if (stop) return unregister(client.clientId, key) ? { payload: OK } : { payload: encodeInteger(0) };
+        return register(client.clientId, key) ? { payload: OK } : error(ERRORS.quota);
+      }
+    }
+  }
+
+  function lastVersion(): Hlc {
+    return { wall: table.last.versionWall, counter: table.last.versionCounter, node: clock.node };
+  }
+
+  function tableError(r: number): Answer {
+    switch (r) {
+      case codes.ERR_FENCING_REQUIRED:
+        return error(ERRORS.fencingRequired);
+      case codes.ERR_FENCING_STALE:
+        return error(ERRORS.fencingStale);
+      case codes.ERR_NO_MEMORY:
+        log2.warn('state store: linear memory cannot grow; answering as over quota');
+        return error(ERRORS.quota);
+      default:
+        return error(ERRORS.quota);
+    }
+  }
+
+  function onPublish(message: Message, client: ClientInfo | undefined): boolean {
+    if (message.topic !== INVOKE_TOPIC) return false;
+    if (!client || client.protocolVersion !== 5) {
+      // the protocol is MQTT 5 only; without a client there is no one to answer or authorize
+      log2.debug({ sender: message.senderId, origin: message.origin }, 'state store: request not from an MQTT 5 client; dropped');
+      return true;
+    }
+    const props = message.properties;
+    const responseTopic = props?.responseTopic;
+    const correlationData = props?.correlationData;
+    if (responseTopic === undefined || correlationData === undefined) {
+      errors['no response topic or correlation data'] = (errors['no response topic or correlation data'] ?? 0) + 1;
+      return true;
+    }
+    if (!validResponseTopic(responseTopic) || responseTopic === INVOKE_TOPIC || responseTopic === RESERVED_PREFIX || responseTopic.startsWith(`${RESERVED_PREFIX}/`)) {
+      errors['forbidden response topic'] = (errors['forbidden response topic'] ?? 0) + 1;
+      log2.info({ clientId: client.clientId, responseTopic }, 'state store: forbidden response topic; disconnecting the client');
+      const id = client.clientId;
+      // not from inside the broker's publish flow
+      queueMicrotask(() => broker.disconnectClient(id, 0x82, 'state store: response topic not allowed'));
+      return true;
+    }
+    let answer: Answer;
+    try {
+      answer = execute(message.payload, client, props?.userProperties);
+    } catch (err) {
+      // a bug here must not take the connection or the broker down
+      log2.error({ err: (err as Error).message, clientId: client.clientId }, 'state store: request failed');
+      answer = error(ERRORS.syntax);
+    }
+    const userProperties: UserProperties = { __stat: '200' };
+    if (answer.version) userProperties['__ts'] = formatHlc(answer.version);
+    broker.publish({
+      topic: responseTopic,
+      payload: answer.payload,
+      qos: 1,
+      retain: false,
+      properties: { correlationData, contentType: CONTENT_TYPE, userProperties },
+      origin: 'state',
+    });
+    return true;
+  }
+
+  broker.addHooks({
+    onPublish,
+    onDisconnect(client) {
+      // [state-store: Notifications] registrations end when the client disconnects
+      dropClient(client.clientId);
+    },
+  });
+
+  function sweep(): number {
+    const removed = table.sweep(now(), SWEEP_MAX_PER_TICK, notifyExpired);
+    table.maintain();
+    return removed;
+  }
+
+  const sweepTimer = setInterval(() => {
+    try {
+      sweep();
+    } catch (err) {
+      log2.error({ err: (err as Error).message }, 'state store: sweep failed');
+    }
+  }, config.stateSweepIntervalMs);
+  sweepTimer.unref();
+
+  function stats(): TableStats {
+    return table.stats();
+  }
+
+  const SECTION_VERSION = 1;
+  /** Section header without the node id: version, count, node id length, clock wall, clock counter. */
+  const HEADER = 4 + 4 + 2 + 8 + 4;
+
+  return {
+    table,
+    clock,
+    snapshotSection(): SnapshotSection {
+      return {
+        name: 'state',
+        // [layout] u32 version, u32 key count, u16 node id length, node id, f64 clock wall,
+        // u32 clock counter, then snapshot records (assembly/state/codes.ts RECORD_HEADER)
+        save() {
+          const node = Buffer.from(clock.node, 'utf8');
+          const records = table.exportRecords(now());
+          const head = Buffer.alloc(HEADER + node.length);
+          head.writeUInt32LE(SECTION_VERSION, 0);
+          head.writeUInt32LE(records.length === 0 ? 0 : table.size, 4);
+          head.writeUInt16LE(node.length, 8);
+          node.copy(head, 10);
+          const last = clock.last;
+          head.writeDoubleLE(last.wall, 10 + node.length);
+          head.writeUInt32LE(last.counter, 18 + node.length);
+          return Buffer.concat([head, ...records]);
+        },
+        restore(data) {
+          if (data.length < HEADER || data.readUInt32LE(0) !== SECTION_VERSION) throw new Error('state section: unknown version');
+          const keys = data.readUInt32LE(4);
+          const nodeLen = data.readUInt16LE(8);
+          if (data.length < HEADER + nodeLen) throw new Error('state section: truncated header');
+          clock.restore(data.readDoubleLE(10 + nodeLen), data.readUInt32LE(18 + nodeLen));
+          // sized for the count up front: the bulk load never resizes
+          table.clear(Math.min(keys, Math.floor(data.length / (codes.RECORD_HEADER + 1))));
+          const loaded = table.importRecords(data.subarray(HEADER + nodeLen), now());
+          log2.info({ keys: loaded }, 'state store restored');
+        },
+        reset() {
+          table.clear();
+        },
+      };
+    },
+    metrics(): StateStoreMetrics {
+      const s = stats();
+      return {
+        keys: s.keys,
+        bytes: s.dataBytes,
+        memoryBytes: s.memoryBytes,
+        maxKeys: config.stateMaxKeys,
+        maxBytes: config.stateMaxBytes,
+        ops: { ...ops },
+        errors: { ...errors },
+        notifications,
+        expired,
+        keyNotifyRegistrations: registrations,
+      };
+    },
+    statusLine(): string {
+      const s = stats();
+      const mib = (n: number) => (n / 1048576).toFixed(1);
+      const mem = s.memoryBytes !== undefined ? `, ${mib(s.memoryBytes)} MiB of memory` : '';
+      return `State store: ${s.keys} of ${config.stateMaxKeys} keys, ${mib(s.dataBytes)} of ${mib(config.stateMaxBytes)} MiB${mem}, ${registrations} key notifications`;
+    },
+    sweep,
+    async close() {
+      clearInterval(sweepTimer);
+      watchers.clear();
+      watchedBy.clear();
+      registrations = 0;
+    },
+  };
+}

@@ -1,0 +1,65 @@
+/** Topic name and topic filter rules of MQTT 3.1.1 / 5.0 (section 4.7). */
+
+const MAX_TOPIC_BYTES = 65535;
+
+/** [MQTT-4.7.3-1] at least one character; [MQTT-4.7.3-2] no U+0000; names carry no wildcards [MQTT-3.3.2-2]. */
+export function isValidTopicName(topic: string): boolean {
+  if (topic.length === 0 || topic.length > MAX_TOPIC_BYTES) return false;
+  for (let i = 0; i < topic.length; i++) {
+    const c = topic.charCodeAt(i);
+    if (c === 0x23 /* # */ || c === 0x2b /* + */ || c === 0) return false;
+  }
+  return true;
+}
+
+/**
+ * [MQTT-4.7.1-2] `#` only alone as the last level; [MQTT-4.7.1-3] `+` only alone in a level.
+ */
+export function isValidTopicFilter(filter: string): boolean {
+  if (filter.length === 0 || filter.length > MAX_TOPIC_BYTES) return false;
+  const levels = filter.split('/');
+  for (let i = 0; i < levels.length; i++) {
+    const level = levels[i]!;
+    if (level.includes('\u0000')) return false;
+    if (level.includes('#') && (level !== '#' || i !== levels.length - 1)) return false;
+    if (level.includes('+') && level !== '+') return false;
+  }
+  return true;
+}
+
+export interface SharedFilter {
+  group: string;
+  filter: string;
+}
+
+/**
+ * `$share/{ShareName}/{filter}` [MQTT-4.8.2-1]: the share name has at least one character
+ * and no `/`, `+` or `#` [MQTT-4.8.2-2]. Returns undefined for a non-shared filter and null
+ * for a malformed shared one.
+ */
+export function parseSharedFilter(filter: string): SharedFilter | undefined | null {
+  if (!filter.startsWith('$share/')) return undefined;
+  const rest = filter.slice(7);
+  const slash = rest.indexOf('/');
+  if (slash <= 0) return null;
+  const group = rest.slice(0, slash);
+  const inner = rest.slice(slash + 1);
+  if (group.includes('+') || group.includes('#')) return null;
+  if (!isValidTopicFilter(inner)) return null;
+  return { group, filter: inner };
+}
+
+/** Does `topic` match `filter`? (Reference matcher; the trie is the fast path.) */
+export function topicMatches(filter: string, topic: string): boolean {
+  // [MQTT-4.7.2-1] a filter starting with a wildcard does not match topics starting with $
+  if (topic.startsWith('$') && (filter.startsWith('+') || filter.startsWith('#'))) return false;
+  const f = filter.split('/');
+  const t = topic.split('/');
+  for (let i = 0; i < f.length; i++) {
+    const level = f[i]!;
+    if (level === '#') return true; // also matches the parent level: "a/#" matches "a"
+    if (i >= t.length) return false;
+    if (level !== '+' && level !== t[i]) return false;
+  }
+  return f.length === t.length;
+}

@@ -1,0 +1,154 @@
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Connection, ConnectionAcceptor, Listener, TransportKind } from './connection.js';
+import { certificateIdentity } from './tls-options.js';
+
+/** Subject fields of a verified peer certificate, as "CN=a,O=b" and a record. */
+export interface PeerIdentity {
+  certificateSubject?: string;
+  certificateFields?: Record<string, string>;
+}
+
+function uncork(c: SocketConnection): void {
+  c.corked = false;
+  c.rawSocket.uncork();
+}
+
+/** Adapts a node:net / node:tls socket to the Connection interface. */
+class SocketConnection implements Connection {
+  readonly remoteAddress: string;
+  readonly certificateSubject?: string;
+  readonly certificateFields?: Readonly<Record<string, string>>;
+
+  constructor(
+    private readonly socket: net.Socket,
+    readonly transport: TransportKind,
+    identity: PeerIdentity,
+  ) {
+    this.remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
+    if (identity.certificateSubject !== undefined) this.certificateSubject = identity.certificateSubject;
+    if (identity.certificateFields !== undefined) this.certificateFields = identity.certificateFields;
+  }
+
+  write(data: Uint8Array): boolean {
+    const socket = this.socket;
+    if (socket.destroyed) return false;
+    // Packets written in one turn of the event loop leave in one writev: cork on the
+    // first write, uncork on the next tick (a fan-in subscriber gets many per turn).
+    if (!this.corked) {
+      this.corked = true;
+      socket.cork();
+      process.nextTick(uncork, this);
+    }
+    return socket.write(data);
+  }
+
+  /** @internal */
+  corked = false;
+  /** @internal */
+  get rawSocket(): net.Socket {
+    return this.socket;
+  }
+
+  bufferedAmount(): number {
+    return this.socket.writableLength;
+  }
+
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+
+  close(): void {
+    this.socket.end();
+    // a peer that never reads must not keep the socket half-open forever
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}
+
+function attach(socket: net.Socket, acceptor: ConnectionAcceptor, kind: TransportKind, identity: PeerIdentity): void {
+  socket.setNoDelay(true);
+  const events = acceptor.accept(new SocketConnection(socket, kind, identity));
+  let closed = false;
+  socket.on('data', (chunk: Buffer) => events.onData(chunk));
+  socket.on('drain', () => events.onDrain());
+  socket.on('error', (err) => {
+    if (!closed) {
+      closed = true;
+      events.onClose(err);
+    }
+  });
+  socket.on('close', () => {
+    if (!closed) {
+      closed = true;
+      events.onClose();
+    }
+  });
+}
+
+/** Parse a certificate subject object into "K=V,..." and a flat record. */
+export function identityFromCertificate(cert: tls.PeerCertificate | undefined): PeerIdentity {
+  if (!cert || !cert.subject || Object.keys(cert.subject).length === 0) return {};
+  const fields: Record<string, string> = {};
+  for (const [key, value] of Object.entries(cert.subject)) fields[key] = Array.isArray(value) ? value.join('+') : String(value);
+  return {
+    certificateSubject: Object.entries(fields)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(','),
+    certificateFields: fields,
+  };
+}
+
+async function listen(server: net.Server, host: string, port: number): Promise<number> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return (server.address() as net.AddressInfo).port;
+}
+
+function listenerOf(server: net.Server, name: string, transport: TransportKind, engine: string, port: number): Listener {
+  return {
+    name,
+    transport,
+    engine,
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** MQTT over TCP (node:net). */
+export async function startTcpListener(acceptor: ConnectionAcceptor, host: string, port: number): Promise<Listener> {
+  const server = net.createServer({ noDelay: true }, (socket) => attach(socket, acceptor, 'tcp', {}));
+  const bound = await listen(server, host, port);
+  return listenerOf(server, 'mqtt', 'tcp', 'node:net', bound);
+}
+
+/** MQTT over TLS (node:tls); with `requestCert`, the verified certificate's subject is the client's identity. */
+export async function startTlsListener(
+  acceptor: ConnectionAcceptor,
+  host: string,
+  port: number,
+  options: tls.TlsOptions,
+): Promise<Listener> {
+  const server = tls.createServer(options, (socket) => {
+    const identity = certificateIdentity(socket); // same identity format as WSS (tls-options.ts)
+    attach(socket, acceptor, 'tls', identity);
+  });
+  server.on('tlsClientError', () => undefined); // a failed handshake concerns only that peer
+  const bound = await listen(server, host, port);
+  return listenerOf(server, 'mqtts', 'tls', 'node:tls', bound);
+}

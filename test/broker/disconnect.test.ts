@@ -1,0 +1,119 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import mqttPacket, { type IDisconnectPacket, type Packet } from 'mqtt-packet';
+import { startBroker, type TestBroker } from '../helpers/broker.js';
+import { RawClient } from '../helpers/raw.js';
+import { connectClient } from '../helpers/mqttjs.js';
+
+let b: TestBroker;
+beforeAll(async () => {
+  b = await startBroker({ maxPacketSize: 1024, maxInflight: 2, topicAliasMaximum: 2 });
+});
+afterAll(() => b.stop());
+
+let n = 0;
+const uid = (p: string): string => `${p}-${++n}`;
+const v5 = (p: Packet): Buffer => mqttPacket.generate(p, { protocolVersion: 5 });
+const pub = (topic: string, extra: Record<string, unknown> = {}): Buffer =>
+  v5({ cmd: 'publish', topic, payload: Buffer.from('x'), qos: 0, retain: false, dup: false, ...extra } as Packet);
+
+/** Bytes a connected v5 client sends, and the DISCONNECT reason code the broker must answer with. */
+const cases: [string, Buffer[], number][] = [
+  ['remaining length over 4 bytes', [Buffer.from([0x30, 0xff, 0xff, 0xff, 0xff, 0x01])], 0x81],
+  ['topic length past the end of the packet', [Buffer.from([0x30, 0x03, 0x00, 0x05, 0x61])], 0x81],
+  ['PUBLISH with both QoS bits set', [Buffer.from([0x36, 0x04, 0x00, 0x01, 0x61, 0x00])], 0x81],
+  ['SUBSCRIBE with reserved header flags 0000 instead of 0010', [Buffer.from([0x80, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, 0x61, 0x00])], 0x81],
+  ['PUBREL with header flags 0000', [Buffer.from([0x60, 0x02, 0x00, 0x01])], 0x81],
+  ['a reserved packet type (0)', [Buffer.from([0x00, 0x00])], 0x81],
+  ['an invalid DISCONNECT reason code', [Buffer.from([0xe0, 0x01, 0x03])], 0x81],
+  ['subscription options with reserved bits set [MQTT-3.8.3-5]', [Buffer.from([0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, 0x61, 0xc0])], 0x81],
+  ['Retain Handling 3', [Buffer.from([0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, 0x61, 0x30])], 0x81],
+  ['a topic name that is not valid UTF-8 [MQTT-1.5.4-1]', [Buffer.from([0x30, 0x05, 0x00, 0x02, 0xc3, 0x28, 0x00])], 0x81],
+  ['a topic name with a UTF-16 surrogate encoded [MQTT-1.5.4-1]', [Buffer.from([0x30, 0x06, 0x00, 0x03, 0xed, 0xa0, 0x80, 0x00])], 0x81],
+  ['U+0000 in a topic name [MQTT-4.7.3-2]', [Buffer.from([0x30, 0x05, 0x00, 0x02, 0x61, 0x00, 0x00])], 0x90],
+  ['SUBSCRIBE without a topic filter [MQTT-3.8.3-2]', [Buffer.from([0x82, 0x03, 0x00, 0x01, 0x00])], 0x82],
+  ['UNSUBSCRIBE without a topic filter [MQTT-3.10.3-2]', [Buffer.from([0xa2, 0x03, 0x00, 0x01, 0x00])], 0x82],
+  ['QoS 1 PUBLISH with packet identifier 0 [MQTT-2.2.1-3]', [Buffer.from([0x32, 0x06, 0x00, 0x01, 0x61, 0x00, 0x00, 0x00])], 0x82],
+  ['SUBSCRIBE with packet identifier 0', [Buffer.from([0x82, 0x07, 0x00, 0x00, 0x00, 0x00, 0x01, 0x61, 0x00])], 0x82],
+  ['a PINGRESP from a client', [Buffer.from([0xd0, 0x00])], 0x82],
+  ['a PUBLISH carrying a Subscription Identifier [MQTT-3.3.4-6]', [pub('t', { properties: { subscriptionIdentifier: 5 } })], 0x82],
+  ['a Response Topic with a wildcard [MQTT-3.3.2-14]', [pub('t', { properties: { responseTopic: 'reply/+' } })], 0x82],
+  ['a second CONNECT', [v5({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 0, clientId: 'again' })], 0x82],
+  ['AUTH without an authentication method', [v5({ cmd: 'auth', reasonCode: 0x18, properties: { authenticationMethod: 'x' } })], 0x82],
+  ['a CONNACK from a client', [Buffer.from([0x20, 0x03, 0x00, 0x00, 0x00])], 0x82],
+  ['an unknown topic alias with an empty topic', [pub('', { properties: { topicAlias: 1 } })], 0x82],
+  ['topic alias 0', [pub('t', { properties: { topicAlias: 0 } })], 0x94],
+  ['topic alias over the maximum', [pub('t', { properties: { topicAlias: 3 } })], 0x94],
+  ['a packet over Maximum Packet Size', [pub('t', { payload: Buffer.alloc(2000) })], 0x95],
+  [
+    'a third unacknowledged QoS 2 PUBLISH with Receive Maximum 2',
+    [1, 2, 3].map((messageId) => pub('t', { qos: 2, messageId })),
+    0x93,
+  ],
+];
+
+describe('DISCONNECT from the broker with a reason code, then close', () => {
+  it.each(cases.map(([name, chunks, code]) => ({ name, chunks, code: `0x${code.toString(16)}`, value: code })))('$name -> $code', async ({ chunks, value: code }) => {
+    const id = uid('c');
+    const { client } = await RawClient.connect(b.port, { clientId: id });
+    for (const c of chunks) client.sendBytes(c);
+    const d = await client.next<IDisconnectPacket>('disconnect');
+    expect(d.reasonCode).toBe(code);
+    await client.waitClosed();
+    expect(b.server.broker.client(id)).toBeUndefined();
+  });
+
+  it('admin disconnect through the BrokerApi carries its code and reason string', async () => {
+    const id = uid('admin');
+    const { client } = await RawClient.connect(b.port, { clientId: id });
+    expect(b.server.broker.disconnectClient(id, 0x98, 'maintenance')).toBe(true);
+    const d = await client.next<IDisconnectPacket>('disconnect');
+    expect(d.reasonCode).toBe(0x98);
+    expect(d.properties?.reasonString).toBe('maintenance');
+    await client.waitClosed();
+    expect(b.server.broker.disconnectClient(id, 0x98)).toBe(false);
+  });
+
+  it('3.1.1 clients are closed without a DISCONNECT (there is none from a server)', async () => {
+    const { client } = await RawClient.connect(b.port, { clientId: uid('v4') }, 4);
+    client.sendBytes([0x30, 0x03, 0x00, 0x05, 0x61]);
+    await client.waitClosed();
+    expect(client.packets.map((p) => p.cmd)).toEqual(['connack']);
+  });
+
+  it('MQTT.js sees the reason code', async () => {
+    const c = await connectClient(b.port, { clientId: uid('js') });
+    const seen = new Promise<number | undefined>((resolve) => c.once('disconnect', (p) => resolve(p.reasonCode)));
+    b.server.broker.disconnectClient(c.options.clientId!, 0x8b);
+    expect(await seen).toBe(0x8b);
+    c.end(true);
+  });
+});
+
+describe('DISCONNECT from the client', () => {
+  it('0x00 ends the connection cleanly; the broker counts no protocol error', async () => {
+    const before = { ...b.server.broker.stats.protocolErrors };
+    const { client } = await RawClient.connect(b.port, { clientId: uid('bye') });
+    client.send({ cmd: 'disconnect', reasonCode: 0 });
+    await client.waitClosed();
+    expect(client.packets.map((p) => p.cmd)).toEqual(['connack']);
+    expect(b.server.broker.stats.protocolErrors).toEqual(before);
+  });
+});
+
+describe('graceful stop', () => {
+  it('v5 clients receive DISCONNECT 0x8B, 3.1.1 clients are closed, new connections refused', async () => {
+    const own = await startBroker();
+    const raw5 = (await RawClient.connect(own.port, { clientId: 'r5' })).client;
+    const raw4 = (await RawClient.connect(own.port, { clientId: 'r4' }, 4)).client;
+    const js = await connectClient(own.port, { clientId: 'js5' });
+    const jsSeen = new Promise<number | undefined>((resolve) => js.once('disconnect', (p) => resolve(p.reasonCode)));
+    await own.stop();
+    expect((await raw5.next<IDisconnectPacket>('disconnect')).reasonCode).toBe(0x8b);
+    await raw5.waitClosed();
+    await raw4.waitClosed();
+    expect(raw4.packets.map((p) => p.cmd)).toEqual(['connack']);
+    expect(await jsSeen).toBe(0x8b);
+    js.end(true);
+    await expect(RawClient.open(own.port)).rejects.toThrow(/ECONNREFUSED/);
+  });
+});

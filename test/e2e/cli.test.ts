@@ -1,0 +1,39 @@
+import { describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { readFileSync } from 'node:fs';
+import mqtt from 'mqtt';
+import { CLI, startBrokerProcess } from '../helpers/process.js';
+
+const run = promisify(execFile);
+
+describe('edb command', () => {
+  it('prints help and version', async () => {
+    const help = await run(process.execPath, [CLI, '--help']);
+    expect(help.stdout).toContain('start');
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    const version = await run(process.execPath, [CLI, '--version']);
+    expect(version.stdout.trim()).toBe(pkg.version);
+  });
+
+  it('refuses an invalid setting with one message naming it and exit code 2', async () => {
+    const err = await run(process.execPath, [CLI, 'start'], { env: { ...process.env, EDB_MQTT_PORT: '70000' } }).catch((e: { code: number; stderr: string }) => e);
+    expect((err as { code: number }).code).toBe(2);
+    expect((err as { stderr: string }).stderr).toMatch(/EDB_MQTT_PORT=70000/);
+    const bad = await run(process.execPath, [CLI, 'start'], { env: { ...process.env, EDB_LOG_LEVEL: 'loud' } }).catch((e: { code: number; stderr: string }) => e);
+    expect((bad as { code: number }).code).toBe(2);
+    expect((bad as { stderr: string }).stderr).toMatch(/EDB_LOG_LEVEL=loud/);
+  });
+
+  it('starts on port 0, logs the port, and stops on SIGTERM with DISCONNECT 0x8B to v5 clients and exit 0', async () => {
+    const broker = await startBrokerProcess();
+    expect(broker.ports['mqtt']).toBeGreaterThan(0);
+    const client = mqtt.connect({ port: broker.ports['mqtt'], protocolVersion: 5, reconnectPeriod: 0 });
+    await new Promise((resolve, reject) => client.once('connect', resolve).once('error', reject));
+    const disconnect = new Promise<number | undefined>((resolve) => client.once('disconnect', (p) => resolve(p.reasonCode)));
+    const code = await broker.stop('SIGTERM');
+    expect(await disconnect).toBe(0x8b);
+    expect(code).toBe(0);
+    client.end(true);
+  });
+});
