@@ -10,6 +10,9 @@ import { startHttpService } from './http/service.js';
 import { restoreBroker, snapshotBroker } from './broker/snapshot.js';
 import { createBackupManager, type BackupManager } from './persistence/backup.js';
 import { createStateStoreService, type StateStoreService } from './state/service.js';
+import { createRulesService, type RulesService } from './rules/service.js';
+import { startRulesHttpServer } from './rules/http.js';
+import { mountRules } from './rules/mount.js';
 
 /** The package version, from the package.json above this module (src/ or dist/src/). */
 function packageVersion(): string {
@@ -33,6 +36,7 @@ export interface EdbServer {
   readonly config: Config;
   readonly stateStore: StateStoreService;
   readonly backup: BackupManager;
+  readonly rules: RulesService;
   /** Port of the named listener ("mqtt", "mqtts", "ws", "wss", "http", "rules"). */
   port(name: string): number;
   /** Graceful stop: listeners closed, clients told (v5 0x8B), services saved and closed. */
@@ -59,6 +63,12 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   const stateStore = createStateStoreService(broker, config, log);
   services.push(stateStore);
 
+  // rules: fr_script filters and rules, compiled to Wasm; the stored document (or
+  // EDB_RULES_FILE, which must be valid) is active before listeners open
+  const rules = createRulesService(broker, config, log);
+  services.push(rules);
+  await rules.ready;
+
   // Backup: every part with state registers a section; restored before listeners open,
   // written on a graceful stop (and periodically with EDB_BACKUP_INTERVAL).
   const backup = createBackupManager(config, log);
@@ -76,10 +86,12 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   const http = await startHttpService(broker, config, log);
   services.push(http);
   if (http.listener) listeners.push(http.listener);
+  mountRules(http, rules); // rules: /rules API, metrics, status section
 
   try {
     if (config.mqttPort >= 0) listeners.push(await startTcpListener(broker, config.host, config.mqttPort));
     listeners.push(...(await startTlsAndWebSocketListeners(broker, config, log))); // web: MQTTS, WS, WSS
+    if (config.rulesPort >= 0) listeners.push(await startRulesHttpServer(rules, config.host, config.rulesPort)); // rules
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
     throw err;
@@ -95,6 +107,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     config,
     stateStore,
     backup,
+    rules,
     port(name: string): number {
       const l = listeners.find((x) => x.name === name);
       if (!l) throw new Error(`no listener named ${name}`);

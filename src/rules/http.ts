@@ -174,7 +174,7 @@ export function startRulesHttpServer(service: RulesService, host: string, port: 
       const address = server.address();
       const bound = typeof address === 'object' && address ? address.port : port;
       resolve({
-        name: 'rules-http',
+        name: 'rules',
         transport: 'http',
         engine: 'node:http',
         port: bound,
