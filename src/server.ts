@@ -67,7 +67,12 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   // EDB_RULES_FILE, which must be valid) is active before listeners open
   const rules = createRulesService(broker, config, log);
   services.push(rules);
-  await rules.ready;
+  try {
+    await rules.ready;
+  } catch (err) {
+    for (const s of [...services].reverse()) await s.close();
+    throw err;
+  }
 
   // Backup: every part with state registers a section; restored before listeners open,
   // written on a graceful stop (and periodically with EDB_BACKUP_INTERVAL).
