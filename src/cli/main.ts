@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { registerStart } from './start.js';
 import { register as registerClients } from './clients.js';
 import { register as registerState } from './state.js';
+import { register as registerRules } from './rules.js';
 import { VERSION } from '../server.js';
 
 /** `edb`: each subcommand lives in its own module and registers itself here. */
@@ -16,5 +17,6 @@ program
 registerStart(program);
 registerClients(program); // edb clients, edb subscriptions
 registerState(program);
+registerRules(program); // edb rules get|set|patch|delete
 
 await program.parseAsync(process.argv);
