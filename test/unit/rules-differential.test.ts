@@ -159,6 +159,24 @@ describe('Wasm engine vs reference interpreter', () => {
     }, 120_000);
   }
 
+  test('topic matching: the decision tree agrees with MQTT matching (wide levels are hashed)', async () => {
+    const level = fc.oneof({ weight: 6, arbitrary: fc.constantFrom('a', 'b', 'c', 'dev', '', '$x', 'é') }, { weight: 3, arbitrary: fc.integer({ min: 0, max: 60 }).map(String) }, { weight: 1, arbitrary: fc.constant('+') });
+    const filterArb = fc.tuple(fc.array(level, { minLength: 1, maxLength: 4 }), fc.boolean()).map(([ls, hash]) => (hash ? [...ls, '#'] : ls).join('/'));
+    const filters = [...fc.sample(filterArb, { numRuns: 250, seed: 5 }).filter((f) => f.length > 0), '#', '+', '+/+', '$x/#', ...Array.from({ length: 40 }, (_, i) => `site/${i}/s`)];
+    const doc = checkDocument({ filters: filters.map((topic, i) => ({ topic, subtopic: `f${i}`, statements: [{ condition: 'true', new_payload: 'x' }] })) });
+    const { program } = await compiler.compileDocument(doc);
+    const reference = new ReferenceEngine(doc);
+    const topicArb = fc.array(fc.oneof(fc.constantFrom('a', 'b', 'c', 'dev', '', '$x', 'é', 'site', 's'), fc.integer({ min: 0, max: 60 }).map(String)), { minLength: 1, maxLength: 5 }).map((ls) => ls.join('/'));
+    const topics = fc.sample(topicArb, { numRuns: 2000, seed: 6 }).filter((t) => t.length > 0);
+    let matched = 0;
+    for (const t of topics) {
+      agree(program, reference, t, Buffer.from('{}'));
+      matched += reference.process(t, Buffer.from('{}')).length;
+    }
+    expect(matched).toBeGreaterThan(1000);
+    expect(program.counters().topicMatches).toBe(matched);
+  }, 120_000);
+
   test('rule buffer over several topics', async () => {
     const topics = ['a/1', 'a/2', 'b', 'a', 'c/x/y'];
     const filters = ['a/1', 'a/+', 'b', '#', 'a/#', 'c/+/y', '+/1'];
