@@ -10,9 +10,13 @@ import { startHttpService } from './http/service.js';
 import { restoreBroker, snapshotBroker } from './broker/snapshot.js';
 import { createBackupManager, type BackupManager } from './persistence/backup.js';
 import { createStateStoreService, type StateStoreService } from './state/service.js';
-import { createRulesService, type RulesService } from './rules/service.js';
-import { startRulesHttpServer } from './rules/http.js';
-import { mountRules } from './rules/mount.js';
+import { registerStateStoreMetrics } from './state/metrics.js';
+import { createAuthService } from './auth/service.js';
+import { createClientLimits } from './auth/rate-limit.js';
+import { createRulesService } from './rules/service.js';
+import { createRulesHttpHandler, startRulesHttpServer } from './rules/http.js';
+import { registerRulesMetrics } from './rules/metrics.js';
+import { loadConfig } from './config/load.js';
 
 /** The package version, from the package.json above this module (src/ or dist/src/). */
 function packageVersion(): string {
@@ -36,7 +40,6 @@ export interface EdbServer {
   readonly config: Config;
   readonly stateStore: StateStoreService;
   readonly backup: BackupManager;
-  readonly rules: RulesService;
   /** Port of the named listener ("mqtt", "mqtts", "ws", "wss", "http", "rules"). */
   port(name: string): number;
   /** Graceful stop: listeners closed, clients told (v5 0x8B), services saved and closed. */
@@ -60,19 +63,20 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   const stopSys = startSysTopics(broker, VERSION, config.sysInterval);
   services.push({ close: stopSys });
 
+  // Hooks run in registration order: authorization first, then the state store (which
+  // consumes its request topic), then the rules engine (which sees every other message).
+  const auth = createAuthService(broker, config, log, {
+    // a reload re-reads the config file's users/acl sections as well as the files
+    readSections: () => (process.env['EDB_CONFIG'] ? loadConfig().sections : config.sections),
+  });
+  services.push(auth);
+  broker.setLimits(createClientLimits(config));
+
   const stateStore = createStateStoreService(broker, config, log);
   services.push(stateStore);
 
-  // rules: fr_script filters and rules, compiled to Wasm; the stored document (or
-  // EDB_RULES_FILE, which must be valid) is active before listeners open
   const rules = createRulesService(broker, config, log);
   services.push(rules);
-  try {
-    await rules.ready;
-  } catch (err) {
-    for (const s of [...services].reverse()) await s.close();
-    throw err;
-  }
 
   // Backup: every part with state registers a section; restored before listeners open,
   // written on a graceful stop (and periodically with EDB_BACKUP_INTERVAL).
@@ -91,12 +95,27 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   const http = await startHttpService(broker, config, log);
   services.push(http);
   if (http.listener) listeners.push(http.listener);
-  mountRules(http, rules); // rules: /rules API, metrics, status section
+  http.router.mount('/rules', createRulesHttpHandler(rules, { basePath: '/rules' }));
+  registerRulesMetrics(http.registry, rules);
+  registerStateStoreMetrics(http.registry, stateStore);
+  http.addStatusSection('rules', () => {
+    const m = rules.metrics();
+    return { filters: m.filters, statements: m.filterStatements + m.ruleStatements, logic: m.logicEntries, fires: m.fires, evaluations: m.evaluations, compileMillis: m.lastCompileMillis, wasmBytes: m.wasmBytes };
+  });
+  http.addStatusSection('state', () => ({ summary: stateStore.statusLine() }));
+
+  // the document from EDB_RULES_FILE (or the data folder) is active before clients arrive
+  try {
+    await rules.ready;
+  } catch (err) {
+    await Promise.all([...listeners.map((l) => l.close()), ...services.map((s) => s.close())]);
+    throw err;
+  }
 
   try {
     if (config.mqttPort >= 0) listeners.push(await startTcpListener(broker, config.host, config.mqttPort));
     listeners.push(...(await startTlsAndWebSocketListeners(broker, config, log))); // web: MQTTS, WS, WSS
-    if (config.rulesPort >= 0) listeners.push(await startRulesHttpServer(rules, config.host, config.rulesPort)); // rules
+    if (config.rulesPort >= 0) listeners.push(await startRulesHttpServer(rules, config.host, config.rulesPort));
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
     throw err;
@@ -112,7 +131,6 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     config,
     stateStore,
     backup,
-    rules,
     port(name: string): number {
       const l = listeners.find((x) => x.name === name);
       if (!l) throw new Error(`no listener named ${name}`);

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import type { Connection, ConnectionAcceptor, ConnectionEvents } from '../transport/connection.js';
 import type { BrokerApi, BrokerStats, ClientSummary, SubscriptionSummary } from './api.js';
-import type { AuthenticateResult, BrokerHooks, ClientInfo } from './hooks.js';
+import type { AuthenticateResult, BrokerHooks, ClientInfo, PublishLimiter } from './hooks.js';
 import type { Message, QoS } from './message.js';
 import { Session, type Delivery, type PendingWill, type Subscription } from '../session/session.js';
 import { TopicTrie, type SharedGroup } from '../topics/trie.js';
@@ -72,6 +72,8 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
   private readonly sweepTimer: NodeJS.Timeout;
   private readonly dropLoggedAt = new Map<string, number>();
   private closing = false;
+  /** Per-client publish and subscription limits (set at start-up), if any. */
+  limits: PublishLimiter | undefined;
   private refusedConnections = 0;
 
   constructor(
@@ -80,6 +82,11 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
   ) {
     this.sweepTimer = setInterval(() => this.sweep(), 500);
     this.sweepTimer.unref();
+  }
+
+  /** Install per-client limits (EDB_MAX_MSG_RATE, EDB_MAX_BYTES_RATE, EDB_MAX_SUBSCRIPTIONS). */
+  setLimits(limits: PublishLimiter): void {
+    this.limits = limits.enabled || limits.maxSubscriptions > 0 ? limits : undefined;
   }
 
   addHooks(hooks: BrokerHooks): void {
@@ -182,7 +189,10 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
   clientClosed(client: MqttClient, wasOpen: boolean, cause: CloseCause): void {
     if (!wasOpen) return;
     const id = client.clientId;
-    if (this.online.get(id) === client) this.online.delete(id);
+    if (this.online.get(id) === client) {
+      this.online.delete(id);
+      this.limits?.forget(id);
+    }
     this.stats.clientsConnected--;
     this.log.debug({ clientId: id, cause }, 'client disconnected');
     for (const hook of this.hooks.onDisconnect) this.notify(hook, client, cause === 'disconnect');
@@ -196,7 +206,7 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     const will = client.will;
     const sessionEnds = session.expiryInterval === 0 && this.sessions.get(id) === session;
     if (will && cause !== 'shutdown') {
-      const pending: PendingWill = { message: will, expirySeconds: client.willExpirySeconds };
+      const pending: PendingWill = { message: will, expirySeconds: client.willExpirySeconds, username: client.username };
       // [MQTT-3.1.3-9] published after the Will Delay, or when the session ends if sooner
       const delay = Math.min(client.willDelay, session.expiryInterval);
       if (delay === 0) this.publishWill(pending, client);
@@ -215,7 +225,8 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
   private publishWill(will: PendingWill, client: MqttClient | undefined): void {
     const message: Message = { ...will.message };
     if (will.expirySeconds !== undefined) message.expiresAt = Date.now() + will.expirySeconds * 1000;
-    const info = client ?? this.offlineInfo(message.senderId ?? '');
+    // a delayed will is authorized as the client that set it, though it is gone
+    const info = client ?? this.offlineInfo(message.senderId ?? '', will.username);
     // runs from close paths and the sweep timer: a failing hook must not take the process down
     try {
       // the will goes through the same authorization as any PUBLISH from its client
@@ -238,8 +249,8 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     }
   }
 
-  private offlineInfo(clientId: string): ClientInfo {
-    return { clientId, username: undefined, protocolVersion: 5, transport: 'tcp', remoteAddress: '', connectedAt: 0 };
+  private offlineInfo(clientId: string, username: string | undefined): ClientInfo {
+    return { clientId, username, protocolVersion: 5, transport: 'tcp', remoteAddress: '', connectedAt: 0 };
   }
 
   private destroySession(session: Session): void {
@@ -369,6 +380,10 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
         continue;
       }
       const existed = session.subscriptions.has(s.topic);
+      if (!existed && this.limits && !this.limits.subscriptionAllowed(session.subscriptions.size)) {
+        codes.push(RC.QUOTA_EXCEEDED); // EDB_MAX_SUBSCRIPTIONS reached
+        continue;
+      }
       const sub: Subscription = {
         topic: s.topic,
         qos: granted as QoS,

@@ -24,6 +24,7 @@ type State = 'new' | 'authenticating' | 'open' | 'closed';
 export type CloseCause = 'disconnect' | 'error' | 'keepalive' | 'protocol' | 'takeover' | 'shutdown' | 'admin' | 'timeout';
 
 const frameOut = { remaining: 0 };
+const NEEDS_PACKET_ID = new Set(['puback', 'pubrec', 'pubrel', 'pubcomp', 'subscribe', 'unsubscribe']);
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 function isUtf8(buf: Buffer): boolean {
@@ -84,6 +85,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   /** The queue stayed full past the stall bound: publishers are not held back for it. */
   stalled = false;
   private resumeScheduled = false;
+  private throttled = false;
   closeCause: CloseCause | undefined;
 
   constructor(
@@ -178,6 +180,11 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   }
 
   private handle(packet: Packet): void {
+    // [MQTT-2.2.1-3] acks, SUBSCRIBE and UNSUBSCRIBE carry a non-zero packet identifier;
+    // mqtt-packet reads a missing one as -1, which must not be answered (the reply would be truncated)
+    if (NEEDS_PACKET_ID.has(packet.cmd) && !((packet.messageId ?? 0) >= 1)) {
+      return this.protocolViolation(RC.MALFORMED_PACKET, `${packet.cmd} without a packet identifier`);
+    }
     switch (packet.cmd) {
       case 'publish':
         return this.onPublish(packet);
@@ -363,6 +370,16 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     // [MQTT-2.2.1-3] a QoS 1/2 PUBLISH carries a non-zero packet identifier
     if (qos > 0 && id === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'packet identifier 0');
     const session = this.session!;
+
+    const limits = this.broker.limits;
+    if (limits?.enabled) {
+      const now = Date.now();
+      const verdict = limits.onPublish(this.clientId, packet.length ?? packet.payload.length, now);
+      if (verdict === 'rate') return this.disconnect(RC.MESSAGE_RATE_TOO_HIGH, 'protocol', 'message rate too high');
+      if (verdict === 'quota') return this.disconnect(RC.QUOTA_EXCEEDED, 'protocol', 'byte rate quota exceeded');
+      // over the rate: stop reading until the client is back within it (TCP pushes back)
+      if (verdict === 'slow') this.throttle(limits.resumeDelay(this.clientId, now));
+    }
 
     if (qos === 2 && !session.incomingQos2.has(id) && session.incomingQos2.size >= this.broker.config.maxInflight) {
       // [MQTT-3.3.4-9] more unacknowledged QoS 2 than our Receive Maximum
@@ -692,6 +709,17 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     if (subscriber.blockedPublishers.has(this)) return;
     subscriber.blockedPublishers.add(this);
     if (this.blockers++ === 0) this.conn.pause();
+  }
+
+  /** Stop reading for `ms` (rate limit); the current packet is still handled. */
+  private throttle(ms: number): void {
+    if (ms <= 0 || this.throttled) return;
+    this.throttled = true;
+    if (this.blockers++ === 0) this.conn.pause();
+    setTimeout(() => {
+      this.throttled = false;
+      this.release();
+    }, ms).unref();
   }
 
   private releasePublishers(): void {

@@ -70,3 +70,18 @@ export const HOOK_NAMES = [
   'onDisconnect',
   'onSubscribe',
 ] as const satisfies readonly (keyof BrokerHooks)[];
+
+/**
+ * Per-client publish limits, consulted synchronously for every PUBLISH received. The core
+ * pauses reading on 'slow' (for resumeDelay ms), and disconnects with 0x96 on 'rate' and
+ * 0x97 on 'quota'. auth/rate-limit.ts provides the token-bucket implementation.
+ */
+export interface PublishLimiter {
+  readonly enabled: boolean;
+  /** Subscriptions a client may hold (0 = no limit). */
+  readonly maxSubscriptions: number;
+  onPublish(clientId: string, bytes: number, now: number): 'ok' | 'slow' | 'rate' | 'quota';
+  resumeDelay(clientId: string, now: number): number;
+  subscriptionAllowed(current: number): boolean;
+  forget(clientId: string): void;
+}

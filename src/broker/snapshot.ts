@@ -16,7 +16,7 @@
  *     u32 inflight: u16 packetId, u8 state (0 publish, 1 pubrel), delivery
  *     u32 queued: delivery
  *     u32 qos2 receipts: u16 packetId
- *     u8 hasWill [u32 messageIndex, f64 dueIn ms, f64 expirySeconds (NaN: none)]
+ *     u8 hasWill [u32 messageIndex, f64 dueIn ms, f64 expirySeconds (NaN: none), u8 hasUser [str username]]
  *   delivery = u32 messageIndex, u8 qos, u8 retain, u8 n, u32 subscriptionId x n
  * str = u32 byte length + UTF-8; bytes = u32 length + bytes.
  */
@@ -216,6 +216,9 @@ export function snapshotBroker(src: SnapshotSource, now = Date.now()): Buffer {
       w.u32(index.get(s.pendingWill.message)!);
       w.f64(Math.max(0, (s.willDueAt ?? now) - now));
       w.f64(s.pendingWill.expirySeconds ?? Number.NaN);
+      const user = s.pendingWill.username;
+      w.u8(user === undefined ? 0 : 1);
+      if (user !== undefined) w.str(user);
     } else w.u8(0);
   }
   return w.finish();
@@ -304,7 +307,8 @@ export function restoreBroker(dst: SnapshotSource, buf: Buffer, now = Date.now()
       const message = msg(r.u32());
       const dueIn = r.f64();
       const expirySeconds = r.f64();
-      s.pendingWill = { message, expirySeconds: Number.isNaN(expirySeconds) ? undefined : expirySeconds };
+      const username = r.u8() === 1 ? r.str() : undefined;
+      s.pendingWill = { message, expirySeconds: Number.isNaN(expirySeconds) ? undefined : expirySeconds, username };
       s.willDueAt = now + dueIn;
     }
     sessions.push(s);

@@ -4,6 +4,7 @@ import { registerStart } from './start.js';
 import { register as registerClients } from './clients.js';
 import { register as registerState } from './state.js';
 import { register as registerRules } from './rules.js';
+import { register as registerPasswd } from './passwd.js';
 import { VERSION } from '../server.js';
 
 /** `edb`: each subcommand lives in its own module and registers itself here. */
@@ -14,9 +15,10 @@ program
   .version(VERSION, '-v, --version')
   .showHelpAfterError();
 
-registerStart(program);
+registerStart(program); // edb start
 registerClients(program); // edb clients, edb subscriptions
-registerState(program);
 registerRules(program); // edb rules get|set|patch|delete
+registerState(program); // edb state get|set|del|watch
+registerPasswd(program); // edb passwd FILE USER
 
 await program.parseAsync(process.argv);

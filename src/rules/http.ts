@@ -18,7 +18,7 @@ import type { RulesService, WriteResult } from './service.js';
 
 export interface RulesHttpRequest {
   method: string;
-  /** Path below the mount point, starting with "/" (query string allowed). */
+  /** Path below the mount point, or the full path starting with the handler's basePath (query string allowed). */
   path: string;
   /** Lower-case header names. */
   headers: Record<string, string | string[] | undefined>;
@@ -96,7 +96,9 @@ export function createRulesHttpHandler(service: RulesService, options: { basePat
   const basePath = (options.basePath ?? '').replace(/\/+$/, '');
   const openapi = JSON.stringify(openApiDocument(basePath), null, 2);
   return async function handleRulesHttp(req: RulesHttpRequest): Promise<RulesHttpResponse> {
-    const path = req.path.split('?')[0] || '/';
+    let path = req.path.split('?')[0] || '/';
+    // mounted under basePath by a router that passes the full path ("/rules/docs")
+    if (basePath !== '' && (path === basePath || path.startsWith(`${basePath}/`))) path = path.slice(basePath.length) || '/';
     const method = req.method.toUpperCase();
     try {
       if (path === '/' || path === '') {

@@ -33,6 +33,8 @@ export interface InflightEntry extends Delivery {
 export interface PendingWill {
   readonly message: Message;
   readonly expirySeconds: number | undefined;
+  /** User name of the client that set it: the will is authorized as that client. */
+  readonly username: string | undefined;
 }
 
 /**

@@ -8,6 +8,7 @@ import { testConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { createLogger, silentLogger } from '../../src/log.js';
 import { createAuthService, type AuthService } from '../../src/auth/service.js';
+import { createClientLimits } from '../../src/auth/rate-limit.js';
 import { startTcpListener, startTlsListener } from '../../src/transport/tcp.js';
 import type { Listener } from '../../src/transport/connection.js';
 
@@ -44,6 +45,7 @@ export async function startAuthStack(overrides: Partial<Config>, tls?: TlsFiles)
   const log = process.env['EDB_TEST_LOG'] ? createLogger(process.env['EDB_TEST_LOG'], 'json') : silentLogger();
   const broker = new Broker(config, log);
   const auth = createAuthService(broker, config, log, { handleSighup: false, watchDebounceMs: 20 });
+  broker.setLimits(createClientLimits(config));
   const listeners: Listener[] = [await startTcpListener(broker, '127.0.0.1', 0)];
   let tlsPort: number | undefined;
   if (tls) {

@@ -302,7 +302,7 @@ describe('authorization (ACL)', () => {
   // client: alice's delayed will to wills/alice (which she may write) is dropped as
   // not_authorized. Marked `fails` until the core keeps the publisher's identity with the
   // pending will; then drop `.fails`.
-  it.fails('wills: a delayed will is authorized as the client that set it', async () => {
+  it('wills: a delayed will is authorized as the client that set it', async () => {
     const bob = await as(stack, 'bob', { protocolVersion: 5 });
     const got = collect(bob);
     await bob.subscribeAsync('wills/#', { qos: 1 });
@@ -401,9 +401,8 @@ describe('connection-level limits', () => {
     expect(dribble).toBeLessThan(5000);
   });
 
-  // NOT WIRED YET (broker core): createClientLimits() from src/auth/rate-limit.ts is not called
   // from the publish path, so a flood is neither slowed nor disconnected. Drop `.fails` once wired.
-  it.fails('a client that floods past EDB_MAX_MSG_RATE is slowed, then disconnected with 0x96', async () => {
+  it('a client that floods past EDB_MAX_MSG_RATE is slowed, then disconnected with 0x96', async () => {
     const c = await connect(stack.url, { protocolVersion: 5 });
     const before = stack.broker.stats.publishReceived;
     const started = Date.now();
@@ -419,8 +418,7 @@ describe('connection-level limits', () => {
     expect(seconds).toBeGreaterThanOrEqual(FLOOD_SECONDS - 1);
   }, 20_000);
 
-  // NOT WIRED YET (broker core): EDB_MAX_SUBSCRIPTIONS is not enforced in Broker.subscribe.
-  it.fails('subscriptions past EDB_MAX_SUBSCRIPTIONS get 0x97', async () => {
+  it('subscriptions past EDB_MAX_SUBSCRIPTIONS get 0x97', async () => {
     const c = await connect(stack.url, { protocolVersion: 5 });
     const codes = await subscribeCodes(c, ['a', 'b', 'c'], 1);
     await end(c);
