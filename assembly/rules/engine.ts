@@ -34,10 +34,12 @@
 //   [0] messages  [1] topic matches (targets matched)  [2] evaluations (conditions run)
 //   [3] fires (records output)  [4] unknown: missing variable  [5] unknown: kind mismatch
 //   [6] payloads not a JSON object  [7] buffer full (entries not stored)
+//   then two u32 at countersPtr() + 64: the current output records and output JSON
+//   addresses (they move when those buffers grow), so the host reads them without a call
 
 import { setKeyTables, setScratch, scanObject } from "./json";
 import { setRegisters, missingCount, kindCount } from "./values";
-import { initBuffer, beginTopic, commitTopic, clearBuffer, outputJsonReset, appendBufferJson, outputJsonLength, bufferFull, ruleResult } from "./buffer";
+import { initBuffer, beginTopic, commitTopic, clearBuffer, outputJsonReset, appendBufferJson, outputJsonLength, outputJsonPtr, bufferFull, ruleResult } from "./buffer";
 
 export { outputJsonPtr, bufferEntries, bufferEntry, bufferWords } from "./buffer";
 
@@ -48,7 +50,7 @@ const TOPIC_NODE_SIZE: usize = 32;
 const TOPIC_EDGE_SIZE: usize = 12;
 const SLOT_SIZE: usize = 32;
 
-const counters = memory.data(8 * 8, 8);
+const counters = memory.data(8 * 8 + 8, 8);
 
 let tables: usize = 0;
 let targetTotal: i32 = 0;
@@ -126,6 +128,7 @@ export function loadTables(ruleStatements: i32): i32 {
   matched = heap.alloc((<usize>(targetTotal > 0 ? targetTotal : 1)) * 4);
   outputs = heap.alloc(64 * OUTPUT_SIZE);
   outputCap = 64;
+  store<u32>(counters, <u32>outputs, 64);
   initBuffer(ruleStatements);
   return 1;
 }
@@ -329,6 +332,7 @@ function pushOutput(kind: i32, index: i32, jsonStart: i32, jsonLen: i32): void {
   if (outputCount >= outputCap) {
     outputCap *= 2;
     outputs = heap.realloc(outputs, <usize>outputCap * OUTPUT_SIZE);
+    store<u32>(counters, <u32>outputs, 64);
   }
   const p = outputs + (<usize>outputCount) * OUTPUT_SIZE;
   store<i32>(p, kind);
@@ -350,6 +354,7 @@ export function emitRule(logic: i32, mask: usize): void {
     return;
   }
   const start = appendBufferJson(mask);
+  store<u32>(counters, <u32>outputJsonPtr(), 68);
   pushOutput(OUT_RULE, logic, <i32>start, <i32>(outputJsonLength() - start));
 }
 

@@ -78,6 +78,7 @@ export class RulesProgram {
   private view!: DataView;
   private inputAddress = 0;
   private inputCapacity = 0;
+  private readonly countersAt: number;
   /** Encoded topic and, once a filter fired on it, the output topics by filter statement. */
   private readonly topics = new Map<string, { bytes: Buffer; outputs: (string | undefined)[] | undefined }>();
   private readonly filterSuffix: string[];
@@ -102,6 +103,7 @@ export class RulesProgram {
     this.logicTopic = meta.logicOutputs.map((l) => l.topic);
     this.logicPayload = meta.logicOutputs.map((l) => (l.payload === null ? null : Buffer.from(l.payload, 'utf8')));
     this.statementIds = meta.ruleStatementIds;
+    this.countersAt = this.exports.countersPtr();
     this.refresh();
   }
 
@@ -168,8 +170,9 @@ export class RulesProgram {
   private readOutputs(records: number, topic: string, payload: Buffer, entry: { outputs: (string | undefined)[] | undefined }): RuleOutput[] {
     if (this.bytes.length === 0) this.refresh();
     const view = this.view;
-    const base = this.exports.outputPtr();
-    const json = this.exports.outputJsonPtr();
+    // the record and JSON addresses sit after the counters (assembly/rules/engine.ts)
+    const base = view.getUint32(this.countersAt + 64, true);
+    const json = view.getUint32(this.countersAt + 68, true);
     const out: RuleOutput[] = [];
     for (let i = 0; i < records; i++) {
       const p = base + i * 16;
