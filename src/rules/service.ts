@@ -94,7 +94,18 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
   const stats = { engineErrors: 0, compiles: 0, compileErrors: 0, rejectedWrites: 0, lastCompileMillis: 0, lastAscMillis: 0, wasmBytes: 0, sourceBytes: 0 };
   let lastEngineErrorLog = 0;
 
-  // The hot path: synchronous, one Wasm call per message, outputs published with origin "rules".
+  // Outputs wait until the message that caused them has been routed (subscribers see
+  // house/1 before house/1/alert/); one microtask per batch of messages, not per message.
+  let pending: Message[] = [];
+  let flushScheduled = false;
+  const flush = (): void => {
+    flushScheduled = false;
+    const batch = pending;
+    pending = [];
+    for (let i = 0; i < batch.length; i++) broker.publish(batch[i]!);
+  };
+
+  // The hot path: synchronous, one Wasm call per message.
   broker.addHooks({
     onPublish(message: Message): void {
       if (message.origin === RULES_ORIGIN) return; // no loops: never feed our own output back
@@ -112,9 +123,14 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
         }
         return;
       }
+      if (outputs.length === 0) return;
       for (let i = 0; i < outputs.length; i++) {
         const o = outputs[i]!;
-        broker.publish({ topic: o.topic, payload: o.payload, qos: message.qos, retain: message.retain, origin: RULES_ORIGIN });
+        pending.push({ topic: o.topic, payload: o.payload, qos: message.qos, retain: message.retain, origin: RULES_ORIGIN });
+      }
+      if (!flushScheduled) {
+        flushScheduled = true;
+        queueMicrotask(flush);
       }
     },
   });
@@ -130,6 +146,17 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
    * messages of the statements it does not define over to the new program.
    */
   async function activate(request: CompileRequest, persist: boolean, keepBuffer = false): Promise<WriteResult> {
+    if (request.document === EMPTY) {
+      // nothing to run: no module at all (and no asc at start-up for a broker without rules)
+      if (persist) await store.write(JSON.stringify(EMPTY, null, 2) + '\n');
+      const old = program;
+      program = undefined;
+      retire(old);
+      active = EMPTY;
+      etag = etagOf(active);
+      source = '';
+      return { etag, filters: 0, rules: 0, statements: 0, compileMillis: 0 };
+    }
     let compiled: CompiledDocument;
     try {
       compiled = await compiler.compile(request);
