@@ -16,6 +16,7 @@ import { isValidTopicName } from '../topics/validate.js';
 import { FRAME_INCOMPLETE, FRAME_MALFORMED, frameLength, publishTopicBytes } from './framing.js';
 import { encodePublish, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
 import { decodePacket } from '../mqtt/decode.js';
+import { decodeFast } from '../mqtt/decode-fast.js';
 import type { Broker } from './broker.js';
 
 type State = 'new' | 'authenticating' | 'open' | 'closed';
@@ -135,7 +136,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       this.frame = packetBytes;
       let packet: Packet;
       try {
-        packet = decodePacket(packetBytes, this.state === 'new' ? 4 : this.protocolVersion);
+        const version = this.state === 'new' ? 4 : this.protocolVersion;
+        packet = decodeFast(packetBytes, version) ?? decodePacket(packetBytes, version);
       } catch (err) {
         this.onParseError(err as Error);
         break;
