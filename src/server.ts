@@ -84,6 +84,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   // written on a graceful stop (and periodically with EDB_BACKUP_INTERVAL).
   const backup = createBackupManager(config, log);
   backup.register(stateStore.snapshotSection());
+  backup.register(rules.snapshotSection());
   backup.register({
     name: 'broker',
     save: () => snapshotBroker(broker),

@@ -75,7 +75,6 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   /** The bytes of the packet being handled. */
   private frame: Buffer | undefined;
   private pending: Buffer | undefined;
-  private backlog: Packet[] | undefined;
   /** The transport accepted our last write without backpressure. */
   writable = true;
   /** Reading is paused by flow control (subscribers this client feeds are backed up). */
@@ -121,6 +120,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     const max = this.broker.config.maxPacketSize;
     while (offset < buf.length && this.state !== 'closed') {
       if (this.blockers > 0) break; // flow control: keep the rest for resume()
+      if (this.state === 'authenticating') break; // nothing past CONNECT until the hooks answer
       const len = frameLength(buf, offset, frameOut);
       if (len === FRAME_INCOMPLETE) {
         if (frameOut.remaining > max) return this.protocolViolation(RC.PACKET_TOO_LARGE, 'packet too large');
@@ -178,18 +178,15 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       if (packet.cmd !== 'connect') return this.protocolViolation(RC.PROTOCOL_ERROR, 'first packet must be CONNECT'); // [MQTT-3.1.0-1]
       return void this.onConnect(packet).catch((err: unknown) => this.internalError(err));
     }
-    if (this.state === 'authenticating') {
-      (this.backlog ??= []).push(packet);
-      return;
-    }
     this.handle(packet);
   }
 
   private handle(packet: Packet): void {
-    // Acks, SUBSCRIBE and UNSUBSCRIBE carry a packet identifier: mqtt-packet reads a missing
-    // one (Remaining Length too short) as -1. That packet is malformed, and answering it would
-    // produce a truncated reply. (An identifier of 0 is well-formed: a protocol error below.)
-    if (NEEDS_PACKET_ID.has(packet.cmd) && !((packet.messageId ?? -1) >= 0)) {
+    // [MQTT-2.2.1-3] acks, SUBSCRIBE and UNSUBSCRIBE carry a non-zero packet identifier;
+    // mqtt-packet reads a missing one as -1, which must not be answered (the reply would be truncated)
+    if (NEEDS_PACKET_ID.has(packet.cmd) && !((packet.messageId ?? 0) >= 1)) {
+      // missing: the packet is cut short (malformed); present but 0: parsed, yet not allowed (protocol error)
+      if (packet.messageId === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, `${packet.cmd} with packet identifier 0`);
       return this.protocolViolation(RC.MALFORMED_PACKET, `${packet.cmd} without a packet identifier`);
     }
     switch (packet.cmd) {
@@ -287,6 +284,9 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     }
 
     this.state = 'authenticating';
+    // stop reading while the (possibly slow) hooks decide: an unauthenticated peer must not
+    // make us buffer what it pipelines behind its CONNECT; it is parsed once we answer
+    this.conn.pause();
     const verdict = await broker.authenticate(this, packet);
     if (this.state !== 'authenticating') return; // closed meanwhile
     if (!verdict.ok) return this.refuse(verdict.reasonCode, verdict.reasonString ?? reasonName(verdict.reasonCode));
@@ -334,9 +334,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     for (const entry of session.inflight.values()) this.writeInflight(entry, true);
     this.pump();
 
-    const backlog = this.backlog;
-    this.backlog = undefined;
-    if (backlog) for (const p of backlog) if (this.state === 'open') this.handle(p);
+    if (this.blockers === 0) this.conn.resume();
+    this.drainInput(); // what arrived behind the CONNECT
   }
 
   /** CONNACK with a failure code, then close [MQTT-3.2.2-7]. */
@@ -531,6 +530,12 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
         this.broker.countDrop('expired');
         continue;
       }
+      // a queued message may have been routed while this client was offline (no read check
+      // then) or before an ACL change: read access is checked on the way out
+      if (!this.broker.mayDeliver(this, d.message)) {
+        this.broker.countDrop('not_authorized');
+        continue;
+      }
       this.sendDelivery(d);
     }
     if (this.belowLowWater(session)) {
@@ -613,9 +618,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   // -------------------------------------------------------------- subscribe
 
   private onSubscribe(packet: ISubscribePacket): void {
-    // [MQTT-3.8.3-2] at least one topic filter; [MQTT-2.2.1-3] a non-zero packet identifier
+    // [MQTT-3.8.3-2] at least one topic filter
     if (packet.subscriptions.length === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'SUBSCRIBE without a topic filter');
-    if (!packet.messageId) return this.protocolViolation(RC.PROTOCOL_ERROR, 'packet identifier 0');
     const subId = packet.properties?.subscriptionIdentifier;
     if (subId === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'subscription identifier 0'); // [MQTT-3.8.2-?]
     const result = this.broker.subscribe(this, packet.subscriptions, subId);
@@ -627,9 +631,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   }
 
   private onUnsubscribe(packet: IUnsubscribePacket): void {
-    // [MQTT-3.10.3-2] at least one topic filter; [MQTT-2.2.1-3] a non-zero packet identifier
+    // [MQTT-3.10.3-2] at least one topic filter
     if (packet.unsubscriptions.length === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'UNSUBSCRIBE without a topic filter');
-    if (!packet.messageId) return this.protocolViolation(RC.PROTOCOL_ERROR, 'packet identifier 0');
     const codes = this.broker.unsubscribe(this, packet.unsubscriptions);
     if (this.isV5) this.writePacket({ cmd: 'unsuback', messageId: packet.messageId!, granted: codes });
     else this.writePacket({ cmd: 'unsuback', messageId: packet.messageId!, granted: [] });

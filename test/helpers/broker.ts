@@ -1,3 +1,4 @@
+import { vi } from 'vitest';
 import { startEdb, type EdbServer } from '../../src/server.js';
 import { testConfig } from '../../src/config/load.js';
 import { createLogger, silentLogger } from '../../src/log.js';
@@ -9,6 +10,10 @@ export interface TestBroker {
   url: string;
   stop(): Promise<void>;
 }
+
+// startEdb compiles the (empty) rules document with AssemblyScript on every start: 2-3 s on an
+// idle machine, 15-20 s on a loaded one. Files that start brokers get room for that.
+vi.setConfig({ testTimeout: 90_000, hookTimeout: 120_000 });
 
 /** A real broker in-process on a free port, with silent logs. */
 export async function startBroker(overrides: Partial<Config> = {}): Promise<TestBroker> {
