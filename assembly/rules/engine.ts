@@ -11,9 +11,13 @@
 //     [11] slots       [12] target table offset
 //     [13] statements  [14] statement table offset  [15] filter statements (listed first)
 //     [16] logic entries  [17] logic table offset  [18] mask words per logic entry  [19] 0
-//   topic node (TOPIC_NODE_SIZE = 24 bytes)
+//   topic node (TOPIC_NODE_SIZE = 32 bytes)
 //     +0 edgeStart  +4 edgeCount (edges sorted by (length, bytes))  +8 `+` child or -1
 //     +12 `#` child or -1  +16 first target in the target list  +20 target count
+//     +24 offset of the node's level hash table, or 0 (nodes with few edges: binary search)
+//     +28 hash table mask (size - 1; the size is a power of two, at least twice the edges)
+//   level hash table: u32 per bucket, 0 empty, else edge index + 1; FNV-1a of the level
+//     bytes, linear probing
 //   topic edge (12 bytes): +0 level offset in the string pool, +4 level length, +8 child
 //   target (12 bytes): +0 1 for a filter, 0 for a rule statement  +4 first statement  +8 statements
 //   statement (8 bytes): +0 shape (compiled condition function)  +4 offset of its parameters
@@ -30,21 +34,23 @@
 //   [0] messages  [1] topic matches (targets matched)  [2] evaluations (conditions run)
 //   [3] fires (records output)  [4] unknown: missing variable  [5] unknown: kind mismatch
 //   [6] payloads not a JSON object  [7] buffer full (entries not stored)
+//   then two u32 at countersPtr() + 64: the current output records and output JSON
+//   addresses (they move when those buffers grow), so the host reads them without a call
 
 import { setKeyTables, setScratch, scanObject } from "./json";
 import { setRegisters, missingCount, kindCount } from "./values";
-import { initBuffer, beginTopic, commitTopic, clearBuffer, outputJsonReset, appendBufferJson, outputJsonLength, bufferFull, ruleResult } from "./buffer";
+import { initBuffer, beginTopic, commitTopic, clearBuffer, outputJsonReset, appendBufferJson, outputJsonLength, outputJsonPtr, bufferFull, ruleResult } from "./buffer";
 
 export { outputJsonPtr, bufferEntries, bufferEntry, bufferWords } from "./buffer";
 
 export const OUT_FILTER: i32 = 1;
 export const OUT_RULE: i32 = 2;
 const OUTPUT_SIZE: usize = 16;
-const TOPIC_NODE_SIZE: usize = 24;
+const TOPIC_NODE_SIZE: usize = 32;
 const TOPIC_EDGE_SIZE: usize = 12;
 const SLOT_SIZE: usize = 32;
 
-const counters = memory.data(8 * 8, 8);
+const counters = memory.data(8 * 8 + 8, 8);
 
 let tables: usize = 0;
 let targetTotal: i32 = 0;
@@ -122,6 +128,7 @@ export function loadTables(ruleStatements: i32): i32 {
   matched = heap.alloc((<usize>(targetTotal > 0 ? targetTotal : 1)) * 4);
   outputs = heap.alloc(64 * OUTPUT_SIZE);
   outputCap = 64;
+  store<u32>(counters, <u32>outputs, 64);
   initBuffer(ruleStatements);
   return 1;
 }
@@ -155,6 +162,21 @@ function addTargets(node: i32): void {
 
 function findLevel(node: i32, ptr: usize, len: usize): i32 {
   const n = topicNodes + (<usize>node) * TOPIC_NODE_SIZE;
+  const table = load<u32>(n, 24);
+  if (table != 0) {
+    // many literal levels: one hash and usually one comparison
+    const mask = load<u32>(n, 28);
+    let h: u32 = 0x811c9dc5;
+    for (let i: usize = 0; i < len; i++) h = (h ^ <u32>load<u8>(ptr + i)) * 0x01000193;
+    const buckets = tables + <usize>table;
+    for (;;) {
+      const slot = load<u32>(buckets + (<usize>(h & mask)) * 4);
+      if (slot == 0) return -1;
+      const e = topicEdges + (<usize>(slot - 1)) * TOPIC_EDGE_SIZE;
+      if (<usize>load<u32>(e, 4) == len && memory.compare(strings + <usize>load<u32>(e), ptr, len) == 0) return load<i32>(e, 8);
+      h++;
+    }
+  }
   let lo: i32 = load<i32>(n);
   let hi: i32 = lo + load<i32>(n, 4) - 1;
   while (lo <= hi) {
@@ -310,6 +332,7 @@ function pushOutput(kind: i32, index: i32, jsonStart: i32, jsonLen: i32): void {
   if (outputCount >= outputCap) {
     outputCap *= 2;
     outputs = heap.realloc(outputs, <usize>outputCap * OUTPUT_SIZE);
+    store<u32>(counters, <u32>outputs, 64);
   }
   const p = outputs + (<usize>outputCount) * OUTPUT_SIZE;
   store<i32>(p, kind);
@@ -331,6 +354,7 @@ export function emitRule(logic: i32, mask: usize): void {
     return;
   }
   const start = appendBufferJson(mask);
+  store<u32>(counters, <u32>outputJsonPtr(), 68);
   pushOutput(OUT_RULE, logic, <i32>start, <i32>(outputJsonLength() - start));
 }
 

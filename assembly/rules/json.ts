@@ -191,9 +191,21 @@ function literal(pos: usize, node: i32, word: u32, kind: i32): usize {
 
 let stringFlags: u32 = 0;
 
+const ONES: u64 = 0x0101010101010101;
+const HIGHS: u64 = 0x8080808080808080;
+
 /** pos is just after the opening quote; returns the position after the closing quote, or 0. */
 function stringEnd(pos: usize): usize {
   stringFlags = 0;
+  // eight bytes at a time while none is a quote, a backslash or a control character
+  // (SWAR: a byte b < n shows up in (w - n * ONES) & ~w & HIGHS when b < 0x80)
+  while (pos + 8 <= end) {
+    const w = load<u64>(pos);
+    const quote = w ^ 0x2222222222222222;
+    const slash = w ^ 0x5c5c5c5c5c5c5c5c;
+    if ((((quote - ONES) & ~quote) | ((slash - ONES) & ~slash) | ((w - 0x2020202020202020) & ~w)) & HIGHS) break;
+    pos += 8;
+  }
   while (pos < end) {
     const c = <u32>load<u8>(pos);
     if (c == 0x22) return pos + 1;

@@ -378,6 +378,16 @@ function buildKeyTrie(variables: string[][]): { order: KeyNode[]; slots: Map<str
   return { order, slots };
 }
 
+/** Nodes with at least this many literal levels get a hash table (fewer: binary search). */
+const HASHED_LEVELS = 8;
+
+/** FNV-1a, 32 bits (as assembly/rules/engine.ts computes it). */
+function fnv1a(bytes: Buffer): number {
+  let h = 0x811c9dc5;
+  for (const b of bytes) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  return h;
+}
+
 class Words {
   readonly values: number[] = [];
   push(...v: number[]): void {
@@ -442,12 +452,29 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
 
   // tables blob
   const pool = new StringPool();
+  const levelTables = new Words();
   const topicNodes = new Words();
   const topicEdges = new Words();
   const targetList = new Words();
   for (const n of topicOrder) {
     const children = sortedChildren(n.children);
-    topicNodes.push(topicEdges.length / 3, children.length, n.plus ? n.plus.id : -1, n.hash ? n.hash.id : -1, targetList.length, n.targets.length);
+    const firstEdge = topicEdges.length / 3;
+    let table = -1;
+    let mask = 0;
+    if (children.length >= HASHED_LEVELS) {
+      let size = 1;
+      while (size < children.length * 2) size *= 2;
+      mask = size - 1;
+      const buckets = new Array<number>(size).fill(0);
+      children.forEach(([k], i) => {
+        let h = fnv1a(Buffer.from(k, 'utf8'));
+        while (buckets[h & mask] !== 0) h = (h + 1) >>> 0;
+        buckets[h & mask] = firstEdge + i + 1;
+      });
+      table = levelTables.length;
+      levelTables.push(...buckets);
+    }
+    topicNodes.push(firstEdge, children.length, n.plus ? n.plus.id : -1, n.hash ? n.hash.id : -1, targetList.length, n.targets.length, table, mask);
     for (const [k, c] of children) {
       const s = pool.add(k);
       topicEdges.push(s.offset, s.length, c.id);
@@ -496,7 +523,7 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
   });
 
   const HEADER = 20;
-  const sections = [topicNodes, topicEdges, targetList, keyNodes, keyEdges, targetTable];
+  const sections = [topicNodes, topicEdges, targetList, keyNodes, keyEdges, targetTable, levelTables];
   const offsets: number[] = [];
   let offset = HEADER * 4;
   for (const w of sections) {
@@ -521,6 +548,11 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
     offsets[5]!, statementShape.length, statementTableAt, FS, logicEntries.length, logicTableAt, words, 0,
   ];
   header.forEach((v, i) => blob.writeUInt32LE(v >>> 0, i * 4));
+  // a node's level hash table: word index in levelTables -> byte offset in the blob
+  for (let i = 0; i < topicOrder.length; i++) {
+    const at = i * 8 + 6;
+    topicNodes.values[at] = topicNodes.values[at]! < 0 ? 0 : offsets[6]! + topicNodes.values[at]! * 4;
+  }
   sections.forEach((w, i) => w.values.forEach((v, j) => blob.writeInt32LE(v | 0, offsets[i]! + j * 4)));
   statementShape.forEach((s, i) => {
     blob.writeUInt32LE(s.shape.id, statementTableAt + i * 8);

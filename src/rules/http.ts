@@ -5,6 +5,7 @@
  *   GET / | POST / | PATCH / | DELETE /   the document (spec table), ETag / If-Match
  *   GET /openapi.json                     OpenAPI 3
  *   GET /docs                             Swagger UI (served from swagger-ui-dist, no CDN)
+ *   GET /source                           the generated AssemblyScript of the active document
  */
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -17,7 +18,7 @@ import type { RulesService, WriteResult } from './service.js';
 
 export interface RulesHttpRequest {
   method: string;
-  /** Path below the mount point, starting with "/" (query string allowed). */
+  /** Path below the mount point, or the full path starting with the handler's basePath (query string allowed). */
   path: string;
   /** Lower-case header names. */
   headers: Record<string, string | string[] | undefined>;
@@ -95,7 +96,9 @@ export function createRulesHttpHandler(service: RulesService, options: { basePat
   const basePath = (options.basePath ?? '').replace(/\/+$/, '');
   const openapi = JSON.stringify(openApiDocument(basePath), null, 2);
   return async function handleRulesHttp(req: RulesHttpRequest): Promise<RulesHttpResponse> {
-    const path = req.path.split('?')[0] || '/';
+    let path = req.path.split('?')[0] || '/';
+    // mounted under basePath by a router that passes the full path ("/rules/docs")
+    if (basePath !== '' && (path === basePath || path.startsWith(`${basePath}/`))) path = path.slice(basePath.length) || '/';
     const method = req.method.toUpperCase();
     try {
       if (path === '/' || path === '') {
@@ -121,6 +124,7 @@ export function createRulesHttpHandler(service: RulesService, options: { basePat
         }
       }
       if (method !== 'GET' && method !== 'HEAD') return json(405, { error: { code: 'EDB_METHOD_NOT_ALLOWED', message: `${method} is not supported on ${path}` } }, { allow: 'GET, HEAD' });
+      if (path === '/source') return { status: 200, headers: { 'content-type': 'text/plain; charset=utf-8', etag: service.current().etag }, body: service.source() };
       if (path === '/openapi.json') return { status: 200, headers: { 'content-type': 'application/json; charset=utf-8' }, body: openapi };
       if (path === '/docs' || path === '/docs/') return { status: 200, headers: { 'content-type': 'text/html; charset=utf-8' }, body: docsPage(basePath) };
       if (path === '/docs/init.js') return { status: 200, headers: { 'content-type': 'application/javascript; charset=utf-8' }, body: initScript(basePath) };
@@ -172,7 +176,7 @@ export function startRulesHttpServer(service: RulesService, host: string, port: 
       const address = server.address();
       const bound = typeof address === 'object' && address ? address.port : port;
       resolve({
-        name: 'rules-http',
+        name: 'rules',
         transport: 'http',
         engine: 'node:http',
         port: bound,

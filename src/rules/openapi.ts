@@ -32,6 +32,9 @@ export function openApiDocument(basePath: string): Record<string, unknown> {
         patch: { summary: 'Add filters and rules; a rule sharing a statement id replaces the old rule', parameters: [ifMatch], requestBody: body, responses: writeResponses },
         delete: { summary: 'Remove everything (the empty document)', parameters: [ifMatch], responses: { '200': written, '412': writeResponses['412'] } },
       },
+      '/source': {
+        get: { summary: 'The generated AssemblyScript of the active document (for review)', responses: { '200': { description: 'AssemblyScript source', content: { 'text/plain': { schema: { type: 'string' } } } } } },
+      },
     },
     components: {
       schemas: {

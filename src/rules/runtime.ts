@@ -78,7 +78,9 @@ export class RulesProgram {
   private view!: DataView;
   private inputAddress = 0;
   private inputCapacity = 0;
-  private readonly topics = new Map<string, Buffer>();
+  private readonly countersAt: number;
+  /** Encoded topic and, once a filter fired on it, the output topics by filter statement. */
+  private readonly topics = new Map<string, { bytes: Buffer; outputs: (string | undefined)[] | undefined }>();
   private readonly filterSuffix: string[];
   private readonly filterPayload: (Buffer | null)[];
   private readonly logicTopic: string[];
@@ -101,6 +103,7 @@ export class RulesProgram {
     this.logicTopic = meta.logicOutputs.map((l) => l.topic);
     this.logicPayload = meta.logicOutputs.map((l) => (l.payload === null ? null : Buffer.from(l.payload, 'utf8')));
     this.statementIds = meta.ruleStatementIds;
+    this.countersAt = this.exports.countersPtr();
     this.refresh();
   }
 
@@ -137,12 +140,13 @@ export class RulesProgram {
 
   /** Runs one message; returns what to publish (a shared empty array when nothing fired). */
   process(topic: string, payload: Buffer): readonly RuleOutput[] {
-    let encoded = this.topics.get(topic);
-    if (encoded === undefined) {
-      encoded = Buffer.from(topic, 'utf8');
+    let entry = this.topics.get(topic);
+    if (entry === undefined) {
+      entry = { bytes: Buffer.from(topic, 'utf8'), outputs: undefined };
       if (this.topics.size >= TOPIC_CACHE) this.topics.clear();
-      this.topics.set(topic, encoded);
+      this.topics.set(topic, entry);
     }
+    const encoded = entry.bytes;
     const need = encoded.length + payload.length;
     if (need > this.inputCapacity) {
       this.inputCapacity = Math.max(need, this.inputCapacity * 2, 4096);
@@ -160,21 +164,24 @@ export class RulesProgram {
     bytes.set(payload, at + encoded.length);
     const records = this.exports.process(encoded.length, payload.length);
     if (records === 0) return NO_OUTPUT;
-    return this.readOutputs(records, topic, payload);
+    return this.readOutputs(records, topic, payload, entry);
   }
 
-  private readOutputs(records: number, topic: string, payload: Buffer): RuleOutput[] {
+  private readOutputs(records: number, topic: string, payload: Buffer, entry: { outputs: (string | undefined)[] | undefined }): RuleOutput[] {
     if (this.bytes.length === 0) this.refresh();
     const view = this.view;
-    const base = this.exports.outputPtr();
-    const json = this.exports.outputJsonPtr();
+    // the record and JSON addresses sit after the counters (assembly/rules/engine.ts)
+    const base = view.getUint32(this.countersAt + 64, true);
+    const json = view.getUint32(this.countersAt + 68, true);
     const out: RuleOutput[] = [];
     for (let i = 0; i < records; i++) {
       const p = base + i * 16;
       const kind = view.getInt32(p, true);
       const index = view.getInt32(p + 4, true);
       if (kind === OUT_FILTER) {
-        out.push({ topic: topic + this.filterSuffix[index]!, payload: this.filterPayload[index] ?? payload });
+        const outputs = (entry.outputs ??= []);
+        const outTopic = (outputs[index] ??= topic + this.filterSuffix[index]!);
+        out.push({ topic: outTopic, payload: this.filterPayload[index] ?? payload });
       } else {
         const start = view.getInt32(p + 8, true);
         const length = view.getInt32(p + 12, true);

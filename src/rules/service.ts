@@ -15,7 +15,8 @@ import type { RulesDocument } from './ast.js';
 import { RulesCompiler, type CompiledDocument } from './compiler.js';
 import type { CompileRequest } from './pipeline.js';
 import { RulesError, RulesErrorCode } from './errors.js';
-import type { EngineCounters, RulesProgram } from './runtime.js';
+import type { BufferedEntry, EngineCounters, RulesProgram } from './runtime.js';
+import type { SnapshotSection } from '../persistence/snapshot.js';
 import { DocumentStore } from './store.js';
 
 export const RULES_ORIGIN = 'rules';
@@ -58,6 +59,11 @@ export interface RulesService {
   metrics(): RulesMetrics;
   /** Generated AssemblyScript of the active document (for review and the status page). */
   source(): string;
+  /**
+   * The rule buffer as a backup section: saved with the document's ETag, and put back once
+   * the same document is active again (a different document starts with an empty buffer).
+   */
+  snapshotSection(): SnapshotSection;
   close(): Promise<void>;
 }
 
@@ -94,7 +100,18 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
   const stats = { engineErrors: 0, compiles: 0, compileErrors: 0, rejectedWrites: 0, lastCompileMillis: 0, lastAscMillis: 0, wasmBytes: 0, sourceBytes: 0 };
   let lastEngineErrorLog = 0;
 
-  // The hot path: synchronous, one Wasm call per message, outputs published with origin "rules".
+  // Outputs wait until the message that caused them has been routed (subscribers see
+  // house/1 before house/1/alert/); one microtask per batch of messages, not per message.
+  let pending: Message[] = [];
+  let flushScheduled = false;
+  const flush = (): void => {
+    flushScheduled = false;
+    const batch = pending;
+    pending = [];
+    for (let i = 0; i < batch.length; i++) broker.publish(batch[i]!);
+  };
+
+  // The hot path: synchronous, one Wasm call per message.
   broker.addHooks({
     onPublish(message: Message): void {
       if (message.origin === RULES_ORIGIN) return; // no loops: never feed our own output back
@@ -112,9 +129,14 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
         }
         return;
       }
+      if (outputs.length === 0) return;
       for (let i = 0; i < outputs.length; i++) {
         const o = outputs[i]!;
-        broker.publish({ topic: o.topic, payload: o.payload, qos: message.qos, retain: message.retain, origin: RULES_ORIGIN });
+        pending.push({ topic: o.topic, payload: o.payload, qos: message.qos, retain: message.retain, origin: RULES_ORIGIN });
+      }
+      if (!flushScheduled) {
+        flushScheduled = true;
+        queueMicrotask(flush);
       }
     },
   });
@@ -130,6 +152,17 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
    * messages of the statements it does not define over to the new program.
    */
   async function activate(request: CompileRequest, persist: boolean, keepBuffer = false): Promise<WriteResult> {
+    if (request.document === EMPTY) {
+      // nothing to run: no module at all (and no asc at start-up for a broker without rules)
+      if (persist) await store.write(JSON.stringify(EMPTY, null, 2) + '\n');
+      const old = program;
+      program = undefined;
+      retire(old);
+      active = EMPTY;
+      etag = etagOf(active);
+      source = '';
+      return { etag, filters: 0, rules: 0, statements: 0, compileMillis: 0 };
+    }
     let compiled: CompiledDocument;
     try {
       compiled = await compiler.compile(request);
@@ -201,12 +234,48 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     if (text === undefined) return;
     try {
       await activate({ text }, false);
+      applySavedBuffer();
     } catch (err) {
       rlog.error({ err, file: store.path }, 'the stored rules document is invalid; starting with an empty document');
     }
   }
   const ready = serial(load);
   ready.catch(() => undefined);
+
+  // The rule buffer from the backup: applied when the document it was saved with is active
+  // (the backup may be read before or after the stored document has compiled).
+  let savedBuffer: { etag: string; entries: BufferedEntry[] } | undefined;
+  function applySavedBuffer(): void {
+    if (!savedBuffer || !program || savedBuffer.etag !== etag) return;
+    const ids = new Set(active.rules.flatMap((r) => r.statements.map((st) => st.id)));
+    program.restoreBuffer(savedBuffer.entries, ids);
+    rlog.info({ entries: savedBuffer.entries.length }, 'rule buffer restored');
+    savedBuffer = undefined;
+  }
+  const snapshotSection: SnapshotSection = {
+    name: 'rules',
+    save(): Buffer {
+      const entries = program?.bufferSnapshot() ?? [];
+      return Buffer.from(
+        JSON.stringify({ etag, entries: entries.map((e) => ({ topic: e.topic.toString('base64'), payload: e.payload.toString('base64'), ids: e.statementIds })) }),
+      );
+    },
+    restore(data: Buffer): void {
+      const raw = JSON.parse(data.toString('utf8')) as { etag?: unknown; entries?: unknown };
+      if (typeof raw.etag !== 'string' || !Array.isArray(raw.entries)) throw new Error('rules section: expected {etag, entries}');
+      const entries = raw.entries.map((e: { topic?: unknown; payload?: unknown; ids?: unknown }) => {
+        if (typeof e.topic !== 'string' || typeof e.payload !== 'string' || !Array.isArray(e.ids) || !e.ids.every((id) => Number.isInteger(id))) {
+          throw new Error('rules section: bad buffer entry');
+        }
+        return { topic: Buffer.from(e.topic, 'base64'), payload: Buffer.from(e.payload, 'base64'), statementIds: e.ids as number[] };
+      });
+      savedBuffer = { etag: raw.etag, entries };
+      applySavedBuffer();
+    },
+    reset(): void {
+      savedBuffer = undefined;
+    },
+  };
 
   return {
     ready,
@@ -228,6 +297,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       };
     },
     source: () => source,
+    snapshotSection: () => snapshotSection,
     async close(): Promise<void> {
       closed = true;
       await queue.catch(() => undefined);

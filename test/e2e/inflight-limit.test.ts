@@ -2,11 +2,7 @@
  * The maxInflight setting ("Receive Maximum the broker announces, and QoS 1/2 messages in flight to
  * a client", src/config/schema.ts) against a subscriber that never acknowledges: at most
  * maxInflight QoS 1 PUBLISHes may be outstanding to it, the rest wait in its bounded queue.
- *
- * KNOWN BROKER BUG (reported by the bench helper): the broker sends all 50; the outbound window is
- * only the client's Receive Maximum (65535 by default, and always for 3.1.1 clients), never
- * maxInflight. The tests are marked `.fails` so the suite stays green; once the broker honours the
- * setting they fail: remove `.fails` then.
+ * (The window used to be only the client's Receive Maximum, 65535 for 3.1.1 clients.)
  */
 import net from 'node:net';
 import mqttPacket from 'mqtt-packet';
@@ -41,7 +37,7 @@ async function silentSubscriber(version: 4 | 5, topic: string): Promise<{ publis
 }
 
 describe('maxInflight bounds QoS 1 messages in flight to a client', () => {
-  it.fails.each([4, 5] as const)('protocol %i: a subscriber that never acks gets at most maxInflight (10) of 50', async (version) => {
+  it.each([4, 5] as const)('protocol %i: a subscriber that never acks gets at most maxInflight (10) of 50', async (version) => {
     const topic = `e2e/inflight/${version}`;
     const sub = await silentSubscriber(version, topic);
     const pub = await mqtt.connectAsync(`mqtt://127.0.0.1:${broker.port}`, { protocolVersion: 4, reconnectPeriod: 0 });

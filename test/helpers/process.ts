@@ -20,7 +20,7 @@ export interface BrokerProcess {
  * Start `edb start` as a real process with EDB_* settings (ports default to 0 / off) and
  * wait until the listeners named in `waitFor` have logged their ports.
  */
-export async function startBrokerProcess(env: Record<string, string> = {}, waitFor: string[] = ['mqtt']): Promise<BrokerProcess> {
+export async function startBrokerProcess(env: Record<string, string> = {}, waitFor: string[] = ['mqtt'], startTimeoutMs = 30_000): Promise<BrokerProcess> {
   const child = spawn(process.execPath, [CLI, 'start'], {
     env: {
       ...process.env,

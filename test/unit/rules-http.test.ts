@@ -33,10 +33,11 @@ class RecordingBroker {
       },
     } as unknown as BrokerApi;
   }
-  /** A client's PUBLISH: runs the hooks, returns what the rules published. */
-  send(topic: string, payload: string, qos: 0 | 1 | 2 = 0, retain = false): Message[] {
+  /** A client's PUBLISH: runs the hooks, returns what the rules published (after the microtask that flushes them). */
+  async send(topic: string, payload: string, qos: 0 | 1 | 2 = 0, retain = false): Promise<Message[]> {
     const before = this.published.length;
     for (const h of this.hooks) h.onPublish?.({ topic, payload: Buffer.from(payload), qos, retain, senderId: 'c1' }, undefined);
+    await null;
     return this.published.slice(before);
   }
 }
@@ -100,13 +101,13 @@ describe('rules HTTP API', () => {
     expect(r.status).toBe(200);
     expect(r.json.filters).toBe(1);
     expect(r.etag).toBe(r.json.etag);
-    const out1 = broker.send('house/1', H1, 1, true);
+    const out1 = (await broker.send('house/1', H1, 1, true));
     expect(out1.map((m) => [m.topic, m.payload.toString(), m.qos, m.retain, m.origin])).toEqual([['house/1/alert/', 'fire_danger', 1, true, 'rules']]);
-    const out2 = broker.send('house/2', H2);
+    const out2 = (await broker.send('house/2', H2));
     expect(out2.map((m) => [m.topic, m.payload.toString()])).toEqual([['house/2/alert/', H2]]);
-    expect(broker.send('house/3', '{"h_id":3,"inside":{"temperature":22,"humidity":55},"temperature":8}')).toEqual([]);
+    expect((await broker.send('house/3', '{"h_id":3,"inside":{"temperature":22,"humidity":55},"temperature":8}'))).toEqual([]);
     // outputs are not fed back (house/# matches house/1/alert/)
-    expect(broker.send('house/9', '{"temperature":1}').length).toBe(1);
+    expect((await broker.send('house/9', '{"temperature":1}')).length).toBe(1);
     const get = await call('GET');
     expect(get.json).toEqual(JSON.parse(house));
     expect(get.etag).toBe(r.etag);
@@ -137,7 +138,7 @@ describe('rules HTTP API', () => {
       }
       const after = await call('GET');
       expect(after.etag).toBe(before.etag);
-      expect(broker.send('house/1', H1).map((m) => m.payload.toString())).toEqual(['fire_danger']);
+      expect((await broker.send('house/1', H1)).map((m) => m.payload.toString())).toEqual(['fire_danger']);
     });
   }
 
@@ -156,20 +157,20 @@ describe('rules HTTP API', () => {
   });
 
   test('PATCH keeps buffered messages of statements it does not replace', async () => {
-    expect(broker.send('miner/1', '{"m_id":1,"body-temperature":36.6,"heart-rate":105}')).toEqual([]);
+    expect((await broker.send('miner/1', '{"m_id":1,"body-temperature":36.6,"heart-rate":105}'))).toEqual([]);
     // replace rule "dead" ($5): $1's buffered miner/1 message must survive
     const patch = JSON.stringify({ rules: [{ statements: [{ id: 5, topic: 'miner/#', payload_type: 'float', condition: '$heart-rate < 0' }], logic: [{ operations: '$5', new_topic: 'action/dead' }] }] });
     expect((await call('PATCH', patch)).status).toBe(200);
-    const out = broker.send('mine/environment', '{"temperature":35,"humidity":90}');
+    const out = (await broker.send('mine/environment', '{"temperature":35,"humidity":90}'));
     expect(out.map((m) => m.topic)).toEqual(['!action/rest']); // $3 (body-temperature > 38) is false
     expect(JSON.parse(out[0]!.payload.toString())).toEqual({ 'miner/1': { m_id: 1, 'body-temperature': 36.6, 'heart-rate': 105 }, 'mine/environment': { temperature: 35, humidity: 90 } });
     expect((await call('GET')).json.rules.length).toBe(3);
   });
 
   test('POST empties the buffer', async () => {
-    expect(broker.send('miner/1', '{"m_id":1,"body-temperature":36.6,"heart-rate":105}')).toEqual([]);
+    expect((await broker.send('miner/1', '{"m_id":1,"body-temperature":36.6,"heart-rate":105}'))).toEqual([]);
     expect((await call('POST', mine)).status).toBe(200);
-    expect(broker.send('mine/environment', '{"temperature":35,"humidity":90}')).toEqual([]);
+    expect((await broker.send('mine/environment', '{"temperature":35,"humidity":90}'))).toEqual([]);
   });
 
   test('a restart keeps the document', async () => {
@@ -179,7 +180,7 @@ describe('rules HTTP API', () => {
     const after = await call('GET');
     expect(after.etag).toBe(etag);
     expect(after.json).toEqual(json);
-    broker.send('miner/1', '{"m_id":1,"body-temperature":36.6,"heart-rate":0}');
+    (await broker.send('miner/1', '{"m_id":1,"body-temperature":36.6,"heart-rate":0}'));
     expect(service.metrics().fires).toBe(1);
   });
 
@@ -187,7 +188,7 @@ describe('rules HTTP API', () => {
     const r = await call('DELETE');
     expect(r.status).toBe(200);
     expect((await call('GET')).json).toEqual({ filters: [], rules: [] });
-    expect(broker.send('house/1', H1)).toEqual([]);
+    expect((await broker.send('house/1', H1))).toEqual([]);
   });
 
   test('OpenAPI and Swagger UI are served locally', async () => {
@@ -195,6 +196,7 @@ describe('rules HTTP API', () => {
     expect(api.status).toBe(200);
     expect(api.json.openapi).toMatch(/^3\./);
     expect(Object.keys(api.json.paths['/'])).toEqual(['get', 'post', 'patch', 'delete']);
+    expect(Object.keys(api.json.paths)).toEqual(['/', '/source']);
     const docs = await call('GET', undefined, {}, '/docs');
     expect(docs.type).toContain('text/html');
     expect(docs.text).toContain('/docs/swagger-ui-bundle.js');
@@ -203,6 +205,11 @@ describe('rules HTTP API', () => {
     expect(css.status).toBe(200);
     expect(css.type).toContain('text/css');
     expect((await call('GET', undefined, {}, '/docs/../package.json')).status).toBe(404);
+    expect((await call('GET', undefined, {}, '/source')).text).toBe(''); // the empty document has no program
+    await call('POST', house);
+    const source = await call('GET', undefined, {}, '/source');
+    expect(source.text.startsWith('// GENERATED')).toBe(true);
+    expect(source.text).toContain('filters/0 (2 statements)  house/#');
   });
 
   test('CLI: edb rules set / get / delete against the server', async () => {

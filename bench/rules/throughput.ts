@@ -1,0 +1,149 @@
+/**
+ * Broker throughput with 1,000 filters active against none: the broker (edb start) in a
+ * child process, 4 publishers and 1 subscriber (raw MQTT 3.1.1 over TCP, mqtt-packet) in
+ * this one. Publishers send QoS 0 messages (the bench payload, every other one fires a
+ * filter) round-robin over the 1,000 filter topics, with at most WINDOW messages in flight
+ * (sent, not yet received by the subscriber on site/+/sensor, which the outputs do not
+ * match); throughput is messages received per second. Runs alternate none / 1,000 filters;
+ * the medians are compared.
+ *
+ *   npm run build && node dist/bench/rules/throughput.js [--runs 5] [--seconds 4]
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import mqttPacket from 'mqtt-packet';
+import { filterTopic, filtersDocument, payload } from './documents.js';
+
+const args = process.argv.slice(2);
+const arg = (name: string, fallback: number): number => {
+  const i = args.indexOf(name);
+  return i >= 0 ? Number(args[i + 1]) : fallback;
+};
+const RUNS = arg('--runs', 5);
+const SECONDS = arg('--seconds', 4);
+const FILTERS = 1000;
+const PUBLISHERS = 4;
+const WINDOW = 2000;
+const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function startBroker(dir: string, rulesFile: string | undefined): Promise<{ child: ChildProcess; port: number }> {
+  const port = await freePort();
+  const env: NodeJS.ProcessEnv = { ...process.env, EDB_HOST: '127.0.0.1', EDB_MQTT_PORT: String(port), EDB_WS_PORT: '-1', EDB_HTTP_PORT: '-1', EDB_RULES_PORT: '-1', EDB_DATA_DIR: dir, EDB_LOG_LEVEL: 'warn', EDB_LOG_FORMAT: 'json', EDB_SYS_INTERVAL: '0' };
+  if (rulesFile) env['EDB_RULES_FILE'] = rulesFile;
+  const child = spawn(process.execPath, [MAIN, 'start'], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return { child, port };
+    if (Date.now() > deadline) throw new Error('broker did not start');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function connectClient(port: number, clientId: string, onPacket: (p: mqttPacket.Packet) => void): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.setNoDelay(true);
+    const parser = mqttPacket.parser({ protocolVersion: 4 });
+    let connected = false;
+    parser.on('packet', (p: mqttPacket.Packet) => {
+      if (!connected && p.cmd === 'connack') {
+        connected = true;
+        resolve(socket);
+      } else onPacket(p);
+    });
+    socket.on('data', (d) => parser.parse(d));
+    socket.on('error', reject);
+    socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId, keepalive: 0 }));
+  });
+}
+
+async function measure(port: number): Promise<number> {
+  let received = 0;
+  let sent = 0;
+  const sub = await connectClient(port, 'bench-sub', (p) => {
+    if (p.cmd === 'publish') received++;
+  });
+  sub.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'site/+/sensor', qos: 0 }] }));
+  await new Promise((r) => setTimeout(r, 300));
+  const frames = Array.from({ length: 256 }, (_, k) =>
+    mqttPacket.generate({ cmd: 'publish', topic: filterTopic((k * 37) % FILTERS), payload: payload(k), qos: 0, retain: false, dup: false }),
+  );
+  const pubs = await Promise.all(Array.from({ length: PUBLISHERS }, (_, i) => connectClient(port, `bench-pub-${i}`, () => undefined)));
+  let running = true;
+  let k = 0;
+  const pump = (socket: net.Socket): void => {
+    while (running && sent - received < WINDOW) {
+      sent++;
+      if (!socket.write(frames[k++ & 255]!)) {
+        socket.once('drain', () => pump(socket));
+        return;
+      }
+    }
+    if (running) setImmediate(() => pump(socket));
+  };
+  for (const p of pubs) pump(p);
+  await new Promise((r) => setTimeout(r, 1000)); // warm-up
+  const r0 = received;
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, SECONDS * 1000));
+  const rate = ((received - r0) * 1000) / (performance.now() - t0);
+  running = false;
+  for (const s of [...pubs, sub]) s.destroy();
+  return rate;
+}
+
+function median(v: number[]): number {
+  const s = [...v].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'edb-rules-bench-'));
+  const rulesFile = join(dir, 'filters.json');
+  writeFileSync(rulesFile, JSON.stringify(filtersDocument(FILTERS)));
+  const none: number[] = [];
+  const active: number[] = [];
+  try {
+    for (let r = 0; r < RUNS; r++) {
+      for (const withRules of [false, true]) {
+        const data = mkdtempSync(join(dir, 'data-'));
+        const { child, port } = await startBroker(data, withRules ? rulesFile : undefined);
+        const rate = await measure(port);
+        child.kill('SIGTERM');
+        await new Promise((res) => child.once('exit', res));
+        (withRules ? active : none).push(rate);
+        console.log(`run ${r + 1}: ${withRules ? `${FILTERS} filters` : 'no filters'}: ${Math.round(rate)} msg/s`);
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const a = median(active);
+  const n = median(none);
+  console.log(`\nmedian: no filters ${Math.round(n)} msg/s, ${FILTERS} filters ${Math.round(a)} msg/s: ${((100 * a) / n).toFixed(0)}% of none`);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
