@@ -48,6 +48,13 @@ async function startBroker(): Promise<{ child: ChildProcess; port: number }> {
   return { child, port };
 }
 
+/** FLOOR=1: a bare Node server (floor-server.ts) in place of Redis. */
+async function startFloor(): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(process.execPath, [fileURLToPath(new URL('./floor-server.js', import.meta.url))], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve) => child.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))));
+  return { child, port };
+}
+
 async function startRedis(): Promise<{ child: ChildProcess; port: number }> {
   const port = await freePort();
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
@@ -217,30 +224,34 @@ async function measure(name: string, port: number, client: typeof redisClient, p
   // warm-up second, not counted
   await Promise.all(Array.from({ length: CLIENTS }, (_, i) => client(port, i, { at: performance.now() + 1000 }, { count: 0, latencies: [] })));
   const cpu0 = cpuSeconds(pid);
+  const client0 = process.cpuUsage();
   const start = performance.now();
   await Promise.all(Array.from({ length: CLIENTS }, (_, i) => client(port, i, { at: start + SECONDS * 1000 }, loop)));
   const elapsed = (performance.now() - start) / 1000;
   const cpuPerRequest = ((cpuSeconds(pid) - cpu0) / loop.count) * 1e6;
+  const c = process.cpuUsage(client0);
+  const clientCpu = (c.user + c.system) / loop.count;
   const sorted = loop.latencies.sort((a, b) => a - b);
   const r = { rate: loop.count / elapsed, p50: sorted[Math.floor(sorted.length * 0.5)]!, p99: sorted[Math.floor(sorted.length * 0.99)]! };
-  const cpu = Number.isNaN(cpuPerRequest) ? '' : `   server CPU ${cpuPerRequest.toFixed(1)} µs/req`;
+  const cpu = `${Number.isNaN(cpuPerRequest) ? '' : `   server CPU ${cpuPerRequest.toFixed(1)} µs/req`}   client CPU ${clientCpu.toFixed(1)} µs/req`;
   console.log(`  ${name.padEnd(12)} ${Math.round(r.rate).toLocaleString('en').padStart(9)} req/s   p50 ${r.p50.toFixed(2)} ms   p99 ${r.p99.toFixed(2)} ms${cpu}`);
   return r;
 }
 
 // EDB_PORT / REDIS_PORT: measure servers that are already running instead
 const broker = process.env['EDB_PORT'] ? { child: undefined, port: Number(process.env['EDB_PORT']) } : await startBroker();
-const redis = process.env['REDIS_PORT'] ? { child: undefined, port: Number(process.env['REDIS_PORT']) } : await startRedis();
+const redis = process.env['REDIS_PORT'] ? { child: undefined, port: Number(process.env['REDIS_PORT']) } : process.env['FLOOR'] ? await startFloor() : await startRedis();
+const peer = process.env['FLOOR'] ? 'node floor' : 'redis';
 try {
   console.log(`GET/SET round trips, ${CLIENTS} concurrent clients, ${SECONDS} s per round, ${ROUNDS} rounds (alternating)`);
   const ratios: number[] = [];
   for (let round = 0; round < ROUNDS; round++) {
     const e = await measure('edb (MQTT)', broker.port, mqttClient, broker.child?.pid);
-    const r = await measure('redis', redis.port, redisClient, redis.child?.pid);
+    const r = await measure(peer, redis.port, redisClient, redis.child?.pid);
     ratios.push(e.rate / r.rate);
   }
   ratios.sort((a, b) => a - b);
-  console.log(`edb / redis: median ${ratios[Math.floor(ratios.length / 2)]!.toFixed(2)} (rounds: ${ratios.map((x) => x.toFixed(2)).join(', ')})   [target >= 0.50]`);
+  console.log(`edb / ${peer}: median ${ratios[Math.floor(ratios.length / 2)]!.toFixed(2)} (rounds: ${ratios.map((x) => x.toFixed(2)).join(', ')})   [target >= 0.50]`);
 } finally {
   broker.child?.kill('SIGTERM');
   redis.child?.kill('SIGTERM');
