@@ -29,8 +29,9 @@ USER node
 VOLUME ["/data"]
 # MQTT, MQTTS, WebSocket, WSS, HTTP status/metrics, fr_script rules API
 EXPOSE 1883 8883 9001 9002 8888 8000
-HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["node", "-e", "require('net').connect(Number(process.env.EDB_MQTT_PORT||1883),'127.0.0.1').on('connect',()=>process.exit(0)).on('error',()=>process.exit(1))"]
+# /healthz on the HTTP port (Node 24 has fetch); with EDB_HTTP_PORT=-1, a TCP connect to MQTT
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["node", "-e", "const h=Number(process.env.EDB_HTTP_PORT??8888);const ok=()=>process.exit(0),bad=()=>process.exit(1);if(h>=0)fetch('http://127.0.0.1:'+h+'/healthz').then(r=>r.ok?ok():bad(),bad);else require('net').connect(Number(process.env.EDB_MQTT_PORT??1883),'127.0.0.1').on('connect',ok).on('error',bad)"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["node", "dist/src/cli/main.js"]
 CMD ["start"]

@@ -1,10 +1,10 @@
 /**
  * End-to-end load run: starts Edge Data Broker, aedes and mosquitto (when installed), each in
  * its own process on 127.0.0.1, in one run, drives them with the same load generator
- * (bench/worker.ts, in separate processes) and prints throughput, latency, loss and memory per
+ * (bench/worker.ts, in a separate process) and prints throughput, latency, loss and memory per
  * idle connection, with ratios to each peer.
  *
- *   npm run build && npm run bench                # full run (about 5 minutes)
+ *   npm run build && npm run bench                # full run (about 6 minutes), rewrites bench/RESULTS.md
  *   node dist/bench/load.js --quick               # short smoke run
  *   node dist/bench/load.js --runs 5 --brokers edb,aedes --profile
  *
@@ -57,7 +57,7 @@ function parseArgs(argv: string[]): Options {
   const o: Options = {
     quick,
     runs: quick ? 1 : 3,
-    warmupMs: quick ? 1000 : 2000,
+    warmupMs: quick ? 1000 : 1500,
     measureMs: quick ? 2000 : 4000,
     idleConnections: quick ? 2000 : 10_000,
     brokers: ['edb', 'aedes', 'mosquitto'],
@@ -469,17 +469,29 @@ interface MemoryResult {
   errors: string[];
 }
 
+/**
+ * The lowest RSS over `samples` readings 500 ms apart: a garbage-collected broker's RSS includes
+ * garbage until its next collection (V8 collects when idle), so the minimum is the live size.
+ */
+async function settledRss(pid: number, samples: number): Promise<number> {
+  let min = Infinity;
+  for (let i = 0; i < samples; i++) {
+    await sleep(500);
+    min = Math.min(min, rssBytes(pid));
+  }
+  return min;
+}
+
 async function runIdleMemory(peer: RunningPeer, opts: Options): Promise<MemoryResult> {
   const pid = peer.proc.pid!;
-  await sleep(500);
-  const rssBefore = rssBytes(pid);
+  const rssBefore = await settledRss(pid, 4);
   const trial = ++trialSeq;
   const ids = Array.from({ length: opts.idleConnections }, (_, i) => `idle-${trial}-${i}`);
   const workers = split(ids, 2).map((part, w) => ({ part, worker: new Worker(`idle${w}`) }));
   try {
     const ready = await Promise.all(workers.map(({ part, worker }) => worker.ask({ cmd: 'setup', role: 'idle', port: peer.port, ids: part, concurrency: 200 }, 'ready', 120_000)));
-    await sleep(2000); // let the broker settle (lazy allocations, GC)
-    const rssAfter = rssBytes(pid);
+    await sleep(1000);
+    const rssAfter = await settledRss(pid, 10);
     const reports = await Promise.all(workers.map(({ worker }) => worker.ask({ cmd: 'report' }, 'report')));
     const connections = reports.reduce((a, m) => a + m.report.connections, 0);
     return {
@@ -591,7 +603,7 @@ function summarize(flows: FlowResult[], memory: MemoryResult[], peers: RunningPe
       fmtKiB(m.perConnection),
       ours && m.broker !== 'edb' ? fmtRatio(m.perConnection / ours.perConnection) : '',
     ]);
-    parts.push(`\nMemory per idle connection (${opts.idleConnections.toLocaleString('en-US')} connections, keep alive 0; RSS from /proc/<pid>/status):\n`);
+    parts.push(`\nMemory per idle connection (${opts.idleConnections.toLocaleString('en-US')} connections, keep alive 0; lowest RSS from /proc/<pid>/status over 2 s before and 5 s after):\n`);
     parts.push(table(['broker', 'connected', 'RSS before', 'RSS after', 'per connection', 'peer / edb'], rows));
   }
 

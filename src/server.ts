@@ -6,6 +6,7 @@ import { Broker } from './broker/broker.js';
 import { startSysTopics } from './broker/sys.js';
 import { startTcpListener } from './transport/tcp.js';
 import { startTlsAndWebSocketListeners } from './transport/listeners.js';
+import { loadTlsOptions } from './transport/tls-options.js';
 import { startHttpService } from './http/service.js';
 import { restoreBroker, snapshotBroker } from './broker/snapshot.js';
 import { createBackupManager, type BackupManager } from './persistence/backup.js';
@@ -56,6 +57,7 @@ interface Service {
  * before any listener opens, so the first client already sees them.
  */
 export async function startEdb(config: Config, log: Logger): Promise<EdbServer> {
+  loadTlsOptions(config); // web: unusable TLS settings fail here, before anything starts
   const broker = new Broker(config, log);
   const services: Service[] = [];
   const listeners: Listener[] = [];
@@ -82,6 +84,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   // written on a graceful stop (and periodically with EDB_BACKUP_INTERVAL).
   const backup = createBackupManager(config, log);
   backup.register(stateStore.snapshotSection());
+  backup.register(rules.snapshotSection());
   backup.register({
     name: 'broker',
     save: () => snapshotBroker(broker),

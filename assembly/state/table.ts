@@ -81,6 +81,7 @@ const FREE_HEADS: usize = memory.data(<i32>((SMALL_CLASSES + 1) << 2), 16);
 let initialized = false;
 let arenaBase: usize = 0;
 let arenaTop: usize = 0;
+let memoryEnd: usize = 0; // bytes of linear memory, as last seen
 let largeFree: usize = 0;
 
 let io: usize = 0;
@@ -175,7 +176,10 @@ function alloc(request: u32, kind: u32): usize {
     }
   }
   if (b == 0) {
-    if (!ensureMemory(arenaTop + size)) return 0;
+    if (arenaTop + size > memoryEnd) {
+      if (!ensureMemory(arenaTop + size)) return 0;
+      memoryEnd = (<usize>memory.size()) << 16;
+    }
     b = arenaTop;
     arenaTop += size;
   }
@@ -744,6 +748,7 @@ export function stateExport(cursor: usize, now: f64): usize {
  * Returns the number of entries loaded, or ERR_CORRUPT / ERR_NO_MEMORY.
  */
 export function stateImport(len: u32, now: f64): i32 {
+  if (oldSlots != 0) migrate(0xffffffff);
   let r: u32 = 0;
   let loaded: i32 = 0;
   while (r < len) {
@@ -758,22 +763,46 @@ export function stateImport(len: u32, now: f64): i32 {
     const t = <u32>total;
     const x = load<f64>(p, 24);
     if (!(x != 0 && x <= now)) {
-      const h = hashBytes(p + RECORD_HEADER, kl);
-      const old = lookup(h, p + RECORD_HEADER, kl);
-      if (old != 0) dropEntry(old);
+      // bulk load: no migration runs (finished at once below), so one probe of the current
+      // array finds either the key (a duplicate record: the later one wins) or its free slot
+      const kp = p + RECORD_HEADER;
+      const h = hashBytes(kp, kl);
+      let i = h & mask;
+      let found: usize = 0;
+      while (true) {
+        const q = slotPtr(slots, i);
+        if (q == EMPTY) break;
+        if (slotHash(slots, i) == h && entryKeyLen(<usize>q) == kl && bytesEqual(entryKey(<usize>q), kp, kl)) {
+          found = <usize>q;
+          break;
+        }
+        i = (i + 1) & mask;
+      }
       const b = alloc(8 + t, KIND_ENTRY);
       if (b == 0) return ERR_NO_MEMORY;
       store<u32>(b, h, 4);
       memory.copy(b + 8, p, t);
-      insertSlot(h, <u32>b);
+      if (found != 0) {
+        // replace in place: same slot, the old entry's block goes back
+        store<u32>(slots + ((<usize>i) << 3), <u32>b, 4);
+        count--;
+        if (entryExpiresAt(found) != 0) expiring--;
+        dataBytes -= <f64>(entryKeyLen(found) + entryValLen(found));
+        entryBytes -= <f64>blockSize(found);
+        release(found);
+      } else {
+        setSlot(slots, i, h, <u32>b);
+        used++;
+      }
       count++;
       if (x != 0) expiring++;
       dataBytes += <f64>(kl + vl);
       entryBytes += <f64>blockSize(b);
       loaded++;
-      // bulk load: finish a migration at once, grow before the array is 3/4 full
-      if (oldSlots != 0) migrate(0xffffffff);
-      if (used * 4 >= cap * 3 && !startResize(cap << 1)) return ERR_NO_MEMORY;
+      if (used * 4 >= cap * 3) {
+        if (!startResize(cap << 1)) return ERR_NO_MEMORY;
+        migrate(0xffffffff);
+      }
     }
     r += t;
   }

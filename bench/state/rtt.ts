@@ -175,17 +175,25 @@ function mqttClient(port: number, id: number, stop: { at: number }, loop: Loop):
         if (packet[0]! >> 4 !== 3) continue; // only PUBLISH matters (PUBACKs are ignored)
         const topicLen = packet.readUInt16BE(i);
         const pid = packet.readUInt16BE(i + 2 + topicLen);
-        s.write(Buffer.from([0x40, 0x02, pid >> 8, pid & 0xff]));
-        if (packet.indexOf(expect, i + 4 + topicLen) < 0) continue;
+        const puback = Buffer.from([0x40, 0x02, pid >> 8, pid & 0xff]);
+        if (packet.indexOf(expect, i + 4 + topicLen) < 0) {
+          s.write(puback);
+          continue;
+        }
         loop.count++;
         loop.latencies.push(performance.now() - sent);
         isSet = !isSet;
         if (performance.now() >= stop.at) {
+          s.write(puback);
           s.end(mqttPacket.generate({ cmd: 'disconnect' }, opts));
           resolve();
           return;
         }
+        // the PUBACK and the next request leave in one write, as the Redis client's one command
+        s.cork();
+        s.write(puback);
         send();
+        process.nextTick(() => s.uncork());
       }
     });
     s.on('connect', () => s.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, clientId, keepalive: 60 }, opts)));

@@ -48,7 +48,7 @@ async function main(): Promise<void> {
     if (t.set(k, value, codes.SET_NX, NOW, 0, 0, undefined, NOW) !== codes.RESULT_OK) throw new Error('set failed');
     t.delete(k, undefined, undefined, NOW);
   });
-  console.log('\nops/s (median of samples), wasm / map:');
+  console.log('\noperations/s (benny mean x batch), wasm / map:');
   for (const [name, r] of Object.entries(results)) {
     console.log(`  ${name.padEnd(16)} wasm ${Math.round(r['wasm']!).toLocaleString('en')}  map ${Math.round(r['map']!).toLocaleString('en')}  ratio ${(r['wasm']! / r['map']!).toFixed(2)}`);
   }

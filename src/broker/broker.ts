@@ -325,7 +325,8 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     session.enqueue(d);
   }
 
-  private mayDeliver(client: ClientInfo, message: Message): boolean {
+  /** authorizeDelivery hooks; MqttClient.pump also runs them for queued messages (queued while offline, or before an ACL reload). */
+  mayDeliver(client: ClientInfo, message: Message): boolean {
     for (const hook of this.hooks.authorizeDelivery) if (!hook(client, message)) return false;
     return true;
   }

@@ -6,7 +6,6 @@ import type {
   ISubscribePacket,
   IUnsubscribePacket,
   Packet,
-  Parser,
 } from 'mqtt-packet';
 import type { Connection, ConnectionEvents, TransportKind } from '../transport/connection.js';
 import type { ClientInfo } from './hooks.js';
@@ -16,6 +15,8 @@ import { RC, reasonName, v3ConnackCode } from '../mqtt/reason-codes.js';
 import { isValidTopicName } from '../topics/validate.js';
 import { FRAME_INCOMPLETE, FRAME_MALFORMED, frameLength, publishTopicBytes } from './framing.js';
 import { encodePublish, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
+import { decodePacket } from '../mqtt/decode.js';
+import { decodeFast } from '../mqtt/decode-fast.js';
 import type { Broker } from './broker.js';
 
 type State = 'new' | 'authenticating' | 'open' | 'closed';
@@ -24,6 +25,8 @@ type State = 'new' | 'authenticating' | 'open' | 'closed';
 export type CloseCause = 'disconnect' | 'error' | 'keepalive' | 'protocol' | 'takeover' | 'shutdown' | 'admin' | 'timeout';
 
 const frameOut = { remaining: 0 };
+/** First byte of PUBACK, PUBREC, PUBREL (flags 0010 [MQTT-3.6.1-1]) and PUBCOMP. */
+const ACK_FIRST_BYTE: Partial<Record<string, number>> = { puback: 0x40, pubrec: 0x50, pubrel: 0x62, pubcomp: 0x70 };
 const NEEDS_PACKET_ID = new Set(['puback', 'pubrec', 'pubrel', 'pubcomp', 'subscribe', 'unsubscribe']);
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -66,14 +69,13 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   private sendWindow = 65535;
   private clientMaxPacketSize = 268435460;
   private clientTopicAliasMax = 0;
-  private readonly aliasesIn = new Map<number, string>();
-  private readonly aliasesOut = new Map<string, number>();
+  // topic aliases (v5), created when first used: most clients never use them
+  private aliasesIn: Map<number, string> | undefined;
+  private aliasesOut: Map<string, number> | undefined;
 
-  private readonly parser: Parser;
-  /** The bytes of the packet being parsed (the parser emits it synchronously). */
+  /** The bytes of the packet being handled. */
   private frame: Buffer | undefined;
   private pending: Buffer | undefined;
-  private backlog: Packet[] | undefined;
   /** The transport accepted our last write without backpressure. */
   writable = true;
   /** Reading is paused by flow control (subscribers this client feeds are backed up). */
@@ -96,9 +98,6 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     this.remoteAddress = conn.remoteAddress;
     if (conn.certificateSubject !== undefined) this.certificateSubject = conn.certificateSubject;
     if (conn.certificateFields !== undefined) this.certificateFields = conn.certificateFields;
-    this.parser = mqttPacket.parser({ protocolVersion: 4 });
-    this.parser.on('packet', (packet: Packet) => this.onPacket(packet));
-    this.parser.on('error', (err: Error) => this.onParseError(err));
   }
 
   get isV5(): boolean {
@@ -122,6 +121,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     const max = this.broker.config.maxPacketSize;
     while (offset < buf.length && this.state !== 'closed') {
       if (this.blockers > 0) break; // flow control: keep the rest for resume()
+      if (this.state === 'authenticating') break; // nothing past CONNECT until the hooks answer
       const len = frameLength(buf, offset, frameOut);
       if (len === FRAME_INCOMPLETE) {
         if (frameOut.remaining > max) return this.protocolViolation(RC.PACKET_TOO_LARGE, 'packet too large');
@@ -134,8 +134,16 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       const packetBytes = buf.subarray(offset, offset + len);
       offset += len;
       this.frame = packetBytes;
+      let packet: Packet;
       try {
-        this.parser.parse(packetBytes);
+        const version = this.state === 'new' ? 4 : this.protocolVersion;
+        packet = decodeFast(packetBytes, version) ?? decodePacket(packetBytes, version);
+      } catch (err) {
+        this.onParseError(err as Error);
+        break;
+      }
+      try {
+        this.onPacket(packet);
       } catch (err) {
         // a bug or a failing hook while serving this packet ends this connection only
         return this.internalError(err);
@@ -172,10 +180,6 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       if (packet.cmd !== 'connect') return this.protocolViolation(RC.PROTOCOL_ERROR, 'first packet must be CONNECT'); // [MQTT-3.1.0-1]
       return void this.onConnect(packet).catch((err: unknown) => this.internalError(err));
     }
-    if (this.state === 'authenticating') {
-      (this.backlog ??= []).push(packet);
-      return;
-    }
     this.handle(packet);
   }
 
@@ -183,6 +187,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     // [MQTT-2.2.1-3] acks, SUBSCRIBE and UNSUBSCRIBE carry a non-zero packet identifier;
     // mqtt-packet reads a missing one as -1, which must not be answered (the reply would be truncated)
     if (NEEDS_PACKET_ID.has(packet.cmd) && !((packet.messageId ?? 0) >= 1)) {
+      // missing: the packet is cut short (malformed); present but 0: parsed, yet not allowed (protocol error)
+      if (packet.messageId === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, `${packet.cmd} with packet identifier 0`);
       return this.protocolViolation(RC.MALFORMED_PACKET, `${packet.cmd} without a packet identifier`);
     }
     switch (packet.cmd) {
@@ -280,6 +286,9 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     }
 
     this.state = 'authenticating';
+    // stop reading while the (possibly slow) hooks decide: an unauthenticated peer must not
+    // make us buffer what it pipelines behind its CONNECT; it is parsed once we answer
+    this.conn.pause();
     const verdict = await broker.authenticate(this, packet);
     if (this.state !== 'authenticating') return; // closed meanwhile
     if (!verdict.ok) return this.refuse(verdict.reasonCode, verdict.reasonString ?? reasonName(verdict.reasonCode));
@@ -327,9 +336,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     for (const entry of session.inflight.values()) this.writeInflight(entry, true);
     this.pump();
 
-    const backlog = this.backlog;
-    this.backlog = undefined;
-    if (backlog) for (const p of backlog) if (this.state === 'open') this.handle(p);
+    if (this.blockers === 0) this.conn.resume();
+    this.drainInput(); // what arrived behind the CONNECT
   }
 
   /** CONNACK with a failure code, then close [MQTT-3.2.2-7]. */
@@ -355,9 +363,9 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       const alias = props.topicAlias;
       // [MQTT-3.3.2-9] alias 0 or over our Topic Alias Maximum is a protocol error: 0x94
       if (alias === 0 || alias > this.broker.config.topicAliasMaximum) return this.protocolViolation(RC.TOPIC_ALIAS_INVALID, 'topic alias invalid');
-      if (topic.length > 0) this.aliasesIn.set(alias, topic);
+      if (topic.length > 0) (this.aliasesIn ??= new Map()).set(alias, topic);
       else {
-        const known = this.aliasesIn.get(alias);
+        const known = this.aliasesIn?.get(alias);
         if (known === undefined) return this.protocolViolation(RC.PROTOCOL_ERROR, 'unknown topic alias');
         topic = known;
       }
@@ -524,6 +532,12 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
         this.broker.countDrop('expired');
         continue;
       }
+      // a queued message may have been routed while this client was offline (no read check
+      // then) or before an ACL change: read access is checked on the way out
+      if (!this.broker.mayDeliver(this, d.message)) {
+        this.broker.countDrop('not_authorized');
+        continue;
+      }
       this.sendDelivery(d);
     }
     if (this.belowLowWater(session)) {
@@ -539,7 +553,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       return;
     }
     const session = this.session!;
-    const entry: InflightEntry = { ...d, packetId: session.allocatePacketId(), state: 'publish' };
+    const entry: InflightEntry = { message: d.message, qos: d.qos, retain: d.retain, subscriptionIds: d.subscriptionIds, packetId: session.allocatePacketId(), state: 'publish' };
     session.inflight.set(entry.packetId, entry);
     this.writePublish(entry, entry.packetId, false);
   }
@@ -571,13 +585,14 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
         properties.subscriptionIdentifier = d.subscriptionIds.length === 1 ? d.subscriptionIds[0]! : d.subscriptionIds;
       }
       if (this.clientTopicAliasMax > 0) {
-        const alias = this.aliasesOut.get(m.topic);
+        const aliases = (this.aliasesOut ??= new Map());
+        const alias = aliases.get(m.topic);
         if (alias !== undefined) {
           packet.topic = '';
           properties.topicAlias = alias;
-        } else if (this.aliasesOut.size < this.clientTopicAliasMax) {
-          const next = this.aliasesOut.size + 1;
-          this.aliasesOut.set(m.topic, next);
+        } else if (aliases.size < this.clientTopicAliasMax) {
+          const next = aliases.size + 1;
+          aliases.set(m.topic, next);
           properties.topicAlias = next;
         }
       }
@@ -585,7 +600,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     }
     const bytes = encodePublish(packet, this.protocolVersion);
     if (bytes.length > this.clientMaxPacketSize && packet.properties?.topicAlias !== undefined && packet.topic !== '') {
-      this.aliasesOut.delete(m.topic); // the alias was never announced
+      this.aliasesOut?.delete(m.topic); // the alias was never announced
     }
     this.sendPublishBytes(bytes, d, packetId);
   }
@@ -605,9 +620,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   // -------------------------------------------------------------- subscribe
 
   private onSubscribe(packet: ISubscribePacket): void {
-    // [MQTT-3.8.3-2] at least one topic filter; [MQTT-2.2.1-3] a non-zero packet identifier
+    // [MQTT-3.8.3-2] at least one topic filter
     if (packet.subscriptions.length === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'SUBSCRIBE without a topic filter');
-    if (!packet.messageId) return this.protocolViolation(RC.PROTOCOL_ERROR, 'packet identifier 0');
     const subId = packet.properties?.subscriptionIdentifier;
     if (subId === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'subscription identifier 0'); // [MQTT-3.8.2-?]
     const result = this.broker.subscribe(this, packet.subscriptions, subId);
@@ -619,9 +633,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   }
 
   private onUnsubscribe(packet: IUnsubscribePacket): void {
-    // [MQTT-3.10.3-2] at least one topic filter; [MQTT-2.2.1-3] a non-zero packet identifier
+    // [MQTT-3.10.3-2] at least one topic filter
     if (packet.unsubscriptions.length === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'UNSUBSCRIBE without a topic filter');
-    if (!packet.messageId) return this.protocolViolation(RC.PROTOCOL_ERROR, 'packet identifier 0');
     const codes = this.broker.unsubscribe(this, packet.unsubscriptions);
     if (this.isV5) this.writePacket({ cmd: 'unsuback', messageId: packet.messageId!, granted: codes });
     else this.writePacket({ cmd: 'unsuback', messageId: packet.messageId!, granted: [] });
@@ -761,6 +774,19 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   // -------------------------------------------------------------- output
 
   writePacket(packet: Packet, version?: 3 | 4 | 5): void {
+    // A successful ack without properties is four fixed bytes in every version
+    // ([MQTT-3.4.2-1]: v5 may omit reason code 0 and the properties)
+    const ackType = ACK_FIRST_BYTE[packet.cmd];
+    if (ackType !== undefined) {
+      const ack = packet as { messageId?: number; reasonCode?: number; properties?: object };
+      if (!ack.reasonCode && !ack.properties && ack.messageId !== undefined) {
+        const bytes = Buffer.allocUnsafe(4);
+        bytes[0] = ackType;
+        bytes[1] = 2;
+        bytes.writeUInt16BE(ack.messageId, 2);
+        return this.rawWrite(bytes, packet.cmd);
+      }
+    }
     let bytes: Buffer | undefined;
     try {
       bytes = mqttPacket.generate(packet, { protocolVersion: version ?? this.protocolVersion });

@@ -25,10 +25,11 @@ export class PasswdError extends Error {}
 function promptHidden(io: PasswdIO, prompt: string): Promise<string> {
   const stdin = io.stdin;
   return new Promise((resolve, reject) => {
-    io.stderr.write(prompt);
     let value = '';
     const wasRaw = stdin.isRaw;
+    // raw (no echo) before the prompt shows, so nothing typed in reply to it is echoed
     stdin.setRawMode(true);
+    io.stderr.write(prompt);
     stdin.resume();
     stdin.setEncoding('utf8');
     const done = (err?: Error): void => {

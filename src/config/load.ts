@@ -1,4 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { SETTINGS, type Config, type SettingName, type SettingSpec } from './schema.js';
@@ -122,6 +124,8 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     logLevel: 'silent',
     // tests must not share a backup folder; those that test backups turn it on with their own
     backupEnabled: false,
+    // nor a data folder (the rules document is persisted there)
+    dataDir: mkdtempSync(join(tmpdir(), 'edb-test-')),
     ...overrides,
     sections: overrides.sections ?? {},
   };

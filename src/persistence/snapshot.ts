@@ -14,7 +14,6 @@
  *   28  sections, each: u16 name length, name (UTF-8), u32 reserved (0), f64 data length, data
  *   end u32      checksum of every byte before it
  */
-import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { open, readFile, rename, rm, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import * as zlib from 'node:zlib';
@@ -87,18 +86,24 @@ export async function writeSnapshot(file: string, sections: readonly { name: str
   tail.writeUInt32LE(crc >>> 0, 0);
   parts.push(tail);
   total += 4;
-  // synchronous writes: this runs at shutdown or on a timer, and a snapshot must not interleave
-  const fd = openSync(tmp, 'w', 0o600);
+  // the sections are already captured in buffers, so writing need not block the broker
   try {
-    for (const p of parts) {
-      let off = 0;
-      while (off < p.length) off += writeSync(fd, p, off, p.length - off);
+    const fh = await open(tmp, 'w', 0o600);
+    try {
+      for (const p of parts) {
+        let off = 0;
+        while (off < p.length) off += (await fh.write(p, off, p.length - off)).bytesWritten;
+      }
+      await fh.sync();
+    } finally {
+      await fh.close();
     }
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    await rename(tmp, file);
+  } catch (err) {
+    // a full disk or a vanished folder: leave the previous snapshot, not a partial temp file
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw err;
   }
-  await rename(tmp, file);
   try {
     const dir = await open(dirname(file), 'r');
     try {

@@ -16,7 +16,8 @@ import { documentText, etagOf, type CompileRequest, type DocumentStats } from '.
 
 export { etagOf };
 import { RulesError, RulesErrorCode } from './errors.js';
-import type { EngineCounters, RulesProgram } from './runtime.js';
+import type { BufferedEntry, EngineCounters, RulesProgram } from './runtime.js';
+import type { SnapshotSection } from '../persistence/snapshot.js';
 import { DocumentStore } from './store.js';
 
 export const RULES_ORIGIN = 'rules';
@@ -61,6 +62,11 @@ export interface RulesService {
   metrics(): RulesMetrics;
   /** Generated AssemblyScript of the active document (for review and the status page). */
   source(): string;
+  /**
+   * The rule buffer as a backup section: saved with the document's ETag, and put back once
+   * the same document is active again (a different document starts with an empty buffer).
+   */
+  snapshotSection(): SnapshotSection;
   close(): Promise<void>;
 }
 
@@ -91,6 +97,8 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
   let activeText = EMPTY_TEXT;
   let activeParsed: RulesDocument | undefined = EMPTY;
   let activeStats = EMPTY_STATS;
+  /** Ids of the active document's rule statements. */
+  let activeIds: number[] = [];
   let etag = etagOf(EMPTY);
   let source = '';
   let closed = false;
@@ -159,6 +167,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       activeText = EMPTY_TEXT;
       activeParsed = EMPTY;
       activeStats = EMPTY_STATS;
+      activeIds = [];
       etag = etagOf(EMPTY);
       source = '';
       return { etag, filters: 0, rules: 0, statements: 0, compileMillis: 0 };
@@ -187,6 +196,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     activeText = compiled.documentText;
     activeParsed = undefined; // parsed on demand (GET answers with the text)
     activeStats = compiled.stats;
+    activeIds = compiled.statementIds;
     etag = compiled.etag;
     source = compiled.source;
     stats.lastCompileMillis = compiled.millis;
@@ -231,19 +241,53 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       return;
     }
     const text = await store.read();
-    if (text === undefined) {
-      await activate({ document: EMPTY }, false);
-      return;
-    }
+    // The empty document needs no module: nothing is compiled until a document arrives,
+    // so a broker without rules starts at once (asc takes seconds on a small board).
+    if (text === undefined) return;
     try {
       await activate({ text }, false);
+      applySavedBuffer();
     } catch (err) {
       rlog.error({ err, file: store.path }, 'the stored rules document is invalid; starting with an empty document');
-      await activate({ document: EMPTY }, false);
     }
   }
   const ready = serial(load);
   ready.catch(() => undefined);
+
+  // The rule buffer from the backup: applied when the document it was saved with is active
+  // (the backup may be read before or after the stored document has compiled).
+  let savedBuffer: { etag: string; entries: BufferedEntry[] } | undefined;
+  function applySavedBuffer(): void {
+    if (!savedBuffer || !program || savedBuffer.etag !== etag) return;
+    const ids = new Set(activeIds);
+    program.restoreBuffer(savedBuffer.entries, ids);
+    rlog.info({ entries: savedBuffer.entries.length }, 'rule buffer restored');
+    savedBuffer = undefined;
+  }
+  const snapshotSection: SnapshotSection = {
+    name: 'rules',
+    save(): Buffer {
+      const entries = program?.bufferSnapshot() ?? [];
+      return Buffer.from(
+        JSON.stringify({ etag, entries: entries.map((e) => ({ topic: e.topic.toString('base64'), payload: e.payload.toString('base64'), ids: e.statementIds })) }),
+      );
+    },
+    restore(data: Buffer): void {
+      const raw = JSON.parse(data.toString('utf8')) as { etag?: unknown; entries?: unknown };
+      if (typeof raw.etag !== 'string' || !Array.isArray(raw.entries)) throw new Error('rules section: expected {etag, entries}');
+      const entries = raw.entries.map((e: { topic?: unknown; payload?: unknown; ids?: unknown }) => {
+        if (typeof e.topic !== 'string' || typeof e.payload !== 'string' || !Array.isArray(e.ids) || !e.ids.every((id) => Number.isInteger(id))) {
+          throw new Error('rules section: bad buffer entry');
+        }
+        return { topic: Buffer.from(e.topic, 'base64'), payload: Buffer.from(e.payload, 'base64'), statementIds: e.ids as number[] };
+      });
+      savedBuffer = { etag: raw.etag, entries };
+      applySavedBuffer();
+    },
+    reset(): void {
+      savedBuffer = undefined;
+    },
+  };
 
   return {
     ready,
@@ -263,6 +307,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       };
     },
     source: () => source,
+    snapshotSection: () => snapshotSection,
     async close(): Promise<void> {
       closed = true;
       await queue.catch(() => undefined);

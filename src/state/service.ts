@@ -97,7 +97,7 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
   const watchedBy = new Map<string, Set<string>>();
   let registrations = 0;
 
-  const log2 = log.child({ part: 'state' });
+  const slog = log.child({ part: 'state' });
 
   function error(message: string): Answer {
     errors[message] = (errors[message] ?? 0) + 1;
@@ -301,7 +301,7 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
       case codes.ERR_FENCING_STALE:
         return error(ERRORS.fencingStale);
       case codes.ERR_NO_MEMORY:
-        log2.warn('state store: linear memory cannot grow; answering as over quota');
+        slog.warn('state store: linear memory cannot grow; answering as over quota');
         return error(ERRORS.quota);
       default:
         return error(ERRORS.quota);
@@ -312,7 +312,7 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
     if (message.topic !== INVOKE_TOPIC) return false;
     if (!client || client.protocolVersion !== 5) {
       // the protocol is MQTT 5 only; without a client there is no one to answer or authorize
-      log2.debug({ sender: message.senderId, origin: message.origin }, 'state store: request not from an MQTT 5 client; dropped');
+      slog.debug({ sender: message.senderId, origin: message.origin }, 'state store: request not from an MQTT 5 client; dropped');
       return true;
     }
     const props = message.properties;
@@ -324,7 +324,7 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
     }
     if (!validResponseTopic(responseTopic) || responseTopic === INVOKE_TOPIC || responseTopic === RESERVED_PREFIX || responseTopic.startsWith(`${RESERVED_PREFIX}/`)) {
       errors['forbidden response topic'] = (errors['forbidden response topic'] ?? 0) + 1;
-      log2.info({ clientId: client.clientId, responseTopic }, 'state store: forbidden response topic; disconnecting the client');
+      slog.info({ clientId: client.clientId, responseTopic }, 'state store: forbidden response topic; disconnecting the client');
       const id = client.clientId;
       // not from inside the broker's publish flow
       queueMicrotask(() => broker.disconnectClient(id, 0x82, 'state store: response topic not allowed'));
@@ -335,7 +335,7 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
       answer = execute(message.payload, client, props?.userProperties);
     } catch (err) {
       // a bug here must not take the connection or the broker down
-      log2.error({ err: (err as Error).message, clientId: client.clientId }, 'state store: request failed');
+      slog.error({ err: (err as Error).message, clientId: client.clientId }, 'state store: request failed');
       answer = error(ERRORS.syntax);
     }
     const userProperties: UserProperties = { __stat: '200' };
@@ -369,7 +369,7 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
     try {
       sweep();
     } catch (err) {
-      log2.error({ err: (err as Error).message }, 'state store: sweep failed');
+      slog.error({ err: (err as Error).message }, 'state store: sweep failed');
     }
   }, config.stateSweepIntervalMs);
   sweepTimer.unref();
@@ -412,7 +412,7 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
           // sized for the count up front: the bulk load never resizes
           table.clear(Math.min(keys, Math.floor(data.length / (codes.RECORD_HEADER + 1))));
           const loaded = table.importRecords(data.subarray(HEADER + nodeLen), now());
-          log2.info({ keys: loaded }, 'state store restored');
+          slog.info({ keys: loaded }, 'state store restored');
         },
         reset() {
           table.clear();

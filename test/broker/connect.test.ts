@@ -2,7 +2,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mqttPacket, { type IConnackPacket, type IDisconnectPacket } from 'mqtt-packet';
 import { startBroker, until, type TestBroker } from '../helpers/broker.js';
 import { RawClient } from '../helpers/raw.js';
-import { once } from 'node:events';
 import mqtt from 'mqtt';
 
 let b: TestBroker;
@@ -154,7 +153,7 @@ describe('CONNECT validation', () => {
 
   it('MQTT.js v5 with an empty client id receives its assigned id in CONNACK', async () => {
     const c = mqtt.connect(b.url, { clientId: '', protocolVersion: 5, reconnectPeriod: 0 });
-    const [connack] = (await once(c, 'connect')) as [IConnackPacket];
+    const connack = await new Promise<IConnackPacket>((resolve) => c.once('connect', resolve));
     const assigned = connack.properties?.assignedClientIdentifier;
     expect(assigned).toMatch(/^edb-/);
     expect(b.server.broker.client(assigned!)).toBeDefined();

@@ -146,6 +146,9 @@ describe(`packet parser and broker under in-memory fuzzing (seed ${SEED})`, () =
           if (rng.chance(0.3)) await new Promise((r) => setImmediate(r));
         }
         await new Promise((r) => setImmediate(r));
+        // the broker reads nothing past CONNECT until authentication answers (it pauses the
+        // connection): give the verdict time, so the bytes behind CONNECT are parsed too
+        for (let i = 0; i < 50 && conn.paused && !conn.closed; i++) await new Promise((r) => setTimeout(r, 1));
         if (!conn.closed) {
           conn.closed = true;
           events.onClose();
@@ -162,7 +165,8 @@ describe(`packet parser and broker under in-memory fuzzing (seed ${SEED})`, () =
     expect(broker.stats.clientsConnected).toBe(0);
     expect(broker.stats.connectionsTotal - totalBefore).toBe(SESSIONS);
     // the fuzzer got past CONNECT and into the protocol checks
-    expect(broker.stats.packetsReceived['publish'] ?? 0).toBeGreaterThan(SESSIONS / 3);
+    // (only sessions whose CONNECT was accepted get anything behind it parsed: about one in eight)
+    expect(broker.stats.packetsReceived['publish'] ?? 0).toBeGreaterThan(SESSIONS / 20);
     expect(Object.values(broker.stats.protocolErrors).reduce((a, b) => a + b, 0)).toBeGreaterThan(SESSIONS / 10);
   }, 120_000);
 });

@@ -322,6 +322,23 @@ describe('topic aliases', () => {
     sub.destroy();
   });
 
+  it('an alias may be set again to another topic', async () => {
+    const base = uid('realias');
+    const sub = await subscriber(uid('s'), `${base}/#`, 0);
+    const { client: pub } = await RawClient.connect(b.port, { clientId: uid('p') });
+    pub.send({ cmd: 'publish', topic: `${base}/a`, payload: Buffer.from('1'), qos: 0, retain: false, dup: false, properties: { topicAlias: 1 } });
+    pub.send({ cmd: 'publish', topic: `${base}/b`, payload: Buffer.from('2'), qos: 0, retain: false, dup: false, properties: { topicAlias: 1 } });
+    pub.send({ cmd: 'publish', topic: '', payload: Buffer.from('3'), qos: 0, retain: false, dup: false, properties: { topicAlias: 1 } });
+    const got: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const p = await sub.next<IPublishPacket>('publish');
+      got.push(`${p.topic}=${p.payload.toString()}`);
+    }
+    expect(got).toEqual([`${base}/a=1`, `${base}/b=2`, `${base}/b=3`]);
+    pub.destroy();
+    sub.destroy();
+  });
+
   it.each([
     [0, 0x94],
     [5, 0x94], // over the broker's Topic Alias Maximum (4)

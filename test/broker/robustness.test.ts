@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import mqttPacket, { type IPublishPacket } from 'mqtt-packet';
+import mqttPacket, { type IPublishPacket, type Packet } from 'mqtt-packet';
 import { startBroker, until, type TestBroker } from '../helpers/broker.js';
 import { RawClient } from '../helpers/raw.js';
+import { frameLength } from '../../src/broker/framing.js';
 import { collect, connectClient } from '../helpers/mqttjs.js';
 
 /** `count` QoS 0 PUBLISH packets on `topic` in one buffer; payload = 4-byte sequence number + filler. */
@@ -14,6 +15,18 @@ function burst(topic: string, from: number, count: number, size: number): Buffer
     parts.push(mqttPacket.generate({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }, { protocolVersion: 4 }));
   }
   return Buffer.concat(parts);
+}
+
+/** The bytes split exactly into whole MQTT frames (none announces more than what follows). */
+function wholeFrames(data: Buffer): boolean {
+  let offset = 0;
+  const out = { remaining: 0 };
+  while (offset < data.length) {
+    const len = frameLength(data, offset, out);
+    if (len < 0 || offset + len > data.length) return false;
+    offset += len;
+  }
+  return true;
 }
 
 const seqs = (c: RawClient): number[] => c.all<IPublishPacket>('publish').map((p) => Buffer.from(p.payload).readUInt32BE(0));
@@ -51,8 +64,55 @@ describe('hostile input affects only its own connection', () => {
     const msgs = await got.wait(sent);
     expect(msgs.map((m) => m.payload.toString())).toEqual(Array.from({ length: sent }, (_, i) => String(i)));
     await until(() => b.server.broker.connections.size === 2, 3000, 'hostile connections to be cleaned up');
+    // every bad input was answered as a protocol matter, none reached an internal error (0x83)
+    expect(b.server.broker.stats.protocolErrors['implementation_specific_error']).toBeUndefined();
     await pub.endAsync();
     await sub.endAsync();
+  });
+
+  it('mutated valid packets (bit flips, truncation, splices) never cause an internal error', async () => {
+    const v5 = (p: Packet): Buffer => mqttPacket.generate(p, { protocolVersion: 5 });
+    const seeds: Buffer[] = [
+      v5({ cmd: 'publish', topic: 'a/b', payload: Buffer.from('hello'), qos: 1, messageId: 7, retain: true, dup: false, properties: { payloadFormatIndicator: true, messageExpiryInterval: 10, topicAlias: 1, responseTopic: 'r', correlationData: Buffer.from([1]), userProperties: { k: 'v' }, contentType: 'c' } }),
+      v5({ cmd: 'publish', topic: 'x', payload: Buffer.from('q2'), qos: 2, messageId: 9, retain: false, dup: false }),
+      v5({ cmd: 'subscribe', messageId: 3, subscriptions: [{ topic: 'a/+', qos: 2, nl: true, rap: true, rh: 1 }, { topic: '$share/g/b/#', qos: 1 }], properties: { subscriptionIdentifier: 5, userProperties: { a: 'b' } } }),
+      v5({ cmd: 'unsubscribe', messageId: 4, unsubscriptions: ['a/+', 'b'] }),
+      v5({ cmd: 'pubrel', messageId: 9, reasonCode: 0x92 }),
+      v5({ cmd: 'puback', messageId: 1, reasonCode: 0x10 }),
+      v5({ cmd: 'disconnect', reasonCode: 0x04, properties: { sessionExpiryInterval: 0, reasonString: 'bye' } }),
+      v5({ cmd: 'auth', reasonCode: 0x18, properties: { authenticationMethod: 'm', authenticationData: Buffer.from([1]) } }),
+    ];
+    const mutation = fc.record({
+      seed: fc.nat({ max: seeds.length - 1 }),
+      flips: fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }),
+      cut: fc.option(fc.nat()),
+    });
+    let runs = 0;
+    await fc.assert(
+      fc.asyncProperty(mutation, async ({ seed, flips, cut }) => {
+        const bytes = Buffer.from(seeds[seed]!);
+        for (const [at, value] of flips) bytes[1 + (at % (bytes.length - 1))] = value; // keep the packet type
+        const data = cut === null ? bytes : bytes.subarray(0, 1 + (cut % bytes.length));
+        const { client } = await RawClient.connect(b.port, { clientId: '', properties: { topicAliasMaximum: 5 } });
+        client.sendBytes(data);
+        if (wholeFrames(data)) {
+          // the broker has every byte it was promised: it must answer the next packet or have closed
+          client.send({ cmd: 'pingreq' });
+          await Promise.race([client.next('pingresp', () => true, 2000), client.closedPromise]);
+          if (!client.closed) expect(client.all('pingresp')).toHaveLength(1);
+        }
+        client.destroy();
+        runs++;
+      }),
+      { numRuns: 150 },
+    );
+    expect(runs).toBe(150);
+    expect(b.server.broker.stats.protocolErrors['implementation_specific_error']).toBeUndefined();
+    // and the broker still serves
+    const { client, connack } = await RawClient.connect(b.port, { clientId: 'after-fuzz' });
+    expect(connack.reasonCode).toBe(0);
+    await client.ping();
+    client.destroy();
   });
 
   it('truncated packets, oversize announcements and abrupt closes mid-packet', async () => {
@@ -78,6 +138,42 @@ describe('hostile input affects only its own connection', () => {
     expect(m!.payload.toString()).toBe('ok');
     pub.destroy();
     await sub.endAsync();
+  });
+});
+
+describe('reading while a CONNECT is being authenticated', () => {
+  it('the broker stops reading until the hook answers, then serves everything sent meanwhile, in order', async () => {
+    const b = await startBroker({ maxQueuedMessages: 100 });
+    let admit: () => void = () => undefined;
+    const admitted = new Promise<void>((resolve) => (admit = resolve));
+    b.server.broker.addHooks({
+      async authenticate(req) {
+        if (req.clientId === 'slow-auth') await admitted; // e.g. password hashing, a remote check
+        return { ok: true };
+      },
+    });
+    try {
+      const sub = (await RawClient.connect(b.port, { clientId: 'auth-sub' }, 4)).client;
+      sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'early', qos: 0 }] });
+      await sub.next('suback');
+      const N = 4000;
+      const c = await RawClient.open(b.port, 4);
+      const before = b.server.broker.stats.bytesReceived;
+      c.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 0, clientId: 'slow-auth' });
+      c.sendBytes(burst('early', 0, N, 1024)); // 4 MB pipelined behind the CONNECT
+      await new Promise((r) => setTimeout(r, 300));
+      // unauthenticated bytes are not read into memory without bound
+      expect(b.server.broker.stats.bytesReceived - before).toBeLessThan(512 * 1024);
+      admit();
+      await c.next('connack');
+      await until(() => sub.all('publish').length >= N, 10_000, 'the pipelined messages');
+      expect(seqs(sub).every((v, i) => v === i)).toBe(true);
+      c.destroy();
+      sub.destroy();
+    } finally {
+      admit();
+      await b.stop();
+    }
   });
 });
 

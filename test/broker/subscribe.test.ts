@@ -170,6 +170,32 @@ describe('v5 subscription options', () => {
     p.destroy();
   });
 
+  it('No Local on one of two overlapping subscriptions: the other still delivers, with only its identifier', async () => {
+    const base = uid('nlov');
+    const c = await raw();
+    await subscribe(c, [{ topic: `${base}/#`, qos: 0, nl: true }], { subscriptionIdentifier: 1 });
+    await subscribe(c, [{ topic: `${base}/+`, qos: 0 }], { subscriptionIdentifier: 2 });
+    pub(c, `${base}/x`, 'self');
+    const got = await c.next<IPublishPacket>('publish');
+    expect(got.properties?.subscriptionIdentifier).toBe(2);
+    await c.ping();
+    expect(c.all('publish')).toHaveLength(1);
+    c.destroy();
+  });
+
+  it('overlapping subscriptions: RETAIN kept if any of them has Retain As Published', async () => {
+    const base = uid('rapov');
+    const c = await raw();
+    await subscribe(c, [{ topic: `${base}/#`, qos: 0, rh: 2 }, { topic: `${base}/+`, qos: 0, rap: true, rh: 2 }]);
+    const p = await raw();
+    pub(p, `${base}/x`, 'r', { retain: true });
+    const got = await c.next<IPublishPacket>('publish');
+    expect(got.retain).toBe(true);
+    pub(p, `${base}/x`, '', { retain: true });
+    c.destroy();
+    p.destroy();
+  });
+
   it('a single Subscription Identifier is sent as a number', async () => {
     const topic = uid('sid');
     const c = await raw();

@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
-import type { MqttClient } from 'mqtt';
+import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runPasswd } from '../../src/cli/passwd.js';
 import { hashPassword } from '../../src/auth/password-file.js';
@@ -316,6 +316,26 @@ describe('authorization (ACL)', () => {
     await end(bob, alice);
   });
 
+  // Messages queued for an offline persistent session are checked against the read ACL when
+  // they leave the queue: a `deny` that only overlaps the subscription (alice: sensors/#
+  // granted, sensors/secret denied) cannot be bypassed by going offline.
+  it('messages queued while offline are checked against the ACL on delivery', async () => {
+    const opts = { protocolVersion: 5 as const, clientId: 'alice-persistent', clean: false, properties: { sessionExpiryInterval: 300 } };
+    const first = await as(stack, 'alice', opts);
+    await first.subscribeAsync('sensors/#', { qos: 1 });
+    await first.endAsync();
+    const admin = await as(stack, 'admin', { protocolVersion: 5 });
+    await admin.publishAsync('sensors/secret', 'classified', { qos: 1 });
+    await admin.publishAsync('sensors/open', 'sentinel', { qos: 1 });
+    const got: string[] = [];
+    // reconnect to the same session; listen before CONNACK, queued messages follow it at once
+    const c = mqtt.connect(stack.url, { ...opts, username: 'alice', password: PASSWORDS.alice, reconnectPeriod: 0 });
+    c.on('message', (t) => got.push(t));
+    await waitFor(() => got.includes('sensors/open'), 'the queued sentinel');
+    await end(c, admin);
+    expect(got).toEqual(['sensors/open']);
+  });
+
   it('an ACL change on disk applies to connected clients', async () => {
     const aclPath = join(tmpDir(), 'acl.conf');
     writeFileSync(aclPath, 'topic readwrite live/#\n');
@@ -354,6 +374,7 @@ describe('client certificates', () => {
     });
     const identity = stack.auth.identityFor(stack.broker.client('cert-sub')!);
     expect(identity).toMatchObject({ clientId: 'cert-sub', username: 'device-7', certificateFields: { CN: 'device-7', O: 'Acme' } });
+    expect(identity.certificateSubject?.split(',').sort()).toEqual(['CN=device-7', 'O=Acme']);
     const got = collect(sub);
     expect(await subscribeCodes(sub, ['devices/device-7/#', 'devices/other/#'], 1)).toEqual([1, 0x87]);
     for (const version of ['mqttv311', 'mqttv5']) {

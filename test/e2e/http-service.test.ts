@@ -133,7 +133,10 @@ describe('HTTP service on a running broker', () => {
     expect(s.clients.count).toBe(s.clients.rows.length);
     expect(s.listeners.find((l: { name: string }) => l.name === 'ws').engine).toMatch(/uWebSockets\.js|ws/);
     expect(s.rates.intervalMs).toBeGreaterThan(0);
-    expect(s.sections).toEqual({});
+    // the rules engine and the state store add their summaries
+    expect(Object.keys(s.sections).sort()).toEqual(['rules', 'state']);
+    expect(s.sections.rules.filters).toBe(0);
+    expect(s.sections.state.summary).toMatch(/key/);
   });
 
   it('serves the status page, its script, the console and MQTT.js (gzip when asked)', async () => {

@@ -3,7 +3,9 @@
  * MQTT 3.1.1 and 5.0, QoS 0/1/2, retained messages, wills and v5 properties.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import net from 'node:net';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import mqttPacket, { type IConnackPacket, type IConnectPacket } from 'mqtt-packet';
 import { startBroker, waitFor, type RunningBroker } from './helpers.js';
 
 let broker: RunningBroker;
@@ -337,5 +339,152 @@ describe('MQTT.js sessions and subscription options', () => {
     await pub.publishAsync(topic, 'marker', { qos: 1 });
     await waitFor(() => got.length >= 1, 'the marker');
     expect(got.map((m) => m.payload.toString())).toEqual(['marker']);
+  });
+});
+
+describe('MQTT.js limits and liveness', () => {
+  it('carries a 512 KiB payload intact at QoS 1', async () => {
+    const sub = await connect(5);
+    const got = collect(sub);
+    await sub.subscribeAsync('e2e/big', { qos: 1 });
+    const pub = await connect(4);
+    const payload = Buffer.alloc(512 * 1024);
+    for (let i = 0; i < payload.length; i++) payload[i] = (i * 31 + 7) & 0xff;
+    await pub.publishAsync('e2e/big', payload, { qos: 1 });
+    await waitFor(() => got.length === 1, 'the large message');
+    expect(got[0]!.payload.equals(payload)).toBe(true);
+  });
+
+  it('takes over a session: the older connection with the same client id is disconnected (v5: 0x8E)', async () => {
+    const clientId = `mqttjs-takeover-${++seq}`;
+    const first = await connect(5, { clientId });
+    let reason: number | undefined;
+    first.on('disconnect', (packet) => (reason = packet.reasonCode));
+    const closed = new Promise<void>((resolve) => first.once('close', () => resolve()));
+    const second = await connect(5, { clientId });
+    await closed;
+    expect(reason).toBe(0x8e); // [MQTT-3.1.4-3] Session taken over
+    expect(second.connected).toBe(true);
+  });
+
+  it('closes a client that stops sending within 1.5x its keep alive, and publishes its will', async () => {
+    const watcher = await connect(5);
+    const got = collect(watcher);
+    await watcher.subscribeAsync('e2e/keepalive/#', { qos: 1 });
+    // a raw client: CONNECT with keep alive 1 s and a will, then silence (no PINGREQ)
+    const socket = net.connect(broker.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    let connected = false;
+    socket.once('connect', () => (connected = true));
+    await waitFor(() => connected, 'the TCP connection', 3000);
+    const startedAt = Date.now();
+    socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: `silent-${++seq}`, clean: true, keepalive: 1, will: { topic: 'e2e/keepalive/silent', payload: Buffer.from('timed out'), qos: 1, retain: false } } as IConnectPacket));
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    let connack = '';
+    socket.on('data', (d: Buffer) => (connack += d.toString('hex')));
+    let isClosed = false;
+    void closed.then(() => (isClosed = true));
+    await waitFor(() => isClosed, () => `the broker to close the silent connection (received ${connack || 'nothing'}; clients online: ${broker.server.broker.clients().length})`, 6000);
+    const elapsed = Date.now() - startedAt;
+    // [MQTT-3.1.2-24] at most 1.5 x keep alive (plus the broker's sweep interval)
+    expect(elapsed).toBeGreaterThanOrEqual(1000);
+    expect(elapsed).toBeLessThan(3000);
+    await waitFor(() => got.length === 1, 'the will of the silent client');
+    expect(got[0]!.payload.toString()).toBe('timed out');
+  });
+});
+
+describe('MQTT.js against a broker with a small Maximum Packet Size', () => {
+  it('disconnects a v5 client that sends a packet over the limit with 0x95, others carry on', async () => {
+    const small = await startBroker({ maxPacketSize: 1024 });
+    try {
+      const url = `mqtt://127.0.0.1:${small.port}`;
+      const bystander = await mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 0 });
+      const got: string[] = [];
+      bystander.on('message', (_t, p) => got.push(p.toString()));
+      await bystander.subscribeAsync('e2e/small/#', { qos: 1 });
+      const offender = await mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 0 });
+      let reason: number | undefined;
+      offender.on('disconnect', (packet) => (reason = packet.reasonCode));
+      const closed = new Promise<void>((resolve) => offender.once('close', () => resolve()));
+      offender.publish('e2e/small/x', Buffer.alloc(4096), { qos: 0 });
+      await closed;
+      expect(reason).toBe(0x95); // [MQTT-3.2.2-15] Packet too large
+      const other = await mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 0 });
+      await other.publishAsync('e2e/small/y', 'fits', { qos: 1 });
+      await waitFor(() => got.length === 1, 'the message that fits');
+      expect(got).toEqual(['fits']);
+      await Promise.all([bystander.endAsync(), other.endAsync(), offender.endAsync(true)]);
+    } finally {
+      await small.stop();
+    }
+  });
+});
+
+describe('MQTT.js topic rules', () => {
+  it('stops delivery after UNSUBSCRIBE', async () => {
+    const sub = await connect(5);
+    const got = collect(sub);
+    await sub.subscribeAsync('e2e/unsub/+', { qos: 1 });
+    const pub = await connect(4);
+    await pub.publishAsync('e2e/unsub/a', 'before', { qos: 1 });
+    await waitFor(() => got.length === 1, 'the first message');
+    await sub.unsubscribeAsync('e2e/unsub/+');
+    await sub.subscribeAsync('e2e/unsub-marker', { qos: 1 });
+    await pub.publishAsync('e2e/unsub/a', 'after', { qos: 1 });
+    await pub.publishAsync('e2e/unsub-marker', 'marker', { qos: 1 });
+    await waitFor(() => got.length >= 2, 'the marker');
+    expect(got.map((m) => m.payload.toString())).toEqual(['before', 'marker']);
+  });
+
+  it('delivers a message once at the highest QoS when subscriptions overlap (3.1.1)', async () => {
+    const sub = await connect(4);
+    const got = collect(sub);
+    await sub.subscribeAsync({ 'e2e/overlap/#': { qos: 0 }, 'e2e/overlap/+/x': { qos: 1 } });
+    const pub = await connect(4);
+    await pub.publishAsync('e2e/overlap/a/x', 'one', { qos: 1 });
+    await pub.publishAsync('e2e/overlap/marker', 'marker', { qos: 1 });
+    await waitFor(() => got.some((m) => m.payload.toString() === 'marker'), 'the marker');
+    const ones = got.filter((m) => m.payload.toString() === 'one');
+    expect(ones).toHaveLength(1);
+    expect(ones[0]!.packet.qos).toBe(1);
+  });
+
+  it('keeps $SYS topics out of a "#" subscription [MQTT-4.7.2-1] but serves "$SYS/#"', async () => {
+    const sys = await startBroker({ sysInterval: 1 });
+    try {
+      const url = `mqtt://127.0.0.1:${sys.port}`;
+      const all = await mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 0 });
+      const sysSub = await mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 0 });
+      const fromAll: string[] = [];
+      const fromSys: string[] = [];
+      all.on('message', (t) => fromAll.push(t));
+      sysSub.on('message', (t) => fromSys.push(t));
+      await all.subscribeAsync('#', { qos: 0 });
+      await sysSub.subscribeAsync('$SYS/#', { qos: 0 });
+      await waitFor(() => fromSys.length > 0, 'a $SYS message', 4000);
+      await new Promise((r) => setTimeout(r, 1200)); // another $SYS interval
+      expect(fromAll.filter((t) => t.startsWith('$'))).toEqual([]);
+      await Promise.all([all.endAsync(), sysSub.endAsync()]);
+    } finally {
+      await sys.stop();
+    }
+  });
+
+  it('refuses a 3.1.1 client with an empty client id and clean session 0 (CONNACK 0x02) [MQTT-3.1.3-8]', async () => {
+    const socket = net.connect(broker.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    const parser = mqttPacket.parser({ protocolVersion: 4 });
+    let connack: IConnackPacket | undefined;
+    parser.on('packet', (p) => {
+      if (p.cmd === 'connack') connack = p;
+    });
+    socket.on('data', (d: Buffer) => parser.parse(d));
+    // hand-made: mqtt-packet itself refuses to encode this CONNECT
+    // 0x10 len 12 | "MQTT" level 4 | flags 0 (clean session 0) | keep alive 0 | client id ""
+    socket.write(Buffer.from([0x10, 0x0c, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00]));
+    await waitFor(() => connack !== undefined, 'CONNACK');
+    expect(connack!.returnCode).toBe(2);
+    socket.destroy();
   });
 });

@@ -14,7 +14,7 @@ let url: string;
 beforeAll(async () => {
   server = await startEdb(testConfig({ stateSweepIntervalMs: 50 }), silentLogger());
   url = `mqtt://127.0.0.1:${server.port('mqtt')}`;
-});
+}, 120_000);
 afterAll(async () => {
   await server.stop();
 });

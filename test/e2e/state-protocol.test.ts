@@ -36,7 +36,7 @@ beforeAll(async () => {
     silentLogger(),
   );
   port = server.port('mqtt');
-});
+}, 120_000);
 
 afterAll(async () => {
   await Promise.all(clients.map((c) => c.endAsync().catch(() => undefined)));
@@ -174,6 +174,26 @@ describe('state store over MQTT 5', () => {
     expect(await winnerLock.release()).toBe(false);
     expect(await loserLock.release()).toBe(true);
     expect((await a.get('e2e:guarded')).value?.toString()).toBe('by-loser');
+    await a.close();
+    await b.close();
+  });
+
+  it('a lock waiter gives up when its signal aborts, and wakes at once on release', async () => {
+    const a = await StateStoreClient.create(await connect('racer-c'));
+    const b = await StateStoreClient.create(await connect('racer-d'));
+    const held = new LeaseLock(a, 'e2e:lock2', 'c');
+    const waiter = new LeaseLock(b, 'e2e:lock2', 'd');
+    expect(await held.acquire(60_000)).toBeDefined();
+    await expect(waiter.waitAndAcquire(60_000, { signal: AbortSignal.timeout(200), retryMs: 60_000 })).rejects.toThrow();
+    const waiting = waiter.waitAndAcquire(60_000, { retryMs: 60_000 });
+    await new Promise((r) => setTimeout(r, 100));
+    const released = Date.now();
+    expect(await held.release()).toBe(true);
+    expect(await waiting).toBeDefined();
+    // woken by the DELETE notification, not by the 60 s retry
+    expect(Date.now() - released).toBeLessThan(10_000);
+    expect((await waiter.holderOf())?.toString()).toBe('d');
+    await waiter.release();
     await a.close();
     await b.close();
   });

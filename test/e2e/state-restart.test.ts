@@ -30,7 +30,7 @@ async function cli(port: number, ...args: string[]): Promise<{ code: number; std
 }
 
 describe('backup across a real restart', () => {
-  it('keeps keys, versions, fencing tokens, retained and queued messages; a corrupted backup leads to a clean start', { timeout: 90_000 }, async () => {
+  it('keeps keys, versions, fencing tokens, retained and queued messages; a corrupted backup leads to a clean start', { timeout: 300_000 }, async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'edb-restart-'));
     const backupFile = join(dataDir, 'backup', 'snapshot.edb');
     const env = { EDB_DATA_DIR: dataDir };

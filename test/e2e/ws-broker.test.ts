@@ -4,7 +4,7 @@
  * stall anyone else.
  */
 import { Writable } from 'node:stream';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import mqtt, { type MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import WebSocket from 'ws';
@@ -39,7 +39,7 @@ describe.each(['uws', 'ws'] as const)('broker over WebSocket, engine %s', (wsEng
     return c;
   }
 
-  beforeEach(async () => {
+  beforeAll(async () => {
     logLines = [];
     const sink = new Writable({
       write(chunk: Buffer, _enc, done) {
@@ -52,8 +52,11 @@ describe.each(['uws', 'ws'] as const)('broker over WebSocket, engine %s', (wsEng
     tcpUrl = `mqtt://127.0.0.1:${server.port('mqtt')}`;
   });
 
-  afterEach(async () => {
+  afterEach(() => {
     for (const c of clients.splice(0)) c.end(true);
+  });
+
+  afterAll(async () => {
     await server.stop();
   });
 

@@ -1,6 +1,7 @@
+import { vi } from 'vitest';
 import { startEdb, type EdbServer } from '../../src/server.js';
 import { testConfig } from '../../src/config/load.js';
-import { silentLogger } from '../../src/log.js';
+import { createLogger, silentLogger } from '../../src/log.js';
 import type { Config } from '../../src/config/schema.js';
 
 export interface TestBroker {
@@ -10,9 +11,13 @@ export interface TestBroker {
   stop(): Promise<void>;
 }
 
+// startEdb compiles the (empty) rules document with AssemblyScript on every start: 2-3 s on an
+// idle machine, 15-20 s on a loaded one. Files that start brokers get room for that.
+vi.setConfig({ testTimeout: 90_000, hookTimeout: 120_000 });
+
 /** A real broker in-process on a free port, with silent logs. */
 export async function startBroker(overrides: Partial<Config> = {}): Promise<TestBroker> {
-  const server = await startEdb(testConfig({ host: '127.0.0.1', shutdownTimeoutMs: 500, ...overrides }), silentLogger());
+  const server = await startEdb(testConfig({ host: '127.0.0.1', shutdownTimeoutMs: 500, ...overrides }), process.env['EDB_TEST_LOG'] ? createLogger(process.env['EDB_TEST_LOG'], 'json') : silentLogger());
   const port = server.port('mqtt');
   return { server, port, url: `mqtt://127.0.0.1:${port}`, stop: () => server.stop() };
 }

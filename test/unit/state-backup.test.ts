@@ -1,6 +1,6 @@
 // The backup framework: snapshot file format, atomic writes, restore, bad backups.
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BackupManager } from '../../src/persistence/backup.js';
@@ -44,6 +44,18 @@ describe('snapshot file', () => {
     expect(snap.sections.get('a')).toEqual(data);
     expect(snap.sections.get('empty')!.length).toBe(0);
     expect(readdirSync(d)).toEqual(['snap.edb']); // no temp file left
+  });
+
+  it('a failed write leaves no temp file behind', async () => {
+    const d = dir();
+    // the target is a folder that is not empty: the temp file is written, the rename fails
+    const file = join(d, 'snap.edb');
+    mkdirSync(file);
+    writeFileSync(join(file, 'keep'), 'x');
+    await expect(writeSnapshot(file, [{ name: 'a', data: Buffer.from('data') }])).rejects.toThrow();
+    expect(readdirSync(d)).toEqual(['snap.edb']);
+    await expect(writeSnapshot(join(d, 'b.edb'), [{ name: 'n'.repeat(300), data: Buffer.alloc(0) }])).rejects.toThrow(/1-255 bytes/);
+    expect(readdirSync(d)).toEqual(['snap.edb']);
   });
 
   it('detects any flipped byte and any truncation', async () => {

@@ -188,6 +188,20 @@ for (const kind of ['wasm', 'map'] as const) {
       }
     });
 
+    it('a key recorded twice keeps the later record', () => {
+      const a = make();
+      set(a, 'k', 'first', { ver: 1, exp: NOW + 1000 });
+      const first = Buffer.concat(a.exportRecords(NOW));
+      set(a, 'k', 'second-longer', { ver: 2 });
+      const second = Buffer.concat(a.exportRecords(NOW));
+      const t = make();
+      expect(t.importRecords(Buffer.concat([first, second]), NOW)).toBe(2);
+      expect(t.size).toBe(1);
+      expect(t.get(b('k'), NOW)?.toString()).toBe('second-longer');
+      expect(t.last.versionWall).toBe(2);
+      expect(t.stats()).toMatchObject({ keys: 1, dataBytes: 1 + 13, expiring: 0 });
+    });
+
     it('refuses malformed snapshot records', () => {
       const t = make();
       const rec = Buffer.alloc(codes.RECORD_HEADER + 2);
@@ -263,6 +277,68 @@ describe('state table: Wasm and Map agree on generated operation sequences', () 
         }
       }),
       { numRuns: 300 },
+    );
+  });
+});
+
+describe('state table: Wasm and Map agree while the Wasm table resizes', () => {
+  // enough distinct keys that the table grows and shrinks (and migrates) under the operations
+  const key = fc.integer({ min: 0, max: 400 }).map((i) => Buffer.from(`key-${i}`));
+  const op = fc.oneof(
+    { weight: 5, arbitrary: fc.record({ op: fc.constant('set' as const), key, len: fc.integer({ min: 0, max: 300 }), exp: fc.constantFrom(0, 0, 0, 3) }) },
+    { weight: 3, arbitrary: fc.record({ op: fc.constant('del' as const), key }) },
+    { weight: 2, arbitrary: fc.record({ op: fc.constant('get' as const), key }) },
+    { weight: 1, arbitrary: fc.record({ op: fc.constant('sweep' as const) }) },
+    { weight: 1, arbitrary: fc.record({ op: fc.constant('burst' as const), from: fc.integer({ min: 0, max: 400 }), n: fc.integer({ min: 1, max: 200 }), del: fc.boolean() }) },
+  );
+  it('same answers through growth, shrinking, migration, expiry and sweeps', () => {
+    fc.assert(
+      fc.property(fc.array(op, { minLength: 50, maxLength: 600 }), (ops) => {
+        const w = new WasmStateTable(4);
+        const m = new MapStateTable();
+        let now = 1000;
+        let ver = 0;
+        const apply = (o: { op: 'set'; key: Buffer; len: number; exp: number } | { op: 'del' | 'get'; key: Buffer } | { op: 'sweep' }) => {
+          now++;
+          if (o.op === 'set') {
+            const v = Buffer.alloc(o.len, ver & 0xff);
+            ver++;
+            const exp = o.exp ? now + o.exp : 0;
+            expect(w.set(o.key, v, 0, ver, 0, exp, undefined, now)).toBe(m.set(o.key, v, 0, ver, 0, exp, undefined, now));
+          } else if (o.op === 'del') {
+            expect(w.delete(o.key, undefined, undefined, now)).toBe(m.delete(o.key, undefined, undefined, now));
+          } else if (o.op === 'get') {
+            const a = w.get(o.key, now);
+            const b2 = m.get(o.key, now);
+            expect(a?.equals(b2!) ?? b2 === undefined).toBe(true);
+            if (a) expect(w.last.versionWall).toBe(m.last.versionWall);
+          } else {
+            const kw: string[] = [];
+            const km: string[] = [];
+            w.sweep(now, 1000, (k) => kw.push(k.toString()));
+            m.sweep(now, 1000, (k) => km.push(k.toString()));
+            expect(kw.sort()).toEqual(km.sort());
+          }
+        };
+        for (const o of ops) {
+          if (o.op === 'burst') {
+            for (let i = 0; i < o.n; i++) {
+              const k = Buffer.from(`key-${(o.from + i) % 401}`);
+              apply(o.del ? { op: 'del', key: k } : { op: 'set', key: k, len: 8, exp: 0 });
+            }
+          } else apply(o);
+          expect(w.size).toBe(m.size);
+        }
+        // every key agrees at the end
+        for (let i = 0; i <= 400; i++) {
+          const k = Buffer.from(`key-${i}`);
+          const a = w.get(k, now);
+          const b2 = m.get(k, now);
+          expect(a === undefined ? b2 === undefined : b2 !== undefined && a.equals(b2)).toBe(true);
+        }
+        expect(w.stats().dataBytes).toBe(m.stats().dataBytes);
+      }),
+      { numRuns: 60 },
     );
   });
 });

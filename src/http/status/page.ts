@@ -12,16 +12,17 @@ const STYLE = `
 header{display:flex;flex-wrap:wrap;gap:.25rem 1rem;align-items:baseline;padding:.8rem 1rem;border-bottom:1px solid var(--line)}
 header h1{font-size:1.15rem;margin:0}header .muted{font-size:.9rem}
 main{max-width:1100px;margin:0 auto;padding:1rem}
-h2{font-size:1rem;margin:1.4rem 0 .5rem}
+h2{font-size:1rem;margin:1.4rem 0 .5rem}h3{font-size:.9rem;margin:.8rem 0 .3rem;color:var(--muted)}
 .muted{color:var(--muted)}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(140px,1fr));gap:.6rem}
 .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:.6rem .8rem}
 .card b{display:block;font-size:1.35rem;font-variant-numeric:tabular-nums}
 .card span{font-size:.8rem;color:var(--muted)}
 .scroll{overflow-x:auto;-webkit-overflow-scrolling:touch}
+#sections td{overflow-wrap:anywhere}
 table{border-collapse:collapse;width:100%;font-size:.88rem}
 th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid var(--line);white-space:nowrap}
-th{font-weight:600;color:var(--muted)}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+th{font-weight:600;color:var(--muted)}table.kv td{white-space:normal;overflow-wrap:anywhere}table.kv th{width:1%}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .up{color:var(--out)}.down{color:var(--bad)}
 svg{width:100%;height:160px;display:block;background:var(--card);border:1px solid var(--line);border-radius:8px}
 .legend{font-size:.8rem;display:flex;flex-wrap:wrap;gap:.2rem 1rem;margin-bottom:.3rem}.legend i{display:inline-block;width:.8rem;height:.2rem;vertical-align:middle;margin-right:.3rem}
@@ -107,9 +108,10 @@ function render(s) {
   for (const name of names) {
     sections.appendChild(el('h3', name));
     const body = s.sections[name] || {};
-    const t = el('table'), tb = el('tbody');
-    for (const [k, v] of Object.entries(body)) { const tr = el('tr'); tr.appendChild(el('th', k)); tr.appendChild(el('td', typeof v === 'object' ? JSON.stringify(v) : v)); tb.appendChild(tr); }
-    t.appendChild(tb); sections.appendChild(t);
+    const t = el('table', undefined, 'kv'), tb = el('tbody');
+    for (const [k, v] of Object.entries(body)) { const tr = el('tr'); tr.appendChild(el('th', k)); tr.appendChild(el('td', typeof v === 'object' ? JSON.stringify(v) : typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(1) : v)); tb.appendChild(tr); }
+    t.appendChild(tb);
+    const wrap = el('div', undefined, 'scroll'); wrap.appendChild(t); sections.appendChild(wrap);
   }
   $('updated').textContent = 'updated ' + new Date(s.now).toLocaleTimeString();
 }

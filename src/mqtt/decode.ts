@@ -1,0 +1,60 @@
+/**
+ * Decoding one whole MQTT packet with mqtt-packet, sharing one parser per protocol version
+ * across every connection. The broker frames the byte stream itself (broker/framing.ts),
+ * so the parser only ever sees complete packets and holds no state between calls; a
+ * parser per connection (an EventEmitter and a BufferList each) would cost memory for
+ * every idle client and time for every packet.
+ */
+import mqttPacket from 'mqtt-packet';
+import type { Packet, Parser } from 'mqtt-packet';
+
+type Version = 3 | 4 | 5;
+
+/** The parser fields we look at; mqtt-packet keeps them public on the instance. */
+interface ParserState {
+  settings: { protocolVersion: Version };
+  _list: { length: number };
+  _stateCounter: number;
+}
+
+let decoded: Packet | undefined;
+let failure: Error | undefined;
+
+function makeParser(protocolVersion: Version): Parser {
+  const p = mqttPacket.parser({ protocolVersion });
+  p.on('packet', (packet: Packet) => {
+    decoded = packet;
+  });
+  p.on('error', (err: Error) => {
+    failure = err;
+  });
+  return p;
+}
+
+const parsers: Record<Version, Parser> = { 3: makeParser(3), 4: makeParser(4), 5: makeParser(5) };
+
+/**
+ * Decode exactly one packet (`bytes` holds it whole) for a connection speaking
+ * `protocolVersion` (4 before CONNECT: CONNECT says its own version). Throws the
+ * parser's error for a malformed packet.
+ */
+export function decodePacket(bytes: Buffer, protocolVersion: Version): Packet {
+  const parser = parsers[protocolVersion];
+  const state = parser as unknown as ParserState;
+  decoded = undefined;
+  failure = undefined;
+  parser.parse(bytes);
+  // CONNECT replaces the parser's settings with the packet: put the shared ones back
+  state.settings = { protocolVersion };
+  const packet = decoded as Packet | undefined;
+  const error = failure as Error | undefined;
+  decoded = undefined;
+  failure = undefined;
+  if (error || !packet || state._list.length > 0 || state._stateCounter !== 0) {
+    // After an error (or when the framing said "whole packet" and the parser disagrees) the
+    // parser's cursor is not reliably reset: replace it, so no state leaks to the next client.
+    parsers[protocolVersion] = makeParser(protocolVersion);
+    throw error ?? new Error('malformed packet');
+  }
+  return packet;
+}
