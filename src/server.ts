@@ -120,7 +120,11 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     listeners.push(...(await startTlsAndWebSocketListeners(broker, config, log))); // web: MQTTS, WS, WSS
     if (config.rulesPort >= 0) listeners.push(await startRulesHttpServer(rules, config.host, config.rulesPort));
   } catch (err) {
+    // a port in use (say): undo everything started so far, then report
     await Promise.all(listeners.map((l) => l.close()));
+    await broker.close(0);
+    await backup.close();
+    for (const svc of [...services].reverse()) await Promise.resolve(svc.close()).catch(() => undefined);
     throw err;
   }
   for (const l of listeners) log.info({ listener: l.name, engine: l.engine, host: config.host, port: l.port }, `listening: ${l.name} on port ${l.port} (${l.engine})`);

@@ -76,6 +76,11 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   /** The bytes of the packet being handled. */
   private frame: Buffer | undefined;
   private pending: Buffer | undefined;
+  /** Chunks received after `pending`, not yet joined to it. */
+  private heldChunks: Buffer[] | undefined;
+  private heldBytes = 0;
+  /** Bytes `pending` must reach before the next packet is whole (0: unknown). */
+  private needed = 0;
   /** The transport accepted our last write without backpressure. */
   writable = true;
   /** Reading is paused by flow control (subscribers this client feeds are backed up). */
@@ -110,11 +115,25 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     if (this.state === 'closed') return;
     this.broker.stats.bytesReceived += chunk.length;
     this.lastActivity = Date.now();
-    this.pending = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
+    if (!this.pending) this.pending = chunk;
+    else {
+      // Chunks are collected and joined once there is enough to parse: joining on every
+      // chunk would copy a held client's input, or one large packet, again and again.
+      (this.heldChunks ??= []).push(chunk);
+      this.heldBytes += chunk.length;
+    }
+    if (this.blockers > 0 || this.state === 'authenticating') return;
+    if (this.pending.length + this.heldBytes < this.needed) return; // the packet being assembled is not complete
     this.drainInput();
   }
 
   private drainInput(): void {
+    if (this.heldChunks) {
+      this.pending = Buffer.concat(this.pending ? [this.pending, ...this.heldChunks] : this.heldChunks);
+      this.heldChunks = undefined;
+      this.heldBytes = 0;
+    }
+    this.needed = 0;
     let buf = this.pending;
     if (!buf) return;
     let offset = 0;
@@ -130,7 +149,10 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       if (len === FRAME_MALFORMED) return this.protocolViolation(RC.MALFORMED_PACKET, 'malformed remaining length');
       // [MQTT-3.2.2-15] packets over the Maximum Packet Size we announced are refused
       if (len > max) return this.protocolViolation(RC.PACKET_TOO_LARGE, 'packet too large');
-      if (offset + len > buf.length) break;
+      if (offset + len > buf.length) {
+        this.needed = len; // parse again once the whole packet is here
+        break;
+      }
       const packetBytes = buf.subarray(offset, offset + len);
       offset += len;
       this.frame = packetBytes;
@@ -694,6 +716,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     this.state = 'closed';
     this.closeCause = cause;
     this.pending = undefined;
+    this.heldChunks = undefined;
     this.releasePublishers();
     this.conn.close();
     this.broker.clientClosed(this, wasOpen, cause);
@@ -753,7 +776,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     this.lastActivity = Date.now();
     this.conn.resume();
     // what was read before the pause is parsed on the next turn, never inside a subscriber's pump
-    if (this.pending && !this.resumeScheduled) {
+    if ((this.pending || this.heldChunks) && !this.resumeScheduled) {
       this.resumeScheduled = true;
       setImmediate(() => {
         this.resumeScheduled = false;

@@ -24,17 +24,5 @@ export function topicNameProblem(topic: string): string | undefined {
   return undefined;
 }
 
-/** Does `topic` match `filter`? The plain reference; the engine walks a trie. */
-export function topicMatches(filter: string, topic: string): boolean {
-  // [MQTT-4.7.2-1] a wildcard first level does not match topics starting with $
-  if (topic.startsWith('$') && (filter.startsWith('+') || filter.startsWith('#'))) return false;
-  const f = filter.split('/');
-  const t = topic.split('/');
-  for (let i = 0; i < f.length; i++) {
-    const level = f[i]!;
-    if (level === '#') return true; // [MQTT-4.7.1-2] also the parent level: "a/#" matches "a"
-    if (i >= t.length) return false;
-    if (level !== '+' && level !== t[i]) return false;
-  }
-  return f.length === t.length;
-}
+/** Does `topic` match `filter`? The plain reference (the engine walks a trie): the broker's own. */
+export { topicMatches } from '../topics/validate.js';

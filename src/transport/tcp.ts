@@ -93,19 +93,6 @@ function attach(socket: net.Socket, acceptor: ConnectionAcceptor, kind: Transpor
   });
 }
 
-/** Parse a certificate subject object into "K=V,..." and a flat record. */
-export function identityFromCertificate(cert: tls.PeerCertificate | undefined): PeerIdentity {
-  if (!cert || !cert.subject || Object.keys(cert.subject).length === 0) return {};
-  const fields: Record<string, string> = {};
-  for (const [key, value] of Object.entries(cert.subject)) fields[key] = Array.isArray(value) ? value.join('+') : String(value);
-  return {
-    certificateSubject: Object.entries(fields)
-      .map(([k, v]) => `${k}=${v}`)
-      .join(','),
-    certificateFields: fields,
-  };
-}
-
 async function listen(server: net.Server, host: string, port: number): Promise<number> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

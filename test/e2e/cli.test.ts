@@ -3,6 +3,13 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { readFileSync } from 'node:fs';
 import mqtt from 'mqtt';
+import net from 'node:net';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startEdb } from '../../src/server.js';
+import { testConfig } from '../../src/config/load.js';
+import { silentLogger } from '../../src/log.js';
 import { CLI, startBrokerProcess } from '../helpers/process.js';
 
 const run = promisify(execFile);
@@ -23,6 +30,23 @@ describe('edb command', () => {
     const bad = await run(process.execPath, [CLI, 'start'], { env: { ...process.env, EDB_LOG_LEVEL: 'loud' } }).catch((e: { code: number; stderr: string }) => e);
     expect((bad as { code: number }).code).toBe(2);
     expect((bad as { stderr: string }).stderr).toMatch(/EDB_LOG_LEVEL=loud/);
+  });
+
+  it('a port in use stops the start with the reason and exit code 1; startEdb rejects and undoes itself', async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const port = (blocker.address() as net.AddressInfo).port;
+    try {
+      await expect(startEdb(testConfig({ host: '127.0.0.1', mqttPort: port }), silentLogger())).rejects.toThrow(/EADDRINUSE/);
+      const err = await run(process.execPath, [CLI, 'start'], {
+        env: { ...process.env, EDB_HOST: '127.0.0.1', EDB_MQTT_PORT: String(port), EDB_HTTP_PORT: '-1', EDB_WS_PORT: '-1', EDB_RULES_PORT: '-1', EDB_LOG_FORMAT: 'json', EDB_DATA_DIR: mkdtempSync(join(tmpdir(), 'edb-cli-')) },
+        timeout: 60_000,
+      }).catch((e: { code: number; stdout: string }) => e);
+      expect((err as { code: number }).code).toBe(1);
+      expect((err as { stdout: string }).stdout).toMatch(/EADDRINUSE/);
+    } finally {
+      blocker.close();
+    }
   });
 
   it('starts on port 0, logs the port, and stops on SIGTERM with DISCONNECT 0x8B to v5 clients and exit 0', async () => {
