@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import type { CheckedDocument, RulesDocument } from './ast.js';
+import type { CheckedDocument } from './ast.js';
 import { packageRoot } from './asc.js';
 import type { WorkerReply, WorkerRequest } from './compile-worker.js';
 import { RulesError } from './errors.js';
@@ -16,7 +16,10 @@ import { RulesProgram } from './runtime.js';
 
 export interface CompiledDocument {
   program: RulesProgram;
-  document: RulesDocument;
+  documentText: string;
+  etag: string;
+  statementIds: number[];
+  stats: CompileSuccess['stats'];
   source: string;
   wasmBytes: number;
   patchedIds: number[];
@@ -89,7 +92,10 @@ export class RulesCompiler {
     const program = await RulesProgram.load(result.binary, result.meta, result.tables);
     return {
       program,
-      document: result.document,
+      documentText: result.documentText,
+      etag: result.etag,
+      statementIds: result.statementIds,
+      stats: result.stats,
       source: result.source,
       wasmBytes: result.binary.length,
       patchedIds: result.patchedIds,

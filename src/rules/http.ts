@@ -107,9 +107,9 @@ export function createRulesHttpHandler(service: RulesService, options: { basePat
         switch (method) {
           case 'GET':
           case 'HEAD': {
-            const { document, etag } = service.current();
+            const { text, etag } = service.currentText();
             if (header(req, 'if-none-match')?.split(',').some((t) => t.trim() === etag)) return { status: 304, headers: { etag }, body: '' };
-            const res = json(200, document, { etag });
+            const res: RulesHttpResponse = { status: 200, headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', etag }, body: text };
             return method === 'HEAD' ? { ...res, body: '' } : res;
           }
           case 'POST':

@@ -4,6 +4,7 @@
  * run asc. Everything CPU-heavy happens here, off the broker's event loop; the main thread
  * only compiles the Wasm binary (asynchronously) and swaps the program in.
  */
+import { createHash } from 'node:crypto';
 import type { CheckedDocument, RulesDocument } from './ast.js';
 import { compileAssemblyScript, optimizeLevelFor } from './asc.js';
 import { parseDocumentText, checkDocument, patchDocument } from './check.js';
@@ -28,18 +29,41 @@ export function metaOf(doc: CheckedDocument): ProgramMeta {
   };
 }
 
+/** The ETag of a document: a hash of its compact JSON. */
+export function etagOf(document: RulesDocument): string {
+  return `"${createHash('sha256').update(JSON.stringify(document)).digest('base64url').slice(0, 27)}"`;
+}
+
+/** How the document is stored and served: indented JSON. */
+export function documentText(document: RulesDocument): string {
+  return JSON.stringify(document, null, 2) + '\n';
+}
+
+export interface DocumentStats {
+  filters: number;
+  filterStatements: number;
+  ruleStatements: number;
+  logicEntries: number;
+}
+
 export interface CompileRequest {
   /** A document as JSON text (POST, PATCH body, EDB_RULES_FILE), or an object already parsed. */
   text?: string;
   document?: unknown;
-  /** PATCH: merge onto this active document. */
-  patchOnto?: RulesDocument;
+  /** PATCH: merge onto this active document (its stored text). */
+  patchOnto?: string;
   optimizeLevel?: number;
 }
 
 export interface CompileSuccess {
   ok: true;
-  document: RulesDocument;
+  /** The normalised document as stored and served (documentText), and its ETag. Text, not an
+   * object: the main thread copies a string, it does not rebuild thousands of objects. */
+  documentText: string;
+  etag: string;
+  /** Ids of all rule statements. */
+  statementIds: number[];
+  stats: DocumentStats;
   meta: ProgramMeta;
   tables: Uint8Array;
   binary: Uint8Array;
@@ -65,7 +89,7 @@ export async function runCompile(request: CompileRequest): Promise<CompileResult
   try {
     const incoming = request.text !== undefined ? parseDocumentText(request.text) : checkDocument(request.document);
     if (request.patchOnto) {
-      doc = checkDocument(patchDocument(request.patchOnto, incoming.document));
+      doc = checkDocument(patchDocument(JSON.parse(request.patchOnto) as RulesDocument, incoming.document));
       patchedIds = incoming.ruleStatements.map((s) => s.id);
     } else doc = incoming;
   } catch (err) {
@@ -77,7 +101,10 @@ export async function runCompile(request: CompileRequest): Promise<CompileResult
   const { binary, millis } = await compileAssemblyScript(generated.source, { optimizeLevel: request.optimizeLevel ?? optimizeLevelFor(generated.source.length) });
   return {
     ok: true,
-    document: doc.document,
+    documentText: documentText(doc.document),
+    etag: etagOf(doc.document),
+    statementIds: doc.ruleStatements.map((st) => st.id),
+    stats: { filters: doc.filters.length, filterStatements: doc.filterStatements.length, ruleStatements: doc.ruleStatements.length, logicEntries: doc.logic.length },
     meta: metaOf(doc),
     tables: generated.tables,
     binary,

@@ -99,9 +99,15 @@ export class RulesProgram {
     this.bytes.set(tables, at);
     if (this.exports.loadTables(meta.ruleStatementIds.length) !== 1) throw new Error('rules module rejected its tables');
     this.filterSuffix = meta.filterOutputs.map((f) => f.suffix);
-    this.filterPayload = meta.filterOutputs.map((f) => (f.payload === null ? null : Buffer.from(f.payload, 'utf8')));
+    const payloads = new Map<string, Buffer>(); // one Buffer per distinct fixed payload
+    const fixed = (text: string): Buffer => {
+      let b = payloads.get(text);
+      if (!b) payloads.set(text, (b = Buffer.from(text, 'utf8')));
+      return b;
+    };
+    this.filterPayload = meta.filterOutputs.map((f) => (f.payload === null ? null : fixed(f.payload)));
     this.logicTopic = meta.logicOutputs.map((l) => l.topic);
-    this.logicPayload = meta.logicOutputs.map((l) => (l.payload === null ? null : Buffer.from(l.payload, 'utf8')));
+    this.logicPayload = meta.logicOutputs.map((l) => (l.payload === null ? null : fixed(l.payload)));
     this.statementIds = meta.ruleStatementIds;
     this.countersAt = this.exports.countersPtr();
     this.refresh();

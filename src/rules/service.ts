@@ -5,7 +5,6 @@
  * completely before they replace the active program (between two messages), persisted
  * atomically under dataDir and reloaded at start.
  */
-import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { BrokerApi } from '../broker/api.js';
@@ -13,7 +12,9 @@ import type { Message } from '../broker/message.js';
 import type { Config } from '../config/schema.js';
 import type { RulesDocument } from './ast.js';
 import { RulesCompiler, type CompiledDocument } from './compiler.js';
-import type { CompileRequest } from './pipeline.js';
+import { documentText, etagOf, type CompileRequest, type DocumentStats } from './pipeline.js';
+
+export { etagOf };
 import { RulesError, RulesErrorCode } from './errors.js';
 import type { BufferedEntry, EngineCounters, RulesProgram } from './runtime.js';
 import type { SnapshotSection } from '../persistence/snapshot.js';
@@ -50,6 +51,8 @@ export interface RulesService {
   /** Settles when the document from EDB_RULES_FILE or the data folder is active; rejects when EDB_RULES_FILE is invalid. */
   readonly ready: Promise<void>;
   current(): { document: RulesDocument; etag: string };
+  /** The active document as stored (indented JSON), without parsing it. */
+  currentText(): { text: string; etag: string };
   /** POST: replace the whole document. */
   replace(body: string, ifMatch?: string): Promise<WriteResult>;
   /** PATCH: add filters and rules (a rule sharing a statement id replaces the old one). */
@@ -69,9 +72,6 @@ export interface RulesService {
 
 const EMPTY: RulesDocument = { filters: [], rules: [] };
 
-export function etagOf(document: RulesDocument): string {
-  return `"${createHash('sha256').update(JSON.stringify(document)).digest('base64url').slice(0, 27)}"`;
-}
 
 /** `If-Match` semantics (RFC 9110 13.1.1): `*` or a list of entity tags, one of which is current. */
 export function ifMatchHolds(header: string | undefined, etag: string): boolean {
@@ -92,8 +92,14 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
   const store = new DocumentStore(config.dataDir);
 
   let program: RulesProgram | undefined;
-  let active: RulesDocument = EMPTY;
-  let etag = etagOf(active);
+  const EMPTY_TEXT = documentText(EMPTY);
+  const EMPTY_STATS: DocumentStats = { filters: 0, filterStatements: 0, ruleStatements: 0, logicEntries: 0 };
+  let activeText = EMPTY_TEXT;
+  let activeParsed: RulesDocument | undefined = EMPTY;
+  let activeStats = EMPTY_STATS;
+  /** Ids of the active document's rule statements. */
+  let activeIds: number[] = [];
+  let etag = etagOf(EMPTY);
   let source = '';
   let closed = false;
   const retired: EngineCounters = { messages: 0, topicMatches: 0, evaluations: 0, fires: 0, missingVariable: 0, kindMismatch: 0, notJson: 0, bufferFull: 0 };
@@ -154,12 +160,15 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
   async function activate(request: CompileRequest, persist: boolean, keepBuffer = false): Promise<WriteResult> {
     if (request.document === EMPTY) {
       // nothing to run: no module at all (and no asc at start-up for a broker without rules)
-      if (persist) await store.write(JSON.stringify(EMPTY, null, 2) + '\n');
+      if (persist) await store.write(EMPTY_TEXT);
       const old = program;
       program = undefined;
       retire(old);
-      active = EMPTY;
-      etag = etagOf(active);
+      activeText = EMPTY_TEXT;
+      activeParsed = EMPTY;
+      activeStats = EMPTY_STATS;
+      activeIds = [];
+      etag = etagOf(EMPTY);
       source = '';
       return { etag, filters: 0, rules: 0, statements: 0, compileMillis: 0 };
     }
@@ -173,19 +182,22 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       throw new RulesError(RulesErrorCode.compile, '', `the compiler failed: ${(err as Error).message.split('\n')[0]}`);
     }
     stats.compiles++;
-    if (persist) await store.write(JSON.stringify(compiled.document, null, 2) + '\n');
+    if (persist) await store.write(compiled.documentText);
     if (closed) throw new RulesError(RulesErrorCode.compile, '', 'the rules service is closed');
     // swap between two messages: nothing below awaits
     const old = program;
     if (old && keepBuffer) {
       const patched = new Set(compiled.patchedIds);
-      const keep = new Set(compiled.document.rules.flatMap((r) => r.statements.map((s) => s.id)).filter((id) => !patched.has(id)));
+      const keep = new Set(compiled.statementIds.filter((id) => !patched.has(id)));
       compiled.program.restoreBuffer(old.bufferSnapshot(), keep);
     }
     program = compiled.program;
     retire(old);
-    active = compiled.document;
-    etag = etagOf(active);
+    activeText = compiled.documentText;
+    activeParsed = undefined; // parsed on demand (GET answers with the text)
+    activeStats = compiled.stats;
+    activeIds = compiled.statementIds;
+    etag = compiled.etag;
     source = compiled.source;
     stats.lastCompileMillis = compiled.millis;
     stats.lastAscMillis = compiled.ascMillis;
@@ -247,7 +259,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
   let savedBuffer: { etag: string; entries: BufferedEntry[] } | undefined;
   function applySavedBuffer(): void {
     if (!savedBuffer || !program || savedBuffer.etag !== etag) return;
-    const ids = new Set(active.rules.flatMap((r) => r.statements.map((st) => st.id)));
+    const ids = new Set(activeIds);
     program.restoreBuffer(savedBuffer.entries, ids);
     rlog.info({ entries: savedBuffer.entries.length }, 'rule buffer restored');
     savedBuffer = undefined;
@@ -279,9 +291,10 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
 
   return {
     ready,
-    current: () => ({ document: active, etag }),
+    current: () => ({ document: (activeParsed ??= JSON.parse(activeText) as RulesDocument), etag }),
+    currentText: () => ({ text: activeText, etag }),
     replace: (body, ifMatch) => guarded(ifMatch, () => activate({ text: body }, true)),
-    patch: (body, ifMatch) => guarded(ifMatch, () => activate({ text: body, patchOnto: active }, true, true)),
+    patch: (body, ifMatch) => guarded(ifMatch, () => activate({ text: body, patchOnto: activeText }, true, true)),
     clear: (ifMatch) => guarded(ifMatch, () => activate({ document: EMPTY }, true)),
     metrics(): RulesMetrics {
       const c = program?.counters();
@@ -290,10 +303,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       return {
         ...sum,
         ...stats,
-        filters: active.filters.length,
-        filterStatements: active.filters.reduce((n, f) => n + f.statements.length, 0),
-        ruleStatements: active.rules.reduce((n, r) => n + r.statements.length, 0),
-        logicEntries: active.rules.reduce((n, r) => n + r.logic.length, 0),
+        ...activeStats,
       };
     },
     source: () => source,
