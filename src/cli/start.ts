@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { createLogger } from '../log.js';
-import { startEdb } from '../server.js';
+import { startEdb, type EdbServer } from '../server.js';
 
 /** `edb start`: every setting comes from EDB_* variables over the EDB_CONFIG file. */
 export function registerStart(program: Command): void {
@@ -22,16 +22,18 @@ export function registerStart(program: Command): void {
         throw err;
       }
       const log = createLogger(config.logLevel, config.logFormat);
-      let server;
-      try {
-        server = await startEdb(config, log);
-      } catch (err) {
-        log.fatal({ err }, `cannot start: ${(err as Error).message}`);
-        log.flush?.();
-        process.exit(1);
-      }
+      // Signals are caught from the first moment: start-up restores the backup and deletes
+      // its file, so a SIGTERM that killed the process before the handlers existed would
+      // lose what was restored. A signal during start-up stops the broker once it is up.
+      let server: EdbServer | undefined;
+      let requested: string | undefined;
       let stopping = false;
       const stop = (signal: string): void => {
+        if (!server) {
+          requested ??= signal;
+          log.info({ signal }, 'stop requested while starting; stopping once started');
+          return;
+        }
         if (stopping) return;
         stopping = true;
         log.info({ signal }, 'stopping');
@@ -55,5 +57,13 @@ export function registerStart(program: Command): void {
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
+      try {
+        server = await startEdb(config, log);
+      } catch (err) {
+        log.fatal({ err }, `cannot start: ${(err as Error).message}`);
+        log.flush?.();
+        process.exit(1);
+      }
+      if (requested) stop(requested);
     });
 }

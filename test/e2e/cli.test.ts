@@ -4,7 +4,9 @@ import { promisify } from 'node:util';
 import { readFileSync } from 'node:fs';
 import mqtt from 'mqtt';
 import net from 'node:net';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEdb } from '../../src/server.js';
@@ -48,6 +50,33 @@ describe('edb command', () => {
       blocker.close();
     }
   });
+
+  it('a SIGTERM during start-up is honoured once the broker is up: exit 0, and the backup is written', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'edb-cli-early-'));
+    // a rules document big enough that start-up spends a while compiling it
+    const rules = { filters: Array.from({ length: 400 }, (_, i) => ({ topic: `site/${i}/#`, subtopic: 'alert/', statements: [{ condition: `$t > ${i}`, new_payload: 'x' }] })), rules: [] };
+    const rulesFile = join(dataDir, 'rules-in.json');
+    writeFileSync(rulesFile, JSON.stringify(rules));
+    const child = spawn(process.execPath, [CLI, 'start'], {
+      env: { ...process.env, EDB_MQTT_PORT: '0', EDB_HTTP_PORT: '-1', EDB_WS_PORT: '-1', EDB_RULES_PORT: '-1', EDB_LOG_FORMAT: 'json', EDB_DATA_DIR: dataDir, EDB_RULES_FILE: rulesFile },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let signalled = false;
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      // the first log line comes before the rules compile: stop now, while still starting
+      if (!signalled && !out.includes('"listener"')) {
+        signalled = true;
+        child.kill('SIGTERM');
+      }
+    });
+    const [code] = (await once(child, 'exit')) as [number | null];
+    expect(signalled).toBe(true);
+    expect(out).toMatch(/stop requested while starting/);
+    expect(code).toBe(0);
+    expect(existsSync(join(dataDir, 'backup', 'snapshot.edb'))).toBe(true);
+  }, 120_000);
 
   it('starts on port 0, logs the port, and stops on SIGTERM with DISCONNECT 0x8B to v5 clients and exit 0', async () => {
     const broker = await startBrokerProcess();
