@@ -4,9 +4,10 @@
  * the message path updates a metric. Other parts (rules, state store) add their own series
  * to `registry` with a `collect()` of the same kind.
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { BrokerApi } from '../broker/api.js';
 import type { HttpHandler } from './server.js';
+import { mirroredCounter, mirroredCounterByLabel, mirroredGauge } from '../metrics-mirror.js';
 
 export interface ListenerState {
   name: string;
@@ -24,53 +25,6 @@ export interface BrokerMetrics {
 /** Drop reasons the broker counts (BrokerStats.dropped); always exported, at 0 until they happen. */
 export const DROP_REASONS = ['queue_full', 'expired', 'offline_queue_full', 'too_large', 'not_authorized'] as const;
 
-/** A counter whose value lives elsewhere: set to the source's value at each scrape. */
-function mirroredCounter(registry: Registry, name: string, help: string, read: () => number): void {
-  new Counter({
-    name,
-    help,
-    registers: [registry],
-    collect() {
-      this.reset();
-      this.inc(read());
-    },
-  });
-}
-
-/** Same, one series per key of a record (packet type, drop reason, ...). */
-function mirroredCounterByLabel(
-  registry: Registry,
-  name: string,
-  help: string,
-  label: string,
-  read: () => Record<string, number>,
-  known: readonly string[] = [],
-): void {
-  new Counter({
-    name,
-    help,
-    labelNames: [label],
-    registers: [registry],
-    collect() {
-      this.reset();
-      // Known labels are always present (at 0), so rate() and alerts work before the first event.
-      for (const key of known) this.inc({ [label]: key }, 0);
-      for (const [key, value] of Object.entries(read())) this.inc({ [label]: key }, value);
-    },
-  });
-}
-
-function gauge(registry: Registry, name: string, help: string, read: () => number): void {
-  new Gauge({
-    name,
-    help,
-    registers: [registry],
-    collect() {
-      this.set(read());
-    },
-  });
-}
-
 /**
  * Creates the registry with the broker's series, Node's process series (event-loop lag,
  * memory, CPU, GC) and listener state, and the /metrics handler.
@@ -81,7 +35,7 @@ export function createBrokerMetrics(broker: BrokerApi, listeners: () => Listener
   collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 20 });
 
   mirroredCounter(registry, 'edb_connections_total', 'Client connections accepted since start', () => stats.connectionsTotal);
-  gauge(registry, 'edb_clients_connected', 'Clients connected now', () => stats.clientsConnected);
+  mirroredGauge(registry, 'edb_clients_connected', 'Clients connected now', () => stats.clientsConnected);
   mirroredCounterByLabel(registry, 'edb_packets_received_total', 'MQTT packets received, by type', 'type', () => stats.packetsReceived);
   mirroredCounterByLabel(registry, 'edb_packets_sent_total', 'MQTT packets sent, by type', 'type', () => stats.packetsSent);
   mirroredCounter(registry, 'edb_bytes_received_total', 'Bytes received from clients', () => stats.bytesReceived);
@@ -90,8 +44,8 @@ export function createBrokerMetrics(broker: BrokerApi, listeners: () => Listener
   mirroredCounter(registry, 'edb_messages_sent_total', 'Application messages delivered to subscribers', () => stats.messagesSent);
   mirroredCounterByLabel(registry, 'edb_messages_dropped_total', 'Messages dropped, by reason', 'reason', () => stats.dropped, DROP_REASONS);
   mirroredCounterByLabel(registry, 'edb_protocol_errors_total', 'Protocol errors, by reason code name', 'reason', () => stats.protocolErrors);
-  gauge(registry, 'edb_retained_messages', 'Retained messages stored', () => broker.retainedCount());
-  gauge(registry, 'edb_queued_messages', 'Messages waiting in outbound queues, all clients together', () => broker.queuedMessages());
+  mirroredGauge(registry, 'edb_retained_messages', 'Retained messages stored', () => broker.retainedCount());
+  mirroredGauge(registry, 'edb_queued_messages', 'Messages waiting in outbound queues, all clients together', () => broker.queuedMessages());
 
   new Gauge({
     name: 'edb_client_queue_depth_max',
@@ -141,7 +95,7 @@ export function createBrokerMetrics(broker: BrokerApi, listeners: () => Listener
       for (const l of listeners()) this.set({ name: l.name, transport: l.transport, engine: l.engine, port: String(l.port) }, l.up ? 1 : 0);
     },
   });
-  gauge(registry, 'edb_uptime_seconds', 'Seconds since the broker started', () => (Date.now() - stats.startedAt) / 1000);
+  mirroredGauge(registry, 'edb_uptime_seconds', 'Seconds since the broker started', () => (Date.now() - stats.startedAt) / 1000);
 
   const handler: HttpHandler = async () => ({
     status: 200,

@@ -2,31 +2,13 @@
  * Prometheus metrics of the rules engine (prom-client), read from the service's counters at
  * scrape time: nothing is updated on the hot path except the counters inside the Wasm module.
  */
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, type Registry } from 'prom-client';
 import type { RulesService } from './service.js';
+import { mirroredCounter, mirroredGauge } from '../metrics-mirror.js';
 
 export function registerRulesMetrics(registry: Registry, service: RulesService): void {
-  const counter = (name: string, help: string, read: () => number): void => {
-    new Counter({
-      name,
-      help,
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(read());
-      },
-    });
-  };
-  const gauge = (name: string, help: string, read: () => number): void => {
-    new Gauge({
-      name,
-      help,
-      registers: [registry],
-      collect() {
-        this.set(read());
-      },
-    });
-  };
+  const counter = (name: string, help: string, read: () => number): void => mirroredCounter(registry, name, help, read);
+  const gauge = (name: string, help: string, read: () => number): void => mirroredGauge(registry, name, help, read);
   const m = () => service.metrics();
   counter('edb_rules_messages_total', 'Messages the rules engine saw', () => m().messages);
   counter('edb_rules_topic_matches_total', 'Filters and rule statements whose topic matched a message', () => m().topicMatches);
