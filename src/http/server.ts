@@ -4,6 +4,7 @@
  * mount handlers on. Handlers see a plain request (method, path, query, headers, whole
  * body) and return a plain response; the engine never leaks into them.
  */
+import { listenServer } from '../transport/listen.js';
 import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
@@ -265,22 +266,14 @@ async function startNodeHttp(options: HttpServerOptions, fallbackReason: string 
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
   });
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error) => reject(new Error(`http: cannot listen on ${options.host}:${options.port}: ${err.message}`));
-    server.once('error', onError);
-    server.listen(options.port, options.host, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
+  const port = await listenServer(server, 'http', options.host, options.port);
   listening = true;
-  const address = server.address();
   return {
     name: 'http',
     transport: 'http',
     engine: 'node:http',
     fallbackReason,
-    port: typeof address === 'object' && address ? address.port : options.port,
+    port,
     get listening() {
       return listening;
     },

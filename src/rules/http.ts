@@ -7,6 +7,7 @@
  *   GET /docs                             Swagger UI (served from swagger-ui-dist, no CDN)
  *   GET /source                           the generated AssemblyScript of the active document
  */
+import { listenServer } from '../transport/listen.js';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
@@ -142,7 +143,7 @@ export function createRulesHttpHandler(service: RulesService, options: { basePat
 }
 
 /** The standalone rules API server (EDB_RULES_PORT) on node:http. */
-export function startRulesHttpServer(service: RulesService, host: string, port: number): Promise<Listener> {
+export async function startRulesHttpServer(service: RulesService, host: string, port: number): Promise<Listener> {
   const handle = createRulesHttpHandler(service);
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const chunks: Buffer[] = [];
@@ -169,23 +170,16 @@ export function startRulesHttpServer(service: RulesService, host: string, port: 
       });
     });
   });
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      const address = server.address();
-      const bound = typeof address === 'object' && address ? address.port : port;
-      resolve({
-        name: 'rules',
-        transport: 'http',
-        engine: 'node:http',
-        port: bound,
-        close: () =>
-          new Promise<void>((done) => {
-            server.close(() => done());
-            server.closeAllConnections();
-          }),
-      });
-    });
-  });
+  const bound = await listenServer(server, 'rules', host, port);
+  return {
+    name: 'rules',
+    transport: 'http',
+    engine: 'node:http',
+    port: bound,
+    close: () =>
+      new Promise<void>((done) => {
+        server.close(() => done());
+        server.closeAllConnections();
+      }),
+  };
 }

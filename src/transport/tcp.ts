@@ -2,6 +2,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Connection, ConnectionAcceptor, Listener, TransportKind } from './connection.js';
 import { certificateIdentity } from './tls-options.js';
+import { listenServer } from './listen.js';
 
 /** Subject fields of a verified peer certificate, as "CN=a,O=b" and a record. */
 export interface PeerIdentity {
@@ -10,8 +11,7 @@ export interface PeerIdentity {
 }
 
 function uncork(c: SocketConnection): void {
-  c.corked = false;
-  c.rawSocket.uncork();
+  c.uncork();
 }
 
 /** Adapts a node:net / node:tls socket to the Connection interface. */
@@ -43,11 +43,12 @@ class SocketConnection implements Connection {
     return socket.write(data);
   }
 
-  /** @internal */
-  corked = false;
-  /** @internal */
-  get rawSocket(): net.Socket {
-    return this.socket;
+  private corked = false;
+
+  /** @internal Sends what this turn wrote (one writev); called on the next tick. */
+  uncork(): void {
+    this.corked = false;
+    this.socket.uncork();
   }
 
   bufferedAmount(): number {
@@ -93,17 +94,6 @@ function attach(socket: net.Socket, acceptor: ConnectionAcceptor, kind: Transpor
   });
 }
 
-async function listen(server: net.Server, host: string, port: number): Promise<number> {
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  return (server.address() as net.AddressInfo).port;
-}
-
 function listenerOf(server: net.Server, name: string, transport: TransportKind, engine: string, port: number): Listener {
   return {
     name,
@@ -120,7 +110,7 @@ function listenerOf(server: net.Server, name: string, transport: TransportKind, 
 /** MQTT over TCP (node:net). */
 export async function startTcpListener(acceptor: ConnectionAcceptor, host: string, port: number): Promise<Listener> {
   const server = net.createServer({ noDelay: true }, (socket) => attach(socket, acceptor, 'tcp', {}));
-  const bound = await listen(server, host, port);
+  const bound = await listenServer(server, 'mqtt', host, port);
   return listenerOf(server, 'mqtt', 'tcp', 'node:net', bound);
 }
 
@@ -136,6 +126,6 @@ export async function startTlsListener(
     attach(socket, acceptor, 'tls', identity);
   });
   server.on('tlsClientError', () => undefined); // a failed handshake concerns only that peer
-  const bound = await listen(server, host, port);
+  const bound = await listenServer(server, 'mqtts', host, port);
   return listenerOf(server, 'mqtts', 'tls', 'node:tls', bound);
 }

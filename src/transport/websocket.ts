@@ -19,6 +19,7 @@ import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket as WsSocket } from 'ws';
 import type { Connection, ConnectionAcceptor, ConnectionEvents, Listener, TransportKind } from './connection.js';
+import { listenServer } from './listen.js';
 import { certificateIdentity, type CertificateIdentity, type TlsServerOptions } from './tls-options.js';
 import {
   chooseEngine,
@@ -545,17 +546,8 @@ async function startWsListener(
     });
   });
 
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error) => reject(new Error(`${name}: cannot listen on ${options.host}:${options.port}: ${err.message}`));
-    server.once('error', onError);
-    server.listen(options.port, options.host, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
+  const port = await listenServer(server, name, options.host, options.port);
   listening = true;
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : options.port;
 
   return {
     name,
