@@ -74,7 +74,6 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
   private closing = false;
   /** Per-client publish and subscription limits (set at start-up), if any. */
   limits: PublishLimiter | undefined;
-  private refusedConnections = 0;
 
   constructor(
     readonly config: Config,
@@ -100,7 +99,6 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
 
   accept(connection: Connection): ConnectionEvents {
     if (this.closing || this.connections.size >= this.config.maxConnections) {
-      this.refusedConnections++;
       this.countDrop('connection_refused');
       connection.destroy();
       return { onData: () => undefined, onDrain: () => undefined, onClose: () => undefined };

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import mqttPacket from 'mqtt-packet';
 import type {
   IConnectPacket,
@@ -28,16 +29,6 @@ const frameOut = { remaining: 0 };
 /** First byte of PUBACK, PUBREC, PUBREL (flags 0010 [MQTT-3.6.1-1]) and PUBCOMP. */
 const ACK_FIRST_BYTE: Partial<Record<string, number>> = { puback: 0x40, pubrec: 0x50, pubrel: 0x62, pubcomp: 0x70 };
 const NEEDS_PACKET_ID = new Set(['puback', 'pubrec', 'pubrel', 'pubcomp', 'subscribe', 'unsubscribe']);
-const utf8 = new TextDecoder('utf-8', { fatal: true });
-
-function isUtf8(buf: Buffer): boolean {
-  try {
-    utf8.decode(buf);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * One MQTT network connection: framing, parsing, the CONNECT handshake, the per-packet
