@@ -96,6 +96,9 @@ export function run(cmd: string, args: string[], timeoutMs = 10_000, input?: str
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     child.on('error', reject);
+    // A child that exits before reading its input (a refused login, say) closes the pipe: EPIPE here is
+    // not the test's failure; its exit code and output are what the test judges.
+    child.stdin.on('error', () => {});
     child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });

@@ -131,20 +131,6 @@ describe.each([
     expect(got.map((m) => `${m.topic} ${m.payload.toString()}`)).toEqual([`${willTopic}/dropped gone`, `${willTopic}/marker marker`]);
     dying.end(true);
   });
-
-  it('sends a delayed will at once when the session ends first', async () => {
-    const watcher = await connect(5);
-    const got = collect(watcher);
-    await watcher.subscribeAsync('e2e/will5b/#', { qos: 1 });
-    const dying = await connect(5, {
-      properties: { sessionExpiryInterval: 0 },
-      will: { topic: 'e2e/will5b/status', payload: Buffer.from('offline'), qos: 1, retain: false, properties: { willDelayInterval: 30 } },
-    });
-    dying.stream.destroy();
-    await waitFor(() => got.length === 1, 'the will, sent when the session ended', 3000);
-    expect(got[0]!.payload.toString()).toBe('offline');
-    dying.end(true);
-  });
 });
 
 describe('MQTT.js MQTT 5.0 properties', () => {
