@@ -1,5 +1,6 @@
 import { pbkdf2, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
-import { readFile, rename, writeFile, unlink } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../persistence/atomic-file.js';
 
 /**
  * The password file: one user a line, `user:hash`, like mosquitto's and VerneMQ's.
@@ -218,14 +219,7 @@ export function updatePasswordText(text: string, username: string, hash: string 
   return { text: out.length === 0 ? '' : out.join('\n') + '\n', existed };
 }
 
-/** Write the file atomically (temporary file, then rename), readable by its owner only. */
+/** Write the file atomically (temporary file, fsync, rename), readable by its owner only. */
 export async function writePasswordFile(path: string, text: string): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
-  try {
-    await writeFile(tmp, text, { mode: 0o600 });
-    await rename(tmp, path);
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
+  await writeFileAtomic(path, text);
 }

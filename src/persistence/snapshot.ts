@@ -14,9 +14,10 @@
  *   28  sections, each: u16 name length, name (UTF-8), u32 reserved (0), f64 data length, data
  *   end u32      checksum of every byte before it
  */
-import { open, readFile, rename, rm, mkdir } from 'node:fs/promises';
+import { readFile, mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import * as zlib from 'node:zlib';
+import { writeFileAtomic } from './atomic-file.js';
 
 export interface SnapshotSection {
   /** Unique name, e.g. "state", "retained", "sessions", "rules". */
@@ -58,7 +59,6 @@ export function crc32(data: Uint8Array, value = 0): number {
 /** Write sections to `file` atomically. Returns the bytes written. */
 export async function writeSnapshot(file: string, sections: readonly { name: string; data: Buffer }[], createdAt = Date.now()): Promise<number> {
   await mkdir(dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}`;
   const head = Buffer.alloc(HEADER);
   MAGIC.copy(head, 0);
   head.writeUInt32LE(FORMAT_VERSION, 8);
@@ -87,33 +87,7 @@ export async function writeSnapshot(file: string, sections: readonly { name: str
   parts.push(tail);
   total += 4;
   // the sections are already captured in buffers, so writing need not block the broker
-  try {
-    const fh = await open(tmp, 'w', 0o600);
-    try {
-      for (const p of parts) {
-        let off = 0;
-        while (off < p.length) off += (await fh.write(p, off, p.length - off)).bytesWritten;
-      }
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, file);
-  } catch (err) {
-    // a full disk or a vanished folder: leave the previous snapshot, not a partial temp file
-    await rm(tmp, { force: true }).catch(() => undefined);
-    throw err;
-  }
-  try {
-    const dir = await open(dirname(file), 'r');
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
-  } catch {
-    // some file systems cannot fsync a folder; the rename is still atomic
-  }
+  await writeFileAtomic(file, parts);
   return total;
 }
 
