@@ -18,7 +18,7 @@
 //     +28 hash table mask (size - 1; the size is a power of two, at least twice the edges)
 //   level hash table: u32 per bucket, 0 empty, else edge index + 1; FNV-1a of the level
 //     bytes, linear probing
-//   topic edge (12 bytes): +0 level offset in the string pool, +4 level length, +8 child
+//   topic edge (EDGE_SIZE = 12 bytes, edges.ts): +0 level offset in the string pool, +4 level length, +8 child
 //   target (12 bytes): +0 1 for a filter, 0 for a rule statement  +4 first statement  +8 statements
 //   statement (8 bytes): +0 shape (compiled condition function)  +4 offset of its parameters
 //   logic entry (12 bytes): +0 shape  +4 offset of its parameters  +8 offset of its mask
@@ -26,7 +26,13 @@
 //   parameters: 8-byte cells, an i32 slot / statement index or an f64 constant each
 //   key nodes and edges: see json.ts
 //
-// Input region (inputPtr): the topic bytes, then the payload bytes.
+// Input region (inputPtr): the topic bytes for learnTopic / restoreEntry, the payload bytes
+//   for process.
+// Topic slots (topicCache(slots)), TOPIC_SLOT_SIZE = 12 bytes each, one per topic the host
+//   has seen (src/rules/runtime.ts numbers them; it reuses slots from 0 after it forgets):
+//   +0 block address (0: empty)  +4 matched target count  +8 topic length
+//   block: the matched targets (i32 each, ascending), then the topic bytes. A topic is
+//   matched against the tree once, when it is learnt; its messages reuse the list.
 // Output records (outputPtr), one per message published, OUTPUT_SIZE = 16 bytes:
 //   +0 kind (OUT_FILTER: filter statement, OUT_RULE: logic entry)  +4 index
 //   +8 JSON start in outputJsonPtr() (OUT_RULE with an empty new_payload), else -1  +12 JSON length
@@ -38,7 +44,8 @@
 //   addresses (they move when those buffers grow), so the host reads them without a call
 
 import { setKeyTables, setScratch, scanObject } from "./json";
-import { setRegisters, missingCount, kindCount } from "./values";
+import { setRegisters, missingCount, kindCount, resetUnknownCounts } from "./values";
+import { EDGE_SIZE, searchEdges } from "./edges";
 import { initBuffer, beginTopic, commitTopic, clearBuffer, outputJsonReset, appendBufferJson, outputJsonLength, outputJsonPtr, bufferFull, ruleResult } from "./buffer";
 
 export { outputJsonPtr, bufferEntries, bufferEntry, bufferWords } from "./buffer";
@@ -47,7 +54,6 @@ export const OUT_FILTER: i32 = 1;
 export const OUT_RULE: i32 = 2;
 const OUTPUT_SIZE: usize = 16;
 const TOPIC_NODE_SIZE: usize = 32;
-const TOPIC_EDGE_SIZE: usize = 12;
 const SLOT_SIZE: usize = 32;
 
 const counters = memory.data(8 * 8 + 8, 8);
@@ -74,6 +80,10 @@ let registerCount: i32 = 0;
 
 let matched: usize = 0;
 let matchedCount: i32 = 0;
+/** The current message's targets (a topic slot's block). */
+let matchedList: usize = 0;
+const TOPIC_SLOT_SIZE: usize = 12;
+let topicSlots: usize = 0;
 let outputs: usize = 0;
 let outputCount: i32 = 0;
 
@@ -148,6 +158,44 @@ export function outputPtr(): usize {
   return outputs;
 }
 
+/** Allocates `slots` empty topic slots (once, after loadTables). */
+export function topicCache(slots: i32): void {
+  const bytes = (<usize>slots) * TOPIC_SLOT_SIZE;
+  topicSlots = heap.alloc(bytes);
+  memory.fill(topicSlots, 0, bytes);
+}
+
+/**
+ * Learns the topic in the input region (`tlen` bytes) as `slot`: walks the topic tree once and
+ * keeps the matched targets, in document order, with a copy of the topic bytes.
+ */
+export function learnTopic(slot: i32, tlen: i32): void {
+  const s = topicSlots + (<usize>slot) * TOPIC_SLOT_SIZE;
+  const old = load<u32>(s);
+  if (old != 0) heap.free(<usize>old);
+  topicPtr = input;
+  topicLen = <usize>tlen;
+  matchedCount = 0;
+  if (topicNodeCount > 0 && tlen > 0) walk(0, topicPtr, true);
+  // ascending target order = document order (insertion sort: lists are short)
+  for (let i = 1; i < matchedCount; i++) {
+    const v = load<i32>(matched + (<usize>i) * 4);
+    let j = i - 1;
+    while (j >= 0 && load<i32>(matched + (<usize>j) * 4) > v) {
+      store<i32>(matched + (<usize>(j + 1)) * 4, load<i32>(matched + (<usize>j) * 4));
+      j--;
+    }
+    store<i32>(matched + (<usize>(j + 1)) * 4, v);
+  }
+  const listBytes = (<usize>matchedCount) * 4;
+  const block = heap.alloc(listBytes + <usize>tlen + 1);
+  memory.copy(block, matched, listBytes);
+  memory.copy(block + listBytes, input, <usize>tlen);
+  store<u32>(s, <u32>block);
+  store<i32>(s, matchedCount, 4);
+  store<i32>(s, tlen, 8);
+}
+
 // Topic matching ---------------------------------------------------------------------------
 
 function addTargets(node: i32): void {
@@ -172,25 +220,12 @@ function findLevel(node: i32, ptr: usize, len: usize): i32 {
     for (;;) {
       const slot = load<u32>(buckets + (<usize>(h & mask)) * 4);
       if (slot == 0) return -1;
-      const e = topicEdges + (<usize>(slot - 1)) * TOPIC_EDGE_SIZE;
+      const e = topicEdges + (<usize>(slot - 1)) * EDGE_SIZE;
       if (<usize>load<u32>(e, 4) == len && memory.compare(strings + <usize>load<u32>(e), ptr, len) == 0) return load<i32>(e, 8);
       h++;
     }
   }
-  let lo: i32 = load<i32>(n);
-  let hi: i32 = lo + load<i32>(n, 4) - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >>> 1;
-    const e = topicEdges + (<usize>mid) * TOPIC_EDGE_SIZE;
-    const elen = <usize>load<u32>(e, 4);
-    let c: i32;
-    if (elen != len) c = elen < len ? -1 : 1;
-    else c = memory.compare(strings + <usize>load<u32>(e), ptr, len);
-    if (c == 0) return load<i32>(e, 8);
-    if (c < 0) lo = mid + 1;
-    else hi = mid - 1;
-  }
-  return -1;
+  return searchEdges(topicEdges, load<i32>(n), load<i32>(n, 4), strings, ptr, len);
 }
 
 /**
@@ -273,38 +308,28 @@ function step(child: i32, end: usize, stop: usize): void {
 
 // Per-message flow -------------------------------------------------------------------------
 
-/** Starts a message; returns how many targets its topic matched (listed in ascending order). */
-export function beginMessage(tlen: i32, plen: i32): i32 {
+/** Starts a message on a learnt topic slot; returns how many targets its topic matched. */
+export function beginMessage(slot: i32, plen: i32): i32 {
   store<f64>(counters, load<f64>(counters) + 1);
-  topicPtr = input;
-  topicLen = <usize>tlen;
-  payloadPtr = input + <usize>tlen;
+  const s = topicSlots + (<usize>slot) * TOPIC_SLOT_SIZE;
+  matchedList = <usize>load<u32>(s);
+  matchedCount = load<i32>(s, 4);
+  topicPtr = matchedList + (<usize>matchedCount) * 4;
+  topicLen = <usize>load<i32>(s, 8);
+  payloadPtr = input;
   payloadLen = <usize>plen;
-  matchedCount = 0;
   outputCount = 0;
   scanned = false;
   isObject = false;
   ruleTouched = false;
   outputJsonReset();
-  if (topicNodeCount == 0 || tlen == 0) return 0;
-  walk(0, topicPtr, true);
-  // ascending target order = document order (insertion sort: lists are short)
-  for (let i = 1; i < matchedCount; i++) {
-    const v = load<i32>(matched + (<usize>i) * 4);
-    let j = i - 1;
-    while (j >= 0 && load<i32>(matched + (<usize>j) * 4) > v) {
-      store<i32>(matched + (<usize>(j + 1)) * 4, load<i32>(matched + (<usize>j) * 4));
-      j--;
-    }
-    store<i32>(matched + (<usize>(j + 1)) * 4, v);
-  }
   store<f64>(counters, load<f64>(counters, 8) + <f64>matchedCount, 8);
   return matchedCount;
 }
 
 // @ts-ignore: decorator
 @inline export function matchedTarget(i: i32): i32 {
-  return load<i32>(matched + (<usize>i) * 4);
+  return load<i32>(matchedList + (<usize>i) * 4);
 }
 
 /** Whether the payload is a JSON object (scanned once per message, on first use). */
@@ -383,7 +408,6 @@ export function finishMessage(fired: bool): i32 {
   return outputCount;
 }
 
-import { resetUnknownCounts } from "./values";
 
 /** POST/DELETE empty the buffer: a fresh module does. PATCH restores entries through this. */
 export function restoreEntry(tlen: i32, plen: i32, statement: i32): void {

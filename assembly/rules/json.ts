@@ -11,8 +11,8 @@
 //     +8  slot        slot number of this path, or -1 when no condition reads it
 //     +12 slotLo      first slot of this subtree (slots are numbered depth-first)
 //     +16 slotHi      one past the last slot of this subtree
-//     +20 reserved
-//   key edge  (KEY_EDGE_SIZE = 12 bytes): +0 key offset in the string pool, +4 key length, +8 child node
+//     +20 lengthMask  bit min(length, 31) set when an edge's key has that byte length
+//   key edge  (EDGE_SIZE = 12 bytes, edges.ts): +0 key offset in the string pool, +4 key length, +8 child node
 //
 //   slot      (SLOT_SIZE = 32 bytes), array at `slots`:
 //     +0  epoch   equal to the current message's epoch when the value below is valid
@@ -24,6 +24,7 @@
 //     +28 reserved
 
 import { hostParseNumber } from "./host";
+import { searchEdges } from "./edges";
 
 export const JSON_NULL: i32 = 1;
 export const JSON_FALSE: i32 = 2;
@@ -34,7 +35,6 @@ export const JSON_OBJECT: i32 = 6;
 export const JSON_ARRAY: i32 = 7;
 
 export const KEY_NODE_SIZE: usize = 24;
-export const KEY_EDGE_SIZE: usize = 12;
 export const SLOT_SIZE: usize = 32;
 export const FLAG_ESCAPED: u32 = 1;
 export const FLAG_DECODED: u32 = 2;
@@ -125,7 +125,8 @@ export function scanObject(ptr: usize, len: usize): bool {
   return skipWs(after) == end;
 }
 
-function record(node: i32, kind: i32, ptr: usize, len: usize, flags: u32): void {
+// @ts-ignore: decorator
+@inline function record(node: i32, kind: i32, ptr: usize, len: usize, flags: u32): void {
   const slot = load<i32>(keyNodes + (<usize>node) * KEY_NODE_SIZE, 8);
   if (slot < 0) return;
   const p = slotPtr(slot);
@@ -195,7 +196,8 @@ const ONES: u64 = 0x0101010101010101;
 const HIGHS: u64 = 0x8080808080808080;
 
 /** pos is just after the opening quote; returns the position after the closing quote, or 0. */
-function stringEnd(pos: usize): usize {
+// @ts-ignore: decorator
+@inline function stringEnd(pos: usize): usize {
   stringFlags = 0;
   // eight bytes at a time while none is a quote, a backslash or a control character
   // (SWAR: a byte b < n shows up in (w - n * ONES) & ~w & HIGHS when b < 0x80)
@@ -231,7 +233,8 @@ function stringEnd(pos: usize): usize {
   return 0;
 }
 
-function numberEnd(pos: usize): usize {
+// @ts-ignore: decorator
+@inline function numberEnd(pos: usize): usize {
   if (load<u8>(pos) == 0x2d) pos++;
   if (pos >= end) return 0;
   let c = <u32>load<u8>(pos);
@@ -271,13 +274,15 @@ function object(pos: usize, node: i32, depth: i32): usize {
     if (edges > 0) {
       let kptr = keyStart;
       let klen = after - keyStart - 1;
+      // most keys have a length no edge has: no search
+      const lengths = load<u32>(keyNodes + (<usize>node) * KEY_NODE_SIZE, 20);
       if (stringFlags != 0) {
         const mark = scratchUsed;
         klen = decodeString(keyStart, klen, scratch + scratchUsed);
         kptr = scratch + mark;
-        child = findKey(node, kptr, klen);
+        if (lengths & (1 << <u32>(klen < 31 ? klen : 31))) child = findKey(node, kptr, klen);
         scratchUsed = mark; // the decoded key is not kept
-      } else {
+      } else if (lengths & (1 << <u32>(klen < 31 ? klen : 31))) {
         child = findKey(node, kptr, klen);
       }
       if (child >= 0) clearSubtree(child); // a repeated key: the last one wins, as in JSON.parse
@@ -340,23 +345,10 @@ function array(pos: usize, node: i32, depth: i32): usize {
   return 0;
 }
 
-/** Binary search of node's edges, sorted by (length, bytes). */
+/** The child of `node` under the key [ptr, ptr+len), or -1. */
 export function findKey(node: i32, ptr: usize, len: usize): i32 {
   const n = keyNodes + (<usize>node) * KEY_NODE_SIZE;
-  let lo: i32 = load<i32>(n);
-  let hi: i32 = lo + load<i32>(n, 4) - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >>> 1;
-    const e = keyEdges + (<usize>mid) * KEY_EDGE_SIZE;
-    const elen = <usize>load<u32>(e, 4);
-    let c: i32;
-    if (elen != len) c = elen < len ? -1 : 1;
-    else c = memory.compare(strings + <usize>load<u32>(e), ptr, len);
-    if (c == 0) return load<i32>(e, 8);
-    if (c < 0) lo = mid + 1;
-    else hi = mid - 1;
-  }
-  return -1;
+  return searchEdges(keyEdges, load<i32>(n), load<i32>(n, 4), strings, ptr, len);
 }
 
 // @ts-ignore: decorator

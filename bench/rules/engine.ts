@@ -14,6 +14,7 @@ import { Engine } from 'json-rules-engine';
 import { checkDocument } from '../../src/rules/check.js';
 import { RulesCompiler } from '../../src/rules/compiler.js';
 import { ReferenceEngine } from '../../src/rules/reference.js';
+import { TOPIC_CACHE } from '../../src/rules/runtime.js';
 import { condition, filterTopic, filtersDocument, payload } from './documents.js';
 
 const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
@@ -169,6 +170,7 @@ async function main(): Promise<void> {
     }, n >= 10000 ? 7 : 21);
     rows.push({ n, ops: Object.fromEntries(summary.results.map((r) => [r.name, r.ops])), interleaved: medians });
   }
+  const cold = await topicCacheMiss(compiler, SIZES.includes(1000) ? 1000 : SIZES[0]!);
   await compiler.close();
 
   console.log('\nInterleaved blocks (median per engine, same messages), and the Wasm engine\'s speed-up:');
@@ -191,6 +193,30 @@ async function main(): Promise<void> {
     const j = r.ops['json-rules-engine']!;
     console.log(`| ${r.n} | ${ns(w)} | ${ns(c)} | ${ns(ref)} | ${ns(j)} | ${(w / c).toFixed(1)}x | ${(w / ref).toFixed(1)}x | ${(w / j).toFixed(0)}x |`);
   }
+}
+
+/**
+ * What a message costs when its topic was not seen before (the runtime matches a topic once
+ * and keeps the result; a miss copies the topic and walks the topic tree; a stream of new
+ * topics makes it stop keeping them for a while, see src/rules/runtime.ts). Filters
+ * `site/<i>/+`, so any `site/<i>/<k>` matches: messages cycle over twice as many distinct
+ * topics as the cache holds (every message a miss) or over the same 64 (hits).
+ */
+async function topicCacheMiss(compiler: RulesCompiler, n: number): Promise<{ hit: number; miss: number }> {
+  const doc = filtersDocument(n);
+  doc.filters.forEach((f, i) => (f.topic = `site/${i}/+`));
+  // two instances: a stream of new topics makes an instance stop keeping topics for a while
+  const { program } = await compiler.compileDocument(checkDocument(doc));
+  const { program: cold } = await compiler.compileDocument(checkDocument(doc));
+  const distinct = Array.from({ length: 2 * TOPIC_CACHE + 1 }, (_, k) => `site/${(k * 7919) % n}/s${k}`);
+  const payloads = Array.from({ length: MESSAGES }, (_, k) => payload(k));
+  let m = 0;
+  const r = await interleaved({
+    hit: { block: 20000, run: (i) => program.process(distinct[i % MESSAGES]!, payloads[i % MESSAGES]!) },
+    miss: { block: 20000, run: () => { m = (m + 1) % distinct.length; return cold.process(distinct[m]!, payloads[m % MESSAGES]!); } },
+  });
+  console.log(`\nTopic cache, ${n} filters site/<i>/+: seen topics ${r['hit']!.toFixed(0)} ns, a new topic every message ${r['miss']!.toFixed(0)} ns`);
+  return { hit: r['hit']!, miss: r['miss']! };
 }
 
 main().catch((err) => {

@@ -10,7 +10,7 @@
  *   npm run build && node dist/bench/rules/throughput.js [--runs 5] [--seconds 4]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,11 +39,21 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function startBroker(dir: string, rulesFile: string | undefined): Promise<{ child: ChildProcess; port: number }> {
+async function startBroker(dir: string, rulesFile: string | undefined): Promise<{ child: ChildProcess; port: number; httpPort: number }> {
   const port = await freePort();
-  const env: NodeJS.ProcessEnv = { ...process.env, EDB_HOST: '127.0.0.1', EDB_MQTT_PORT: String(port), EDB_WS_PORT: '-1', EDB_HTTP_PORT: '-1', EDB_RULES_PORT: '-1', EDB_DATA_DIR: dir, EDB_LOG_LEVEL: 'warn', EDB_LOG_FORMAT: 'json', EDB_SYS_INTERVAL: '0' };
+  const httpPort = await freePort();
+  const env: NodeJS.ProcessEnv = { ...process.env, EDB_HOST: '127.0.0.1', EDB_MQTT_PORT: String(port), EDB_WS_PORT: '-1', EDB_HTTP_PORT: String(httpPort), EDB_RULES_PORT: '-1', EDB_DATA_DIR: dir, EDB_LOG_FORMAT: 'json', EDB_SYS_INTERVAL: '0' };
   if (rulesFile) env['EDB_RULES_FILE'] = rulesFile;
-  const child = spawn(process.execPath, [MAIN, 'start'], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+  env['EDB_LOG_LEVEL'] = 'info';
+  const child = spawn(process.execPath, [MAIN, 'start'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  // the listeners open before the document has compiled: measure only once it is active
+  let active = !rulesFile;
+  let log = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    if (active) return;
+    log += d.toString();
+    if (log.includes('rules document active')) active = true;
+  });
   const deadline = Date.now() + 120_000;
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
@@ -53,7 +63,7 @@ async function startBroker(dir: string, rulesFile: string | undefined): Promise<
       });
       s.on('error', () => resolve(false));
     });
-    if (ok) return { child, port };
+    if (ok && active) return { child, port, httpPort };
     if (Date.now() > deadline) throw new Error('broker did not start');
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -77,7 +87,18 @@ function connectClient(port: number, clientId: string, onPacket: (p: mqttPacket.
   });
 }
 
-async function measure(port: number): Promise<number> {
+/** CPU seconds a process has used (user + system), from /proc; NaN where unavailable. */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Messages per second delivered, and the broker's CPU time per message (µs). */
+async function measure(port: number, pid: number | undefined): Promise<{ rate: number; cpuPerMessage: number }> {
   let received = 0;
   let sent = 0;
   const sub = await connectClient(port, 'bench-sub', (p) => {
@@ -104,12 +125,14 @@ async function measure(port: number): Promise<number> {
   for (const p of pubs) pump(p);
   await new Promise((r) => setTimeout(r, 1000)); // warm-up
   const r0 = received;
+  const c0 = cpuSeconds(pid);
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, SECONDS * 1000));
   const rate = ((received - r0) * 1000) / (performance.now() - t0);
+  const cpuPerMessage = ((cpuSeconds(pid) - c0) / (received - r0)) * 1e6;
   running = false;
   for (const s of [...pubs, sub]) s.destroy();
-  return rate;
+  return { rate, cpuPerMessage };
 }
 
 function median(v: number[]): number {
@@ -123,16 +146,23 @@ async function main(): Promise<void> {
   writeFileSync(rulesFile, JSON.stringify(filtersDocument(FILTERS)));
   const none: number[] = [];
   const active: number[] = [];
+  const cpuNone: number[] = [];
+  const cpuActive: number[] = [];
   try {
     for (let r = 0; r < RUNS; r++) {
       for (const withRules of [false, true]) {
         const data = mkdtempSync(join(dir, 'data-'));
-        const { child, port } = await startBroker(data, withRules ? rulesFile : undefined);
-        const rate = await measure(port);
+        const { child, port, httpPort } = await startBroker(data, withRules ? rulesFile : undefined);
+        const { rate, cpuPerMessage } = await measure(port, child.pid);
+        // the rules did run: their evaluations, from the broker's own metrics
+        const metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+        const evaluations = Number(/^edb_rules_evaluations_total (\S+)/m.exec(metrics)?.[1] ?? 0);
+        if (withRules && evaluations === 0) throw new Error('the rules document never ran');
         child.kill('SIGTERM');
         await new Promise((res) => child.once('exit', res));
         (withRules ? active : none).push(rate);
-        console.log(`run ${r + 1}: ${withRules ? `${FILTERS} filters` : 'no filters'}: ${Math.round(rate)} msg/s`);
+        (withRules ? cpuActive : cpuNone).push(cpuPerMessage);
+        console.log(`run ${r + 1}: ${withRules ? `${FILTERS} filters` : 'no filters'}: ${Math.round(rate)} msg/s, broker CPU ${cpuPerMessage.toFixed(2)} µs/msg, ${evaluations} rule evaluations`);
       }
     }
   } finally {
@@ -141,6 +171,11 @@ async function main(): Promise<void> {
   const a = median(active);
   const n = median(none);
   console.log(`\nmedian: no filters ${Math.round(n)} msg/s, ${FILTERS} filters ${Math.round(a)} msg/s: ${((100 * a) / n).toFixed(0)}% of none`);
+  // when the load generator (this process) is what limits the rate, the broker's CPU per
+  // message still shows what the rules cost: messages per broker CPU-second, with vs without
+  const ca = median(cpuActive);
+  const cn = median(cpuNone);
+  console.log(`broker CPU per message: no filters ${cn.toFixed(2)} µs, ${FILTERS} filters ${ca.toFixed(2)} µs: messages per CPU-second ${((100 * cn) / ca).toFixed(0)}% of none`);
 }
 
 main().catch((err) => {

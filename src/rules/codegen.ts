@@ -485,7 +485,10 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
   const keyEdges = new Words();
   for (const n of keyOrder) {
     const children = sortedChildren(n.children);
-    keyNodes.push(keyEdges.length / 3, children.length, n.slot, n.lo, n.hi, 0);
+    // +20: which key lengths the edges have (bit min(length, 31)), so most keys skip the search
+    let lengths = 0;
+    for (const [k] of children) lengths |= 1 << Math.min(Buffer.byteLength(k, 'utf8'), 31);
+    keyNodes.push(keyEdges.length / 3, children.length, n.slot, n.lo, n.hi, lengths >>> 0);
     for (const [k, c] of children) {
       const s = pool.add(k);
       keyEdges.push(s.offset, s.length, c.id);
@@ -609,7 +612,7 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
     '} from "./rules/values";',
     'import { statementTrue } from "./rules/buffer";',
     'export {',
-    '  countersPtr, tablesPtr, loadTables, inputPtr, outputPtr, outputJsonPtr, restoreEntry,',
+    '  countersPtr, tablesPtr, loadTables, topicCache, learnTopic, inputPtr, outputPtr, outputJsonPtr, restoreEntry,',
     '  bufferEntries, bufferEntry, bufferWords, clearRuleBuffer,',
     '} from "./rules/engine";',
     '',
@@ -617,9 +620,9 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
     `configure(${registers});`,
     ...(literals.declarations.length > 0 ? ['', ...literals.declarations] : []),
     '',
-    '/** One message: the topic, then the payload, are in the input region. Returns the output record count. */',
-    'export function process(topicLen: i32, payloadLen: i32): i32 {',
-    '  const n = beginMessage(topicLen, payloadLen);',
+    '/** One message: its topic was learnt as `topicSlot`, the payload is in the input region. Returns the output record count. */',
+    'export function process(topicSlot: i32, payloadLen: i32): i32 {',
+    '  const n = beginMessage(topicSlot, payloadLen);',
     '  for (let i = 0; i < n; i++) runTarget(matchedTarget(i));',
     '  let fired = false;',
     '  if (ruleLogicDue()) fired = runLogic();',

@@ -1,11 +1,16 @@
 /**
  * Runs a compiled fr_script program: instantiates the module, writes the tables blob once,
- * then for every message copies the topic and payload bytes into the module's input region
- * and makes one exported call (`process`) that reports what fired. No JS objects on the
- * hot path except the outputs themselves; the rule buffer lives in the module's memory.
+ * then for every message copies the payload bytes into the module's input region and makes
+ * one exported call (`process`) that reports what fired. A topic's bytes cross once, the
+ * first time it is seen: the module matches it against its topic tree then and keeps the
+ * result under a slot number (devices publish to the same topics over and over; the bounded
+ * cache starts again when full, and stops keeping topics for a while when they do not come
+ * back). No JS objects on the hot path except the outputs
+ * themselves; the rule buffer lives in the module's memory.
  *
- * ABI (see assembly/rules/engine.ts for the byte layouts): exports `process(topicLen,
- * payloadLen) -> records`, `inputPtr(size)`, `outputPtr()`, `outputJsonPtr()`, `countersPtr()`,
+ * ABI (see assembly/rules/engine.ts for the byte layouts): exports `process(topicSlot,
+ * payloadLen) -> records`, `learnTopic(slot, topicLen)`, `topicCache(slots)`,
+ * `inputPtr(size)`, `outputPtr()`, `outputJsonPtr()`, `countersPtr()`,
  * `tablesPtr(size)`, `loadTables(ruleStatements)`, `restoreEntry(topicLen, payloadLen, s)`,
  * `bufferEntries()`, `bufferEntry(i)`, `bufferWords()`, `clearRuleBuffer()`; imports
  * `env.parseNumber`, `env.formatNumber`, `env.abort`.
@@ -52,7 +57,9 @@ const WA = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
 interface Exports {
   memory: WasmMemory;
-  process(topicLen: number, payloadLen: number): number;
+  process(topicSlot: number, payloadLen: number): number;
+  learnTopic(slot: number, topicLen: number): void;
+  topicCache(slots: number): void;
   inputPtr(size: number): number;
   outputPtr(): number;
   outputJsonPtr(): number;
@@ -69,8 +76,18 @@ interface Exports {
 const OUT_FILTER = 1;
 const NO_OUTPUT: readonly RuleOutput[] = Object.freeze([]);
 const ENTRY_HEADER = 32;
-/** Encoded topics kept (topics repeat: devices publish to the same few topics). */
-const TOPIC_CACHE = 4096;
+/** Topics kept, matched, in the module (topics repeat: devices publish to the same few topics). */
+export const TOPIC_CACHE = 16384;
+/** The module's slot for topics matched but not kept. */
+const SCRATCH_SLOT = TOPIC_CACHE;
+
+interface TopicEntry {
+  /** The module's topic slot. */
+  slot: number;
+  /** Once a filter fired on the topic: its output topics by filter statement index (a Map:
+   * an array indexed by statement would hold thousands of holes per topic). */
+  outputs: Map<number, string> | undefined;
+}
 
 export class RulesProgram {
   private readonly exports: Exports;
@@ -79,8 +96,11 @@ export class RulesProgram {
   private inputAddress = 0;
   private inputCapacity = 0;
   private readonly countersAt: number;
-  /** Encoded topic and, once a filter fired on it, the output topics by filter statement. */
-  private readonly topics = new Map<string, { bytes: Buffer; outputs: (string | undefined)[] | undefined }>();
+  private readonly topics = new Map<string, TopicEntry>();
+  /** Lookups that found their topic since the slots were last reused. */
+  private hits = 0;
+  /** Topics left to match in the scratch slot, without keeping them. */
+  private bypass = 0;
   private readonly filterSuffix: string[];
   private readonly filterPayload: (Buffer | null)[];
   private readonly logicTopic: string[];
@@ -98,6 +118,7 @@ export class RulesProgram {
     this.refresh();
     this.bytes.set(tables, at);
     if (this.exports.loadTables(meta.ruleStatementIds.length) !== 1) throw new Error('rules module rejected its tables');
+    this.exports.topicCache(TOPIC_CACHE + 1); // and the scratch slot
     this.filterSuffix = meta.filterOutputs.map((f) => f.suffix);
     const payloads = new Map<string, Buffer>(); // one Buffer per distinct fixed payload
     const fixed = (text: string): Buffer => {
@@ -146,34 +167,57 @@ export class RulesProgram {
 
   /** Runs one message; returns what to publish (a shared empty array when nothing fired). */
   process(topic: string, payload: Buffer): readonly RuleOutput[] {
-    let entry = this.topics.get(topic);
-    if (entry === undefined) {
-      entry = { bytes: Buffer.from(topic, 'utf8'), outputs: undefined };
-      if (this.topics.size >= TOPIC_CACHE) this.topics.clear();
-      this.topics.set(topic, entry);
-    }
-    const encoded = entry.bytes;
-    const need = encoded.length + payload.length;
-    if (need > this.inputCapacity) {
-      this.inputCapacity = Math.max(need, this.inputCapacity * 2, 4096);
-      this.inputAddress = this.exports.inputPtr(this.inputCapacity);
-      this.refresh();
-    }
+    let entry = this.bypass > 0 ? undefined : this.topics.get(topic);
+    if (entry === undefined) entry = this.learn(topic);
+    else this.hits++;
+    if (payload.length > this.inputCapacity) this.reserveInput(payload.length);
     let bytes = this.bytes;
     if (bytes.length === 0) {
       // the memory grew during the last call: the old view is detached
       this.refresh();
       bytes = this.bytes;
     }
-    const at = this.inputAddress;
-    bytes.set(encoded, at);
-    bytes.set(payload, at + encoded.length);
-    const records = this.exports.process(encoded.length, payload.length);
+    bytes.set(payload, this.inputAddress);
+    const records = this.exports.process(entry.slot, payload.length);
     if (records === 0) return NO_OUTPUT;
     return this.readOutputs(records, topic, payload, entry);
   }
 
-  private readOutputs(records: number, topic: string, payload: Buffer, entry: { outputs: (string | undefined)[] | undefined }): RuleOutput[] {
+  /**
+   * First sight of a topic: the module matches it once and keeps it under the next slot. When
+   * the slots fill up with fewer hits than topics (more distinct topics than it holds), keeping
+   * costs more than it saves: for a while each topic is matched in the scratch slot instead.
+   */
+  private learn(topic: string): TopicEntry {
+    let entry: TopicEntry;
+    if (this.bypass > 0) {
+      this.bypass--;
+      entry = { slot: SCRATCH_SLOT, outputs: undefined };
+    } else {
+      if (this.topics.size >= TOPIC_CACHE) {
+        if (this.hits < TOPIC_CACHE) this.bypass = 16 * TOPIC_CACHE;
+        this.topics.clear(); // slots are reused from 0
+        this.hits = 0;
+      }
+      entry = { slot: this.bypass > 0 ? SCRATCH_SLOT : this.topics.size, outputs: undefined };
+    }
+    // the topic's UTF-8 goes straight into the input region (at most 3 bytes a UTF-16 unit)
+    if (topic.length * 3 > this.inputCapacity) this.reserveInput(topic.length * 3);
+    if (this.bytes.length === 0) this.refresh(); // detached: the memory grew
+    const length = this.bytes.write(topic, this.inputAddress, 'utf8');
+    this.exports.learnTopic(entry.slot, length);
+    if (this.bytes.length === 0) this.refresh();
+    if (entry.slot !== SCRATCH_SLOT) this.topics.set(topic, entry);
+    return entry;
+  }
+
+  private reserveInput(size: number): void {
+    this.inputCapacity = Math.max(size, this.inputCapacity * 2, 4096);
+    this.inputAddress = this.exports.inputPtr(this.inputCapacity);
+    this.refresh();
+  }
+
+  private readOutputs(records: number, topic: string, payload: Buffer, entry: TopicEntry): RuleOutput[] {
     if (this.bytes.length === 0) this.refresh();
     const view = this.view;
     // the record and JSON addresses sit after the counters (assembly/rules/engine.ts)
@@ -185,8 +229,13 @@ export class RulesProgram {
       const kind = view.getInt32(p, true);
       const index = view.getInt32(p + 4, true);
       if (kind === OUT_FILTER) {
-        const outputs = (entry.outputs ??= []);
-        const outTopic = (outputs[index] ??= topic + this.filterSuffix[index]!);
+        let outTopic: string | undefined;
+        if (entry.slot === SCRATCH_SLOT) outTopic = topic + this.filterSuffix[index]!; // not kept: nothing to remember
+        else {
+          const outputs = (entry.outputs ??= new Map());
+          outTopic = outputs.get(index);
+          if (outTopic === undefined) outputs.set(index, (outTopic = topic + this.filterSuffix[index]!));
+        }
         out.push({ topic: outTopic, payload: this.filterPayload[index] ?? payload });
       } else {
         const start = view.getInt32(p + 8, true);
@@ -248,10 +297,7 @@ export class RulesProgram {
     const indexById = new Map(this.statementIds.map((id, i) => [id, i]));
     for (const entry of entries) {
       const need = entry.topic.length + entry.payload.length;
-      if (need > this.inputCapacity) {
-        this.inputCapacity = Math.max(need, this.inputCapacity * 2, 4096);
-        this.inputAddress = this.exports.inputPtr(this.inputCapacity);
-      }
+      if (need > this.inputCapacity) this.reserveInput(need);
       this.refresh();
       entry.topic.copy(this.bytes, this.inputAddress);
       entry.payload.copy(this.bytes, this.inputAddress + entry.topic.length);

@@ -12,16 +12,11 @@ import type { Config } from '../../src/config/schema.js';
 import { silentLogger } from '../../src/log.js';
 import { startEdb, type EdbServer } from '../../src/server.js';
 import { readFileSync } from 'node:fs';
+import { vectors, type Vector } from '../helpers/vectors.js';
 
 // compiling runs asc (seconds; longer on a loaded shared machine)
 vi.setConfig({ testTimeout: 180_000, hookTimeout: 180_000 });
 
-interface Vector {
-  document: string;
-  input: [string, string][];
-  output: { after: number; topic: string; payload?: string; json?: unknown }[];
-}
-const vectors = (JSON.parse(readFileSync('test/fixtures/vectors.json', 'utf8')) as { cases: Vector[] }).cases;
 const dirs: string[] = [];
 const servers: EdbServer[] = [];
 const clients: MqttClient[] = [];

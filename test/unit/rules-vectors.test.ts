@@ -9,13 +9,8 @@ import { parseDocumentText } from '../../src/rules/check.js';
 import { RulesCompiler } from '../../src/rules/compiler.js';
 import { ReferenceEngine } from '../../src/rules/reference.js';
 import type { RuleOutput } from '../../src/rules/runtime.js';
+import { vectors, type Vector } from '../helpers/vectors.js';
 
-interface Vector {
-  document: string;
-  input: [string, string][];
-  output: { after: number; topic: string; payload?: string; json?: unknown }[];
-}
-const vectors = (JSON.parse(readFileSync('test/fixtures/vectors.json', 'utf8')) as { cases: Vector[] }).cases;
 const compiler = new RulesCompiler();
 afterAll(() => compiler.close());
 
