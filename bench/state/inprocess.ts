@@ -80,7 +80,7 @@ const broker = run(N);
 
 // the state service alone, for comparison
 let hook: ((m: unknown, c: unknown) => unknown) | undefined;
-const fake = { addHooks: (h: { onPublish: typeof hook }) => (hook = h.onPublish), publish() {}, disconnectClient: () => false } as unknown as BrokerApi;
+const fake = { addHooks: (h: { onPublish: typeof hook }) => (hook = h.onPublish), publish() {}, disconnectClient: () => false, maySubscribe: () => true } as unknown as BrokerApi;
 const svc = createStateStoreService(fake, testConfig(), silentLogger());
 const client = { clientId, protocolVersion: 5 };
 const msgs = [encodeRequest(['SET', key, value]), encodeRequest(['GET', key])].map((payload) => ({ topic: INVOKE_TOPIC, payload, qos: 1, retain: false, properties: { responseTopic, correlationData: Buffer.from('corr'), userProperties: { __ts: `${String(Date.now()).padStart(15, '0')}:00000:${clientId}` } } }));

@@ -15,7 +15,7 @@ import { createStateStoreService } from '../../src/state/service.js';
 
 const N = Number(process.env['ENTRIES'] ?? 1_000_000);
 const ROUNDS = Number(process.env['ROUNDS'] ?? 3);
-const broker = { addHooks() {}, publish() {}, disconnectClient: () => false } as unknown as BrokerApi;
+const broker = { addHooks() {}, publish() {}, disconnectClient: () => false, maySubscribe: () => true } as unknown as BrokerApi;
 const config = testConfig({ stateMaxKeys: N * 2, stateMaxBytes: N * 1000 });
 
 async function write(dir: string): Promise<void> {

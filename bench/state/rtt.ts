@@ -123,12 +123,16 @@ function mqttClient(port: number, id: number, stop: { at: number }, loop: Loop):
     const responseTopic = `clients/${clientId}/services/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke/response`;
     const opts = { protocolVersion: 5 as const };
     const MARK = Buffer.from([0xc0, 0xff, 0xee, 0x00, 0x00, 0x00, 0x00, 0x00]);
+    // Each template is the PUBACK of the previous answer (4 bytes) followed by the request, so
+    // the acknowledgement and the next request leave in one write, as the Redis client's one
+    // command does; the first request of a loop skips the PUBACK.
     const template = (payload: Buffer) => {
-      const bytes = mqttPacket.generate(
+      const request = mqttPacket.generate(
         { cmd: 'publish', topic: INVOKE_TOPIC, payload, qos: 1, messageId: 0x7e7e, retain: false, dup: false, properties: { responseTopic, correlationData: MARK, userProperties: { __ts: `${String(Date.now()).padStart(15, '0')}:00000:${clientId}` } } },
         opts,
       );
-      return { bytes, idAt: bytes.indexOf(Buffer.from([0x7e, 0x7e])), corrAt: bytes.indexOf(MARK) };
+      const bytes = Buffer.concat([Buffer.from([0x40, 0x02, 0, 0]), request]);
+      return { bytes, request: bytes.subarray(4), idAt: 4 + request.indexOf(Buffer.from([0x7e, 0x7e])), corrAt: 4 + request.indexOf(MARK) };
     };
     const setT = template(encodeRequest(['SET', key, VALUE]));
     const getT = template(encodeRequest(['GET', key]));
@@ -139,7 +143,8 @@ function mqttClient(port: number, id: number, stop: { at: number }, loop: Loop):
     let sent = 0;
     let seq = 0;
     const expect = Buffer.from(MARK);
-    const send = () => {
+    /** Sends the next request, after the PUBACK of answer `ackId` (0: none). */
+    const send = (ackId: number) => {
       sent = performance.now();
       const t = isSet ? setT : getT;
       messageId = (messageId % 65000) + 1;
@@ -147,7 +152,11 @@ function mqttClient(port: number, id: number, stop: { at: number }, loop: Loop):
       seq++;
       t.bytes.writeUInt32BE(seq, t.corrAt + 4);
       expect.writeUInt32BE(seq, 4);
-      s.write(t.bytes);
+      if (ackId === 0) s.write(t.request);
+      else {
+        t.bytes.writeUInt16BE(ackId, 2);
+        s.write(t.bytes);
+      }
     };
     let buf: Buffer = Buffer.alloc(0);
     let ready = false;
@@ -156,7 +165,7 @@ function mqttClient(port: number, id: number, stop: { at: number }, loop: Loop):
       if (p.cmd === 'connack') s.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: responseTopic, qos: 1 }] }, opts));
       else if (p.cmd === 'suback') {
         ready = true;
-        send();
+        send(0);
       }
     });
     parser.on('error', reject);
@@ -182,25 +191,20 @@ function mqttClient(port: number, id: number, stop: { at: number }, loop: Loop):
         if (packet[0]! >> 4 !== 3) continue; // only PUBLISH matters (PUBACKs are ignored)
         const topicLen = packet.readUInt16BE(i);
         const pid = packet.readUInt16BE(i + 2 + topicLen);
-        const puback = Buffer.from([0x40, 0x02, pid >> 8, pid & 0xff]);
         if (packet.indexOf(expect, i + 4 + topicLen) < 0) {
-          s.write(puback);
+          s.write(Buffer.from([0x40, 0x02, pid >> 8, pid & 0xff]));
           continue;
         }
         loop.count++;
         loop.latencies.push(performance.now() - sent);
         isSet = !isSet;
         if (performance.now() >= stop.at) {
-          s.write(puback);
+          s.write(Buffer.from([0x40, 0x02, pid >> 8, pid & 0xff]));
           s.end(mqttPacket.generate({ cmd: 'disconnect' }, opts));
           resolve();
           return;
         }
-        // the PUBACK and the next request leave in one write, as the Redis client's one command
-        s.cork();
-        s.write(puback);
-        send();
-        process.nextTick(() => s.uncork());
+        send(pid);
       }
     });
     s.on('connect', () => s.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, clientId, keepalive: 60 }, opts)));

@@ -145,13 +145,21 @@ export interface ClientLimits {
   resumeDelay(clientId: string, now: number): number;
   /** Whether a client holding `current` subscriptions may add one more. */
   subscriptionAllowed(current: number): boolean;
-  /** Forget a client's buckets (call on disconnect). */
-  forget(clientId: string): void;
+  /**
+   * A client disconnected: its buckets go, unless it left in debt; then they are kept until
+   * they have refilled, so reconnecting does not buy a flooder a fresh burst.
+   */
+  forget(clientId: string, now: number): void;
 }
+
+/** Buckets of disconnected clients kept at most (each a few dozen bytes). */
+export const MAX_DEPARTED = 100_000;
 
 export class TokenBucketLimits implements ClientLimits {
   readonly enabled: boolean;
   private readonly buckets = new Map<string, Buckets>();
+  /** Disconnected clients whose buckets are kept, and when those will be full again (oldest first). */
+  private readonly departed = new Map<string, number>();
   private readonly msgCapacity: number;
   private readonly byteCapacity: number;
 
@@ -168,6 +176,7 @@ export class TokenBucketLimits implements ClientLimits {
   }
 
   private refill(clientId: string, now: number): Buckets {
+    if (this.departed.size !== 0) this.departed.delete(clientId); // back again: its buckets are live
     let b = this.buckets.get(clientId);
     if (!b) {
       b = { messages: this.msgCapacity, bytes: this.byteCapacity, last: now, msgOverSince: 0, byteOverSince: 0 };
@@ -223,8 +232,23 @@ export class TokenBucketLimits implements ClientLimits {
     return this.maxSubscriptions === 0 || current < this.maxSubscriptions;
   }
 
-  forget(clientId: string): void {
-    this.buckets.delete(clientId);
+  forget(clientId: string, now: number): void {
+    if (!this.buckets.has(clientId)) return;
+    const b = this.refill(clientId, now);
+    let fullIn = 0;
+    if (this.msgRate > 0) fullIn = Math.max(fullIn, ((this.msgCapacity - b.messages) * 1000) / this.msgRate);
+    if (this.byteRate > 0) fullIn = Math.max(fullIn, ((this.byteCapacity - b.bytes) * 1000) / this.byteRate);
+    if (fullIn <= 0) {
+      this.buckets.delete(clientId);
+      return;
+    }
+    this.departed.set(clientId, now + fullIn);
+    // drop the kept buckets that have refilled by now, and never keep more than MAX_DEPARTED
+    for (const [id, fullAt] of this.departed) {
+      if (fullAt > now && this.departed.size <= MAX_DEPARTED) break;
+      this.departed.delete(id);
+      this.buckets.delete(id);
+    }
   }
 }
 

@@ -48,6 +48,28 @@ export interface BrokerStats {
   dropped: Record<string, number>;
   /** Protocol errors by reason code name. */
   protocolErrors: Record<string, number>;
+  /** Clients disconnected because their outbound queue was full (queueFullPolicy "disconnect"). */
+  queueFullDisconnects: number;
+}
+
+/** Counters at zero, started at `startedAt`. */
+export function newBrokerStats(startedAt: number): BrokerStats {
+  return {
+    startedAt,
+    connectionsTotal: 0,
+    clientsConnected: 0,
+    messagesReceived: 0,
+    messagesSent: 0,
+    bytesReceived: 0,
+    bytesSent: 0,
+    publishReceived: 0,
+    publishSent: 0,
+    packetsReceived: {},
+    packetsSent: {},
+    dropped: {},
+    protocolErrors: {},
+    queueFullDisconnects: 0,
+  };
 }
 
 /** What services and the HTTP layer may use of the broker. */
@@ -64,6 +86,11 @@ export interface BrokerApi {
    * Set `origin`; it goes through onPublish hooks (which see the origin) and is routed.
    */
   publish(message: Message): void;
+  /**
+   * Whether the authorizeSubscribe hooks let `client` subscribe to `filter`: for services
+   * that publish to a topic the client chose (the state store's response topic).
+   */
+  maySubscribe(client: ClientInfo, filter: string): boolean;
   /** Close a client's connection with a reason code (v5 DISCONNECT). */
   disconnectClient(clientId: string, reasonCode: number, reasonString?: string): boolean;
   client(clientId: string): ClientInfo | undefined;

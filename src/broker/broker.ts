@@ -3,11 +3,11 @@ import type { IConnectPacket, ISubscription } from 'mqtt-packet';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import type { Connection, ConnectionAcceptor, ConnectionEvents } from '../transport/connection.js';
-import type { BrokerApi, BrokerStats, ClientSummary, SubscriptionSummary } from './api.js';
+import { newBrokerStats, type BrokerApi, type BrokerStats, type ClientSummary, type SubscriptionSummary } from './api.js';
 import type { AuthenticateResult, BrokerHooks, ClientInfo, PublishLimiter } from './hooks.js';
 import type { Message, QoS } from './message.js';
-import { Session, type Delivery, type PendingWill, type Subscription } from '../session/session.js';
-import { TopicTrie, type SharedGroup } from '../topics/trie.js';
+import { Session, type Delivery, type PendingWill, type QueueAccount, type Subscription } from '../session/session.js';
+import { TopicTrie, type MatchVisitor, type SharedGroup } from '../topics/trie.js';
 import { isValidTopicFilter, parseSharedFilter } from '../topics/validate.js';
 import { RC, reasonName } from '../mqtt/reason-codes.js';
 import { RetainedStore } from './retained.js';
@@ -36,21 +36,11 @@ const FOREVER = 0xffffffff;
  * housekeeping sweep (keep alive, connect timeout, will delay, session expiry, stalls).
  */
 export class Broker implements BrokerApi, ConnectionAcceptor {
-  readonly stats: BrokerStats = {
-    startedAt: Date.now(),
-    connectionsTotal: 0,
-    clientsConnected: 0,
-    messagesReceived: 0,
-    messagesSent: 0,
-    bytesReceived: 0,
-    bytesSent: 0,
-    publishReceived: 0,
-    publishSent: 0,
-    packetsReceived: {},
-    packetsSent: {},
-    dropped: {},
-    protocolErrors: {},
-  };
+  readonly stats: BrokerStats = newBrokerStats(Date.now());
+  /** Bytes queued by all sessions together (EDB_MAX_QUEUED_BYTES_TOTAL bounds the offline ones' growth). */
+  readonly queueAccount: QueueAccount = { bytes: 0 };
+  /** What route() matched, gathered without allocating a visitor per message. */
+  private readonly collector = new RouteCollector(this);
   readonly acceptor: ConnectionAcceptor = this;
   readonly sessions = new Map<string, Session>();
   /** Connected clients by client id. */
@@ -170,6 +160,7 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     const present = session !== undefined; // [MQTT-3.2.2-2]
     if (!session) {
       session = new Session(id);
+      session.attach(this.queueAccount);
       this.sessions.set(id, session);
     }
     session.expiryInterval = expiry;
@@ -189,7 +180,7 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     const id = client.clientId;
     if (this.online.get(id) === client) {
       this.online.delete(id);
-      this.limits?.forget(id);
+      this.limits?.forget(id, Date.now());
     }
     this.stats.clientsConnected--;
     this.log.debug({ clientId: id, cause }, 'client disconnected');
@@ -286,41 +277,45 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
       if (hook(message, info) === true) return true;
     }
     if (message.retain) this.retained.set(message);
-    const targets = new Map<string, Target>();
-    const self = this;
-    this.trie.match(message.topic, {
-      subscription(clientId: string, ref: SubRef): void {
-        const sub = ref.sub;
-        // [MQTT-3.8.3-3] No Local: not back to the client that published it
-        if (sub.noLocal && clientId === message.senderId) return;
-        mergeTarget(targets, clientId, ref.session, sub, message);
-      },
-      shared(group: SharedGroup<SubRef>): void {
-        const ref = self.pickShareMember(group, message);
-        // [MQTT-4.8.2] each shared subscription delivers its own copy, even to a member that also
-        // has a plain (or another shared) subscription matching: never merged with those
-        if (ref) mergeTarget(targets, `$share/${group.group}/${group.filter}\u0000${ref.session.clientId}`, ref.session, ref.sub, message);
-      },
-    });
-    if (targets.size === 0) return false;
-    for (const t of targets.values()) {
-      const d: Delivery = { message, qos: t.qos, retain: t.retain, subscriptionIds: t.subscriptionIds };
-      const client = this.online.get(t.session.clientId);
-      if (client && client.session === t.session) {
-        if (!this.mayDeliver(client, message)) continue;
-        client.deliver(d, publisher);
-      } else this.queueOffline(t.session, d);
+    // the collector is reused; a route() from inside a delivery hook gets one of its own
+    const collector = this.collector.message === undefined ? this.collector : new RouteCollector(this);
+    collector.message = message;
+    try {
+      this.trie.match(message.topic, collector);
+    } catch (err) {
+      collector.take(); // a failing delivery hook must not leave the shared collector busy
+      throw err;
     }
+    const found = collector.take();
+    if (found === undefined) return false;
+    if (found instanceof Map) for (const t of found.values()) this.deliverTo(t, message, publisher);
+    else this.deliverTo(found, message, publisher);
     return true;
+  }
+
+  private deliverTo(t: Target, message: Message, publisher: MqttClient | undefined): void {
+    const d: Delivery = { message, qos: t.qos, retain: t.retain, subscriptionIds: t.subscriptionIds };
+    const client = this.online.get(t.session.clientId);
+    if (client && client.session === t.session) {
+      if (this.mayDeliver(client, message)) client.deliver(d, publisher);
+    } else this.queueOffline(t.session, d);
   }
 
   private queueOffline(session: Session, d: Delivery): void {
     if (d.qos === 0) return; // QoS 0 is not queued for offline sessions
-    if (session.queued >= this.config.maxOfflineMessages) {
+    // a bound per session, and one for all sessions together: many persistent sessions (a
+    // client can open them under any number of ids) must not hold all of the memory
+    const total = this.config.maxQueuedBytesTotal;
+    if (session.queued >= this.config.maxOfflineMessages || (total > 0 && this.queueAccount.bytes >= total)) {
       this.countDrop('offline_queue_full');
       return;
     }
     session.enqueue(d);
+  }
+
+  maySubscribe(client: ClientInfo, filter: string): boolean {
+    for (const hook of this.hooks.authorizeSubscribe) if (hook(client, filter, 1) >= 0x80) return false;
+    return true;
   }
 
   /** authorizeDelivery hooks; MqttClient.pump also runs them for queued messages (queued while offline, or before an ACL reload). */
@@ -330,7 +325,7 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
   }
 
   /** Round robin over connected members; an offline member only when none is connected. */
-  private pickShareMember(group: SharedGroup<SubRef>, message: Message): SubRef | undefined {
+  pickShareMember(group: SharedGroup<SubRef>, message: Message): SubRef | undefined {
     const members = [...group.members.values()];
     const n = members.length;
     let fallback: SubRef | undefined;
@@ -470,6 +465,11 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     this.stats.protocolErrors[name] = (this.stats.protocolErrors[name] ?? 0) + 1;
   }
 
+  /** A client disconnected because its outbound queue was full (EDB_QUEUE_FULL_POLICY=disconnect). */
+  countQueueFullDisconnect(): void {
+    this.stats.queueFullDisconnects++;
+  }
+
   /** Count a dropped message; log each reason at most every 10 s so a flood cannot flood the log. */
   countDrop(reason: string, client?: MqttClient): void {
     const count = (this.stats.dropped[reason] ?? 0) + 1;
@@ -549,6 +549,7 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
   restoreSession(session: Session): void {
     const old = this.sessions.get(session.clientId);
     if (old) this.destroySession(old);
+    session.attach(this.queueAccount);
     this.sessions.set(session.clientId, session);
     for (const sub of session.subscriptions.values()) this.trie.add(sub.filter, session.clientId, { session, sub }, sub.shareGroup);
   }
@@ -573,17 +574,72 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
   }
 }
 
-function mergeTarget(targets: Map<string, Target>, key: string, session: Session, sub: Subscription, message: Message): void {
+/**
+ * Collects the subscriptions a message matches, for route(): one per broker, reused, so no
+ * closures or Map per message. Most messages match one subscriber; the Map that merges
+ * overlapping subscriptions is made from the second on.
+ */
+class RouteCollector implements MatchVisitor<SubRef> {
+  /** The message being routed; undefined between routes. */
+  message: Message | undefined;
+  private firstKey: string | undefined;
+  private first: Target | undefined;
+  private targets: Map<string, Target> | undefined;
+
+  constructor(private readonly broker: Broker) {}
+
+  subscription(clientId: string, ref: SubRef): void {
+    // [MQTT-3.8.3-3] No Local: not back to the client that published it
+    if (ref.sub.noLocal && clientId === this.message!.senderId) return;
+    this.add(clientId, ref.session, ref.sub);
+  }
+
+  shared(group: SharedGroup<SubRef>): void {
+    const ref = this.broker.pickShareMember(group, this.message!);
+    // [MQTT-4.8.2] each shared subscription delivers its own copy, even to a member that also
+    // has a plain (or another shared) subscription matching: never merged with those
+    if (ref) this.add(`$share/${group.group}/${group.filter}\u0000${ref.session.clientId}`, ref.session, ref.sub);
+  }
+
+  private add(key: string, session: Session, sub: Subscription): void {
+    const message = this.message!;
+    if (this.targets) return mergeTarget(this.targets, key, session, sub, message);
+    if (this.first === undefined) {
+      this.firstKey = key;
+      this.first = newTarget(session, sub, message);
+      return;
+    }
+    this.targets = new Map([[this.firstKey!, this.first]]);
+    mergeTarget(this.targets, key, session, sub, message);
+  }
+
+  /** What matched (one target, or several by key), and ready for the next message. */
+  take(): Target | Map<string, Target> | undefined {
+    const found = this.targets ?? this.first;
+    this.message = undefined;
+    this.firstKey = undefined;
+    this.first = undefined;
+    this.targets = undefined;
+    return found;
+  }
+}
+
+function newTarget(session: Session, sub: Subscription, message: Message): Target {
   const qos = (sub.qos < message.qos ? sub.qos : message.qos) as QoS;
   // [MQTT-3.3.1-12/13] Retain As Published keeps the flag; otherwise it is cleared on forward
   const retain = sub.retainAsPublished ? message.retain : false;
+  return { session, qos, retain, subscriptionIds: sub.subscriptionIdentifier !== undefined ? [sub.subscriptionIdentifier] : undefined };
+}
+
+function mergeTarget(targets: Map<string, Target>, key: string, session: Session, sub: Subscription, message: Message): void {
+  const t = newTarget(session, sub, message);
   const existing = targets.get(key);
   if (!existing) {
-    targets.set(key, { session, qos, retain, subscriptionIds: sub.subscriptionIdentifier !== undefined ? [sub.subscriptionIdentifier] : undefined });
+    targets.set(key, t);
     return;
   }
   // [MQTT-3.3.4-2..5] overlapping subscriptions: one copy, the highest QoS, every identifier
-  if (qos > existing.qos) existing.qos = qos;
-  if (retain) existing.retain = true;
-  if (sub.subscriptionIdentifier !== undefined) (existing.subscriptionIds ??= []).push(sub.subscriptionIdentifier);
+  if (t.qos > existing.qos) existing.qos = t.qos;
+  if (t.retain) existing.retain = true;
+  if (t.subscriptionIds) (existing.subscriptionIds ??= []).push(...t.subscriptionIds);
 }

@@ -14,7 +14,8 @@ import type { Message, MessageProperties, QoS } from './message.js';
 import type { Delivery, InflightEntry, Session } from '../session/session.js';
 import { RC, reasonName, v3ConnackCode } from '../mqtt/reason-codes.js';
 import { isValidTopicName } from '../topics/validate.js';
-import { FRAME_INCOMPLETE, FRAME_MALFORMED, frameLength, publishTopicBytes } from './framing.js';
+import { FRAME_INCOMPLETE, FRAME_MALFORMED, frameLength } from './framing.js';
+import { malformedString } from '../mqtt/strings.js';
 import { encodePublish, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
 import { decodePacket } from '../mqtt/decode.js';
 import { decodeFast } from '../mqtt/decode-fast.js';
@@ -184,11 +185,9 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   private onPacket(packet: Packet): void {
     if (this.state === 'closed') return;
     this.broker.countPacket(packet.cmd, true);
-    // [MQTT-1.5.4-1] a topic that is not well-formed UTF-8 makes the packet malformed. The parser
-    // decodes leniently (to U+FFFD), so the bytes are checked when a replacement character shows.
-    if (packet.cmd === 'publish' && packet.topic.includes('\uFFFD') && this.frame && !isUtf8(publishTopicBytes(this.frame))) {
-      return this.protocolViolation(RC.MALFORMED_PACKET, 'topic name is not valid UTF-8');
-    }
+    // [MQTT-1.5.4-1/2] a string that is not well-formed UTF-8, or holds U+0000, makes the packet malformed
+    const bad = this.frame && malformedString(packet, this.frame);
+    if (bad) return this.protocolViolation(RC.MALFORMED_PACKET, `${bad} is not valid UTF-8 or contains U+0000`);
     if (this.state === 'new') {
       if (packet.cmd !== 'connect') return this.protocolViolation(RC.PROTOCOL_ERROR, 'first packet must be CONNECT'); // [MQTT-3.1.0-1]
       return void this.onConnect(packet).catch((err: unknown) => this.internalError(err));
@@ -490,6 +489,15 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     if (session.queued >= cfg.maxQueuedMessages || session.queueBytes >= cfg.maxQueuedBytes) {
       // full: a QoS 0 message is the first to go; QoS 1/2 replace the oldest QoS 0 if there is one
       if (d.qos === 0 || !session.dropOldestQos0()) {
+        if (d.qos > 0 && cfg.queueFullPolicy === 'disconnect') {
+          // The client is too slow for what it subscribed to: it goes offline rather than lose
+          // the message; a persistent session keeps it (and the queue) for the reconnect.
+          session.enqueue(d);
+          this.broker.log.warn({ clientId: this.clientId, queued: session.queued }, 'outbound queue full: disconnecting the client (EDB_QUEUE_FULL_POLICY=disconnect)');
+          this.broker.countQueueFullDisconnect();
+          this.disconnect(RC.QUOTA_EXCEEDED, 'error', 'outbound queue full');
+          return;
+        }
         this.broker.countDrop('queue_full', this);
         return;
       }

@@ -28,12 +28,3 @@ export function frameLength(buf: Buffer, offset: number, out: { remaining: numbe
   }
   return FRAME_MALFORMED;
 }
-
-/** The Topic Name bytes of a whole PUBLISH frame: after the fixed header, a two-byte length and the name. */
-export function publishTopicBytes(frame: Buffer): Buffer {
-  let pos = 1;
-  while (pos < 4 && (frame[pos]! & 0x80) !== 0) pos++; // Remaining Length: 1 to 4 bytes
-  pos++;
-  const length = frame.readUInt16BE(pos);
-  return frame.subarray(pos + 2, pos + 2 + length);
-}

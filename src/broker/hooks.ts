@@ -83,5 +83,5 @@ export interface PublishLimiter {
   onPublish(clientId: string, bytes: number, now: number): 'ok' | 'slow' | 'rate' | 'quota';
   resumeDelay(clientId: string, now: number): number;
   subscriptionAllowed(current: number): boolean;
-  forget(clientId: string): void;
+  forget(clientId: string, now: number): void;
 }

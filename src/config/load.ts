@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
@@ -110,6 +110,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 }
 
 /** Defaults with overrides, for tests and embedding (ports default to 0 = pick a free one). */
+const testDataDirs: string[] = [];
+
+/** A fresh data folder for a test broker, removed when the process exits. */
+function testDataDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'edb-test-'));
+  if (testDataDirs.push(dir) === 1) {
+    process.once('exit', () => {
+      for (const d of testDataDirs) rmSync(d, { recursive: true, force: true });
+    });
+  }
+  return dir;
+}
+
 export function testConfig(overrides: Partial<Config> = {}): Config {
   const base = loadConfig({});
   return {
@@ -125,8 +138,8 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     // tests must not share a backup folder; those that test backups turn it on with their own
     backupEnabled: false,
     // nor a data folder (the rules document is persisted there)
-    dataDir: mkdtempSync(join(tmpdir(), 'edb-test-')),
     ...overrides,
+    dataDir: overrides.dataDir ?? testDataDir(),
     sections: overrides.sections ?? {},
   };
 }

@@ -32,6 +32,8 @@ export const SETTINGS = {
   maxPacketSize: { env: 'EDB_MAX_PACKET_SIZE', type: 'integer', default: 1048576, minimum: 64, maximum: 268435455, description: 'Largest MQTT packet accepted, in bytes' },
   maxQueuedMessages: { env: 'EDB_MAX_QUEUED_MESSAGES', type: 'integer', default: 1000, minimum: 1, description: 'Outbound queue bound per connected client, in messages' },
   maxQueuedBytes: { env: 'EDB_MAX_QUEUED_BYTES', type: 'integer', default: 8388608, minimum: 1024, description: 'Outbound queue bound per connected client, in bytes' },
+  queueFullPolicy: { env: 'EDB_QUEUE_FULL_POLICY', type: 'enum', default: 'drop', values: ['drop', 'disconnect'], description: 'A QoS 1/2 message for a connected client whose queue is full: drop it (counted), or disconnect the client (0x97) and keep the message in its session' },
+  maxQueuedBytesTotal: { env: 'EDB_MAX_QUEUED_BYTES_TOTAL', type: 'integer', default: 268435456, minimum: 0, description: 'Bytes queued by all sessions together above which messages for offline sessions are dropped (0: no limit)' },
   maxOfflineMessages: { env: 'EDB_MAX_OFFLINE_MESSAGES', type: 'integer', default: 10000, minimum: 0, description: 'Messages kept for an offline persistent session' },
   maxInflight: { env: 'EDB_MAX_INFLIGHT', type: 'integer', default: 64, minimum: 1, maximum: 65535, description: 'Receive Maximum the broker announces, and QoS 1/2 messages in flight to a client' },
   topicAliasMaximum: { env: 'EDB_TOPIC_ALIAS_MAXIMUM', type: 'integer', default: 64, minimum: 0, maximum: 65535, description: 'Topic aliases a v5 client may use towards the broker' },

@@ -44,6 +44,7 @@ export function createBrokerMetrics(broker: BrokerApi, listeners: () => Listener
   mirroredCounter(registry, 'edb_messages_sent_total', 'Application messages delivered to subscribers', () => stats.messagesSent);
   mirroredCounterByLabel(registry, 'edb_messages_dropped_total', 'Messages dropped, by reason', 'reason', () => stats.dropped, DROP_REASONS);
   mirroredCounterByLabel(registry, 'edb_protocol_errors_total', 'Protocol errors, by reason code name', 'reason', () => stats.protocolErrors);
+  mirroredCounter(registry, 'edb_queue_full_disconnects_total', 'Clients disconnected because their outbound queue was full (EDB_QUEUE_FULL_POLICY=disconnect)', () => stats.queueFullDisconnects);
   mirroredGauge(registry, 'edb_retained_messages', 'Retained messages stored', () => broker.retainedCount());
   mirroredGauge(registry, 'edb_queued_messages', 'Messages waiting in outbound queues, all clients together', () => broker.queuedMessages());
 

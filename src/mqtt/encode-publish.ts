@@ -56,9 +56,15 @@ function writeVarint(buf: Buffer, pos: number, n: number): number {
 }
 
 function writeString(buf: Buffer, pos: number, s: string, len: number): number {
-  buf.writeUInt16BE(len, pos);
-  buf.write(s, pos + 2, len, 'utf8');
-  return pos + 2 + len;
+  buf[pos] = len >> 8;
+  buf[pos + 1] = len & 0xff;
+  pos += 2;
+  // UTF-8 as long as UTF-16 means ASCII: short ones are copied here, cheaper than a call
+  // into C++ (topics, user properties and content types are mostly short ASCII)
+  if (len === s.length && len <= 64) {
+    for (let i = 0; i < len; i++) buf[pos + i] = s.charCodeAt(i);
+  } else buf.write(s, pos, len, 'utf8');
+  return pos + len;
 }
 
 function userPropertyPairs(up: UserProperties): [string, string][] {
@@ -111,7 +117,7 @@ function writeProperties(buf: Buffer, pos: number, p: PublishProperties, pairs: 
   if (p.correlationData !== undefined) {
     buf[pos++] = CD;
     buf.writeUInt16BE(p.correlationData.length, pos);
-    p.correlationData.copy(buf, pos + 2);
+    buf.set(p.correlationData, pos + 2);
     pos += 2 + p.correlationData.length;
   }
   if (pairs) {
@@ -161,6 +167,6 @@ export function encodePublish(f: PublishFields, protocolVersion: 3 | 4 | 5): Buf
     pos = writeVarint(buf, pos, propsLen);
     if (f.properties && propsLen > 0) pos = writeProperties(buf, pos, f.properties, pairs);
   }
-  f.payload.copy(buf, pos);
+  buf.set(f.payload, pos); // TypedArray#set: Buffer#copy spends longer checking its arguments
   return buf;
 }

@@ -37,6 +37,16 @@ export interface PendingWill {
   readonly username: string | undefined;
 }
 
+/** A running total shared by all of a broker's sessions: bytes of the messages they queue. */
+export interface QueueAccount {
+  bytes: number;
+}
+
+/** What a queued delivery counts for in queueBytes and the account. */
+function deliveryBytes(d: Delivery): number {
+  return d.message.payload.length + d.message.topic.length;
+}
+
 /**
  * Per-client state that outlives a connection when the session is persistent:
  * subscriptions, the outbound queue, inflight QoS 1/2 messages, QoS 2 packet ids received.
@@ -59,7 +69,22 @@ export class Session {
   pendingWill: PendingWill | undefined;
   willDueAt: number | undefined;
 
+  /** The broker's total over all its sessions (set by attach()). */
+  private account: QueueAccount | undefined;
+
   constructor(readonly clientId: string) {}
+
+  /** Counts this session's queue, now and from now on, in the broker's total. */
+  attach(account: QueueAccount): void {
+    if (this.account) this.account.bytes -= this.queueBytes;
+    this.account = account;
+    account.bytes += this.queueBytes;
+  }
+
+  private countBytes(delta: number): void {
+    this.queueBytes += delta;
+    if (this.account) this.account.bytes += delta;
+  }
 
   get queued(): number {
     return this.queue.length - this.queueHead;
@@ -67,7 +92,7 @@ export class Session {
 
   enqueue(delivery: Delivery): void {
     this.queue.push(delivery);
-    this.queueBytes += delivery.message.payload.length + delivery.message.topic.length;
+    this.countBytes(deliveryBytes(delivery));
   }
 
   peek(): Delivery | undefined {
@@ -79,7 +104,7 @@ export class Session {
     const d = this.queue[this.queueHead]!;
     (this.queue as (Delivery | undefined)[])[this.queueHead] = undefined;
     this.queueHead++;
-    this.queueBytes -= d.message.payload.length + d.message.topic.length;
+    this.countBytes(-deliveryBytes(d));
     // compact now and then so the array does not grow without bound
     if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
       this.queue.splice(0, this.queueHead);
@@ -94,7 +119,7 @@ export class Session {
       const d = this.queue[i]!;
       if (d.qos === 0) {
         this.queue.splice(i, 1);
-        this.queueBytes -= d.message.payload.length + d.message.topic.length;
+        this.countBytes(-deliveryBytes(d));
         return true;
       }
     }
@@ -102,9 +127,9 @@ export class Session {
   }
 
   clearQueue(): void {
+    this.countBytes(-this.queueBytes);
     this.queue.length = 0;
     this.queueHead = 0;
-    this.queueBytes = 0;
   }
 
   /** A packet identifier not in use by an inflight message [MQTT-2.2.1-3]. */

@@ -104,9 +104,15 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
     return { payload: encodeError(message) };
   }
 
-  function notify(key: Buffer, payload: Buffer, version: Hlc): void {
+  /**
+   * Notifies the key's watchers of a SET of `value`, or of a delete when `value` is undefined.
+   * The notification is encoded only when someone watches the key (most writes have no watcher).
+   */
+  function notify(key: Buffer, value: Buffer | undefined, version: Hlc): void {
+    if (watchers.size === 0) return;
     const ids = watchers.get(key.toString('latin1'));
     if (!ids || ids.size === 0) return;
+    const payload = value === undefined ? DELETE_NOTIFICATION : encodeSetNotification(value);
     const ts = formatHlc(version);
     for (const id of ids) {
       notifications++;
@@ -123,7 +129,7 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
 
   function notifyExpired(key: Buffer): void {
     expired++;
-    if (watchers.has(key.toString('latin1'))) notify(key, DELETE_NOTIFICATION, clock.tick());
+    if (watchers.has(key.toString('latin1'))) notify(key, undefined, clock.tick());
   }
 
   /** False when the client already holds MAX_REGISTRATIONS_PER_CLIENT. */
@@ -261,7 +267,7 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
         if (r === codes.RESULT_OK) {
           // a key that had expired and is now set again: the SET notification tells it all
           if (table.last.expired) expired++;
-          notify(key, encodeSetNotification(value), version);
+          notify(key, value, version);
           return { payload: OK, version };
         }
         if (table.last.expired) notifyExpired(key);
@@ -275,7 +281,7 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
         if (table.last.expired) notifyExpired(key);
         if (r === codes.RESULT_OK) {
           const version = clock.tick(ts);
-          notify(key, DELETE_NOTIFICATION, version);
+          notify(key, undefined, version);
           return { payload: encodeInteger(1), version };
         }
         if (r === codes.RESULT_NONE) return { payload: encodeInteger(0) };
@@ -328,6 +334,14 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
       const id = client.clientId;
       // not from inside the broker's publish flow
       queueMicrotask(() => broker.disconnectClient(id, 0x82, 'state store: response topic not allowed'));
+      return true;
+    }
+    // [state-store: Requests] the response topic must be one the client may subscribe to:
+    // otherwise the broker would publish, in the client's name, where it may not listen.
+    // Nobody to answer: the request is dropped and counted.
+    if (!broker.maySubscribe(client, responseTopic)) {
+      errors['response topic not authorized'] = (errors['response topic not authorized'] ?? 0) + 1;
+      slog.debug({ clientId: client.clientId, responseTopic }, 'state store: the client may not subscribe to its response topic; request dropped');
       return true;
     }
     let answer: Answer;

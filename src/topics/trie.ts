@@ -32,9 +32,26 @@ export interface MatchVisitor<V> {
   shared(group: SharedGroup<V>): void;
 }
 
+/** What a topic matched, in the order the walk found it: plain subscriptions and shared groups. */
+type MatchEntry<V> = { key: string; value: V } | SharedGroup<V>;
+
+/** Topics whose matches are kept (longer topics are walked every time). */
+const MATCH_CACHE_SIZE = 4096;
+const MATCH_CACHE_TOPIC_LENGTH = 512;
+
 export class TopicTrie<V> {
   private readonly root = new TrieNode<V>();
   private count = 0;
+  /**
+   * Topic -> what it matched. Publishers send to the same topics again and again while
+   * subscriptions change far less often: any add or remove empties it, so an entry is
+   * always what the walk would find now (shared groups still pick their member per message).
+   */
+  private readonly matches = new Map<string, MatchEntry<V>[]>();
+  /** Hits since the kept matches were last emptied for size. */
+  private hits = 0;
+  /** Matches left during which nothing is kept (after the kept matches did not pay off). */
+  private bypass = 0;
 
   get size(): number {
     return this.count;
@@ -42,6 +59,7 @@ export class TopicTrie<V> {
 
   /** Adds or replaces; returns true when it is new. */
   add(filter: string, key: string, value: V, group?: string): boolean {
+    this.matches.clear();
     let node = this.root;
     for (const level of filter.split('/')) {
       if (level === '+') node = node.plus ??= new TrieNode<V>();
@@ -68,6 +86,7 @@ export class TopicTrie<V> {
 
   /** Removes; returns the removed value, if there was one. */
   remove(filter: string, key: string, group?: string): V | undefined {
+    this.matches.clear();
     const path: [TrieNode<V>, string][] = [];
     let node: TrieNode<V> | undefined = this.root;
     for (const level of filter.split('/')) {
@@ -102,20 +121,44 @@ export class TopicTrie<V> {
 
   /** Calls the visitor for every subscription and shared group whose filter matches `topic`. */
   match(topic: string, visitor: MatchVisitor<V>): void {
-    const levels = topic.split('/');
-    // [MQTT-4.7.2-1] wildcards in the first level do not match topics beginning with $
-    this.walk(this.root, levels, 0, visitor, topic.charCodeAt(0) === 0x24);
+    const entries = this.bypass > 0 ? undefined : this.matches.get(topic);
+    if (entries === undefined) {
+      // walk, telling the visitor and writing down what it is told
+      let found: MatchEntry<V>[] | undefined;
+      if (this.bypass > 0) this.bypass--;
+      else if (topic.length <= MATCH_CACHE_TOPIC_LENGTH) found = [];
+      // [MQTT-4.7.2-1] wildcards in the first level do not match topics beginning with $
+      this.walk(this.root, topic.split('/'), 0, visitor, topic.charCodeAt(0) === 0x24, found);
+      if (found) {
+        if (this.matches.size >= MATCH_CACHE_SIZE) {
+          // full: with more distinct topics than it holds, keeping them costs more than it
+          // saves; when fewer than half of the lookups hit, stop keeping for a while
+          if (this.hits < MATCH_CACHE_SIZE) this.bypass = 64 * MATCH_CACHE_SIZE;
+          this.matches.clear();
+          this.hits = 0;
+          if (this.bypass > 0) return;
+        }
+        this.matches.set(topic, found);
+      }
+      return;
+    }
+    this.hits++;
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!;
+      if (e instanceof SharedGroup) visitor.shared(e);
+      else visitor.subscription(e.key, e.value);
+    }
   }
 
-  private walk(node: TrieNode<V>, levels: string[], i: number, visitor: MatchVisitor<V>, dollar: boolean): void {
-    if (node.hash && !dollar) emit(node.hash, visitor); // "a/#" matches "a" and everything below
+  private walk(node: TrieNode<V>, levels: string[], i: number, visitor: MatchVisitor<V>, dollar: boolean, found: MatchEntry<V>[] | undefined): void {
+    if (node.hash && !dollar) emit(node.hash, visitor, found); // "a/#" matches "a" and everything below
     if (i === levels.length) {
-      emit(node, visitor);
+      emit(node, visitor, found);
       return;
     }
     const literal = node.children.get(levels[i]!);
-    if (literal) this.walk(literal, levels, i + 1, visitor, false);
-    if (node.plus && !dollar) this.walk(node.plus, levels, i + 1, visitor, false);
+    if (literal) this.walk(literal, levels, i + 1, visitor, false, found);
+    if (node.plus && !dollar) this.walk(node.plus, levels, i + 1, visitor, false, found);
   }
 
   /** Every (filter, key, value, group) entry, for listings and snapshots. */
@@ -133,7 +176,17 @@ export class TopicTrie<V> {
   }
 }
 
-function emit<V>(node: TrieNode<V>, visitor: MatchVisitor<V>): void {
-  if (node.subs) for (const [key, value] of node.subs) visitor.subscription(key, value);
-  if (node.shared) for (const g of node.shared.values()) visitor.shared(g);
+function emit<V>(node: TrieNode<V>, visitor: MatchVisitor<V>, found: MatchEntry<V>[] | undefined): void {
+  if (node.subs) {
+    for (const [key, value] of node.subs) {
+      visitor.subscription(key, value);
+      found?.push({ key, value });
+    }
+  }
+  if (node.shared) {
+    for (const g of node.shared.values()) {
+      visitor.shared(g);
+      found?.push(g);
+    }
+  }
 }

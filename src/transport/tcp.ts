@@ -10,8 +10,20 @@ export interface PeerIdentity {
   certificateFields?: Record<string, string>;
 }
 
-function uncork(c: SocketConnection): void {
-  c.uncork();
+/**
+ * Connections written to during this turn of the event loop. They are flushed together in
+ * the check phase, after every socket that was readable has been served (as Redis writes its
+ * replies before it sleeps): a peer process with many connections is then woken once for a
+ * burst of answers instead of once per answer, and each connection still gets one writev.
+ */
+let toFlush: SocketConnection[] = [];
+let flushScheduled = false;
+
+function flushAll(): void {
+  const list = toFlush;
+  toFlush = [];
+  flushScheduled = false;
+  for (const c of list) c.uncork();
 }
 
 /** Adapts a node:net / node:tls socket to the Connection interface. */
@@ -34,18 +46,26 @@ class SocketConnection implements Connection {
     const socket = this.socket;
     if (socket.destroyed) return false;
     // Packets written in one turn of the event loop leave in one writev: cork on the
-    // first write, uncork on the next tick (a fan-in subscriber gets many per turn).
+    // first write, uncork with every other connection after this turn's I/O (flushAll).
     if (!this.corked) {
       this.corked = true;
       socket.cork();
-      process.nextTick(uncork, this);
+      toFlush.push(this);
+      if (!flushScheduled) {
+        flushScheduled = true;
+        setImmediate(flushAll);
+      }
     }
-    return socket.write(data);
+    if (socket.write(data)) return true;
+    // Only this turn's batching went past the high-water mark: send the batch now rather than
+    // report a backpressure the peer did not cause (publishers would be held for nothing).
+    this.uncork();
+    return socket.writableLength < socket.writableHighWaterMark;
   }
 
   private corked = false;
 
-  /** @internal Sends what this turn wrote (one writev); called on the next tick. */
+  /** @internal Sends what this turn wrote (one writev); called by flushAll. */
   uncork(): void {
     this.corked = false;
     this.socket.uncork();

@@ -16,6 +16,17 @@ const v5 = (p: Packet): Buffer => mqttPacket.generate(p, { protocolVersion: 5 })
 const pub = (topic: string, extra: Record<string, unknown> = {}): Buffer =>
   v5({ cmd: 'publish', topic, payload: Buffer.from('x'), qos: 0, retain: false, dup: false, ...extra } as Packet);
 
+/** `packet` with the first "ZZ" replaced by two other bytes (lengths stay right). */
+const patch = (packet: Buffer, bytes: [number, number]): Buffer => {
+  const at = packet.indexOf('ZZ');
+  if (at < 0) throw new Error('no marker');
+  const out = Buffer.from(packet);
+  out[at] = bytes[0];
+  out[at + 1] = bytes[1];
+  return out;
+};
+const ILL_FORMED: [number, number] = [0xc3, 0x28]; // a lead byte followed by no continuation byte
+
 /** Bytes a connected v5 client sends, and the DISCONNECT reason code the broker must answer with. */
 const cases: [string, Buffer[], number][] = [
   ['remaining length over 4 bytes', [Buffer.from([0x30, 0xff, 0xff, 0xff, 0xff, 0x01])], 0x81],
@@ -29,6 +40,13 @@ const cases: [string, Buffer[], number][] = [
   ['Retain Handling 3', [Buffer.from([0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, 0x61, 0x30])], 0x81],
   ['a topic name that is not valid UTF-8 [MQTT-1.5.4-1]', [Buffer.from([0x30, 0x05, 0x00, 0x02, 0xc3, 0x28, 0x00])], 0x81],
   ['a topic name with a UTF-16 surrogate encoded [MQTT-1.5.4-1]', [Buffer.from([0x30, 0x06, 0x00, 0x03, 0xed, 0xa0, 0x80, 0x00])], 0x81],
+  ['a user property value that is not valid UTF-8 [MQTT-1.5.4-1]', [patch(pub('t', { properties: { userProperties: { k: 'aZZb' } } }), ILL_FORMED)], 0x81],
+  ['a user property name that is not valid UTF-8 [MQTT-1.5.4-1]', [patch(pub('t', { properties: { userProperties: { kZZ: 'v' } } }), ILL_FORMED)], 0x81],
+  ['U+0000 in a user property name [MQTT-1.5.4-2]', [patch(pub('t', { properties: { userProperties: { kZZ: 'v' } } }), [0x00, 0x61])], 0x81],
+  ['a Response Topic that is not valid UTF-8 [MQTT-1.5.4-1]', [patch(pub('t', { properties: { responseTopic: 'rZZ' } }), ILL_FORMED)], 0x81],
+  ['a Content Type that is not valid UTF-8 [MQTT-1.5.4-1]', [patch(pub('t', { properties: { contentType: 'text/ZZ' } }), ILL_FORMED)], 0x81],
+  ['a topic filter that is not valid UTF-8 [MQTT-1.5.4-1]', [patch(v5({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'aZZ', qos: 0 }] }), ILL_FORMED)], 0x81],
+  ['an UNSUBSCRIBE filter that is not valid UTF-8 [MQTT-1.5.4-1]', [patch(v5({ cmd: 'unsubscribe', messageId: 1, unsubscriptions: ['aZZ'] }), ILL_FORMED)], 0x81],
   ['U+0000 in a topic name [MQTT-4.7.3-2]', [Buffer.from([0x30, 0x05, 0x00, 0x02, 0x61, 0x00, 0x00])], 0x90],
   ['SUBSCRIBE without a topic filter [MQTT-3.8.3-2]', [Buffer.from([0x82, 0x03, 0x00, 0x01, 0x00])], 0x82],
   ['UNSUBSCRIBE without a topic filter [MQTT-3.10.3-2]', [Buffer.from([0xa2, 0x03, 0x00, 0x01, 0x00])], 0x82],
@@ -63,6 +81,20 @@ describe('DISCONNECT from the broker with a reason code, then close', () => {
     expect(d.reasonCode).toBe(code);
     await client.waitClosed();
     expect(b.server.broker.client(id)).toBeUndefined();
+  });
+
+  it('strings with a real U+FFFD (well-formed UTF-8) are accepted', async () => {
+    const { client } = await RawClient.connect(b.port, { clientId: uid('fffd') });
+    client.sendBytes(pub('t', { qos: 1, messageId: 9, properties: { contentType: 'x\uFFFD', userProperties: { 'k\uFFFD': 'v\uFFFD' }, responseTopic: 'r/\uFFFD' } }));
+    expect((await client.next('puback')).messageId).toBe(9);
+    client.destroy();
+  });
+
+  it('a CONNECT with a client identifier that is not valid UTF-8 is closed without CONNACK [MQTT-1.5.4-1]', async () => {
+    const client = await RawClient.open(b.port, 5);
+    client.sendBytes(patch(v5({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 0, clientId: 'idZZ' }), ILL_FORMED));
+    await client.waitClosed();
+    expect(client.all('connack')).toHaveLength(0);
   });
 
   it('admin disconnect through the BrokerApi carries its code and reason string', async () => {

@@ -225,6 +225,50 @@ describe('bounded outbound queue', () => {
     }
   });
 
+  it('EDB_QUEUE_FULL_POLICY=disconnect: a QoS 1 message for a full queue disconnects the client (0x97) and stays in its session', async () => {
+    const b = await startBroker({ maxQueuedMessages: 20, maxQueuedBytes: 64 * 1024, stallTimeoutMs: 200, queueFullPolicy: 'disconnect' });
+    try {
+      const slow = (await RawClient.connect(b.port, { clientId: 'slow-q1', clean: false, properties: { sessionExpiryInterval: 300 } })).client;
+      slow.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'q1', qos: 1 }] });
+      await slow.next('suback');
+      slow.socket.pause();
+      const pub = (await RawClient.connect(b.port, { clientId: 'q1-pub' }, 4)).client;
+      let sent = 0;
+      while (b.server.broker.client('slow-q1') && sent < 40_000) {
+        const parts: Buffer[] = [];
+        for (let i = sent; i < sent + 500; i++) {
+          const payload = Buffer.alloc(1024, 0x61);
+          payload.writeUInt32BE(i, 0);
+          parts.push(mqttPacket.generate({ cmd: 'publish', topic: 'q1', payload, qos: 1, messageId: (i % 65535) + 1, retain: false, dup: false }, { protocolVersion: 4 }));
+        }
+        pub.sendBytes(Buffer.concat(parts));
+        sent += 500;
+        await pub.ping(5000);
+      }
+      expect(b.server.broker.client('slow-q1')).toBeUndefined();
+      expect(b.server.broker.stats.queueFullDisconnects).toBe(1);
+      expect(b.server.broker.stats.dropped['queue_full'] ?? 0).toBe(0);
+      // the session kept what the connection could not take, the message that overflowed included
+      const session = b.server.broker.sessions.get('slow-q1')!;
+      expect(session.queued).toBeGreaterThan(20);
+      // the reconnect gets it, in order, after whatever the old socket still had
+      slow.socket.resume();
+      const before = seqs(slow);
+      const again = (await RawClient.connect(b.port, { clientId: 'slow-q1', clean: false, properties: { sessionExpiryInterval: 300 } })).client;
+      // (no PUBACKs from this raw client: the first Receive Maximum's worth is enough to look at)
+      await until(() => seqs(again).length > 20, 10_000, 'the session queue to arrive');
+      const after = seqs(again);
+      expect(after.length).toBeGreaterThan(20);
+      expect(after.every((v, i) => i === 0 || v > after[i - 1]!)).toBe(true);
+      if (before.length > 0) expect(after[0]!).toBeGreaterThan(before[0]!);
+      again.destroy();
+      pub.destroy();
+      slow.destroy();
+    } finally {
+      await b.stop();
+    }
+  });
+
   it('a held publisher is released when the congested subscriber goes away', async () => {
     const b = await startBroker({ maxQueuedMessages: 20, stallTimeoutMs: 60_000 });
     try {

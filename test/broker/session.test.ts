@@ -214,6 +214,40 @@ describe('persistent sessions keep subscriptions and QoS 1/2 messages while offl
   });
 });
 
+describe('offline queue bound for all sessions together (maxQueuedBytesTotal)', () => {
+  it('many persistent sessions cannot queue past the total: the rest is dropped and counted', async () => {
+    const own = await startBroker({ maxQueuedBytesTotal: 20_000 });
+    try {
+      // ten persistent sessions under ten ids, each subscribed and gone offline
+      for (let i = 0; i < 10; i++) {
+        const { client: s } = await RawClient.connect(own.port, { clientId: `hoard-${i}`, clean: false, properties: { sessionExpiryInterval: 60 } });
+        s.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'hoard/#', qos: 1 }] });
+        await s.next('suback');
+        s.send({ cmd: 'disconnect', reasonCode: 0 });
+        await s.waitClosed();
+      }
+      const { client: p } = await RawClient.connect(own.port, { clientId: 'hoard-pub' });
+      const payload = Buffer.alloc(1000, 0x61);
+      for (let i = 1; i <= 20; i++) p.send({ cmd: 'publish', topic: 'hoard/t', payload, qos: 1, messageId: i, retain: false, dup: false });
+      for (let i = 1; i <= 20; i++) await p.next('puback');
+      const account = own.server.broker.queueAccount.bytes;
+      // the bound is checked before each copy: at most one copy (1,007 bytes) past it
+      expect(account).toBeGreaterThanOrEqual(20_000);
+      expect(account).toBeLessThan(20_000 + 1007);
+      expect(own.server.broker.stats.dropped['offline_queue_full']).toBe(10 * 20 - Math.ceil(20_000 / 1007));
+      // a session that reconnects gets what it holds, and its queue leaves the total
+      const again = await RawClient.connect(own.port, { clientId: 'hoard-0', clean: false, properties: { sessionExpiryInterval: 60 } });
+      await again.client.next('publish');
+      again.client.send({ cmd: 'disconnect', reasonCode: 0 });
+      await again.client.waitClosed();
+      expect(own.server.broker.queueAccount.bytes).toBeLessThan(account);
+      p.destroy();
+    } finally {
+      await own.stop();
+    }
+  });
+});
+
 describe('offline queue bound (maxOfflineMessages)', () => {
   it('keeps the first messages up to the bound and counts the rest as dropped', async () => {
     const own = await startBroker({ maxOfflineMessages: 3 });

@@ -88,8 +88,31 @@ describe('client limits', () => {
     expect(v).toBe('rate');
     expect(n).toBe(10 * FLOOD_SECONDS + 1);
     expect(LIMIT_REASON_CODES.rate).toBe(0x96);
-    limits.forget('c');
-    expect(limits.onPublish('c', 10, 200)).toBe('ok');
+    // reconnecting does not wipe the debt: the buckets of a client that left in debt are kept
+    limits.forget('c', 200);
+    expect(limits.onPublish('c', 10, 200)).not.toBe('ok');
+    limits.forget('c', 200);
+    // once they have refilled (the debt, then the burst, at 10 a second) they are a fresh client's
+    const refilled = 200 + ((10 * FLOOD_SECONDS + 2) + 10) * 100;
+    expect(limits.onPublish('c', 10, refilled)).toBe('ok');
+    // a client that leaves with full buckets is forgotten at once
+    limits.forget('d', 10_000_000);
+    expect(limits.resumeDelay('d', 10_000_000)).toBe(0);
+  });
+
+  it('keeps the buckets of departed clients in debt only until they refill, and a bounded number of them', () => {
+    const limits = createClientLimits(testConfig({ maxMsgRate: 10 }));
+    const internals = limits as unknown as { buckets: Map<string, unknown>; departed: Map<string, number> };
+    for (let i = 0; i < 20; i++) limits.onPublish('a', 10, 0);
+    limits.forget('a', 0); // 10 in debt: full again 2 s later
+    limits.onPublish('b', 10, 0);
+    limits.forget('b', 0); // 1 used: full again 100 ms later
+    expect(internals.departed.size).toBe(2);
+    for (let i = 0; i < 20; i++) limits.onPublish('c', 10, 5000);
+    limits.forget('c', 5000); // by now a and b have refilled: they go
+    expect([...internals.departed.keys()]).toEqual(['c']);
+    expect(internals.buckets.has('a')).toBe(false);
+    expect(internals.buckets.has('b')).toBe(false);
   });
 
   it('byte rate: one max-size packet fits the burst; a sustained stream is slowed then cut off with 0x97', () => {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import mqttPacket from 'mqtt-packet';
-import { FRAME_INCOMPLETE, FRAME_MALFORMED, frameLength, publishTopicBytes } from '../../src/broker/framing.js';
+import { FRAME_INCOMPLETE, FRAME_MALFORMED, frameLength } from '../../src/broker/framing.js';
+import { publishTopicBytes } from '../../src/mqtt/strings.js';
 
 describe('frameLength', () => {
   it.each([

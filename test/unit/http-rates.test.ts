@@ -1,24 +1,8 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import type { BrokerStats } from '../../src/broker/api.js';
+import { newBrokerStats, type BrokerStats } from '../../src/broker/api.js';
 import { RateHistory } from '../../src/http/rates.js';
 
-function stats(): BrokerStats {
-  return {
-    startedAt: 0,
-    connectionsTotal: 0,
-    clientsConnected: 0,
-    messagesReceived: 0,
-    messagesSent: 0,
-    bytesReceived: 0,
-    bytesSent: 0,
-    publishReceived: 0,
-    publishSent: 0,
-    packetsReceived: {},
-    packetsSent: {},
-    dropped: {},
-    protocolErrors: {},
-  };
-}
+const stats = (): BrokerStats => newBrokerStats(0);
 
 describe('RateHistory', () => {
   afterEach(() => {

@@ -24,6 +24,27 @@ describe('Session', () => {
     expect(s.queueBytes).toBe(0);
   });
 
+  it('keeps the broker-wide account equal to the sum of its sessions\' queued bytes', () => {
+    const account = { bytes: 0 };
+    const a = new Session('a');
+    a.enqueue(delivery('t', 'before', 1)); // queued before it is attached (a restored session)
+    a.attach(account);
+    const b = new Session('b');
+    b.attach(account);
+    const sum = (): number => a.queueBytes + b.queueBytes;
+    expect(account.bytes).toBe(sum());
+    for (let i = 0; i < 50; i++) {
+      (i % 2 ? a : b).enqueue(delivery('topic', 'x'.repeat(i), (i % 3) as QoS));
+      if (i % 5 === 0) a.shift();
+      if (i % 7 === 0) b.dropOldestQos0();
+      expect(account.bytes).toBe(sum());
+    }
+    a.clearQueue();
+    expect(account.bytes).toBe(b.queueBytes);
+    b.clearQueue();
+    expect(account.bytes).toBe(0);
+  });
+
   it('stays in order and bounded across compaction', () => {
     const s = new Session('c');
     let next = 0;

@@ -16,6 +16,8 @@ export class Harness {
   readonly disconnected: { clientId: string; reasonCode: number }[] = [];
   readonly service: StateStoreService;
   clock = 1_700_000_000_000;
+  /** What the broker's authorizeSubscribe hooks would say (tests replace it). */
+  maySubscribe: (client: ClientInfo, filter: string) => boolean = () => true;
 
   constructor(overrides: Partial<Config> = {}, options: StateStoreOptions = {}) {
     const config = testConfig({ stateSweepIntervalMs: 1_000_000, ...overrides });
@@ -27,6 +29,7 @@ export class Harness {
         for (const h of this.hooks) if (h.onPublish?.(m, undefined)) return;
         this.published.push(m);
       },
+      maySubscribe: (client: ClientInfo, filter: string) => this.maySubscribe(client, filter),
       disconnectClient: (clientId: string, reasonCode: number) => {
         this.disconnected.push({ clientId, reasonCode });
         return true;

@@ -271,6 +271,20 @@ describe('state store service: requests and response topics', () => {
     expect(h.published).toHaveLength(0);
   });
 
+  it('drops a request whose response topic the client may not subscribe to', () => {
+    const h = new Harness();
+    const asked: string[] = [];
+    h.maySubscribe = (client, filter) => {
+      asked.push(`${client.clientId} ${filter}`);
+      return client.clientId !== 'nosy';
+    };
+    expect(h.request(['SET', 'k', 'v'], { client: h.client('nosy') })).toBeUndefined();
+    expect(h.service.table.size).toBe(0); // not executed either
+    expect(h.service.metrics().errors['response topic not authorized']).toBe(1);
+    expect(h.request(['SET', 'k', 'v'], { client: h.client('app') })?.payload.toString()).toBe('+OK\r\n');
+    expect(asked).toEqual(['nosy clients/nosy/response', 'app clients/app/response']);
+  });
+
   it('MQTT 3.1.1 clients get no service', () => {
     const h = new Harness();
     const c = h.client('old', { protocolVersion: 4 });

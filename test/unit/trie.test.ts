@@ -93,6 +93,49 @@ describe('TopicTrie', () => {
     );
   });
 
+  it('agrees with topicMatches when matches (kept per topic) interleave with adds and removes', () => {
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant('add' as const), filter: filterArb }),
+      fc.record({ kind: fc.constant('remove' as const), filter: filterArb }),
+      fc.record({ kind: fc.constant('match' as const), topic: topicArb }),
+    );
+    fc.assert(
+      fc.property(fc.array(topicArb, { minLength: 1, maxLength: 4 }), fc.array(op, { minLength: 1, maxLength: 40 }), (hot, ops) => {
+        const trie = new TopicTrie<string>();
+        const live = new Set<string>();
+        const check = (t: string): void => expect(matchKeys(trie, t).subs).toEqual([...live].filter((f) => topicMatches(f, t)).sort());
+        for (const o of ops) {
+          if (o.kind === 'add') {
+            trie.add(o.filter, o.filter, o.filter);
+            live.add(o.filter);
+          } else if (o.kind === 'remove') {
+            trie.remove(o.filter, o.filter);
+            live.delete(o.filter);
+          } else check(o.topic);
+          // the same few topics again and again, as publishers do: answered from the kept matches
+          for (const t of hot) check(t);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('stays right when more distinct topics pass than it keeps (it stops keeping for a while)', () => {
+    const trie = new TopicTrie<string>();
+    const filters = ['s/+/t', 's/#', '+/7/t', 'x/y'];
+    for (const f of filters) trie.add(f, f, f);
+    const check = (t: string, live: string[]): void => expect(matchKeys(trie, t).subs).toEqual(live.filter((f) => topicMatches(f, t)).sort());
+    for (let k = 0; k < 300_000; k++) {
+      const t = k % 3 === 0 ? `s/${k % 10}/t` : `s/${k}/t`; // a few hot topics among many new ones
+      if (k % 997 === 0) check(t, filters);
+      else trie.match(t, { subscription: () => undefined, shared: () => undefined });
+    }
+    trie.add('s/5/t', 'late', 'late');
+    expect(matchKeys(trie, 's/5/t').subs).toEqual(['late', 's/#', 's/+/t']);
+    trie.remove('s/#', 's/#');
+    expect(matchKeys(trie, 's/5/t').subs).toEqual(['late', 's/+/t']);
+  });
+
   it('agrees with topicMatches after random removals', () => {
     fc.assert(
       fc.property(fc.uniqueArray(filterArb, { minLength: 2, maxLength: 12 }), fc.array(fc.nat(), { maxLength: 6 }), fc.array(topicArb, { minLength: 1, maxLength: 6 }), (filters, removals, topics) => {
