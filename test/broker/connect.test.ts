@@ -153,7 +153,7 @@ describe('CONNECT validation', () => {
 
   it('MQTT.js v5 with an empty client id receives its assigned id in CONNACK', async () => {
     const c = mqtt.connect(b.url, { clientId: '', protocolVersion: 5, reconnectPeriod: 0 });
-    const connack = await new Promise<IConnackPacket>((resolve) => c.once('connect', resolve));
+    const connack = await new Promise<IConnackPacket>((resolve, reject) => c.once('connect', resolve).once('error', reject));
     const assigned = connack.properties?.assignedClientIdentifier;
     expect(assigned).toMatch(/^edb-/);
     expect(b.server.broker.client(assigned!)).toBeDefined();

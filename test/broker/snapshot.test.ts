@@ -51,7 +51,7 @@ describe('broker snapshot', () => {
     const back = mqtt.connect({ port: b.port('mqtt'), reconnectPeriod: 0, clientId: 'keeper', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 3600 } });
     const got: { topic: string; payload: string; ct?: string | undefined }[] = [];
     back.on('message', (topic, payload, packet) => got.push({ topic, payload: payload.toString(), ct: packet.properties?.contentType }));
-    const connack = await new Promise<mqtt.IConnackPacket>((resolve) => back.once('connect', resolve));
+    const connack = await new Promise<mqtt.IConnackPacket>((resolve, reject) => back.once('connect', resolve).once('error', reject));
     expect(connack.sessionPresent).toBe(true);
     await new Promise((r) => setTimeout(r, 200));
     expect(got).toEqual([

@@ -127,10 +127,11 @@ describe('authentication (MQTT.js and mosquitto clients)', () => {
 
   it('mosquitto_sub -u/-P: an allowed subscription receives, a refused one is reported', async () => {
     const sub = run('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(stack.port), '-u', 'bob', '-P', PASSWORDS.bob, '-t', 'alice/news', '-C', '1', '-W', '8'], 10_000);
+    // `done` only stops the publishing below: a failed run is reported by `await sub`, not as an unhandled rejection
+    let done = false;
+    void sub.then(() => (done = true), () => (done = true));
     const alice = await as(stack, 'alice');
     // keep publishing until mosquitto_sub (which subscribes asynchronously) has it
-    let done = false;
-    void sub.then(() => (done = true));
     for (let i = 0; i < 100 && !done; i++) {
       await alice.publishAsync('alice/news', 'from alice', { qos: 1 });
       await sleep(50);
@@ -331,8 +332,12 @@ describe('authorization (ACL)', () => {
     // reconnect to the same session; listen before CONNACK, queued messages follow it at once
     const c = mqtt.connect(stack.url, { ...opts, username: 'alice', password: PASSWORDS.alice, reconnectPeriod: 0 });
     c.on('message', (t) => got.push(t));
-    await waitFor(() => got.includes('sensors/open'), 'the queued sentinel');
+    // a refused CONNACK or a connack timeout (30 s, after this test) would otherwise be an uncaught 'error'
+    const errors: string[] = [];
+    c.on('error', (err) => errors.push(err.message));
+    await waitFor(() => got.includes('sensors/open') || errors.length > 0, 'the queued sentinel');
     await end(c, admin);
+    expect(errors).toEqual([]);
     expect(got).toEqual(['sensors/open']);
   });
 

@@ -61,6 +61,9 @@ export class Child {
     // A child that exits before reading its standard input makes writes to it fail with EPIPE; the exit
     // code and output are what a test judges, so that error is not an unhandled one.
     this.proc.stdin.on('error', () => {});
+    // A child that cannot be started (ENOENT, EAGAIN under load) emits 'error' and then 'close': keep the
+    // reason with its output, where the exit-code checks that print stderr show it.
+    this.proc.on('error', (err) => (this.stderr += `spawn ${cmd}: ${err.message}\n`));
     this.proc.stdout.setEncoding('utf8');
     this.proc.stdout.on('data', (chunk: string) => {
       const parts = (this.partial + chunk).split('\n');

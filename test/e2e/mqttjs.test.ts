@@ -267,7 +267,11 @@ describe('MQTT.js sessions and subscription options', () => {
     open.push(second);
     second.on('connect', (ack) => (sessionPresent = ack.sessionPresent));
     second.on('message', (_t, payload) => got.push(payload.toString()));
-    await waitFor(() => got.length === 5, 'the 5 stored messages');
+    // a refused CONNACK or a connack timeout would otherwise be an uncaught 'error'
+    const errors: string[] = [];
+    second.on('error', (err) => errors.push(err.message));
+    await waitFor(() => got.length === 5 || errors.length > 0, 'the 5 stored messages');
+    expect(errors).toEqual([]);
     expect(sessionPresent).toBe(true);
     expect(got).toEqual([0, 1, 2, 3, 4].map((i) => `offline ${i}`));
   });
@@ -281,7 +285,10 @@ describe('MQTT.js sessions and subscription options', () => {
     const second = mqtt.connect(`mqtt://127.0.0.1:${broker.port}`, { protocolVersion: 5, clientId, clean: true, reconnectPeriod: 0 });
     open.push(second);
     second.on('connect', (ack) => (sessionPresent = ack.sessionPresent));
-    await waitFor(() => sessionPresent !== undefined, 'CONNACK');
+    const errors: string[] = [];
+    second.on('error', (err) => errors.push(err.message));
+    await waitFor(() => sessionPresent !== undefined || errors.length > 0, 'CONNACK');
+    expect(errors).toEqual([]);
     expect(sessionPresent).toBe(false);
     expect(broker.server.broker.subscriptions().some((s) => s.clientId === clientId)).toBe(false);
   });

@@ -71,6 +71,8 @@ async function rawRequester(clientId: string) {
           resolve(p);
         });
       });
+      // the caller gets this rejection when it awaits `answered`; if the publish fails first, the time-out must not go unhandled 5 s later
+      answered.catch(() => undefined);
       await c.publishAsync(INVOKE_TOPIC, Array.isArray(payload) ? encodeRequest(payload) : payload, {
         qos: 1,
         properties: { responseTopic, correlationData, userProperties: { __srcId: clientId, __protVer: '1.0', ...userProperties } },

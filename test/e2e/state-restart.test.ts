@@ -87,7 +87,7 @@ describe('backup across a real restart', () => {
     const back = mqtt.connect({ port: port2, protocolVersion: 5, clientId: 'keeper', clean: false, properties: { sessionExpiryInterval: 3600 }, reconnectPeriod: 0 });
     const queued: string[] = [];
     back.on('message', (t, p) => queued.push(`${t}=${p.toString()}`));
-    await new Promise((r) => back.once('connect', r));
+    await new Promise((resolve, reject) => back.once('connect', resolve).once('error', reject));
     for (let i = 0; i < 50 && queued.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
     expect(queued).toEqual(['jobs/1=first', 'jobs/2=second']);
     await back.endAsync();

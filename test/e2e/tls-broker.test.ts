@@ -29,9 +29,13 @@ function mosquittoSubOnce(args: string[]): Promise<string> {
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  return new Promise<string>((resolve, reject) => {
+  const done = new Promise<string>((resolve, reject) => {
+    child.on('error', reject);
     child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`mosquitto_sub exited ${code}: ${out}`))));
   });
+  // awaited by the caller once the subscription shows up: an exit before that (or after a failed attempt) is reported there, not unhandled
+  done.catch(() => undefined);
+  return done;
 }
 
 async function until(check: () => boolean, what: string, ms = 10000): Promise<void> {

@@ -45,6 +45,11 @@ export async function startBrokerProcess(env: Record<string, string> = {}, waitF
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const ready = new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`broker did not start: ${stderr}`)), 60_000);
+    // a spawn failure emits 'error' and no 'exit'
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
     child.once('exit', (code) => {
       clearTimeout(timer);
       reject(new Error(`broker exited with ${code}: ${stderr}`));
