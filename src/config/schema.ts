@@ -62,6 +62,7 @@ export const SETTINGS = {
   backupEnabled: { env: 'EDB_BACKUP', type: 'boolean', default: true, description: 'Write a snapshot to the backup folder on a graceful stop and restore it at the next start' },
   backupInterval: { env: 'EDB_BACKUP_INTERVAL', type: 'integer', default: 0, minimum: 0, description: 'Seconds between periodic snapshots to the backup folder (0 = only on a graceful stop)' },
   rulesFile: { env: 'EDB_RULES_FILE', type: 'string', default: null, description: 'fr_script document loaded at start' },
+  rulesCompilerIdleMs: { env: 'EDB_RULES_COMPILER_IDLE_MS', type: 'integer', default: 60000, minimum: 0, description: 'Stop the rules compiler worker (about 240 MB with asc loaded) after this long without an upload; 0 keeps it running' },
 } as const satisfies Record<string, SettingSpec>;
 
 export type SettingName = keyof typeof SETTINGS;

@@ -1,7 +1,10 @@
 /**
  * The main-thread side of compiling: sends a write to the compile worker (check, codegen,
  * asc), then compiles the Wasm binary asynchronously and instantiates it. The worker starts
- * on first use and stays (asc and Binaryen stay warm).
+ * on first use and stays while writes keep coming (asc and Binaryen stay warm); after
+ * `idleMillis` without one it stops and gives back its memory (about 240 MB with asc loaded).
+ * At start-up a document whose module is in the cache is loaded on this thread, with no
+ * worker and no asc.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,7 +14,7 @@ import type { CheckedDocument } from './ast.js';
 import { packageRoot } from './asc.js';
 import type { WorkerReply, WorkerRequest } from './compile-worker.js';
 import { RulesError } from './errors.js';
-import { runCompile, type CompileRequest, type CompileResult, type CompileSuccess } from './pipeline.js';
+import { compileFromCache, runCompile, type CompileRequest, type CompileResult, type CompileSuccess } from './pipeline.js';
 import { RulesProgram } from './runtime.js';
 
 export interface CompiledDocument {
@@ -26,8 +29,16 @@ export interface CompiledDocument {
   counts: CompileSuccess['counts'];
   /** Wall time from request to loaded program. */
   millis: number;
-  /** Of which asc (in the worker). */
+  /** Of which asc (in the worker); 0 for a module from the cache. */
   ascMillis: number;
+  fromCache: boolean;
+  /** A cache file that was unusable or could not be written (the compile itself succeeded). */
+  cacheProblem?: string;
+}
+
+export interface RulesCompilerOptions {
+  /** Stop the worker after this long without a compile; 0 keeps it. Default 60 s. */
+  idleMillis?: number;
 }
 
 /** The worker script: next to this file once built; from src/ (vitest) the built copy. */
@@ -42,28 +53,63 @@ export class RulesCompiler {
   private worker: Worker | undefined;
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (r: CompileResult) => void; reject: (e: Error) => void }>();
+  private readonly idleMillis: number;
+  private idleTimer: NodeJS.Timeout | undefined;
+  /** Workers started so far (for tests and the log). */
+  workersStarted = 0;
+
+  constructor(options: RulesCompilerOptions = {}) {
+    this.idleMillis = options.idleMillis ?? 60_000;
+  }
+
+  /** Whether a worker is running now. */
+  get running(): boolean {
+    return this.worker !== undefined;
+  }
 
   private start(): Worker | undefined {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
     if (this.worker) return this.worker;
     const path = workerPath();
     if (!path) return undefined;
     const worker = new Worker(path);
+    this.workersStarted++;
     worker.unref();
     worker.on('message', (reply: WorkerReply) => {
       const p = this.pending.get(reply.id);
       if (!p) return;
       this.pending.delete(reply.id);
-      if (this.pending.size === 0) worker.unref();
+      if (this.pending.size === 0) {
+        worker.unref();
+        this.scheduleIdleStop(worker);
+      }
       if ('crash' in reply) p.reject(new Error(reply.crash));
       else p.resolve(reply.result);
     });
-    worker.on('error', (err) => this.failAll(err));
+    // a worker stopped on purpose (idle, close) is no longer this.worker: nothing of its is pending
+    worker.on('error', (err) => {
+      if (this.worker === worker) this.failAll(err);
+    });
     worker.on('exit', () => {
-      if (this.worker === worker) this.worker = undefined;
+      if (this.worker !== worker) return;
+      this.worker = undefined;
       this.failAll(new Error('the rules compiler worker stopped'));
     });
     this.worker = worker;
     return worker;
+  }
+
+  private scheduleIdleStop(worker: Worker): void {
+    if (this.idleMillis <= 0) return;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined;
+      if (this.worker !== worker || this.pending.size > 0) return;
+      this.worker = undefined;
+      void worker.terminate();
+    }, this.idleMillis);
+    this.idleTimer.unref();
   }
 
   private failAll(err: Error): void {
@@ -84,10 +130,18 @@ export class RulesCompiler {
     });
   }
 
-  /** Compiles and loads; throws RulesError for an invalid document. */
-  async compile(request: CompileRequest): Promise<CompiledDocument> {
+  /**
+   * Compiles and loads; throws RulesError for an invalid document. With `cachedFirst` (start-up)
+   * a module found in request.cacheDir is loaded on this thread and no worker starts.
+   */
+  async compile(request: CompileRequest, cachedFirst = false): Promise<CompiledDocument> {
     const started = performance.now();
-    const result = await this.run(request);
+    let result: CompileResult | undefined;
+    if (cachedFirst && request.cacheDir !== undefined) {
+      const found = compileFromCache({ ...request, cacheDir: request.cacheDir });
+      if (!('miss' in found)) result = found;
+    }
+    result ??= await this.run(request);
     if (!result.ok) throw new RulesError(result.error.code, result.error.path, result.error.problem, result.error.position);
     const program = await RulesProgram.load(result.binary, result.meta, result.tables);
     return {
@@ -102,6 +156,8 @@ export class RulesCompiler {
       counts: result.counts,
       millis: performance.now() - started,
       ascMillis: result.ascMillis,
+      fromCache: result.fromCache,
+      ...(result.cacheProblem === undefined ? {} : { cacheProblem: result.cacheProblem }),
     };
   }
 
@@ -111,8 +167,11 @@ export class RulesCompiler {
   }
 
   async close(): Promise<void> {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
     const w = this.worker;
     this.worker = undefined;
     if (w) await w.terminate();
+    this.failAll(new Error('the rules compiler is closed'));
   }
 }

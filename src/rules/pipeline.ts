@@ -8,8 +8,9 @@ import { createHash } from 'node:crypto';
 import type { CheckedDocument, RulesDocument } from './ast.js';
 import { compileAssemblyScript, optimizeLevelFor } from './asc.js';
 import { parseDocumentText, checkDocument, patchDocument } from './check.js';
-import { generateProgram } from './codegen.js';
+import { generateProgram, type GeneratedProgram } from './codegen.js';
 import { RulesError } from './errors.js';
+import { ModuleCache, moduleKey } from './module-cache.js';
 
 /** What the runtime needs to turn output records into messages. */
 export interface ProgramMeta {
@@ -53,6 +54,8 @@ export interface CompileRequest {
   /** PATCH: merge onto this active document (its stored text). */
   patchOnto?: string;
   optimizeLevel?: number;
+  /** The folder of the compiled-module cache (the data folder); none: asc runs every time. */
+  cacheDir?: string;
 }
 
 export interface CompileSuccess {
@@ -72,7 +75,11 @@ export interface CompileSuccess {
   patchedIds: number[];
   counts: { filters: number; rules: number; statements: number };
   checkMillis: number;
+  /** 0 when the module came from the cache. */
   ascMillis: number;
+  fromCache: boolean;
+  /** A cache file that was unusable, or could not be written: for the log. */
+  cacheProblem?: string;
 }
 
 export interface CompileFailure {
@@ -82,7 +89,17 @@ export interface CompileFailure {
 
 export type CompileResult = CompileSuccess | CompileFailure;
 
-export async function runCompile(request: CompileRequest): Promise<CompileResult> {
+interface Prepared {
+  doc: CheckedDocument;
+  patchedIds: number[];
+  generated: GeneratedProgram;
+  optimizeLevel: number;
+  started: number;
+  checkMillis: number;
+}
+
+/** Parse, check (and merge, for a PATCH) and generate: everything before asc. */
+function prepare(request: CompileRequest): Prepared | CompileFailure {
   const started = performance.now();
   let doc: CheckedDocument;
   let patchedIds: number[] = [];
@@ -97,8 +114,12 @@ export async function runCompile(request: CompileRequest): Promise<CompileResult
     throw err;
   }
   const generated = generateProgram(doc);
-  const checkMillis = performance.now() - started;
-  const { binary, millis } = await compileAssemblyScript(generated.source, { optimizeLevel: request.optimizeLevel ?? optimizeLevelFor(generated.source.length) });
+  const optimizeLevel = request.optimizeLevel ?? optimizeLevelFor(generated.source.length);
+  return { doc, patchedIds, generated, optimizeLevel, started, checkMillis: performance.now() - started };
+}
+
+function success(p: Prepared, binary: Uint8Array, ascMillis: number, fromCache: boolean, cacheProblem: string | undefined): CompileSuccess {
+  const { doc, generated } = p;
   return {
     ok: true,
     documentText: documentText(doc.document),
@@ -109,9 +130,47 @@ export async function runCompile(request: CompileRequest): Promise<CompileResult
     tables: generated.tables,
     binary,
     source: generated.source,
-    patchedIds,
+    patchedIds: p.patchedIds,
     counts: { filters: doc.filters.length, rules: doc.document.rules.length, statements: doc.filterStatements.length + doc.ruleStatements.length },
-    checkMillis,
-    ascMillis: millis,
+    checkMillis: p.checkMillis,
+    ascMillis,
+    fromCache,
+    ...(cacheProblem === undefined ? {} : { cacheProblem }),
   };
+}
+
+/** The whole compile; with `cacheDir`, a cached module for the same program skips asc. */
+export async function runCompile(request: CompileRequest): Promise<CompileResult> {
+  const p = prepare(request);
+  if (!('doc' in p)) return p;
+  const cache = request.cacheDir === undefined ? undefined : new ModuleCache(request.cacheDir);
+  const key = cache ? moduleKey(p.generated.source, p.optimizeLevel) : undefined;
+  let problem: string | undefined;
+  if (cache && key) {
+    const found = cache.read(key);
+    if ('binary' in found) return success(p, found.binary, 0, true, undefined);
+    if ('bad' in found) problem = found.bad;
+  }
+  const { binary, millis } = await compileAssemblyScript(p.generated.source, { optimizeLevel: p.optimizeLevel });
+  if (cache && key) {
+    try {
+      await cache.write(key, binary);
+    } catch (err) {
+      problem = `cannot write ${cache.path}: ${(err as Error).message}`;
+    }
+  }
+  return success(p, binary, millis, false, problem);
+}
+
+/**
+ * Start-up on the main thread: the compile when the cache holds the module (no asc, no worker),
+ * or undefined when it does not (the caller then compiles in the worker). An invalid document
+ * is answered as by runCompile.
+ */
+export function compileFromCache(request: CompileRequest & { cacheDir: string }): CompileResult | { miss: string } {
+  const p = prepare(request);
+  if (!('doc' in p)) return p;
+  const found = new ModuleCache(request.cacheDir).read(moduleKey(p.generated.source, p.optimizeLevel));
+  if ('binary' in found) return success(p, found.binary, 0, true, undefined);
+  return { miss: 'bad' in found ? found.bad : found.miss };
 }

@@ -87,7 +87,7 @@ interface Options {
 
 export function createRulesService(broker: BrokerApi, config: Config, log: Logger, options: Options = {}): RulesService {
   const rlog = log.child({ part: 'rules' });
-  const compiler = options.compiler ?? new RulesCompiler();
+  const compiler = options.compiler ?? new RulesCompiler({ idleMillis: config.rulesCompilerIdleMs });
   const ownCompiler = options.compiler === undefined;
   const store = new DocumentStore(config.dataDir);
 
@@ -157,7 +157,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
    * Compiles (in the worker) and activates. `keepBuffer`: a PATCH carries the buffered
    * messages of the statements it does not define over to the new program.
    */
-  async function activate(request: CompileRequest, persist: boolean, keepBuffer = false): Promise<WriteResult> {
+  async function activate(request: CompileRequest, persist: boolean, keepBuffer = false, atStart = false): Promise<WriteResult> {
     if (request.document === EMPTY) {
       // nothing to run: no module at all (and no asc at start-up for a broker without rules)
       if (persist) await store.write(EMPTY_TEXT);
@@ -174,7 +174,8 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     }
     let compiled: CompiledDocument;
     try {
-      compiled = await compiler.compile(request);
+      // the module of the active document is kept in the data folder: a restart loads it (atStart)
+      compiled = await compiler.compile({ ...request, cacheDir: config.dataDir }, atStart);
     } catch (err) {
       if (err instanceof RulesError) throw err;
       stats.compileErrors++;
@@ -182,6 +183,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       throw new RulesError(RulesErrorCode.compile, '', `the compiler failed: ${(err as Error).message.split('\n')[0]}`);
     }
     stats.compiles++;
+    if (compiled.cacheProblem) rlog.warn({ problem: compiled.cacheProblem }, 'compiled-module cache: the module was compiled again');
     if (persist) await store.write(compiled.documentText);
     if (closed) throw new RulesError(RulesErrorCode.compile, '', 'the rules service is closed');
     // swap between two messages: nothing below awaits
@@ -203,7 +205,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     stats.lastAscMillis = compiled.ascMillis;
     stats.wasmBytes = compiled.wasmBytes;
     stats.sourceBytes = Buffer.byteLength(compiled.source);
-    rlog.info({ etag, ...compiled.counts, compileMs: Math.round(compiled.millis), wasmBytes: compiled.wasmBytes }, 'rules document active');
+    rlog.info({ etag, ...compiled.counts, compileMs: Math.round(compiled.millis), wasmBytes: compiled.wasmBytes, fromCache: compiled.fromCache }, 'rules document active');
     return { etag, ...compiled.counts, compileMillis: Math.round(compiled.millis) };
   }
 
@@ -234,7 +236,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
         throw new Error(`EDB_RULES_FILE=${config.rulesFile}: cannot read it: ${(err as Error).message}`);
       }
       try {
-        await activate({ text }, true);
+        await activate({ text }, true, false, true);
       } catch (err) {
         throw new Error(`EDB_RULES_FILE=${config.rulesFile}: ${(err as Error).message}`);
       }
@@ -245,7 +247,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     // so a broker without rules starts at once (asc takes seconds on a small board).
     if (text === undefined) return;
     try {
-      await activate({ text }, false);
+      await activate({ text }, false, false, true);
       applySavedBuffer();
     } catch (err) {
       rlog.error({ err, file: store.path }, 'the stored rules document is invalid; starting with an empty document');

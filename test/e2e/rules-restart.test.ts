@@ -1,11 +1,14 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { startBrokerProcess, type BrokerProcess } from '../helpers/process.js';
+import { MODULE_FILE } from '../../src/rules/module-cache.js';
 
 const MINE = readFileSync(new URL('../fixtures/mine-rules.json', import.meta.url), 'utf8');
+const HOUSE = readFileSync(new URL('../fixtures/house-filters.json', import.meta.url), 'utf8');
+const activeLog = (b: BrokerProcess): Record<string, unknown> | undefined => b.logs.find((l) => l['msg'] === 'rules document active');
 const running: BrokerProcess[] = [];
 afterEach(async () => {
   await Promise.all(running.splice(0).map((b) => b.stop('SIGKILL')));
@@ -35,6 +38,9 @@ describe('the rule buffer across a graceful restart', () => {
     running.splice(running.indexOf(first), 1);
 
     const second = await start(dataDir);
+    // the module compiled for the upload was kept: the restart loads it, without asc
+    expect(activeLog(first)).toMatchObject({ fromCache: false });
+    expect(activeLog(second)).toMatchObject({ fromCache: true });
     const sub = await connect(second.ports['mqtt']!);
     const got = new Promise<Record<string, unknown>>((resolve) => sub.on('message', (_t, p) => resolve(JSON.parse(p.toString()) as Record<string, unknown>)));
     await sub.subscribeAsync('!action/rest', { qos: 1 });
@@ -44,5 +50,30 @@ describe('the rule buffer across a graceful restart', () => {
     expect(await got).toEqual({ 'miner/1': { m_id: 1, 'body-temperature': 36.6, 'heart-rate': 105 }, 'mine/environment': { temperature: 35, humidity: 90 } });
     await sub.endAsync();
     await pub2.endAsync();
+  }, 240_000);
+
+  it('a damaged compiled-module file is reported; the document compiles again and runs', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'edb-rules-restart-'));
+    const first = await start(dataDir);
+    const up = await fetch(`http://127.0.0.1:${first.ports['rules']}/`, { method: 'POST', body: HOUSE, headers: { 'content-type': 'application/json' } });
+    expect(up.status).toBe(200);
+    expect(await first.stop('SIGTERM')).toBe(0);
+    running.splice(running.indexOf(first), 1);
+    const file = join(dataDir, MODULE_FILE);
+    const good = readFileSync(file);
+    writeFileSync(file, Buffer.concat([good.subarray(0, 200), Buffer.from('garbage')]));
+
+    const second = await start(dataDir);
+    expect(second.logs.find((l) => l['msg'] === 'compiled-module cache: the module was compiled again')).toMatchObject({ level: 40 });
+    expect(activeLog(second)).toMatchObject({ fromCache: false });
+    expect(readFileSync(file).equals(good)).toBe(true);
+    const sub = await connect(second.ports['mqtt']!);
+    const got = new Promise<[string, string]>((resolve) => sub.on('message', (t, p) => resolve([t, p.toString()])));
+    await sub.subscribeAsync('house/+/alert/', { qos: 1 });
+    const pub = await connect(second.ports['mqtt']!);
+    await pub.publishAsync('house/1', '{"inside":{"temperature":50,"humidity":6},"temperature":8}', { qos: 1 });
+    expect(await got).toEqual(['house/1/alert/', 'fire_danger']);
+    await sub.endAsync();
+    await pub.endAsync();
   }, 240_000);
 });
