@@ -71,7 +71,11 @@ export function wellFormed(bytes: Buffer): boolean {
     let ok = true;
     let consumed = 0;
     parser.on('error', () => (ok = false));
-    parser.on('packet', (p: { length: number }) => (consumed += 1 + varintSize(p.length) + p.length));
+    parser.on('packet', (p) => {
+      // the parser sets length on every packet it emits; without it the bytes cannot be accounted for
+      if (p.length === undefined) ok = false;
+      else consumed += 1 + varintSize(p.length) + p.length;
+    });
     parser.parse(bytes);
     if (ok && consumed === bytes.length) return true;
   }

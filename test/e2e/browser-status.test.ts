@@ -15,6 +15,15 @@ import { testConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log.js';
 import { loadUws } from '../../src/transport/uws.js';
 
+/**
+ * The page's `document`, as far as the callbacks below (which run in the browser) use it:
+ * the project compiles without lib "dom", which would make browser globals valid in Node code.
+ */
+declare const document: {
+  documentElement: { scrollWidth: number; clientWidth: number };
+  getElementById(id: string): { textContent: string | null } | null;
+};
+
 const CHROMIUM = '/usr/bin/chromium';
 // Without the background-networking flags Chromium's own connections get refused here.
 const ARGS = [

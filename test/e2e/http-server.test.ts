@@ -7,6 +7,12 @@ import { silentLogger } from '../../src/log.js';
 import { HttpRouter, json, startHttpServer, type HttpListener, type HttpRequest } from '../../src/http/server.js';
 import { loadUws } from '../../src/transport/uws.js';
 
+/** The body of the router's error answers (404, 405, 413, 500). */
+interface ErrorBody {
+  error: string;
+  message: string;
+}
+
 describe.each(['uws', 'ws'] as const)('HTTP server, engine %s', (engine) => {
   let listener: HttpListener;
   let base: string;
@@ -65,7 +71,7 @@ describe.each(['uws', 'ws'] as const)('HTTP server, engine %s', (engine) => {
   it('answers 404 for unknown paths and 405 (with Allow) for a wrong method', async () => {
     const missing = await fetch(`${base}/nothing-here`);
     expect(missing.status).toBe(404);
-    expect((await missing.json()).error).toBe('not_found');
+    expect(((await missing.json()) as ErrorBody).error).toBe('not_found');
     const wrong = await fetch(`${base}/hello`, { method: 'DELETE' });
     expect(wrong.status).toBe(405);
     expect(wrong.headers.get('allow')).toBe('GET');
@@ -74,7 +80,7 @@ describe.each(['uws', 'ws'] as const)('HTTP server, engine %s', (engine) => {
   it('turns a failing handler into a 500 and keeps serving', async () => {
     const res = await fetch(`${base}/boom`);
     expect(res.status).toBe(500);
-    expect((await res.json()).error).toBe('internal');
+    expect(((await res.json()) as ErrorBody).error).toBe('internal');
     expect((await fetch(`${base}/hello`)).status).toBe(200);
   });
 

@@ -10,6 +10,25 @@ import { startEdb, type EdbServer } from '../../src/server.js';
 import { testConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log.js';
 import { startHttpService } from '../../src/http/service.js';
+import type { ListenerState } from '../../src/http/metrics.js';
+
+/** /readyz (src/http/health.ts). */
+interface ReadyBody {
+  status: 'ready' | 'not_ready';
+  reason?: string;
+  down?: string[];
+  listeners: ListenerState[];
+}
+
+/** The parts of /api/status (src/http/api.ts) these tests read. */
+interface StatusBody {
+  version: string;
+  uptimeSeconds: number;
+  listeners: ListenerState[];
+  clients: { count: number; rows: unknown[] };
+  rates: { intervalMs: number };
+  sections: { rules: { filters: number }; state: { summary: string } };
+}
 
 interface Sample {
   name: string;
@@ -69,10 +88,10 @@ describe('HTTP service on a running broker', () => {
     expect(await health.json()).toEqual({ status: 'ok' });
     const ready = await fetch(`${base}/readyz`);
     expect(ready.status).toBe(200);
-    const body = await ready.json();
+    const body = (await ready.json()) as ReadyBody;
     expect(body.status).toBe('ready');
-    expect(body.listeners.map((l: { name: string }) => l.name).sort()).toEqual(['http', 'mqtt', 'ws']);
-    expect(body.listeners.every((l: { up: boolean }) => l.up)).toBe(true);
+    expect(body.listeners.map((l) => l.name).sort()).toEqual(['http', 'mqtt', 'ws']);
+    expect(body.listeners.every((l) => l.up)).toBe(true);
   });
 
   it('/metrics moves when traffic flows', async () => {
@@ -127,11 +146,11 @@ describe('HTTP service on a running broker', () => {
   });
 
   it('/api/status has what the status page shows', async () => {
-    const s = await (await fetch(`${base}/api/status`)).json();
+    const s = (await (await fetch(`${base}/api/status`)).json()) as StatusBody;
     expect(s.version).toMatch(/^\d+\.\d+\.\d+/);
     expect(s.uptimeSeconds).toBeGreaterThanOrEqual(0);
     expect(s.clients.count).toBe(s.clients.rows.length);
-    expect(s.listeners.find((l: { name: string }) => l.name === 'ws').engine).toMatch(/uWebSockets\.js|ws/);
+    expect(s.listeners.find((l) => l.name === 'ws')!.engine).toMatch(/uWebSockets\.js|ws/);
     expect(s.rates.intervalMs).toBeGreaterThan(0);
     // the rules engine and the state store add their summaries
     expect(Object.keys(s.sections).sort()).toEqual(['rules', 'state']);
@@ -184,14 +203,14 @@ describe('readiness', () => {
       const url = `http://127.0.0.1:${http.listener!.port}/readyz`;
       const starting = await fetch(url);
       expect(starting.status).toBe(503);
-      expect((await starting.json()).reason).toBe('starting or stopping');
+      expect(((await starting.json()) as ReadyBody).reason).toBe('starting or stopping');
       for (const l of server.listeners) http.trackListener(l);
       http.setReady(true);
       expect((await fetch(url)).status).toBe(200);
       await server.listeners.find((l) => l.name === 'ws')!.close();
       const down = await fetch(url);
       expect(down.status).toBe(503);
-      expect((await down.json()).down).toEqual(['ws']);
+      expect(((await down.json()) as ReadyBody).down).toEqual(['ws']);
     } finally {
       await http.close();
       await server.stop();

@@ -20,7 +20,7 @@ export interface BrokerProcess {
  * Start `edb start` as a real process with EDB_* settings (ports default to 0 / off) and
  * wait until the listeners named in `waitFor` have logged their ports.
  */
-export async function startBrokerProcess(env: Record<string, string> = {}, waitFor: string[] = ['mqtt'], startTimeoutMs = 30_000): Promise<BrokerProcess> {
+export async function startBrokerProcess(env: Record<string, string> = {}, waitFor: string[] = ['mqtt'], startTimeoutMs = 60_000): Promise<BrokerProcess> {
   const child = spawn(process.execPath, [CLI, 'start'], {
     env: {
       ...process.env,
@@ -44,7 +44,7 @@ export async function startBrokerProcess(env: Record<string, string> = {}, waitF
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const ready = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`broker did not start: ${stderr}`)), 60_000);
+    const timer = setTimeout(() => reject(new Error(`broker did not start in ${startTimeoutMs} ms: ${stderr}`)), startTimeoutMs);
     // a spawn failure emits 'error' and no 'exit'
     child.once('error', (err) => {
       clearTimeout(timer);

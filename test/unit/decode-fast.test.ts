@@ -64,8 +64,10 @@ const publishProperties = fc.record(
   { requiredKeys: [] },
 );
 
+type PublishFields = typeof publish extends fc.Arbitrary<infer T> ? T : never;
+
 /** A v5 PUBLISH with properties, as mqtt-packet generates it. */
-function v5Publish(p: fc.RecordValue<typeof publish>, properties: Record<string, unknown>): Buffer {
+function v5Publish(p: PublishFields, properties: Record<string, unknown>): Buffer {
   const fields = p.qos === 0 ? { ...p, messageId: undefined } : p;
   return mqttPacket.generate({ cmd: 'publish', ...fields, properties } as mqttPacket.IPublishPacket, { protocolVersion: 5 });
 }
