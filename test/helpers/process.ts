@@ -44,7 +44,10 @@ export async function startBrokerProcess(env: Record<string, string> = {}, waitF
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const ready = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`broker did not start in ${startTimeoutMs} ms: ${stderr}`)), startTimeoutMs);
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL'); // not left running behind a failed test
+      reject(new Error(`broker did not start in ${startTimeoutMs} ms: ${stderr}`));
+    }, startTimeoutMs);
     // a spawn failure emits 'error' and no 'exit'
     child.once('error', (err) => {
       clearTimeout(timer);
