@@ -55,7 +55,7 @@ export class RulesCompiler {
   private readonly pending = new Map<number, { resolve: (r: CompileResult) => void; reject: (e: Error) => void }>();
   private readonly idleMillis: number;
   private idleTimer: NodeJS.Timeout | undefined;
-  /** Workers started so far (for tests and the log). */
+  /** Workers started so far (for tests). */
   workersStarted = 0;
 
   constructor(options: RulesCompilerOptions = {}) {
@@ -143,7 +143,18 @@ export class RulesCompiler {
     }
     result ??= await this.run(request);
     if (!result.ok) throw new RulesError(result.error.code, result.error.path, result.error.problem, result.error.position);
-    const program = await RulesProgram.load(result.binary, result.meta, result.tables);
+    let program: RulesProgram;
+    try {
+      program = await RulesProgram.load(result.binary, result.meta, result.tables);
+    } catch (err) {
+      if (!result.fromCache) throw err;
+      // a cached module that passed its checksum yet does not load: compile it again
+      const problem = `the cached module does not load: ${(err as Error).message}`;
+      result = await this.run({ ...request, rebuild: true });
+      if (!result.ok) throw new RulesError(result.error.code, result.error.path, result.error.problem, result.error.position);
+      result.cacheProblem ??= problem;
+      program = await RulesProgram.load(result.binary, result.meta, result.tables);
+    }
     return {
       program,
       documentText: result.documentText,

@@ -56,6 +56,8 @@ export interface CompileRequest {
   optimizeLevel?: number;
   /** The folder of the compiled-module cache (the data folder); none: asc runs every time. */
   cacheDir?: string;
+  /** Run asc and replace the cached module even when the cache holds one (it did not load). */
+  rebuild?: boolean;
 }
 
 export interface CompileSuccess {
@@ -146,7 +148,7 @@ export async function runCompile(request: CompileRequest): Promise<CompileResult
   const cache = request.cacheDir === undefined ? undefined : new ModuleCache(request.cacheDir);
   const key = cache ? moduleKey(p.generated.source, p.optimizeLevel) : undefined;
   let problem: string | undefined;
-  if (cache && key) {
+  if (cache && key && !request.rebuild) {
     const found = cache.read(key);
     if ('binary' in found) return success(p, found.binary, 0, true, undefined);
     if ('bad' in found) problem = found.bad;

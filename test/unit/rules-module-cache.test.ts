@@ -1,7 +1,7 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { ModuleCache, moduleKey } from '../../src/rules/module-cache.js';
 import { RulesCompiler } from '../../src/rules/compiler.js';
 import { until } from '../helpers/broker.js';
@@ -47,9 +47,12 @@ describe('ModuleCache (the compiled module of the active document, on disk)', ()
 
 describe('RulesCompiler with a module cache and an idle stop', () => {
   const compilers: RulesCompiler[] = [];
+  // one warm worker for the tests that do not count workers (each cold start costs seconds)
+  const shared = new RulesCompiler();
   afterEach(async () => {
     await Promise.all(compilers.splice(0).map((c) => c.close()));
   });
+  afterAll(() => shared.close());
 
   it('compiles once; a start-up compile of the same document loads the module with no worker', async () => {
     const cacheDir = dir();
@@ -73,8 +76,7 @@ describe('RulesCompiler with a module cache and an idle stop', () => {
 
   it('a damaged cache file is reported, compiled again and replaced', async () => {
     const cacheDir = dir();
-    const c = new RulesCompiler();
-    compilers.push(c);
+    const c = shared;
     await c.compile({ text: HOUSE, cacheDir });
     const cache = new ModuleCache(cacheDir);
     const good = readFileSync(cache.path);
@@ -85,7 +87,22 @@ describe('RulesCompiler with a module cache and an idle stop', () => {
     expect(readFileSync(cache.path).equals(good)).toBe(true);
   });
 
-  it('stops its worker after idleMillis without a compile and starts another on the next one', async () => {
+  it('a cached module that passes its checksum but does not load is compiled again', async () => {
+    const cacheDir = dir();
+    const c = shared;
+    await c.compile({ text: HOUSE, cacheDir });
+    const cache = new ModuleCache(cacheDir);
+    const good = readFileSync(cache.path);
+    // the right key and a true checksum, over bytes that are not WebAssembly
+    await cache.write(good.subarray(8, 40), Buffer.from('not wasm, but checksummed'));
+    const again = await c.compile({ text: HOUSE, cacheDir }, true);
+    expect(again.fromCache).toBe(false);
+    expect(again.cacheProblem).toMatch(/does not load/);
+    expect(readFileSync(cache.path).equals(good)).toBe(true);
+    expect(again.program.process('house/2', Buffer.from('{"inside":{"temperature":50,"humidity":6}}')).map((o) => o.topic)).toEqual(['house/2/alert/']);
+  });
+
+    it('stops its worker after idleMillis without a compile and starts another on the next one', async () => {
     const c = new RulesCompiler({ idleMillis: 300 });
     compilers.push(c);
     await c.compile({ text: HOUSE });
