@@ -194,10 +194,14 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     }
     const will = client.will;
     const sessionEnds = session.expiryInterval === 0 && this.sessions.get(id) === session;
-    if (will && cause !== 'shutdown') {
+    if (will) {
       const pending: PendingWill = { message: will, expirySeconds: client.willExpirySeconds, username: client.username };
-      // [MQTT-3.1.3-9] published after the Will Delay, or when the session ends if sooner
-      const delay = Math.min(client.willDelay, session.expiryInterval);
+      // [MQTT-3.1.3-9] published after the Will Delay, or when the session ends if sooner. A
+      // server shutdown closes the connection without the client's DISCONNECT, so the will stands:
+      // a delayed one waits in the session, which the backup carries over the restart (where the
+      // client may still come back in time); without a backup every session ends now.
+      const endsWithServer = cause === 'shutdown' && !this.config.backupEnabled;
+      const delay = endsWithServer ? 0 : Math.min(client.willDelay, session.expiryInterval);
       if (delay === 0) this.publishWill(pending, client);
       else {
         session.pendingWill = pending;
