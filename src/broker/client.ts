@@ -387,8 +387,12 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     if (props?.responseTopic !== undefined && !isValidTopicName(props.responseTopic)) return this.protocolViolation(RC.PROTOCOL_ERROR, 'invalid response topic');
     const qos = packet.qos;
     const id = packet.messageId ?? 0;
-    // [MQTT-2.2.1-3] a QoS 1/2 PUBLISH carries a non-zero packet identifier
-    if (qos > 0 && id === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'packet identifier 0');
+    // [MQTT-2.2.1-3] a QoS 1/2 PUBLISH carries a non-zero packet identifier. mqtt-packet reads one
+    // cut short by the Remaining Length as -1: malformed, and never to be answered (the PUBACK or
+    // PUBREC would be malformed in turn)
+    if (qos > 0 && id < 1) {
+      return id === 0 ? this.protocolViolation(RC.PROTOCOL_ERROR, 'packet identifier 0') : this.protocolViolation(RC.MALFORMED_PACKET, 'PUBLISH cut short in its packet identifier');
+    }
     const session = this.session!;
 
     const limits = this.broker.limits;
