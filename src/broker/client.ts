@@ -17,7 +17,7 @@ import { isValidTopicName } from '../topics/validate.js';
 import { FRAME_INCOMPLETE, FRAME_MALFORMED, frameLength } from './framing.js';
 import { malformedString } from '../mqtt/strings.js';
 import { encodePublish, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
-import { decodePacket } from '../mqtt/decode.js';
+import { decodePacket, repeatedProperty } from '../mqtt/decode.js';
 import { decodeFast } from '../mqtt/decode-fast.js';
 import type { Broker } from './broker.js';
 
@@ -151,7 +151,18 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       let packet: Packet;
       try {
         const version = this.state === 'new' ? 4 : this.protocolVersion;
-        packet = decodeFast(packetBytes, version) ?? decodePacket(packetBytes, version);
+        const fast = decodeFast(packetBytes, version);
+        if (fast !== undefined) packet = fast;
+        else {
+          packet = decodePacket(packetBytes, version);
+          // decode-fast takes no packet with a repeated property: only mqtt-packet's can have one
+          // (CONNECT's is answered in onConnect, which knows the protocol version for the CONNACK)
+          const repeated = packet.cmd === 'connect' ? undefined : repeatedProperty(packet);
+          if (repeated !== undefined) {
+            this.protocolViolation(RC.PROTOCOL_ERROR, `${repeated} more than once`);
+            break;
+          }
+        }
       } catch (err) {
         this.onParseError(err as Error);
         break;
@@ -245,6 +256,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     // Malformed CONNECT flags the parser lets through: v5 answers CONNACK 0x81, 3.1.1 just closes
     const malformed = (reason: string): void => (version === 5 ? this.refuse(RC.MALFORMED_PACKET, reason) : this.protocolViolation(RC.MALFORMED_PACKET, reason));
     if (packet.will && (packet.will.qos ?? 0) > 2) return malformed('will QoS 3'); // [MQTT-3.1.2-12]
+    const repeated = repeatedProperty(packet);
+    if (repeated !== undefined) return this.refuse(RC.PROTOCOL_ERROR, `${repeated} more than once`); // only v5 has properties
     if (version !== 5 && packet.password !== undefined && packet.username === undefined) {
       return malformed('password without user name'); // [MQTT-3.1.2-22] (3.1.1; allowed in 5.0)
     }

@@ -58,3 +58,22 @@ export function decodePacket(bytes: Buffer, protocolVersion: Version): Packet {
   }
   return packet;
 }
+
+/**
+ * The name of a property that a packet from a client carries more than once, where only User
+ * Property may repeat: "It is a Protocol Error to include the <property> more than once"
+ * ([MQTT-3.1.2-*], [MQTT-3.3.2-*] and the other packets' property lists). mqtt-packet does not
+ * refuse a repeat: it gives an array where a single value belongs (decode-fast leaves such a
+ * packet to it). Left alone, an array would reach code that expects one value.
+ */
+export function repeatedProperty(packet: Packet): string | undefined {
+  const props = (packet as { properties?: Record<string, unknown> }).properties;
+  if (props) {
+    for (const name in props) if (name !== 'userProperties' && Array.isArray(props[name])) return name;
+  }
+  const will = (packet as { will?: { properties?: Record<string, unknown> } }).will?.properties;
+  if (will) {
+    for (const name in will) if (name !== 'userProperties' && Array.isArray(will[name])) return `will ${name}`;
+  }
+  return undefined;
+}

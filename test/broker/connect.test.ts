@@ -88,6 +88,16 @@ describe('CONNECT validation', () => {
     expect(c.packets).toHaveLength(0);
   });
 
+  it('a property given twice in CONNECT is a protocol error: v5 CONNACK 0x82', async () => {
+    // Session Expiry Interval 5, then 6 [MQTT-3.1.2.11.2: a Protocol Error to include it more than once]
+    const bytes = Buffer.from([0x10, 0x18, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x05, 0x02, 0x00, 0x3c, 0x0a, 0x11, 0, 0, 0, 5, 0x11, 0, 0, 0, 6, 0x00, 0x01, 0x63]);
+    const c = await RawClient.open(b.port, 5);
+    c.sendBytes(bytes);
+    const connack = await c.next<IConnackPacket>('connack');
+    expect(connack.reasonCode).toBe(0x82);
+    await c.waitClosed();
+  });
+
   it('[MQTT-3.1.2-12] will QoS 3 is malformed: v5 CONNACK 0x81', async () => {
     const bytes = mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 0, clientId: 'wq3', will: { topic: 't', payload: Buffer.from('p'), qos: 2, retain: false } }, { protocolVersion: 5 });
     expect(bytes[9]! & 0x18).toBe(0x10); // will QoS bits = 2
