@@ -87,6 +87,8 @@ describe('hostile input affects only its own connection', () => {
       flips: fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }),
       cut: fc.option(fc.nat()),
     });
+    // FUZZ_RUNS=6000 for a longer hunt (CI runs 150)
+    const numRuns = Number(process.env['FUZZ_RUNS'] ?? 150);
     let runs = 0;
     await fc.assert(
       fc.asyncProperty(mutation, async ({ seed, flips, cut }) => {
@@ -104,9 +106,9 @@ describe('hostile input affects only its own connection', () => {
         client.destroy();
         runs++;
       }),
-      { numRuns: 150 },
+      { numRuns },
     );
-    expect(runs).toBe(150);
+    expect(runs).toBe(numRuns);
     expect(b.server.broker.stats.protocolErrors['implementation_specific_error']).toBeUndefined();
     // and the broker still serves
     const { client, connack } = await RawClient.connect(b.port, { clientId: 'after-fuzz' });
