@@ -17,7 +17,7 @@ import { isValidTopicName } from '../topics/validate.js';
 import { FRAME_INCOMPLETE, FRAME_MALFORMED, frameLength } from './framing.js';
 import { malformedString } from '../mqtt/strings.js';
 import { encodePublish, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
-import { decodePacket, repeatedProperty } from '../mqtt/decode.js';
+import { decodePacket, propertyProblem } from '../mqtt/decode.js';
 import { decodeFast } from '../mqtt/decode-fast.js';
 import type { Broker } from './broker.js';
 
@@ -155,11 +155,11 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
         if (fast !== undefined) packet = fast;
         else {
           packet = decodePacket(packetBytes, version);
-          // decode-fast takes no packet with a repeated property: only mqtt-packet's can have one
-          // (CONNECT's is answered in onConnect, which knows the protocol version for the CONNACK)
-          const repeated = packet.cmd === 'connect' ? undefined : repeatedProperty(packet);
-          if (repeated !== undefined) {
-            this.protocolViolation(RC.PROTOCOL_ERROR, `${repeated} more than once`);
+          // decode-fast takes no packet with a repeated or cut property: only mqtt-packet's can have
+          // one (CONNECT's is answered in onConnect, which knows the protocol version for the CONNACK)
+          const problem = packet.cmd === 'connect' ? undefined : propertyProblem(packet);
+          if (problem !== undefined) {
+            this.protocolViolation(problem.reasonCode, problem.reason);
             break;
           }
         }
@@ -256,8 +256,8 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     // Malformed CONNECT flags the parser lets through: v5 answers CONNACK 0x81, 3.1.1 just closes
     const malformed = (reason: string): void => (version === 5 ? this.refuse(RC.MALFORMED_PACKET, reason) : this.protocolViolation(RC.MALFORMED_PACKET, reason));
     if (packet.will && (packet.will.qos ?? 0) > 2) return malformed('will QoS 3'); // [MQTT-3.1.2-12]
-    const repeated = repeatedProperty(packet);
-    if (repeated !== undefined) return this.refuse(RC.PROTOCOL_ERROR, `${repeated} more than once`); // only v5 has properties
+    const problem = propertyProblem(packet);
+    if (problem !== undefined) return this.refuse(problem.reasonCode, problem.reason); // only v5 has properties
     if (version !== 5 && packet.password !== undefined && packet.username === undefined) {
       return malformed('password without user name'); // [MQTT-3.1.2-22] (3.1.1; allowed in 5.0)
     }

@@ -59,21 +59,42 @@ export function decodePacket(bytes: Buffer, protocolVersion: Version): Packet {
   return packet;
 }
 
-/**
- * The name of a property that a packet from a client carries more than once, where only User
- * Property may repeat: "It is a Protocol Error to include the <property> more than once"
- * ([MQTT-3.1.2-*], [MQTT-3.3.2-*] and the other packets' property lists). mqtt-packet does not
- * refuse a repeat: it gives an array where a single value belongs (decode-fast leaves such a
- * packet to it). Left alone, an array would reach code that expects one value.
- */
-export function repeatedProperty(packet: Packet): string | undefined {
-  const props = (packet as { properties?: Record<string, unknown> }).properties;
-  if (props) {
-    for (const name in props) if (name !== 'userProperties' && Array.isArray(props[name])) return name;
-  }
-  const will = (packet as { will?: { properties?: Record<string, unknown> } }).will?.properties;
-  if (will) {
-    for (const name in will) if (name !== 'userProperties' && Array.isArray(will[name])) return `will ${name}`;
+/** What is wrong with a decoded packet's properties: the reason code to answer and why. */
+export interface PropertyProblem {
+  reasonCode: 0x81 | 0x82;
+  reason: string;
+}
+
+function checkProperties(props: Record<string, unknown>, where: string): PropertyProblem | undefined {
+  for (const name in props) {
+    const value = props[name];
+    // a String or Binary Data cut short by its packet: mqtt-packet gives null, and a retained
+    // message holding it would break the encoder for every later subscriber
+    if (value === null || value === undefined) return { reasonCode: 0x81, reason: `${where}${name} cut short` };
+    if (name === 'userProperties') {
+      for (const key in value as Record<string, unknown>) {
+        const v = (value as Record<string, unknown>)[key];
+        const values = Array.isArray(v) ? v : [v];
+        if (values.some((x) => typeof x !== 'string')) return { reasonCode: 0x81, reason: `${where}user property ${JSON.stringify(key)} cut short` };
+      }
+    } else if (Array.isArray(value)) {
+      // "It is a Protocol Error to include the <property> more than once" (every property of a
+      // client's packets but User Property); mqtt-packet gives an array instead of refusing it
+      return { reasonCode: 0x82, reason: `${where}${name} more than once` };
+    }
   }
   return undefined;
+}
+
+/**
+ * Properties mqtt-packet let through that the broker must refuse (decode-fast leaves every such
+ * packet to mqtt-packet): a property given twice where only User Property may repeat (0x82),
+ * and a string or binary value cut short, which mqtt-packet reads as null (0x81).
+ */
+export function propertyProblem(packet: Packet): PropertyProblem | undefined {
+  const props = (packet as { properties?: Record<string, unknown> }).properties;
+  const problem = props ? checkProperties(props, '') : undefined;
+  if (problem) return problem;
+  const will = (packet as { will?: { properties?: Record<string, unknown> } }).will?.properties;
+  return will ? checkProperties(will, 'will ') : undefined;
 }

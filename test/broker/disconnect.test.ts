@@ -55,6 +55,10 @@ const cases: [string, Buffer[], number][] = [
   ['Correlation Data twice', [Buffer.from([0x30, 0x0c, 0x00, 0x01, 0x61, 0x08, 0x09, 0x00, 0x01, 0x72, 0x09, 0x00, 0x01, 0x73])], 0x82],
   ['a Message Expiry Interval twice', [Buffer.from([0x30, 0x0e, 0x00, 0x01, 0x61, 0x0a, 0x02, 0, 0, 0, 5, 0x02, 0, 0, 0, 6])], 0x82],
   ['a Payload Format Indicator twice', [Buffer.from([0x30, 0x08, 0x00, 0x01, 0x61, 0x04, 0x01, 0x01, 0x01, 0x00])], 0x82],
+  // a string or binary property cut short: mqtt-packet reads it as null (found by fuzzing: a retained
+  // message holding a null Content Type made every later subscriber's delivery an internal error)
+  ['Correlation Data cut short (a retained QoS 1 PUBLISH)', [Buffer.from('332a0003612f620007110101020000000a2300b408000172090041012600016b0001760300016368656c6c6f', 'hex')], 0x81],
+  ['a user property value cut short', [Buffer.from('332a0003612f6217071d0101020000000a23000108000172090001012600016b0001762600016368656c6c6f', 'hex')], 0x81],
   ['SUBSCRIBE without a topic filter [MQTT-3.8.3-2]', [Buffer.from([0x82, 0x03, 0x00, 0x01, 0x00])], 0x82],
   ['UNSUBSCRIBE without a topic filter [MQTT-3.10.3-2]', [Buffer.from([0xa2, 0x03, 0x00, 0x01, 0x00])], 0x82],
   ['QoS 1 PUBLISH with packet identifier 0 [MQTT-2.2.1-3]', [Buffer.from([0x32, 0x06, 0x00, 0x01, 0x61, 0x00, 0x00, 0x00])], 0x82],
