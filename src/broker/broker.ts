@@ -27,6 +27,16 @@ interface Target {
   subscriptionIds: number[] | undefined;
 }
 
+/**
+ * Durable storage as the publish flow sees it (EDB_STORAGE=durable): a count of writes handed
+ * to it, whether it has room, and a callback once everything handed to it is on disk.
+ */
+export interface DurableAcks {
+  readonly writes: number;
+  readonly full: boolean;
+  onDurable(cb: (err?: Error) => void): void;
+}
+
 type HookLists = { [K in keyof BrokerHooks]-?: NonNullable<BrokerHooks[K]>[] };
 
 const FOREVER = 0xffffffff;
@@ -47,7 +57,9 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
   readonly online = new Map<string, MqttClient>();
   /** Every open network connection, connected or still in the handshake. */
   readonly connections = new Set<MqttClient>();
-  readonly retained = new RetainedStore();
+  readonly retained: RetainedStore;
+  /** Set at start-up with EDB_STORAGE=durable: a QoS 1/2 PUBLISH it stored is acknowledged after the commit. */
+  durable: DurableAcks | undefined;
   private readonly trie = new TopicTrie<SubRef>();
   private readonly hooks: HookLists = {
     authenticate: [],
@@ -68,7 +80,9 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
   constructor(
     readonly config: Config,
     readonly log: Logger,
+    retained: RetainedStore = new RetainedStore(),
   ) {
+    this.retained = retained;
     this.sweepTimer = setInterval(() => this.sweep(), 500);
     this.sweepTimer.unref();
   }

@@ -449,9 +449,29 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       // 3.1.1 has no way to say no: acknowledge and drop [MQTT-3.3.5-2]
       return this.ackPublish(qos, id, this.isV5 ? verdict : 0);
     }
+    const durable = this.broker.durable;
+    // [durable] no room to store it: refused (0x97; 3.1.1 has no way to say no, so no ack)
+    if (durable && qos > 0 && message.retain && durable.full) return this.refuseStorage(qos, id);
     if (qos === 2) session.incomingQos2.add(id);
+    const writes = durable?.writes ?? 0;
     const matched = this.broker.route(message, this);
-    this.ackPublish(qos, id, matched || !this.isV5 ? 0 : RC.NO_MATCHING_SUBSCRIBERS);
+    const code = matched || !this.isV5 ? 0 : RC.NO_MATCHING_SUBSCRIBERS;
+    // [durable] what was stored for it is acknowledged once its batch is on disk
+    if (durable && qos > 0 && durable.writes !== writes) durable.onDurable((err) => this.ackStored(qos, id, code, err));
+    else this.ackPublish(qos, id, code);
+  }
+
+  private ackStored(qos: QoS, id: number, code: number, err: Error | undefined): void {
+    if (this.state !== 'open') return; // gone: the client sends it again on its next connection
+    if (err) return this.refuseStorage(qos, id);
+    this.ackPublish(qos, id, code);
+  }
+
+  /** Storage is full: v5 answers 0x97 (Quota exceeded); 3.1.1 sends no ack, so the client retries. */
+  private refuseStorage(qos: QoS, id: number): void {
+    this.broker.countDrop('storage_full', this);
+    if (qos === 2) this.session?.incomingQos2.delete(id);
+    if (this.isV5) this.ackPublish(qos, id, RC.QUOTA_EXCEEDED);
   }
 
   private ackPublish(qos: QoS, id: number, reasonCode: number): void {
