@@ -19,6 +19,7 @@ import { createRulesHttpHandler, startRulesHttpServer, type RulesHttpGuard } fro
 import { requiredAccess } from './http/access.js';
 import { registerRulesMetrics } from './rules/metrics.js';
 import { loadConfig } from './config/load.js';
+import { openStorage, type BrokerStorage } from './storage/index.js';
 
 /** The package version, from the package.json above this module (src/ or dist/src/). */
 function packageVersion(): string {
@@ -42,6 +43,8 @@ export interface EdbServer {
   readonly config: Config;
   readonly stateStore: StateStoreService;
   readonly backup: BackupManager;
+  /** Where retained messages, sessions and the state store are kept (EDB_STORAGE). */
+  readonly storage: BrokerStorage;
   /** Port of the named listener ("mqtt", "mqtts", "ws", "wss", "http", "rules"). */
   port(name: string): number;
   /** Graceful stop: listeners closed, clients told (v5 0x8B), services saved and closed. */
@@ -59,6 +62,8 @@ interface Service {
  */
 export async function startEdb(config: Config, log: Logger): Promise<EdbServer> {
   loadTlsOptions(config); // web: unusable TLS settings fail here, before anything starts
+  // an unusable storage folder fails here too (StorageOpenError: exit code 2), before any listener
+  const storage = openStorage(config, log);
   const broker = new Broker(config, log);
   const services: Service[] = [];
   const listeners: Listener[] = [];
@@ -114,6 +119,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     await rules.ready;
   } catch (err) {
     await Promise.all([...listeners.map((l) => l.close()), ...services.map((s) => s.close())]);
+    await storage.close().catch(() => undefined);
     throw err;
   }
 
@@ -132,6 +138,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     await broker.close(0);
     await backup.close();
     for (const svc of [...services].reverse()) await Promise.resolve(svc.close()).catch(() => undefined);
+    await storage.close().catch(() => undefined);
     throw err;
   }
   for (const l of listeners) log.info({ listener: l.name, engine: l.engine, host: config.host, port: l.port }, `listening: ${l.name} on port ${l.port} (${l.engine})`);
@@ -145,6 +152,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     config,
     stateStore,
     backup,
+    storage,
     port(name: string): number {
       const l = listeners.find((x) => x.name === name);
       if (!l) throw new Error(`no listener named ${name}`);
@@ -169,6 +177,11 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
           }
         }
         await Promise.all(closing);
+        try {
+          await storage.close();
+        } catch (err) {
+          log.error({ err }, 'storage failed to close');
+        }
       })();
       return stopping;
     },

@@ -66,6 +66,12 @@ export const SETTINGS = {
   stateSweepIntervalMs: { env: 'EDB_STATE_SWEEP_INTERVAL_MS', type: 'integer', default: 1000, minimum: 10, description: 'State store: how often expired keys are removed (and DELETE notifications sent)' },
   backupEnabled: { env: 'EDB_BACKUP', type: 'boolean', default: true, description: 'Write a snapshot to the backup folder on a graceful stop and restore it at the next start' },
   backupInterval: { env: 'EDB_BACKUP_INTERVAL', type: 'integer', default: 0, minimum: 0, description: 'Seconds between periodic snapshots to the backup folder (0 = only on a graceful stop)' },
+  storage: { env: 'EDB_STORAGE', type: 'enum', default: 'memory', values: ['durable', 'memory'], description: 'durable: messages, retained, sessions and the state store are written to disk under <dataDir>/storage before they are acknowledged; memory: kept in memory, saved only by the backup on a graceful stop' },
+  storageBatchSize: { env: 'EDB_STORAGE_BATCH_SIZE', type: 'integer', default: 256, minimum: 1, maximum: 65536, description: 'Durable storage: most messages written with one disk commit (fsync)' },
+  storageFlushIntervalMs: { env: 'EDB_STORAGE_FLUSH_INTERVAL_MS', type: 'integer', default: 2, minimum: 0, maximum: 1000, description: 'Durable storage: longest a message waits for its batch to be committed, in ms' },
+  storageGeneration: { env: 'EDB_STORAGE_GENERATION', type: 'string', default: '1h', description: 'Durable storage: time covered by one generation of the message log (s, m, h or d, e.g. 1h)' },
+  storageRetention: { env: 'EDB_STORAGE_RETENTION', type: 'string', default: '7d', description: 'Durable storage: whole generations older than this are dropped (e.g. 7d; 0 keeps them until the size cap)' },
+  storageMaxBytes: { env: 'EDB_STORAGE_MAX_BYTES', type: 'integer', default: 0, minimum: 0, description: 'Durable storage: most bytes the message log may use; old generations go first, then QoS 1/2 messages that need storage get 0x97 (0: no cap)' },
   rulesFile: { env: 'EDB_RULES_FILE', type: 'string', default: null, description: 'fr_script document loaded at start' },
   rulesCompilerIdleMs: { env: 'EDB_RULES_COMPILER_IDLE_MS', type: 'integer', default: 60000, minimum: 0, description: 'Stop the rules compiler worker (about 240 MB with asc loaded) after this long without an upload; 0 keeps it running' },
 } as const satisfies Record<string, SettingSpec>;
