@@ -15,7 +15,8 @@ import { registerStateStoreMetrics } from './state/metrics.js';
 import { createAuthService } from './auth/service.js';
 import { createClientLimits } from './auth/rate-limit.js';
 import { createRulesService } from './rules/service.js';
-import { createRulesHttpHandler, startRulesHttpServer } from './rules/http.js';
+import { createRulesHttpHandler, startRulesHttpServer, type RulesHttpGuard } from './rules/http.js';
+import { requiredAccess } from './http/access.js';
 import { registerRulesMetrics } from './rules/metrics.js';
 import { loadConfig } from './config/load.js';
 import { openStorage, type BrokerStorage } from './storage/index.js';
@@ -120,7 +121,8 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   const stateStore = createStateStoreService(broker, config, log, durable ? { storage } : {});
   services.push(stateStore);
 
-  const rules = createRulesService(broker, config, log);
+  // a document acts for its uploader: with an ACL, its topics must be theirs (rules/author-check.ts)
+  const rules = createRulesService(broker, config, log, { authorAccess: { enabled: () => auth.aclEnabled, forUser: (user) => auth.accessFor(user) } });
   services.push(rules);
 
   // Backup: every part with state registers a section; restored before listeners open,
@@ -183,7 +185,12 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   try {
     if (config.mqttPort >= 0) listeners.push(await startTcpListener(broker, config.host, config.mqttPort));
     listeners.push(...(await startTlsAndWebSocketListeners(broker, config, log))); // web: MQTTS, WS, WSS
-    if (config.rulesPort >= 0) listeners.push(await startRulesHttpServer(rules, config.host, config.rulesPort));
+    if (config.rulesPort >= 0) {
+      // the rules port answers to the same access rules as /rules on the HTTP port
+      const guard: RulesHttpGuard = (req, next) => http.access.guard(req, requiredAccess(req.method, req.path === '/' ? '/rules' : `/rules${req.path}`, config.metricsAuth), next);
+      const tls = loadTlsOptions(config);
+      listeners.push(await startRulesHttpServer(rules, config.host, config.rulesPort, { guard, ...(tls ? { tls } : {}) }));
+    }
   } catch (err) {
     // a port in use (say): undo everything started so far, then report
     await Promise.all(listeners.map((l) => l.close()));
