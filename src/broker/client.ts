@@ -4,7 +4,8 @@ import type { Message } from '../mqtt/message.js';
 import type { Session } from '../session/session.js';
 import { RC } from '../mqtt/reason-codes.js';
 import { FRAME_INCOMPLETE, FRAME_MALFORMED, frameLength } from './framing.js';
-import { decodePacket, propertyProblem } from '../mqtt/decode.js';
+import { decodePacket } from '../mqtt/decode.js';
+import { checkPropertyBlocks } from '../mqtt/properties.js';
 import { decodeFast } from '../mqtt/decode-fast.js';
 import type { BrokerCore, CoreClient } from './core.js';
 import type { ClientState, CloseCause } from './lifecycle.js';
@@ -129,9 +130,10 @@ export class MqttClient implements ConnectionEvents, CoreClient {
         if (fast !== undefined) packet = fast;
         else {
           packet = decodePacket(packetBytes, version);
-          // decode-fast takes no packet with a repeated or cut property: only mqtt-packet's can have
-          // one (CONNECT's is answered by its handler, which knows the protocol version for the CONNACK)
-          const problem = packet.cmd === 'connect' ? undefined : propertyProblem(packet);
+          // decode-fast is strict; mqtt-packet reads properties leniently, so its packets' property
+          // blocks are read again strictly (CONNECT's by its handler, which knows the protocol
+          // version for the CONNACK)
+          const problem = packet.cmd === 'connect' || version !== 5 ? undefined : checkPropertyBlocks(packetBytes);
           if (problem !== undefined) {
             this.protocolViolation(problem.reasonCode, problem.reason);
             break;

@@ -1,7 +1,7 @@
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
 import { messageProperties, type QoS } from '../../mqtt/message.js';
 import { RC, reasonName, v3ConnackCode } from '../../mqtt/reason-codes.js';
-import { propertyProblem } from '../../mqtt/decode.js';
+import { checkPropertyBlocks } from '../../mqtt/properties.js';
 import { isValidTopicName } from '../../topics/validate.js';
 import type { MqttClient } from '../client.js';
 import type { BrokerCore } from '../core.js';
@@ -18,8 +18,8 @@ interface ConnectTerms {
  * authentication hooks (the one asynchronous step of a connection: reading is paused
  * meanwhile), the session, CONNACK, and what was queued for a resumed session.
  */
-export function handleConnect(core: BrokerCore, client: MqttClient, packet: IConnectPacket): void {
-  const terms = checkConnect(core, client, packet);
+export function handleConnect(core: BrokerCore, client: MqttClient, packet: IConnectPacket, frame: Buffer): void {
+  const terms = checkConnect(core, client, packet, frame);
   if (terms === undefined) return;
   client.state = 'authenticating';
   // stop reading while the (possibly slow) hooks decide: an unauthenticated peer must not
@@ -37,7 +37,7 @@ export function handleConnect(core: BrokerCore, client: MqttClient, packet: ICon
 }
 
 /** The CONNECT's own rules; undefined when it was refused (the connection is then closed). */
-function checkConnect(core: BrokerCore, client: MqttClient, packet: IConnectPacket): ConnectTerms | undefined {
+function checkConnect(core: BrokerCore, client: MqttClient, packet: IConnectPacket, frame: Buffer): ConnectTerms | undefined {
   const version = packet.protocolVersion ?? 4;
   client.protocolVersion = version;
   const props = packet.properties ?? {};
@@ -49,8 +49,8 @@ function checkConnect(core: BrokerCore, client: MqttClient, packet: IConnectPack
     return undefined;
   };
   if (packet.will && (packet.will.qos ?? 0) > 2) return malformed('will QoS 3'); // [MQTT-3.1.2-14] (3.1.1) / [MQTT-5-3.1.2-12]
-  const problem = propertyProblem(packet);
-  if (problem !== undefined) return refuse(core, client, problem.reasonCode, problem.reason); // only v5 has properties
+  const problem = version === 5 ? checkPropertyBlocks(frame) : undefined; // only v5 has properties
+  if (problem !== undefined) return refuse(core, client, problem.reasonCode, problem.reason);
   if (version !== 5 && packet.password !== undefined && packet.username === undefined) {
     return malformed('password without user name'); // [MQTT-3.1.2-22] (3.1.1; allowed in 5.0)
   }

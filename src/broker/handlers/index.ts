@@ -26,7 +26,7 @@ export function handlePacket(core: BrokerCore, client: MqttClient, packet: Packe
   if (bad) return client.protocolViolation(RC.MALFORMED_PACKET, `${bad} is not valid UTF-8 or contains U+0000`);
   if (client.state === 'new') {
     if (packet.cmd !== 'connect') return client.protocolViolation(RC.PROTOCOL_ERROR, 'first packet must be CONNECT'); // [MQTT-3.1.0-1]
-    return handleConnect(core, client, packet);
+    return handleConnect(core, client, packet, frame);
   }
   // [MQTT-2.2.1-3] acks, SUBSCRIBE and UNSUBSCRIBE carry a non-zero packet identifier;
   // mqtt-packet reads a missing one as -1, which must not be answered (the reply would be truncated)

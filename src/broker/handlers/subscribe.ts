@@ -2,7 +2,7 @@ import type { ISubscribePacket, ISubscription } from 'mqtt-packet';
 import type { QoS } from '../../mqtt/message.js';
 import { RC } from '../../mqtt/reason-codes.js';
 import type { Delivery, Subscription } from '../../session/session.js';
-import { isValidTopicFilter, parseSharedFilter } from '../../topics/validate.js';
+import { hasControlCharacter, isValidTopicFilter, parseSharedFilter } from '../../topics/validate.js';
 import type { MqttClient } from '../client.js';
 import type { BrokerCore } from '../core.js';
 
@@ -13,6 +13,9 @@ import type { BrokerCore } from '../core.js';
 export function handleSubscribe(core: BrokerCore, client: MqttClient, packet: ISubscribePacket): void {
   // [MQTT-3.8.3-3] (3.1.1) / [MQTT-5-3.8.3-2] at least one topic filter
   if (packet.subscriptions.length === 0) return client.protocolViolation(RC.PROTOCOL_ERROR, 'SUBSCRIBE without a topic filter');
+  // a control character in a filter: 0x8F for that filter on v5 (the broker's filter check);
+  // 3.1.1 has no such code, and the string is one a receiver may treat as malformed [MQTT-5-1.5.4]
+  if (!client.isV5 && packet.subscriptions.some((s) => hasControlCharacter(s.topic))) return client.protocolViolation(RC.MALFORMED_PACKET, 'control character in a topic filter');
   const subId = packet.properties?.subscriptionIdentifier;
   // the Subscription Identifier is 1 to 268,435,455: 0 is a protocol error (MQTT 5.0, 3.8.2.1.2)
   if (subId === 0) return client.protocolViolation(RC.PROTOCOL_ERROR, 'subscription identifier 0');
