@@ -147,7 +147,7 @@ export class MqttClient implements ConnectionEvents, CoreClient {
         this.handle(this.core, this, packet, packetBytes);
       } catch (err) {
         // a bug or a failing hook while serving this packet ends this connection only
-        return this.internalError(err);
+        return this.internalError(err, packet);
       }
     }
     if (this.state === 'closed') {
@@ -223,9 +223,10 @@ export class MqttClient implements ConnectionEvents, CoreClient {
 
   // -------------------------------------------------------------- ending
 
-  /** An unexpected exception while serving this client: log it, answer 0x83, close. */
-  internalError(err: unknown): void {
-    this.core.log.error({ err, clientId: this.clientId }, 'internal error serving a client');
+  /** An unexpected exception while serving this client (`packet`): count and log it, answer 0x83, close. */
+  internalError(err: unknown, packet?: Packet): void {
+    const cmd = packet?.cmd ?? 'connect';
+    this.core.countInternalError(`packet_${cmd}`, err, this, packet && 'topic' in packet && typeof packet.topic === 'string' ? packet.topic : undefined);
     this.protocolViolation(RC.IMPLEMENTATION_SPECIFIC_ERROR, 'internal error');
   }
 

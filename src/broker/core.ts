@@ -47,6 +47,8 @@ export interface BrokerCore extends DeliveryContext {
   /** The onSubscribe notifications. */
   subscribed(client: ClientInfo, filter: string, qos: QoS): void;
   countProtocolError(code: number): void;
+  /** An unexpected exception while serving `client`, counted by `kind` and logged; the caller closes that connection only. */
+  countInternalError(kind: string, err: unknown, client: ClientInfo, topic?: string): void;
 
   // sessions
   assignClientId(): string;

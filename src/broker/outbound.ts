@@ -24,6 +24,8 @@ export interface DeliveryContext {
   countQueueFullDisconnect(): void;
   /** The authorizeDelivery hooks (read access), checked again for queued messages. */
   mayDeliver(client: ClientInfo, message: Message): boolean;
+  /** Encoding `message` for `client` failed: take it out of service (counted, logged once, retained copy removed). */
+  quarantine(message: Message, err: unknown, client: ClientInfo): void;
 }
 
 /** The connection an Outbound writes for. */
@@ -178,6 +180,7 @@ export class Outbound {
   }
 
   private sendDelivery(d: Delivery): void {
+    if (d.message.quarantined) return this.core.countDrop('quarantined', this.owner);
     if (d.qos === 0) {
       this.writePublish(d, 0, false);
       return;
@@ -189,6 +192,20 @@ export class Outbound {
   }
 
   private writePublish(d: Delivery, packetId: number, dup: boolean): void {
+    let bytes: Buffer;
+    try {
+      bytes = this.encodeDelivery(d, packetId, dup);
+    } catch (err) {
+      // A stored message this broker cannot encode (which the inbound checks should have made
+      // impossible): it is taken out of service, and this receiver stays connected.
+      if (d.qos > 0) this.owner.session!.removeInflight(packetId);
+      this.core.quarantine(d.message, err, this.owner);
+      return this.core.countDrop('quarantined', this.owner);
+    }
+    this.sendPublishBytes(bytes, d, packetId);
+  }
+
+  private encodeDelivery(d: Delivery, packetId: number, dup: boolean): Buffer {
     const m = d.message;
     const version = this.owner.protocolVersion;
     const v5 = version === 5;
@@ -196,8 +213,7 @@ export class Outbound {
     if (d.qos === 0 && m.expiresAt === undefined && (!v5 || (this.topicAliasMax === 0 && !d.subscriptionIds))) {
       const slot = (v5 ? 2 : 0) + (d.retain ? 1 : 0);
       const wire = (m.wire ??= []);
-      const bytes = (wire[slot] ??= encodePublish({ topic: m.topic, payload: m.payload, qos: 0, retain: d.retain, dup: false, ...(v5 && m.properties ? { properties: m.properties } : {}) }, version));
-      return this.sendPublishBytes(bytes, d, packetId);
+      return (wire[slot] ??= encodePublish({ topic: m.topic, payload: m.payload, qos: 0, retain: d.retain, dup: false, ...(v5 && m.properties ? { properties: m.properties } : {}) }, version));
     }
     const packet: PublishFields = { topic: m.topic, payload: m.payload, qos: d.qos, retain: d.retain, dup };
     if (d.qos > 0) packet.messageId = packetId;
@@ -224,11 +240,16 @@ export class Outbound {
       }
       packet.properties = properties;
     }
-    const bytes = encodePublish(packet, version);
-    if (bytes.length > this.maxPacketSize && packet.properties?.topicAlias !== undefined && packet.topic !== '') {
-      this.aliases?.delete(m.topic); // the alias was never announced
+    const newAlias = packet.properties?.topicAlias !== undefined && packet.topic !== '';
+    let bytes: Buffer;
+    try {
+      bytes = encodePublish(packet, version);
+    } catch (err) {
+      if (newAlias) this.aliases?.delete(m.topic); // the alias was never announced
+      throw err;
     }
-    this.sendPublishBytes(bytes, d, packetId);
+    if (bytes.length > this.maxPacketSize && newAlias) this.aliases?.delete(m.topic); // never announced either
+    return bytes;
   }
 
   private sendPublishBytes(bytes: Buffer, d: Delivery, packetId: number): void {

@@ -33,7 +33,7 @@ export function handleConnect(core: BrokerCore, client: MqttClient, packet: ICon
       if (verdict.username !== undefined) client.username = verdict.username;
       openConnection(core, client, packet, terms);
     })
-    .catch((err: unknown) => client.internalError(err));
+    .catch((err: unknown) => client.internalError(err, packet));
 }
 
 /** The CONNECT's own rules; undefined when it was refused (the connection is then closed). */
