@@ -3,7 +3,7 @@
  * durable storage, so that a retained PUBLISH acknowledged after its commit survives a crash.
  */
 import type { Logger } from 'pino';
-import type { Message } from '../broker/message.js';
+import type { Message } from '../mqtt/message.js';
 import { RetainedStore } from '../broker/retained.js';
 import { StorageFullError } from './errors.js';
 import type { BrokerStorage } from './store.js';
