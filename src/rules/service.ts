@@ -102,7 +102,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
   let etag = etagOf(EMPTY);
   let source = '';
   let closed = false;
-  const retired: EngineCounters = { messages: 0, topicMatches: 0, evaluations: 0, fires: 0, missingVariable: 0, kindMismatch: 0, notJson: 0, bufferFull: 0 };
+  const retired: EngineCounters = { messages: 0, topicMatches: 0, evaluations: 0, fires: 0, missingVariable: 0, kindMismatch: 0, notJson: 0, bufferFull: 0, memoryTopics: 0, memoryEvicted: 0, samplesMerged: 0 };
   const stats = { engineErrors: 0, compiles: 0, compileErrors: 0, rejectedWrites: 0, lastCompileMillis: 0, lastAscMillis: 0, wasmBytes: 0, sourceBytes: 0 };
   let lastEngineErrorLog = 0;
 
