@@ -173,8 +173,8 @@ export class RulesCompiler {
   }
 
   /** For tests and benchmarks: compile an already checked document. */
-  compileDocument(document: CheckedDocument, optimizeLevel?: number): Promise<CompiledDocument> {
-    return this.compile({ document: document.document, ...(optimizeLevel === undefined ? {} : { optimizeLevel }) });
+  compileDocument(document: CheckedDocument, optimizeLevel?: number, limits?: { topics: number; samples: number }): Promise<CompiledDocument> {
+    return this.compile({ document: document.document, ...(optimizeLevel === undefined ? {} : { optimizeLevel }), ...(limits ? { limits } : {}) });
   }
 
   async close(): Promise<void> {
