@@ -69,7 +69,7 @@ function documentOf(statements: fc.Arbitrary<unknown>[] | unknown[], rules: { co
           return st;
         }),
       },
-    ] as RulesDocument['filters'],
+    ] as unknown as RulesDocument['filters'],
     rules: [
       {
         statements: rules.map((r, i) => ({ id: i + 1, topic: i % 2 === 0 ? 's/#' : 's/1', payload_type: r.type as 'float', condition: r.condition })),
