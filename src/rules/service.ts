@@ -20,6 +20,7 @@ export { etagOf };
 import { RulesError, RulesErrorCode } from './errors.js';
 import type { BufferedEntry, EngineCounters, RulesProgram, StatementCounters, StatementMemory } from './runtime.js';
 import { decodeMemory, encodeMemory } from './memory-codec.js';
+import { dryRun, type DryRunOutput } from './dry-run.js';
 import type { SnapshotSection } from '../persistence/snapshot.js';
 import { DocumentStore } from './store.js';
 
@@ -76,6 +77,8 @@ export interface RulesService {
   /** Who uploaded the active document, when known. */
   author(): (RulesAuthor & { at: string }) | undefined;
   metrics(): RulesMetrics;
+  /** POST /test: what a document (default: the active one) would do with the messages; touches nothing live. */
+  test(body: string): { outputs: DryRunOutput[] };
   /** Evaluations, fires and condition errors per filter and per rule of the active document. */
   partMetrics(): PartMetrics[];
   /** Generated AssemblyScript of the active document (for review and the status page). */
@@ -470,6 +473,11 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
         deniedOutputs,
         ...activeStats,
       };
+    },
+    test(body: string) {
+      const states = options.stateStore;
+      // the live store is only read: a copy of each value, nothing written
+      return dryRun(body, activeText, (key) => states?.read(Buffer.from(key, 'utf8')), { topics: config.rulesMemoryTopics, samples: config.rulesWindowSamples });
     },
     partMetrics(): PartMetrics[] {
       const p = program;
