@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { checkAuthorAccess, type AuthorAccess, type RulesAuthor } from './author-check.js';
 import type { Logger } from 'pino';
 import type { BrokerApi } from '../broker/api.js';
-import type { Message } from '../broker/message.js';
+import type { Message } from '../mqtt/message.js';
 import type { Config } from '../config/schema.js';
 import type { RulesDocument } from './ast.js';
 import { RulesCompiler, type CompiledDocument } from './compiler.js';

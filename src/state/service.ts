@@ -8,7 +8,7 @@
 import type { Logger } from 'pino';
 import type { BrokerApi } from '../broker/api.js';
 import type { ClientInfo } from '../broker/hooks.js';
-import type { Message, UserProperties } from '../broker/message.js';
+import type { Message, UserProperties } from '../mqtt/message.js';
 import type { Config } from '../config/schema.js';
 import type { SnapshotSection } from '../persistence/snapshot.js';
 import { parseStateStoreSection, StateStoreAuthorizer, type Access } from './authorization.js';
