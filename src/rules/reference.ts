@@ -9,14 +9,8 @@ import type { EngineCounters, RuleOutput } from './runtime.js';
 import { renderKey, renderTemplate, stateValue, type TemplateValue } from './template.js';
 import { topicMatches } from './topic.js';
 
-/** Bounds of the per-statement memory (specs/fr-script-state.md; settings EDB_RULES_MEMORY_*). */
-export interface MemoryLimits {
-  /** Concrete topics per statement (the least recently seen is forgotten past that). */
-  topics: number;
-  /** Exact samples per window and topic (older ones are merged into buckets). */
-  samples: number;
-}
-export const DEFAULT_MEMORY_LIMITS: MemoryLimits = { topics: 10_000, samples: 1024 };
+import { DEFAULT_MEMORY_LIMITS, type MemoryLimits } from './limits.js';
+export { DEFAULT_MEMORY_LIMITS, type MemoryLimits };
 /** Buckets a window merges its older samples into (one more may hold the boundary). */
 export const WINDOW_BUCKETS = 64;
 const BUCKET_CAP = WINDOW_BUCKETS + 1;

@@ -17,7 +17,7 @@
  */
 import type { MemoryCell } from './ast.js';
 import type { OutputTemplates, ProgramMeta } from './pipeline.js';
-import { DEFAULT_MEMORY_LIMITS, type MemoryLimits } from './reference.js';
+import { DEFAULT_MEMORY_LIMITS, type MemoryLimits } from './limits.js';
 import { renderKey, renderTemplate, type TemplateValue } from './template.js';
 
 export interface RuleOutput {
