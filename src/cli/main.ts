@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import './young-generation.js'; // first: it must run before the other modules load
 import { Command } from 'commander';
 import { registerStart } from './start.js';
 import { register as registerClients } from './clients.js';

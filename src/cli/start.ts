@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { createLogger } from '../log.js';
 import { startEdb, type EdbServer } from '../server.js';
+import { releaseYoungGeneration } from './young-generation.js';
 
 /** `edb start`: every setting comes from EDB_* variables over the EDB_CONFIG file. */
 export function registerStart(program: Command): void {
@@ -64,6 +65,7 @@ export function registerStart(program: Command): void {
         log.flush?.();
         process.exit(1);
       }
+      releaseYoungGeneration(); // started: traffic may grow V8's young generation again
       if (requested) stop(requested);
     });
 }
