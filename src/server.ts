@@ -15,9 +15,11 @@ import { registerStateStoreMetrics } from './state/metrics.js';
 import { createAuthService } from './auth/service.js';
 import { createClientLimits } from './auth/rate-limit.js';
 import { createRulesService } from './rules/service.js';
-import { createRulesHttpHandler, startRulesHttpServer } from './rules/http.js';
+import { createRulesHttpHandler, startRulesHttpServer, type RulesHttpGuard } from './rules/http.js';
+import { requiredAccess } from './http/access.js';
 import { registerRulesMetrics } from './rules/metrics.js';
 import { loadConfig } from './config/load.js';
+import { openStorage, type BrokerStorage } from './storage/index.js';
 
 /** The package version, from the package.json above this module (src/ or dist/src/). */
 function packageVersion(): string {
@@ -41,6 +43,8 @@ export interface EdbServer {
   readonly config: Config;
   readonly stateStore: StateStoreService;
   readonly backup: BackupManager;
+  /** Where retained messages, sessions and the state store are kept (EDB_STORAGE). */
+  readonly storage: BrokerStorage;
   /** Port of the named listener ("mqtt", "mqtts", "ws", "wss", "http", "rules"). */
   port(name: string): number;
   /** Graceful stop: listeners closed, clients told (v5 0x8B), services saved and closed. */
@@ -58,6 +62,8 @@ interface Service {
  */
 export async function startEdb(config: Config, log: Logger): Promise<EdbServer> {
   loadTlsOptions(config); // web: unusable TLS settings fail here, before anything starts
+  // an unusable storage folder fails here too (StorageOpenError: exit code 2), before any listener
+  const storage = openStorage(config, log);
   const broker = new Broker(config, log);
   const services: Service[] = [];
   const listeners: Listener[] = [];
@@ -77,7 +83,8 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   const stateStore = createStateStoreService(broker, config, log);
   services.push(stateStore);
 
-  const rules = createRulesService(broker, config, log);
+  // a document acts for its uploader: with an ACL, its topics must be theirs (rules/author-check.ts)
+  const rules = createRulesService(broker, config, log, { authorAccess: { enabled: () => auth.aclEnabled, forUser: (user) => auth.accessFor(user) } });
   services.push(rules);
 
   // Backup: every part with state registers a section; restored before listeners open,
@@ -112,19 +119,26 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     await rules.ready;
   } catch (err) {
     await Promise.all([...listeners.map((l) => l.close()), ...services.map((s) => s.close())]);
+    await storage.close().catch(() => undefined);
     throw err;
   }
 
   try {
     if (config.mqttPort >= 0) listeners.push(await startTcpListener(broker, config.host, config.mqttPort));
     listeners.push(...(await startTlsAndWebSocketListeners(broker, config, log))); // web: MQTTS, WS, WSS
-    if (config.rulesPort >= 0) listeners.push(await startRulesHttpServer(rules, config.host, config.rulesPort));
+    if (config.rulesPort >= 0) {
+      // the rules port answers to the same access rules as /rules on the HTTP port
+      const guard: RulesHttpGuard = (req, next) => http.access.guard(req, requiredAccess(req.method, req.path === '/' ? '/rules' : `/rules${req.path}`, config.metricsAuth), next);
+      const tls = loadTlsOptions(config);
+      listeners.push(await startRulesHttpServer(rules, config.host, config.rulesPort, { guard, ...(tls ? { tls } : {}) }));
+    }
   } catch (err) {
     // a port in use (say): undo everything started so far, then report
     await Promise.all(listeners.map((l) => l.close()));
     await broker.close(0);
     await backup.close();
     for (const svc of [...services].reverse()) await Promise.resolve(svc.close()).catch(() => undefined);
+    await storage.close().catch(() => undefined);
     throw err;
   }
   for (const l of listeners) log.info({ listener: l.name, engine: l.engine, host: config.host, port: l.port }, `listening: ${l.name} on port ${l.port} (${l.engine})`);
@@ -138,6 +152,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     config,
     stateStore,
     backup,
+    storage,
     port(name: string): number {
       const l = listeners.find((x) => x.name === name);
       if (!l) throw new Error(`no listener named ${name}`);
@@ -162,6 +177,11 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
           }
         }
         await Promise.all(closing);
+        try {
+          await storage.close();
+        } catch (err) {
+          log.error({ err }, 'storage failed to close');
+        }
       })();
       return stopping;
     },

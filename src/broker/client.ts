@@ -13,11 +13,12 @@ import type { ClientInfo } from './hooks.js';
 import type { Message, MessageProperties, QoS } from './message.js';
 import type { Delivery, InflightEntry, Session } from '../session/session.js';
 import { RC, reasonName, v3ConnackCode } from '../mqtt/reason-codes.js';
-import { isValidTopicName } from '../topics/validate.js';
+import { hasControlCharacter, isValidTopicName } from '../topics/validate.js';
 import { FRAME_INCOMPLETE, FRAME_MALFORMED, frameLength } from './framing.js';
 import { malformedString } from '../mqtt/strings.js';
 import { encodePublish, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
-import { decodePacket, propertyProblem } from '../mqtt/decode.js';
+import { decodePacket } from '../mqtt/decode.js';
+import { checkPropertyBlocks } from '../mqtt/properties.js';
 import { decodeFast } from '../mqtt/decode-fast.js';
 import type { Broker } from './broker.js';
 
@@ -155,9 +156,10 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
         if (fast !== undefined) packet = fast;
         else {
           packet = decodePacket(packetBytes, version);
-          // decode-fast takes no packet with a repeated or cut property: only mqtt-packet's can have
-          // one (CONNECT's is answered in onConnect, which knows the protocol version for the CONNACK)
-          const problem = packet.cmd === 'connect' ? undefined : propertyProblem(packet);
+          // decode-fast is strict; mqtt-packet reads properties leniently, so its packets' property
+          // blocks are read again strictly (CONNECT's in onConnect, which knows the protocol version
+          // for the CONNACK)
+          const problem = packet.cmd === 'connect' || version !== 5 ? undefined : checkPropertyBlocks(packetBytes);
           if (problem !== undefined) {
             this.protocolViolation(problem.reasonCode, problem.reason);
             break;
@@ -256,7 +258,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     // Malformed CONNECT flags the parser lets through: v5 answers CONNACK 0x81, 3.1.1 just closes
     const malformed = (reason: string): void => (version === 5 ? this.refuse(RC.MALFORMED_PACKET, reason) : this.protocolViolation(RC.MALFORMED_PACKET, reason));
     if (packet.will && (packet.will.qos ?? 0) > 2) return malformed('will QoS 3'); // [MQTT-3.1.2-12]
-    const problem = propertyProblem(packet);
+    const problem = version === 5 && this.frame ? checkPropertyBlocks(this.frame) : undefined;
     if (problem !== undefined) return this.refuse(problem.reasonCode, problem.reason); // only v5 has properties
     if (version !== 5 && packet.password !== undefined && packet.username === undefined) {
       return malformed('password without user name'); // [MQTT-3.1.2-22] (3.1.1; allowed in 5.0)
@@ -660,6 +662,9 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   private onSubscribe(packet: ISubscribePacket): void {
     // [MQTT-3.8.3-2] at least one topic filter
     if (packet.subscriptions.length === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'SUBSCRIBE without a topic filter');
+    // a control character in a filter: 0x8F for that filter on v5 (the broker's filter check);
+    // 3.1.1 has no such code, and the string is one a receiver may treat as malformed [MQTT-5-1.5.4]
+    if (!this.isV5 && packet.subscriptions.some((s) => hasControlCharacter(s.topic))) return this.protocolViolation(RC.MALFORMED_PACKET, 'control character in a topic filter');
     const subId = packet.properties?.subscriptionIdentifier;
     if (subId === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'subscription identifier 0'); // [MQTT-3.8.2-?]
     const result = this.broker.subscribe(this, packet.subscriptions, subId);
@@ -673,6 +678,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   private onUnsubscribe(packet: IUnsubscribePacket): void {
     // [MQTT-3.10.3-2] at least one topic filter
     if (packet.unsubscriptions.length === 0) return this.protocolViolation(RC.PROTOCOL_ERROR, 'UNSUBSCRIBE without a topic filter');
+    if (!this.isV5 && packet.unsubscriptions.some(hasControlCharacter)) return this.protocolViolation(RC.MALFORMED_PACKET, 'control character in a topic filter');
     const codes = this.broker.unsubscribe(this, packet.unsubscriptions);
     if (this.isV5) this.writePacket({ cmd: 'unsuback', messageId: packet.messageId!, granted: codes });
     else this.writePacket({ cmd: 'unsuback', messageId: packet.messageId!, granted: [] });

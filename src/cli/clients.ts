@@ -76,7 +76,8 @@ async function fetchJson<T>(opts: ApiOptions, path: string): Promise<T> {
   const url = `${baseUrl(opts)}${path}${query}`;
   let res: Response;
   try {
-    res = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+    const token = process.env['EDB_ADMIN_TOKEN']; // from `edb token create`
+    res = await fetch(url, { signal: AbortSignal.timeout(10_000), ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}) });
   } catch (err) {
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
     throw new Error(`cannot reach the broker at ${url}: ${cause?.code ?? cause?.message ?? (err as Error).message} (is it running? set --url or EDB_HTTP_PORT)`);

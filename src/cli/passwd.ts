@@ -1,10 +1,12 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { hashPassword, PasswordFileError, PasswordFile, updatePasswordText, validUsername, writePasswordFile } from '../auth/password-file.js';
+import { AdminUsers, isAdminUsersText, isRole, ROLES } from '../auth/admin-users.js';
 
 /**
- * `edb passwd FILE USER [--password P] [--delete]`: add, change or delete a user in a
- * password file (in the spirit of mosquitto_passwd / vmq-passwd). Without --password it
+ * `edb passwd FILE USER [--password P] [--role ROLE] [--delete]`: add, change or delete a
+ * user in a password file (in the spirit of mosquitto_passwd / vmq-passwd). With --role the
+ * file is an admin users file for the HTTP surfaces (EDB_ADMIN_USERS_FILE, `user:role:hash`). Without --password it
  * prompts twice on the terminal without echo, or reads one line from a pipe.
  * The running broker picks the change up by itself (file watch) or on SIGHUP.
  */
@@ -12,6 +14,8 @@ import { hashPassword, PasswordFileError, PasswordFile, updatePasswordText, vali
 export interface PasswdOptions {
   password?: string;
   delete?: boolean;
+  /** viewer, operator or admin: the file is an admin users file. */
+  role?: string;
 }
 
 export interface PasswdIO {
@@ -85,7 +89,14 @@ export async function runPasswd(file: string, user: string, options: PasswdOptio
     if (options.delete) throw new PasswdError(`${file}: no such file`);
   }
   // Refuse to rewrite a file we could not read back: that would silently drop its bad lines.
-  PasswordFile.parse(text, file);
+  const adminFile = isAdminUsersText(text);
+  if (adminFile) AdminUsers.parse(text, file);
+  else PasswordFile.parse(text, file);
+  if (options.role !== undefined && !isRole(options.role)) throw new PasswdError(`--role must be one of ${ROLES.join(', ')}`);
+  if (!options.delete) {
+    if (options.role !== undefined && !adminFile && /^\s*[^#\s]/m.test(text)) throw new PasswdError(`${file} is an MQTT password file; admin users (--role) go in their own file (EDB_ADMIN_USERS_FILE)`);
+    if (options.role === undefined && adminFile) throw new PasswdError(`${file} is an admin users file: give the user's role with --role (${ROLES.join(', ')})`);
+  }
 
   if (options.delete) {
     const { text: next, existed } = updatePasswordText(text, user, null);
@@ -97,9 +108,9 @@ export async function runPasswd(file: string, user: string, options: PasswdOptio
   const password = options.password ?? (await askPassword(io));
   if (password.length === 0) throw new PasswdError('empty passwords are not accepted');
   const hash = await hashPassword(password);
-  const { text: next, existed } = updatePasswordText(text, user, hash);
+  const { text: next, existed } = updatePasswordText(text, user, options.role === undefined ? hash : `${options.role}:${hash}`);
   await writePasswordFile(file, next);
-  return `${existed ? 'changed the password of' : 'added'} user "${user}" in ${file}`;
+  return `${existed ? 'changed the password of' : 'added'} user "${user}"${options.role === undefined ? '' : ` (${options.role})`} in ${file}`;
 }
 
 export function register(program: Command): void {
@@ -110,6 +121,7 @@ export function register(program: Command): void {
     .argument('<user>', 'user name')
     .option('-p, --password <password>', 'the password, for scripts (otherwise prompted without echo, or one line from a pipe)')
     .option('-D, --delete', 'delete the user')
+    .option('-r, --role <role>', `admin users file for the console and HTTP API (EDB_ADMIN_USERS_FILE): the user's role, ${ROLES.join(' | ')}`)
     .action(async (file: string, user: string, options: PasswdOptions) => {
       try {
         const summary = await runPasswd(file, user, options, { stdin: process.stdin, stderr: process.stderr });

@@ -23,6 +23,12 @@ async function readDocument(file: string): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** EDB_ADMIN_TOKEN (from `edb token create`) as a bearer token, when set. */
+function authHeader(): Record<string, string> {
+  const token = process.env['EDB_ADMIN_TOKEN'];
+  return token ? { authorization: `Bearer ${token}` } : {};
+}
+
 async function request(method: string, options: Options, body?: string): Promise<void> {
   const url = `${baseUrl(options)}/`;
   let res: Response;
@@ -30,7 +36,7 @@ async function request(method: string, options: Options, body?: string): Promise
     res = await fetch(url, {
       method,
       ...(body === undefined ? {} : { body }),
-      headers: { 'content-type': 'application/json', ...(options.ifMatch ? { 'if-match': options.ifMatch } : {}) },
+      headers: { 'content-type': 'application/json', ...(options.ifMatch ? { 'if-match': options.ifMatch } : {}), ...authHeader() },
     });
   } catch (err) {
     process.stderr.write(`edb rules: cannot reach ${url}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}\n`);

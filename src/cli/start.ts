@@ -61,6 +61,14 @@ export function registerStart(program: Command): void {
       try {
         server = await startEdb(config, log);
       } catch (err) {
+        // a setting or a storage folder the user must fix: a clear line and exit code 2, no stack
+        const code = (err as { code?: unknown }).code;
+        if (err instanceof ConfigError || code === 'EDB_STORAGE_OPEN') {
+          log.fatal(`cannot start: ${(err as Error).message}`);
+          log.flush?.();
+          process.stderr.write(`edb: ${(err as Error).message}\n`);
+          process.exit(2);
+        }
         log.fatal({ err }, `cannot start: ${(err as Error).message}`);
         log.flush?.();
         process.exit(1);

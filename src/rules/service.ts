@@ -5,7 +5,9 @@
  * completely before they replace the active program (between two messages), persisted
  * atomically under dataDir and reloaded at start.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { checkAuthorAccess, type AuthorAccess, type RulesAuthor } from './author-check.js';
 import type { Logger } from 'pino';
 import type { BrokerApi } from '../broker/api.js';
 import type { Message } from '../broker/message.js';
@@ -27,8 +29,10 @@ export interface RulesMetrics extends EngineCounters {
   engineErrors: number;
   compiles: number;
   compileErrors: number;
-  /** Writes refused with a 4xx (bad document, stale If-Match). */
+  /** Writes refused with a 4xx (bad document, stale If-Match, outside the author's ACL). */
   rejectedWrites: number;
+  /** Outputs dropped because the document's author may not publish to their topic (ACL). */
+  deniedOutputs: number;
   lastCompileMillis: number;
   lastAscMillis: number;
   wasmBytes: number;
@@ -53,12 +57,14 @@ export interface RulesService {
   current(): { document: RulesDocument; etag: string };
   /** The active document as stored (indented JSON), without parsing it. */
   currentText(): { text: string; etag: string };
-  /** POST: replace the whole document. */
-  replace(body: string, ifMatch?: string): Promise<WriteResult>;
+  /** POST: replace the whole document. `author`: who uploads it (checked against the ACL). */
+  replace(body: string, ifMatch?: string, author?: RulesAuthor): Promise<WriteResult>;
   /** PATCH: add filters and rules (a rule sharing a statement id replaces the old one). */
-  patch(body: string, ifMatch?: string): Promise<WriteResult>;
+  patch(body: string, ifMatch?: string, author?: RulesAuthor): Promise<WriteResult>;
   /** DELETE: the empty document. */
-  clear(ifMatch?: string): Promise<WriteResult>;
+  clear(ifMatch?: string, author?: RulesAuthor): Promise<WriteResult>;
+  /** Who uploaded the active document, when known. */
+  author(): (RulesAuthor & { at: string }) | undefined;
   metrics(): RulesMetrics;
   /** Generated AssemblyScript of the active document (for review and the status page). */
   source(): string;
@@ -83,7 +89,14 @@ export function ifMatchHolds(header: string | undefined, etag: string): boolean 
 
 interface Options {
   compiler?: RulesCompiler;
+  /**
+   * The ACL as it applies to a document's author (see author-check.ts); `enabled` false
+   * when no ACL is configured. Without it, documents are not checked.
+   */
+  authorAccess?: { enabled(): boolean; forUser(user: string): AuthorAccess & { canWrite(topic: string): boolean } };
 }
+
+const AUTHOR_FILE = 'rules-author.json';
 
 export function createRulesService(broker: BrokerApi, config: Config, log: Logger, options: Options = {}): RulesService {
   const rlog = log.child({ part: 'rules' });
@@ -105,6 +118,11 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
   const retired: EngineCounters = { messages: 0, topicMatches: 0, evaluations: 0, fires: 0, missingVariable: 0, kindMismatch: 0, notJson: 0, bufferFull: 0 };
   const stats = { engineErrors: 0, compiles: 0, compileErrors: 0, rejectedWrites: 0, lastCompileMillis: 0, lastAscMillis: 0, wasmBytes: 0, sourceBytes: 0 };
   let lastEngineErrorLog = 0;
+  let deniedOutputs = 0;
+  let activeAuthor: (RulesAuthor & { at: string }) | undefined;
+  /** Set while the active document has an author with an ACL: may it publish to this topic? */
+  let outputAllowed: ((topic: string) => boolean) | undefined;
+  const authorPath = join(config.dataDir, AUTHOR_FILE);
 
   // Outputs wait until the message that caused them has been routed (subscribers see
   // house/1 before house/1/alert/); one microtask per batch of messages, not per message.
@@ -136,10 +154,16 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
         return;
       }
       if (outputs.length === 0) return;
+      const queued = pending.length;
       for (let i = 0; i < outputs.length; i++) {
         const o = outputs[i]!;
+        if (outputAllowed !== undefined && !outputAllowed(o.topic)) {
+          deniedOutputs++;
+          continue;
+        }
         pending.push({ topic: o.topic, payload: o.payload, qos: message.qos, retain: message.retain, origin: RULES_ORIGIN });
       }
+      if (pending.length === queued) return; // every output denied
       if (!flushScheduled) {
         flushScheduled = true;
         queueMicrotask(flush);
@@ -216,11 +240,47 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     queue = run.catch(() => undefined);
     return run;
   }
-  const guarded = <T>(ifMatch: string | undefined, op: () => Promise<T>): Promise<T> =>
+  function setAuthor(author: RulesAuthor | undefined, at = new Date().toISOString()): void {
+    activeAuthor = author ? { ...author, at } : undefined;
+    const user = author?.user;
+    const acl = options.authorAccess;
+    if (user === undefined || !acl) outputAllowed = undefined;
+    else {
+      const view = acl.forUser(user);
+      outputAllowed = (topic) => !acl.enabled() || view.canWrite(topic);
+    }
+  }
+  async function saveAuthor(): Promise<void> {
+    try {
+      await writeFile(authorPath, JSON.stringify({ etag, ...(activeAuthor ?? {}) }) + '\n');
+    } catch (err) {
+      rlog.warn({ err: (err as Error).message }, 'cannot record the rules document author');
+    }
+  }
+  function checkAuthor(author: RulesAuthor | undefined, ...texts: string[]): void {
+    const acl = options.authorAccess;
+    if (author?.user === undefined || !acl || !acl.enabled()) return;
+    const access = acl.forUser(author.user);
+    for (const text of texts) {
+      let doc: unknown;
+      try {
+        doc = JSON.parse(text);
+      } catch {
+        continue; // the compiler reports it
+      }
+      checkAuthorAccess(doc, access, author.user);
+    }
+  }
+  const guarded = <T>(ifMatch: string | undefined, op: () => Promise<T>, author?: RulesAuthor, texts: string[] = []): Promise<T> =>
     serial(async () => {
       try {
         if (!ifMatchHolds(ifMatch, etag)) throw new RulesError(RulesErrorCode.stale, '', `If-Match ${ifMatch} does not name the active document (${etag})`);
-        return await op();
+        checkAuthor(author, ...texts);
+        const result = await op();
+        setAuthor(author);
+        await saveAuthor();
+        if (author) rlog.info({ etag, author: author.user ?? author.via }, 'rules document uploaded');
+        return result;
       } catch (err) {
         if (err instanceof RulesError && err.status < 500) stats.rejectedWrites++;
         throw err;
@@ -249,8 +309,19 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     try {
       await activate({ text }, false, false, true);
       applySavedBuffer();
+      await restoreAuthor();
     } catch (err) {
       rlog.error({ err, file: store.path }, 'the stored rules document is invalid; starting with an empty document');
+    }
+  }
+  async function restoreAuthor(): Promise<void> {
+    try {
+      const saved = JSON.parse(await readFile(authorPath, 'utf8')) as { etag?: unknown; user?: unknown; via?: unknown; at?: unknown };
+      if (saved.etag === etag && typeof saved.via === 'string') {
+        setAuthor({ user: typeof saved.user === 'string' ? saved.user : undefined, via: saved.via }, typeof saved.at === 'string' ? saved.at : undefined);
+      }
+    } catch {
+      // no record: a document from before authors were recorded
     }
   }
   const ready = serial(load);
@@ -295,9 +366,11 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     ready,
     current: () => ({ document: (activeParsed ??= JSON.parse(activeText) as RulesDocument), etag }),
     currentText: () => ({ text: activeText, etag }),
-    replace: (body, ifMatch) => guarded(ifMatch, () => activate({ text: body }, true)),
-    patch: (body, ifMatch) => guarded(ifMatch, () => activate({ text: body, patchOnto: activeText }, true, true)),
-    clear: (ifMatch) => guarded(ifMatch, () => activate({ document: EMPTY }, true)),
+    replace: (body, ifMatch, author) => guarded(ifMatch, () => activate({ text: body }, true), author, [body]),
+    // the patched document acts for the new author as a whole: check what is kept too
+    patch: (body, ifMatch, author) => guarded(ifMatch, () => activate({ text: body, patchOnto: activeText }, true, true), author, [body, activeText]),
+    clear: (ifMatch, author) => guarded(ifMatch, () => activate({ document: EMPTY }, true), author),
+    author: () => activeAuthor,
     metrics(): RulesMetrics {
       const c = program?.counters();
       const sum = { ...retired };
@@ -305,6 +378,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       return {
         ...sum,
         ...stats,
+        deniedOutputs,
         ...activeStats,
       };
     },
