@@ -11,13 +11,11 @@ import { startHttpService } from './http/service.js';
 import { restoreBroker, snapshotBroker } from './broker/snapshot.js';
 import { createBackupManager, type BackupManager } from './persistence/backup.js';
 import { createStateStoreService, type StateStoreService } from './state/service.js';
-import { registerStateStoreMetrics } from './state/metrics.js';
 import { createAuthService } from './auth/service.js';
 import { createClientLimits } from './auth/rate-limit.js';
 import { createRulesService } from './rules/service.js';
 import { createRulesHttpHandler, startRulesHttpServer, type RulesHttpGuard } from './rules/http.js';
 import { requiredAccess } from './http/access.js';
-import { registerRulesMetrics } from './rules/metrics.js';
 import { loadConfig } from './config/load.js';
 import { openStorage, type BrokerStorage } from './storage/index.js';
 
@@ -106,8 +104,9 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   services.push(http);
   if (http.listener) listeners.push(http.listener);
   http.router.mount('/rules', createRulesHttpHandler(rules, { basePath: '/rules' }));
-  registerRulesMetrics(http.registry, rules);
-  registerStateStoreMetrics(http.registry, stateStore);
+  // prom-client and these series are loaded on the first scrape of /metrics
+  http.addMetrics(async (registry) => (await import('./rules/metrics.js')).registerRulesMetrics(registry, rules));
+  http.addMetrics(async (registry) => (await import('./state/metrics.js')).registerStateStoreMetrics(registry, stateStore));
   http.addStatusSection('rules', () => {
     const m = rules.metrics();
     return { filters: m.filters, statements: m.filterStatements + m.ruleStatements, logic: m.logicEntries, fires: m.fires, evaluations: m.evaluations, compileMillis: m.lastCompileMillis, wasmBytes: m.wasmBytes };
