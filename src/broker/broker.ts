@@ -474,6 +474,31 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     this.stats.queueFullDisconnects++;
   }
 
+  /**
+   * An unexpected exception while serving `client` (counted by `kind`; logged with the packet
+   * type and topic). The connection that met it is closed by the caller; nobody else is.
+   */
+  countInternalError(kind: string, err: unknown, client: MqttClient, topic?: string): void {
+    this.stats.internalErrors[kind] = (this.stats.internalErrors[kind] ?? 0) + 1;
+    this.log.error({ err, kind, clientId: client.clientId, topic }, 'internal error serving a client');
+  }
+
+  /**
+   * Encoding `message` for `client` failed: take the message out of service, once. It is marked
+   * so no other receiver gets it (each would fail the same way), and a retained copy is removed
+   * from the retained store. Counted by origin and logged once, with the error.
+   */
+  quarantine(message: Message, err: unknown, client: MqttClient): void {
+    if (message.quarantined) return;
+    message.quarantined = true;
+    this.stats.internalErrors['encode_publish'] = (this.stats.internalErrors['encode_publish'] ?? 0) + 1;
+    const origin = message.origin ?? 'client';
+    this.stats.quarantined[origin] = (this.stats.quarantined[origin] ?? 0) + 1;
+    const wasRetained = this.retained.get(message.topic) === message;
+    if (wasRetained) this.retained.set({ ...message, payload: Buffer.alloc(0) });
+    this.log.error({ err, topic: message.topic, origin, senderId: message.senderId, clientId: client.clientId, retainedRemoved: wasRetained }, 'a stored message could not be encoded for a receiver: quarantined (not sent to anyone again)');
+  }
+
   /** Count a dropped message; log each reason at most every 10 s so a flood cannot flood the log. */
   countDrop(reason: string, client?: MqttClient): void {
     const count = (this.stats.dropped[reason] ?? 0) + 1;

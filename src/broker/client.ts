@@ -173,7 +173,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
         this.onPacket(packet);
       } catch (err) {
         // a bug or a failing hook while serving this packet ends this connection only
-        return this.internalError(err);
+        return this.internalError(err, packet);
       }
     }
     if (this.state === 'closed') {
@@ -203,7 +203,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
     if (bad) return this.protocolViolation(RC.MALFORMED_PACKET, `${bad} is not valid UTF-8 or contains U+0000`);
     if (this.state === 'new') {
       if (packet.cmd !== 'connect') return this.protocolViolation(RC.PROTOCOL_ERROR, 'first packet must be CONNECT'); // [MQTT-3.1.0-1]
-      return void this.onConnect(packet).catch((err: unknown) => this.internalError(err));
+      return void this.onConnect(packet).catch((err: unknown) => this.internalError(err, packet));
     }
     this.handle(packet);
   }
@@ -588,6 +588,7 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   }
 
   private sendDelivery(d: Delivery): void {
+    if (d.message.quarantined) return this.broker.countDrop('quarantined', this);
     if (d.qos === 0) {
       this.writePublish(d, 0, false);
       return;
@@ -604,14 +605,27 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   }
 
   private writePublish(d: Delivery, packetId: number, dup: boolean): void {
+    let bytes: Buffer;
+    try {
+      bytes = this.encodeDelivery(d, packetId, dup);
+    } catch (err) {
+      // A stored message this broker cannot encode (which the inbound checks should have made
+      // impossible): it is taken out of service, and this receiver stays connected.
+      if (d.qos > 0) this.session!.inflight.delete(packetId);
+      this.broker.quarantine(d.message, err, this);
+      return this.broker.countDrop('quarantined', this);
+    }
+    this.sendPublishBytes(bytes, d, packetId);
+  }
+
+  private encodeDelivery(d: Delivery, packetId: number, dup: boolean): Buffer {
     const m = d.message;
     const v5 = this.isV5;
     // Fast path: a QoS 0 delivery with nothing per subscriber is encoded once per message.
     if (d.qos === 0 && m.expiresAt === undefined && (!v5 || (this.clientTopicAliasMax === 0 && !d.subscriptionIds))) {
       const slot = (v5 ? 2 : 0) + (d.retain ? 1 : 0);
       const wire = (m.wire ??= []);
-      const bytes = (wire[slot] ??= encodePublish({ topic: m.topic, payload: m.payload, qos: 0, retain: d.retain, dup: false, ...(v5 && m.properties ? { properties: m.properties } : {}) }, this.protocolVersion));
-      return this.sendPublishBytes(bytes, d, packetId);
+      return (wire[slot] ??= encodePublish({ topic: m.topic, payload: m.payload, qos: 0, retain: d.retain, dup: false, ...(v5 && m.properties ? { properties: m.properties } : {}) }, this.protocolVersion));
     }
     const packet: PublishFields = { topic: m.topic, payload: m.payload, qos: d.qos, retain: d.retain, dup };
     if (d.qos > 0) packet.messageId = packetId;
@@ -638,11 +652,16 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
       }
       packet.properties = properties;
     }
-    const bytes = encodePublish(packet, this.protocolVersion);
-    if (bytes.length > this.clientMaxPacketSize && packet.properties?.topicAlias !== undefined && packet.topic !== '') {
-      this.aliasesOut?.delete(m.topic); // the alias was never announced
+    const newAlias = packet.properties?.topicAlias !== undefined && packet.topic !== '';
+    let bytes: Buffer;
+    try {
+      bytes = encodePublish(packet, this.protocolVersion);
+    } catch (err) {
+      if (newAlias) this.aliasesOut?.delete(m.topic); // the alias was never announced
+      throw err;
     }
-    this.sendPublishBytes(bytes, d, packetId);
+    if (bytes.length > this.clientMaxPacketSize && newAlias) this.aliasesOut?.delete(m.topic); // never announced either
+    return bytes;
   }
 
   private sendPublishBytes(bytes: Buffer, d: Delivery, packetId: number): void {
@@ -701,8 +720,9 @@ export class MqttClient implements ConnectionEvents, ClientInfo {
   }
 
   /** An unexpected exception while serving this client: log it, answer 0x83, close. */
-  private internalError(err: unknown): void {
-    this.broker.log.error({ err, clientId: this.clientId }, 'internal error serving a client');
+  private internalError(err: unknown, packet?: Packet): void {
+    const cmd = packet?.cmd ?? 'connect';
+    this.broker.countInternalError(`packet_${cmd}`, err, this, packet && 'topic' in packet && typeof packet.topic === 'string' ? packet.topic : undefined);
     this.protocolViolation(RC.IMPLEMENTATION_SPECIFIC_ERROR, 'internal error');
   }
 

@@ -36,4 +36,10 @@ export interface Message {
    * Filled lazily by the broker; services leave it alone.
    */
   wire?: (Buffer | undefined)[];
+  /**
+   * Set when encoding the message for a receiver failed (a bug, or a value that should never
+   * have been accepted): no receiver is sent it again, and a retained copy is removed, so one
+   * bad stored item cannot fail every later subscriber (Broker.quarantine).
+   */
+  quarantined?: boolean;
 }

@@ -22,7 +22,7 @@
  */
 import type { Message, MessageProperties, QoS } from './message.js';
 import { Session, type Delivery, type Subscription } from '../session/session.js';
-import { parseSharedFilter } from '../topics/validate.js';
+import { isValidTopicName, parseSharedFilter } from '../topics/validate.js';
 
 const MAGIC = 'EDBS';
 const VERSION = 1;
@@ -259,7 +259,12 @@ export function restoreBroker(dst: SnapshotSource, buf: Buffer, now = Date.now()
     return m;
   };
   const retained: Message[] = [];
-  for (let n = r.u32(), i = 0; i < n; i++) retained.push(msg(r.u32()));
+  for (let n = r.u32(), i = 0; i < n; i++) {
+    const m = msg(r.u32());
+    // a backup written before control characters were refused may hold such a topic: it is left
+    // out, as it would make libmosquitto subscribers drop their connection [MQTT-5-1.5.4]
+    if (isValidTopicName(m.topic)) retained.push(m);
+  }
   const readDelivery = (): Delivery => {
     const message = msg(r.u32());
     const qos = r.u8() as QoS;
