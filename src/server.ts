@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Config } from './config/schema.js';
 import type { Listener } from './transport/connection.js';
@@ -19,20 +18,9 @@ import { requiredAccess } from './http/access.js';
 import { loadConfig } from './config/load.js';
 import { openStorage, type BrokerStorage } from './storage/index.js';
 
-/** The package version, from the package.json above this module (src/ or dist/src/). */
-function packageVersion(): string {
-  for (const rel of ['../package.json', '../../package.json']) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version: string };
-      if (pkg.name === 'edge-data-broker') return pkg.version;
-    } catch {
-      /* try the next */
-    }
-  }
-  return '0.0.0';
-}
+import { VERSION } from './version.js';
 
-export const VERSION: string = packageVersion();
+export { VERSION };
 
 /** A running broker with its listeners and services. */
 export interface EdbServer {

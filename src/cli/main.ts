@@ -7,7 +7,7 @@ import { register as registerState } from './state.js';
 import { register as registerRules } from './rules.js';
 import { register as registerPasswd } from './passwd.js';
 import { register as registerToken } from './token.js';
-import { VERSION } from '../server.js';
+import { VERSION } from '../version.js'; // not server.js: `edb state get` must not load the broker
 
 /** `edb`: each subcommand lives in its own module and registers itself here. */
 const program = new Command();

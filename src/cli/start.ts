@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { createLogger } from '../log.js';
-import { startEdb, type EdbServer } from '../server.js';
+import type { EdbServer } from '../server.js';
 import { releaseYoungGeneration } from './young-generation.js';
 
 /** `edb start`: every setting comes from EDB_* variables over the EDB_CONFIG file. */
@@ -59,6 +59,8 @@ export function registerStart(program: Command): void {
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
       try {
+        // the broker is loaded here, so the other subcommands (which share this entry point) start fast
+        const { startEdb } = await import('../server.js');
         server = await startEdb(config, log);
       } catch (err) {
         // a setting or a storage folder the user must fix: a clear line and exit code 2, no stack
