@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import type { ConnectionAcceptor, TransportKind } from '../transport/connection.js';
 import type { BrokerHooks, ClientInfo } from './hooks.js';
-import type { Message, QoS } from './message.js';
+import type { Message, QoS } from '../mqtt/message.js';
 
 /** One row of `/api/clients` and `edb clients`. */
 export interface ClientSummary {

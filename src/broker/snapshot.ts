@@ -20,8 +20,9 @@
  *   delivery = u32 messageIndex, u8 qos, u8 retain, u8 n, u32 subscriptionId x n
  * str = u32 byte length + UTF-8; bytes = u32 length + bytes.
  */
-import type { Message, MessageProperties, QoS } from './message.js';
+import type { Message, MessageProperties, QoS } from '../mqtt/message.js';
 import { Session, type Delivery, type Subscription } from '../session/session.js';
+import type { SessionStore } from '../session/store.js';
 import { isValidTopicName, parseSharedFilter } from '../topics/validate.js';
 
 const MAGIC = 'EDBS';
@@ -136,7 +137,7 @@ function propertiesFromJson(s: string): MessageProperties | undefined {
 
 /** The view of a broker the snapshot needs. */
 export interface SnapshotSource {
-  readonly sessions: Map<string, Session>;
+  readonly sessions: SessionStore;
   readonly online: Map<string, unknown>;
   readonly retained: { all(): IterableIterator<Message>; set(m: Message): void };
   restoreSession(session: Session): void;

@@ -3,7 +3,7 @@ import type { IPublishPacket } from 'mqtt-packet';
 import { startBroker, until, type TestBroker } from '../helpers/broker.js';
 import { RawClient } from '../helpers/raw.js';
 import { collect, connectClient } from '../helpers/mqttjs.js';
-import type { Message } from '../../src/broker/message.js';
+import type { Message } from '../../src/mqtt/message.js';
 
 /**
  * What one stored item can do to other clients: nothing. A message that cannot be encoded
