@@ -86,7 +86,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   services.push(stateStore);
 
   // a document acts for its uploader: with an ACL, its topics must be theirs (rules/author-check.ts)
-  const rules = createRulesService(broker, config, log, { authorAccess: { enabled: () => auth.aclEnabled, forUser: (user) => auth.accessFor(user) } });
+  const rules = createRulesService(broker, config, log, { stateStore, authorAccess: { enabled: () => auth.aclEnabled, forUser: (user) => auth.accessFor(user) } });
   services.push(rules);
 
   // Backup: every part with state registers a section; restored before listeners open,

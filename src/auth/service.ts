@@ -5,7 +5,7 @@ import { ConfigError } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { BrokerApi } from '../broker/api.js';
 import type { AuthenticateResult, ClientInfo, ConnectRequest } from '../broker/hooks.js';
-import type { Message, QoS } from '../broker/message.js';
+import type { Message, QoS } from '../mqtt/message.js';
 import { ClientAcl, loadAclFile, loadAclFileSync, mergeAcl, parseAclSection, type AclDocument } from './acl.js';
 import { PasswordFile, parseHash, type PasswordHash } from './password-file.js';
 import { addressKey, createLoginLimiter, type LoginLimiter } from './rate-limit.js';

@@ -74,6 +74,8 @@ export const SETTINGS = {
   storageMaxBytes: { env: 'EDB_STORAGE_MAX_BYTES', type: 'integer', default: 0, minimum: 0, description: 'Durable storage: most bytes the message log may use; old generations go first, then QoS 1/2 messages that need storage get 0x97 (0: no cap)' },
   rulesFile: { env: 'EDB_RULES_FILE', type: 'string', default: null, description: 'fr_script document loaded at start' },
   rulesCompilerIdleMs: { env: 'EDB_RULES_COMPILER_IDLE_MS', type: 'integer', default: 60000, minimum: 0, description: 'Stop the rules compiler worker (about 240 MB with asc loaded) after this long without an upload; 0 keeps it running' },
+  rulesMemoryTopics: { env: 'EDB_RULES_MEMORY_TOPICS', type: 'integer', default: 10000, minimum: 1, description: 'fr_script memory (prev, deadband, windows): concrete topics kept per statement; the least recently seen is forgotten past that (edb_rules_memory_evicted_total)' },
+  rulesWindowSamples: { env: 'EDB_RULES_WINDOW_SAMPLES', type: 'integer', default: 1024, minimum: 1, maximum: 1048576, description: 'fr_script windows: samples kept exactly per statement and topic; older ones are merged into 64 buckets (edb_rules_window_samples_merged_total)' },
 } as const satisfies Record<string, SettingSpec>;
 
 export type SettingName = keyof typeof SETTINGS;

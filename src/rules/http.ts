@@ -6,6 +6,7 @@
  *   GET /openapi.json                     OpenAPI 3
  *   GET /docs                             Swagger UI (served from swagger-ui-dist, no CDN)
  *   GET /source                           the generated AssemblyScript of the active document
+ *   POST /test                            a dry run: what a document would publish and write
  */
 import { listenServer } from '../transport/listen.js';
 import { readFileSync } from 'node:fs';
@@ -145,6 +146,11 @@ export function createRulesHttpHandler(service: RulesService, options: { basePat
           default:
             return json(405, { error: { code: 'EDB_METHOD_NOT_ALLOWED', message: `${method} is not supported on /` } }, { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE' });
         }
+      }
+      if (path === '/test') {
+        if (method !== 'POST') return json(405, { error: { code: 'EDB_METHOD_NOT_ALLOWED', message: `${method} is not supported on /test` } }, { allow: 'POST' });
+        if (req.body.length > MAX_BODY_BYTES) throw new RulesError(RulesErrorCode.tooLarge, '', `a test is at most ${MAX_BODY_BYTES} bytes`);
+        return json(200, service.test(req.body.toString('utf8')));
       }
       if (method !== 'GET' && method !== 'HEAD') return json(405, { error: { code: 'EDB_METHOD_NOT_ALLOWED', message: `${method} is not supported on ${path}` } }, { allow: 'GET, HEAD' });
       if (path === '/source') return { status: 200, headers: { 'content-type': 'text/plain; charset=utf-8', etag: service.current().etag }, body: service.source() };

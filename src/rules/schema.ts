@@ -6,13 +6,31 @@ import { Ajv, type ErrorObject } from 'ajv';
 import type { RulesDocument } from './ast.js';
 import { RulesError, RulesErrorCode } from './errors.js';
 
+const template = {
+  type: ['string', 'object'],
+  description: 'A string, in which each {{ expression }} is replaced by its value, or a JSON object published as JSON (a string that is exactly {{ expression }} becomes the typed value)',
+} as const;
+
+const setState = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['key', 'value'],
+  description: 'When the statement fires, sets key (placeholders {2}, {topic}) to value (a template) through the state store',
+  properties: {
+    key: { type: 'string', minLength: 1, description: 'State key; {n} is topic level n, {topic} the whole topic' },
+    value: template,
+    px: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'Expiry in milliseconds' },
+  },
+} as const;
+
 const filterStatement = {
   type: 'object',
   additionalProperties: false,
   required: ['condition'],
   properties: {
     condition: { type: 'string', description: 'Condition over the JSON payload, e.g. `$inside.temperature >= 45 and $inside.humidity <= 15`' },
-    new_payload: { type: 'string', default: '', description: '"" republishes the incoming payload; any other string is published as its UTF-8 bytes' },
+    new_payload: { ...template, description: '"" republishes the incoming payload; any other string is published as its UTF-8 bytes ({{ expression }} replaced); an object is published as JSON. Leave it out with set_state to only write.' },
+    set_state: setState,
   },
 } as const;
 
@@ -46,7 +64,8 @@ const ruleLogic = {
   properties: {
     operations: { type: 'string', description: 'Logic over statement ids, e.g. ( $1 ) and ( $2 )' },
     new_topic: { type: 'string', minLength: 1, description: 'Published with a ! prefix' },
-    new_payload: { type: 'string', default: '', description: '"" publishes a JSON object of the buffered messages, keyed by topic' },
+    new_payload: { ...template, description: '"" publishes a JSON object of the buffered messages, keyed by topic; otherwise a template, evaluated against the message that triggered the evaluation' },
+    set_state: setState,
   },
 } as const;
 
@@ -69,7 +88,7 @@ export const documentSchema = {
   },
 } as const;
 
-const ajv = new Ajv({ allErrors: false, useDefaults: true, coerceTypes: false, strict: true });
+const ajv = new Ajv({ allErrors: false, useDefaults: true, coerceTypes: false, strict: true, allowUnionTypes: true });
 const validate = ajv.compile(documentSchema);
 
 function describe(error: ErrorObject): RulesError {
@@ -89,7 +108,7 @@ function describe(error: ErrorObject): RulesError {
       break;
     }
     case 'type':
-      problem = `must be ${String(error.params['type'])}`;
+      problem = `must be ${String(error.params['type']).split(',').join(' or ')}`;
       break;
     case 'enum':
       problem = `must be one of ${(error.params['allowedValues'] as unknown[]).join(', ')}`;
@@ -107,5 +126,9 @@ export function validateDocument(input: unknown): RulesDocument {
   }
   const copy = structuredClone(input);
   if (!validate(copy)) throw describe(validate.errors![0]!);
-  return copy as RulesDocument;
+  const doc = copy as RulesDocument;
+  // new_payload defaults to "" unless the statement only writes state
+  for (const f of doc.filters) for (const st of f.statements) if (st.new_payload === undefined && st.set_state === undefined) st.new_payload = '';
+  for (const r of doc.rules) for (const l of r.logic) if (l.new_payload === undefined && l.set_state === undefined) l.new_payload = '';
+  return doc;
 }

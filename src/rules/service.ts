@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { checkAuthorAccess, type AuthorAccess, type RulesAuthor } from './author-check.js';
 import type { Logger } from 'pino';
 import type { BrokerApi } from '../broker/api.js';
-import type { Message } from '../broker/message.js';
+import type { Message } from '../mqtt/message.js';
 import type { Config } from '../config/schema.js';
 import type { RulesDocument } from './ast.js';
 import { RulesCompiler, type CompiledDocument } from './compiler.js';
@@ -18,11 +18,19 @@ import { documentText, etagOf, type CompileRequest, type DocumentStats } from '.
 
 export { etagOf };
 import { RulesError, RulesErrorCode } from './errors.js';
-import type { BufferedEntry, EngineCounters, RulesProgram } from './runtime.js';
+import type { BufferedEntry, EngineCounters, RulesProgram, StatementCounters, StatementMemory } from './runtime.js';
+import { decodeMemory, encodeMemory } from './memory-codec.js';
+import { dryRun, type DryRunOutput } from './dry-run.js';
 import type { SnapshotSection } from '../persistence/snapshot.js';
 import { DocumentStore } from './store.js';
 
 export const RULES_ORIGIN = 'rules';
+/** A queued set_state write. */
+interface StateWrite {
+  key: string;
+  value: Buffer;
+  px: number | undefined;
+}
 
 export interface RulesMetrics extends EngineCounters {
   /** Engine traps (a bug); the message is routed normally. */
@@ -33,6 +41,9 @@ export interface RulesMetrics extends EngineCounters {
   rejectedWrites: number;
   /** Outputs dropped because the document's author may not publish to their topic (ACL). */
   deniedOutputs: number;
+  /** set_state writes done, and refused by the state store (quota, fencing). */
+  stateWrites: number;
+  stateWriteErrors: number;
   lastCompileMillis: number;
   lastAscMillis: number;
   wasmBytes: number;
@@ -66,6 +77,10 @@ export interface RulesService {
   /** Who uploaded the active document, when known. */
   author(): (RulesAuthor & { at: string }) | undefined;
   metrics(): RulesMetrics;
+  /** POST /test: what a document (default: the active one) would do with the messages; touches nothing live. */
+  test(body: string): { outputs: DryRunOutput[] };
+  /** Evaluations, fires and condition errors per filter and per rule of the active document. */
+  partMetrics(): PartMetrics[];
   /** Generated AssemblyScript of the active document (for review and the status page). */
   source(): string;
   /**
@@ -87,8 +102,26 @@ export function ifMatchHolds(header: string | undefined, etag: string): boolean 
   return h.split(',').some((t) => t.trim().replace(/^W\//, '') === etag);
 }
 
+/** The state store as the rules engine uses it, in the same process (src/state/service.ts). */
+export interface RulesStateAccess {
+  read(key: Buffer): Buffer | undefined;
+  write(key: Buffer, value: Buffer, px?: number): string;
+}
+
+/** Per filter and per rule, for an operator looking for the rule that costs. */
+export interface PartMetrics {
+  /** "filters/0" or "rules/1". */
+  part: string;
+  topic: string;
+  evaluations: number;
+  fires: number;
+  conditionErrors: number;
+}
+
 interface Options {
   compiler?: RulesCompiler;
+  /** state() reads and set_state writes; without it every key is absent and writes are dropped. */
+  stateStore?: RulesStateAccess;
   /**
    * The ACL as it applies to a document's author (see author-check.ts); `enabled` false
    * when no ACL is configured. Without it, documents are not checked.
@@ -115,7 +148,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
   let etag = etagOf(EMPTY);
   let source = '';
   let closed = false;
-  const retired: EngineCounters = { messages: 0, topicMatches: 0, evaluations: 0, fires: 0, missingVariable: 0, kindMismatch: 0, notJson: 0, bufferFull: 0 };
+  const retired: EngineCounters = { messages: 0, topicMatches: 0, evaluations: 0, fires: 0, missingVariable: 0, kindMismatch: 0, notJson: 0, bufferFull: 0, memoryTopics: 0, memoryEvicted: 0, samplesMerged: 0 };
   const stats = { engineErrors: 0, compiles: 0, compileErrors: 0, rejectedWrites: 0, lastCompileMillis: 0, lastAscMillis: 0, wasmBytes: 0, sourceBytes: 0 };
   let lastEngineErrorLog = 0;
   let deniedOutputs = 0;
@@ -126,19 +159,50 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
 
   // Outputs wait until the message that caused them has been routed (subscribers see
   // house/1 before house/1/alert/); one microtask per batch of messages, not per message.
-  let pending: Message[] = [];
+  let pending: (Message | StateWrite)[] = [];
   let flushScheduled = false;
+  let stateWrites = 0;
+  let stateWriteErrors = 0;
+  /** While a set_state write runs: its KEYNOTIFY notifications are not fed back into the engine. */
+  let writing = false;
   const flush = (): void => {
     flushScheduled = false;
     const batch = pending;
     pending = [];
-    for (let i = 0; i < batch.length; i++) broker.publish(batch[i]!);
+    for (let i = 0; i < batch.length; i++) {
+      const m = batch[i]!;
+      if ('key' in m) writeState(m);
+      else broker.publish(m);
+    }
   };
+  function writeState(m: StateWrite): void {
+    const states = options.stateStore;
+    const key = m.key;
+    let answer = 'no state store';
+    if (states) {
+      writing = true;
+      try {
+        answer = states.write(Buffer.from(key, 'utf8'), m.value, m.px);
+      } finally {
+        writing = false;
+      }
+    }
+    if (answer === 'OK') stateWrites++;
+    else {
+      stateWriteErrors++;
+      const now = Date.now();
+      if (now - lastStateErrorLog > 10_000) {
+        lastStateErrorLog = now;
+        rlog.warn({ key, answer }, 'set_state: the state store refused the write');
+      }
+    }
+  }
+  let lastStateErrorLog = 0;
 
   // The hot path: synchronous, one Wasm call per message.
   broker.addHooks({
     onPublish(message: Message): void {
-      if (message.origin === RULES_ORIGIN) return; // no loops: never feed our own output back
+      if (message.origin === RULES_ORIGIN || writing) return; // no loops: never feed our own output (or writes) back
       const p = program;
       if (p === undefined) return;
       let outputs;
@@ -157,6 +221,11 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       const queued = pending.length;
       for (let i = 0; i < outputs.length; i++) {
         const o = outputs[i]!;
+        if (o.state) {
+          // a state write waits in line with the publishes: the order the document gives
+          pending.push({ key: o.state.key, value: o.payload, px: o.state.px });
+          continue;
+        }
         if (outputAllowed !== undefined && !outputAllowed(o.topic)) {
           deniedOutputs++;
           continue;
@@ -199,7 +268,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     let compiled: CompiledDocument;
     try {
       // the module of the active document is kept in the data folder: a restart loads it (atStart)
-      compiled = await compiler.compile({ ...request, cacheDir: config.dataDir }, atStart);
+      compiled = await compiler.compile({ ...request, cacheDir: config.dataDir, limits: { topics: config.rulesMemoryTopics, samples: config.rulesWindowSamples } }, atStart);
     } catch (err) {
       if (err instanceof RulesError) throw err;
       stats.compileErrors++;
@@ -212,12 +281,17 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     if (closed) throw new RulesError(RulesErrorCode.compile, '', 'the rules service is closed');
     // swap between two messages: nothing below awaits
     const old = program;
+    const states = options.stateStore;
+    compiled.program.stateReader = states ? (key) => states.read(Buffer.from(key, 'utf8')) : () => undefined;
     if (old && keepBuffer) {
       const patched = new Set(compiled.patchedIds);
       const keep = new Set(compiled.statementIds.filter((id) => !patched.has(id)));
       compiled.program.restoreBuffer(old.bufferSnapshot(), keep);
+      // statements whose topic and condition are unchanged keep their memory
+      compiled.program.restoreMemory(old.memorySnapshot());
     }
     program = compiled.program;
+    applySavedMemory();
     retire(old);
     activeText = compiled.documentText;
     activeParsed = undefined; // parsed on demand (GET answers with the text)
@@ -337,16 +411,30 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     rlog.info({ entries: savedBuffer.entries.length }, 'rule buffer restored');
     savedBuffer = undefined;
   }
+  // Statements' memory from the backup: applied to the statements with the same topic and
+  // condition once a document is active (whichever document it is).
+  let savedMemory: StatementMemory[] | undefined;
+  function applySavedMemory(): void {
+    if (!savedMemory || !program) return;
+    const n = program.restoreMemory(savedMemory);
+    rlog.info({ topics: n }, 'rules memory restored');
+    savedMemory = undefined;
+  }
   const snapshotSection: SnapshotSection = {
     name: 'rules',
     save(): Buffer {
       const entries = program?.bufferSnapshot() ?? [];
+      const memory = program ? encodeMemory(program.memorySnapshot()) : [];
       return Buffer.from(
-        JSON.stringify({ etag, entries: entries.map((e) => ({ topic: e.topic.toString('base64'), payload: e.payload.toString('base64'), ids: e.statementIds })) }),
+        JSON.stringify({ etag, entries: entries.map((e) => ({ topic: e.topic.toString('base64'), payload: e.payload.toString('base64'), ids: e.statementIds })), memory }),
       );
     },
     restore(data: Buffer): void {
-      const raw = JSON.parse(data.toString('utf8')) as { etag?: unknown; entries?: unknown };
+      const raw = JSON.parse(data.toString('utf8')) as { etag?: unknown; entries?: unknown; memory?: unknown };
+      if (raw.memory !== undefined) {
+        savedMemory = decodeMemory(raw.memory);
+        applySavedMemory();
+      }
       if (typeof raw.etag !== 'string' || !Array.isArray(raw.entries)) throw new Error('rules section: expected {etag, entries}');
       const entries = raw.entries.map((e: { topic?: unknown; payload?: unknown; ids?: unknown }) => {
         if (typeof e.topic !== 'string' || typeof e.payload !== 'string' || !Array.isArray(e.ids) || !e.ids.every((id) => Number.isInteger(id))) {
@@ -359,6 +447,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     },
     reset(): void {
       savedBuffer = undefined;
+      savedMemory = undefined;
     },
   };
 
@@ -375,12 +464,45 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       const c = program?.counters();
       const sum = { ...retired };
       if (c) for (const k of Object.keys(sum) as (keyof EngineCounters)[]) sum[k] += c[k];
+      sum.memoryTopics = c?.memoryTopics ?? 0; // a gauge of the active program
       return {
         ...sum,
         ...stats,
+        stateWrites,
+        stateWriteErrors,
         deniedOutputs,
         ...activeStats,
       };
+    },
+    test(body: string) {
+      const states = options.stateStore;
+      // the live store is only read: a copy of each value, nothing written
+      return dryRun(body, activeText, (key) => states?.read(Buffer.from(key, 'utf8')), { topics: config.rulesMemoryTopics, samples: config.rulesWindowSamples });
+    },
+    partMetrics(): PartMetrics[] {
+      const p = program;
+      if (!p) return [];
+      const { statements, logicFires } = p.statementCounters();
+      const meta = p.meta;
+      const parts = new Map<string, PartMetrics>();
+      const doc = (activeParsed ??= JSON.parse(activeText) as RulesDocument);
+      const part = (name: string, topic: string): PartMetrics => {
+        let m = parts.get(name);
+        if (!m) parts.set(name, (m = { part: name, topic, evaluations: 0, fires: 0, conditionErrors: 0 }));
+        return m;
+      };
+      meta.statements.forEach((st, i) => {
+        const c: StatementCounters = statements[i]!;
+        const m = st.filter >= 0 ? part(`filters/${st.filter}`, doc.filters[st.filter]?.topic ?? '') : part(`rules/${st.rule}`, doc.rules[st.rule]?.statements.map((s) => s.topic).join(' ') ?? '');
+        m.evaluations += c.evaluations;
+        m.conditionErrors += c.unknown;
+        if (st.filter >= 0) m.fires += c.trueResults;
+      });
+      let j = 0;
+      doc.rules.forEach((r, ri) => {
+        for (let k = 0; k < r.logic.length; k++) part(`rules/${ri}`, r.statements.map((s) => s.topic).join(' ')).fires += logicFires[j++] ?? 0;
+      });
+      return [...parts.values()];
     },
     source: () => source,
     snapshotSection: () => snapshotSection,

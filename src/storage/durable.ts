@@ -7,7 +7,7 @@
  */
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { Message } from '../broker/message.js';
+import type { Message } from '../mqtt/message.js';
 import { StorageFullError } from './errors.js';
 import { openKv, type KvStores } from './kv.js';
 import { MessageLog, type LogEntry, type LogPosition } from './log.js';

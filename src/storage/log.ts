@@ -23,7 +23,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, renam
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { Message } from '../broker/message.js';
+import type { Message } from '../mqtt/message.js';
 import { crc32 } from '../persistence/snapshot.js';
 import { StorageFullError, StorageOpenError } from './errors.js';
 import { decodeMessage, encodeMessage, LAYOUT_VERSION } from './record.js';

@@ -3,7 +3,7 @@
  * the disk here; the backup (src/persistence) saves the broker's state on a graceful stop.
  * Positions are (1, index): one generation that never ends.
  */
-import type { Message } from '../broker/message.js';
+import type { Message } from '../mqtt/message.js';
 import type { LogEntry, LogMetrics, LogPosition } from './log.js';
 import type { BrokerStorage, IteratorRecord, SessionRecord, StorageInfo } from './store.js';
 

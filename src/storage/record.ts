@@ -15,7 +15,7 @@
  *
  * A later layout gets a new number and a new generation; readers keep every old decoder.
  */
-import type { Message, MessageProperties, QoS } from '../broker/message.js';
+import type { Message, MessageProperties, QoS } from '../mqtt/message.js';
 
 export const LAYOUT_VERSION = 1;
 

@@ -8,7 +8,7 @@
  * everything written before the call is on disk (at once for memory). That is how an
  * acknowledgement waits for the disk without a promise per message.
  */
-import type { Message } from '../broker/message.js';
+import type { Message } from '../mqtt/message.js';
 import type { Subscription } from '../session/session.js';
 import type { GenerationInfo, LogEntry, LogMetrics, LogPosition } from './log.js';
 

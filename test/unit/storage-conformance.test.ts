@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Message } from '../../src/broker/message.js';
+import type { Message } from '../../src/mqtt/message.js';
 import { DurableStorage, MemoryStorage, type BrokerStorage } from '../../src/storage/index.js';
 import type { Subscription } from '../../src/session/session.js';
 

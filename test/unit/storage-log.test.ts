@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Message } from '../../src/broker/message.js';
+import type { Message } from '../../src/mqtt/message.js';
 import { HEADER_BYTES, MessageLog, type MessageLogOptions } from '../../src/storage/log.js';
 import { StorageFullError, StorageOpenError } from '../../src/storage/errors.js';
 import { DurableStorage } from '../../src/storage/durable.js';
