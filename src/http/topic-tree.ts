@@ -7,7 +7,7 @@
  * broker the lookup alone. The browser asks only for the branches it has open.
  */
 import type { BrokerApi } from '../broker/api.js';
-import type { Message } from '../broker/message.js';
+import type { Message } from '../mqtt/message.js';
 import { matchLevels } from '../auth/topic-filter.js';
 
 export interface TopicEntry {
