@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Config } from './config/schema.js';
 import type { Listener } from './transport/connection.js';
@@ -11,7 +10,6 @@ import { startHttpService } from './http/service.js';
 import { restoreBroker, snapshotBroker } from './broker/snapshot.js';
 import { createBackupManager, type BackupManager } from './persistence/backup.js';
 import { createStateStoreService, type StateStoreService } from './state/service.js';
-import { registerStateStoreMetrics } from './state/metrics.js';
 import { createAuthService } from './auth/service.js';
 import { createClientLimits } from './auth/rate-limit.js';
 import { createRulesService } from './rules/service.js';
@@ -19,25 +17,13 @@ import { createRulesHttpHandler, startRulesHttpServer, type RulesHttpGuard } fro
 import { requiredAccess } from './http/access.js';
 import { startTopicTree } from './http/topic-tree.js';
 import { mountConsoleApi } from './http/console-api.js';
-import { registerRulesMetrics } from './rules/metrics.js';
 import { loadConfig } from './config/load.js';
 import { openStorage, type BrokerStorage } from './storage/index.js';
 import { PersistentRetainedStore } from './storage/retained.js';
 
-/** The package version, from the package.json above this module (src/ or dist/src/). */
-function packageVersion(): string {
-  for (const rel of ['../package.json', '../../package.json']) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version: string };
-      if (pkg.name === 'edge-data-broker') return pkg.version;
-    } catch {
-      /* try the next */
-    }
-  }
-  return '0.0.0';
-}
+import { VERSION } from './version.js';
 
-export const VERSION: string = packageVersion();
+export { VERSION };
 
 /** The storage document that holds the rules' buffer (checkpointed every second). */
 const RULE_BUFFER = 'rules.buffer';
@@ -171,8 +157,9 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   const topicTree = startTopicTree(broker);
   services.push(topicTree);
   mountConsoleApi(http.router, broker, topicTree, stateStore, { canPublish: (user, topic) => !auth.aclEnabled || auth.accessFor(user).canWrite(topic) });
-  registerRulesMetrics(http.registry, rules);
-  registerStateStoreMetrics(http.registry, stateStore);
+  // prom-client and these series are loaded on the first scrape of /metrics
+  http.addMetrics(async (registry) => (await import('./rules/metrics.js')).registerRulesMetrics(registry, rules));
+  http.addMetrics(async (registry) => (await import('./state/metrics.js')).registerStateStoreMetrics(registry, stateStore));
   http.addStatusSection('rules', () => {
     const m = rules.metrics();
     return { filters: m.filters, statements: m.filterStatements + m.ruleStatements, logic: m.logicEntries, fires: m.fires, evaluations: m.evaluations, compileMillis: m.lastCompileMillis, wasmBytes: m.wasmBytes };
