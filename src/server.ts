@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Config } from './config/schema.js';
 import type { Listener } from './transport/connection.js';
@@ -6,10 +5,10 @@ import { Broker } from './broker/broker.js';
 import { startSysTopics } from './broker/sys.js';
 import { startTcpListener } from './transport/tcp.js';
 import { startTlsAndWebSocketListeners } from './transport/listeners.js';
-import { loadTlsOptions } from './transport/tls-options.js';
+import { checkStartup, explainListenError } from './startup-check.js';
 import { startHttpService } from './http/service.js';
 import { restoreBroker, snapshotBroker } from './broker/snapshot.js';
-import { createBackupManager, type BackupManager } from './persistence/backup.js';
+import { createBackupManager, type BackupManager, type RestoreOutcome } from './persistence/backup.js';
 import { createStateStoreService, type StateStoreService } from './state/service.js';
 import { registerStateStoreMetrics } from './state/metrics.js';
 import { createAuthService } from './auth/service.js';
@@ -19,20 +18,34 @@ import { createRulesHttpHandler, startRulesHttpServer } from './rules/http.js';
 import { registerRulesMetrics } from './rules/metrics.js';
 import { loadConfig } from './config/load.js';
 
-/** The package version, from the package.json above this module (src/ or dist/src/). */
-function packageVersion(): string {
-  for (const rel of ['../package.json', '../../package.json']) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version: string };
-      if (pkg.name === 'edge-data-broker') return pkg.version;
-    } catch {
-      /* try the next */
+import { VERSION } from './version.js';
+
+export { VERSION };
+
+/** The start-up line that says what the backup brought back, and from where (or why nothing). */
+function logRestore(log: Logger, config: Config, backup: BackupManager, outcome: RestoreOutcome, broker: Broker, stateStore: StateStoreService): void {
+  if (!config.backupEnabled) {
+    log.info('backups are off (EDB_BACKUP=false): nothing restored, nothing will be saved on stop');
+    return;
+  }
+  switch (outcome.status) {
+    case 'none':
+      log.info({ file: backup.file }, `no backup found at ${backup.file}: starting without saved sessions, retained messages or state`);
+      return;
+    case 'discarded':
+      log.warn({ file: backup.file, err: outcome.error }, `the backup at ${backup.file} was unusable and is deleted: starting without saved sessions, retained messages or state`);
+      return;
+    case 'restored': {
+      const sessions = broker.sessions.size;
+      const retained = broker.retainedCount();
+      const keys = stateStore.metrics().keys;
+      log.info(
+        { file: backup.file, sections: outcome.sections, sessions, retained, keys, ms: outcome.ms },
+        `restored the backup from ${backup.file}: ${sessions} sessions, ${retained} retained messages, ${keys} state store keys (${outcome.ms} ms)`,
+      );
     }
   }
-  return '0.0.0';
 }
-
-export const VERSION: string = packageVersion();
 
 /** A running broker with its listeners and services. */
 export interface EdbServer {
@@ -57,7 +70,8 @@ interface Service {
  * before any listener opens, so the first client already sees them.
  */
 export async function startEdb(config: Config, log: Logger): Promise<EdbServer> {
-  loadTlsOptions(config); // web: unusable TLS settings fail here, before anything starts
+  // unusable settings, files and folders fail here with one line each, before anything starts
+  checkStartup(config);
   const broker = new Broker(config, log);
   const services: Service[] = [];
   const listeners: Listener[] = [];
@@ -91,11 +105,26 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     restore: (data) => void restoreBroker(broker, data),
     reset: () => broker.clearDurableState(),
   });
-  await backup.restore();
+  const restored = await backup.restore();
+  logRestore(log, config, backup, restored, broker, stateStore);
   backup.startPeriodic();
+  // a start that fails after the restore writes the backup back: the restore deleted it
+  const undoRestore = async (): Promise<void> => {
+    if (restored.status !== 'restored') return;
+    await backup.save().catch((err: Error) => log.error({ err: err.message }, 'could not write the restored backup back'));
+  };
 
   // web: status page, /metrics, health and REST API; /readyz says 503 until every listener is up
-  const http = await startHttpService(broker, config, log);
+  let http: Awaited<ReturnType<typeof startHttpService>>;
+  try {
+    http = await startHttpService(broker, config, log);
+  } catch (err) {
+    await broker.close(0);
+    await backup.close();
+    await undoRestore();
+    for (const svc of [...services].reverse()) await Promise.resolve(svc.close()).catch(() => undefined);
+    throw await explainListenError(err, config);
+  }
   services.push(http);
   if (http.listener) listeners.push(http.listener);
   http.router.mount('/rules', createRulesHttpHandler(rules, { basePath: '/rules' }));
@@ -111,7 +140,11 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   try {
     await rules.ready;
   } catch (err) {
-    await Promise.all([...listeners.map((l) => l.close()), ...services.map((s) => s.close())]);
+    await Promise.all(listeners.map((l) => l.close()));
+    await broker.close(0);
+    await backup.close();
+    await undoRestore();
+    await Promise.all(services.map((s) => Promise.resolve(s.close()).catch(() => undefined)));
     throw err;
   }
 
@@ -124,8 +157,9 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     await Promise.all(listeners.map((l) => l.close()));
     await broker.close(0);
     await backup.close();
+    await undoRestore();
     for (const svc of [...services].reverse()) await Promise.resolve(svc.close()).catch(() => undefined);
-    throw err;
+    throw await explainListenError(err, config);
   }
   for (const l of listeners) log.info({ listener: l.name, engine: l.engine, host: config.host, port: l.port }, `listening: ${l.name} on port ${l.port} (${l.engine})`);
   for (const l of listeners) http.trackListener(l); // web

@@ -1,7 +1,31 @@
 import type { Command } from 'commander';
-import { ConfigError, loadConfig } from '../config/load.js';
-import { createLogger } from '../log.js';
-import { startEdb, type EdbServer } from '../server.js';
+import { ConfigError, EnvironmentError, loadConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import type { EdbServer } from '../server.js';
+import { EXIT } from './exit-codes.js';
+
+/**
+ * A start-up failure as one line on stderr, and its exit code: 2 for a setting or a file
+ * named by one, 1 for the environment (a port in use, a folder the broker may not write)
+ * and for anything unexpected. The stack only with EDB_LOG_LEVEL=debug (or trace).
+ */
+function startFailure(err: unknown, debug: boolean): never {
+  const message = (err as Error).message ?? String(err);
+  if (err instanceof ConfigError) {
+    process.stderr.write(`edb start: ${message}\n`);
+  } else if (err instanceof EnvironmentError) {
+    process.stderr.write(`edb start: ${message}\n`);
+  } else {
+    process.stderr.write(`edb start: cannot start: ${message}${debug ? '' : ' (EDB_LOG_LEVEL=debug shows the details)'}\n`);
+  }
+  if (debug && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+  process.exit(err instanceof ConfigError ? EXIT.usage : EXIT.failed);
+}
+
+function wantsDebug(config: Config | undefined): boolean {
+  const level = config?.logLevel ?? process.env['EDB_LOG_LEVEL']?.trim();
+  return level === 'debug' || level === 'trace';
+}
 
 /** `edb start`: every setting comes from EDB_* variables over the EDB_CONFIG file. */
 export function registerStart(program: Command): void {
@@ -9,17 +33,26 @@ export function registerStart(program: Command): void {
     .command('start')
     .description('start the broker (settings from EDB_* environment variables and EDB_CONFIG)')
     .option('-c, --config <file>', 'config file (YAML or JSON); same as EDB_CONFIG')
-    .action(async (opts: { config?: string }) => {
+    .option('--check', 'check the settings, files and folders, print what was checked, and exit (0: fine, 1: environment, 2: configuration); opens no port')
+    .action(async (opts: { config?: string; check?: boolean }) => {
       const env = opts.config ? { ...process.env, EDB_CONFIG: opts.config } : process.env;
-      let config;
+      let config: Config;
       try {
         config = loadConfig(env);
       } catch (err) {
-        if (err instanceof ConfigError) {
-          process.stderr.write(`edb: invalid configuration: ${err.message}\n`);
-          process.exit(2);
+        startFailure(err, wantsDebug(undefined));
+      }
+      // loaded here: the other commands (and --help) need not load the broker
+      const [{ startEdb }, { checkStartup, checkAddress }, { createLogger }] = await Promise.all([import('../server.js'), import('../startup-check.js'), import('../log.js')]);
+      if (opts.check) {
+        try {
+          checkStartup(config);
+          await checkAddress(config);
+        } catch (err) {
+          startFailure(err, wantsDebug(config));
         }
-        throw err;
+        process.stdout.write(`${checkSummary(config, env)}\n`);
+        process.exit(EXIT.ok);
       }
       const log = createLogger(config.logLevel, config.logFormat);
       // Signals are caught from the first moment: start-up restores the backup and deletes
@@ -40,18 +73,18 @@ export function registerStart(program: Command): void {
         // a bounded stop: never hang past the shutdown timeout plus a margin
         const force = setTimeout(() => {
           log.error('graceful stop took too long; exiting');
-          process.exit(1);
+          process.exit(EXIT.failed);
         }, config.shutdownTimeoutMs + 10_000);
         force.unref();
         server.stop().then(
           () => {
             log.info('stopped');
             log.flush?.();
-            process.exit(0);
+            process.exit(EXIT.ok);
           },
           (err: unknown) => {
             log.error({ err }, 'error while stopping');
-            process.exit(1);
+            process.exit(EXIT.failed);
           },
         );
       };
@@ -60,10 +93,20 @@ export function registerStart(program: Command): void {
       try {
         server = await startEdb(config, log);
       } catch (err) {
-        log.fatal({ err }, `cannot start: ${(err as Error).message}`);
         log.flush?.();
-        process.exit(1);
+        startFailure(err, wantsDebug(config));
       }
       if (requested) stop(requested);
     });
+}
+
+/** What `edb start --check` looked at, on one line. */
+function checkSummary(config: Config, env: NodeJS.ProcessEnv): string {
+  const checked = [env['EDB_CONFIG'] ? `config file ${env['EDB_CONFIG']}` : 'settings (no config file)'];
+  if (config.tlsCert) checked.push(`TLS certificate and key${config.tlsCa ? ' and CA' : ''}`);
+  if (config.passwordFile) checked.push(`password file ${config.passwordFile}`);
+  if (config.aclFile) checked.push(`ACL file ${config.aclFile}`);
+  if (config.rulesFile) checked.push(`rules document ${config.rulesFile}`);
+  checked.push(`data folder ${config.dataDir}${config.backupEnabled ? ' and backup folder' : ''} writable`);
+  return `edb start: configuration OK: ${checked.join(', ')} (ports are not tried)`;
 }
