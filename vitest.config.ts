@@ -9,10 +9,9 @@ export default defineConfig({
     pool: 'forks',
     // 2-core machines: a few files at a time keep socket tests from starving each other
     maxWorkers: 2,
-    // In CI a test gets two more tries: timing on a shared 2-core machine varies, and one
-    // slow scheduling must not turn the build red. A test that keeps failing still fails;
-    // the report lists every retry (look for "retry" in the log).
-    retry: process.env['CI'] ? 2 : 0,
+    // No retries, in CI or not: a test that fails once is a failure to fix (a retry would hide
+    // a flaky test, or a real race, behind a green build).
+    retry: 0,
     reporters: ['default'],
   },
 });

@@ -186,10 +186,122 @@ export function mutate(rng: Rng, input: Buffer, spare?: Buffer): Buffer {
   return b;
 }
 
-export type ScenarioKind = 'valid-then-mutated' | 'mutated-connect' | 'random' | 'connect-then-random' | 'huge-length' | 'valid-session';
+// ---------------------------------------------------------------- v5 properties, field by field
+
+/** Every MQTT 5 property identifier with its value type (section 2.2.2.2), server-only ones included. */
+const PROPERTY_KINDS: [number, 'byte' | 'u16' | 'u32' | 'varint' | 'string' | 'binary' | 'pair'][] = [
+  [0x01, 'byte'], [0x02, 'u32'], [0x03, 'string'], [0x08, 'string'], [0x09, 'binary'], [0x0b, 'varint'],
+  [0x11, 'u32'], [0x12, 'string'], [0x13, 'u16'], [0x15, 'string'], [0x16, 'binary'], [0x17, 'byte'],
+  [0x18, 'u32'], [0x19, 'byte'], [0x1a, 'string'], [0x1c, 'string'], [0x1f, 'string'], [0x21, 'u16'],
+  [0x22, 'u16'], [0x23, 'u16'], [0x24, 'byte'], [0x25, 'byte'], [0x26, 'pair'], [0x27, 'u32'],
+  [0x28, 'byte'], [0x29, 'byte'], [0x2a, 'byte'],
+];
+
+const STRING_VALUES = [Buffer.from('text'), Buffer.alloc(0), Buffer.from([0xc3, 0x28]), Buffer.from([0xff, 0xfe]), Buffer.from('a\u0000b'), Buffer.from('fz/\u0016'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('\u00e9t\u00e9')];
+
+function u16(n: number): Buffer {
+  const b = Buffer.alloc(2);
+  b.writeUInt16BE(n & 0xffff);
+  return b;
+}
+
+function lengthPrefixed(rng: Rng, value: Buffer): Buffer {
+  // the declared length is usually right; sometimes too long (runs on) or too short
+  const declared = rng.chance(0.8) ? value.length : rng.pick([value.length + 1, value.length + 200, 0xffff, Math.max(0, value.length - 1)]);
+  return Buffer.concat([u16(declared), value]);
+}
+
+/** One property: a random identifier (valid or not for the packet), a value of its type or of a wrong one, or cut short. */
+function propertyField(rng: Rng): Buffer {
+  if (rng.chance(0.05)) return Buffer.from([rng.pick([0x00, 0x04, 0x2b, 0x7f, 0xff])]); // an identifier that does not exist
+  const [id, kind] = rng.pick(PROPERTY_KINDS);
+  const wrongType = rng.chance(0.15);
+  const type = wrongType ? rng.pick(PROPERTY_KINDS)[1] : kind;
+  let value: Buffer;
+  switch (type) {
+    case 'byte':
+      value = Buffer.from([rng.pick([0, 1, 1, 2, 0xff])]);
+      break;
+    case 'u16':
+      value = u16(rng.pick([0, 1, 2, 5, 0xffff]));
+      break;
+    case 'u32': {
+      value = Buffer.alloc(4);
+      value.writeUInt32BE(rng.pick([0, 1, 60, 0xffffffff]));
+      break;
+    }
+    case 'varint':
+      value = Buffer.from(rng.pick([[0x00], [0x05], [0xff, 0x7f], [0x80, 0x80, 0x80, 0x80], [0x80]]));
+      break;
+    case 'pair':
+      value = Buffer.concat([lengthPrefixed(rng, rng.pick(STRING_VALUES)), lengthPrefixed(rng, rng.pick(STRING_VALUES))]);
+      break;
+    default:
+      value = lengthPrefixed(rng, type === 'binary' ? rng.bytes(rng.int(6)) : rng.pick(STRING_VALUES));
+  }
+  if (rng.chance(0.1)) value = value.subarray(0, rng.int(value.length)); // cut short
+  return Buffer.concat([Buffer.from([id]), value]);
+}
+
+function varint(n: number): Buffer {
+  const out: number[] = [];
+  do {
+    let byte = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) byte |= 0x80;
+    out.push(byte);
+  } while (n > 0);
+  return Buffer.from(out);
+}
+
+/** A property block of 1-4 fields (sometimes one repeated), with a Property Length that is usually right. */
+function propertyBlock(rng: Rng): Buffer {
+  const fields: Buffer[] = [];
+  for (let i = 0, n = 1 + rng.int(4); i < n; i++) fields.push(propertyField(rng));
+  if (rng.chance(0.15)) fields.push(fields[0]!); // a duplicate
+  const body = Buffer.concat(fields);
+  const declared = rng.chance(0.85) ? body.length : rng.pick([0, body.length + 1, body.length + 50, Math.max(0, body.length - 1)]);
+  return Buffer.concat([varint(declared), body]);
+}
+
+function frame(first: number, body: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([first]), varint(body.length), body]);
+}
+
+const PROPERTY_TOPICS = ['fuzz/p', 'fuzz/p/deep/er', 'fuzz/\u00e9', 'fuzz/\u000f55', 'fuzz/\u007f', 'fuzz/r'];
+
+/** A v5 packet from a client whose properties are mutated field by field (most are retained PUBLISHes: the poison case). */
+export function propertyPacket(rng: Rng): Buffer {
+  const str = (s: string): Buffer => Buffer.concat([u16(Buffer.byteLength(s)), Buffer.from(s)]);
+  switch (rng.int(8)) {
+    case 0: // SUBSCRIBE
+      return frame(0x82, Buffer.concat([u16(1 + rng.int(100)), propertyBlock(rng), str(rng.pick(['fuzz/#', '#', 'fuzz/\u0001'])), Buffer.from([1])]));
+    case 1: // PUBACK / PUBREC / PUBREL / PUBCOMP with a reason code
+      return frame(rng.pick([0x40, 0x50, 0x62, 0x70]), Buffer.concat([u16(1 + rng.int(100)), Buffer.from([rng.pick([0, 0x10, 0x80])]), propertyBlock(rng)]));
+    case 2: // DISCONNECT with a reason code
+      return frame(0xe0, Buffer.concat([Buffer.from([rng.pick([0, 4])]), propertyBlock(rng)]));
+    default: {
+      // PUBLISH, retained more often than not
+      const qos = rng.int(3);
+      const first = 0x30 | (qos << 1) | (rng.chance(0.7) ? 1 : 0);
+      return frame(first, Buffer.concat([str(rng.pick(PROPERTY_TOPICS)), qos > 0 ? u16(1 + rng.int(60000)) : Buffer.alloc(0), propertyBlock(rng), rng.bytes(rng.int(16))]));
+    }
+  }
+}
+
+/** A v5 CONNECT whose CONNECT or will properties are mutated field by field. */
+function propertyConnect(rng: Rng): Buffer {
+  const str = (s: string): Buffer => Buffer.concat([u16(Buffer.byteLength(s)), Buffer.from(s)]);
+  const will = rng.chance(0.4);
+  const parts = [str('MQTT'), Buffer.from([5, 0x02 | (will ? 0x04 | (rng.chance(0.5) ? 0x20 : 0) : 0), 0, 30]), propertyBlock(rng), str(`fuzzp-${rng.int(20)}`)];
+  if (will) parts.push(propertyBlock(rng), str(rng.pick(PROPERTY_TOPICS)), str('gone'));
+  return frame(0x10, Buffer.concat(parts));
+}
+
+export type ScenarioKind = 'valid-then-mutated' | 'mutated-connect' | 'random' | 'connect-then-random' | 'huge-length' | 'valid-session' | 'v5-properties' | 'v5-connect-properties';
 
 /** The bytes one fuzzing connection sends. */
-export function scenario(rng: Rng): { kind: ScenarioKind; bytes: Buffer } {
+export function scenario(rng: Rng, only?: readonly ScenarioKind[]): { kind: ScenarioKind; bytes: Buffer } {
   const v = rng.pick([3, 4, 5, 5] as const);
   const connect = (): Buffer => encode(connectPacket(rng, v), v) ?? Buffer.from([0x10, 0x00]);
   const others = (count: number, mutateP: number): Buffer[] => {
@@ -201,9 +313,16 @@ export function scenario(rng: Rng): { kind: ScenarioKind; bytes: Buffer } {
     }
     return out;
   };
-  const kinds: ScenarioKind[] = ['valid-then-mutated', 'valid-then-mutated', 'mutated-connect', 'random', 'connect-then-random', 'huge-length', 'valid-session'];
-  const kind = rng.pick(kinds);
+  const kinds: ScenarioKind[] = ['valid-then-mutated', 'valid-then-mutated', 'mutated-connect', 'random', 'connect-then-random', 'huge-length', 'valid-session', 'v5-properties', 'v5-properties', 'v5-connect-properties'];
+  const kind = rng.pick(only ?? kinds);
   switch (kind) {
+    case 'v5-properties': {
+      // a valid v5 CONNECT, then packets whose property blocks are mutated field by field
+      const packets = Array.from({ length: 1 + rng.int(8) }, () => propertyPacket(rng));
+      return { kind, bytes: Buffer.concat([encode(connectPacket(rng, 5), 5) ?? Buffer.from([0x10, 0x00]), ...packets]) };
+    }
+    case 'v5-connect-properties':
+      return { kind, bytes: Buffer.concat([propertyConnect(rng), ...Array.from({ length: rng.int(3) }, () => propertyPacket(rng))]) };
     case 'valid-then-mutated':
       return { kind, bytes: Buffer.concat([connect(), ...others(1 + rng.int(12), 0.5)]) };
     case 'mutated-connect':
@@ -239,11 +358,13 @@ export interface FuzzOptions {
   until?: number;
   /** How long a connection lingers after its last byte before we close it. */
   lingerMs?: number;
+  /** Only these kinds of scenario (default: all). */
+  kinds?: readonly ScenarioKind[];
 }
 
 /** Send one scenario over one connection, in random chunks; resolves when the socket is gone. */
 function fuzzOne(opts: FuzzOptions, rng: Rng, stats: FuzzStats): Promise<void> {
-  const { kind, bytes } = scenario(rng);
+  const { kind, bytes } = scenario(rng, opts.kinds);
   stats.byKind[kind] = (stats.byKind[kind] ?? 0) + 1;
   const chunks: Buffer[] = [];
   for (let at = 0; at < bytes.length; ) {

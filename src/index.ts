@@ -5,7 +5,7 @@ export type { Config, Settings } from './config/schema.js';
 export { SETTINGS } from './config/schema.js';
 export type { BrokerApi, BrokerStats, ClientSummary, SubscriptionSummary } from './broker/api.js';
 export type { BrokerHooks, ClientInfo, ConnectRequest, AuthenticateResult } from './broker/hooks.js';
-export type { Message, MessageProperties } from './broker/message.js';
+export type { Message, MessageProperties } from './mqtt/message.js';
 export { RC } from './mqtt/reason-codes.js';
 // The state store's client for applications: StateStoreClient, LeaseLock, HLC helpers.
 export * from './state/index.js';

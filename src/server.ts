@@ -6,6 +6,7 @@ import { startSysTopics } from './broker/sys.js';
 import { startTcpListener } from './transport/tcp.js';
 import { startTlsAndWebSocketListeners } from './transport/listeners.js';
 import { checkStartup, explainListenError } from './startup-check.js';
+import { loadTlsOptions } from './transport/tls-options.js';
 import { startHttpService } from './http/service.js';
 import { restoreBroker, snapshotBroker } from './broker/snapshot.js';
 import { createBackupManager, type BackupManager, type RestoreOutcome } from './persistence/backup.js';
@@ -14,9 +15,11 @@ import { registerStateStoreMetrics } from './state/metrics.js';
 import { createAuthService } from './auth/service.js';
 import { createClientLimits } from './auth/rate-limit.js';
 import { createRulesService } from './rules/service.js';
-import { createRulesHttpHandler, startRulesHttpServer } from './rules/http.js';
+import { createRulesHttpHandler, startRulesHttpServer, type RulesHttpGuard } from './rules/http.js';
+import { requiredAccess } from './http/access.js';
 import { registerRulesMetrics } from './rules/metrics.js';
 import { loadConfig } from './config/load.js';
+import { openStorage, type BrokerStorage } from './storage/index.js';
 
 import { VERSION } from './version.js';
 
@@ -54,6 +57,8 @@ export interface EdbServer {
   readonly config: Config;
   readonly stateStore: StateStoreService;
   readonly backup: BackupManager;
+  /** Where retained messages, sessions and the state store are kept (EDB_STORAGE). */
+  readonly storage: BrokerStorage;
   /** Port of the named listener ("mqtt", "mqtts", "ws", "wss", "http", "rules"). */
   port(name: string): number;
   /** Graceful stop: listeners closed, clients told (v5 0x8B), services saved and closed. */
@@ -72,6 +77,8 @@ interface Service {
 export async function startEdb(config: Config, log: Logger): Promise<EdbServer> {
   // unusable settings, files and folders fail here with one line each, before anything starts
   checkStartup(config);
+  // an unusable storage folder fails here too (StorageOpenError: exit code 2), before any listener
+  const storage = openStorage(config, log);
   const broker = new Broker(config, log);
   const services: Service[] = [];
   const listeners: Listener[] = [];
@@ -91,7 +98,8 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   const stateStore = createStateStoreService(broker, config, log);
   services.push(stateStore);
 
-  const rules = createRulesService(broker, config, log);
+  // a document acts for its uploader: with an ACL, its topics must be theirs (rules/author-check.ts)
+  const rules = createRulesService(broker, config, log, { stateStore, authorAccess: { enabled: () => auth.aclEnabled, forUser: (user) => auth.accessFor(user) } });
   services.push(rules);
 
   // Backup: every part with state registers a section; restored before listeners open,
@@ -123,6 +131,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     await backup.close();
     await undoRestore();
     for (const svc of [...services].reverse()) await Promise.resolve(svc.close()).catch(() => undefined);
+    await storage.close().catch(() => undefined);
     throw await explainListenError(err, config);
   }
   services.push(http);
@@ -145,13 +154,19 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     await backup.close();
     await undoRestore();
     await Promise.all(services.map((s) => Promise.resolve(s.close()).catch(() => undefined)));
+    await storage.close().catch(() => undefined);
     throw err;
   }
 
   try {
     if (config.mqttPort >= 0) listeners.push(await startTcpListener(broker, config.host, config.mqttPort));
     listeners.push(...(await startTlsAndWebSocketListeners(broker, config, log))); // web: MQTTS, WS, WSS
-    if (config.rulesPort >= 0) listeners.push(await startRulesHttpServer(rules, config.host, config.rulesPort));
+    if (config.rulesPort >= 0) {
+      // the rules port answers to the same access rules as /rules on the HTTP port
+      const guard: RulesHttpGuard = (req, next) => http.access.guard(req, requiredAccess(req.method, req.path === '/' ? '/rules' : `/rules${req.path}`, config.metricsAuth), next);
+      const tls = loadTlsOptions(config);
+      listeners.push(await startRulesHttpServer(rules, config.host, config.rulesPort, { guard, ...(tls ? { tls } : {}) }));
+    }
   } catch (err) {
     // a port in use (say): undo everything started so far, then report
     await Promise.all(listeners.map((l) => l.close()));
@@ -159,6 +174,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     await backup.close();
     await undoRestore();
     for (const svc of [...services].reverse()) await Promise.resolve(svc.close()).catch(() => undefined);
+    await storage.close().catch(() => undefined);
     throw await explainListenError(err, config);
   }
   for (const l of listeners) log.info({ listener: l.name, engine: l.engine, host: config.host, port: l.port }, `listening: ${l.name} on port ${l.port} (${l.engine})`);
@@ -172,6 +188,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     config,
     stateStore,
     backup,
+    storage,
     port(name: string): number {
       const l = listeners.find((x) => x.name === name);
       if (!l) throw new Error(`no listener named ${name}`);
@@ -196,6 +213,11 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
           }
         }
         await Promise.all(closing);
+        try {
+          await storage.close();
+        } catch (err) {
+          log.error({ err }, 'storage failed to close');
+        }
       })();
       return stopping;
     },

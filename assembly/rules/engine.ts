@@ -5,12 +5,13 @@
 // Tables blob (written once by the host at tablesPtr(size), then loadTables()), built by
 // src/rules/codegen.ts; u32 words, offsets relative to the blob:
 //   header (HEADER_WORDS = 20 u32)
-//     [0] magic 0x32545246 ("FRT2")  [1] targets  [2] filter targets (targets below are filters)
+//     [0] magic 0x33545246 ("FRT3")  [1] targets  [2] filter targets (targets below are filters)
 //     [3] topic nodes  [4] topic node offset  [5] topic edge offset  [6] target list offset
 //     [7] key nodes    [8] key node offset    [9] key edge offset    [10] string pool offset
 //     [11] slots       [12] target table offset
 //     [13] statements  [14] statement table offset  [15] filter statements (listed first)
 //     [16] logic entries  [17] logic table offset  [18] mask words per logic entry  [19] 0
+//   (magic "FRT3" since logic entries carry templates)
 //   topic node (TOPIC_NODE_SIZE = 32 bytes)
 //     +0 edgeStart  +4 edgeCount (edges sorted by (length, bytes))  +8 `+` child or -1
 //     +12 `#` child or -1  +16 first target in the target list  +20 target count
@@ -21,8 +22,9 @@
 //   topic edge (EDGE_SIZE = 12 bytes, edges.ts): +0 level offset in the string pool, +4 level length, +8 child
 //   target (12 bytes): +0 1 for a filter, 0 for a rule statement  +4 first statement  +8 statements
 //   statement (8 bytes): +0 shape (compiled condition function)  +4 offset of its parameters
-//   logic entry (12 bytes): +0 shape  +4 offset of its parameters  +8 offset of its mask
+//   logic entry (LOGIC_SIZE = 20 bytes): +0 shape  +4 offset of its parameters  +8 offset of its mask
 //     (u32 words: the statements whose messages form the JSON payload), -1 for a fixed payload
+//     +12 template function (its {{ }} values), -1 for none  +16 offset of the template's parameters
 //   parameters: 8-byte cells, an i32 slot / statement index or an f64 constant each
 //   key nodes and edges: see json.ts
 //
@@ -33,30 +35,50 @@
 //   +0 block address (0: empty)  +4 matched target count  +8 topic length
 //   block: the matched targets (i32 each, ascending), then the topic bytes. A topic is
 //   matched against the tree once, when it is learnt; its messages reuse the list.
-// Output records (outputPtr), one per message published, OUTPUT_SIZE = 16 bytes:
+// Output records (outputPtr), one per statement or logic entry that fired, OUTPUT_SIZE = 24 bytes:
 //   +0 kind (OUT_FILTER: filter statement, OUT_RULE: logic entry)  +4 index
 //   +8 JSON start in outputJsonPtr() (OUT_RULE with an empty new_payload), else -1  +12 JSON length
+//   +16 first template value (byte offset in the values arena)  +20 template values
+// Template values arena (a statement's {{ }} expressions when it fires, in order), per value
+//   VALUE_SIZE = 16 bytes: +0 kind (V_* of values.ts)  +4 string length  +8 f64 number / boolean;
+//   a string's bytes follow, padded to 8 bytes.
 // Counters (countersPtr), f64 each, cumulative:
 //   [0] messages  [1] topic matches (targets matched)  [2] evaluations (conditions run)
 //   [3] fires (records output)  [4] unknown: missing variable  [5] unknown: kind mismatch
 //   [6] payloads not a JSON object  [7] buffer full (entries not stored)
-//   then two u32 at countersPtr() + 64: the current output records and output JSON
-//   addresses (they move when those buffers grow), so the host reads them without a call
+//   [8] topics held in statements' memory  [9] topics forgotten  [10] window samples merged
+//   then three u32 at countersPtr() + 88: the current output records, output JSON and template
+//   values addresses (they move when those buffers grow), so the host reads them without a call
+// Statement counters (statementCountersPtr), f64 each, per statement (filter statements, then
+//   rule statements): +0 evaluations  +8 true  +16 unknown; then per logic entry: +0 fires.
 
 import { setKeyTables, setScratch, scanObject } from "./json";
 import { setRegisters, missingCount, kindCount, resetUnknownCounts } from "./values";
 import { EDGE_SIZE, searchEdges } from "./edges";
 import { initBuffer, beginTopic, commitTopic, clearBuffer, outputJsonReset, appendBufferJson, outputJsonLength, outputJsonPtr, bufferFull, ruleResult } from "./buffer";
+import { invalidateSlots } from "./json";
+import { initMemory, memoryMessage, memTopics, memEvicted, memMerged, currentStatement, setStatement as setMemoryStatement } from "./memory";
+import { regPtr, setString, setUnknown, setNumber, setBool, setNull, V_NUMBER, V_STRING, V_BOOL, V_NULL, V_UNKNOWN, FALSE, TRUE } from "./values";
+import { hostStateRead } from "./host";
+
+export {
+  memoryOldest, memoryAlloc, memoryRestore, memoryClear, ringReserve, setMemoryLimits,
+} from "./memory";
 
 export { outputJsonPtr, bufferEntries, bufferEntry, bufferWords } from "./buffer";
 
 export const OUT_FILTER: i32 = 1;
 export const OUT_RULE: i32 = 2;
-const OUTPUT_SIZE: usize = 16;
+const OUTPUT_SIZE: usize = 24;
+const VALUE_SIZE: usize = 16;
 const TOPIC_NODE_SIZE: usize = 32;
 const SLOT_SIZE: usize = 32;
 
-const counters = memory.data(8 * 8 + 8, 8);
+const counters = memory.data(11 * 8 + 16, 8);
+const PTRS: usize = 88;
+let statementCounters: usize = 0;
+let logicCounters: usize = 0;
+let statementTotal: i32 = 0;
 
 let tables: usize = 0;
 let targetTotal: i32 = 0;
@@ -118,7 +140,7 @@ export function tablesPtr(size: usize): usize {
 
 /** Reads the blob's header; returns 0 when it is not a tables blob. */
 export function loadTables(ruleStatements: i32): i32 {
-  if (word(0) != 0x32545246) return 0;
+  if (word(0) != 0x33545246) return 0;
   targetTotal = <i32>word(1);
   filterTargets = <i32>word(2);
   topicNodeCount = <i32>word(3);
@@ -131,6 +153,17 @@ export function loadTables(ruleStatements: i32): i32 {
   statementTable = tables + <usize>word(14);
   logicEntries = <i32>word(16);
   logicTable = tables + <usize>word(17);
+  statementTotal = <i32>word(13);
+  initMemory(statementTotal);
+  const sc = (<usize>(statementTotal > 0 ? statementTotal : 1)) * 24 + (<usize>(logicEntries > 0 ? logicEntries : 1)) * 8;
+  statementCounters = heap.alloc(sc);
+  memory.fill(statementCounters, 0, sc);
+  logicCounters = statementCounters + (<usize>statementTotal) * 24;
+  values = heap.alloc(1024);
+  valuesCap = 1024;
+  store<u32>(counters, <u32>values, PTRS + 8);
+  stateArena = heap.alloc(256);
+  stateCap = 256;
   const slotBytes = (<usize>(slotCount > 0 ? slotCount : 1)) * SLOT_SIZE;
   const slots = heap.alloc(slotBytes);
   memory.fill(slots, 0, slotBytes);
@@ -138,7 +171,7 @@ export function loadTables(ruleStatements: i32): i32 {
   matched = heap.alloc((<usize>(targetTotal > 0 ? targetTotal : 1)) * 4);
   outputs = heap.alloc(64 * OUTPUT_SIZE);
   outputCap = 64;
-  store<u32>(counters, <u32>outputs, 64);
+  store<u32>(counters, <u32>outputs, PTRS);
   initBuffer(ruleStatements);
   return 1;
 }
@@ -284,6 +317,19 @@ function step(child: i32, end: usize, stop: usize): void {
   return tables + <usize>load<u32>(statementTable + (<usize>s) * 8, 4);
 }
 
+const LOGIC_SIZE: usize = 20;
+
+/** The logic entry's template function, or -1 when it has no templates. */
+// @ts-ignore: decorator
+@inline export function logicTemplate(j: i32): i32 {
+  return load<i32>(logicTable + (<usize>j) * LOGIC_SIZE, 12);
+}
+
+// @ts-ignore: decorator
+@inline export function logicTemplateParams(j: i32): usize {
+  return tables + <usize>load<u32>(logicTable + (<usize>j) * LOGIC_SIZE, 16);
+}
+
 // @ts-ignore: decorator
 @inline export function logicCount(): i32 {
   return logicEntries;
@@ -291,25 +337,25 @@ function step(child: i32, end: usize, stop: usize): void {
 
 // @ts-ignore: decorator
 @inline export function logicShape(j: i32): i32 {
-  return load<i32>(logicTable + (<usize>j) * 12);
+  return load<i32>(logicTable + (<usize>j) * LOGIC_SIZE);
 }
 
 // @ts-ignore: decorator
 @inline export function logicParams(j: i32): usize {
-  return tables + <usize>load<u32>(logicTable + (<usize>j) * 12, 4);
+  return tables + <usize>load<u32>(logicTable + (<usize>j) * LOGIC_SIZE, 4);
 }
 
 /** The logic entry's mask, or 0 when its new_payload is fixed. */
 // @ts-ignore: decorator
 @inline export function logicMask(j: i32): usize {
-  const at = load<i32>(logicTable + (<usize>j) * 12, 8);
+  const at = load<i32>(logicTable + (<usize>j) * LOGIC_SIZE, 8);
   return at < 0 ? 0 : tables + <usize>at;
 }
 
 // Per-message flow -------------------------------------------------------------------------
 
 /** Starts a message on a learnt topic slot; returns how many targets its topic matched. */
-export function beginMessage(slot: i32, plen: i32): i32 {
+export function beginMessage(slot: i32, plen: i32, now: f64): i32 {
   store<f64>(counters, load<f64>(counters) + 1);
   const s = topicSlots + (<usize>slot) * TOPIC_SLOT_SIZE;
   matchedList = <usize>load<u32>(s);
@@ -323,6 +369,9 @@ export function beginMessage(slot: i32, plen: i32): i32 {
   isObject = false;
   ruleTouched = false;
   outputJsonReset();
+  valuesUsed = 0;
+  valueCount = 0;
+  memoryMessage(topicPtr, topicLen, now);
   store<f64>(counters, load<f64>(counters, 8) + <f64>matchedCount, 8);
   return matchedCount;
 }
@@ -343,7 +392,10 @@ export function payloadIsObject(): bool {
     }
     setScratch(scratch);
     isObject = scanObject(payloadPtr, payloadLen);
-    if (!isObject) store<f64>(counters, load<f64>(counters, 48) + 1, 48);
+    if (!isObject) {
+      store<f64>(counters, load<f64>(counters, 48) + 1, 48);
+      invalidateSlots();
+    }
   }
   return isObject;
 }
@@ -351,21 +403,154 @@ export function payloadIsObject(): bool {
 // @ts-ignore: decorator
 @inline export function evaluated(): void {
   store<f64>(counters, load<f64>(counters, 16) + 1, 16);
+  const p = statementCounters + (<usize>currentStatement) * 24;
+  store<f64>(p, load<f64>(p) + 1);
+}
+
+/** Per-statement counts of a condition's result (metrics per filter and rule). */
+// @ts-ignore: decorator
+@inline export function statementResult(r: i32): void {
+  if (r == FALSE) return;
+  const p = statementCounters + (<usize>currentStatement) * 24 + (r == TRUE ? 8 : 16);
+  store<f64>(p, load<f64>(p) + 1);
+}
+
+export function statementCountersPtr(): usize {
+  return statementCounters;
+}
+
+/** Which statement runs now (its memory record and counters). */
+// @ts-ignore: decorator
+@inline export function setStatement(s: i32): void {
+  setMemoryStatement(s);
+  stateUsed = 0;
+}
+
+// Template values --------------------------------------------------------------------------
+
+let values: usize = 0;
+let valuesCap: usize = 0;
+let valuesUsed: usize = 0;
+let valueStart: usize = 0;
+let valueCount: i32 = 0;
+
+function reserveValues(size: usize): void {
+  if (valuesUsed + size <= valuesCap) return;
+  let cap = valuesCap * 2;
+  while (cap < valuesUsed + size) cap *= 2;
+  values = heap.realloc(values, cap);
+  valuesCap = cap;
+  store<u32>(counters, <u32>values, PTRS + 8);
+}
+
+/** A statement fired: its template values follow. */
+export function tplBegin(): void {
+  valueStart = valuesUsed;
+  valueCount = 0;
+}
+
+/** Appends register r's value to the current output's template values. */
+export function valuePush(r: i32): void {
+  const p = regPtr(r);
+  const kind = load<i32>(p);
+  const len: usize = kind == V_STRING ? <usize>load<i32>(p, 8) : 0;
+  const size = VALUE_SIZE + ((len + 7) & ~7);
+  reserveValues(size);
+  const v = values + valuesUsed;
+  store<i32>(v, kind);
+  store<i32>(v, <i32>len, 4);
+  store<f64>(v, kind == V_STRING ? 0 : load<f64>(p, 16), 8);
+  if (len > 0) memory.copy(v + VALUE_SIZE, <usize>load<u32>(p, 4), len);
+  valuesUsed += size;
+  valueCount++;
+}
+
+// Functions of the message ---------------------------------------------------------------
+
+/** topic(n): level n (from 1) of the current topic. */
+export function topicLevel(r: i32, n: i32): void {
+  let start = topicPtr;
+  const stop = topicPtr + topicLen;
+  let level = 1;
+  let p = start;
+  while (level < n) {
+    while (p < stop && load<u8>(p) != 0x2f) p++;
+    if (p >= stop) {
+      setUnknown(r);
+      return;
+    }
+    p++;
+    start = p;
+    level++;
+  }
+  let e = start;
+  while (e < stop && load<u8>(e) != 0x2f) e++;
+  setString(r, start, <i32>(e - start));
+}
+
+// state(): values read from the host into an arena reset per statement
+let stateArena: usize = 0;
+let stateCap: usize = 0;
+let stateUsed: usize = 0;
+
+/** state(key template `key`) into register r. */
+export function loadState(r: i32, key: i32): void {
+  for (;;) {
+    if (stateCap - stateUsed < 8) growState(8);
+    const dst = stateArena + stateUsed;
+    const res = hostStateRead(key, dst, <i32>(stateCap - stateUsed));
+    if (res < 0) {
+      setUnknown(r);
+      return;
+    }
+    const kind = res & 7;
+    const len = <usize>(res >>> 3);
+    if (kind == 6) {
+      growState(len);
+      continue;
+    }
+    if (kind == 1) setNull(r);
+    else if (kind == 2 || kind == 3) setBool(r, kind == 3);
+    else if (kind == 4) setNumber(r, load<f64>(dst));
+    else {
+      setString(r, dst, <i32>len);
+      stateUsed += (len + 7) & ~7;
+    }
+    return;
+  }
+}
+
+function growState(need: usize): void {
+  // values already read in this statement keep their bytes: the old arena is left as it is
+  // (a statement reading more than the arena holds is rare), a new one takes its place
+  let cap = stateCap * 2;
+  while (cap < need + 8) cap *= 2;
+  if (stateUsed == 0) heap.free(stateArena);
+  stateArena = heap.alloc(cap);
+  stateCap = cap;
+  stateUsed = 0;
 }
 
 function pushOutput(kind: i32, index: i32, jsonStart: i32, jsonLen: i32): void {
   if (outputCount >= outputCap) {
     outputCap *= 2;
     outputs = heap.realloc(outputs, <usize>outputCap * OUTPUT_SIZE);
-    store<u32>(counters, <u32>outputs, 64);
+    store<u32>(counters, <u32>outputs, PTRS);
   }
   const p = outputs + (<usize>outputCount) * OUTPUT_SIZE;
   store<i32>(p, kind);
   store<i32>(p, index, 4);
   store<i32>(p, jsonStart, 8);
   store<i32>(p, jsonLen, 12);
+  store<i32>(p, <i32>valueStart, 16);
+  store<i32>(p, valueCount, 20);
+  valueCount = 0;
   outputCount++;
   store<f64>(counters, load<f64>(counters, 24) + 1, 24);
+  if (kind == OUT_RULE) {
+    const l = logicCounters + (<usize>index) * 8;
+    store<f64>(l, load<f64>(l) + 1);
+  }
 }
 
 export function emitFilter(statement: i32): void {
@@ -379,7 +564,7 @@ export function emitRule(logic: i32, mask: usize): void {
     return;
   }
   const start = appendBufferJson(mask);
-  store<u32>(counters, <u32>outputJsonPtr(), 68);
+  store<u32>(counters, <u32>outputJsonPtr(), PTRS + 4);
   pushOutput(OUT_RULE, logic, <i32>start, <i32>(outputJsonLength() - start));
 }
 
@@ -404,6 +589,9 @@ export function finishMessage(fired: bool): i32 {
   store<f64>(counters, load<f64>(counters, 32) + missingCount, 32);
   store<f64>(counters, load<f64>(counters, 40) + kindCount, 40);
   store<f64>(counters, bufferFull, 56);
+  store<f64>(counters, memTopics, 64);
+  store<f64>(counters, memEvicted, 72);
+  store<f64>(counters, memMerged, 80);
   resetUnknownCounts();
   return outputCount;
 }

@@ -10,3 +10,13 @@ export declare function hostParseNumber(ptr: usize, len: i32): f64;
 // @ts-ignore: decorator
 @external("env", "formatNumber")
 export declare function hostFormatNumber(value: f64, dst: usize): i32;
+
+/**
+ * state('key'): the host renders key template `key` for the current topic and reads the state
+ * store. Writes a number (f64) or string bytes at dst (at most cap bytes) and returns
+ * (length << 3) | kind: kind 1 null, 2 false, 3 true, 4 number, 5 string, 6 string longer than
+ * cap (call again with room for `length` bytes); -1 when the key is absent.
+ */
+// @ts-ignore: decorator
+@external("env", "stateRead")
+export declare function hostStateRead(key: i32, dst: usize, cap: i32): i32;

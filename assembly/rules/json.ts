@@ -74,6 +74,12 @@ export function setKeyTables(nodes: usize, edges: usize, pool: usize, count: i32
   slotCount = nslots;
 }
 
+/** Every slot reads as missing until the next scan (a payload that is not a JSON object). */
+export function invalidateSlots(): void {
+  epoch++;
+  if (epoch == 0) epoch = 1;
+}
+
 export function setScratch(ptr: usize): void {
   scratch = ptr;
   scratchUsed = 0;

@@ -66,6 +66,24 @@ export function setRegisters(ptr: usize): void {
   return registers + (<usize>r) * REG_SIZE;
 }
 
+/** A register's address (memory.ts reads and writes values directly). */
+// @ts-ignore: decorator
+@inline export function regPtr(r: i32): usize {
+  return registers + (<usize>r) * REG_SIZE;
+}
+
+/** abs(e): the absolute value of a number. */
+export function absValue(r: i32, a: i32): void {
+  const pa = reg(a);
+  if (load<i32>(pa) != V_NUMBER) setUnknown(r);
+  else setNumber(r, Math.abs(load<f64>(pa, 16)));
+}
+
+/** Copies register a into r. */
+export function copyValue(r: i32, a: i32): void {
+  memory.copy(reg(r), reg(a), REG_SIZE);
+}
+
 // @ts-ignore: decorator
 @inline export function setNumber(r: i32, v: f64): void {
   const p = reg(r);

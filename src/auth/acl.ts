@@ -273,6 +273,13 @@ export class ClientAcl {
     return this.decide(topic, this.read, this.readCache);
   }
 
+  /** May this client publish to every topic `filter` matches (no deny rule covering all of it)? */
+  canWriteAll(filter: string): boolean {
+    const levels = filter.split('/');
+    if (this.deny.some((d) => filterWithin(levels, d))) return false;
+    return this.write.some((g) => filterWithin(levels, g));
+  }
+
   /** May this client subscribe to `filter` (shared subscriptions are checked on their inner filter)? */
   canSubscribe(filter: string): boolean {
     const inner = parseSharedFilter(filter)?.filter ?? filter;

@@ -5,7 +5,7 @@ import { ConfigError } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { BrokerApi } from '../broker/api.js';
 import type { AuthenticateResult, ClientInfo, ConnectRequest } from '../broker/hooks.js';
-import type { Message, QoS } from '../broker/message.js';
+import type { Message, QoS } from '../mqtt/message.js';
 import { ClientAcl, loadAclFile, loadAclFileSync, mergeAcl, parseAclSection, type AclDocument } from './acl.js';
 import { PasswordFile, parseHash, type PasswordHash } from './password-file.js';
 import { addressKey, createLoginLimiter, type LoginLimiter } from './rate-limit.js';
@@ -75,6 +75,11 @@ export interface AuthService {
   canPublish(client: ClientInfo, topic: string): boolean;
   canRead(client: ClientInfo, topic: string): boolean;
   canSubscribe(client: ClientInfo, filter: string): boolean;
+  /**
+   * What the ACL allows a user who is not an MQTT client (the author of a rules document):
+   * everything is allowed while there is no ACL (`aclEnabled`). `%c` patterns grant nothing to such a user.
+   */
+  accessFor(username: string | undefined): { canReadAll(filter: string): boolean; canWriteAll(filter: string): boolean; canWrite(topic: string): boolean };
   /** Re-read the password file and ACL now; resolves once the new rules are in force (or rejected). */
   reload(): Promise<void>;
   /** Whether an ACL is configured (otherwise every topic is allowed). */
@@ -410,6 +415,15 @@ export function createAuthService(broker: BrokerApi, config: Config, log: Logger
     canPublish: (client, topic) => aclFor(client)?.canWrite(topic) ?? true,
     canRead: (client, topic) => aclFor(client)?.canRead(topic) ?? true,
     canSubscribe: (client, filter) => aclFor(client)?.canSubscribe(filter) ?? true,
+    accessFor(username) {
+      // a client id with "/" makes %c patterns unusable: the author is not a client
+      const view = { clientId: `rules/${username ?? ''}`, username };
+      return {
+        canReadAll: (filter) => aclFor(view)?.canSubscribe(filter) ?? true,
+        canWriteAll: (filter) => aclFor(view)?.canWriteAll(filter) ?? true,
+        canWrite: (topic) => aclFor(view)?.canWrite(topic) ?? true,
+      };
+    },
     reload,
     get aclEnabled() {
       return rules.acl !== null;

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import type { ConnectionAcceptor, TransportKind } from '../transport/connection.js';
 import type { BrokerHooks, ClientInfo } from './hooks.js';
-import type { Message, QoS } from './message.js';
+import type { Message, QoS } from '../mqtt/message.js';
 
 /** One row of `/api/clients` and `edb clients`. */
 export interface ClientSummary {
@@ -50,6 +50,14 @@ export interface BrokerStats {
   protocolErrors: Record<string, number>;
   /** Clients disconnected because their outbound queue was full (queueFullPolicy "disconnect"). */
   queueFullDisconnects: number;
+  /**
+   * Unexpected exceptions while serving a client, by where they happened: "encode_publish"
+   * (a stored message that could not be encoded for a receiver) or "packet_<type>" (handling
+   * a packet of that type). The goal is 0: each one is a bug to report.
+   */
+  internalErrors: Record<string, number>;
+  /** Stored messages taken out of service because they failed towards a receiver, by origin ("client", "rules", "state", "will", "$SYS", "backup"). */
+  quarantined: Record<string, number>;
 }
 
 /** Counters at zero, started at `startedAt`. */
@@ -69,6 +77,8 @@ export function newBrokerStats(startedAt: number): BrokerStats {
     dropped: {},
     protocolErrors: {},
     queueFullDisconnects: 0,
+    internalErrors: {},
+    quarantined: {},
   };
 }
 

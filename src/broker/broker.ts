@@ -1,17 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import type { IConnectPacket, ISubscription } from 'mqtt-packet';
+import type { IConnectPacket } from 'mqtt-packet';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import type { Connection, ConnectionAcceptor, ConnectionEvents } from '../transport/connection.js';
 import { newBrokerStats, type BrokerApi, type BrokerStats, type ClientSummary, type SubscriptionSummary } from './api.js';
 import type { AuthenticateResult, BrokerHooks, ClientInfo, PublishLimiter } from './hooks.js';
-import type { Message, QoS } from './message.js';
-import { Session, type Delivery, type PendingWill, type QueueAccount, type Subscription } from '../session/session.js';
+import type { Message, QoS } from '../mqtt/message.js';
+import type { Session, Delivery, PendingWill, QueueAccount, Subscription } from '../session/session.js';
+import { MemorySessionStore, type RetainedMessages, type SessionStore } from '../session/store.js';
 import { TopicTrie, type MatchVisitor, type SharedGroup } from '../topics/trie.js';
-import { isValidTopicFilter, parseSharedFilter } from '../topics/validate.js';
 import { RC, reasonName } from '../mqtt/reason-codes.js';
 import { RetainedStore } from './retained.js';
-import { MqttClient, type CloseCause } from './client.js';
+import { MqttClient } from './client.js';
+import type { BrokerCore, CoreClient } from './core.js';
+import type { CloseCause } from './lifecycle.js';
+import { handlePacket } from './handlers/index.js';
 
 /** What the trie stores per subscription. */
 interface SubRef {
@@ -33,21 +36,23 @@ const FOREVER = 0xffffffff;
 
 /**
  * The broker: sessions, the subscription trie, retained messages, routing, hooks and the
- * housekeeping sweep (keep alive, connect timeout, will delay, session expiry, stalls).
+ * housekeeping sweep (keep alive, connect timeout, will delay, session expiry, stalls). What
+ * each packet does is in handlers/, over the BrokerCore view of this class.
  */
-export class Broker implements BrokerApi, ConnectionAcceptor {
+export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   readonly stats: BrokerStats = newBrokerStats(Date.now());
   /** Bytes queued by all sessions together (EDB_MAX_QUEUED_BYTES_TOTAL bounds the offline ones' growth). */
   readonly queueAccount: QueueAccount = { bytes: 0 };
   /** What route() matched, gathered without allocating a visitor per message. */
   private readonly collector = new RouteCollector(this);
   readonly acceptor: ConnectionAcceptor = this;
-  readonly sessions = new Map<string, Session>();
+  /** Sessions by client id (in memory; see session/store.ts for what another store provides). */
+  readonly sessions: SessionStore = new MemorySessionStore();
   /** Connected clients by client id. */
-  readonly online = new Map<string, MqttClient>();
+  readonly online = new Map<string, CoreClient>();
   /** Every open network connection, connected or still in the handshake. */
   readonly connections = new Set<MqttClient>();
-  readonly retained = new RetainedStore();
+  readonly retained: RetainedMessages = new RetainedStore();
   private readonly trie = new TopicTrie<SubRef>();
   private readonly hooks: HookLists = {
     authenticate: [],
@@ -93,14 +98,14 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
       connection.destroy();
       return { onData: () => undefined, onDrain: () => undefined, onClose: () => undefined };
     }
-    const client = new MqttClient(this, connection);
+    const client = new MqttClient(this, connection, handlePacket);
     this.connections.add(client);
     this.stats.connectionsTotal++;
     return client;
   }
 
-  connectionGone(client: MqttClient): void {
-    this.connections.delete(client);
+  connectionGone(client: CoreClient): void {
+    this.connections.delete(client as MqttClient);
   }
 
   assignClientId(): string {
@@ -110,7 +115,7 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     return id;
   }
 
-  async authenticate(client: MqttClient, packet: IConnectPacket): Promise<AuthenticateResult> {
+  async authenticate(client: CoreClient, packet: IConnectPacket): Promise<AuthenticateResult> {
     const list = this.hooks.authenticate;
     if (list.length === 0) return { ok: true };
     const request = {
@@ -138,7 +143,7 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
   }
 
   /** Attach `client` to its session (resumed or new), taking over an existing connection. */
-  openSession(client: MqttClient, clean: boolean, expiry: number): { session: Session; present: boolean } {
+  openSession(client: CoreClient, clean: boolean, expiry: number): { session: Session; present: boolean } {
     const id = client.clientId;
     const previous = this.online.get(id);
     if (previous) {
@@ -159,9 +164,8 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     }
     const present = session !== undefined; // [MQTT-3.2.2-2]
     if (!session) {
-      session = new Session(id);
+      session = this.sessions.create(id);
       session.attach(this.queueAccount);
-      this.sessions.set(id, session);
     }
     session.expiryInterval = expiry;
     session.expiresAt = undefined;
@@ -169,13 +173,13 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     return { session, present };
   }
 
-  clientOnline(client: MqttClient): void {
+  clientOnline(client: CoreClient): void {
     this.stats.clientsConnected++;
     this.log.debug({ clientId: client.clientId, address: client.remoteAddress, transport: client.transport, v: client.protocolVersion }, 'client connected');
     for (const hook of this.hooks.onConnect) this.notify(hook, client);
   }
 
-  clientClosed(client: MqttClient, wasOpen: boolean, cause: CloseCause): void {
+  clientClosed(client: CoreClient, wasOpen: boolean, cause: CloseCause): void {
     if (!wasOpen) return;
     const id = client.clientId;
     if (this.online.get(id) === client) {
@@ -215,7 +219,7 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     }
   }
 
-  private publishWill(will: PendingWill, client: MqttClient | undefined): void {
+  private publishWill(will: PendingWill, client: CoreClient | undefined): void {
     const message: Message = { ...will.message };
     if (will.expirySeconds !== undefined) message.expiresAt = Date.now() + will.expirySeconds * 1000;
     // a delayed will is authorized as the client that set it, though it is gone
@@ -274,7 +278,7 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
    * Route a message to every matching subscriber. Returns whether anyone matched.
    * `publisher` is held back (its socket paused) when a subscriber it feeds backs up.
    */
-  route(message: Message, publisher: MqttClient | undefined): boolean {
+  route(message: Message, publisher: CoreClient | undefined): boolean {
     this.stats.messagesReceived++;
     const info: ClientInfo | undefined = publisher;
     for (const hook of this.hooks.onPublish) {
@@ -297,11 +301,11 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     return true;
   }
 
-  private deliverTo(t: Target, message: Message, publisher: MqttClient | undefined): void {
+  private deliverTo(t: Target, message: Message, publisher: CoreClient | undefined): void {
     const d: Delivery = { message, qos: t.qos, retain: t.retain, subscriptionIds: t.subscriptionIds };
     const client = this.online.get(t.session.clientId);
     if (client && client.session === t.session) {
-      if (this.mayDeliver(client, message)) client.deliver(d, publisher);
+      if (this.mayDeliver(client, message)) client.out.deliver(d, publisher);
     } else this.queueOffline(t.session, d);
   }
 
@@ -322,7 +326,7 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     return true;
   }
 
-  /** authorizeDelivery hooks; MqttClient.pump also runs them for queued messages (queued while offline, or before an ACL reload). */
+  /** authorizeDelivery hooks; Outbound.pump also runs them for queued messages (queued while offline, or before an ACL reload). */
   mayDeliver(client: ClientInfo, message: Message): boolean {
     for (const hook of this.hooks.authorizeDelivery) if (!hook(client, message)) return false;
     return true;
@@ -348,81 +352,26 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
 
   // ------------------------------------------------------------ subscribe
 
-  subscribe(
-    client: MqttClient,
-    subscriptions: ISubscription[],
-    subscriptionId: number | undefined,
-  ): { codes: number[]; retained: Delivery[] } | 'protocol-error' {
-    const session = client.session!;
-    const codes: number[] = [];
-    const retained: Delivery[] = [];
-    for (const s of subscriptions) {
-      const shared = parseSharedFilter(s.topic);
-      if (shared && s.nl) return 'protocol-error'; // [MQTT-3.8.3-4]
-      if (shared === null || (shared === undefined && !isValidTopicFilter(s.topic))) {
-        codes.push(RC.TOPIC_FILTER_INVALID);
-        continue;
-      }
-      const filter = shared ? shared.filter : s.topic;
-      let granted: number = Math.min(s.qos, 2);
-      for (const hook of this.hooks.authorizeSubscribe) {
-        const verdict = hook(client, s.topic, granted as QoS);
-        if (verdict >= 0x80) {
-          granted = verdict;
-          break;
-        }
-        granted = Math.min(granted, verdict);
-      }
-      if (granted >= 0x80) {
-        codes.push(granted);
-        continue;
-      }
-      const existed = session.subscriptions.has(s.topic);
-      if (!existed && this.limits && !this.limits.subscriptionAllowed(session.subscriptions.size)) {
-        codes.push(RC.QUOTA_EXCEEDED); // EDB_MAX_SUBSCRIPTIONS reached
-        continue;
-      }
-      const sub: Subscription = {
-        topic: s.topic,
-        qos: granted as QoS,
-        noLocal: s.nl === true,
-        retainAsPublished: s.rap === true,
-        retainHandling: s.rh ?? 0,
-        filter,
-        ...(subscriptionId !== undefined ? { subscriptionIdentifier: subscriptionId } : {}),
-        ...(shared ? { shareGroup: shared.group } : {}),
-      };
-      // [MQTT-3.8.4-3] a subscription to the same filter replaces the old one
-      session.subscriptions.set(s.topic, sub);
-      this.trie.add(filter, session.clientId, { session, sub }, shared?.group);
-      codes.push(granted);
-      for (const hook of this.hooks.onSubscribe) this.notify(hook, client, s.topic, granted as QoS);
-      // [MQTT-3.3.1-9..11] Retain Handling 0: always, 1: only for a new subscription, 2: never;
-      // shared subscriptions get no retained messages [MQTT-4.8.2-?]
-      if (!shared && (sub.retainHandling === 0 || (sub.retainHandling === 1 && !existed))) {
-        for (const m of this.retained.match(filter)) {
-          if (!this.mayDeliver(client, m)) continue;
-          retained.push({
-            message: m,
-            qos: Math.min(m.qos, granted) as QoS,
-            retain: true,
-            subscriptionIds: subscriptionId !== undefined ? [subscriptionId] : undefined,
-          });
-        }
-      }
+  authorizeSubscribe(client: ClientInfo, filter: string, qos: QoS): number {
+    let granted: number = qos;
+    for (const hook of this.hooks.authorizeSubscribe) {
+      const verdict = hook(client, filter, granted as QoS);
+      if (verdict >= 0x80) return verdict;
+      granted = Math.min(granted, verdict);
     }
-    return { codes, retained };
+    return granted;
   }
 
-  unsubscribe(client: MqttClient, topics: string[]): number[] {
-    const session = client.session!;
-    return topics.map((topic) => {
-      const sub = session.subscriptions.get(topic);
-      if (!sub) return RC.NO_SUBSCRIPTION_EXISTED;
-      session.subscriptions.delete(topic);
-      this.trie.remove(sub.filter, session.clientId, sub.shareGroup);
-      return RC.SUCCESS;
-    });
+  subscribed(client: ClientInfo, filter: string, qos: QoS): void {
+    for (const hook of this.hooks.onSubscribe) this.notify(hook, client, filter, qos);
+  }
+
+  addSubscription(session: Session, sub: Subscription): void {
+    this.trie.add(sub.filter, session.clientId, { session, sub }, sub.shareGroup);
+  }
+
+  removeSubscription(session: Session, sub: Subscription): void {
+    this.trie.remove(sub.filter, session.clientId, sub.shareGroup);
   }
 
   // ------------------------------------------------------------ housekeeping
@@ -441,7 +390,7 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
         // [MQTT-3.1.2-22] one and a half times the keep alive without a packet
         // (not while flow control holds its socket paused: then the silence is ours)
         if (c.keepAliveMs > 0 && !c.held && now - c.lastActivity > c.keepAliveMs * 1.5) c.disconnect(RC.KEEP_ALIVE_TIMEOUT, 'keepalive');
-        else c.checkStall(now, cfg.stallTimeoutMs);
+        else c.out.checkStall(now, cfg.stallTimeoutMs);
       }
     }
     for (const session of this.sessions.values()) {
@@ -474,8 +423,33 @@ export class Broker implements BrokerApi, ConnectionAcceptor {
     this.stats.queueFullDisconnects++;
   }
 
+  /**
+   * An unexpected exception while serving `client` (counted by `kind`; logged with the packet
+   * type and topic). The connection that met it is closed by the caller; nobody else is.
+   */
+  countInternalError(kind: string, err: unknown, client: ClientInfo, topic?: string): void {
+    this.stats.internalErrors[kind] = (this.stats.internalErrors[kind] ?? 0) + 1;
+    this.log.error({ err, kind, clientId: client.clientId, topic }, 'internal error serving a client');
+  }
+
+  /**
+   * Encoding `message` for `client` failed: take the message out of service, once. It is marked
+   * so no other receiver gets it (each would fail the same way), and a retained copy is removed
+   * from the retained store. Counted by origin and logged once, with the error.
+   */
+  quarantine(message: Message, err: unknown, client: ClientInfo): void {
+    if (message.quarantined) return;
+    message.quarantined = true;
+    this.stats.internalErrors['encode_publish'] = (this.stats.internalErrors['encode_publish'] ?? 0) + 1;
+    const origin = message.origin ?? 'client';
+    this.stats.quarantined[origin] = (this.stats.quarantined[origin] ?? 0) + 1;
+    const wasRetained = this.retained.get(message.topic) === message;
+    if (wasRetained) this.retained.set({ ...message, payload: Buffer.alloc(0) });
+    this.log.error({ err, topic: message.topic, origin, senderId: message.senderId, clientId: client.clientId, retainedRemoved: wasRetained }, 'a stored message could not be encoded for a receiver: quarantined (not sent to anyone again)');
+  }
+
   /** Count a dropped message; log each reason at most every 10 s so a flood cannot flood the log. */
-  countDrop(reason: string, client?: MqttClient): void {
+  countDrop(reason: string, client?: ClientInfo): void {
     const count = (this.stats.dropped[reason] ?? 0) + 1;
     this.stats.dropped[reason] = count;
     const now = Date.now();

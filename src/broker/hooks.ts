@@ -1,4 +1,4 @@
-import type { Message, QoS } from './message.js';
+import type { Message, QoS } from '../mqtt/message.js';
 import type { TransportKind } from '../transport/connection.js';
 
 /**

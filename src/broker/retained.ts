@@ -1,4 +1,4 @@
-import type { Message } from './message.js';
+import type { Message } from '../mqtt/message.js';
 import { TopicTrie } from '../topics/trie.js';
 
 /**

@@ -77,7 +77,8 @@ async function fetchJson<T>(opts: ApiOptions, path: string): Promise<T> {
   const url = `${baseUrl(opts)}${path}${query}`;
   let res: Response;
   try {
-    res = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+    const token = process.env['EDB_ADMIN_TOKEN']; // from `edb token create`
+    res = await fetch(url, { signal: AbortSignal.timeout(10_000), ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}) });
   } catch (err) {
     throw new UnreachableError(`cannot reach the broker's HTTP API at ${url}: ${networkReason(err)}; is it running? set --url or EDB_HTTP_PORT`);
   }

@@ -5,6 +5,7 @@ import { register as registerClients } from './clients.js';
 import { register as registerState } from './state.js';
 import { register as registerRules } from './rules.js';
 import { register as registerPasswd } from './passwd.js';
+import { register as registerToken } from './token.js';
 import { EXIT, EXIT_CODES_HELP } from './exit-codes.js';
 import { VERSION } from '../version.js';
 
@@ -25,7 +26,8 @@ registerStart(program); // edb start
 registerClients(program); // edb clients, edb subscriptions
 registerRules(program); // edb rules get|set|patch|delete
 registerState(program); // edb state get|set|del|watch
-registerPasswd(program); // edb passwd FILE USER
+registerPasswd(program); // edb passwd FILE USER [--role]
+registerToken(program); // edb token create|list|revoke
 
 try {
   await program.parseAsync(process.argv);

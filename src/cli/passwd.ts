@@ -2,10 +2,12 @@ import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { EXIT, fail, fileReason } from './exit-codes.js';
 import { hashPassword, PasswordFileError, PasswordFile, updatePasswordText, validUsername, writePasswordFile } from '../auth/password-file.js';
+import { AdminUsers, isAdminUsersText, isRole, ROLES } from '../auth/admin-users.js';
 
 /**
- * `edb passwd FILE USER [--password P] [--delete]`: add, change or delete a user in a
- * password file (in the spirit of mosquitto_passwd / vmq-passwd). Without --password it
+ * `edb passwd FILE USER [--password P] [--role ROLE] [--delete]`: add, change or delete a
+ * user in a password file (in the spirit of mosquitto_passwd / vmq-passwd). With --role the
+ * file is an admin users file for the HTTP surfaces (EDB_ADMIN_USERS_FILE, `user:role:hash`). Without --password it
  * prompts twice on the terminal without echo, or reads one line from a pipe.
  * The running broker picks the change up by itself (file watch) or on SIGHUP.
  */
@@ -13,6 +15,8 @@ import { hashPassword, PasswordFileError, PasswordFile, updatePasswordText, vali
 export interface PasswdOptions {
   password?: string;
   delete?: boolean;
+  /** viewer, operator or admin: the file is an admin users file. */
+  role?: string;
 }
 
 export interface PasswdIO {
@@ -102,7 +106,14 @@ export async function runPasswd(file: string, user: string, options: PasswdOptio
     if (options.delete) throw new PasswdError(`${file}: no such file`);
   }
   // Refuse to rewrite a file we could not read back: that would silently drop its bad lines.
-  PasswordFile.parse(text, file);
+  const adminFile = isAdminUsersText(text);
+  if (adminFile) AdminUsers.parse(text, file);
+  else PasswordFile.parse(text, file);
+  if (options.role !== undefined && !isRole(options.role)) throw new PasswdError(`--role ${options.role}: not a role; use one of ${ROLES.join(', ')}`, EXIT.usage);
+  if (!options.delete) {
+    if (options.role !== undefined && !adminFile && /^\s*[^#\s]/m.test(text)) throw new PasswdError(`${file} is an MQTT password file; admin users (--role) go in their own file (EDB_ADMIN_USERS_FILE)`, EXIT.usage);
+    if (options.role === undefined && adminFile) throw new PasswdError(`${file} is an admin users file: give the user's role with --role (${ROLES.join(', ')})`, EXIT.usage);
+  }
 
   if (options.delete) {
     const { text: next, existed } = updatePasswordText(text, user, null);
@@ -114,9 +125,9 @@ export async function runPasswd(file: string, user: string, options: PasswdOptio
   const password = options.password ?? (await askPassword(io));
   if (password.length === 0) throw new PasswdError('empty passwords are not accepted', EXIT.usage);
   const hash = await hashPassword(password);
-  const { text: next, existed } = updatePasswordText(text, user, hash);
+  const { text: next, existed } = updatePasswordText(text, user, options.role === undefined ? hash : `${options.role}:${hash}`);
   await write(file, next);
-  return `${existed ? 'changed the password of' : 'added'} user "${user}" in ${file}`;
+  return `${existed ? 'changed the password of' : 'added'} user "${user}"${options.role === undefined ? '' : ` (${options.role})`} in ${file}`;
 }
 
 export function register(program: Command): void {
@@ -127,6 +138,7 @@ export function register(program: Command): void {
     .argument('<user>', 'user name')
     .option('-p, --password <password>', 'the password, for scripts (otherwise prompted without echo, or one line from a pipe)')
     .option('-D, --delete', 'delete the user')
+    .option('-r, --role <role>', `admin users file for the console and HTTP API (EDB_ADMIN_USERS_FILE): the user's role, ${ROLES.join(' | ')}`)
     .action(async (file: string, user: string, options: PasswdOptions) => {
       try {
         const summary = await runPasswd(file, user, options, { stdin: process.stdin, stderr: process.stderr });

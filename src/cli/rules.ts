@@ -32,6 +32,12 @@ async function readDocument(file: string): Promise<string | undefined> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** EDB_ADMIN_TOKEN (from `edb token create`) as a bearer token, when set. */
+function authHeader(): Record<string, string> {
+  const token = process.env['EDB_ADMIN_TOKEN'];
+  return token ? { authorization: `Bearer ${token}` } : {};
+}
+
 async function request(method: string, options: Options, body?: string): Promise<void> {
   const url = `${baseUrl(options)}/`;
   let res: Response;
@@ -39,7 +45,7 @@ async function request(method: string, options: Options, body?: string): Promise
     res = await fetch(url, {
       method,
       ...(body === undefined ? {} : { body }),
-      headers: { 'content-type': 'application/json', ...(options.ifMatch ? { 'if-match': options.ifMatch } : {}) },
+      headers: { 'content-type': 'application/json', ...(options.ifMatch ? { 'if-match': options.ifMatch } : {}), ...authHeader() },
     });
   } catch (err) {
     fail('rules', `cannot reach the rules API at ${url}: ${networkReason(err)}; is the broker running? set --url or EDB_RULES_PORT`);

@@ -11,7 +11,11 @@ import { EXIT } from './exit-codes.js';
  */
 function startFailure(err: unknown, debug: boolean): never {
   const message = (err as Error).message ?? String(err);
-  if (err instanceof ConfigError) {
+  // a storage folder the broker cannot open (src/storage): named, and exit code 2 like a setting
+  const storage = (err as { code?: unknown }).code === 'EDB_STORAGE_OPEN';
+  if (storage) {
+    process.stderr.write(`edb start: ${message}; check EDB_DATA_DIR (durable storage lives in its storage folder), or move the folder away to start empty\n`);
+  } else if (err instanceof ConfigError) {
     process.stderr.write(`edb start: ${message}\n`);
   } else if (err instanceof EnvironmentError) {
     process.stderr.write(`edb start: ${message}\n`);
@@ -19,7 +23,7 @@ function startFailure(err: unknown, debug: boolean): never {
     process.stderr.write(`edb start: cannot start: ${message}${debug ? '' : ' (EDB_LOG_LEVEL=debug shows the details)'}\n`);
   }
   if (debug && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
-  process.exit(err instanceof ConfigError ? EXIT.usage : EXIT.failed);
+  process.exit(err instanceof ConfigError || storage ? EXIT.usage : EXIT.failed);
 }
 
 function wantsDebug(config: Config | undefined): boolean {

@@ -52,6 +52,11 @@ export const SETTINGS = {
   maxMsgRate: { env: 'EDB_MAX_MSG_RATE', type: 'integer', default: 0, minimum: 0, description: 'PUBLISH packets per second one client may send (0 = no limit); a flood is paused, then disconnected (0x96)' },
   maxBytesRate: { env: 'EDB_MAX_BYTES_RATE', type: 'integer', default: 0, minimum: 0, description: 'PUBLISH bytes per second one client may send (0 = no limit); a flood is paused, then disconnected (0x97)' },
   maxSubscriptions: { env: 'EDB_MAX_SUBSCRIPTIONS', type: 'integer', default: 10000, minimum: 0, description: 'Subscriptions one client may hold (0 = no limit); past it SUBACK says 0x97' },
+  adminUsersFile: { env: 'EDB_ADMIN_USERS_FILE', type: 'string', default: null, description: 'Users of the console and HTTP API with their roles, written by `edb passwd --role`; when set, every HTTP request needs credentials' },
+  adminTokensFile: { env: 'EDB_ADMIN_TOKENS_FILE', type: 'string', default: null, description: 'API tokens written by `edb token create` (default <dataDir>/admin-tokens.json)' },
+  adminTrusted: { env: 'EDB_ADMIN_TRUSTED', type: 'string', default: 'loopback', description: 'Without admin users: addresses that may use the admin surfaces as admin (comma list of addresses or CIDRs, "loopback", or "none")' },
+  metricsAuth: { env: 'EDB_METRICS_AUTH', type: 'boolean', default: false, description: '/metrics asks for credentials like the API (otherwise open)' },
+  adminSessionTtl: { env: 'EDB_ADMIN_SESSION_TTL', type: 'integer', default: 43200, minimum: 60, description: 'Seconds a console login lasts without use' },
   tlsCert: { env: 'EDB_TLS_CERT', type: 'string', default: null, description: 'PEM certificate for MQTTS and WSS' },
   tlsKey: { env: 'EDB_TLS_KEY', type: 'string', default: null, description: 'PEM private key for MQTTS and WSS' },
   tlsCa: { env: 'EDB_TLS_CA', type: 'string', default: null, description: 'PEM CA; when set, client certificates are required' },
@@ -61,8 +66,16 @@ export const SETTINGS = {
   stateSweepIntervalMs: { env: 'EDB_STATE_SWEEP_INTERVAL_MS', type: 'integer', default: 1000, minimum: 10, description: 'State store: how often expired keys are removed (and DELETE notifications sent)' },
   backupEnabled: { env: 'EDB_BACKUP', type: 'boolean', default: true, description: 'Write a snapshot to the backup folder on a graceful stop and restore it at the next start' },
   backupInterval: { env: 'EDB_BACKUP_INTERVAL', type: 'integer', default: 0, minimum: 0, description: 'Seconds between periodic snapshots to the backup folder (0 = only on a graceful stop)' },
+  storage: { env: 'EDB_STORAGE', type: 'enum', default: 'memory', values: ['durable', 'memory'], description: 'durable: messages, retained, sessions and the state store are written to disk under <dataDir>/storage before they are acknowledged; memory: kept in memory, saved only by the backup on a graceful stop' },
+  storageBatchSize: { env: 'EDB_STORAGE_BATCH_SIZE', type: 'integer', default: 256, minimum: 1, maximum: 65536, description: 'Durable storage: most messages written with one disk commit (fsync)' },
+  storageFlushIntervalMs: { env: 'EDB_STORAGE_FLUSH_INTERVAL_MS', type: 'integer', default: 2, minimum: 0, maximum: 1000, description: 'Durable storage: longest a message waits for its batch to be committed, in ms' },
+  storageGeneration: { env: 'EDB_STORAGE_GENERATION', type: 'string', default: '1h', description: 'Durable storage: time covered by one generation of the message log (s, m, h or d, e.g. 1h)' },
+  storageRetention: { env: 'EDB_STORAGE_RETENTION', type: 'string', default: '7d', description: 'Durable storage: whole generations older than this are dropped (e.g. 7d; 0 keeps them until the size cap)' },
+  storageMaxBytes: { env: 'EDB_STORAGE_MAX_BYTES', type: 'integer', default: 0, minimum: 0, description: 'Durable storage: most bytes the message log may use; old generations go first, then QoS 1/2 messages that need storage get 0x97 (0: no cap)' },
   rulesFile: { env: 'EDB_RULES_FILE', type: 'string', default: null, description: 'fr_script document loaded at start' },
   rulesCompilerIdleMs: { env: 'EDB_RULES_COMPILER_IDLE_MS', type: 'integer', default: 60000, minimum: 0, description: 'Stop the rules compiler worker (about 240 MB with asc loaded) after this long without an upload; 0 keeps it running' },
+  rulesMemoryTopics: { env: 'EDB_RULES_MEMORY_TOPICS', type: 'integer', default: 10000, minimum: 1, description: 'fr_script memory (prev, deadband, windows): concrete topics kept per statement; the least recently seen is forgotten past that (edb_rules_memory_evicted_total)' },
+  rulesWindowSamples: { env: 'EDB_RULES_WINDOW_SAMPLES', type: 'integer', default: 1024, minimum: 1, maximum: 1048576, description: 'fr_script windows: samples kept exactly per statement and topic; older ones are merged into 64 buckets (edb_rules_window_samples_merged_total)' },
 } as const satisfies Record<string, SettingSpec>;
 
 export type SettingName = keyof typeof SETTINGS;

@@ -23,7 +23,7 @@ export interface BrokerMetrics {
 }
 
 /** Drop reasons the broker counts (BrokerStats.dropped); always exported, at 0 until they happen. */
-export const DROP_REASONS = ['queue_full', 'expired', 'offline_queue_full', 'too_large', 'not_authorized'] as const;
+export const DROP_REASONS = ['queue_full', 'expired', 'offline_queue_full', 'too_large', 'not_authorized', 'quarantined'] as const;
 
 /**
  * Creates the registry with the broker's series, Node's process series (event-loop lag,
@@ -44,6 +44,8 @@ export function createBrokerMetrics(broker: BrokerApi, listeners: () => Listener
   mirroredCounter(registry, 'edb_messages_sent_total', 'Application messages delivered to subscribers', () => stats.messagesSent);
   mirroredCounterByLabel(registry, 'edb_messages_dropped_total', 'Messages dropped, by reason', 'reason', () => stats.dropped, DROP_REASONS);
   mirroredCounterByLabel(registry, 'edb_protocol_errors_total', 'Protocol errors, by reason code name', 'reason', () => stats.protocolErrors);
+  mirroredCounterByLabel(registry, 'edb_internal_errors_total', 'Unexpected exceptions while serving a client, by where (encode_publish, packet_<type>); goal 0, each is a bug', 'kind', () => stats.internalErrors, ['encode_publish']);
+  mirroredCounterByLabel(registry, 'edb_messages_quarantined_total', 'Stored messages taken out of service after failing towards a receiver, by origin', 'origin', () => stats.quarantined);
   mirroredCounter(registry, 'edb_queue_full_disconnects_total', 'Clients disconnected because their outbound queue was full (EDB_QUEUE_FULL_POLICY=disconnect)', () => stats.queueFullDisconnects);
   mirroredGauge(registry, 'edb_retained_messages', 'Retained messages stored', () => broker.retainedCount());
   mirroredGauge(registry, 'edb_queued_messages', 'Messages waiting in outbound queues, all clients together', () => broker.queuedMessages());

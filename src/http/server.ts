@@ -6,6 +6,8 @@
  */
 import { listenServer } from '../transport/listen.js';
 import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { TlsServerOptions } from '../transport/tls-options.js';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Listener } from '../transport/connection.js';
@@ -22,6 +24,8 @@ export interface HttpRequest {
   headers: Record<string, string>;
   body: Buffer;
   remoteAddress: string;
+  /** Who is asking, set by the router's guard (src/http/access.ts) before the handler runs. */
+  principal?: { user: string; role: 'viewer' | 'operator' | 'admin'; via: string; aclUser: string | undefined };
 }
 
 export interface HttpResponse {
@@ -31,6 +35,9 @@ export interface HttpResponse {
 }
 
 export type HttpHandler = (req: HttpRequest) => Promise<HttpResponse> | HttpResponse;
+
+/** Runs before every handler (access control): answers itself, or calls `next`. */
+export type HttpGuard = (req: HttpRequest, next: (req: HttpRequest) => Promise<HttpResponse>) => Promise<HttpResponse>;
 
 export function json(status: number, value: unknown, headers: Record<string, string> = {}): HttpResponse {
   return { status, headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers }, body: JSON.stringify(value) };
@@ -47,6 +54,7 @@ export function text(status: number, body: string, contentType = 'text/plain; ch
 export class HttpRouter {
   private readonly routes = new Map<string, Map<string, HttpHandler>>();
   private readonly mounts: { prefix: string; handler: HttpHandler }[] = [];
+  private guard: HttpGuard | undefined;
 
   constructor(private readonly log?: Logger) {}
 
@@ -73,9 +81,25 @@ export class HttpRouter {
     return this;
   }
 
+  /** Put `guard` in front of every route (one guard; access control). */
+  setGuard(guard: HttpGuard): this {
+    this.guard = guard;
+    return this;
+  }
+
   /** Never throws: a failing handler becomes a 500 with a log line. */
   async handle(req: HttpRequest): Promise<HttpResponse> {
     try {
+      if (this.guard) return await this.guard(req, (r) => this.dispatch(r));
+      return await this.dispatch(req);
+    } catch (err) {
+      this.log?.error({ err, method: req.method, path: req.path }, 'HTTP handler failed');
+      return json(500, { error: 'internal', message: 'the request failed; see the broker log' });
+    }
+  }
+
+  private async dispatch(req: HttpRequest): Promise<HttpResponse> {
+    {
       const byMethod = this.routes.get(req.path);
       if (byMethod) {
         const handler = byMethod.get(req.method) ?? (req.method === 'HEAD' ? byMethod.get('GET') : undefined);
@@ -86,9 +110,6 @@ export class HttpRouter {
         if (req.path === m.prefix || req.path.startsWith(`${m.prefix}/`)) return await m.handler(req);
       }
       return json(404, { error: 'not_found', message: `nothing at ${req.path}` });
-    } catch (err) {
-      this.log?.error({ err, method: req.method, path: req.path }, 'HTTP handler failed');
-      return json(500, { error: 'internal', message: 'the request failed; see the broker log' });
     }
   }
 }
@@ -101,6 +122,8 @@ export interface HttpServerOptions {
   log: Logger;
   /** Request bodies larger than this get 413. Default 1 MiB. */
   maxBodyBytes?: number;
+  /** Serve HTTPS with this certificate and key (client certificates are not asked for). */
+  tls?: TlsServerOptions;
 }
 
 export interface HttpListener extends Listener {
@@ -108,6 +131,7 @@ export interface HttpListener extends Listener {
   readonly engine: 'uWebSockets.js' | 'node:http';
   readonly fallbackReason: string | undefined;
   readonly listening: boolean;
+  readonly secure: boolean;
 }
 
 function statusLine(status: number): string {
@@ -126,7 +150,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpL
   const listener = choice.engine === 'uWebSockets.js' ? await startUwsHttp(options) : await startNodeHttp(options, choice.fallbackReason);
   log.info(
     { port: listener.port, engine: listener.engine, ...(listener.fallbackReason ? { fallbackReason: listener.fallbackReason } : {}) },
-    `HTTP (status, metrics, API) on port ${listener.port} (engine ${listener.engine})`,
+    `${options.tls ? 'HTTPS' : 'HTTP'} (console, status, metrics, API) on port ${listener.port} (engine ${listener.engine})`,
   );
   return listener;
 }
@@ -136,7 +160,7 @@ async function startUwsHttp(options: HttpServerOptions): Promise<HttpListener> {
   if (!loaded.ok) throw new Error(`uWebSockets.js cannot load: ${loaded.reason}`);
   const uws = loaded.uws;
   const maxBody = options.maxBodyBytes ?? 1024 * 1024;
-  const app = uws.App();
+  const app = options.tls ? uws.SSLApp({ cert_file_name: options.tls.files.cert, key_file_name: options.tls.files.key }) : uws.App();
   let listening = false;
 
   app.any('/*', (res, req) => {
@@ -206,6 +230,7 @@ async function startUwsHttp(options: HttpServerOptions): Promise<HttpListener> {
     transport: 'http',
     engine: 'uWebSockets.js',
     fallbackReason: undefined,
+    secure: options.tls !== undefined,
     port: uws.us_socket_local_port(listenSocket as never),
     get listening() {
       return listening;
@@ -224,7 +249,7 @@ async function startNodeHttp(options: HttpServerOptions, fallbackReason: string 
   const sockets = new Set<Socket>();
   let listening = false;
 
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const method = (req.method ?? 'GET').toUpperCase();
     const url = req.url ?? '/';
     const q = url.indexOf('?');
@@ -261,7 +286,8 @@ async function startNodeHttp(options: HttpServerOptions, fallbackReason: string 
       void options.router.handle({ method, path, query, headers, body: Buffer.concat(chunks, size), remoteAddress }).then(respond);
     });
     req.on('error', () => res.destroy());
-  });
+  };
+  const server = options.tls ? createHttpsServer({ cert: options.tls.cert, key: options.tls.key }, onRequest) : createServer(onRequest);
   server.on('connection', (socket: Socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
@@ -273,6 +299,7 @@ async function startNodeHttp(options: HttpServerOptions, fallbackReason: string 
     transport: 'http',
     engine: 'node:http',
     fallbackReason,
+    secure: options.tls !== undefined,
     port,
     get listening() {
       return listening;

@@ -18,12 +18,16 @@ import { RateHistory } from './rates.js';
 import { HttpRouter, startHttpServer, type HttpHandler, type HttpListener, type HttpRequest, type HttpResponse } from './server.js';
 import type { WsEngineSetting } from '../transport/uws.js';
 import { STATUS_HTML, STATUS_JS, TRY_HTML, TRY_JS } from './status/page.js';
+import { HttpAccess, requiredAccess } from './access.js';
+import { loadTlsOptions } from '../transport/tls-options.js';
 
 export interface HttpService {
   /** Mount more handlers here (e.g. `router.mount('/rules', rulesHandler)`). */
   readonly router: HttpRouter;
   /** prom-client registry; register more series with `registers: [registry]`. */
   readonly registry: Registry;
+  /** Who may use the HTTP surfaces (shared with the standalone rules port). */
+  readonly access: HttpAccess;
   /** The bound HTTP listener, or undefined when EDB_HTTP_PORT is -1. */
   readonly listener: HttpListener | undefined;
   /** Adds a block to the status page ("rules", "state"), read at each refresh. */
@@ -101,6 +105,9 @@ export async function startHttpService(broker: BrokerApi, config: Config, log: L
   const { registry, handler: metricsHandler } = createBrokerMetrics(broker, listeners);
   const rates = new RateHistory(broker.stats, options.rateIntervalMs ?? 5000);
   const version = packageInfo().version;
+  const tls = loadTlsOptions(config);
+  const access = new HttpAccess(config, log, { secure: tls !== undefined });
+  router.setGuard((req, next) => access.guard(req, requiredAccess(req.method, req.path, config.metricsAuth), next));
 
   router
     .get('/', () => ({ status: 302, headers: { location: '/status' }, body: '' }))
@@ -111,6 +118,9 @@ export async function startHttpService(broker: BrokerApi, config: Config, log: L
     .get('/status/mqtt.min.js', mqttBundleHandler())
     .get('/metrics', metricsHandler)
     .get('/healthz', healthzHandler)
+    .route('POST', '/api/login', (req) => access.login(req))
+    .route('POST', '/api/logout', (req) => access.logout(req))
+    .get('/api/session', (req) => access.session(req))
     .get('/readyz', readyzHandler({ get ready() { return ready; }, listeners }))
     .get('/api/clients', clientsHandler(broker))
     .get('/api/subscriptions', subscriptionsHandler(broker))
@@ -118,13 +128,14 @@ export async function startHttpService(broker: BrokerApi, config: Config, log: L
 
   let listener: HttpListener | undefined;
   if (config.httpPort >= 0) {
-    listener = await startHttpServer({ host: config.host, port: config.httpPort, engine: config.wsEngine as WsEngineSetting, router, log });
+    listener = await startHttpServer({ host: config.host, port: config.httpPort, engine: config.wsEngine as WsEngineSetting, router, log, ...(tls ? { tls } : {}) });
     tracked.push(listener);
   }
   rates.start();
 
   return {
     router,
+    access,
     registry,
     listener,
     addStatusSection(name, read) {

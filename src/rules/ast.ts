@@ -17,7 +17,42 @@ export type Expr =
   | { kind: 'arith'; op: ArithOp; left: Expr; right: Expr }
   /** `a < b <= c` reads as `a < b and b <= c` (Python chaining); `args.length === ops.length + 1`. */
   | { kind: 'cmp'; ops: CompareOp[]; args: Expr[] }
-  | { kind: 'and' | 'or'; left: Expr; right: Expr };
+  | { kind: 'and' | 'or'; left: Expr; right: Expr }
+  /** A function (specs/fr-script-state.md), arguments checked by the parser; `pos` is its name's offset. */
+  | CallExpr;
+
+export type MemoryFn = 'prev' | 'changed' | 'delta';
+export type AggregateFn = 'avg' | 'min' | 'max' | 'sum';
+/** `'30s'` (time: milliseconds) or `5` (the last 5 messages). */
+export type Window = { type: 'time'; ms: number } | { type: 'count'; n: number };
+export type VarExpr = Extract<Expr, { kind: 'var' }>;
+export type CallExpr =
+  | { kind: 'call'; fn: MemoryFn; arg: VarExpr; pos: number }
+  | { kind: 'call'; fn: 'deadband'; arg: VarExpr; d: number; pos: number }
+  | { kind: 'call'; fn: AggregateFn; arg: VarExpr; window: Window; pos: number }
+  | { kind: 'call'; fn: 'count'; window: Window; pos: number }
+  | { kind: 'call'; fn: 'abs'; value: Expr; pos: number }
+  | { kind: 'call'; fn: 'topic'; n: number; pos: number }
+  /** `key` is the literal with its `{n}` / `{topic}` placeholders. */
+  | { kind: 'call'; fn: 'state'; key: string; pos: number };
+
+/** A payload template: a string with `{{ expression }}` parts, or a JSON value with them inside strings. */
+export type Template =
+  | { kind: 'text'; parts: (string | number)[] }
+  | { kind: 'typed'; expr: number }
+  | { kind: 'object'; entries: [string, Template][] }
+  | { kind: 'array'; items: Template[] }
+  | { kind: 'json'; value: null | boolean | number };
+
+/** Where a statement's template expressions go (`exprs` indexes are the numbers in Template parts). */
+export interface Templates {
+  exprs: Expr[];
+  /** null: no new payload (the original one, or the rule's JSON object); omitted publish: `publish` false. */
+  payload: Template | null;
+  /** Whether the statement publishes (false: only writes state). */
+  publish: boolean;
+  setState?: { key: string; value: Template; px?: number };
+}
 
 /** A rule's `operations`: logic over statement ids. */
 export type LogicExpr =
@@ -26,9 +61,17 @@ export type LogicExpr =
   | { kind: 'and' | 'or'; left: LogicExpr; right: LogicExpr };
 
 /** The document as stored and served (every key present). */
+export type PayloadTemplate = string | { [key: string]: unknown };
+export interface SetState {
+  key: string;
+  value: PayloadTemplate;
+  px?: number;
+}
 export interface FilterStatement {
   condition: string;
-  new_payload: string;
+  /** Absent (read back as such) only when `set_state` is given: the statement only writes. */
+  new_payload?: PayloadTemplate;
+  set_state?: SetState;
 }
 export interface Filter {
   topic: string;
@@ -44,7 +87,8 @@ export interface RuleStatement {
 export interface RuleLogic {
   operations: string;
   new_topic: string;
-  new_payload: string;
+  new_payload?: PayloadTemplate;
+  set_state?: SetState;
 }
 export interface Rule {
   statements: RuleStatement[];
@@ -82,7 +126,16 @@ export interface CheckedFilterStatement {
   source: string;
   /** null: republish the incoming payload. */
   payload: string | null;
+  /** Templates (payload with {{ }}, object payload, set_state); undefined: none. */
+  templates?: Templates;
+  /** The memory cells this statement keeps per topic (prev values, deadbands, windows). */
+  cells: MemoryCell[];
 }
+/** One piece of per-topic memory of a statement; `id` is its descriptor (stable across documents). */
+export type MemoryCell =
+  | { kind: 'value'; path: string[]; id: string }
+  | { kind: 'deadband'; path: string[]; id: string }
+  | { kind: 'window'; path: string[] | null; window: Window; id: string };
 export interface CheckedRuleStatement {
   index: number;
   id: number;
@@ -90,6 +143,7 @@ export interface CheckedRuleStatement {
   payloadType: PayloadType;
   condition: Expr;
   source: string;
+  cells: MemoryCell[];
 }
 export interface CheckedLogic {
   index: number;
@@ -100,6 +154,7 @@ export interface CheckedLogic {
   topic: string;
   /** null: the JSON object of the buffered messages. */
   payload: string | null;
+  templates?: Templates;
   /** Indexes (into ruleStatements) of the statements `operations` refers to, sorted. */
   refs: number[];
 }

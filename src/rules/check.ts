@@ -3,6 +3,12 @@
  * statement ids unique and resolved, topic filters and output topics valid.
  */
 import type {
+  Expr,
+  MemoryCell,
+  PayloadTemplate,
+  SetState,
+  Template,
+  Templates,
   CheckedDocument,
   CheckedFilter,
   CheckedFilterStatement,
@@ -15,6 +21,84 @@ import { RulesError, RulesErrorCode } from './errors.js';
 import { ParseError, parseCondition, parseOperations, variablesOf } from './parse.js';
 import { validateDocument } from './schema.js';
 import { topicFilterProblem, topicNameProblem } from './topic.js';
+import { isTemplateText, parseTextTemplate, parseValueTemplate, withoutMemory } from './template.js';
+import { keyTemplateProblem } from './parse.js';
+
+/** Every function call in an expression, in order of appearance. */
+export function callsOf(e: Expr, out: Extract<Expr, { kind: 'call' }>[] = []): Extract<Expr, { kind: 'call' }>[] {
+  switch (e.kind) {
+    case 'call':
+      out.push(e);
+      if (e.fn === 'abs') callsOf(e.value, out);
+      break;
+    case 'neg':
+    case 'not':
+      callsOf(e.arg, out);
+      break;
+    case 'arith':
+    case 'and':
+    case 'or':
+      callsOf(e.left, out);
+      callsOf(e.right, out);
+      break;
+    case 'cmp':
+      for (const a of e.args) callsOf(a, out);
+      break;
+    default:
+      break;
+  }
+  return out;
+}
+
+function windowId(w: { type: 'time'; ms: number } | { type: 'count'; n: number }): string {
+  return w.type === 'time' ? `t${w.ms}` : `n${w.n}`;
+}
+
+/** The memory cells a statement keeps, by descriptor, in first-use order (condition, then templates). */
+export function cellsOf(exprs: Expr[]): MemoryCell[] {
+  const cells = new Map<string, MemoryCell>();
+  for (const e of exprs) {
+    for (const c of callsOf(e)) {
+      let cell: MemoryCell | undefined;
+      if (c.fn === 'prev' || c.fn === 'changed' || c.fn === 'delta') cell = { kind: 'value', path: c.arg.path, id: `value:${JSON.stringify(c.arg.path)}` };
+      else if (c.fn === 'deadband') cell = { kind: 'deadband', path: c.arg.path, id: `deadband:${JSON.stringify(c.arg.path)}` };
+      else if (c.fn === 'avg' || c.fn === 'min' || c.fn === 'max' || c.fn === 'sum') cell = { kind: 'window', path: c.arg.path, window: c.window, id: `window:${JSON.stringify(c.arg.path)}:${windowId(c.window)}` };
+      else if (c.fn === 'count') cell = { kind: 'window', path: null, window: c.window, id: `window:*:${windowId(c.window)}` };
+      if (cell && !cells.has(cell.id)) cells.set(cell.id, cell);
+    }
+  }
+  return [...cells.values()];
+}
+
+/** The cell index of a memory function call (cells as cellsOf gives them). */
+export function cellIndex(cells: readonly MemoryCell[], c: Extract<Expr, { kind: 'call' }>): number {
+  let id: string;
+  if (c.fn === 'prev' || c.fn === 'changed' || c.fn === 'delta') id = `value:${JSON.stringify(c.arg.path)}`;
+  else if (c.fn === 'deadband') id = `deadband:${JSON.stringify(c.arg.path)}`;
+  else if (c.fn === 'avg' || c.fn === 'min' || c.fn === 'max' || c.fn === 'sum') id = `window:${JSON.stringify(c.arg.path)}:${windowId(c.window)}`;
+  else if (c.fn === 'count') id = `window:*:${windowId(c.window)}`;
+  else return -1;
+  return cells.findIndex((x) => x.id === id);
+}
+
+/** Templates of a statement or logic entry; undefined when it has none (a fixed or empty new_payload, no set_state). */
+function templatesOf(base: string, payload: PayloadTemplate | undefined, setState: SetState | undefined): Templates | undefined {
+  const needed = setState !== undefined || (payload !== undefined && (typeof payload !== 'string' || isTemplateText(payload)));
+  if (!needed) return undefined;
+  const exprs: Expr[] = [];
+  let tpl: Template | null = null;
+  if (payload !== undefined && payload !== '') {
+    tpl = typeof payload === 'string' ? parseTextTemplate(payload, `${base}/new_payload`, exprs) : parseValueTemplate(payload, `${base}/new_payload`, exprs);
+  }
+  const out: Templates = { exprs, payload: tpl, publish: payload !== undefined };
+  if (setState) {
+    const problem = keyTemplateProblem(setState.key);
+    if (problem) throw new RulesError(RulesErrorCode.syntax, `${base}/set_state/key`, problem, 0);
+    const value = typeof setState.value === 'string' ? parseTextTemplate(setState.value, `${base}/set_state/value`, exprs) : parseValueTemplate(setState.value, `${base}/set_state/value`, exprs);
+    out.setState = { key: setState.key, value, ...(setState.px === undefined ? {} : { px: setState.px }) };
+  }
+  return out;
+}
 
 function parseAt<T>(path: string, text: string, parse: (t: string) => T): T {
   try {
@@ -69,12 +153,16 @@ export function checkDocument(input: unknown): CheckedDocument {
     f.statements.forEach((s, si) => {
       const condition = parseAt(`${base}/statements/${si}/condition`, s.condition, parseCondition);
       note(variablesOf(condition));
+      const templates = templatesOf(`${base}/statements/${si}`, s.new_payload, s.set_state);
+      for (const e of templates?.exprs ?? []) note(variablesOf(e));
       const st: CheckedFilterStatement = {
         index: filterStatements.length,
         filter: fi,
         condition,
         source: s.condition,
-        payload: s.new_payload === '' ? null : s.new_payload,
+        payload: templates || s.new_payload === '' || s.new_payload === undefined ? null : (s.new_payload as string),
+        ...(templates ? { templates } : {}),
+        cells: cellsOf([condition, ...(templates?.exprs ?? [])]),
       };
       filterStatements.push(st);
       checked.statements.push(st);
@@ -98,6 +186,7 @@ export function checkDocument(input: unknown): CheckedDocument {
         payloadType: s.payload_type,
         condition,
         source: s.condition,
+        cells: cellsOf([condition]),
       };
       byId.set(s.id, st);
       ruleStatements.push(st);
@@ -115,13 +204,16 @@ export function checkDocument(input: unknown): CheckedDocument {
       }
       const tp = topicNameProblem(l.new_topic);
       if (tp) throw new RulesError(RulesErrorCode.topic, `${path}/new_topic`, tp);
+      const templates = withoutMemory(() => templatesOf(path, l.new_payload, l.set_state));
+      for (const e of templates?.exprs ?? []) note(variablesOf(e));
       logic.push({
         index: logic.length,
         rule: ri,
         operations,
         source: l.operations,
         topic: `!${l.new_topic}`,
-        payload: l.new_payload === '' ? null : l.new_payload,
+        payload: templates || l.new_payload === '' || l.new_payload === undefined ? null : (l.new_payload as string),
+        ...(templates ? { templates } : {}),
         refs: [...refs].sort((a, b) => a - b),
       });
     });

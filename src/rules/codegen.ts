@@ -9,7 +9,8 @@
  * Targets are numbered filters first (target = filter index), then rule statements
  * (target = filters + statement index), so ascending target order is document order.
  */
-import type { CheckedDocument, CompareOp, Expr, LogicExpr, PayloadType } from './ast.js';
+import type { CheckedDocument, CompareOp, Expr, LogicExpr, MemoryCell, PayloadType, Templates } from './ast.js';
+import { cellIndex } from './check.js';
 
 export interface GeneratedProgram {
   /** AssemblyScript source of the entry file (imports ./rules/*). */
@@ -19,9 +20,11 @@ export interface GeneratedProgram {
   /** Registers the program needs (also in the source). */
   registers: number;
   targets: number;
+  /** state() key templates, by the number the module passes to env.stateRead. */
+  stateKeys: string[];
 }
 
-const TABLES_MAGIC = 0x32545246; // "FRT2"
+const TABLES_MAGIC = 0x33545246; // "FRT3"
 
 // ------------------------------------------------------------------------------------------
 // Condition shapes
@@ -81,7 +84,108 @@ class ShapeWriter {
     private readonly slots: Map<string, number>,
     private readonly literals: LiteralPool,
     private readonly type: string,
+    /** The statement's memory cells (none for a logic entry's templates). */
+    private readonly cells: readonly MemoryCell[] = [],
+    /** Document-wide state key templates (index = the host's key number). */
+    private readonly stateKeys: Map<string, number> = new Map(),
   ) {}
+
+  private intParam(n: number): string {
+    const code = `load<i32>(p, ${this.params.length * 8})`;
+    this.params.push({ slot: n });
+    return code;
+  }
+  /** A slot parameter that is not loaded (the call keeps memory): counted for the unknown cause. */
+  private noteSlot(path: string[]): string {
+    return this.slotParam(path);
+  }
+  private cell(c: Extract<Expr, { kind: 'call' }>): number {
+    const i = cellIndex(this.cells, c);
+    if (i < 0) throw new Error(`no memory cell for ${c.fn}()`);
+    return i;
+  }
+
+  /** Statement memory before the condition: the record, and each window takes the current sample. */
+  memoryPrologue(indent: string): string[] {
+    if (this.cells.length === 0) return [];
+    const out = [`${indent}const m = memRecord(${this.cells.length});`];
+    this.cells.forEach((c, i) => {
+      if (c.kind !== 'window') return;
+      const param = this.numParam(c.window.type === 'time' ? c.window.ms : c.window.n);
+      if (c.path === null) out.push(`${indent}windowPush(m, ${i}, ${c.window.type === 'time'}, ${param}, -1);`);
+      else {
+        const r = this.reg();
+        out.push(`${indent}loadVar(${r}, ${this.slotParam(c.path)}, ${this.type});`);
+        out.push(`${indent}windowPush(m, ${i}, ${c.window.type === 'time'}, ${param}, ${r});`);
+      }
+    });
+    return out;
+  }
+
+  /** Statement memory after the condition: previous values always, deadband references when it fired. */
+  memoryEpilogue(result: string, indent: string): string[] {
+    const out: string[] = [];
+    const fired: string[] = [];
+    this.cells.forEach((c, i) => {
+      if (c.kind === 'window') return;
+      const r = this.reg();
+      const lines = [`loadVar(${r}, ${this.slotParam(c.path)}, ${this.type});`, c.kind === 'value' ? `memStoreValue(m, ${i}, ${r});` : `memStoreRef(m, ${i}, ${r});`];
+      if (c.kind === 'value') out.push(...lines.map((l) => indent + l));
+      else fired.push(...lines.map((l) => `${indent}  ${l}`));
+    });
+    if (fired.length > 0) out.push(`${indent}if (${result} == TRUE) {`, ...fired, `${indent}}`);
+    return out;
+  }
+
+  /** The template expressions' values, in order, for the output record. */
+  templateValues(exprs: readonly Expr[], indent: string): void {
+    this.lines.push(`${indent}tplBegin();`);
+    for (const e of exprs) {
+      const r = this.reg();
+      this.value(e, r, indent);
+      this.lines.push(`${indent}valuePush(${r});`);
+    }
+  }
+
+  private callValue(e: Extract<Expr, { kind: 'call' }>, reg: number, indent: string): void {
+    const out = this.lines;
+    switch (e.fn) {
+      case 'abs': {
+        const a = this.reg();
+        this.value(e.value, a, indent);
+        out.push(`${indent}absValue(${reg}, ${a});`);
+        return;
+      }
+      case 'topic':
+        out.push(`${indent}topicLevel(${reg}, ${this.intParam(e.n)});`);
+        return;
+      case 'state': {
+        let k = this.stateKeys.get(e.key);
+        if (k === undefined) this.stateKeys.set(e.key, (k = this.stateKeys.size));
+        out.push(`${indent}loadState(${reg}, ${this.intParam(k)});`);
+        return;
+      }
+      case 'prev':
+        this.noteSlot(e.arg.path);
+        out.push(`${indent}memPrev(${reg}, m, ${this.cell(e)});`);
+        return;
+      case 'changed':
+      case 'delta':
+      case 'deadband': {
+        const a = this.reg();
+        out.push(`${indent}loadVar(${a}, ${this.slotParam(e.arg.path)}, ${this.type});`);
+        if (e.fn === 'deadband') out.push(`${indent}memDeadband(${reg}, m, ${this.cell(e)}, ${a}, ${this.numParam(e.d)});`);
+        else out.push(`${indent}${e.fn === 'changed' ? 'memChanged' : 'memDelta'}(${reg}, m, ${this.cell(e)}, ${a});`);
+        return;
+      }
+      case 'count':
+        out.push(`${indent}windowAggregate(${reg}, m, ${this.cell(e)}, AGG_COUNT);`);
+        return;
+      default:
+        this.noteSlot(e.arg.path);
+        out.push(`${indent}windowAggregate(${reg}, m, ${this.cell(e)}, AGG_${e.fn.toUpperCase()});`);
+    }
+  }
 
   private local(): string {
     return `b${this.locals++}`;
@@ -217,6 +321,9 @@ class ShapeWriter {
         out.push(`${indent}arith(${reg}, ${ARITH_CODE[e.op]}, ${a}, ${b});`);
         return;
       }
+      case 'call':
+        this.callValue(e, reg, indent);
+        return;
       default: {
         const t = this.bool(e, indent);
         out.push(`${indent}setTri(${reg}, ${t});`);
@@ -254,6 +361,12 @@ function template(e: Expr): string {
     case 'and':
     case 'or':
       return `(${template(e.left)} ${e.kind} ${template(e.right)})`;
+    case 'call':
+      if (e.fn === 'abs') return `abs(${template(e.value)})`;
+      if (e.fn === 'topic') return 'topic(K)';
+      if (e.fn === 'state') return "state('_')";
+      if (e.fn === 'count') return `count(${e.window.type === 'time' ? "'W'" : 'N'})`;
+      return `${e.fn}($_${e.fn === 'deadband' ? ', K' : 'window' in e ? (e.window.type === 'time' ? ", 'W'" : ', N') : ''})`;
   }
 }
 
@@ -417,11 +530,36 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
   const where: string[] = [];
   const ruleOf = new Map<number, string>();
   doc.document.rules.forEach((r, ri) => r.statements.forEach((s, si) => ruleOf.set(s.id, `rules/${ri}/statements/${si}`)));
-  const addStatement = (condition: Expr, type: string, title: string, source: string): void => {
-    const w = new ShapeWriter(slots, literals, type);
+  const stateKeys = new Map<string, number>();
+  const addStatement = (condition: Expr, type: string, title: string, source: string, cells: readonly MemoryCell[] = [], templates?: Templates): void => {
+    const w = new ShapeWriter(slots, literals, type, cells, stateKeys);
+    const prologue = w.memoryPrologue('  ');
+    const firstConditionParam = w.slotParams.length;
     const result = w.bool(condition, '  ');
-    const missing = w.slotParams.length === 0 ? 'false' : w.slotParams.map((s) => `isMissing(${s})`).join(' || ');
-    const body = [w.localDeclarations(), '  evaluated();', ...w.lines, `  if (${result} == UNKNOWN) noteUnknown(${missing});`, `  return ${result};`].filter((l) => l !== '').join('\n');
+    const conditionSlots = w.slotParams.slice(firstConditionParam);
+    const missing = conditionSlots.length === 0 ? 'false' : conditionSlots.map((s) => `isMissing(${s})`).join(' || ');
+    const conditionLines = w.lines.splice(0);
+    const tail: string[] = [];
+    if (templates) {
+      w.lines.push(`  if (${result} == TRUE) {`);
+      w.templateValues(templates.exprs, '    ');
+      w.lines.push('  }');
+      tail.push(...w.lines.splice(0));
+    }
+    tail.push(...w.memoryEpilogue(result, '  '));
+    const body = [
+      w.localDeclarations(),
+      '  evaluated();',
+      ...prologue,
+      ...conditionLines,
+      `  if (${result} == UNKNOWN) noteUnknown(${missing});`,
+      '  statementResult(' + result + ');',
+      ...tail,
+      `  return ${result};`,
+    ]
+      .filter((l) => l !== '')
+      .join('\n');
+
     let shape = shapes.get(body);
     if (!shape) {
       shape = { id: shapes.size, template: `[${type}] ${template(condition)}`, body, registers: w.registers, example: `${title}: ${source}`, uses: 0 };
@@ -431,9 +569,25 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
     statementShape.push({ shape, params: w.params });
     where.push(title);
   };
-  doc.filters.forEach((f) => f.statements.forEach((st, si) => addStatement(st.condition, TYPE_CODE.none, `filters/${f.index}/statements/${si}`, st.source)));
-  for (const st of doc.ruleStatements) addStatement(st.condition, TYPE_CODE[st.payloadType], `${ruleOf.get(st.id)} ($${st.id}, ${st.payloadType})`, st.source);
-  const registers = Math.max(0, ...[...shapes.values()].map((s) => s.registers));
+  doc.filters.forEach((f) => f.statements.forEach((st, si) => addStatement(st.condition, TYPE_CODE.none, `filters/${f.index}/statements/${si}`, st.source, st.cells, st.templates)));
+  for (const st of doc.ruleStatements) addStatement(st.condition, TYPE_CODE[st.payloadType], `${ruleOf.get(st.id)} ($${st.id}, ${st.payloadType})`, st.source, st.cells);
+
+  // logic entries' templates: evaluated against the message that triggered the logic, no memory
+  const templateShapes = new Map<string, { id: number; body: string; registers: number; example: string; uses: number }>();
+  const logicTemplates: ({ shape: number; params: Param[] } | undefined)[] = doc.logic.map((l) => {
+    if (!l.templates) return undefined;
+    const w = new ShapeWriter(slots, literals, TYPE_CODE.none, [], stateKeys);
+    w.templateValues(l.templates.exprs, '  ');
+    const body = [w.localDeclarations(), '  payloadIsObject(); // scans the payload (a payload that is not an object leaves every field missing)', ...w.lines].filter((x) => x !== '').join('\n');
+    let shape = templateShapes.get(body);
+    if (!shape) {
+      shape = { id: templateShapes.size, body, registers: w.registers, example: `rules/${l.rule} ${l.topic}`, uses: 0 };
+      templateShapes.set(body, shape);
+    }
+    shape.uses++;
+    return { shape: shape.id, params: w.params };
+  });
+  const registers = Math.max(0, ...[...shapes.values()].map((s) => s.registers), ...[...templateShapes.values()].map((s) => s.registers));
 
   const indexById = new Map(doc.ruleStatements.map((s) => [s.id, s.index]));
   const logicShapes = new Map<string, { id: number; body: string; example: string; uses: number }>();
@@ -514,6 +668,11 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
     cells.push(...l.params.map((slot) => ({ slot })));
     return at;
   });
+  const templateParamCell: number[] = logicTemplates.map((t) => {
+    const at = cells.length;
+    if (t) cells.push(...t.params);
+    return at;
+  });
   const words = Math.max(1, Math.ceil(doc.ruleStatements.length / 32));
   const masks = new Words();
   const maskAt: number[] = doc.logic.map((l) => {
@@ -536,7 +695,7 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
   const statementTableAt = offset;
   offset += statementShape.length * 8;
   const logicTableAt = offset;
-  offset += logicEntries.length * 12;
+  offset += logicEntries.length * 20;
   const masksAt = offset;
   offset += masks.length * 4;
   offset = (offset + 7) & ~7;
@@ -562,9 +721,11 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
     blob.writeUInt32LE(cellsAt + statementParamCell[i]! * 8, statementTableAt + i * 8 + 4);
   });
   logicEntries.forEach((l, i) => {
-    blob.writeUInt32LE(l.shape, logicTableAt + i * 12);
-    blob.writeUInt32LE(cellsAt + logicParamCell[i]! * 8, logicTableAt + i * 12 + 4);
-    blob.writeInt32LE(maskAt[i]! < 0 ? -1 : masksAt + maskAt[i]! * 4, logicTableAt + i * 12 + 8);
+    blob.writeUInt32LE(l.shape, logicTableAt + i * 20);
+    blob.writeUInt32LE(cellsAt + logicParamCell[i]! * 8, logicTableAt + i * 20 + 4);
+    blob.writeInt32LE(maskAt[i]! < 0 ? -1 : masksAt + maskAt[i]! * 4, logicTableAt + i * 20 + 8);
+    blob.writeInt32LE(logicTemplates[i] ? logicTemplates[i]!.shape : -1, logicTableAt + i * 20 + 12);
+    blob.writeUInt32LE(cellsAt + templateParamCell[i]! * 8, logicTableAt + i * 20 + 16);
   });
   masks.values.forEach((v, j) => blob.writeUInt32LE(v >>> 0, masksAt + j * 4));
   cells.forEach((c, j) => {
@@ -573,7 +734,8 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
   });
   strings.copy(blob, stringsAt);
 
-  // AssemblyScript
+  // AssemblyScript (documents without the functions of fr-script-state.md import nothing new)
+  const usesMemory = doc.filterStatements.some((st) => st.cells.length > 0 || st.templates) || doc.ruleStatements.some((st) => st.cells.length > 0) || templateShapes.size > 0 || stateKeys.size > 0;
   const shapeList = [...shapes.values()];
   const logicList = [...logicShapes.values()];
   const targetComments = [
@@ -604,25 +766,37 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
     '  configure, beginMessage, matchedTarget, payloadIsObject, emitFilter, emitRule, ruleStatement,',
     '  ruleLogicDue, finishMessage, evaluated, targetIsFilter, targetFirst, targetCount,',
     '  statementShape, statementParams, logicCount, logicShape, logicParams, logicMask,',
+    '  statementResult, setStatement,',
+    ...(usesMemory ? ['  tplBegin, valuePush, topicLevel, loadState, logicTemplate, logicTemplateParams,'] : []),
     '} from "./rules/engine";',
     'import {',
     '  FALSE, TRUE, UNKNOWN, EQ, NE, LT, LE, GT, GE, ADD, SUB, MUL, DIV, MOD,',
     '  T_NONE, T_INT, T_FLOAT, T_STR, T_BOOL, and3, or3, not3, truth, isMissing, noteUnknown,',
     '  loadVar, setNumber, setString, setBool, setNull, setTri, negate, arith, compare, compareSlotNumber,',
     '} from "./rules/values";',
+    ...(usesMemory
+      ? [
+          'import { absValue } from "./rules/values";',
+          'import {',
+          '  memRecord, memPrev, memChanged, memDelta, memStoreValue, memDeadband, memStoreRef, windowPush, windowAggregate,',
+          '  AGG_AVG, AGG_MIN, AGG_MAX, AGG_SUM, AGG_COUNT,',
+          '} from "./rules/memory";',
+        ]
+      : []),
     'import { statementTrue } from "./rules/buffer";',
     'export {',
     '  countersPtr, tablesPtr, loadTables, topicCache, learnTopic, inputPtr, outputPtr, outputJsonPtr, restoreEntry,',
     '  bufferEntries, bufferEntry, bufferWords, clearRuleBuffer,',
+    '  statementCountersPtr, memoryOldest, memoryAlloc, memoryRestore, memoryClear, ringReserve, setMemoryLimits,',
     '} from "./rules/engine";',
     '',
     `const FILTER_STATEMENTS: i32 = ${FS};`,
     `configure(${registers});`,
     ...(literals.declarations.length > 0 ? ['', ...literals.declarations] : []),
     '',
-    '/** One message: its topic was learnt as `topicSlot`, the payload is in the input region. Returns the output record count. */',
-    'export function process(topicSlot: i32, payloadLen: i32): i32 {',
-    '  const n = beginMessage(topicSlot, payloadLen);',
+    '/** One message at `now` (ms): its topic was learnt as `topicSlot`, the payload is in the input region. Returns the output record count. */',
+    'export function process(topicSlot: i32, payloadLen: i32, now: f64): i32 {',
+    '  const n = beginMessage(topicSlot, payloadLen, now);',
     '  for (let i = 0; i < n; i++) runTarget(matchedTarget(i));',
     '  let fired = false;',
     '  if (ruleLogicDue()) fired = runLogic();',
@@ -642,6 +816,7 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
     '}',
     '',
     'function evalStatement(s: i32): i32 {',
+    '  setStatement(s);',
     '  const p = statementParams(s);',
     '  switch (statementShape(s)) {',
     ...shapeList.map((s) => `    case ${s.id}: return shape${s.id}(p);`),
@@ -655,6 +830,7 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
     '  const n = logicCount();',
     '  for (let j = 0; j < n; j++) {',
     '    if (evalLogic(j)) {',
+    ...(templateShapes.size > 0 ? ['      const t = logicTemplate(j);', '      if (t >= 0) runTemplate(t, logicTemplateParams(j));'] : []),
     '      emitRule(j, logicMask(j));',
     '      fired = true;',
     '    }',
@@ -678,7 +854,19 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
       '}',
       '',
     ]),
+    ...(templateShapes.size > 0
+      ? [
+          '/** A logic entry fired: the values of its templates. */',
+          'function runTemplate(t: i32, p: usize): void {',
+          '  switch (t) {',
+          ...[...templateShapes.values()].map((t) => `    case ${t.id}: template${t.id}(p); return;`),
+          '  }',
+          '}',
+          '',
+          ...[...templateShapes.values()].flatMap((t) => [`// template ${t.id}, used by ${t.uses}; first: ${commentText(t.example)}`, `function template${t.id}(p: usize): void {`, t.body, '}', '']),
+        ]
+      : []),
     ...logicList.flatMap((l) => [`// logic ${l.id}, used by ${l.uses} entr${l.uses === 1 ? 'y' : 'ies'}; first: ${commentText(l.example)}`, `function logic${l.id}(p: usize): bool {`, `  return ${l.body};`, '}', '']),
   ].join('\n');
-  return { source, tables: new Uint8Array(blob.buffer, blob.byteOffset, blob.length), registers, targets: F + doc.ruleStatements.length };
+  return { source, tables: new Uint8Array(blob.buffer, blob.byteOffset, blob.length), registers, targets: F + doc.ruleStatements.length, stateKeys: [...stateKeys.keys()] };
 }

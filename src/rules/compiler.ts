@@ -145,7 +145,7 @@ export class RulesCompiler {
     if (!result.ok) throw new RulesError(result.error.code, result.error.path, result.error.problem, result.error.position);
     let program: RulesProgram;
     try {
-      program = await RulesProgram.load(result.binary, result.meta, result.tables);
+      program = await RulesProgram.load(result.binary, result.meta, result.tables, request.limits);
     } catch (err) {
       if (!result.fromCache) throw err;
       // a cached module that passed its checksum yet does not load: compile it again
@@ -153,7 +153,7 @@ export class RulesCompiler {
       result = await this.run({ ...request, rebuild: true });
       if (!result.ok) throw new RulesError(result.error.code, result.error.path, result.error.problem, result.error.position);
       result.cacheProblem ??= problem;
-      program = await RulesProgram.load(result.binary, result.meta, result.tables);
+      program = await RulesProgram.load(result.binary, result.meta, result.tables, request.limits);
     }
     return {
       program,
@@ -173,8 +173,8 @@ export class RulesCompiler {
   }
 
   /** For tests and benchmarks: compile an already checked document. */
-  compileDocument(document: CheckedDocument, optimizeLevel?: number): Promise<CompiledDocument> {
-    return this.compile({ document: document.document, ...(optimizeLevel === undefined ? {} : { optimizeLevel }) });
+  compileDocument(document: CheckedDocument, optimizeLevel?: number, limits?: { topics: number; samples: number }): Promise<CompiledDocument> {
+    return this.compile({ document: document.document, ...(optimizeLevel === undefined ? {} : { optimizeLevel }), ...(limits ? { limits } : {}) });
   }
 
   async close(): Promise<void> {

@@ -19,6 +19,8 @@ export const RulesErrorCode = {
   stale: 'EDB_RULES_STALE',
   /** The compiler failed on a valid document (a bug: please report). */
   compile: 'EDB_RULES_COMPILE',
+  /** The document reads or publishes outside its author's ACL. */
+  forbidden: 'EDB_RULES_FORBIDDEN',
   /** The body is larger than the API accepts. */
   tooLarge: 'EDB_RULES_TOO_LARGE',
 } as const;
@@ -44,6 +46,8 @@ export class RulesError extends Error {
         return 400;
       case RulesErrorCode.stale:
         return 412;
+      case RulesErrorCode.forbidden:
+        return 403;
       case RulesErrorCode.tooLarge:
         return 413;
       case RulesErrorCode.compile:

@@ -6,6 +6,7 @@
  *   GET /openapi.json                     OpenAPI 3
  *   GET /docs                             Swagger UI (served from swagger-ui-dist, no CDN)
  *   GET /source                           the generated AssemblyScript of the active document
+ *   POST /test                            a dry run: what a document would publish and write
  */
 import { listenServer } from '../transport/listen.js';
 import { readFileSync } from 'node:fs';
@@ -16,6 +17,9 @@ import type { Listener } from '../transport/connection.js';
 import { RulesError, RulesErrorCode } from './errors.js';
 import { openApiDocument } from './openapi.js';
 import type { RulesService, WriteResult } from './service.js';
+import type { RulesAuthor } from './author-check.js';
+import { createServer as createHttpsServer } from 'node:https';
+import type { TlsServerOptions } from '../transport/tls-options.js';
 
 export interface RulesHttpRequest {
   method: string;
@@ -24,7 +28,18 @@ export interface RulesHttpRequest {
   /** Lower-case header names. */
   headers: Record<string, string | string[] | undefined>;
   body: Buffer;
+  /** Who is asking (set by the access guard); becomes the author of an uploaded document. */
+  principal?: { user: string; via: string; aclUser: string | undefined };
 }
+
+/**
+ * Access control in front of the standalone server (the main HTTP port's, see
+ * src/http/access.ts): answers itself, or calls `next` with the request and its principal.
+ */
+export type RulesHttpGuard = (
+  req: { method: string; path: string; query: string; headers: Record<string, string>; body: Buffer; remoteAddress: string },
+  next: (req: RulesHttpRequest) => Promise<RulesHttpResponse>,
+) => Promise<{ status: number; headers?: Record<string, string>; body?: string | Buffer }>;
 
 export interface RulesHttpResponse {
   status: number;
@@ -101,6 +116,9 @@ export function createRulesHttpHandler(service: RulesService, options: { basePat
     // mounted under basePath by a router that passes the full path ("/rules/docs")
     if (basePath !== '' && (path === basePath || path.startsWith(`${basePath}/`))) path = path.slice(basePath.length) || '/';
     const method = req.method.toUpperCase();
+    const p = req.principal;
+    // a trusted address (no user name) uploads unchecked, like the rules file
+    const author: RulesAuthor | undefined = p ? { user: p.aclUser, via: p.via === 'trusted' ? 'trusted' : p.user } : undefined;
     try {
       if (path === '/' || path === '') {
         const ifMatch = header(req, 'if-match');
@@ -110,19 +128,29 @@ export function createRulesHttpHandler(service: RulesService, options: { basePat
           case 'HEAD': {
             const { text, etag } = service.currentText();
             if (header(req, 'if-none-match')?.split(',').some((t) => t.trim() === etag)) return { status: 304, headers: { etag }, body: '' };
-            const res: RulesHttpResponse = { status: 200, headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', etag }, body: text };
+            const by = service.author();
+            const res: RulesHttpResponse = {
+              status: 200,
+              headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', etag, ...(by ? { 'x-edb-uploaded-by': encodeURIComponent(by.via), 'x-edb-uploaded-at': by.at } : {}) },
+              body: text,
+            };
             return method === 'HEAD' ? { ...res, body: '' } : res;
           }
           case 'POST':
           case 'PUT':
-            return written(await service.replace(req.body.toString('utf8'), ifMatch));
+            return written(await service.replace(req.body.toString('utf8'), ifMatch, author));
           case 'PATCH':
-            return written(await service.patch(req.body.toString('utf8'), ifMatch));
+            return written(await service.patch(req.body.toString('utf8'), ifMatch, author));
           case 'DELETE':
-            return written(await service.clear(ifMatch));
+            return written(await service.clear(ifMatch, author));
           default:
             return json(405, { error: { code: 'EDB_METHOD_NOT_ALLOWED', message: `${method} is not supported on /` } }, { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE' });
         }
+      }
+      if (path === '/test') {
+        if (method !== 'POST') return json(405, { error: { code: 'EDB_METHOD_NOT_ALLOWED', message: `${method} is not supported on /test` } }, { allow: 'POST' });
+        if (req.body.length > MAX_BODY_BYTES) throw new RulesError(RulesErrorCode.tooLarge, '', `a test is at most ${MAX_BODY_BYTES} bytes`);
+        return json(200, service.test(req.body.toString('utf8')));
       }
       if (method !== 'GET' && method !== 'HEAD') return json(405, { error: { code: 'EDB_METHOD_NOT_ALLOWED', message: `${method} is not supported on ${path}` } }, { allow: 'GET, HEAD' });
       if (path === '/source') return { status: 200, headers: { 'content-type': 'text/plain; charset=utf-8', etag: service.current().etag }, body: service.source() };
@@ -142,10 +170,18 @@ export function createRulesHttpHandler(service: RulesService, options: { basePat
   };
 }
 
-/** The standalone rules API server (EDB_RULES_PORT) on node:http. */
-export async function startRulesHttpServer(service: RulesService, host: string, port: number): Promise<Listener> {
+export interface RulesServerOptions {
+  /** The same access control as the main HTTP port. */
+  guard?: RulesHttpGuard;
+  /** HTTPS with this certificate and key. */
+  tls?: TlsServerOptions;
+}
+
+/** The standalone rules API server (EDB_RULES_PORT) on node:http (node:https with a certificate). */
+export async function startRulesHttpServer(service: RulesService, host: string, port: number, options: RulesServerOptions = {}): Promise<Listener> {
   const handle = createRulesHttpHandler(service);
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  const guard = options.guard;
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const chunks: Buffer[] = [];
     let size = 0;
     let tooLarge = false;
@@ -165,11 +201,27 @@ export async function startRulesHttpServer(service: RulesService, host: string, 
         send({ status: e.status, headers: { 'content-type': 'application/json; charset=utf-8', connection: 'close' }, body: JSON.stringify(e.toJSON()) + '\n' });
         return;
       }
-      handle({ method: req.method ?? 'GET', path: req.url ?? '/', headers: req.headers, body: Buffer.concat(chunks) }).then(send, (err: Error) => {
+      const url = req.url ?? '/';
+      const method = (req.method ?? 'GET').toUpperCase();
+      const body = Buffer.concat(chunks);
+      const fail = (err: Error): void => {
         send({ status: 500, headers: { 'content-type': 'application/json; charset=utf-8' }, body: JSON.stringify({ error: { code: 'EDB_INTERNAL', message: err.message } }) });
-      });
+      };
+      if (!guard) {
+        handle({ method, path: url, headers: req.headers, body }).then(send, fail);
+        return;
+      }
+      const q = url.indexOf('?');
+      const headers: Record<string, string> = {};
+      for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : v;
+      const address = req.socket.remoteAddress ?? '';
+      guard(
+        { method, path: q < 0 ? url : url.slice(0, q), query: q < 0 ? '' : url.slice(q + 1), headers, body, remoteAddress: address.startsWith('::ffff:') ? address.slice(7) : address },
+        (r) => handle({ ...r, path: url }),
+      ).then((r) => send({ status: r.status, headers: r.headers ?? {}, body: r.body ?? '' }), fail);
     });
-  });
+  };
+  const server = options.tls ? createHttpsServer({ cert: options.tls.cert, key: options.tls.key }, onRequest) : createServer(onRequest);
   const bound = await listenServer(server, 'rules', host, port);
   return {
     name: 'rules',

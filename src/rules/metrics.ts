@@ -13,7 +13,7 @@ export function registerRulesMetrics(registry: Registry, service: RulesService):
   counter('edb_rules_messages_total', 'Messages the rules engine saw', () => m().messages);
   counter('edb_rules_topic_matches_total', 'Filters and rule statements whose topic matched a message', () => m().topicMatches);
   counter('edb_rules_evaluations_total', 'Conditions evaluated', () => m().evaluations);
-  counter('edb_rules_fires_total', 'Messages published by filters and rules', () => m().fires);
+  counter('edb_rules_fires_total', 'Filter statements and rule logic entries that fired (each publishes and/or writes state)', () => m().fires);
   new Counter({
     name: 'edb_rules_condition_errors_total',
     help: 'Conditions that were neither true nor false, and payloads that were not JSON objects, by kind',
@@ -27,11 +27,33 @@ export function registerRulesMetrics(registry: Registry, service: RulesService):
       this.inc({ kind: 'not_json' }, v.notJson);
     },
   });
+  gauge('edb_rules_memory_topics', 'Concrete topics held in statements\' memory (prev, deadband, windows)', () => m().memoryTopics);
+  counter('edb_rules_memory_evicted_total', 'Topics forgotten by a statement holding EDB_RULES_MEMORY_TOPICS of them (least recently seen first)', () => m().memoryEvicted);
+  counter('edb_rules_window_samples_merged_total', 'Window samples merged into buckets past EDB_RULES_WINDOW_SAMPLES per topic', () => m().samplesMerged);
+  counter('edb_rules_state_writes_total', 'set_state writes done through the state store', () => m().stateWrites);
+  counter('edb_rules_state_write_errors_total', 'set_state writes the state store refused (quota, fencing)', () => m().stateWriteErrors);
+  for (const [name, help, key] of [
+    ['edb_rules_part_evaluations_total', 'Conditions evaluated, per filter and per rule', 'evaluations'],
+    ['edb_rules_part_fires_total', 'Filter statements and rule logic entries that fired, per filter and per rule', 'fires'],
+    ['edb_rules_part_condition_errors_total', 'Conditions that ended unknown, per filter and per rule', 'conditionErrors'],
+  ] as const) {
+    new Counter({
+      name,
+      help,
+      labelNames: ['part', 'topic'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const p of service.partMetrics()) this.inc({ part: p.part, topic: p.topic }, p[key]);
+      },
+    });
+  }
   counter('edb_rules_buffer_full_total', 'Rule buffer entries not stored because the buffer was full', () => m().bufferFull);
   counter('edb_rules_engine_errors_total', 'Messages on which the engine failed (a bug; the message was routed normally)', () => m().engineErrors);
   counter('edb_rules_compiles_total', 'Documents compiled', () => m().compiles);
   counter('edb_rules_compile_errors_total', 'Valid documents the compiler failed on (a bug)', () => m().compileErrors);
   counter('edb_rules_rejected_writes_total', 'Document writes refused (invalid document, stale If-Match)', () => m().rejectedWrites);
+  counter('edb_rules_denied_outputs_total', "Outputs dropped because the document's author may not publish to their topic (ACL)", () => m().deniedOutputs);
   gauge('edb_rules_compile_seconds', 'Time to compile the active document (check, codegen, asc, instantiate)', () => m().lastCompileMillis / 1000);
   gauge('edb_rules_wasm_bytes', 'Size of the active compiled module', () => m().wasmBytes);
   gauge('edb_rules_source_bytes', 'Size of the generated AssemblyScript of the active document', () => m().sourceBytes);

@@ -16,7 +16,7 @@
  * broker uses jsep).
  */
 import jsepDefault from 'jsep';
-import type { ArithOp, CompareOp, Expr, LogicExpr } from './ast.js';
+import type { ArithOp, CallExpr, CompareOp, Expr, LogicExpr, Window } from './ast.js';
 
 /** A syntax error with the character offset where it was found. */
 export class ParseError extends Error {
@@ -34,9 +34,15 @@ const ARITH_OPS = new Set<string>(['+', '-', '*', '/', '%']);
 const NAME_END = new Set('()=!<>+*/%\'"&|');
 const WORD_LITERALS: Record<string, boolean | null> = { true: true, false: false, True: true, False: false, null: null, None: null };
 const WORD_OPERATORS = new Set(['and', 'or', 'not']);
+/** Functions of specs/fr-script-state.md: reserved words (a field called avg is still $avg). */
+export const FUNCTIONS = new Set(['prev', 'changed', 'delta', 'deadband', 'avg', 'min', 'max', 'sum', 'count', 'abs', 'topic', 'state']);
+/** Inside function arguments a comma also ends a variable name (`avg($c, '5m')`). */
+let argumentDepth = 0;
 
 interface JsepState {
   index: number;
+  gobbleExpression(): jsepDefault.Expression | false;
+  gobbleSpaces(): void;
   expr: string;
   code: number;
   char: string;
@@ -84,7 +90,7 @@ function configure(): void {
       let end = start + 1;
       while (end < p.expr.length) {
         const c = p.expr[end]!;
-        if (c === ' ' || c === '\t' || c === '\n' || c === '\r' || NAME_END.has(c)) break;
+        if (c === ' ' || c === '\t' || c === '\n' || c === '\r' || NAME_END.has(c) || (c === ',' && argumentDepth > 0)) break;
         end++;
       }
       if (end === start + 1) p.throwError('expected a variable name after $');
@@ -114,6 +120,41 @@ function configure(): void {
       const m = /^[A-Za-z_][A-Za-z0-9_]*/.exec(p.expr.slice(start))!;
       const word = m[0];
       if (WORD_OPERATORS.has(word)) return; // jsep reads `not` as a unary operator
+      if (FUNCTIONS.has(word)) {
+        p.index = start + word.length;
+        p.gobbleSpaces();
+        if (p.char !== '(') p.throwError(`${word} is a function: ${word}(...)`);
+        p.index++;
+        const args: { node: jsepDefault.Expression; start: number }[] = [];
+        argumentDepth++;
+        try {
+          p.gobbleSpaces();
+          if (p.char === ')') p.index++;
+          else {
+            for (;;) {
+              p.gobbleSpaces();
+              const at = p.index;
+              const node = p.gobbleExpression();
+              if (!node) p.throwError(`expected an argument of ${word}()`);
+              args.push({ node: node as jsepDefault.Expression, start: at });
+              p.gobbleSpaces();
+              if (p.char === ',') {
+                p.index++;
+                continue;
+              }
+              if (p.char === ')') {
+                p.index++;
+                break;
+              }
+              p.throwError(p.index >= p.expr.length ? `unclosed ( of ${word}()` : `expected , or ) in ${word}()`);
+            }
+          }
+        } finally {
+          argumentDepth--;
+        }
+        env.node = { type: 'Call', fn: word, args, start } as unknown as jsepDefault.Expression;
+        return;
+      }
       if (Object.prototype.hasOwnProperty.call(WORD_LITERALS, word)) {
         p.index = start + word.length;
         env.node = { type: 'Literal', value: WORD_LITERALS[word]!, raw: word } as jsepDefault.Expression;
@@ -131,6 +172,7 @@ interface Parsed {
 function parseRaw(text: string): Parsed {
   configure();
   if (text.trim() === '') throw new ParseError('empty expression', 0);
+  argumentDepth = 0;
   const parser = new Jsep(text) as unknown as JsepState & { gobbleExpression(): jsepDefault.Expression | false; gobbleSpaces(): void };
   let node: jsepDefault.Expression | false;
   try {
@@ -162,6 +204,8 @@ function convert(node: jsepDefault.Expression): Marked {
       if (path.some((p) => p === '')) throw new ParseError(`empty field name in $${name}`, pos);
       return { kind: 'var', name, path, pos };
     }
+    case 'Call':
+      return convertCall(n['fn'] as string, n['args'] as { node: jsepDefault.Expression; start: number }[], n['start'] as number);
     case 'Group': {
       const inner = convert(n['expression'] as jsepDefault.Expression);
       return { ...inner, paren: true };
@@ -192,6 +236,103 @@ function convert(node: jsepDefault.Expression): Marked {
     default:
       throw new ParseError(`unsupported expression (${node.type})`, 0);
   }
+}
+
+/** `'30s'`, `'5m'`, `'2h'`, `'1d'`, `'250ms'`: milliseconds; undefined when not a duration. */
+export function parseDuration(text: string): number | undefined {
+  const m = /^([0-9]+)(ms|s|m|h|d)$/.exec(text.trim());
+  if (!m) return undefined;
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms'];
+  const ms = Number(m[1]) * unit;
+  return ms > 0 && Number.isSafeInteger(ms) ? ms : undefined;
+}
+
+const ARITY: Record<string, number> = { prev: 1, changed: 1, delta: 1, deadband: 2, avg: 2, min: 2, max: 2, sum: 2, count: 1, abs: 1, topic: 1, state: 1 };
+const USAGE: Record<string, string> = {
+  prev: 'prev($field)',
+  changed: 'changed($field)',
+  delta: 'delta($field)',
+  deadband: 'deadband($field, number)',
+  avg: "avg($field, window)",
+  min: "min($field, window)",
+  max: "max($field, window)",
+  sum: "sum($field, window)",
+  count: "count(window)",
+  abs: 'abs(expression)',
+  topic: 'topic(level)',
+  state: "state('key')",
+};
+
+/** Largest count window (messages). */
+export const MAX_COUNT_WINDOW = 1_000_000;
+
+function convertCall(fn: string, args: { node: jsepDefault.Expression; start: number }[], pos: number): CallExpr {
+  if (args.length !== ARITY[fn]) {
+    throw new ParseError(`${fn}() takes ${ARITY[fn]} argument${ARITY[fn] === 1 ? '' : 's'}, found ${args.length}: ${USAGE[fn]}`, pos);
+  }
+  const literal = (i: number): unknown => {
+    const node = args[i]!.node as unknown as Record<string, unknown>;
+    if (node['type'] === 'Literal') return node['value'];
+    if (node['type'] === 'UnaryExpression' && node['operator'] === '-') {
+      const inner = node['argument'] as Record<string, unknown>;
+      if (inner['type'] === 'Literal' && typeof inner['value'] === 'number') return -(inner['value'] as number);
+    }
+    return undefined;
+  };
+  const variable = (i: number): Extract<Expr, { kind: 'var' }> => {
+    const e = strip(convert(args[i]!.node));
+    if (e.kind !== 'var') throw new ParseError(`the first argument of ${fn}() is a field ($name): ${USAGE[fn]}`, args[i]!.start);
+    return e;
+  };
+  const window = (i: number): Window => {
+    const v = literal(i);
+    if (typeof v === 'string') {
+      const ms = parseDuration(v);
+      if (ms !== undefined) return { type: 'time', ms };
+    } else if (typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= MAX_COUNT_WINDOW) return { type: 'count', n: v };
+    throw new ParseError(`a window is a positive integer (messages, at most ${MAX_COUNT_WINDOW}) or a duration string such as '30s', '5m', '2h', '1d'`, args[i]!.start);
+  };
+  switch (fn) {
+    case 'prev':
+    case 'changed':
+    case 'delta':
+      return { kind: 'call', fn, arg: variable(0), pos };
+    case 'deadband': {
+      const arg = variable(0);
+      const d = literal(1);
+      if (typeof d !== 'number' || !(d >= 0) || !Number.isFinite(d)) throw new ParseError('the band of deadband() is a number >= 0: deadband($field, 0.5)', args[1]!.start);
+      return { kind: 'call', fn, arg, d, pos };
+    }
+    case 'avg':
+    case 'min':
+    case 'max':
+    case 'sum':
+      return { kind: 'call', fn, arg: variable(0), window: window(1), pos };
+    case 'count':
+      return { kind: 'call', fn, window: window(0), pos };
+    case 'abs':
+      return { kind: 'call', fn, value: strip(convert(args[0]!.node)), pos };
+    case 'topic': {
+      const n = literal(0);
+      if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 65535) throw new ParseError('topic() takes a level number from 1: topic(2)', args[0]!.start);
+      return { kind: 'call', fn, n, pos };
+    }
+    default: {
+      const key = literal(0);
+      if (typeof key !== 'string') throw new ParseError("the key of state() is a string literal: state('limits/{2}')", args[0]!.start);
+      const problem = keyTemplateProblem(key);
+      if (problem) throw new ParseError(problem, args[0]!.start);
+      return { kind: 'call', fn: 'state', key, pos };
+    }
+  }
+}
+
+/** Why a state key with placeholders (`{n}`, `{topic}`) is invalid, or undefined. */
+export function keyTemplateProblem(key: string): string | undefined {
+  if (key === '') return 'a state key is not empty';
+  const stripped = key.replace(/\{(?:[1-9][0-9]*|topic)\}/g, '');
+  if (stripped.includes('{') || stripped.includes('}')) return 'in a state key, { } hold a topic level number ({2}) or {topic}';
+  return undefined;
 }
 
 /** `not` is looser than comparisons and arithmetic: `(not a) op b` becomes `not (a op b)`. */
@@ -258,6 +399,8 @@ function firstPos(e: Expr): number {
       return firstPos(e.left);
     case 'cmp':
       return firstPos(e.args[0]!);
+    case 'call':
+      return e.pos;
     default:
       return 0;
   }
@@ -281,6 +424,10 @@ export function variablesOf(e: Expr, out: string[][] = []): string[][] {
       break;
     case 'cmp':
       for (const a of e.args) variablesOf(a, out);
+      break;
+    case 'call':
+      if ('arg' in e) out.push(e.arg.path);
+      else if (e.fn === 'abs') variablesOf(e.value, out);
       break;
     case 'lit':
       break;
@@ -306,5 +453,33 @@ export function formatExpr(e: Expr): string {
     case 'and':
     case 'or':
       return `(${formatExpr(e.left)} ${e.kind} ${formatExpr(e.right)})`;
+    case 'call':
+      return `${e.fn}(${callArgs(e).join(', ')})`;
+  }
+}
+
+function windowText(w: Window): string {
+  return w.type === 'time' ? JSON.stringify(`${w.ms}ms`) : String(w.n);
+}
+
+function callArgs(e: CallExpr): string[] {
+  switch (e.fn) {
+    case 'deadband':
+      return [`$${e.arg.name}`, String(e.d)];
+    case 'avg':
+    case 'min':
+    case 'max':
+    case 'sum':
+      return [`$${e.arg.name}`, windowText(e.window)];
+    case 'count':
+      return [windowText(e.window)];
+    case 'abs':
+      return [formatExpr(e.value)];
+    case 'topic':
+      return [String(e.n)];
+    case 'state':
+      return [JSON.stringify(e.key)];
+    default:
+      return [`$${e.arg.name}`];
   }
 }

@@ -5,7 +5,7 @@
  * only compiles the Wasm binary (asynchronously) and swaps the program in.
  */
 import { createHash } from 'node:crypto';
-import type { CheckedDocument, RulesDocument } from './ast.js';
+import type { CheckedDocument, MemoryCell, RulesDocument, Templates } from './ast.js';
 import { compileAssemblyScript, optimizeLevelFor } from './asc.js';
 import { parseDocumentText, checkDocument, patchDocument } from './check.js';
 import { generateProgram, type GeneratedProgram } from './codegen.js';
@@ -13,20 +13,62 @@ import { RulesError } from './errors.js';
 import { ModuleCache, moduleKey } from './module-cache.js';
 
 /** What the runtime needs to turn output records into messages. */
+/** A statement's or logic entry's templates, without the expressions (the module computes their values). */
+export type OutputTemplates = Omit<Templates, 'exprs'> & { values: number };
+
 export interface ProgramMeta {
   /** Per filter statement: "/" + subtopic, and the fixed payload (null: the incoming one). */
-  filterOutputs: { suffix: string; payload: string | null }[];
+  filterOutputs: { suffix: string; payload: string | null; templates?: OutputTemplates }[];
   /** Per logic entry: the "!"-prefixed topic and the fixed payload (null: the JSON of the buffer). */
-  logicOutputs: { topic: string; payload: string | null }[];
+  logicOutputs: { topic: string; payload: string | null; templates?: OutputTemplates }[];
   /** Rule statement ids by statement index. */
   ruleStatementIds: number[];
+  /** state() key templates by number (env.stateRead). */
+  stateKeys: string[];
+  /**
+   * Every statement (filter statements, then rule statements): what identifies its memory across
+   * documents (topic filter and condition text, and which of the equal ones) and its cells.
+   */
+  statements: { key: string; cells: MemoryCell[]; filter: number; rule: number }[];
 }
 
-export function metaOf(doc: CheckedDocument): ProgramMeta {
+function outputTemplates(t: Templates | undefined): OutputTemplates | undefined {
+  if (!t) return undefined;
+  const { exprs, ...rest } = t;
+  return { ...rest, values: exprs.length };
+}
+
+/** Statement identities for memory: topic + condition, numbered among equal ones. */
+export function statementKeys(doc: CheckedDocument): string[] {
+  const seen = new Map<string, number>();
+  const key = (topic: string, condition: string): string => {
+    const base = JSON.stringify([topic, condition]);
+    const n = seen.get(base) ?? 0;
+    seen.set(base, n + 1);
+    return `${base}#${n}`;
+  };
+  return [...doc.filterStatements.map((s) => key(doc.filters[s.filter]!.topic, s.source)), ...doc.ruleStatements.map((s) => key(s.topic, s.source))];
+}
+
+export function metaOf(doc: CheckedDocument, stateKeys: string[] = []): ProgramMeta {
+  const keys = statementKeys(doc);
+  const ruleOf = new Map<number, number>();
+  doc.document.rules.forEach((r, ri) => r.statements.forEach((s) => ruleOf.set(s.id, ri)));
   return {
-    filterOutputs: doc.filterStatements.map((s) => ({ suffix: '/' + doc.filters[s.filter]!.suffix, payload: s.payload })),
-    logicOutputs: doc.logic.map((l) => ({ topic: l.topic, payload: l.payload })),
+    filterOutputs: doc.filterStatements.map((s) => {
+      const t = outputTemplates(s.templates);
+      return { suffix: '/' + doc.filters[s.filter]!.suffix, payload: s.payload, ...(t ? { templates: t } : {}) };
+    }),
+    logicOutputs: doc.logic.map((l) => {
+      const t = outputTemplates(l.templates);
+      return { topic: l.topic, payload: l.payload, ...(t ? { templates: t } : {}) };
+    }),
     ruleStatementIds: doc.ruleStatements.map((s) => s.id),
+    stateKeys,
+    statements: [
+      ...doc.filterStatements.map((s, i) => ({ key: keys[i]!, cells: s.cells, filter: s.filter, rule: -1 })),
+      ...doc.ruleStatements.map((s, i) => ({ key: keys[doc.filterStatements.length + i]!, cells: s.cells, filter: -1, rule: ruleOf.get(s.id)! })),
+    ],
   };
 }
 
@@ -58,6 +100,8 @@ export interface CompileRequest {
   cacheDir?: string;
   /** Run asc and replace the cached module even when the cache holds one (it did not load). */
   rebuild?: boolean;
+  /** Memory bounds of the loaded program (not part of the compile). */
+  limits?: { topics: number; samples: number };
 }
 
 export interface CompileSuccess {
@@ -128,7 +172,7 @@ function success(p: Prepared, binary: Uint8Array, ascMillis: number, fromCache: 
     etag: etagOf(doc.document),
     statementIds: doc.ruleStatements.map((st) => st.id),
     stats: { filters: doc.filters.length, filterStatements: doc.filterStatements.length, ruleStatements: doc.ruleStatements.length, logicEntries: doc.logic.length },
-    meta: metaOf(doc),
+    meta: metaOf(doc, generated.stateKeys),
     tables: generated.tables,
     binary,
     source: generated.source,

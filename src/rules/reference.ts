@@ -3,9 +3,141 @@
  * to be obviously right rather than fast. The differential tests hold the WebAssembly engine
  * to it; the benchmark compares against it.
  */
-import type { CheckedDocument, CompareOp, Expr, PayloadType } from './ast.js';
+import type { CheckedDocument, CompareOp, Expr, MemoryCell, PayloadType, Templates, Window } from './ast.js';
+import { cellIndex } from './check.js';
 import type { EngineCounters, RuleOutput } from './runtime.js';
+import { renderKey, renderTemplate, stateValue, type TemplateValue } from './template.js';
 import { topicMatches } from './topic.js';
+
+import { DEFAULT_MEMORY_LIMITS, type MemoryLimits } from './limits.js';
+export { DEFAULT_MEMORY_LIMITS, type MemoryLimits };
+/** Buckets a window merges its older samples into (one more may hold the boundary). */
+export const WINDOW_BUCKETS = 64;
+const BUCKET_CAP = WINDOW_BUCKETS + 1;
+
+/** A window's samples on one topic: exact ones (t, value; NaN: not a number) and merged buckets, oldest first. */
+export interface WindowState {
+  exact: { t: number; v: number }[];
+  buckets: Bucket[];
+}
+export interface Bucket {
+  /** Time windows: floor(t / (W/64)); count windows: 0. */
+  key: number;
+  /** Messages, numbers among them, their sum, min and max, and the newest message time. */
+  n: number;
+  c: number;
+  sum: number;
+  min: number;
+  max: number;
+  last: number;
+}
+
+/** The memory of one statement on one topic, a state per cell (statement.cells). */
+export type CellState = { kind: 'value'; has: boolean; value: Value } | { kind: 'deadband'; has: boolean; ref: number } | { kind: 'window'; w: WindowState };
+
+function newCell(c: MemoryCell): CellState {
+  if (c.kind === 'value') return { kind: 'value', has: false, value: UNKNOWN };
+  if (c.kind === 'deadband') return { kind: 'deadband', has: false, ref: 0 };
+  return { kind: 'window', w: { exact: [], buckets: [] } };
+}
+
+function bucketSpan(w: Window): number {
+  return w.type === 'time' ? Math.max(1, Math.ceil(w.ms / WINDOW_BUCKETS)) : Math.max(1, Math.ceil(w.n / WINDOW_BUCKETS));
+}
+
+/** Merges the oldest exact sample into the newest bucket (or a new one). */
+function mergeSample(w: Window, st: WindowState, t: number, v: number): void {
+  const span = bucketSpan(w);
+  const key = w.type === 'time' ? Math.floor(t / span) : 0;
+  const b = st.buckets[st.buckets.length - 1];
+  const join = b !== undefined && (st.buckets.length >= BUCKET_CAP || (w.type === 'time' ? b.key === key : b.n < span));
+  const isNum = !Number.isNaN(v);
+  if (join) {
+    b.n++;
+    if (isNum) {
+      if (b.c === 0) {
+        b.min = v;
+        b.max = v;
+        b.sum = v;
+      } else {
+        if (v < b.min) b.min = v;
+        if (v > b.max) b.max = v;
+        b.sum += v;
+      }
+      b.c++;
+    }
+    b.last = t;
+  } else st.buckets.push({ key, n: 1, c: isNum ? 1 : 0, sum: isNum ? v : 0, min: v, max: v, last: t });
+}
+
+/** Adds the current message's sample, merges past the exact bound, drops what left the window. Returns samples merged. */
+export function windowPush(w: Window, st: WindowState, now: number, v: number, samples: number): number {
+  st.exact.push({ t: now, v });
+  let merged = 0;
+  while (st.exact.length > samples) {
+    const s = st.exact.shift()!;
+    mergeSample(w, st, s.t, s.v);
+    merged++;
+  }
+  if (w.type === 'time') {
+    while (st.buckets.length > 0 && now - st.buckets[0]!.last >= w.ms) st.buckets.shift();
+    while (st.exact.length > 0 && now - st.exact[0]!.t >= w.ms) st.exact.shift();
+  } else {
+    let total = st.exact.length;
+    for (const b of st.buckets) total += b.n;
+    while (st.buckets.length > 0 && total - st.buckets[0]!.n >= w.n) total -= st.buckets.shift()!.n;
+    if (st.buckets.length === 0) while (st.exact.length > w.n) st.exact.shift();
+  }
+  return merged;
+}
+
+/** avg/min/max/sum/count over a window state; undefined is unknown. Buckets first, then exact samples, oldest first. */
+export function windowAggregate(fn: 'avg' | 'min' | 'max' | 'sum' | 'count', st: WindowState): number | undefined {
+  let n = 0;
+  let c = 0;
+  let sum = 0;
+  let min = 0;
+  let max = 0;
+  const add = (k: number, ks: number, kmin: number, kmax: number, kn: number): void => {
+    n += kn;
+    if (k === 0) return;
+    if (c === 0) {
+      min = kmin;
+      max = kmax;
+    } else {
+      if (kmin < min) min = kmin;
+      if (kmax > max) max = kmax;
+    }
+    sum += ks;
+    c += k;
+  };
+  for (const b of st.buckets) add(b.c, b.sum, b.min, b.max, b.n);
+  for (const e of st.exact) {
+    if (Number.isNaN(e.v)) n++;
+    else add(1, e.v, e.v, e.v, 1);
+  }
+  switch (fn) {
+    case 'count':
+      return n;
+    case 'sum':
+      return sum;
+    case 'avg':
+      return c === 0 ? undefined : sum / c;
+    case 'min':
+      return c === 0 ? undefined : min;
+    default:
+      return c === 0 ? undefined : max;
+  }
+}
+
+/** What a statement's functions see while it is evaluated on one message. */
+export interface StatementContext {
+  topic: string;
+  cells: readonly MemoryCell[];
+  /** This statement's memory on this topic (undefined: the statement keeps none). */
+  memory: CellState[] | undefined;
+  state: (key: string) => Buffer | undefined;
+}
 
 /** A value; UNKNOWN stands for missing fields, objects, arrays and failed conversions. */
 export const UNKNOWN: unique symbol = Symbol('unknown');
@@ -115,18 +247,80 @@ export function compareValues(op: CompareOp, a: Value, b: Value): Tri {
   }
 }
 
+function sameValue(a: Value, b: Value): boolean {
+  if (a === UNKNOWN || b === UNKNOWN) return a === b;
+  return kindOf(a) === kindOf(b) && a === b;
+}
+
 export class Evaluator {
   constructor(
     private readonly payload: unknown,
     private readonly type: PayloadType | undefined,
+    private readonly context?: StatementContext,
   ) {}
+
+  /** The value of a field (converted to the payload type). */
+  field(path: readonly string[]): Value {
+    if (this.payload === undefined) return UNKNOWN;
+    const { found, value } = lookup(this.payload, path);
+    return found ? convert(value, this.type) : UNKNOWN;
+  }
+
+  private call(e: Extract<Expr, { kind: 'call' }>): Value {
+    const ctx = this.context;
+    switch (e.fn) {
+      case 'abs': {
+        const v = this.value(e.value);
+        return typeof v === 'number' ? Math.abs(v) : UNKNOWN;
+      }
+      case 'topic': {
+        if (!ctx) return UNKNOWN;
+        return ctx.topic.split('/')[e.n - 1] ?? UNKNOWN;
+      }
+      case 'state': {
+        if (!ctx) return UNKNOWN;
+        const key = renderKey(e.key, ctx.topic);
+        if (key === undefined) return UNKNOWN;
+        const v = stateValue(ctx.state(key));
+        return v === undefined ? UNKNOWN : v;
+      }
+      default:
+        break;
+    }
+    const cell = ctx?.memory?.[cellIndex(ctx.cells, e)];
+    if (!cell) return UNKNOWN;
+    switch (e.fn) {
+      case 'prev':
+        return cell.kind === 'value' && cell.has ? cell.value : UNKNOWN;
+      case 'changed': {
+        const cur = this.field(e.arg.path);
+        if (cur === UNKNOWN || cell.kind !== 'value') return UNKNOWN;
+        return !cell.has || !sameValue(cur, cell.value);
+      }
+      case 'delta': {
+        const cur = this.field(e.arg.path);
+        if (cell.kind !== 'value' || !cell.has || typeof cur !== 'number' || typeof cell.value !== 'number') return UNKNOWN;
+        return cur - cell.value;
+      }
+      case 'deadband': {
+        const cur = this.field(e.arg.path);
+        if (typeof cur !== 'number' || cell.kind !== 'deadband') return UNKNOWN;
+        return !cell.has || Math.abs(cur - cell.ref) >= e.d;
+      }
+      default: {
+        if (cell.kind !== 'window') return UNKNOWN;
+        const v = windowAggregate(e.fn, cell.w);
+        return v === undefined ? UNKNOWN : v;
+      }
+    }
+  }
 
   value(e: Expr): Value {
     switch (e.kind) {
-      case 'var': {
-        const { found, value } = lookup(this.payload, e.path);
-        return found ? convert(value, this.type) : UNKNOWN;
-      }
+      case 'var':
+        return this.field(e.path);
+      case 'call':
+        return this.call(e);
       case 'lit':
         return e.value;
       case 'neg': {
@@ -213,38 +407,124 @@ function variablesOf(e: Expr, out: string[][] = []): string[][] {
     variablesOf(e.left, out);
     variablesOf(e.right, out);
   } else if (e.kind === 'cmp') e.args.forEach((a) => variablesOf(a, out));
+  else if (e.kind === 'call') {
+    if ('arg' in e) out.push(e.arg.path);
+    else if (e.fn === 'abs') variablesOf(e.value, out);
+  }
   return out;
+}
+
+function templateValue(v: Value): TemplateValue {
+  return v === UNKNOWN ? undefined : v;
+}
+
+/** The outputs of a fired statement or logic entry: its publish (unless it only writes), then its state write. */
+export function templateOutputs(t: Templates, values: readonly TemplateValue[], topic: string, outTopic: string, original: Buffer | (() => Buffer), out: RuleOutput[]): void {
+  if (t.publish) {
+    const body = t.payload === null ? (typeof original === 'function' ? original() : original) : Buffer.from(renderTemplate(t.payload, values), 'utf8');
+    out.push({ topic: outTopic, payload: body });
+  }
+  if (t.setState) {
+    const key = renderKey(t.setState.key, topic);
+    if (key !== undefined) out.push({ topic: '', payload: Buffer.from(renderTemplate(t.setState.value, values), 'utf8'), state: { key, ...(t.setState.px === undefined ? {} : { px: t.setState.px }) } });
+  }
 }
 
 /** The whole engine: filters, rules and the buffer, by the spec's words. */
 export class ReferenceEngine {
-  readonly counters: EngineCounters = { messages: 0, topicMatches: 0, evaluations: 0, fires: 0, missingVariable: 0, kindMismatch: 0, notJson: 0, bufferFull: 0 };
+  readonly counters: EngineCounters = { messages: 0, topicMatches: 0, evaluations: 0, fires: 0, missingVariable: 0, kindMismatch: 0, notJson: 0, bufferFull: 0, memoryTopics: 0, memoryEvicted: 0, samplesMerged: 0 };
   /** Concrete topic -> latest satisfying payload and the rule statements (indexes) it satisfies; in insertion order. */
   private readonly buffer = new Map<string, { payload: Buffer; statements: Set<number> }>();
   private readonly count: number[];
+  /** Per statement (filter statements, then rule statements): topic -> memory, least recently seen first. */
+  readonly memory: Map<string, CellState[]>[];
+  private readonly limits: MemoryLimits;
+  /** Reads the state store (state()); none: every key is absent. */
+  state: (key: string) => Buffer | undefined;
 
-  constructor(readonly document: CheckedDocument) {
+  constructor(
+    readonly document: CheckedDocument,
+    options: { limits?: MemoryLimits; state?: (key: string) => Buffer | undefined } = {},
+  ) {
     this.count = document.ruleStatements.map(() => 0);
+    this.memory = [...document.filterStatements, ...document.ruleStatements].map(() => new Map());
+    this.limits = options.limits ?? DEFAULT_MEMORY_LIMITS;
+    this.state = options.state ?? (() => undefined);
   }
 
-  private statement(e: Expr, payload: Record<string, unknown>, type: PayloadType | undefined): boolean {
+  /**
+   * One statement on one message: its memory on the topic (windows take the current sample
+   * first), the condition, the template values when it fires, then the memory update (previous
+   * values always, deadband references when it fired). Returns the template values, or undefined.
+   */
+  private statement(
+    memoryIndex: number,
+    cells: readonly MemoryCell[],
+    e: Expr,
+    templates: Templates | undefined,
+    topic: string,
+    payload: Record<string, unknown>,
+    type: PayloadType | undefined,
+    now: number,
+  ): { fired: boolean; values: TemplateValue[] } {
     this.counters.evaluations++;
-    const t = new Evaluator(payload, type).truth(e);
+    let memory: CellState[] | undefined;
+    if (cells.length > 0) {
+      const map = this.memory[memoryIndex]!;
+      memory = map.get(topic);
+      if (memory) map.delete(topic);
+      else {
+        if (map.size >= this.limits.topics) {
+          const oldest = map.keys().next().value as string;
+          map.delete(oldest);
+          this.counters.memoryEvicted++;
+          this.counters.memoryTopics--;
+        }
+        memory = cells.map(newCell);
+        this.counters.memoryTopics++;
+      }
+      map.set(topic, memory);
+    }
+    const ev = new Evaluator(payload, type, { topic, cells, memory, state: this.state });
+    if (memory) {
+      cells.forEach((c, i) => {
+        if (c.kind !== 'window') return;
+        const v = c.path === null ? UNKNOWN : ev.field(c.path);
+        this.counters.samplesMerged += windowPush(c.window, (memory![i] as { w: WindowState }).w, now, typeof v === 'number' ? v : NaN, this.limits.samples);
+      });
+    }
+    const t = ev.truth(e);
     if (t === undefined) {
       const missing = variablesOf(e).some((p) => !lookup(payload, p).found);
       if (missing) this.counters.missingVariable++;
       else this.counters.kindMismatch++;
     }
-    return t === true;
+    const fired = t === true;
+    const values = fired && templates ? templates.exprs.map((x) => templateValue(ev.value(x))) : [];
+    if (memory) {
+      cells.forEach((c, i) => {
+        const m = memory![i]!;
+        if (m.kind === 'value' && c.kind === 'value') {
+          m.has = true;
+          m.value = ev.field(c.path);
+        } else if (m.kind === 'deadband' && c.kind === 'deadband' && fired) {
+          const v = ev.field(c.path);
+          if (typeof v === 'number') {
+            m.has = true;
+            m.ref = v;
+          }
+        }
+      });
+    }
+    return { fired, values };
   }
 
-  process(topic: string, payload: Buffer): RuleOutput[] {
-    const out = this.run(topic, payload);
-    this.counters.fires += out.length;
-    return out;
+  /** One message at `now` (ms). */
+  process(topic: string, payload: Buffer, now: number = Date.now()): RuleOutput[] {
+    return this.run(topic, payload, now);
   }
 
-  private run(topic: string, payload: Buffer): RuleOutput[] {
+  private run(topic: string, payload: Buffer, now: number): RuleOutput[] {
     const doc = this.document;
     const out: RuleOutput[] = [];
     this.counters.messages++;
@@ -257,15 +537,18 @@ export class ReferenceEngine {
     for (const f of filters) {
       if (!parsed) continue;
       for (const st of f.statements) {
-        if (this.statement(st.condition, parsed, undefined)) {
-          out.push({ topic: `${topic}/${f.suffix}`, payload: st.payload === null ? payload : Buffer.from(st.payload, 'utf8') });
-        }
+        const r = this.statement(st.index, st.cells, st.condition, st.templates, topic, parsed, undefined, now);
+        if (!r.fired) continue;
+        this.counters.fires++;
+        if (st.templates) templateOutputs(st.templates, r.values, topic, `${topic}/${f.suffix}`, payload, out);
+        else out.push({ topic: `${topic}/${f.suffix}`, payload: st.payload === null ? payload : Buffer.from(st.payload, 'utf8') });
       }
     }
     if (statements.length === 0) return out;
     let entry = this.buffer.get(topic);
+    const FS = doc.filterStatements.length;
     for (const st of statements) {
-      const ok = parsed !== undefined && this.statement(st.condition, parsed, st.payloadType);
+      const ok = parsed !== undefined && this.statement(FS + st.index, st.cells, st.condition, undefined, topic, parsed, st.payloadType, now).fired;
       if (ok && !entry && this.buffer.size < 65536) {
         entry = { payload, statements: new Set() };
         this.buffer.set(topic, entry);
@@ -288,6 +571,22 @@ export class ReferenceEngine {
     for (const l of doc.logic) {
       if (!this.logic(l.operations)) continue;
       fired = true;
+      this.counters.fires++;
+      const json = (): Buffer => {
+        const refs = new Set(l.refs);
+        const parts: Buffer[] = [];
+        for (const [t, e] of this.buffer) {
+          if (![...e.statements].some((s) => refs.has(s))) continue;
+          parts.push(Buffer.from(`${parts.length === 0 ? '{' : ','}${JSON.stringify(t)}:`, 'utf8'), e.payload);
+        }
+        parts.push(Buffer.from(parts.length === 0 ? '{}' : '}'));
+        return Buffer.concat(parts);
+      };
+      if (l.templates) {
+        const ev = new Evaluator(parsed, undefined, { topic, cells: [], memory: undefined, state: this.state });
+        templateOutputs(l.templates, l.templates.exprs.map((x) => templateValue(ev.value(x))), topic, l.topic, json, out);
+        continue;
+      }
       let body: Buffer;
       if (l.payload !== null) body = Buffer.from(l.payload, 'utf8');
       else {

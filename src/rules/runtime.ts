@@ -15,11 +15,16 @@
  * `bufferEntries()`, `bufferEntry(i)`, `bufferWords()`, `clearRuleBuffer()`; imports
  * `env.parseNumber`, `env.formatNumber`, `env.abort`.
  */
-import type { ProgramMeta } from './pipeline.js';
+import type { MemoryCell } from './ast.js';
+import type { OutputTemplates, ProgramMeta } from './pipeline.js';
+import { DEFAULT_MEMORY_LIMITS, type MemoryLimits } from './limits.js';
+import { renderKey, renderTemplate, type TemplateValue } from './template.js';
 
 export interface RuleOutput {
   topic: string;
   payload: Buffer;
+  /** A state write (set_state): `payload` is the value, `topic` is empty. */
+  state?: { key: string; px?: number };
 }
 
 /** Counters of one program instance (cumulative since it was loaded). */
@@ -32,6 +37,10 @@ export interface EngineCounters {
   kindMismatch: number;
   notJson: number;
   bufferFull: number;
+  /** Concrete topics held in statements' memory (now), forgotten past the bound, window samples merged into buckets. */
+  memoryTopics: number;
+  memoryEvicted: number;
+  samplesMerged: number;
 }
 
 /** A buffered message, for carrying the buffer across a PATCH. */
@@ -57,7 +66,14 @@ const WA = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
 interface Exports {
   memory: WasmMemory;
-  process(topicSlot: number, payloadLen: number): number;
+  process(topicSlot: number, payloadLen: number, now: number): number;
+  statementCountersPtr(): number;
+  memoryOldest(s: number): number;
+  memoryAlloc(size: number): number;
+  memoryRestore(s: number, cells: number, ptr: number, len: number): number;
+  memoryClear(): void;
+  ringReserve(cell: number, size: number): void;
+  setMemoryLimits(topics: number, samples: number): void;
   learnTopic(slot: number, topicLen: number): void;
   topicCache(slots: number): void;
   inputPtr(size: number): number;
@@ -74,6 +90,43 @@ interface Exports {
 }
 
 const OUT_FILTER = 1;
+const OUTPUT_SIZE = 24;
+/** Where the output, JSON and template value addresses sit after the counters (assembly/rules/engine.ts). */
+const PTRS = 88;
+// memory layouts (assembly/rules/memory.ts)
+const REC_HEADER = 32;
+const CELL_SIZE = 32;
+const BUCKET_SIZE = 56;
+const BUCKET_CAP = 65;
+const V_NULL = 1;
+const V_BOOL = 2;
+const V_NUMBER = 3;
+const V_STRING = 4;
+
+/** Per-statement counters (metrics per filter and per rule). */
+export interface StatementCounters {
+  evaluations: number;
+  trueResults: number;
+  unknown: number;
+}
+
+/** One statement's memory on one topic, as the backup and PATCH carry it: a state per cell. */
+export interface TopicMemory {
+  topic: Buffer;
+  cells: CellMemory[];
+}
+export type CellMemory =
+  | { kind: 'value'; has: boolean; type: number; num: number; str?: Buffer }
+  | { kind: 'deadband'; has: boolean; ref: number }
+  /** exact: [t, v] pairs, oldest first; buckets: [key, n, c, sum, min, max, last] each, oldest first. */
+  | { kind: 'window'; exact: Float64Array; buckets: Float64Array };
+
+/** A statement's memory by topic, least recently seen first, with the cell descriptors it was kept for. */
+export interface StatementMemory {
+  key: string;
+  cells: string[];
+  topics: TopicMemory[];
+}
 const NO_OUTPUT: readonly RuleOutput[] = Object.freeze([]);
 const ENTRY_HEADER = 32;
 /** Topics kept, matched, in the module (topics repeat: devices publish to the same few topics). */
@@ -106,13 +159,22 @@ export class RulesProgram {
   private readonly logicTopic: string[];
   private readonly logicPayload: (Buffer | null)[];
   private readonly statementIds: number[];
+  private readonly filterTemplates: (OutputTemplates | undefined)[];
+  private readonly logicTemplates: (OutputTemplates | undefined)[];
+  readonly meta: ProgramMeta;
+  /** The topic of the message being processed (state() keys are rendered for it). */
+  private currentTopic = '';
+  /** Reads the state store for state() (same process, no round trip); none: every key absent. */
+  stateReader: (key: string) => Buffer | undefined = () => undefined;
 
   private constructor(
     instance: WasmInstance,
     meta: ProgramMeta,
     tables: Uint8Array,
+    limits: MemoryLimits,
   ) {
     this.exports = instance.exports as unknown as Exports;
+    this.meta = meta;
     this.refresh();
     const at = this.exports.tablesPtr(tables.length);
     this.refresh();
@@ -130,19 +192,23 @@ export class RulesProgram {
     this.logicTopic = meta.logicOutputs.map((l) => l.topic);
     this.logicPayload = meta.logicOutputs.map((l) => (l.payload === null ? null : fixed(l.payload)));
     this.statementIds = meta.ruleStatementIds;
+    this.filterTemplates = meta.filterOutputs.map((f) => f.templates);
+    this.logicTemplates = meta.logicOutputs.map((l) => l.templates);
     this.countersAt = this.exports.countersPtr();
+    this.exports.setMemoryLimits(limits.topics, limits.samples);
     this.refresh();
   }
 
-  static async load(binary: Uint8Array, meta: ProgramMeta, tables: Uint8Array): Promise<RulesProgram> {
+  static async load(binary: Uint8Array, meta: ProgramMeta, tables: Uint8Array, limits: MemoryLimits = DEFAULT_MEMORY_LIMITS): Promise<RulesProgram> {
     const module = await WA.compile(binary);
-    return RulesProgram.instantiate(module, meta, tables);
+    return RulesProgram.instantiate(module, meta, tables, limits);
   }
 
-  static instantiate(module: WasmModule, meta: ProgramMeta, tables: Uint8Array): RulesProgram {
+  static instantiate(module: WasmModule, meta: ProgramMeta, tables: Uint8Array, limits: MemoryLimits = DEFAULT_MEMORY_LIMITS): RulesProgram {
     let self: RulesProgram | undefined;
     const imports = {
       env: {
+        stateRead: (key: number, dst: number, cap: number): number => self!.readState(key, dst, cap),
         parseNumber: (ptr: number, len: number): number => Number(self!.bytes.toString('latin1', ptr, ptr + len)),
         formatNumber: (value: number, dst: number): number => self!.bytes.write(String(value), dst, 32, 'latin1'),
         abort: (): never => {
@@ -153,8 +219,37 @@ export class RulesProgram {
     // synchronous: the module is compiled already; the imports are only called later,
     // from process(), once `self` is set
     const instance = new WA.Instance(module, imports);
-    self = new RulesProgram(instance, meta, tables);
+    self = new RulesProgram(instance, meta, tables, limits);
     return self;
+  }
+
+  /** env.stateRead (assembly/rules/host.ts): the state store's value of key template `key` for the current topic. */
+  private readState(key: number, dst: number, cap: number): number {
+    const template = this.meta.stateKeys[key];
+    const name = template === undefined ? undefined : renderKey(template, this.currentTopic);
+    if (name === undefined) return -1;
+    const bytes = this.stateReader(name);
+    if (bytes === undefined) return -1;
+    const text = bytes.toString('utf8');
+    let v: unknown = text;
+    try {
+      const parsed: unknown = JSON.parse(text);
+      if (parsed === null || typeof parsed === 'number' || typeof parsed === 'string' || typeof parsed === 'boolean') v = parsed;
+    } catch {
+      // not JSON: the text itself
+    }
+    this.refresh();
+    if (v === null) return 1;
+    if (v === false) return 2;
+    if (v === true) return 3;
+    if (typeof v === 'number') {
+      this.view.setFloat64(dst, v, true);
+      return 4;
+    }
+    const b = Buffer.from(v as string, 'utf8');
+    if (b.length > cap) return (b.length << 3) | 6;
+    b.copy(this.bytes, dst);
+    return (b.length << 3) | 5;
   }
 
   private refresh(): void {
@@ -166,7 +261,8 @@ export class RulesProgram {
   }
 
   /** Runs one message; returns what to publish (a shared empty array when nothing fired). */
-  process(topic: string, payload: Buffer): readonly RuleOutput[] {
+  process(topic: string, payload: Buffer, now: number = Date.now()): readonly RuleOutput[] {
+    this.currentTopic = topic;
     let entry = this.bypass > 0 ? undefined : this.topics.get(topic);
     if (entry === undefined) entry = this.learn(topic);
     else this.hits++;
@@ -178,7 +274,7 @@ export class RulesProgram {
       bytes = this.bytes;
     }
     bytes.set(payload, this.inputAddress);
-    const records = this.exports.process(entry.slot, payload.length);
+    const records = this.exports.process(entry.slot, payload.length, now);
     if (records === 0) return NO_OUTPUT;
     return this.readOutputs(records, topic, payload, entry);
   }
@@ -221,13 +317,35 @@ export class RulesProgram {
     if (this.bytes.length === 0) this.refresh();
     const view = this.view;
     // the record and JSON addresses sit after the counters (assembly/rules/engine.ts)
-    const base = view.getUint32(this.countersAt + 64, true);
-    const json = view.getUint32(this.countersAt + 68, true);
+    const base = view.getUint32(this.countersAt + PTRS, true);
+    const json = view.getUint32(this.countersAt + PTRS + 4, true);
     const out: RuleOutput[] = [];
     for (let i = 0; i < records; i++) {
-      const p = base + i * 16;
+      const p = base + i * OUTPUT_SIZE;
       const kind = view.getInt32(p, true);
       const index = view.getInt32(p + 4, true);
+      const templates = kind === OUT_FILTER ? this.filterTemplates[index] : this.logicTemplates[index];
+      if (templates !== undefined) {
+        const values = this.templateValues(view.getInt32(p + 16, true), view.getInt32(p + 20, true));
+        let outTopic: string;
+        let original: Buffer;
+        if (kind === OUT_FILTER) {
+          outTopic = topic + this.filterSuffix[index]!;
+          original = payload;
+        } else {
+          outTopic = this.logicTopic[index]!;
+          const start = view.getInt32(p + 8, true);
+          original = start < 0 ? Buffer.alloc(0) : Buffer.from(this.bytes.subarray(json + start, json + start + view.getInt32(p + 12, true)));
+        }
+        if (templates.publish) out.push({ topic: outTopic, payload: templates.payload === null ? original : Buffer.from(renderTemplate(templates.payload, values), 'utf8') });
+        if (templates.setState) {
+          const key = renderKey(templates.setState.key, topic);
+          if (key !== undefined) {
+            out.push({ topic: '', payload: Buffer.from(renderTemplate(templates.setState.value, values), 'utf8'), state: { key, ...(templates.setState.px === undefined ? {} : { px: templates.setState.px }) } });
+          }
+        }
+        continue;
+      }
       if (kind === OUT_FILTER) {
         let outTopic: string | undefined;
         if (entry.slot === SCRATCH_SLOT) outTopic = topic + this.filterSuffix[index]!; // not kept: nothing to remember
@@ -248,6 +366,172 @@ export class RulesProgram {
     return out;
   }
 
+  /** The template values of an output record (values arena, assembly/rules/engine.ts). */
+  private templateValues(start: number, count: number): TemplateValue[] {
+    const view = this.view;
+    let at = view.getUint32(this.countersAt + PTRS + 8, true) + start;
+    const values: TemplateValue[] = [];
+    for (let i = 0; i < count; i++) {
+      const kind = view.getInt32(at, true);
+      const len = view.getInt32(at + 4, true);
+      const num = view.getFloat64(at + 8, true);
+      if (kind === V_NUMBER) values.push(num);
+      else if (kind === V_STRING) values.push(this.bytes.toString('utf8', at + 16, at + 16 + len));
+      else if (kind === V_BOOL) values.push(num !== 0);
+      else if (kind === V_NULL) values.push(null);
+      else values.push(undefined);
+      at += 16 + ((len + 7) & ~7);
+    }
+    return values;
+  }
+
+  /** Per statement (filter statements, then rule statements) and per logic entry (fires). */
+  statementCounters(): { statements: StatementCounters[]; logicFires: number[] } {
+    this.refresh();
+    const p = this.exports.statementCountersPtr();
+    const v = this.view;
+    const statements = this.meta.statements.map((_, i) => ({
+      evaluations: v.getFloat64(p + i * 24, true),
+      trueResults: v.getFloat64(p + i * 24 + 8, true),
+      unknown: v.getFloat64(p + i * 24 + 16, true),
+    }));
+    const l = p + this.meta.statements.length * 24;
+    return { statements, logicFires: this.meta.logicOutputs.map((_, j) => v.getFloat64(l + j * 8, true)) };
+  }
+
+  /** Every statement's memory (for the backup and PATCH). */
+  memorySnapshot(): StatementMemory[] {
+    const out: StatementMemory[] = [];
+    this.meta.statements.forEach((st, s) => {
+      if (st.cells.length === 0) return;
+      const topics: TopicMemory[] = [];
+      let r = this.exports.memoryOldest(s);
+      this.refresh();
+      while (r !== 0) {
+        topics.push(this.readRecord(r, st.cells));
+        r = this.view.getUint32(r + 8, true);
+      }
+      out.push({ key: st.key, cells: st.cells.map((c) => c.id), topics });
+    });
+    return out;
+  }
+
+  private readRecord(r: number, cells: readonly MemoryCell[]): TopicMemory {
+    const v = this.view;
+    const b = this.bytes;
+    const topicAt = v.getUint32(r + 24, true);
+    const topic = Buffer.from(b.subarray(topicAt, topicAt + v.getUint32(r + 20, true)));
+    const states = cells.map((cell, i): CellMemory => {
+      const c = r + REC_HEADER + i * CELL_SIZE;
+      if (cell.kind === 'value') {
+        const type = v.getInt32(c + 4, true);
+        const strAt = v.getUint32(c + 8, true);
+        return { kind: 'value', has: v.getInt32(c, true) !== 0, type, num: v.getFloat64(c + 16, true), ...(type === V_STRING ? { str: Buffer.from(b.subarray(strAt, strAt + v.getInt32(c + 12, true))) } : {}) };
+      }
+      if (cell.kind === 'deadband') return { kind: 'deadband', has: v.getInt32(c, true) !== 0, ref: v.getFloat64(c + 16, true) };
+      const ring = v.getUint32(c, true);
+      const cap = v.getInt32(c + 4, true);
+      const head = v.getInt32(c + 8, true);
+      const n = v.getInt32(c + 12, true);
+      const exact = new Float64Array(n * 2);
+      for (let k = 0; k < n; k++) {
+        const e = ring + ((head + k) % cap) * 16;
+        exact[k * 2] = v.getFloat64(e, true);
+        exact[k * 2 + 1] = v.getFloat64(e + 8, true);
+      }
+      const bucketsAt = v.getUint32(c + 16, true);
+      const bh = v.getInt32(c + 20, true);
+      const nb = v.getInt32(c + 24, true);
+      const buckets = new Float64Array(nb * 7);
+      for (let k = 0; k < nb; k++) {
+        const e = bucketsAt + ((bh + k) % BUCKET_CAP) * BUCKET_SIZE;
+        for (let f = 0; f < 7; f++) buckets[k * 7 + f] = v.getFloat64(e + f * 8, true);
+      }
+      return { kind: 'window', exact, buckets };
+    });
+    return { topic, cells: states };
+  }
+
+  /**
+   * Puts memory back: for each statement of this program whose key (topic filter and condition)
+   * is in `saved`, the cells with the same descriptors, topic by topic (least recent first).
+   */
+  restoreMemory(saved: readonly StatementMemory[], keep: (key: string) => boolean = () => true): number {
+    const byKey = new Map(saved.map((m) => [m.key, m]));
+    let restored = 0;
+    this.meta.statements.forEach((st, s) => {
+      if (st.cells.length === 0) return;
+      const m = byKey.get(st.key);
+      if (!m || !keep(st.key)) return;
+      const from = st.cells.map((c) => m.cells.indexOf(c.id));
+      for (const t of m.topics) {
+        if (t.topic.length > this.inputCapacity) this.reserveInput(t.topic.length);
+        this.refresh();
+        t.topic.copy(this.bytes, this.inputAddress);
+        const r = this.exports.memoryRestore(s, st.cells.length, this.inputAddress, t.topic.length);
+        if (r === 0) continue;
+        from.forEach((k, i) => {
+          const state = k < 0 ? undefined : t.cells[k];
+          if (state) this.writeCell(r + REC_HEADER + i * CELL_SIZE, state);
+        });
+        restored++;
+      }
+    });
+    return restored;
+  }
+
+  private writeCell(c: number, state: CellMemory): void {
+    if (state.kind === 'value') {
+      let strAt = 0;
+      if (state.str && state.str.length > 0) {
+        strAt = this.exports.memoryAlloc(state.str.length);
+        this.refresh();
+        state.str.copy(this.bytes, strAt);
+      }
+      this.refresh();
+      const v = this.view;
+      v.setInt32(c, state.has ? 1 : 0, true);
+      v.setInt32(c + 4, state.type, true);
+      v.setUint32(c + 8, strAt, true);
+      v.setInt32(c + 12, state.str?.length ?? 0, true);
+      v.setFloat64(c + 16, state.num, true);
+      v.setInt32(c + 24, state.str?.length ?? 0, true);
+      v.setUint32(c + 28, strAt !== 0 ? 1 : 0, true);
+      return;
+    }
+    if (state.kind === 'deadband') {
+      this.refresh();
+      this.view.setInt32(c, state.has ? 1 : 0, true);
+      this.view.setFloat64(c + 16, state.ref, true);
+      return;
+    }
+    const n = state.exact.length / 2;
+    if (n > 0) this.exports.ringReserve(c, n);
+    const nb = state.buckets.length / 7;
+    let bucketsAt = 0;
+    if (nb > 0) bucketsAt = this.exports.memoryAlloc(BUCKET_CAP * BUCKET_SIZE);
+    this.refresh();
+    const v = this.view;
+    const ring = v.getUint32(c, true);
+    for (let k = 0; k < n; k++) {
+      v.setFloat64(ring + k * 16, state.exact[k * 2]!, true);
+      v.setFloat64(ring + k * 16 + 8, state.exact[k * 2 + 1]!, true);
+    }
+    v.setInt32(c + 8, 0, true);
+    v.setInt32(c + 12, n, true);
+    if (nb > 0) {
+      for (let k = 0; k < nb; k++) for (let f = 0; f < 7; f++) v.setFloat64(bucketsAt + k * BUCKET_SIZE + f * 8, state.buckets[k * 7 + f]!, true);
+      v.setUint32(c + 16, bucketsAt, true);
+      v.setInt32(c + 20, 0, true);
+      v.setInt32(c + 24, nb, true);
+      v.setUint32(c + 28, v.getUint32(c + 28, true) | 4, true);
+    }
+  }
+
+  clearMemory(): void {
+    this.exports.memoryClear();
+  }
+
   counters(): EngineCounters {
     this.refresh();
     const p = this.exports.countersPtr();
@@ -262,6 +546,9 @@ export class RulesProgram {
       kindMismatch: f(5),
       notJson: f(6),
       bufferFull: f(7),
+      memoryTopics: f(8),
+      memoryEvicted: f(9),
+      samplesMerged: f(10),
     };
   }
 

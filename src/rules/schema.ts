@@ -7,13 +7,31 @@ import type { RulesDocument } from './ast.js';
 import { RulesError, RulesErrorCode } from './errors.js';
 import { didYouMean } from '../config/suggest.js';
 
+const template = {
+  type: ['string', 'object'],
+  description: 'A string, in which each {{ expression }} is replaced by its value, or a JSON object published as JSON (a string that is exactly {{ expression }} becomes the typed value)',
+} as const;
+
+const setState = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['key', 'value'],
+  description: 'When the statement fires, sets key (placeholders {2}, {topic}) to value (a template) through the state store',
+  properties: {
+    key: { type: 'string', minLength: 1, description: 'State key; {n} is topic level n, {topic} the whole topic' },
+    value: template,
+    px: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'Expiry in milliseconds' },
+  },
+} as const;
+
 const filterStatement = {
   type: 'object',
   additionalProperties: false,
   required: ['condition'],
   properties: {
     condition: { type: 'string', description: 'Condition over the JSON payload, e.g. `$inside.temperature >= 45 and $inside.humidity <= 15`' },
-    new_payload: { type: 'string', default: '', description: '"" republishes the incoming payload; any other string is published as its UTF-8 bytes' },
+    new_payload: { ...template, description: '"" republishes the incoming payload; any other string is published as its UTF-8 bytes ({{ expression }} replaced); an object is published as JSON. Leave it out with set_state to only write.' },
+    set_state: setState,
   },
 } as const;
 
@@ -47,7 +65,8 @@ const ruleLogic = {
   properties: {
     operations: { type: 'string', description: 'Logic over statement ids, e.g. ( $1 ) and ( $2 )' },
     new_topic: { type: 'string', minLength: 1, description: 'Published with a ! prefix' },
-    new_payload: { type: 'string', default: '', description: '"" publishes a JSON object of the buffered messages, keyed by topic' },
+    new_payload: { ...template, description: '"" publishes a JSON object of the buffered messages, keyed by topic; otherwise a template, evaluated against the message that triggered the evaluation' },
+    set_state: setState,
   },
 } as const;
 
@@ -72,11 +91,11 @@ export const documentSchema = {
 
 // allErrors: the most telling of the errors is reported (a misspelt key rather than the
 // "missing" key it leaves behind); verbose: the errors carry their schema, for the shapes.
-const ajv = new Ajv({ allErrors: true, verbose: true, useDefaults: true, coerceTypes: false, strict: true });
+const ajv = new Ajv({ allErrors: true, verbose: true, useDefaults: true, coerceTypes: false, strict: true, allowUnionTypes: true });
 const validate = ajv.compile(documentSchema);
 
 interface SchemaNode {
-  type?: string;
+  type?: string | readonly string[];
   properties?: Record<string, SchemaNode>;
   required?: readonly string[];
   items?: SchemaNode;
@@ -86,6 +105,7 @@ interface SchemaNode {
 /** A schema as a short example of what is expected: `[{"operations": "…", "new_topic": "…"}]`. */
 function shape(node: SchemaNode | undefined, depth = 0): string {
   if (!node) return 'a value';
+  if (Array.isArray(node.type)) return node.type.map((t) => (t === 'string' ? '"…"' : t === 'object' ? '{…}' : t)).join(' or ');
   switch (node.type) {
     case 'string':
       return node.enum ? node.enum.map((v) => JSON.stringify(v)).join(' | ') : '"…"';
@@ -158,9 +178,12 @@ function describe(error: ErrorObject): RulesError {
       break;
     }
     case 'type': {
-      const want = String(error.params['type']);
+      const want = String(error.params['type'])
+        .split(',')
+        .map((t) => TYPE_WORDS[t] ?? t)
+        .join(' or ');
       const example = parent?.type === 'array' || parent?.type === 'object' ? ` like ${shape(parent)}` : '';
-      problem = `expected ${TYPE_WORDS[want] ?? want}${example}, got ${kindOf(error.data)}`;
+      problem = `expected ${want}${example}, got ${kindOf(error.data)}`;
       break;
     }
     case 'enum':
@@ -195,5 +218,9 @@ export function validateDocument(input: unknown): RulesDocument {
   }
   const copy = structuredClone(input);
   if (!validate(copy)) throw describe(mostTelling(validate.errors!));
-  return copy as RulesDocument;
+  const doc = copy as RulesDocument;
+  // new_payload defaults to "" unless the statement only writes state
+  for (const f of doc.filters) for (const st of f.statements) if (st.new_payload === undefined && st.set_state === undefined) st.new_payload = '';
+  for (const r of doc.rules) for (const l of r.logic) if (l.new_payload === undefined && l.set_state === undefined) l.new_payload = '';
+  return doc;
 }

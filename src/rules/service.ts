@@ -5,10 +5,12 @@
  * completely before they replace the active program (between two messages), persisted
  * atomically under dataDir and reloaded at start.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { checkAuthorAccess, type AuthorAccess, type RulesAuthor } from './author-check.js';
 import type { Logger } from 'pino';
 import type { BrokerApi } from '../broker/api.js';
-import type { Message } from '../broker/message.js';
+import type { Message } from '../mqtt/message.js';
 import type { Config } from '../config/schema.js';
 import type { RulesDocument } from './ast.js';
 import { RulesCompiler, type CompiledDocument } from './compiler.js';
@@ -16,19 +18,32 @@ import { documentText, etagOf, type CompileRequest, type DocumentStats } from '.
 
 export { etagOf };
 import { RulesError, RulesErrorCode } from './errors.js';
-import type { BufferedEntry, EngineCounters, RulesProgram } from './runtime.js';
+import type { BufferedEntry, EngineCounters, RulesProgram, StatementCounters, StatementMemory } from './runtime.js';
+import { decodeMemory, encodeMemory } from './memory-codec.js';
+import { dryRun, type DryRunOutput } from './dry-run.js';
 import type { SnapshotSection } from '../persistence/snapshot.js';
 import { DocumentStore } from './store.js';
 
 export const RULES_ORIGIN = 'rules';
+/** A queued set_state write. */
+interface StateWrite {
+  key: string;
+  value: Buffer;
+  px: number | undefined;
+}
 
 export interface RulesMetrics extends EngineCounters {
   /** Engine traps (a bug); the message is routed normally. */
   engineErrors: number;
   compiles: number;
   compileErrors: number;
-  /** Writes refused with a 4xx (bad document, stale If-Match). */
+  /** Writes refused with a 4xx (bad document, stale If-Match, outside the author's ACL). */
   rejectedWrites: number;
+  /** Outputs dropped because the document's author may not publish to their topic (ACL). */
+  deniedOutputs: number;
+  /** set_state writes done, and refused by the state store (quota, fencing). */
+  stateWrites: number;
+  stateWriteErrors: number;
   lastCompileMillis: number;
   lastAscMillis: number;
   wasmBytes: number;
@@ -53,13 +68,19 @@ export interface RulesService {
   current(): { document: RulesDocument; etag: string };
   /** The active document as stored (indented JSON), without parsing it. */
   currentText(): { text: string; etag: string };
-  /** POST: replace the whole document. */
-  replace(body: string, ifMatch?: string): Promise<WriteResult>;
+  /** POST: replace the whole document. `author`: who uploads it (checked against the ACL). */
+  replace(body: string, ifMatch?: string, author?: RulesAuthor): Promise<WriteResult>;
   /** PATCH: add filters and rules (a rule sharing a statement id replaces the old one). */
-  patch(body: string, ifMatch?: string): Promise<WriteResult>;
+  patch(body: string, ifMatch?: string, author?: RulesAuthor): Promise<WriteResult>;
   /** DELETE: the empty document. */
-  clear(ifMatch?: string): Promise<WriteResult>;
+  clear(ifMatch?: string, author?: RulesAuthor): Promise<WriteResult>;
+  /** Who uploaded the active document, when known. */
+  author(): (RulesAuthor & { at: string }) | undefined;
   metrics(): RulesMetrics;
+  /** POST /test: what a document (default: the active one) would do with the messages; touches nothing live. */
+  test(body: string): { outputs: DryRunOutput[] };
+  /** Evaluations, fires and condition errors per filter and per rule of the active document. */
+  partMetrics(): PartMetrics[];
   /** Generated AssemblyScript of the active document (for review and the status page). */
   source(): string;
   /**
@@ -81,9 +102,34 @@ export function ifMatchHolds(header: string | undefined, etag: string): boolean 
   return h.split(',').some((t) => t.trim().replace(/^W\//, '') === etag);
 }
 
+/** The state store as the rules engine uses it, in the same process (src/state/service.ts). */
+export interface RulesStateAccess {
+  read(key: Buffer): Buffer | undefined;
+  write(key: Buffer, value: Buffer, px?: number): string;
+}
+
+/** Per filter and per rule, for an operator looking for the rule that costs. */
+export interface PartMetrics {
+  /** "filters/0" or "rules/1". */
+  part: string;
+  topic: string;
+  evaluations: number;
+  fires: number;
+  conditionErrors: number;
+}
+
 interface Options {
   compiler?: RulesCompiler;
+  /** state() reads and set_state writes; without it every key is absent and writes are dropped. */
+  stateStore?: RulesStateAccess;
+  /**
+   * The ACL as it applies to a document's author (see author-check.ts); `enabled` false
+   * when no ACL is configured. Without it, documents are not checked.
+   */
+  authorAccess?: { enabled(): boolean; forUser(user: string): AuthorAccess & { canWrite(topic: string): boolean } };
 }
+
+const AUTHOR_FILE = 'rules-author.json';
 
 export function createRulesService(broker: BrokerApi, config: Config, log: Logger, options: Options = {}): RulesService {
   const rlog = log.child({ part: 'rules' });
@@ -102,25 +148,61 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
   let etag = etagOf(EMPTY);
   let source = '';
   let closed = false;
-  const retired: EngineCounters = { messages: 0, topicMatches: 0, evaluations: 0, fires: 0, missingVariable: 0, kindMismatch: 0, notJson: 0, bufferFull: 0 };
+  const retired: EngineCounters = { messages: 0, topicMatches: 0, evaluations: 0, fires: 0, missingVariable: 0, kindMismatch: 0, notJson: 0, bufferFull: 0, memoryTopics: 0, memoryEvicted: 0, samplesMerged: 0 };
   const stats = { engineErrors: 0, compiles: 0, compileErrors: 0, rejectedWrites: 0, lastCompileMillis: 0, lastAscMillis: 0, wasmBytes: 0, sourceBytes: 0 };
   let lastEngineErrorLog = 0;
+  let deniedOutputs = 0;
+  let activeAuthor: (RulesAuthor & { at: string }) | undefined;
+  /** Set while the active document has an author with an ACL: may it publish to this topic? */
+  let outputAllowed: ((topic: string) => boolean) | undefined;
+  const authorPath = join(config.dataDir, AUTHOR_FILE);
 
   // Outputs wait until the message that caused them has been routed (subscribers see
   // house/1 before house/1/alert/); one microtask per batch of messages, not per message.
-  let pending: Message[] = [];
+  let pending: (Message | StateWrite)[] = [];
   let flushScheduled = false;
+  let stateWrites = 0;
+  let stateWriteErrors = 0;
+  /** While a set_state write runs: its KEYNOTIFY notifications are not fed back into the engine. */
+  let writing = false;
   const flush = (): void => {
     flushScheduled = false;
     const batch = pending;
     pending = [];
-    for (let i = 0; i < batch.length; i++) broker.publish(batch[i]!);
+    for (let i = 0; i < batch.length; i++) {
+      const m = batch[i]!;
+      if ('key' in m) writeState(m);
+      else broker.publish(m);
+    }
   };
+  function writeState(m: StateWrite): void {
+    const states = options.stateStore;
+    const key = m.key;
+    let answer = 'no state store';
+    if (states) {
+      writing = true;
+      try {
+        answer = states.write(Buffer.from(key, 'utf8'), m.value, m.px);
+      } finally {
+        writing = false;
+      }
+    }
+    if (answer === 'OK') stateWrites++;
+    else {
+      stateWriteErrors++;
+      const now = Date.now();
+      if (now - lastStateErrorLog > 10_000) {
+        lastStateErrorLog = now;
+        rlog.warn({ key, answer }, 'set_state: the state store refused the write');
+      }
+    }
+  }
+  let lastStateErrorLog = 0;
 
   // The hot path: synchronous, one Wasm call per message.
   broker.addHooks({
     onPublish(message: Message): void {
-      if (message.origin === RULES_ORIGIN) return; // no loops: never feed our own output back
+      if (message.origin === RULES_ORIGIN || writing) return; // no loops: never feed our own output (or writes) back
       const p = program;
       if (p === undefined) return;
       let outputs;
@@ -136,10 +218,21 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
         return;
       }
       if (outputs.length === 0) return;
+      const queued = pending.length;
       for (let i = 0; i < outputs.length; i++) {
         const o = outputs[i]!;
+        if (o.state) {
+          // a state write waits in line with the publishes: the order the document gives
+          pending.push({ key: o.state.key, value: o.payload, px: o.state.px });
+          continue;
+        }
+        if (outputAllowed !== undefined && !outputAllowed(o.topic)) {
+          deniedOutputs++;
+          continue;
+        }
         pending.push({ topic: o.topic, payload: o.payload, qos: message.qos, retain: message.retain, origin: RULES_ORIGIN });
       }
+      if (pending.length === queued) return; // every output denied
       if (!flushScheduled) {
         flushScheduled = true;
         queueMicrotask(flush);
@@ -175,7 +268,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     let compiled: CompiledDocument;
     try {
       // the module of the active document is kept in the data folder: a restart loads it (atStart)
-      compiled = await compiler.compile({ ...request, cacheDir: config.dataDir }, atStart);
+      compiled = await compiler.compile({ ...request, cacheDir: config.dataDir, limits: { topics: config.rulesMemoryTopics, samples: config.rulesWindowSamples } }, atStart);
     } catch (err) {
       if (err instanceof RulesError) throw err;
       stats.compileErrors++;
@@ -188,12 +281,17 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     if (closed) throw new RulesError(RulesErrorCode.compile, '', 'the rules service is closed');
     // swap between two messages: nothing below awaits
     const old = program;
+    const states = options.stateStore;
+    compiled.program.stateReader = states ? (key) => states.read(Buffer.from(key, 'utf8')) : () => undefined;
     if (old && keepBuffer) {
       const patched = new Set(compiled.patchedIds);
       const keep = new Set(compiled.statementIds.filter((id) => !patched.has(id)));
       compiled.program.restoreBuffer(old.bufferSnapshot(), keep);
+      // statements whose topic and condition are unchanged keep their memory
+      compiled.program.restoreMemory(old.memorySnapshot());
     }
     program = compiled.program;
+    applySavedMemory();
     retire(old);
     activeText = compiled.documentText;
     activeParsed = undefined; // parsed on demand (GET answers with the text)
@@ -216,11 +314,47 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     queue = run.catch(() => undefined);
     return run;
   }
-  const guarded = <T>(ifMatch: string | undefined, op: () => Promise<T>): Promise<T> =>
+  function setAuthor(author: RulesAuthor | undefined, at = new Date().toISOString()): void {
+    activeAuthor = author ? { ...author, at } : undefined;
+    const user = author?.user;
+    const acl = options.authorAccess;
+    if (user === undefined || !acl) outputAllowed = undefined;
+    else {
+      const view = acl.forUser(user);
+      outputAllowed = (topic) => !acl.enabled() || view.canWrite(topic);
+    }
+  }
+  async function saveAuthor(): Promise<void> {
+    try {
+      await writeFile(authorPath, JSON.stringify({ etag, ...(activeAuthor ?? {}) }) + '\n');
+    } catch (err) {
+      rlog.warn({ err: (err as Error).message }, 'cannot record the rules document author');
+    }
+  }
+  function checkAuthor(author: RulesAuthor | undefined, ...texts: string[]): void {
+    const acl = options.authorAccess;
+    if (author?.user === undefined || !acl || !acl.enabled()) return;
+    const access = acl.forUser(author.user);
+    for (const text of texts) {
+      let doc: unknown;
+      try {
+        doc = JSON.parse(text);
+      } catch {
+        continue; // the compiler reports it
+      }
+      checkAuthorAccess(doc, access, author.user);
+    }
+  }
+  const guarded = <T>(ifMatch: string | undefined, op: () => Promise<T>, author?: RulesAuthor, texts: string[] = []): Promise<T> =>
     serial(async () => {
       try {
         if (!ifMatchHolds(ifMatch, etag)) throw new RulesError(RulesErrorCode.stale, '', `If-Match ${ifMatch} does not name the active document (${etag})`);
-        return await op();
+        checkAuthor(author, ...texts);
+        const result = await op();
+        setAuthor(author);
+        await saveAuthor();
+        if (author) rlog.info({ etag, author: author.user ?? author.via }, 'rules document uploaded');
+        return result;
       } catch (err) {
         if (err instanceof RulesError && err.status < 500) stats.rejectedWrites++;
         throw err;
@@ -249,8 +383,19 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     try {
       await activate({ text }, false, false, true);
       applySavedBuffer();
+      await restoreAuthor();
     } catch (err) {
       rlog.error({ err, file: store.path }, 'the stored rules document is invalid; starting with an empty document');
+    }
+  }
+  async function restoreAuthor(): Promise<void> {
+    try {
+      const saved = JSON.parse(await readFile(authorPath, 'utf8')) as { etag?: unknown; user?: unknown; via?: unknown; at?: unknown };
+      if (saved.etag === etag && typeof saved.via === 'string') {
+        setAuthor({ user: typeof saved.user === 'string' ? saved.user : undefined, via: saved.via }, typeof saved.at === 'string' ? saved.at : undefined);
+      }
+    } catch {
+      // no record: a document from before authors were recorded
     }
   }
   const ready = serial(load);
@@ -266,16 +411,30 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     rlog.info({ entries: savedBuffer.entries.length }, 'rule buffer restored');
     savedBuffer = undefined;
   }
+  // Statements' memory from the backup: applied to the statements with the same topic and
+  // condition once a document is active (whichever document it is).
+  let savedMemory: StatementMemory[] | undefined;
+  function applySavedMemory(): void {
+    if (!savedMemory || !program) return;
+    const n = program.restoreMemory(savedMemory);
+    rlog.info({ topics: n }, 'rules memory restored');
+    savedMemory = undefined;
+  }
   const snapshotSection: SnapshotSection = {
     name: 'rules',
     save(): Buffer {
       const entries = program?.bufferSnapshot() ?? [];
+      const memory = program ? encodeMemory(program.memorySnapshot()) : [];
       return Buffer.from(
-        JSON.stringify({ etag, entries: entries.map((e) => ({ topic: e.topic.toString('base64'), payload: e.payload.toString('base64'), ids: e.statementIds })) }),
+        JSON.stringify({ etag, entries: entries.map((e) => ({ topic: e.topic.toString('base64'), payload: e.payload.toString('base64'), ids: e.statementIds })), memory }),
       );
     },
     restore(data: Buffer): void {
-      const raw = JSON.parse(data.toString('utf8')) as { etag?: unknown; entries?: unknown };
+      const raw = JSON.parse(data.toString('utf8')) as { etag?: unknown; entries?: unknown; memory?: unknown };
+      if (raw.memory !== undefined) {
+        savedMemory = decodeMemory(raw.memory);
+        applySavedMemory();
+      }
       if (typeof raw.etag !== 'string' || !Array.isArray(raw.entries)) throw new Error('rules section: expected {etag, entries}');
       const entries = raw.entries.map((e: { topic?: unknown; payload?: unknown; ids?: unknown }) => {
         if (typeof e.topic !== 'string' || typeof e.payload !== 'string' || !Array.isArray(e.ids) || !e.ids.every((id) => Number.isInteger(id))) {
@@ -288,6 +447,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     },
     reset(): void {
       savedBuffer = undefined;
+      savedMemory = undefined;
     },
   };
 
@@ -295,18 +455,54 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     ready,
     current: () => ({ document: (activeParsed ??= JSON.parse(activeText) as RulesDocument), etag }),
     currentText: () => ({ text: activeText, etag }),
-    replace: (body, ifMatch) => guarded(ifMatch, () => activate({ text: body }, true)),
-    patch: (body, ifMatch) => guarded(ifMatch, () => activate({ text: body, patchOnto: activeText }, true, true)),
-    clear: (ifMatch) => guarded(ifMatch, () => activate({ document: EMPTY }, true)),
+    replace: (body, ifMatch, author) => guarded(ifMatch, () => activate({ text: body }, true), author, [body]),
+    // the patched document acts for the new author as a whole: check what is kept too
+    patch: (body, ifMatch, author) => guarded(ifMatch, () => activate({ text: body, patchOnto: activeText }, true, true), author, [body, activeText]),
+    clear: (ifMatch, author) => guarded(ifMatch, () => activate({ document: EMPTY }, true), author),
+    author: () => activeAuthor,
     metrics(): RulesMetrics {
       const c = program?.counters();
       const sum = { ...retired };
       if (c) for (const k of Object.keys(sum) as (keyof EngineCounters)[]) sum[k] += c[k];
+      sum.memoryTopics = c?.memoryTopics ?? 0; // a gauge of the active program
       return {
         ...sum,
         ...stats,
+        stateWrites,
+        stateWriteErrors,
+        deniedOutputs,
         ...activeStats,
       };
+    },
+    test(body: string) {
+      const states = options.stateStore;
+      // the live store is only read: a copy of each value, nothing written
+      return dryRun(body, activeText, (key) => states?.read(Buffer.from(key, 'utf8')), { topics: config.rulesMemoryTopics, samples: config.rulesWindowSamples });
+    },
+    partMetrics(): PartMetrics[] {
+      const p = program;
+      if (!p) return [];
+      const { statements, logicFires } = p.statementCounters();
+      const meta = p.meta;
+      const parts = new Map<string, PartMetrics>();
+      const doc = (activeParsed ??= JSON.parse(activeText) as RulesDocument);
+      const part = (name: string, topic: string): PartMetrics => {
+        let m = parts.get(name);
+        if (!m) parts.set(name, (m = { part: name, topic, evaluations: 0, fires: 0, conditionErrors: 0 }));
+        return m;
+      };
+      meta.statements.forEach((st, i) => {
+        const c: StatementCounters = statements[i]!;
+        const m = st.filter >= 0 ? part(`filters/${st.filter}`, doc.filters[st.filter]?.topic ?? '') : part(`rules/${st.rule}`, doc.rules[st.rule]?.statements.map((s) => s.topic).join(' ') ?? '');
+        m.evaluations += c.evaluations;
+        m.conditionErrors += c.unknown;
+        if (st.filter >= 0) m.fires += c.trueResults;
+      });
+      let j = 0;
+      doc.rules.forEach((r, ri) => {
+        for (let k = 0; k < r.logic.length; k++) part(`rules/${ri}`, r.statements.map((s) => s.topic).join(' ')).fires += logicFires[j++] ?? 0;
+      });
+      return [...parts.values()];
     },
     source: () => source,
     snapshotSection: () => snapshotSection,

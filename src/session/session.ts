@@ -1,4 +1,4 @@
-import type { Message, QoS } from '../broker/message.js';
+import type { Message, QoS } from '../mqtt/message.js';
 
 /** Subscription options of one filter (MQTT 5 section 3.8.3.1). */
 export interface Subscription {
@@ -130,6 +130,31 @@ export class Session {
     this.countBytes(-this.queueBytes);
     this.queue.length = 0;
     this.queueHead = 0;
+  }
+
+  /** A QoS 1/2 delivery written with its packet identifier, awaiting its acknowledgement. */
+  addInflight(entry: InflightEntry): void {
+    this.inflight.set(entry.packetId, entry);
+  }
+
+  /** The exchange for `packetId` ended (PUBACK, PUBCOMP, a failed PUBREC, or never sent). */
+  removeInflight(packetId: number): boolean {
+    return this.inflight.delete(packetId);
+  }
+
+  /** [MQTT-4.3.3] PUBREC received: the entry now awaits PUBCOMP, and PUBREL is what a reconnect resends. */
+  setPubrel(entry: InflightEntry): void {
+    entry.state = 'pubrel';
+  }
+
+  /** [MQTT-4.3.3-8] a QoS 2 PUBLISH answered with PUBREC: its id is owned until PUBREL. */
+  receivedQos2(packetId: number): void {
+    this.incomingQos2.add(packetId);
+  }
+
+  /** PUBREL for `packetId`: returns whether it was known. */
+  releasedQos2(packetId: number): boolean {
+    return this.incomingQos2.delete(packetId);
   }
 
   /** A packet identifier not in use by an inflight message [MQTT-2.2.1-3]. */

@@ -8,7 +8,7 @@
 import type { Logger } from 'pino';
 import type { BrokerApi } from '../broker/api.js';
 import type { ClientInfo } from '../broker/hooks.js';
-import type { Message, UserProperties } from '../broker/message.js';
+import type { Message, UserProperties } from '../mqtt/message.js';
 import type { Config } from '../config/schema.js';
 import type { SnapshotSection } from '../persistence/snapshot.js';
 import { parseStateStoreSection, StateStoreAuthorizer, type Access } from './authorization.js';
@@ -54,6 +54,13 @@ export interface StateStoreService {
   statusLine(): string;
   /** Run the expiry sweep now (the timer does it every stateSweepIntervalMs). */
   sweep(): number;
+  /** In-process read, no round trip (the rules engine's state()): the current value, or undefined. */
+  read(key: Buffer): Buffer | undefined;
+  /**
+   * In-process SET (the rules engine's set_state): a new version, KEYNOTIFY notifications and
+   * quotas as for a client's SET; `px` ms expiry. Returns "OK" or the error the request would get.
+   */
+  write(key: Buffer, value: Buffer, px?: number): string;
   close(): Promise<void>;
 }
 
@@ -455,6 +462,27 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
       return `State store: ${s.keys} of ${config.stateMaxKeys} keys, ${mib(s.dataBytes)} of ${mib(config.stateMaxBytes)} MiB${mem}, ${registrations} key notifications`;
     },
     sweep,
+    read(key: Buffer): Buffer | undefined {
+      if (key.length === 0) return undefined;
+      const value = table.get(key, now());
+      if (table.last.expired) notifyExpired(key);
+      return value ?? undefined;
+    },
+    write(key: Buffer, value: Buffer, px?: number): string {
+      if (key.length === 0) return ERRORS.emptyKey;
+      ops['SET'] = (ops['SET'] ?? 0) + 1;
+      const t = now();
+      const version = clock.tick(undefined);
+      const r = table.set(key, value, 0, version.wall, version.counter, px ? t + px : 0, undefined, t);
+      if (r === codes.RESULT_OK) {
+        if (table.last.expired) expired++;
+        notify(key, value, version);
+        return 'OK';
+      }
+      if (table.last.expired) notifyExpired(key);
+      const answer = tableError(r);
+      return answer.payload.toString('utf8').replace(/^-/, '').trim();
+    },
     async close() {
       clearInterval(sweepTimer);
       watchers.clear();

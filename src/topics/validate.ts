@@ -2,25 +2,42 @@
 
 const MAX_TOPIC_BYTES = 65535;
 
-/** [MQTT-4.7.3-1] at least one character; [MQTT-4.7.3-2] no U+0000; names carry no wildcards [MQTT-3.3.2-2]. */
+/**
+ * Control characters: U+0000 is never allowed [MQTT-4.7.3-2]; U+0001-U+001F and U+007F-U+009F
+ * a receiver may treat as malformed [MQTT-5-1.5.4], and libmosquitto does: a client on it drops
+ * the connection on the first such topic it receives. So the broker refuses them in topic names
+ * and filters, as mosquitto's broker does, and never stores or forwards one.
+ */
+function isControl(c: number): boolean {
+  return c < 0x20 || (c >= 0x7f && c <= 0x9f);
+}
+
+/** Does `s` hold a control character (see isControl)? */
+export function hasControlCharacter(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (isControl(s.charCodeAt(i))) return true;
+  return false;
+}
+
+/** [MQTT-4.7.3-1] at least one character; no control characters (above); names carry no wildcards [MQTT-3.3.2-2]. */
 export function isValidTopicName(topic: string): boolean {
-  if (topic.length === 0 || topic.length > MAX_TOPIC_BYTES) return false;
+  if (typeof topic !== 'string' || topic.length === 0 || topic.length > MAX_TOPIC_BYTES) return false;
   for (let i = 0; i < topic.length; i++) {
     const c = topic.charCodeAt(i);
-    if (c === 0x23 /* # */ || c === 0x2b /* + */ || c === 0) return false;
+    if (c === 0x23 /* # */ || c === 0x2b /* + */ || isControl(c)) return false;
   }
   return true;
 }
 
 /**
- * [MQTT-4.7.1-2] `#` only alone as the last level; [MQTT-4.7.1-3] `+` only alone in a level.
+ * [MQTT-4.7.1-2] `#` only alone as the last level; [MQTT-4.7.1-3] `+` only alone in a level;
+ * no control characters (see isControl).
  */
 export function isValidTopicFilter(filter: string): boolean {
-  if (filter.length === 0 || filter.length > MAX_TOPIC_BYTES) return false;
+  if (typeof filter !== 'string' || filter.length === 0 || filter.length > MAX_TOPIC_BYTES) return false;
+  if (hasControlCharacter(filter)) return false;
   const levels = filter.split('/');
   for (let i = 0; i < levels.length; i++) {
     const level = levels[i]!;
-    if (level.includes('\u0000')) return false;
     if (level.includes('#') && (level !== '#' || i !== levels.length - 1)) return false;
     if (level.includes('+') && level !== '+') return false;
   }

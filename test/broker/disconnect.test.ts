@@ -59,6 +59,19 @@ const cases: [string, Buffer[], number][] = [
   // message holding a null Content Type made every later subscriber's delivery an internal error)
   ['Correlation Data cut short (a retained QoS 1 PUBLISH)', [Buffer.from('332a0003612f620007110101020000000a2300b408000172090041012600016b0001760300016368656c6c6f', 'hex')], 0x81],
   ['a user property value cut short', [Buffer.from('332a0003612f6217071d0101020000000a23000108000172090001012600016b0001762600016368656c6c6f', 'hex')], 0x81],
+  // property blocks read strictly (src/mqtt/properties.ts): mqtt-packet reads these leniently
+  ['a Response Topic cut short (mqtt-packet reads null)', [Buffer.from([0x30, 0x09, 0x00, 0x01, 0x61, 0x04, 0x08, 0x00, 0x09, 0x61, 0x62])], 0x81],
+  ['a Topic Alias cut short by its block, running into the payload', [Buffer.from([0x30, 0x08, 0x00, 0x01, 0x61, 0x02, 0x23, 0x00, 0x01, 0x78])], 0x81],
+  ['a Payload Format Indicator of 2', [Buffer.from([0x30, 0x07, 0x00, 0x01, 0x61, 0x02, 0x01, 0x02, 0x78])], 0x82],
+  ['a Session Expiry Interval in a PUBLISH', [Buffer.from([0x30, 0x09, 0x00, 0x01, 0x61, 0x05, 0x11, 0x00, 0x00, 0x00, 0x01])], 0x81],
+  ['an unknown property identifier', [Buffer.from([0x30, 0x07, 0x00, 0x01, 0x61, 0x02, 0x7f, 0x00, 0x78])], 0x81],
+  ['a Content Type that is not UTF-8', [Buffer.from([0x30, 0x09, 0x00, 0x01, 0x61, 0x04, 0x03, 0x00, 0x01, 0xfe, 0x78])], 0x81],
+  ['a PUBACK with bytes after its properties', [Buffer.from([0x40, 0x05, 0x00, 0x01, 0x10, 0x00, 0x99])], 0x81],
+  // control characters in topic names [MQTT-5-1.5.4]: libmosquitto drops a connection that receives one
+  ['a topic name with U+000F', [pub('fz\u000f55')], 0x90],
+  ['a topic name with U+0016 in a level', [pub('fz/\u0016')], 0x90],
+  ['a topic name with U+007F', [pub('a\u007fb')], 0x90],
+  ['a topic name with U+0085 (a C1 control)', [pub('a/\u0085')], 0x90],
   ['SUBSCRIBE without a topic filter [MQTT-3.8.3-2]', [Buffer.from([0x82, 0x03, 0x00, 0x01, 0x00])], 0x82],
   ['UNSUBSCRIBE without a topic filter [MQTT-3.10.3-2]', [Buffer.from([0xa2, 0x03, 0x00, 0x01, 0x00])], 0x82],
   ['QoS 1 PUBLISH with packet identifier 0 [MQTT-2.2.1-3]', [Buffer.from([0x32, 0x06, 0x00, 0x01, 0x61, 0x00, 0x00, 0x00])], 0x82],
@@ -164,5 +177,49 @@ describe('graceful stop', () => {
     expect(await jsSeen).toBe(0x8b);
     js.end(true);
     await expect(RawClient.open(own.port)).rejects.toThrow(/ECONNREFUSED/);
+  });
+});
+
+describe('control characters in topics are never stored or forwarded [MQTT-5-1.5.4]', () => {
+  it('v5: a filter with one gets 0x8F in the SUBACK and subscribes nothing; the connection lives', async () => {
+    const { client } = await RawClient.connect(b.port, { clientId: uid('ctl-sub') });
+    client.send({ cmd: 'subscribe', messageId: 3, subscriptions: [{ topic: 'a/\u0001', qos: 1 }, { topic: 'ok/#', qos: 1 }] });
+    const suback = await client.next('suback');
+    expect((suback as unknown as { granted: number[] }).granted).toEqual([0x8f, 1]);
+    await client.ping();
+    client.destroy();
+  });
+
+  it('3.1.1: a SUBSCRIBE or UNSUBSCRIBE with one is malformed: closed without an answer', async () => {
+    for (const packet of [
+      { cmd: 'subscribe', messageId: 3, subscriptions: [{ topic: 'x/\u001f/#', qos: 0 }] },
+      { cmd: 'unsubscribe', messageId: 4, unsubscriptions: ['x/\u009f'] },
+    ] as Packet[]) {
+      const { client } = await RawClient.connect(b.port, { clientId: uid('ctl-v4') }, 4);
+      client.send(packet);
+      await client.waitClosed();
+      expect(client.packets.map((p) => p.cmd)).toEqual(['connack']);
+    }
+  });
+
+  it('3.1.1: a PUBLISH with one closes the connection, and nothing is retained', async () => {
+    const { client } = await RawClient.connect(b.port, { clientId: uid('ctl-pub4') }, 4);
+    client.send({ cmd: 'publish', topic: 'ctl/\u0007bell', payload: Buffer.from('x'), qos: 1, messageId: 1, retain: true, dup: false }, 4);
+    await client.waitClosed();
+    expect(client.packets.map((p) => p.cmd)).toEqual(['connack']);
+    const watcher = (await RawClient.connect(b.port, { clientId: uid('ctl-watch') })).client;
+    watcher.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'ctl/#', qos: 1 }] });
+    await watcher.next('suback');
+    await watcher.ping();
+    expect(watcher.all('publish')).toHaveLength(0);
+    watcher.destroy();
+  });
+
+  it('v5: a will topic with one is refused with CONNACK 0x90', async () => {
+    const client = await RawClient.open(b.port, 5);
+    client.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 0, clientId: uid('ctl-will'), will: { topic: 'w/\u0002', payload: Buffer.from('x'), qos: 0, retain: true } } as Packet);
+    const connack = await client.next('connack');
+    expect((connack as unknown as { reasonCode: number }).reasonCode).toBe(0x90);
+    await client.waitClosed();
   });
 });

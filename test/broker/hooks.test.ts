@@ -4,7 +4,7 @@ import { startBroker, until, type TestBroker } from '../helpers/broker.js';
 import { RawClient } from '../helpers/raw.js';
 import { collect, connectClient } from '../helpers/mqttjs.js';
 import type { ClientInfo, ConnectRequest } from '../../src/broker/hooks.js';
-import type { Message } from '../../src/broker/message.js';
+import type { Message } from '../../src/mqtt/message.js';
 
 let b: TestBroker;
 const events: string[] = [];

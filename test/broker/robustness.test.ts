@@ -282,14 +282,14 @@ describe('bounded outbound queue', () => {
       const publisher = b.server.broker.online.get('held')!;
       const subscriber = b.server.broker.online.get('stuck')!;
       let sent = 0;
-      while (!subscriber.blockedPublishers.has(publisher) && sent < 40_000) {
+      while (!subscriber.out.blockedPublishers.has(publisher) && sent < 40_000) {
         pub.sendBytes(burst('hold', sent, 500, 1024));
         sent += 500;
         // either the broker read it all (the ping is answered) or it holds the publisher back
         pub.send({ cmd: 'pingreq' });
-        await Promise.race([pub.next('pingresp', () => true, 5000), until(() => subscriber.blockedPublishers.has(publisher), 5000)]);
+        await Promise.race([pub.next('pingresp', () => true, 5000), until(() => subscriber.out.blockedPublishers.has(publisher), 5000)]);
       }
-      expect(subscriber.blockedPublishers.has(publisher)).toBe(true);
+      expect(subscriber.out.blockedPublishers.has(publisher)).toBe(true);
       // the publisher is paused: a ping is not answered while the subscriber is stuck
       pub.send({ cmd: 'pingreq' });
       await expect(pub.next('pingresp', () => true, 300)).rejects.toThrow(/timed out/);
@@ -315,13 +315,13 @@ describe('flow control and keep alive', () => {
       const publisher = b.server.broker.online.get('held-ka')!;
       const subscriber = b.server.broker.online.get('stuck-ka')!;
       let sent = 0;
-      while (!subscriber.blockedPublishers.has(publisher) && sent < 40_000) {
+      while (!subscriber.out.blockedPublishers.has(publisher) && sent < 40_000) {
         pub.sendBytes(burst('hold-ka', sent, 500, 1024));
         sent += 500;
         pub.send({ cmd: 'pingreq' });
-        await Promise.race([pub.next('pingresp', () => true, 5000), until(() => subscriber.blockedPublishers.has(publisher), 5000)]);
+        await Promise.race([pub.next('pingresp', () => true, 5000), until(() => subscriber.out.blockedPublishers.has(publisher), 5000)]);
       }
-      expect(subscriber.blockedPublishers.has(publisher)).toBe(true);
+      expect(subscriber.out.blockedPublishers.has(publisher)).toBe(true);
       // the publisher keeps pinging, but the broker holds its socket paused for 2.5 keep-alive periods
       const pinger = setInterval(() => pub.send({ cmd: 'pingreq' }), 400);
       await new Promise((r) => setTimeout(r, 2500));

@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { BrokerApi } from '../../src/broker/api.js';
 import type { BrokerHooks, ClientInfo, ConnectRequest } from '../../src/broker/hooks.js';
-import type { Message } from '../../src/broker/message.js';
+import type { Message } from '../../src/mqtt/message.js';
 import { ConfigError, testConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { hashPassword } from '../../src/auth/password-file.js';

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 vi.setConfig({ testTimeout: 180_000, hookTimeout: 180_000 });
 import type { BrokerApi } from '../../src/broker/api.js';
 import type { BrokerHooks } from '../../src/broker/hooks.js';
-import type { Message } from '../../src/broker/message.js';
+import type { Message } from '../../src/mqtt/message.js';
 import { testConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log.js';
 import { RulesCompiler } from '../../src/rules/compiler.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Session, type Delivery, type InflightEntry } from '../../src/session/session.js';
-import type { QoS } from '../../src/broker/message.js';
+import type { QoS } from '../../src/mqtt/message.js';
 
 function delivery(topic: string, payload: string, qos: QoS): Delivery {
   return { message: { topic, payload: Buffer.from(payload), qos, retain: false }, qos, retain: false, subscriptionIds: undefined };

@@ -3,7 +3,7 @@
 // what the service publishes. The protocol tests over real MQTT are in test/e2e/.
 import type { BrokerApi } from '../../src/broker/api.js';
 import type { BrokerHooks, ClientInfo } from '../../src/broker/hooks.js';
-import type { Message, UserProperties } from '../../src/broker/message.js';
+import type { Message, UserProperties } from '../../src/mqtt/message.js';
 import { testConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { silentLogger } from '../../src/log.js';

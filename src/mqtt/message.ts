@@ -36,4 +36,27 @@ export interface Message {
    * Filled lazily by the broker; services leave it alone.
    */
   wire?: (Buffer | undefined)[];
+  /**
+   * Set when encoding the message for a receiver failed (a bug, or a value that should never
+   * have been accepted): no receiver is sent it again, and a retained copy is removed, so one
+   * bad stored item cannot fail every later subscriber (Broker.quarantine).
+   */
+  quarantined?: boolean;
+}
+
+/** The application-message properties of a PUBLISH (or a will), or undefined when it has none. */
+export function messageProperties(p: {
+  payloadFormatIndicator?: boolean;
+  contentType?: string;
+  responseTopic?: string;
+  correlationData?: Buffer;
+  userProperties?: UserProperties;
+}): MessageProperties | undefined {
+  let out: MessageProperties | undefined;
+  if (p.payloadFormatIndicator !== undefined) (out ??= {}).payloadFormatIndicator = p.payloadFormatIndicator;
+  if (p.contentType !== undefined) (out ??= {}).contentType = p.contentType;
+  if (p.responseTopic !== undefined) (out ??= {}).responseTopic = p.responseTopic;
+  if (p.correlationData !== undefined) (out ??= {}).correlationData = p.correlationData;
+  if (p.userProperties !== undefined) (out ??= {}).userProperties = p.userProperties;
+  return out;
 }

@@ -1,0 +1,69 @@
+import type { IConnectPacket } from 'mqtt-packet';
+import type { Message, QoS } from '../mqtt/message.js';
+import type { Session, Subscription } from '../session/session.js';
+import type { RetainedMessages } from '../session/store.js';
+import type { AuthenticateResult, ClientInfo, PublishLimiter } from './hooks.js';
+import type { ClientState, CloseCause } from './lifecycle.js';
+import type { DeliveryContext, HeldPublisher, Outbound } from './outbound.js';
+
+/**
+ * What the broker core needs of a connection (MqttClient is the one implementation): who it
+ * is, its session and will, its outbound side, and how to end it.
+ */
+export interface CoreClient extends ClientInfo, HeldPublisher {
+  readonly state: ClientState;
+  readonly session: Session | undefined;
+  readonly out: Outbound;
+  readonly openedAt: number;
+  readonly keepAliveMs: number;
+  readonly lastActivity: number;
+  /** Reading is paused by flow control: silence from this client is ours, not its own. */
+  readonly held: boolean;
+  readonly will: Message | undefined;
+  readonly willDelay: number;
+  readonly willExpirySeconds: number | undefined;
+  disconnect(reasonCode: number, cause: CloseCause, reasonString?: string): void;
+  close(cause: CloseCause): void;
+  destroy(): void;
+}
+
+/**
+ * The narrow view of the broker that packet handlers (handlers/*.ts) and connections work
+ * over: settings, log and counters (DeliveryContext), hooks, sessions and the router. The
+ * Broker class implements it; nothing below the broker wiring imports Broker itself.
+ */
+export interface BrokerCore extends DeliveryContext {
+  /** Per-client publish and subscription limits, if configured. */
+  readonly limits: PublishLimiter | undefined;
+  readonly retained: RetainedMessages;
+
+  // hooks
+  /** The authenticate hooks, in order; the first refusal wins. */
+  authenticate(client: CoreClient, packet: IConnectPacket): Promise<AuthenticateResult>;
+  /** $SYS is refused, then the authorizePublish hooks: 0 or a reason code >= 0x80. */
+  authorizePublish(client: ClientInfo, message: Message): number;
+  /** The authorizeSubscribe hooks: the QoS granted (at most `qos`), or a reason code >= 0x80. */
+  authorizeSubscribe(client: ClientInfo, filter: string, qos: QoS): number;
+  /** The onSubscribe notifications. */
+  subscribed(client: ClientInfo, filter: string, qos: QoS): void;
+  countProtocolError(code: number): void;
+  /** An unexpected exception while serving `client`, counted by `kind` and logged; the caller closes that connection only. */
+  countInternalError(kind: string, err: unknown, client: ClientInfo, topic?: string): void;
+
+  // sessions
+  assignClientId(): string;
+  /** Attach `client` to its session (resumed or new), taking over an existing connection. */
+  openSession(client: CoreClient, clean: boolean, expiry: number): { session: Session; present: boolean };
+  /** CONNACK has been sent: count the client and run the onConnect hooks. */
+  clientOnline(client: CoreClient): void;
+  /** The connection closed: the will, the session's expiry, onDisconnect. */
+  clientClosed(client: CoreClient, wasOpen: boolean, cause: CloseCause): void;
+  /** The transport is gone. */
+  connectionGone(client: CoreClient): void;
+
+  // router
+  /** Route to every matching subscriber; whether anyone matched. `publisher` may be held back. */
+  route(message: Message, publisher: CoreClient | undefined): boolean;
+  addSubscription(session: Session, sub: Subscription): void;
+  removeSubscription(session: Session, sub: Subscription): void;
+}

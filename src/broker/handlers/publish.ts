@@ -1,0 +1,91 @@
+import { isUtf8 } from 'node:buffer';
+import type { IPublishPacket } from 'mqtt-packet';
+import { messageProperties, type Message, type QoS } from '../../mqtt/message.js';
+import { RC } from '../../mqtt/reason-codes.js';
+import { isValidTopicName } from '../../topics/validate.js';
+import type { MqttClient } from '../client.js';
+import type { BrokerCore } from '../core.js';
+
+/**
+ * PUBLISH from a client: topic alias, checks, rate limits, QoS 2 receipt, authorization, then
+ * routing and the PUBACK / PUBREC. Synchronous: the hot path of the broker.
+ */
+export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPublishPacket): void {
+  const props = packet.properties;
+  const v5 = client.isV5;
+  // [MQTT-5-3.3.4-6] Subscription Identifiers only travel from the server to a client
+  if (props?.subscriptionIdentifier !== undefined) return client.protocolViolation(RC.PROTOCOL_ERROR, 'subscription identifier in PUBLISH');
+  let topic = packet.topic;
+  if (v5 && props?.topicAlias !== undefined) {
+    const alias = props.topicAlias;
+    // [MQTT-5-3.3.2-9] alias 0 or over our Topic Alias Maximum is a protocol error: 0x94
+    if (alias === 0 || alias > core.config.topicAliasMaximum) return client.protocolViolation(RC.TOPIC_ALIAS_INVALID, 'topic alias invalid');
+    if (topic.length > 0) (client.aliasesIn ??= new Map()).set(alias, topic);
+    else {
+      const known = client.aliasesIn?.get(alias);
+      if (known === undefined) return client.protocolViolation(RC.PROTOCOL_ERROR, 'unknown topic alias');
+      topic = known;
+    }
+  }
+  if (!isValidTopicName(topic)) return client.protocolViolation(RC.TOPIC_NAME_INVALID, 'invalid topic name');
+  // [MQTT-5-3.3.2-14] a Response Topic is a topic name: wildcards in it are a protocol error
+  if (props?.responseTopic !== undefined && !isValidTopicName(props.responseTopic)) return client.protocolViolation(RC.PROTOCOL_ERROR, 'invalid response topic');
+  const qos = packet.qos;
+  const id = packet.messageId ?? 0;
+  // [MQTT-2.2.1-3] a QoS 1/2 PUBLISH carries a non-zero packet identifier. mqtt-packet reads one
+  // cut short by the Remaining Length as -1: malformed, and never to be answered (the PUBACK or
+  // PUBREC would be malformed in turn)
+  if (qos > 0 && id < 1) {
+    return id === 0 ? client.protocolViolation(RC.PROTOCOL_ERROR, 'packet identifier 0') : client.protocolViolation(RC.MALFORMED_PACKET, 'PUBLISH cut short in its packet identifier');
+  }
+  const session = client.session!;
+
+  const limits = core.limits;
+  if (limits?.enabled) {
+    const now = Date.now();
+    const verdict = limits.onPublish(client.clientId, packet.length ?? packet.payload.length, now);
+    if (verdict === 'rate') return client.disconnect(RC.MESSAGE_RATE_TOO_HIGH, 'protocol', 'message rate too high');
+    if (verdict === 'quota') return client.disconnect(RC.QUOTA_EXCEEDED, 'protocol', 'byte rate quota exceeded');
+    // over the rate: stop reading until the client is back within it (TCP pushes back)
+    if (verdict === 'slow') client.throttle(limits.resumeDelay(client.clientId, now));
+  }
+
+  if (qos === 2) {
+    if (session.incomingQos2.has(id)) {
+      // a resent QoS 2 PUBLISH we already own: answer, do not deliver twice [MQTT-4.3.3-10]
+      client.out.writePacket({ cmd: 'pubrec', messageId: id });
+      return;
+    }
+    // [MQTT-5-3.3.4-9] more unacknowledged QoS 2 than our Receive Maximum
+    if (session.incomingQos2.size >= core.config.maxInflight) return client.protocolViolation(RC.RECEIVE_MAXIMUM_EXCEEDED, 'receive maximum exceeded');
+  }
+
+  const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+  const message: Message = { topic, payload, qos, retain: packet.retain, senderId: client.clientId };
+  if (v5 && props) {
+    const properties = messageProperties(props);
+    if (properties) message.properties = properties;
+    if (props.messageExpiryInterval !== undefined) message.expiresAt = Date.now() + props.messageExpiryInterval * 1000;
+    // [MQTT-5-3.3.2-4] Payload Format Indicator 1: the payload must be UTF-8
+    if (props.payloadFormatIndicator === true && !isUtf8(payload)) return ackPublish(client, qos, id, RC.PAYLOAD_FORMAT_INVALID);
+  }
+  core.stats.publishReceived++;
+
+  const verdict = core.authorizePublish(client, message);
+  if (verdict !== 0) {
+    core.countDrop('not_authorized');
+    // 3.1.1 has no way to say no: acknowledge and drop [MQTT-3.3.5-2]
+    return ackPublish(client, qos, id, v5 ? verdict : 0);
+  }
+  if (qos === 2) session.receivedQos2(id);
+  const matched = core.route(message, client);
+  ackPublish(client, qos, id, matched || !v5 ? 0 : RC.NO_MATCHING_SUBSCRIBERS);
+}
+
+/** PUBACK (QoS 1) or PUBREC (QoS 2) with the reason code (v5 only; 3.1.1 acks carry none). */
+function ackPublish(client: MqttClient, qos: QoS, id: number, reasonCode: number): void {
+  if (qos === 0) return;
+  const cmd = qos === 1 ? 'puback' : 'pubrec';
+  if (client.isV5 && reasonCode !== 0) client.out.writePacket({ cmd, messageId: id, reasonCode });
+  else client.out.writePacket({ cmd, messageId: id });
+}

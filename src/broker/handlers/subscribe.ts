@@ -1,0 +1,67 @@
+import type { ISubscribePacket, ISubscription } from 'mqtt-packet';
+import type { QoS } from '../../mqtt/message.js';
+import { RC } from '../../mqtt/reason-codes.js';
+import type { Delivery, Subscription } from '../../session/session.js';
+import { hasControlCharacter, isValidTopicFilter, parseSharedFilter } from '../../topics/validate.js';
+import type { MqttClient } from '../client.js';
+import type { BrokerCore } from '../core.js';
+
+/**
+ * SUBSCRIBE: each filter validated, authorized and counted against the subscription limit,
+ * stored in the session and the router, then SUBACK and the retained messages that match.
+ */
+export function handleSubscribe(core: BrokerCore, client: MqttClient, packet: ISubscribePacket): void {
+  // [MQTT-3.8.3-3] (3.1.1) / [MQTT-5-3.8.3-2] at least one topic filter
+  if (packet.subscriptions.length === 0) return client.protocolViolation(RC.PROTOCOL_ERROR, 'SUBSCRIBE without a topic filter');
+  // a control character in a filter: 0x8F for that filter on v5 (the broker's filter check);
+  // 3.1.1 has no such code, and the string is one a receiver may treat as malformed [MQTT-5-1.5.4]
+  if (!client.isV5 && packet.subscriptions.some((s) => hasControlCharacter(s.topic))) return client.protocolViolation(RC.MALFORMED_PACKET, 'control character in a topic filter');
+  const subId = packet.properties?.subscriptionIdentifier;
+  // the Subscription Identifier is 1 to 268,435,455: 0 is a protocol error (MQTT 5.0, 3.8.2.1.2)
+  if (subId === 0) return client.protocolViolation(RC.PROTOCOL_ERROR, 'subscription identifier 0');
+  // [MQTT-5-3.8.3-4] No Local on a shared subscription is a protocol error
+  if (packet.subscriptions.some((s) => s.nl === true && parseSharedFilter(s.topic))) {
+    return client.protocolViolation(RC.PROTOCOL_ERROR, 'no local on a shared subscription');
+  }
+  const retained: Delivery[] = [];
+  const codes = packet.subscriptions.map((s) => subscribeOne(core, client, s, subId, retained));
+  const granted = client.isV5 ? codes : codes.map((c) => (c >= 0x80 ? 0x80 : c));
+  client.out.writePacket({ cmd: 'suback', messageId: packet.messageId!, granted });
+  // [MQTT-3.8.4-4] retained messages after the SUBACK
+  for (const d of retained) client.out.deliverRetained(d);
+}
+
+/** One filter of a SUBSCRIBE: the code for the SUBACK; retained messages to send are pushed to `retained`. */
+function subscribeOne(core: BrokerCore, client: MqttClient, s: ISubscription, subscriptionId: number | undefined, retained: Delivery[]): number {
+  const session = client.session!;
+  const shared = parseSharedFilter(s.topic);
+  if (shared === null || (shared === undefined && !isValidTopicFilter(s.topic))) return RC.TOPIC_FILTER_INVALID;
+  const filter = shared ? shared.filter : s.topic;
+  const granted = core.authorizeSubscribe(client, s.topic, Math.min(s.qos, 2) as QoS);
+  if (granted >= 0x80) return granted;
+  const existed = session.subscriptions.has(s.topic);
+  if (!existed && core.limits && !core.limits.subscriptionAllowed(session.subscriptions.size)) return RC.QUOTA_EXCEEDED; // EDB_MAX_SUBSCRIPTIONS reached
+  const sub: Subscription = {
+    topic: s.topic,
+    qos: granted as QoS,
+    noLocal: s.nl === true,
+    retainAsPublished: s.rap === true,
+    retainHandling: s.rh ?? 0,
+    filter,
+    ...(subscriptionId !== undefined ? { subscriptionIdentifier: subscriptionId } : {}),
+    ...(shared ? { shareGroup: shared.group } : {}),
+  };
+  // [MQTT-3.8.4-3] a subscription to the same filter replaces the old one
+  session.subscriptions.set(s.topic, sub);
+  core.addSubscription(session, sub);
+  core.subscribed(client, s.topic, granted as QoS);
+  // [MQTT-5-3.3.1-9..11] Retain Handling 0: always, 1: only for a new subscription, 2: never;
+  // shared subscriptions get no retained messages (MQTT 5.0, 4.8.2)
+  if (!shared && (sub.retainHandling === 0 || (sub.retainHandling === 1 && !existed))) {
+    for (const m of core.retained.match(filter)) {
+      if (!core.mayDeliver(client, m)) continue;
+      retained.push({ message: m, qos: Math.min(m.qos, granted) as QoS, retain: true, subscriptionIds: subscriptionId !== undefined ? [subscriptionId] : undefined });
+    }
+  }
+  return granted;
+}

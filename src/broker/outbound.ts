@@ -1,0 +1,325 @@
+import mqttPacket from 'mqtt-packet';
+import type { Packet } from 'mqtt-packet';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import type { Connection } from '../transport/connection.js';
+import type { Message } from '../mqtt/message.js';
+import type { Delivery, InflightEntry, Session } from '../session/session.js';
+import { RC } from '../mqtt/reason-codes.js';
+import { encodePublish, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
+import type { BrokerStats } from './api.js';
+import type { ClientInfo } from './hooks.js';
+import type { ClientState, CloseCause } from './lifecycle.js';
+
+/** First byte of PUBACK, PUBREC, PUBREL (flags 0010 [MQTT-3.6.1-1]) and PUBCOMP. */
+const ACK_FIRST_BYTE: Partial<Record<string, number>> = { puback: 0x40, pubrec: 0x50, pubrel: 0x62, pubcomp: 0x70 };
+
+/** What the outbound side needs of the broker: settings, counters, read access. */
+export interface DeliveryContext {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly stats: BrokerStats;
+  countPacket(cmd: string, inbound: boolean): void;
+  countDrop(reason: string, client?: ClientInfo): void;
+  countQueueFullDisconnect(): void;
+  /** The authorizeDelivery hooks (read access), checked again for queued messages. */
+  mayDeliver(client: ClientInfo, message: Message): boolean;
+  /** Encoding `message` for `client` failed: take it out of service (counted, logged once, retained copy removed). */
+  quarantine(message: Message, err: unknown, client: ClientInfo): void;
+}
+
+/** The connection an Outbound writes for. */
+export interface OutboundOwner extends ClientInfo {
+  readonly state: ClientState;
+  readonly session: Session | undefined;
+  disconnect(reasonCode: number, cause: CloseCause, reasonString?: string): void;
+}
+
+/** A publisher whose reading can be held while a subscriber it feeds is backed up. */
+export interface HeldPublisher {
+  holdFor(subscriber: Outbound): void;
+  release(): void;
+}
+
+/**
+ * The outbound side of one connection: packets written to the transport, deliveries through
+ * the inflight window and the bounded queue, topic aliases towards the client, and the
+ * publishers held back while this client's queue is above its high-water mark.
+ */
+export class Outbound {
+  /** The transport accepted our last write without backpressure. */
+  writable = true;
+  /** QoS 1/2 messages we may have in flight to this client: its Receive Maximum, capped by maxInflight. */
+  private sendWindow: number;
+  /** The client's Maximum Packet Size (v5 CONNECT). */
+  maxPacketSize = 268435460;
+  private topicAliasMax = 0;
+  /** Topic aliases we announced (v5), created when first used: most clients never use them. */
+  private aliases: Map<string, number> | undefined;
+  /** Publishers paused because this client's queue passed the high-water mark. */
+  readonly blockedPublishers = new Set<HeldPublisher>();
+  /** Since when the queue has stayed above the high-water mark (0 = not). */
+  congestedSince = 0;
+  /** The queue stayed full past the stall bound: publishers are not held back for it. */
+  stalled = false;
+
+  constructor(
+    private readonly core: DeliveryContext,
+    private readonly owner: OutboundOwner,
+    private readonly conn: Connection,
+  ) {
+    this.sendWindow = core.config.maxInflight;
+  }
+
+  /** The limits the client announced in CONNECT (v5; 3.1.1 clients have the defaults). */
+  setClientLimits(receiveMaximum: number, maximumPacketSize: number, topicAliasMaximum: number): void {
+    this.sendWindow = Math.min(receiveMaximum, this.core.config.maxInflight);
+    this.maxPacketSize = maximumPacketSize;
+    this.topicAliasMax = topicAliasMaximum;
+  }
+
+  // ---------------------------------------------------------------- deliveries
+
+  /** Deliver now if the window and the socket allow, else queue (bounded). */
+  deliver(d: Delivery, publisher: HeldPublisher | undefined): void {
+    const session = this.owner.session!;
+    const canSend = this.writable && session.queued === 0 && (d.qos === 0 || session.inflight.size < this.sendWindow);
+    if (canSend) {
+      this.sendDelivery(d);
+      return;
+    }
+    const cfg = this.core.config;
+    if (session.queued >= cfg.maxQueuedMessages || session.queueBytes >= cfg.maxQueuedBytes) {
+      // full: a QoS 0 message is the first to go; QoS 1/2 replace the oldest QoS 0 if there is one
+      if (d.qos === 0 || !session.dropOldestQos0()) {
+        if (d.qos > 0 && cfg.queueFullPolicy === 'disconnect') {
+          // The client is too slow for what it subscribed to: it goes offline rather than lose
+          // the message; a persistent session keeps it (and the queue) for the reconnect.
+          session.enqueue(d);
+          this.core.log.warn({ clientId: this.owner.clientId, queued: session.queued }, 'outbound queue full: disconnecting the client (EDB_QUEUE_FULL_POLICY=disconnect)');
+          this.core.countQueueFullDisconnect();
+          this.owner.disconnect(RC.QUOTA_EXCEEDED, 'error', 'outbound queue full');
+          return;
+        }
+        this.core.countDrop('queue_full', this.owner);
+        return;
+      }
+      this.core.countDrop('queue_full', this.owner);
+    }
+    session.enqueue(d);
+    if (publisher && publisher !== (this.owner as unknown) && !this.stalled && this.aboveHighWater(session)) {
+      if (this.congestedSince === 0) this.congestedSince = Date.now();
+      publisher.holdFor(this);
+    }
+  }
+
+  /**
+   * Retained messages for a new subscription are all sent [MQTT-3.3.1-9], never dropped for the
+   * queue bound: the retained store already holds them and the queue only references them. The
+   * queue drains as the socket does; meanwhile publishers feeding this client are held back.
+   */
+  deliverRetained(d: Delivery): void {
+    const session = this.owner.session!;
+    if (this.writable && session.queued === 0 && (d.qos === 0 || session.inflight.size < this.sendWindow)) this.sendDelivery(d);
+    else session.enqueue(d);
+  }
+
+  /** [MQTT-4.4.0-1] on reconnect, resend unacknowledged PUBLISH (with DUP) and PUBREL. */
+  resendInflight(): void {
+    for (const entry of this.owner.session!.inflight.values()) {
+      if (entry.state === 'pubrel') this.writePacket({ cmd: 'pubrel', messageId: entry.packetId });
+      else this.writePublish(entry, entry.packetId, true);
+    }
+  }
+
+  private highWater(): number {
+    return Math.max(1, this.core.config.maxQueuedMessages >> 1);
+  }
+
+  /**
+   * Half the queue bound is used, in messages or in bytes: publishers feeding this client are
+   * held back. Bytes count too, or large payloads fill maxQueuedBytes (and are dropped) long
+   * before the message high-water mark is reached.
+   */
+  private aboveHighWater(session: Session): boolean {
+    return session.queued >= this.highWater() || session.queueBytes >= this.core.config.maxQueuedBytes >> 1;
+  }
+
+  /** Drained to a quarter of either bound: held publishers may resume. */
+  private belowLowWater(session: Session): boolean {
+    return session.queued === 0 || (session.queued < this.highWater() >> 1 && session.queueBytes < this.core.config.maxQueuedBytes >> 2);
+  }
+
+  /** Send queued messages while the socket and the inflight window allow. */
+  pump(): void {
+    const session = this.owner.session;
+    if (!session || this.owner.state !== 'open') return;
+    const now = Date.now();
+    while (this.writable) {
+      const d = session.peek();
+      if (!d) break;
+      if (d.qos > 0 && session.inflight.size >= this.sendWindow) break;
+      session.shift();
+      if (d.message.expiresAt !== undefined && d.message.expiresAt <= now) {
+        this.core.countDrop('expired');
+        continue;
+      }
+      // a queued message may have been routed while this client was offline (no read check
+      // then) or before an ACL change: read access is checked on the way out
+      if (!this.core.mayDeliver(this.owner, d.message)) {
+        this.core.countDrop('not_authorized');
+        continue;
+      }
+      this.sendDelivery(d);
+    }
+    if (this.belowLowWater(session)) {
+      this.congestedSince = 0;
+      this.stalled = false;
+      this.releasePublishers();
+    }
+  }
+
+  private sendDelivery(d: Delivery): void {
+    if (d.message.quarantined) return this.core.countDrop('quarantined', this.owner);
+    if (d.qos === 0) {
+      this.writePublish(d, 0, false);
+      return;
+    }
+    const session = this.owner.session!;
+    const entry: InflightEntry = { message: d.message, qos: d.qos, retain: d.retain, subscriptionIds: d.subscriptionIds, packetId: session.allocatePacketId(), state: 'publish' };
+    session.addInflight(entry);
+    this.writePublish(entry, entry.packetId, false);
+  }
+
+  private writePublish(d: Delivery, packetId: number, dup: boolean): void {
+    let bytes: Buffer;
+    try {
+      bytes = this.encodeDelivery(d, packetId, dup);
+    } catch (err) {
+      // A stored message this broker cannot encode (which the inbound checks should have made
+      // impossible): it is taken out of service, and this receiver stays connected.
+      if (d.qos > 0) this.owner.session!.removeInflight(packetId);
+      this.core.quarantine(d.message, err, this.owner);
+      return this.core.countDrop('quarantined', this.owner);
+    }
+    this.sendPublishBytes(bytes, d, packetId);
+  }
+
+  private encodeDelivery(d: Delivery, packetId: number, dup: boolean): Buffer {
+    const m = d.message;
+    const version = this.owner.protocolVersion;
+    const v5 = version === 5;
+    // Fast path: a QoS 0 delivery with nothing per subscriber is encoded once per message.
+    if (d.qos === 0 && m.expiresAt === undefined && (!v5 || (this.topicAliasMax === 0 && !d.subscriptionIds))) {
+      const slot = (v5 ? 2 : 0) + (d.retain ? 1 : 0);
+      const wire = (m.wire ??= []);
+      return (wire[slot] ??= encodePublish({ topic: m.topic, payload: m.payload, qos: 0, retain: d.retain, dup: false, ...(v5 && m.properties ? { properties: m.properties } : {}) }, version));
+    }
+    const packet: PublishFields = { topic: m.topic, payload: m.payload, qos: d.qos, retain: d.retain, dup };
+    if (d.qos > 0) packet.messageId = packetId;
+    if (v5) {
+      const properties: PublishProperties = m.properties ? { ...m.properties } : {};
+      if (m.expiresAt !== undefined) {
+        // [MQTT-5-3.3.2-6] the remaining lifetime
+        properties.messageExpiryInterval = Math.max(0, Math.ceil((m.expiresAt - Date.now()) / 1000));
+      }
+      if (d.subscriptionIds && d.subscriptionIds.length > 0) {
+        properties.subscriptionIdentifier = d.subscriptionIds.length === 1 ? d.subscriptionIds[0]! : d.subscriptionIds;
+      }
+      if (this.topicAliasMax > 0) {
+        const aliases = (this.aliases ??= new Map());
+        const alias = aliases.get(m.topic);
+        if (alias !== undefined) {
+          packet.topic = '';
+          properties.topicAlias = alias;
+        } else if (aliases.size < this.topicAliasMax) {
+          const next = aliases.size + 1;
+          aliases.set(m.topic, next);
+          properties.topicAlias = next;
+        }
+      }
+      packet.properties = properties;
+    }
+    const newAlias = packet.properties?.topicAlias !== undefined && packet.topic !== '';
+    let bytes: Buffer;
+    try {
+      bytes = encodePublish(packet, version);
+    } catch (err) {
+      if (newAlias) this.aliases?.delete(m.topic); // the alias was never announced
+      throw err;
+    }
+    if (bytes.length > this.maxPacketSize && newAlias) this.aliases?.delete(m.topic); // never announced either
+    return bytes;
+  }
+
+  private sendPublishBytes(bytes: Buffer, d: Delivery, packetId: number): void {
+    // [MQTT-5-3.1.2-25] never send a packet over the client's Maximum Packet Size: drop it
+    if (bytes.length > this.maxPacketSize) {
+      if (d.qos > 0) this.owner.session!.removeInflight(packetId);
+      this.core.countDrop('too_large');
+      return;
+    }
+    this.core.stats.publishSent++;
+    this.core.stats.messagesSent++;
+    this.rawWrite(bytes, 'publish');
+  }
+
+  // ---------------------------------------------------------------- packets
+
+  writePacket(packet: Packet, version?: 3 | 4 | 5): void {
+    // A successful ack without properties is four fixed bytes in every version
+    // ([MQTT-5-3.4.2-1]: v5 may omit reason code 0 and the properties)
+    const ackType = ACK_FIRST_BYTE[packet.cmd];
+    if (ackType !== undefined) {
+      const ack = packet as { messageId?: number; reasonCode?: number; properties?: object };
+      if (!ack.reasonCode && !ack.properties && ack.messageId !== undefined) {
+        const bytes = Buffer.allocUnsafe(4);
+        bytes[0] = ackType;
+        bytes[1] = 2;
+        bytes.writeUInt16BE(ack.messageId, 2);
+        return this.rawWrite(bytes, packet.cmd);
+      }
+    }
+    let bytes: Buffer | undefined;
+    try {
+      bytes = mqttPacket.generate(packet, { protocolVersion: version ?? this.owner.protocolVersion });
+    } catch (err) {
+      this.core.log.error({ clientId: this.owner.clientId, err: (err as Error).message, cmd: packet.cmd }, 'cannot encode packet');
+      return;
+    }
+    if (bytes.length > this.maxPacketSize && packet.cmd !== 'connack') {
+      // [MQTT-5-3.1.2-24] drop reason strings rather than exceed the client's limit
+      const p = packet as { properties?: { reasonString?: string } };
+      if (p.properties?.reasonString !== undefined) {
+        delete p.properties.reasonString;
+        return this.writePacket(packet, version);
+      }
+      return;
+    }
+    this.rawWrite(bytes, packet.cmd);
+  }
+
+  private rawWrite(bytes: Buffer, cmd: string): void {
+    if (this.owner.state === 'closed' && cmd !== 'disconnect' && cmd !== 'connack') return;
+    this.core.countPacket(cmd, false);
+    this.core.stats.bytesSent += bytes.length;
+    if (!this.conn.write(bytes)) this.writable = false;
+  }
+
+  // ---------------------------------------------------------------- hold / release
+
+  releasePublishers(): void {
+    if (this.blockedPublishers.size === 0) return;
+    for (const p of this.blockedPublishers) p.release();
+    this.blockedPublishers.clear();
+  }
+
+  /** Called by the housekeeping sweep: a subscriber congested too long stops holding publishers. */
+  checkStall(now: number, stallMs: number): void {
+    if (this.congestedSince !== 0 && !this.stalled && now - this.congestedSince >= stallMs) {
+      this.stalled = true;
+      this.core.log.warn({ clientId: this.owner.clientId, queued: this.owner.session?.queued }, 'subscriber stalled: no longer holding publishers back, QoS 0 may be dropped');
+      this.releasePublishers();
+    }
+  }
+}

@@ -1,0 +1,54 @@
+import type { Message } from '../mqtt/message.js';
+import { Session } from './session.js';
+
+/**
+ * The storage the broker core works against, kept small so that another implementation (a
+ * durable log, see ../shared/specs/durable-storage.md) can take the place of the memory one.
+ *
+ * Sessions: the core finds, creates, installs (restore) and deletes sessions by client id, and
+ * iterates them (housekeeping sweep, snapshot, $SYS counts). Everything delivery changes in a
+ * session goes through a few Session methods, so a durable store sees every change by
+ * overriding them (a subclass of Session) and needs nothing else:
+ *   enqueue / shift / dropOldestQos0 / clearQueue   the outbound queue (QoS 0 is never kept offline)
+ *   addInflight / removeInflight                     QoS 1/2 sent and awaiting PUBACK / PUBREC / PUBCOMP
+ *   (an inflight entry's `state` turns to 'pubrel' on PUBREC: setInflightState)
+ *   receivedQos2 / releasedQos2                      [MQTT-4.3.3] QoS 2 ids received, awaiting PUBREL
+ *   subscriptions (a Map keyed by the filter as sent) set and delete by the SUBSCRIBE and
+ *   UNSUBSCRIBE handlers
+ * The core calls these synchronously on the hot path: an implementation appends to its log and
+ * returns (group commit, no promise per message).
+ */
+export interface SessionStore {
+  readonly size: number;
+  get(clientId: string): Session | undefined;
+  has(clientId: string): boolean;
+  /** A new, empty session, stored under its client id. */
+  create(clientId: string): Session;
+  /** Install a session read back from storage (restore), replacing any under that id. */
+  set(clientId: string, session: Session): unknown;
+  delete(clientId: string): boolean;
+  values(): IterableIterator<Session>;
+}
+
+/** Sessions in memory: a Map, with create(). */
+export class MemorySessionStore extends Map<string, Session> implements SessionStore {
+  create(clientId: string): Session {
+    const session = new Session(clientId);
+    this.set(clientId, session);
+    return session;
+  }
+}
+
+/**
+ * Retained messages, one per topic [MQTT-3.3.1-5]. set() with an empty payload clears the
+ * topic [MQTT-3.3.1-6]; match() gives the unexpired messages whose topic matches a filter
+ * (for a new subscription); all() and clear() serve the snapshot and restore.
+ */
+export interface RetainedMessages {
+  readonly size: number;
+  set(message: Message): void;
+  get(topic: string): Message | undefined;
+  match(filter: string, now?: number): Message[];
+  all(): IterableIterator<Message>;
+  clear(): void;
+}

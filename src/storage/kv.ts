@@ -1,0 +1,90 @@
+/**
+ * The keyed part of durable storage, on LMDB (the `lmdb` package; prebuilt for linux x64 and
+ * arm64 inside its npm packages): retained messages, session records, the state store's
+ * write log and snapshot, and small documents (the rules). LMDB is copy-on-write with two
+ * meta pages, so a crash leaves the last committed transaction whole; commits are synchronous
+ * (overlappingSync off): a write's promise resolves once it is on disk. Writes made in one
+ * turn of the event loop share one transaction and one fsync.
+ *
+ * Before LMDB maps the file, its meta pages are checked: a file that is not LMDB's, or is
+ * shorter than its own last page (truncated), would otherwise crash the process (SIGBUS) or
+ * be misread. Such a folder is refused with StorageOpenError (exit code 2).
+ */
+import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { StorageOpenError } from './errors.js';
+
+const MAGIC = 0xbeefc0de;
+/** lmdb-js's LMDB: a 24-byte page header, then the meta (magic, version, address, map size, 2 dbs, last page, txn id). */
+const META = 24;
+
+/** Check data.mdb's meta pages; throws StorageOpenError naming the problem. */
+export function checkLmdbFile(dir: string): void {
+  const file = join(dir, 'data.mdb');
+  if (!existsSync(file)) return;
+  const size = statSync(file).size;
+  if (size === 0) return; // created, nothing committed: LMDB starts it afresh
+  const fd = openSync(file, 'r');
+  try {
+    const page0 = Buffer.alloc(256);
+    readSync(fd, page0, 0, 256, 0);
+    if (page0.readUInt32LE(META) !== MAGIC) throw new StorageOpenError(dir, `${file} is not an LMDB file (garbage or a foreign file)`);
+    const psize = page0.readUInt32LE(META + 24);
+    if (psize < 512 || psize > 65536 || (psize & (psize - 1)) !== 0) throw new StorageOpenError(dir, `${file}: damaged meta page (page size ${psize})`);
+    let best = { txn: -1n, last: 0n };
+    for (const base of [0, psize]) {
+      const page = Buffer.alloc(256);
+      if (readSync(fd, page, 0, 256, base) < 256 || page.readUInt32LE(META) !== MAGIC) continue;
+      const last = page.readBigUInt64LE(META + 120);
+      const txn = page.readBigUInt64LE(META + 128);
+      if (txn > best.txn) best = { txn, last };
+    }
+    const needed = (Number(best.last) + 1) * psize;
+    if (size < needed) throw new StorageOpenError(dir, `${file} is truncated: ${size} bytes, its last page ends at ${needed}`);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export interface KvStores {
+  readonly root: RootDatabase;
+  /** topic -> encoded message (record.ts) */
+  readonly retained: Database<Buffer, string>;
+  /** client id -> session record */
+  readonly sessions: Database<unknown, string>;
+  /** client id -> log position of the next message not yet acknowledged */
+  readonly iterators: Database<unknown, string>;
+  /** sequence -> state store write */
+  readonly stateOps: Database<Buffer, number>;
+  /** name -> small document (state snapshot, rules document, rule buffer, import markers) */
+  readonly blobs: Database<Buffer, string>;
+}
+
+export function openKv(dir: string): KvStores {
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    throw new StorageOpenError(dir, (err as Error).message);
+  }
+  checkLmdbFile(dir);
+  let root: RootDatabase;
+  try {
+    root = open({ path: dir, overlappingSync: false, maxDbs: 16, compression: false });
+  } catch (err) {
+    throw new StorageOpenError(dir, (err as Error).message);
+  }
+  try {
+    return {
+      root,
+      retained: root.openDB<Buffer, string>({ name: 'retained', encoding: 'binary' }),
+      sessions: root.openDB<unknown, string>({ name: 'sessions', encoding: 'msgpack' }),
+      iterators: root.openDB<unknown, string>({ name: 'iterators', encoding: 'msgpack' }),
+      stateOps: root.openDB<Buffer, number>({ name: 'state-ops', encoding: 'binary' }),
+      blobs: root.openDB<Buffer, string>({ name: 'blobs', encoding: 'binary' }),
+    };
+  } catch (err) {
+    void root.close();
+    throw new StorageOpenError(dir, (err as Error).message);
+  }
+}

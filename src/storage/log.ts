@@ -1,0 +1,625 @@
+/**
+ * The message log: each message stored once, in append order, however many sessions will
+ * read it. Sessions keep positions (generation, byte offset) in it, never copies.
+ *
+ * Generations: one file per period of time (`gen-00000001.log`, ...). New messages go only to
+ * the newest; older ones are read-only and leave whole, by retention or the size cap. Each
+ * file starts with a header naming its layout version, so a later layout starts a new
+ * generation while older files stay readable. Layout 1 has one stream per generation.
+ *
+ * Writes are batched: a batch closes at EDB_STORAGE_BATCH_SIZE messages or
+ * EDB_STORAGE_FLUSH_INTERVAL_MS after its first one, and is written with one write and one
+ * fdatasync. Positions are handed out at append time (synchronously); `onDurable` tells when
+ * everything appended so far is on disk.
+ *
+ * File layout (little endian):
+ *   header, 32 bytes: "EDBLOG01", u32 layout, u32 generation id, f64 created at (ms),
+ *                     u32 reserved (0), u32 CRC-32 of the 28 bytes before it
+ *   records:          u32 body length, u32 CRC-32 of the body, body (record.ts)
+ * A record that is cut short or fails its checksum ends the file: at start, the newest
+ * generation is cut back to its last whole record (one log line says how much was lost).
+ */
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, renameSync, statSync, ftruncateSync, unlinkSync, writeSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { Message } from '../mqtt/message.js';
+import { crc32 } from '../persistence/snapshot.js';
+import { StorageFullError, StorageOpenError } from './errors.js';
+import { decodeMessage, encodeMessage, LAYOUT_VERSION } from './record.js';
+
+export const HEADER_BYTES = 32;
+const MAGIC = Buffer.from('EDBLOG01', 'latin1');
+const FRAME = 8;
+/** Smallest body of layout 1 (see record.ts): shorter lengths are damage (zero-filled pages). */
+const MIN_BODY = 24;
+const MAX_BODY = 300 * 1024 * 1024;
+const FILE_RE = /^gen-(\d{8})\.log$/;
+
+/** A place in the log: a generation and a byte offset in its file. */
+export interface LogPosition {
+  readonly gen: number;
+  readonly offset: number;
+}
+
+export function comparePositions(a: LogPosition, b: LogPosition): number {
+  return a.gen !== b.gen ? a.gen - b.gen : a.offset - b.offset;
+}
+
+export interface LogEntry {
+  readonly pos: LogPosition;
+  /** Where the entry after this one starts. */
+  readonly next: LogPosition;
+  readonly message: Message;
+  readonly storedAt: number;
+}
+
+export interface GenerationInfo {
+  readonly id: number;
+  readonly layout: number;
+  readonly createdAt: number;
+  readonly bytes: number;
+  readonly current: boolean;
+}
+
+export interface MessageLogOptions {
+  dir: string;
+  log: Logger;
+  batchSize: number;
+  flushIntervalMs: number;
+  /** A generation is closed and a new one started after this long. */
+  generationMs: number;
+  /** Closed generations older than this are dropped (0: kept until the size cap). */
+  retentionMs: number;
+  /** Most bytes all generations may use (0: no cap). */
+  maxBytes: number;
+  now?: () => number;
+}
+
+export interface LogMetrics {
+  bytes: number;
+  generations: number;
+  messagesAppended: number;
+  bytesAppended: number;
+  commits: number;
+  commitMillisTotal: number;
+  commitMillisMax: number;
+  lastBatchMessages: number;
+  generationsDropped: number;
+  bytesDropped: number;
+  /** Bytes cut off a torn tail at the last start. */
+  tornBytes: number;
+  refused: number;
+  replayMillis: number;
+}
+
+interface Generation {
+  id: number;
+  layout: number;
+  createdAt: number;
+  /** Bytes on disk and durable (header included). */
+  durable: number;
+  /** Bytes handed out to appends (durable + batches not written yet). */
+  end: number;
+  /** The file exists on disk (a new generation is created by its first batch). */
+  created: boolean;
+  readFd: number | undefined;
+}
+
+interface Batch {
+  gen: Generation;
+  start: number;
+  parts: Buffer[];
+  bytes: number;
+  count: number;
+  callbacks: ((err?: Error) => void)[];
+}
+
+function genFile(dir: string, id: number): string {
+  return join(dir, `gen-${String(id).padStart(8, '0')}.log`);
+}
+
+function header(id: number, createdAt: number, layout: number): Buffer {
+  const h = Buffer.alloc(HEADER_BYTES);
+  MAGIC.copy(h, 0);
+  h.writeUInt32LE(layout, 8);
+  h.writeUInt32LE(id, 12);
+  h.writeDoubleLE(createdAt, 16);
+  h.writeUInt32LE(crc32(h.subarray(0, 28)) >>> 0, 28);
+  return h;
+}
+
+function fsyncDir(dir: string): void {
+  try {
+    const fd = openSync(dir, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // some file systems cannot fsync a folder
+  }
+}
+
+export class MessageLog {
+  private readonly gens: Generation[] = [];
+  private current!: Generation;
+  private batch: Batch | undefined;
+  private readonly queue: Batch[] = [];
+  private writing = false;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private appendFh: FileHandle | undefined;
+  private appendFhGen = 0;
+  private readonly now: () => number;
+  /** While set, appends are refused (disk full) until this time, then tried again. */
+  private fullUntil = 0;
+  private fullLoggedAt = 0;
+  private closed = false;
+  readonly metrics: LogMetrics = {
+    bytes: 0, generations: 0, messagesAppended: 0, bytesAppended: 0, commits: 0, commitMillisTotal: 0, commitMillisMax: 0,
+    lastBatchMessages: 0, generationsDropped: 0, bytesDropped: 0, tornBytes: 0, refused: 0, replayMillis: 0,
+  };
+
+  private constructor(private readonly opts: MessageLogOptions) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Open (or create) the log in `opts.dir`. Throws StorageOpenError when the folder is unusable. */
+  static open(opts: MessageLogOptions): MessageLog {
+    const started = performance.now();
+    const log = new MessageLog(opts);
+    log.load();
+    log.metrics.replayMillis = Math.round(performance.now() - started);
+    return log;
+  }
+
+  private load(): void {
+    const { dir, log } = this.opts;
+    let names: string[];
+    try {
+      mkdirSync(dir, { recursive: true });
+      names = readdirSync(dir);
+    } catch (err) {
+      throw new StorageOpenError(dir, (err as Error).message);
+    }
+    const ids: number[] = [];
+    for (const name of names) {
+      const m = FILE_RE.exec(name);
+      if (m) ids.push(Number(m[1]));
+      else if (!name.endsWith('.damaged')) log.warn({ file: join(dir, name) }, 'storage: a file that is not part of the log; left alone');
+    }
+    ids.sort((a, b) => a - b);
+    for (const id of ids) {
+      const file = genFile(dir, id);
+      const g = this.readHeader(file, id);
+      if (g) this.gens.push(g);
+    }
+    const last = this.gens[this.gens.length - 1];
+    if (last) {
+      this.recoverTail(last);
+      this.current = last;
+      if (last.layout !== LAYOUT_VERSION) this.startGeneration();
+    } else this.startGeneration();
+    this.sweep();
+    this.updateSize();
+  }
+
+  /** A generation's header, or undefined (logged, file set aside) when it is not one. */
+  private readHeader(file: string, id: number): Generation | undefined {
+    let fd: number;
+    try {
+      fd = openSync(file, 'r');
+    } catch (err) {
+      throw new StorageOpenError(this.opts.dir, `${file}: ${(err as Error).message}`);
+    }
+    try {
+      const h = Buffer.alloc(HEADER_BYTES);
+      const n = readSync(fd, h, 0, HEADER_BYTES, 0);
+      const size = statSync(file).size;
+      const ok = n === HEADER_BYTES && h.subarray(0, 8).equals(MAGIC) && (crc32(h.subarray(0, 28)) >>> 0) === h.readUInt32LE(28) && h.readUInt32LE(12) === id;
+      if (!ok) {
+        closeSync(fd);
+        renameSync(file, `${file}.damaged`);
+        this.metrics.tornBytes += size;
+        this.opts.log.error({ file, bytes: size }, 'storage: a log generation without a valid header; set aside as .damaged, its messages are lost');
+        return undefined;
+      }
+      const layout = h.readUInt32LE(8);
+      if (layout < 1 || layout > LAYOUT_VERSION) {
+        closeSync(fd);
+        throw new StorageOpenError(this.opts.dir, `${file} has log layout ${layout}, newer than this release reads (${LAYOUT_VERSION})`);
+      }
+      return { id, layout, createdAt: h.readDoubleLE(16), durable: size, end: size, created: true, readFd: fd };
+    } catch (err) {
+      if (err instanceof StorageOpenError) throw err;
+      closeSync(fd);
+      throw new StorageOpenError(this.opts.dir, `${file}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Check every record of the newest generation; cut a torn or corrupt tail. */
+  private recoverTail(g: Generation): void {
+    let pos = HEADER_BYTES;
+    let count = 0;
+    for (;;) {
+      const r = this.readRecord(g, pos);
+      if (r === undefined) break;
+      pos = r.end;
+      count++;
+    }
+    if (pos < g.durable) {
+      const lost = g.durable - pos;
+      const file = genFile(this.opts.dir, g.id);
+      try {
+        const fd = openSync(file, 'r+');
+        try {
+          ftruncateSync(fd, pos);
+          fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+      } catch (err) {
+        throw new StorageOpenError(this.opts.dir, `${file}: cannot cut the damaged tail: ${(err as Error).message}`);
+      }
+      this.metrics.tornBytes += lost;
+      this.opts.log.warn({ file, offset: pos, bytes: lost, records: count }, `storage: torn or corrupt tail cut off: ${lost} bytes lost after ${count} whole records`);
+      g.durable = g.end = pos;
+    }
+  }
+
+  private readFd(g: Generation): number {
+    if (g.readFd === undefined) g.readFd = openSync(genFile(this.opts.dir, g.id), 'r');
+    return g.readFd;
+  }
+
+  private startGeneration(): void {
+    const prev = this.gens[this.gens.length - 1];
+    const id = (prev?.id ?? 0) + 1;
+    const g: Generation = { id, layout: LAYOUT_VERSION, createdAt: this.now(), durable: 0, end: HEADER_BYTES, created: false, readFd: undefined };
+    this.gens.push(g);
+    this.current = g;
+  }
+
+  get tail(): LogPosition {
+    return { gen: this.current.id, offset: this.current.end };
+  }
+
+  /** Where the oldest message still stored starts. */
+  get head(): LogPosition {
+    const g = this.gens[0]!;
+    return { gen: g.id, offset: HEADER_BYTES };
+  }
+
+  /** Appends are refused now (disk full or size cap): the caller answers 0x97. */
+  get full(): boolean {
+    if (this.fullUntil > this.now()) return true;
+    const cap = this.opts.maxBytes;
+    if (cap > 0 && this.metrics.bytes + this.pendingBytes() >= cap) {
+      this.enforceCap();
+      return this.metrics.bytes + this.pendingBytes() >= cap;
+    }
+    return false;
+  }
+
+  private pendingBytes(): number {
+    let n = this.batch?.bytes ?? 0;
+    for (const b of this.queue) n += b.bytes;
+    return n;
+  }
+
+  /**
+   * Append a message. Returns its position, or throws StorageFullError when the disk is full
+   * or the size cap is reached (nothing is stored then).
+   */
+  append(message: Message, storedAt = this.now()): LogPosition {
+    if (this.closed) throw new StorageFullError('storage is closed');
+    if (this.full) {
+      this.metrics.refused++;
+      this.logFull(this.fullUntil > this.now() ? 'the disk is full' : `EDB_STORAGE_MAX_BYTES (${this.opts.maxBytes}) is reached`);
+      throw new StorageFullError('storage full');
+    }
+    if (storedAt - this.current.createdAt >= this.opts.generationMs) this.roll();
+    const body = encodeMessage(message, storedAt);
+    const frame = Buffer.allocUnsafe(FRAME);
+    frame.writeUInt32LE(body.length, 0);
+    frame.writeUInt32LE(crc32(body) >>> 0, 4);
+    const g = this.current;
+    let b = this.batch;
+    if (!b || b.gen !== g) {
+      if (b) this.closeBatch();
+      b = this.batch = { gen: g, start: g.end, parts: [], bytes: 0, count: 0, callbacks: [] };
+      if (!g.created && g.end === HEADER_BYTES && g.durable === 0) {
+        b.start = 0;
+        b.parts.push(header(g.id, g.createdAt, g.layout));
+        b.bytes += HEADER_BYTES;
+      }
+    }
+    const pos: LogPosition = { gen: g.id, offset: g.end };
+    b.parts.push(frame, body);
+    b.bytes += FRAME + body.length;
+    b.count++;
+    g.end += FRAME + body.length;
+    this.metrics.messagesAppended++;
+    this.metrics.bytesAppended += FRAME + body.length;
+    if (b.count >= this.opts.batchSize) this.closeBatch();
+    else if (!this.flushTimer) this.flushTimer = setTimeout(() => this.closeBatch(), this.opts.flushIntervalMs);
+    return pos;
+  }
+
+  /** The next append starts a new generation (time bound reached, or a new layout). */
+  roll(): void {
+    if (this.current.end === HEADER_BYTES && !this.current.created) return; // empty already
+    if (this.batch) this.closeBatch();
+    this.startGeneration();
+  }
+
+  /** `cb` runs once everything appended so far is durable (err: its batch could not be written). */
+  onDurable(cb: (err?: Error) => void): void {
+    const target = this.batch ?? this.queue[this.queue.length - 1];
+    if (target) target.callbacks.push(cb);
+    else queueMicrotask(cb);
+  }
+
+  /** Resolves once everything appended so far is durable. */
+  flushed(): Promise<void> {
+    if (this.batch) this.closeBatch();
+    return new Promise((resolve, reject) => this.onDurable((err) => (err ? reject(err) : resolve())));
+  }
+
+  private closeBatch(): void {
+    if (this.flushTimer) {
+      clearTimeout(this.flushTimer);
+      this.flushTimer = undefined;
+    }
+    const b = this.batch;
+    if (!b) return;
+    this.batch = undefined;
+    this.queue.push(b);
+    if (!this.writing) void this.writeLoop();
+  }
+
+  private async writeLoop(): Promise<void> {
+    this.writing = true;
+    try {
+      while (this.queue.length > 0) {
+        const b = this.queue[0]!;
+        const started = performance.now();
+        try {
+          await this.writeBatch(b);
+        } catch (err) {
+          this.failFrom(b, err as Error);
+          continue;
+        }
+        this.queue.shift();
+        const ms = performance.now() - started;
+        const m = this.metrics;
+        m.commits++;
+        m.commitMillisTotal += ms;
+        if (ms > m.commitMillisMax) m.commitMillisMax = ms;
+        m.lastBatchMessages = b.count;
+        b.gen.durable = b.start + b.bytes;
+        this.updateSize();
+        for (const cb of b.callbacks) cb();
+      }
+    } finally {
+      this.writing = false;
+    }
+  }
+
+  private async writeBatch(b: Batch): Promise<void> {
+    const g = b.gen;
+    if (!this.appendFh || this.appendFhGen !== g.id) {
+      await this.appendFh?.close().catch(() => undefined);
+      this.appendFh = undefined;
+      const file = genFile(this.opts.dir, g.id);
+      this.appendFh = await open(file, g.created ? 'r+' : 'w', 0o600);
+      this.appendFhGen = g.id;
+      if (!g.created) {
+        g.created = true;
+        fsyncDir(this.opts.dir);
+      }
+    }
+    const fh = this.appendFh;
+    let off = b.start;
+    let parts = b.parts;
+    while (parts.length > 0) {
+      const { bytesWritten } = await fh.writev(parts, off);
+      off += bytesWritten;
+      let skip = bytesWritten;
+      const rest: Buffer[] = [];
+      for (const p of parts) {
+        if (skip >= p.length) skip -= p.length;
+        else {
+          rest.push(skip > 0 ? p.subarray(skip) : p);
+          skip = 0;
+        }
+      }
+      parts = rest;
+    }
+    await fh.datasync();
+  }
+
+  /**
+   * A batch could not be written (disk full, I/O error): it and every later one are refused,
+   * the file is cut back to what was durable, and appends are refused for a second.
+   */
+  private failFrom(b: Batch, err: Error): void {
+    const failed = [...this.queue];
+    this.queue.length = 0;
+    if (this.batch) failed.push(this.batch);
+    this.batch = undefined;
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    const g = b.gen;
+    g.end = Math.max(g.durable, b.start);
+    if (g.durable === 0 && b.start === 0) {
+      // the generation's first batch: its file may hold a partial header
+      g.end = HEADER_BYTES;
+    }
+    for (const other of failed) if (other.gen !== g) this.gens.splice(this.gens.indexOf(other.gen), 1);
+    this.current = g;
+    try {
+      if (this.appendFh && this.appendFhGen === g.id) {
+        const fd = (this.appendFh as unknown as { fd: number }).fd;
+        ftruncateSync(fd, g.durable);
+        if (g.durable === 0) {
+          writeSync(fd, header(g.id, g.createdAt, g.layout), 0, HEADER_BYTES, 0);
+          g.durable = HEADER_BYTES;
+        }
+      }
+    } catch {
+      // the tail is checked again at the next start
+    }
+    const full = (err as NodeJS.ErrnoException).code === 'ENOSPC' || (err as NodeJS.ErrnoException).code === 'EDQUOT';
+    this.fullUntil = this.now() + 1000;
+    this.logFull(full ? 'the disk is full' : `write failed: ${err.message}`);
+    const refused = new StorageFullError(full ? 'disk full' : err.message);
+    for (const x of failed) for (const cb of x.callbacks) cb(refused);
+  }
+
+  private logFull(reason: string): void {
+    const now = this.now();
+    if (now - this.fullLoggedAt < 60_000) return;
+    this.fullLoggedAt = now;
+    this.opts.log.error({ reason, bytes: this.metrics.bytes, maxBytes: this.opts.maxBytes }, `storage: ${reason}; QoS 1/2 messages that need storage are refused (0x97) until there is room`);
+  }
+
+  private updateSize(): void {
+    let n = 0;
+    for (const g of this.gens) n += g.created ? g.durable : 0;
+    this.metrics.bytes = n;
+    this.metrics.generations = this.gens.length;
+  }
+
+  /** Drop closed generations past the retention and, above the cap, the oldest ones. Returns how many. */
+  sweep(): number {
+    let dropped = 0;
+    const retention = this.opts.retentionMs;
+    if (retention > 0) {
+      const cutoff = this.now() - retention;
+      // a closed generation's newest message is older than the next generation's start
+      while (this.gens.length > 1 && this.gens[1]!.createdAt <= cutoff && this.gens[0] !== this.current) {
+        this.dropOldest('retention');
+        dropped++;
+      }
+    }
+    dropped += this.enforceCap();
+    return dropped;
+  }
+
+  private enforceCap(): number {
+    const cap = this.opts.maxBytes;
+    let dropped = 0;
+    while (cap > 0 && this.metrics.bytes + this.pendingBytes() >= cap && this.gens.length > 1 && this.gens[0] !== this.current) {
+      if (this.queue.some((b) => b.gen === this.gens[0])) break; // still being written
+      this.dropOldest('size cap');
+      dropped++;
+    }
+    return dropped;
+  }
+
+  private dropOldest(reason: string): void {
+    const g = this.gens.shift()!;
+    if (g.readFd !== undefined) closeSync(g.readFd);
+    g.readFd = undefined;
+    const file = genFile(this.opts.dir, g.id);
+    try {
+      unlinkSync(file);
+    } catch {
+      /* already gone */
+    }
+    fsyncDir(this.opts.dir);
+    this.metrics.generationsDropped++;
+    this.metrics.bytesDropped += g.durable;
+    this.updateSize();
+    this.opts.log.info({ generation: g.id, bytes: g.durable, reason }, `storage: generation ${g.id} dropped (${reason})`);
+  }
+
+  /**
+   * Read up to `max` durable entries from `from` on (across generations). A position in a
+   * dropped generation continues at the oldest one kept. `next` is where to read on.
+   */
+  read(from: LogPosition, max: number, maxBytes = 1 << 20): { entries: LogEntry[]; next: LogPosition } {
+    const entries: LogEntry[] = [];
+    let pos = this.clamp(from);
+    let budget = maxBytes;
+    while (entries.length < max && budget > 0) {
+      const gi = this.gens.findIndex((x) => x.id === pos.gen);
+      if (gi < 0) break;
+      const g = this.gens[gi]!;
+      const r = this.readRecord(g, pos.offset);
+      if (r === undefined) {
+        const nextGen = this.gens[gi + 1];
+        if (!nextGen) break; // the newest generation: new messages may still come
+        if (pos.offset < g.durable) {
+          this.opts.log.warn({ generation: g.id, offset: pos.offset }, 'storage: unreadable record in a closed generation; skipping to the next one');
+        }
+        pos = { gen: nextGen.id, offset: HEADER_BYTES };
+        continue;
+      }
+      const next = { gen: g.id, offset: r.end };
+      entries.push({ pos, next, message: r.message, storedAt: r.storedAt });
+      budget -= r.end - pos.offset;
+      pos = next;
+    }
+    return { entries, next: pos };
+  }
+
+  /** A position the log still holds: before the oldest generation means its start. */
+  clamp(p: LogPosition): LogPosition {
+    const first = this.gens[0]!;
+    if (p.gen < first.id || (p.gen === first.id && p.offset < HEADER_BYTES)) return { gen: first.id, offset: HEADER_BYTES };
+    const g = this.gens.find((x) => x.id === p.gen);
+    if (!g) {
+      const after = this.gens.find((x) => x.id > p.gen);
+      return after ? { gen: after.id, offset: HEADER_BYTES } : this.tail;
+    }
+    if (p.offset > g.end) return { gen: g.id, offset: g.end };
+    return p;
+  }
+
+  private readRecord(g: Generation, offset: number): { end: number; message: Message; storedAt: number } | undefined {
+    if (!g.created || offset + FRAME > g.durable) return undefined;
+    const fd = this.readFd(g);
+    const head = Buffer.allocUnsafe(FRAME);
+    if (readSync(fd, head, 0, FRAME, offset) !== FRAME) return undefined;
+    const len = head.readUInt32LE(0);
+    if (len < MIN_BODY || len > MAX_BODY || offset + FRAME + len > g.durable) return undefined;
+    const body = Buffer.allocUnsafe(len);
+    if (readSync(fd, body, 0, len, offset + FRAME) !== len) return undefined;
+    if ((crc32(body) >>> 0) !== head.readUInt32LE(4)) return undefined;
+    try {
+      const { message, storedAt } = decodeMessage(body, g.layout);
+      return { end: offset + FRAME + len, message, storedAt };
+    } catch {
+      return undefined;
+    }
+  }
+
+  generations(): GenerationInfo[] {
+    return this.gens.map((g) => ({ id: g.id, layout: g.layout, createdAt: g.createdAt, bytes: g.created ? g.durable : 0, current: g === this.current }));
+  }
+
+  /** When the oldest stored message was stored, if there is one. */
+  oldestStoredAt(): number | undefined {
+    for (const g of this.gens) {
+      const r = this.readRecord(g, HEADER_BYTES);
+      if (r) return r.storedAt;
+    }
+    return undefined;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    if (this.batch) this.closeBatch();
+    await new Promise<void>((resolve) => this.onDurable(() => resolve()));
+    this.closed = true;
+    await this.appendFh?.close().catch(() => undefined);
+    this.appendFh = undefined;
+    for (const g of this.gens) {
+      if (g.readFd !== undefined) closeSync(g.readFd);
+      g.readFd = undefined;
+    }
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * What the broker and its services keep across restarts, behind one interface with two
+ * implementations: MemoryStorage (EDB_STORAGE=memory: in memory, saved only by the backup
+ * on a graceful stop) and DurableStorage (EDB_STORAGE=durable: the message log plus LMDB).
+ * One conformance suite (test/unit/storage-conformance.test.ts) runs against both.
+ *
+ * Writes are synchronous calls that return at once; `onDurable(cb)` runs `cb` once
+ * everything written before the call is on disk (at once for memory). That is how an
+ * acknowledgement waits for the disk without a promise per message.
+ */
+import type { Message } from '../mqtt/message.js';
+import type { Subscription } from '../session/session.js';
+import type { GenerationInfo, LogEntry, LogMetrics, LogPosition } from './log.js';
+
+export interface WillRecord {
+  message: Message;
+  /** When it is due (ms since epoch). */
+  dueAt: number;
+  expirySeconds?: number;
+  username?: string;
+}
+
+/** A persistent session, as stored. */
+export interface SessionRecord {
+  clientId: string;
+  expiryInterval: number;
+  /** When the offline session ends (ms since epoch); undefined while connected, or never. */
+  expiresAt?: number;
+  subscriptions: Subscription[];
+  will?: WillRecord;
+  /** [MQTT-4.3.3] QoS 2 packet ids received and answered with PUBREC, awaiting PUBREL. */
+  incomingQos2: number[];
+}
+
+/**
+ * A session's place in the log: `next` is the oldest message it has not acknowledged; `done`
+ * lists QoS 2 messages past `next` already answered (PUBREC or PUBCOMP), which a replay must
+ * not send again; `pubrel` the packet ids awaiting PUBCOMP.
+ */
+export interface IteratorRecord {
+  next: LogPosition;
+  done: LogPosition[];
+  pubrel: number[];
+}
+
+export interface StorageInfo {
+  kind: 'memory' | 'durable';
+  path?: string;
+  generations: GenerationInfo[];
+  log: LogMetrics;
+  retained: number;
+  sessions: number;
+  stateOps: number;
+  oldestStoredAt?: number;
+  full: boolean;
+}
+
+export interface BrokerStorage {
+  readonly kind: 'memory' | 'durable';
+
+  retained(): Message[];
+  /** [MQTT-3.3.1-6] an empty payload clears the topic. */
+  setRetained(message: Message): void;
+  clearRetained(): void;
+
+  sessions(): SessionRecord[];
+  setSession(record: SessionRecord): void;
+  deleteSession(clientId: string): void;
+  iterator(clientId: string): IteratorRecord | undefined;
+  setIterator(clientId: string, it: IteratorRecord): void;
+
+  /** Store a message once; throws StorageFullError when there is no room (answer 0x97). */
+  append(message: Message): LogPosition;
+  read(from: LogPosition, max: number): { entries: LogEntry[]; next: LogPosition };
+  readonly tail: LogPosition;
+  /** Appends are refused now (disk full or EDB_STORAGE_MAX_BYTES reached). */
+  readonly full: boolean;
+
+  /** The state store: its last snapshot and the writes since. */
+  stateLog(): { snapshot: Buffer | undefined; ops: Buffer[] };
+  appendStateOp(op: Buffer): void;
+  /** Replace the snapshot and forget the writes it includes. */
+  compactState(snapshot: Buffer): void;
+
+  document(name: string): Buffer | undefined;
+  setDocument(name: string, data: Buffer | undefined): void;
+
+  onDurable(cb: (err?: Error) => void): void;
+  flushed(): Promise<void>;
+  info(): StorageInfo;
+  close(): Promise<void>;
+}

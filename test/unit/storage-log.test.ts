@@ -1,0 +1,192 @@
+/**
+ * The message log on real files: batching, generations, retention and the size cap, torn or
+ * corrupt tails, garbage in the folder, and folders that cannot be opened.
+ */
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Message } from '../../src/mqtt/message.js';
+import { HEADER_BYTES, MessageLog, type MessageLogOptions } from '../../src/storage/log.js';
+import { StorageFullError, StorageOpenError } from '../../src/storage/errors.js';
+import { DurableStorage } from '../../src/storage/durable.js';
+import { checkLmdbFile } from '../../src/storage/kv.js';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'edb-log-'));
+  dirs.push(d);
+  return d;
+}
+
+/** A logger that keeps what it was told. */
+function recordingLog() {
+  const lines: { level: number; msg: string; [k: string]: unknown }[] = [];
+  const log = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
+  return { log, lines };
+}
+
+const msg = (i: number, size = 10): Message => ({ topic: `t/${i}`, payload: Buffer.alloc(size, i & 0xff), qos: 1, retain: false });
+
+function openLog(dir: string, over: Partial<MessageLogOptions> = {}) {
+  const rec = recordingLog();
+  const log = MessageLog.open({ dir, log: rec.log, batchSize: 8, flushIntervalMs: 1, generationMs: 3_600_000, retentionMs: 0, maxBytes: 0, ...over });
+  return { log, lines: rec.lines };
+}
+
+describe('message log', () => {
+  it('writes batches of at most EDB_STORAGE_BATCH_SIZE messages, one commit each', async () => {
+    const dir = tempDir();
+    const { log } = openLog(dir, { batchSize: 10, flushIntervalMs: 50 });
+    for (let i = 0; i < 35; i++) log.append(msg(i));
+    await log.flushed();
+    expect(log.metrics.messagesAppended).toBe(35);
+    expect(log.metrics.commits).toBe(4); // 10 + 10 + 10 + the 5 the flush closed
+    await log.close();
+  });
+
+  it('cuts a torn tail (a record cut short) with one log line, keeping every whole record', async () => {
+    const dir = tempDir();
+    const a = openLog(dir);
+    const positions = [];
+    for (let i = 0; i < 20; i++) positions.push(a.log.append(msg(i, 100)));
+    await a.log.close();
+    const file = join(dir, 'gen-00000001.log');
+    const size = statSync(file).size;
+    truncateSync(file, size - 37); // mid-record: the last one is cut short
+    const b = openLog(dir);
+    const cut = b.lines.filter((l) => /torn or corrupt tail/.test(l.msg));
+    expect(cut).toHaveLength(1);
+    expect(cut[0]!['records']).toBe(19);
+    const { entries } = b.log.read(positions[0]!, 100);
+    expect(entries.map((e) => e.message.topic)).toEqual(positions.slice(0, 19).map((_, i) => `t/${i}`));
+    // appending goes on after the last whole record
+    const p = b.log.append(msg(99));
+    expect(p).toEqual(positions[19]);
+    await b.log.flushed();
+    expect(b.log.read(positions[18]!, 10).entries.map((e) => e.message.topic)).toEqual(['t/18', 't/99']);
+    await b.log.close();
+  });
+
+  it('cuts garbage written after the last record (bad checksum) and zero-filled pages', async () => {
+    for (const tail of [Buffer.from('garbage that is not a record at all, really'), Buffer.alloc(4096)]) {
+      const dir = tempDir();
+      const a = openLog(dir);
+      for (let i = 0; i < 5; i++) a.log.append(msg(i));
+      await a.log.close();
+      const file = join(dir, 'gen-00000001.log');
+      const before = statSync(file).size;
+      appendFileSync(file, tail);
+      const b = openLog(dir);
+      expect(b.lines.filter((l) => /torn or corrupt tail/.test(l.msg))).toHaveLength(1);
+      expect(statSync(file).size).toBe(before);
+      expect(b.log.read({ gen: 1, offset: HEADER_BYTES }, 100).entries).toHaveLength(5);
+      await b.log.close();
+    }
+  });
+
+  it('sets aside a generation file without a valid header and ignores foreign files', async () => {
+    const dir = tempDir();
+    const a = openLog(dir);
+    a.log.append(msg(1));
+    await a.log.close();
+    writeFileSync(join(dir, 'gen-00000002.log'), 'not a log file');
+    writeFileSync(join(dir, 'notes.txt'), 'hello');
+    const b = openLog(dir);
+    expect(b.lines.some((l) => /without a valid header/.test(l.msg))).toBe(true);
+    expect(b.lines.some((l) => /not part of the log/.test(l.msg))).toBe(true);
+    expect(existsSync(join(dir, 'gen-00000002.log.damaged'))).toBe(true);
+    expect(b.log.read({ gen: 1, offset: 0 }, 10).entries.map((e) => e.message.topic)).toEqual(['t/1']);
+    await b.log.close();
+  });
+
+  it('starts a new generation when the time bound passes, and reads across generations', async () => {
+    const dir = tempDir();
+    let now = 1_000_000;
+    const { log } = openLog(dir, { generationMs: 1000, now: () => now });
+    const first = log.append(msg(1));
+    now += 1500;
+    const second = log.append(msg(2));
+    expect(first.gen).toBe(1);
+    expect(second.gen).toBe(2);
+    await log.flushed();
+    expect(readdirSync(dir).sort()).toEqual(['gen-00000001.log', 'gen-00000002.log']);
+    expect(log.read(first, 10).entries.map((e) => e.message.topic)).toEqual(['t/1', 't/2']);
+    await log.close();
+  });
+
+  it('retention drops whole closed generations, logged; positions in them continue at the oldest kept', async () => {
+    const dir = tempDir();
+    let now = 1_000_000;
+    const { log, lines } = openLog(dir, { generationMs: 1000, retentionMs: 5000, now: () => now });
+    const p1 = log.append(msg(1));
+    now += 1500;
+    log.append(msg(2));
+    now += 1500;
+    const p3 = log.append(msg(3));
+    await log.flushed();
+    now += 4000; // generation 1 ended at +1500, now older than 5 s; generation 2 not yet
+    expect(log.sweep()).toBe(1);
+    expect(log.metrics.generationsDropped).toBe(1);
+    expect(lines.some((l) => /generation 1 dropped \(retention\)/.test(l.msg))).toBe(true);
+    expect(log.generations().map((g) => g.id)).toEqual([2, 3]);
+    expect(log.read(p1, 10).entries.map((e) => e.message.topic)).toEqual(['t/2', 't/3']);
+    expect(log.read(p3, 10).entries.map((e) => e.message.topic)).toEqual(['t/3']);
+    await log.close();
+  });
+
+  it('the size cap drops old generations first, then refuses appends (StorageFullError)', async () => {
+    const dir = tempDir();
+    let now = 1_000_000;
+    const { log, lines } = openLog(dir, { generationMs: 1000, maxBytes: 8000, now: () => now });
+    for (let i = 0; i < 5; i++) log.append(msg(i, 1000));
+    await log.flushed();
+    now += 1500;
+    for (let i = 5; i < 8; i++) log.append(msg(i, 1000));
+    await log.flushed();
+    // generation 1 (about 5 KB) goes to make room; generation 2 then fills up to the cap
+    for (let i = 8; i < 12; i++) log.append(msg(i, 1000));
+    await log.flushed();
+    expect(log.metrics.generationsDropped).toBe(1);
+    expect(lines.some((l) => /generation 1 dropped \(size cap\)/.test(l.msg))).toBe(true);
+    expect(() => {
+      for (let i = 0; i < 10; i++) log.append(msg(i, 1000));
+    }).toThrow(StorageFullError);
+    expect(log.full).toBe(true);
+    expect(log.metrics.refused).toBeGreaterThan(0);
+    expect(lines.filter((l) => /EDB_STORAGE_MAX_BYTES/.test(l.msg))).toHaveLength(1); // once per minute
+    expect(log.metrics.bytes).toBeLessThan(8000);
+    await log.close();
+  });
+
+  it('a folder that cannot be opened is a StorageOpenError naming it', () => {
+    const dir = tempDir();
+    const notADir = join(dir, 'file');
+    writeFileSync(notADir, 'x');
+    expect(() => openLog(join(notADir, 'log'))).toThrow(StorageOpenError);
+    expect(() => openLog(join(notADir, 'log'))).toThrow(notADir);
+  });
+});
+
+describe('keyed store (LMDB) file checks', () => {
+  it('refuses a data.mdb that is garbage, or truncated, without mapping it', async () => {
+    const dir = tempDir();
+    const kv = join(dir, 'kv');
+    mkdirSync(kv, { recursive: true });
+    writeFileSync(join(kv, 'data.mdb'), Buffer.alloc(20000, 0x41));
+    expect(() => checkLmdbFile(kv)).toThrow(/not an LMDB file/);
+    rmSync(kv, { recursive: true });
+
+    const s = new DurableStorage({ dir, log: pino({ level: 'silent' }), batchSize: 8, flushIntervalMs: 1, generationMs: 3_600_000, retentionMs: 0, maxBytes: 0 });
+    for (let i = 0; i < 200; i++) s.setRetained({ topic: `r/${i}`, payload: Buffer.alloc(500, 1), qos: 1, retain: true });
+    await s.close();
+    checkLmdbFile(kv); // whole: fine
+    const file = join(kv, 'data.mdb');
+    truncateSync(file, Math.floor(statSync(file).size / 2));
+    expect(() => new DurableStorage({ dir, log: pino({ level: 'silent' }), batchSize: 8, flushIntervalMs: 1, generationMs: 3_600_000, retentionMs: 0, maxBytes: 0 })).toThrow(/truncated/);
+  });
+});
