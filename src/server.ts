@@ -20,6 +20,7 @@ import { requiredAccess } from './http/access.js';
 import { registerRulesMetrics } from './rules/metrics.js';
 import { loadConfig } from './config/load.js';
 import { openStorage, type BrokerStorage } from './storage/index.js';
+import { PersistentRetainedStore } from './storage/retained.js';
 
 import { VERSION } from './version.js';
 
@@ -33,7 +34,8 @@ function logRestore(log: Logger, config: Config, backup: BackupManager, outcome:
   }
   switch (outcome.status) {
     case 'none':
-      log.info({ file: backup.file }, `no backup found at ${backup.file}: starting without saved sessions, retained messages or state`);
+      if (config.storage === 'durable') log.info({ file: backup.file }, `no backup found at ${backup.file}: the durable storage under ${config.dataDir} holds what was kept`);
+      else log.info({ file: backup.file }, `no backup found at ${backup.file}: starting without saved sessions, retained messages or state`);
       return;
     case 'discarded':
       log.warn({ file: backup.file, err: outcome.error }, `the backup at ${backup.file} was unusable and is deleted: starting without saved sessions, retained messages or state`);
@@ -48,6 +50,30 @@ function logRestore(log: Logger, config: Config, backup: BackupManager, outcome:
       );
     }
   }
+}
+
+/** The storage document that holds the rules' buffer (checkpointed every second). */
+const RULE_BUFFER = 'rules.buffer';
+
+/** Durable: the rule buffer is stored at least every second, when it changed. */
+function checkpointRuleBuffer(storage: BrokerStorage, section: { save(): Buffer | Promise<Buffer> }, log: Logger): { close(): Promise<void> } {
+  let last: Buffer | undefined = storage.document(RULE_BUFFER);
+  const save = async (): Promise<void> => {
+    const data = await section.save();
+    if (last && data.equals(last)) return;
+    last = data;
+    storage.setDocument(RULE_BUFFER, data);
+  };
+  const timer = setInterval(() => {
+    save().catch((err: Error) => log.error({ err: err.message }, 'storage: rule buffer checkpoint failed'));
+  }, 1000);
+  timer.unref();
+  return {
+    async close() {
+      clearInterval(timer);
+      await save().catch(() => undefined);
+    },
+  };
 }
 
 /** A running broker with its listeners and services. */
@@ -79,7 +105,20 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   checkStartup(config);
   // an unusable storage folder fails here too (StorageOpenError: exit code 2), before any listener
   const storage = openStorage(config, log);
-  const broker = new Broker(config, log);
+  const durable = storage.kind === 'durable';
+  const retained = durable ? new PersistentRetainedStore(storage, log) : undefined;
+  const broker = new Broker(config, log, retained);
+  if (retained) {
+    broker.durable = {
+      get writes() {
+        return retained.writes;
+      },
+      get full() {
+        return storage.full;
+      },
+      onDurable: (cb) => storage.onDurable(cb),
+    };
+  }
   const services: Service[] = [];
   const listeners: Listener[] = [];
 
@@ -95,7 +134,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   services.push(auth);
   broker.setLimits(createClientLimits(config));
 
-  const stateStore = createStateStoreService(broker, config, log);
+  const stateStore = createStateStoreService(broker, config, log, durable ? { storage } : {});
   services.push(stateStore);
 
   // a document acts for its uploader: with an ACL, its topics must be theirs (rules/author-check.ts)
@@ -113,9 +152,30 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     restore: (data) => void restoreBroker(broker, data),
     reset: () => broker.clearDurableState(),
   });
+  // durable: what storage holds first; then a pending backup (written in memory mode, or by a
+  // graceful stop) is imported over it and stored
+  const loadDurable = (): void => {
+    if (!retained) return;
+    const started = performance.now();
+    const n = retained.load();
+    const state = stateStore.loadFromStorage();
+    const buffer = storage.document(RULE_BUFFER);
+    if (buffer) {
+      try {
+        rules.snapshotSection().restore(buffer);
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'storage: the stored rule buffer is unreadable; starting with an empty one');
+      }
+    }
+    log.info({ retained: n, stateKeys: state.keys, stateWrites: state.writes, ms: Math.round(performance.now() - started) }, 'storage: loaded');
+  };
+  loadDurable();
   const restored = await backup.restore();
   logRestore(log, config, backup, restored, broker, stateStore);
+  if (durable && restored.status === 'restored') stateStore.checkpoint();
+  if (durable && restored.status === 'discarded') loadDurable(); // a bad backup leaves the stored data as it was
   backup.startPeriodic();
+  if (durable) services.push(checkpointRuleBuffer(storage, rules.snapshotSection(), log));
   // a start that fails after the restore writes the backup back: the restore deleted it
   const undoRestore = async (): Promise<void> => {
     if (restored.status !== 'restored') return;

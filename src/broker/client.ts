@@ -4,9 +4,7 @@ import type { Message } from '../mqtt/message.js';
 import type { Session } from '../session/session.js';
 import { RC } from '../mqtt/reason-codes.js';
 import { FRAME_INCOMPLETE, FRAME_MALFORMED, frameLength } from './framing.js';
-import { decodePacket } from '../mqtt/decode.js';
-import { checkPropertyBlocks } from '../mqtt/properties.js';
-import { decodeFast } from '../mqtt/decode-fast.js';
+import { PacketProblem, readPacket } from '../mqtt/validate.js';
 import type { BrokerCore, CoreClient } from './core.js';
 import type { ClientState, CloseCause } from './lifecycle.js';
 import { Outbound } from './outbound.js';
@@ -123,24 +121,9 @@ export class MqttClient implements ConnectionEvents, CoreClient {
       }
       const packetBytes = buf.subarray(offset, offset + len);
       offset += len;
-      let packet: Packet;
-      try {
-        const version = this.state === 'new' ? 4 : this.protocolVersion;
-        const fast = decodeFast(packetBytes, version);
-        if (fast !== undefined) packet = fast;
-        else {
-          packet = decodePacket(packetBytes, version);
-          // decode-fast is strict; mqtt-packet reads properties leniently, so its packets' property
-          // blocks are read again strictly (CONNECT's by its handler, which knows the protocol
-          // version for the CONNACK)
-          const problem = packet.cmd === 'connect' || version !== 5 ? undefined : checkPropertyBlocks(packetBytes);
-          if (problem !== undefined) {
-            this.protocolViolation(problem.reasonCode, problem.reason);
-            break;
-          }
-        }
-      } catch (err) {
-        this.onParseError(err as Error);
+      const packet = readPacket(packetBytes, this.state === 'new' ? 4 : this.protocolVersion);
+      if (packet instanceof PacketProblem) {
+        this.onBadPacket(packet);
         break;
       }
       try {
@@ -158,15 +141,18 @@ export class MqttClient implements ConnectionEvents, CoreClient {
     this.pending = buf && offset < buf.length ? buf.subarray(offset) : undefined;
   }
 
-  private onParseError(err: Error): void {
-    if (this.state === 'closed') return;
-    if (/protocol version/i.test(err.message) && this.state === 'new') {
+  /** A packet that could not be read: its code is answered where the protocol allows, then close. */
+  private onBadPacket(problem: PacketProblem): void {
+    if (problem.reasonCode === RC.UNSUPPORTED_PROTOCOL_VERSION) {
       // [MQTT-3.1.2-2] unsupported protocol level: CONNACK 0x01 (3.1.1 format), then close
-      this.core.countProtocolError(RC.UNSUPPORTED_PROTOCOL_VERSION);
-      this.out.writePacket({ cmd: 'connack', returnCode: 1, sessionPresent: false }, 4);
-      return this.close('protocol');
+      if (this.state === 'new') {
+        this.core.countProtocolError(RC.UNSUPPORTED_PROTOCOL_VERSION);
+        this.out.writePacket({ cmd: 'connack', returnCode: 1, sessionPresent: false }, 4);
+        return this.close('protocol');
+      }
+      return this.protocolViolation(RC.PROTOCOL_ERROR, 'second CONNECT'); // [MQTT-3.1.0-2]
     }
-    this.protocolViolation(RC.MALFORMED_PACKET, err.message);
+    this.protocolViolation(problem.reasonCode, problem.reason);
   }
 
   /** Stop reading while the CONNECT's (possibly slow) authentication hooks decide. */

@@ -10,13 +10,6 @@ import type { Packet, Parser } from 'mqtt-packet';
 
 type Version = 3 | 4 | 5;
 
-/** The parser fields we look at; mqtt-packet keeps them public on the instance. */
-interface ParserState {
-  settings: { protocolVersion: Version };
-  _list: { length: number };
-  _stateCounter: number;
-}
-
 let decoded: Packet | undefined;
 let failure: Error | undefined;
 
@@ -36,25 +29,26 @@ const parsers: Record<Version, Parser> = { 3: makeParser(3), 4: makeParser(4), 5
 /**
  * Decode exactly one packet (`bytes` holds it whole) for a connection speaking
  * `protocolVersion` (4 before CONNECT: CONNECT says its own version). Throws the
- * parser's error for a malformed packet.
+ * parser's error for a malformed packet. Only the parser's public API is used: parse()
+ * returns the bytes it has not consumed, which must be none.
  */
 export function decodePacket(bytes: Buffer, protocolVersion: Version): Packet {
   const parser = parsers[protocolVersion];
-  const state = parser as unknown as ParserState;
   decoded = undefined;
   failure = undefined;
-  parser.parse(bytes);
-  // CONNECT replaces the parser's settings with the packet: put the shared ones back
-  state.settings = { protocolVersion };
+  const left = parser.parse(bytes);
   const packet = decoded as Packet | undefined;
   const error = failure as Error | undefined;
   decoded = undefined;
   failure = undefined;
-  if (error || !packet || state._list.length > 0 || state._stateCounter !== 0) {
+  if (error || !packet || left > 0) {
     // After an error (or when the framing said "whole packet" and the parser disagrees) the
-    // parser's cursor is not reliably reset: replace it, so no state leaks to the next client.
+    // parser is mid-packet: replace it, so no state leaks to the next client.
     parsers[protocolVersion] = makeParser(protocolVersion);
     throw error ?? new Error('malformed packet');
   }
+  // a CONNECT makes the parser read what follows with the CONNECT's own settings (its protocol
+  // version): the next connection gets a fresh parser (one per CONNECT, never per PUBLISH)
+  if (packet.cmd === 'connect') parsers[protocolVersion] = makeParser(protocolVersion);
   return packet;
 }

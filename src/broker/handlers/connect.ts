@@ -1,8 +1,7 @@
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
 import { messageProperties, type QoS } from '../../mqtt/message.js';
 import { RC, reasonName, v3ConnackCode } from '../../mqtt/reason-codes.js';
-import { checkPropertyBlocks } from '../../mqtt/properties.js';
-import { isValidTopicName } from '../../topics/validate.js';
+import { checkConnect } from '../../mqtt/validate.js';
 import type { MqttClient } from '../client.js';
 import type { BrokerCore } from '../core.js';
 
@@ -19,7 +18,7 @@ interface ConnectTerms {
  * meanwhile), the session, CONNACK, and what was queued for a resumed session.
  */
 export function handleConnect(core: BrokerCore, client: MqttClient, packet: IConnectPacket, frame: Buffer): void {
-  const terms = checkConnect(core, client, packet, frame);
+  const terms = acceptConnect(core, client, packet, frame);
   if (terms === undefined) return;
   client.state = 'authenticating';
   // stop reading while the (possibly slow) hooks decide: an unauthenticated peer must not
@@ -36,45 +35,22 @@ export function handleConnect(core: BrokerCore, client: MqttClient, packet: ICon
     .catch((err: unknown) => client.internalError(err, packet));
 }
 
-/** The CONNECT's own rules; undefined when it was refused (the connection is then closed). */
-function checkConnect(core: BrokerCore, client: MqttClient, packet: IConnectPacket, frame: Buffer): ConnectTerms | undefined {
+/** The CONNECT's own rules, the client's limits and will; undefined when it was refused (the connection is then closed). */
+function acceptConnect(core: BrokerCore, client: MqttClient, packet: IConnectPacket, frame: Buffer): ConnectTerms | undefined {
   const version = packet.protocolVersion ?? 4;
   client.protocolVersion = version;
+  const problem = checkConnect(packet, frame);
+  if (problem !== undefined) {
+    // a malformed 3.1.1 CONNECT is not answered: the connection is closed
+    if (version !== 5 && problem.reasonCode === RC.MALFORMED_PACKET) return void client.protocolViolation(problem.reasonCode, problem.reason);
+    return refuse(core, client, problem.reasonCode, problem.reason);
+  }
   const props = packet.properties ?? {};
-
-  // Malformed CONNECT flags the parser lets through: v5 answers CONNACK 0x81, 3.1.1 just closes
-  const malformed = (reason: string): undefined => {
-    if (version === 5) refuse(core, client, RC.MALFORMED_PACKET, reason);
-    else client.protocolViolation(RC.MALFORMED_PACKET, reason);
-    return undefined;
-  };
-  if (packet.will && (packet.will.qos ?? 0) > 2) return malformed('will QoS 3'); // [MQTT-3.1.2-14] (3.1.1) / [MQTT-5-3.1.2-12]
-  const problem = version === 5 ? checkPropertyBlocks(frame) : undefined; // only v5 has properties
-  if (problem !== undefined) return refuse(core, client, problem.reasonCode, problem.reason);
-  if (version !== 5 && packet.password !== undefined && packet.username === undefined) {
-    return malformed('password without user name'); // [MQTT-3.1.2-22] (3.1.1; allowed in 5.0)
-  }
-
-  let receiveMaximum = 65535;
-  let maximumPacketSize = 268435460;
-  let topicAliasMaximum = 0;
-  if (version === 5) {
-    // Enhanced authentication is not offered: 0x8C Bad authentication method (MQTT 5.0, 4.12)
-    if (props.authenticationMethod !== undefined) return refuse(core, client, RC.BAD_AUTHENTICATION_METHOD, 'enhanced authentication is not supported');
-    if (props.receiveMaximum !== undefined) receiveMaximum = props.receiveMaximum;
-    if (props.maximumPacketSize !== undefined) maximumPacketSize = props.maximumPacketSize;
-    if (props.topicAliasMaximum !== undefined) topicAliasMaximum = props.topicAliasMaximum;
-    // Receive Maximum and Maximum Packet Size of 0 are protocol errors (MQTT 5.0, 3.1.2.11.3 and 3.1.2.11.4)
-    if (receiveMaximum === 0 || maximumPacketSize === 0) return refuse(core, client, RC.PROTOCOL_ERROR, 'receive maximum and maximum packet size must not be 0');
-  }
-  client.out.setClientLimits(receiveMaximum, maximumPacketSize, topicAliasMaximum);
+  client.out.setClientLimits(props.receiveMaximum ?? 65535, props.maximumPacketSize ?? 268435460, props.topicAliasMaximum ?? 0);
 
   let clientId = packet.clientId ?? '';
   let assigned: string | undefined;
-  const clean = packet.clean !== false;
   if (clientId.length === 0) {
-    // [MQTT-3.1.3-8] 3.1.1 with clean session 0 and no id: identifier rejected
-    if (version !== 5 && !clean) return refuse(core, client, RC.CLIENT_IDENTIFIER_NOT_VALID, 'empty client id needs a clean session');
     clientId = core.assignClientId();
     if (version === 5) assigned = clientId; // [MQTT-5-3.2.2-16] Assigned Client Identifier
   }
@@ -84,9 +60,6 @@ function checkConnect(core: BrokerCore, client: MqttClient, packet: IConnectPack
   if (packet.will) {
     const w = packet.will;
     const wp = w.properties ?? {};
-    if (!isValidTopicName(w.topic)) return refuse(core, client, RC.TOPIC_NAME_INVALID, 'invalid will topic');
-    // MQTT 5.0 3.1.3.2.5: the will's Response Topic is a topic name, no wildcards (as [MQTT-5-3.3.2-14])
-    if (wp.responseTopic !== undefined && !isValidTopicName(wp.responseTopic)) return refuse(core, client, RC.PROTOCOL_ERROR, 'invalid will response topic');
     const payload = typeof w.payload === 'string' ? Buffer.from(w.payload) : w.payload;
     const properties = version === 5 ? messageProperties(wp) : undefined;
     client.will = {
@@ -101,7 +74,7 @@ function checkConnect(core: BrokerCore, client: MqttClient, packet: IConnectPack
     client.willExpirySeconds = wp.messageExpiryInterval;
     client.willDelay = wp.willDelayInterval ?? 0;
   }
-  return { clean, assigned };
+  return { clean: packet.clean !== false, assigned };
 }
 
 /** Authenticated: session, keep alive, CONNACK, the hooks, then what the session holds. */

@@ -2,7 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import type { IPublishPacket } from 'mqtt-packet';
 import { messageProperties, type Message, type QoS } from '../../mqtt/message.js';
 import { RC } from '../../mqtt/reason-codes.js';
-import { isValidTopicName } from '../../topics/validate.js';
+import { checkPublish } from '../../mqtt/validate.js';
 import type { MqttClient } from '../client.js';
 import type { BrokerCore } from '../core.js';
 
@@ -13,13 +13,12 @@ import type { BrokerCore } from '../core.js';
 export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPublishPacket): void {
   const props = packet.properties;
   const v5 = client.isV5;
-  // [MQTT-5-3.3.4-6] Subscription Identifiers only travel from the server to a client
-  if (props?.subscriptionIdentifier !== undefined) return client.protocolViolation(RC.PROTOCOL_ERROR, 'subscription identifier in PUBLISH');
+  const problem = checkPublish(packet, client.protocolVersion, core.config.topicAliasMaximum);
+  if (problem !== undefined) return client.protocolViolation(problem.reasonCode, problem.reason);
   let topic = packet.topic;
   if (v5 && props?.topicAlias !== undefined) {
+    // a topic with an alias sets it; an empty topic uses the one set before (MQTT 5.0, 3.3.2.3.4)
     const alias = props.topicAlias;
-    // [MQTT-5-3.3.2-9] alias 0 or over our Topic Alias Maximum is a protocol error: 0x94
-    if (alias === 0 || alias > core.config.topicAliasMaximum) return client.protocolViolation(RC.TOPIC_ALIAS_INVALID, 'topic alias invalid');
     if (topic.length > 0) (client.aliasesIn ??= new Map()).set(alias, topic);
     else {
       const known = client.aliasesIn?.get(alias);
@@ -27,17 +26,8 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
       topic = known;
     }
   }
-  if (!isValidTopicName(topic)) return client.protocolViolation(RC.TOPIC_NAME_INVALID, 'invalid topic name');
-  // [MQTT-5-3.3.2-14] a Response Topic is a topic name: wildcards in it are a protocol error
-  if (props?.responseTopic !== undefined && !isValidTopicName(props.responseTopic)) return client.protocolViolation(RC.PROTOCOL_ERROR, 'invalid response topic');
   const qos = packet.qos;
   const id = packet.messageId ?? 0;
-  // [MQTT-2.2.1-3] a QoS 1/2 PUBLISH carries a non-zero packet identifier. mqtt-packet reads one
-  // cut short by the Remaining Length as -1: malformed, and never to be answered (the PUBACK or
-  // PUBREC would be malformed in turn)
-  if (qos > 0 && id < 1) {
-    return id === 0 ? client.protocolViolation(RC.PROTOCOL_ERROR, 'packet identifier 0') : client.protocolViolation(RC.MALFORMED_PACKET, 'PUBLISH cut short in its packet identifier');
-  }
   const session = client.session!;
 
   const limits = core.limits;
@@ -77,9 +67,29 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
     // 3.1.1 has no way to say no: acknowledge and drop [MQTT-3.3.5-2]
     return ackPublish(client, qos, id, v5 ? verdict : 0);
   }
+  const durable = core.durable;
+  // [durable] no room to store it: refused (0x97; 3.1.1 has no way to say no, so no ack)
+  if (durable && qos > 0 && message.retain && durable.full) return refuseStorage(core, client, qos, id);
   if (qos === 2) session.receivedQos2(id);
+  const writes = durable?.writes ?? 0;
   const matched = core.route(message, client);
-  ackPublish(client, qos, id, matched || !v5 ? 0 : RC.NO_MATCHING_SUBSCRIBERS);
+  const code = matched || !v5 ? 0 : RC.NO_MATCHING_SUBSCRIBERS;
+  // [durable] what was stored for it is acknowledged once its batch is on disk; QoS 0 and
+  // messages nothing durable needed are answered at once
+  if (durable && qos > 0 && durable.writes !== writes) {
+    durable.onDurable((err) => {
+      if (client.state !== 'open') return; // gone: the client sends it again on its next connection
+      if (err) refuseStorage(core, client, qos, id);
+      else ackPublish(client, qos, id, code);
+    });
+  } else ackPublish(client, qos, id, code);
+}
+
+/** Storage is full: v5 answers 0x97 (Quota exceeded); 3.1.1 sends no ack, so the client retries. */
+function refuseStorage(core: BrokerCore, client: MqttClient, qos: QoS, id: number): void {
+  core.countDrop('storage_full');
+  if (qos === 2) client.session?.releasedQos2(id);
+  if (client.isV5) ackPublish(client, qos, id, RC.QUOTA_EXCEEDED);
 }
 
 /** PUBACK (QoS 1) or PUBREC (QoS 2) with the reason code (v5 only; 3.1.1 acks carry none). */

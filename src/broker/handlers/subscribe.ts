@@ -2,7 +2,8 @@ import type { ISubscribePacket, ISubscription } from 'mqtt-packet';
 import type { QoS } from '../../mqtt/message.js';
 import { RC } from '../../mqtt/reason-codes.js';
 import type { Delivery, Subscription } from '../../session/session.js';
-import { hasControlCharacter, isValidTopicFilter, parseSharedFilter } from '../../topics/validate.js';
+import { isValidTopicFilter, parseSharedFilter } from '../../topics/validate.js';
+import { checkSubscribe } from '../../mqtt/validate.js';
 import type { MqttClient } from '../client.js';
 import type { BrokerCore } from '../core.js';
 
@@ -11,18 +12,9 @@ import type { BrokerCore } from '../core.js';
  * stored in the session and the router, then SUBACK and the retained messages that match.
  */
 export function handleSubscribe(core: BrokerCore, client: MqttClient, packet: ISubscribePacket): void {
-  // [MQTT-3.8.3-3] (3.1.1) / [MQTT-5-3.8.3-2] at least one topic filter
-  if (packet.subscriptions.length === 0) return client.protocolViolation(RC.PROTOCOL_ERROR, 'SUBSCRIBE without a topic filter');
-  // a control character in a filter: 0x8F for that filter on v5 (the broker's filter check);
-  // 3.1.1 has no such code, and the string is one a receiver may treat as malformed [MQTT-5-1.5.4]
-  if (!client.isV5 && packet.subscriptions.some((s) => hasControlCharacter(s.topic))) return client.protocolViolation(RC.MALFORMED_PACKET, 'control character in a topic filter');
+  const problem = checkSubscribe(packet, client.protocolVersion);
+  if (problem !== undefined) return client.protocolViolation(problem.reasonCode, problem.reason);
   const subId = packet.properties?.subscriptionIdentifier;
-  // the Subscription Identifier is 1 to 268,435,455: 0 is a protocol error (MQTT 5.0, 3.8.2.1.2)
-  if (subId === 0) return client.protocolViolation(RC.PROTOCOL_ERROR, 'subscription identifier 0');
-  // [MQTT-5-3.8.3-4] No Local on a shared subscription is a protocol error
-  if (packet.subscriptions.some((s) => s.nl === true && parseSharedFilter(s.topic))) {
-    return client.protocolViolation(RC.PROTOCOL_ERROR, 'no local on a shared subscription');
-  }
   const retained: Delivery[] = [];
   const codes = packet.subscriptions.map((s) => subscribeOne(core, client, s, subId, retained));
   const granted = client.isV5 ? codes : codes.map((c) => (c >= 0x80 ? 0x80 : c));
