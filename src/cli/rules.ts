@@ -43,7 +43,10 @@ async function test(options: Options, docFile: string, messagesFile: string): Pr
   let body: string;
   try {
     const docText = docFile === '@active' ? undefined : await readDocument(docFile);
-    const lines = (await readDocument(messagesFile)).split('\n');
+    if (docFile !== '@active' && docText === undefined) return; // said why, exit code set
+    const messagesText = await readDocument(messagesFile);
+    if (messagesText === undefined) return;
+    const lines = messagesText.split('\n');
     const messages: unknown[] = [];
     for (let i = 0; i < lines.length; i++) {
       const line = lines[i]!.trim();
@@ -64,8 +67,8 @@ async function test(options: Options, docFile: string, messagesFile: string): Pr
     }
     body = JSON.stringify({ ...(document === undefined ? {} : { document }), messages });
   } catch (err) {
-    process.stderr.write(`edb rules test: ${(err as Error).message}\n`);
-    process.exitCode = 1;
+    fail('rules', `${(err as Error).message}; fix the file`);
+    process.exitCode = EXIT.usage;
     return;
   }
   await request('POST', options, body, '/test', (text) => {

@@ -419,6 +419,12 @@ describe('every command: the exit code table', () => {
       code: 1,
       line: () => `edb passwd: cannot write ${join(dir, 'no-such-folder', 'users.passwd')}: no such file (ENOENT); check that its folder exists and can be written`,
     },
+    // edb token
+    { name: 'token create', args: () => ['token', 'create', '--role', 'viewer', '--file', join(dir, 'tokens.json')], code: 0 },
+    { name: 'token list', args: () => ['token', 'list', '--file', join(dir, 'tokens.json')], code: 0 },
+    { name: 'token create with a role that does not exist', args: () => ['token', 'create', '--role', 'boss', '--file', join(dir, 'tokens.json')], code: 2, line: 'edb token: --role boss: not a role; use one of viewer, operator, admin' },
+    { name: 'token create without a role', args: () => ['token', 'create', '--file', join(dir, 'tokens.json')], code: 2, line: "edb: required option '-r, --role <role>' not specified" },
+    { name: 'token revoke of a token that is not there', args: () => ['token', 'revoke', 'nope', '--file', join(dir, 'tokens.json')], code: 1, line: () => `edb token: no token "nope" in ${join(dir, 'tokens.json')} (see edb token list)` },
   ];
 
   // (a generous timeout: `rules set` starts the rules compiler, seconds on a loaded machine)
