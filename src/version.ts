@@ -13,5 +13,5 @@ function packageVersion(): string {
   return '0.0.0';
 }
 
-/** The package version (a module of its own: `edb --help` need not load the broker). */
+/** The package version. A module of its own, so the CLI can print it without loading the broker. */
 export const VERSION: string = packageVersion();

@@ -3,6 +3,7 @@ import { ConfigError, EnvironmentError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { EdbServer } from '../server.js';
 import { EXIT } from './exit-codes.js';
+import { releaseYoungGeneration } from './young-generation.js';
 
 /**
  * A start-up failure as one line on stderr, and its exit code: 2 for a setting or a file
@@ -100,6 +101,7 @@ export function registerStart(program: Command): void {
         log.flush?.();
         startFailure(err, wantsDebug(config));
       }
+      releaseYoungGeneration(); // started: traffic may grow V8's young generation again
       if (requested) stop(requested);
     });
 }

@@ -2,7 +2,7 @@
  * JSON Schema of an fr_script document (also published in /openapi.json), validated with ajv.
  * Unknown keys are errors: a typo must not silently disable a rule.
  */
-import { Ajv, type ErrorObject } from 'ajv';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import type { RulesDocument } from './ast.js';
 import { RulesError, RulesErrorCode } from './errors.js';
 import { didYouMean } from '../config/suggest.js';
@@ -89,10 +89,10 @@ export const documentSchema = {
   },
 } as const;
 
+// Compiled on first use: a broker with no rules document never pays for it at start.
 // allErrors: the most telling of the errors is reported (a misspelt key rather than the
 // "missing" key it leaves behind); verbose: the errors carry their schema, for the shapes.
-const ajv = new Ajv({ allErrors: true, verbose: true, useDefaults: true, coerceTypes: false, strict: true, allowUnionTypes: true });
-const validate = ajv.compile(documentSchema);
+let validator: ValidateFunction | undefined;
 
 interface SchemaNode {
   type?: string | readonly string[];
@@ -217,6 +217,7 @@ export function validateDocument(input: unknown): RulesDocument {
     throw new RulesError(RulesErrorCode.schema, '', 'a document is a JSON object with "filters" and "rules"');
   }
   const copy = structuredClone(input);
+  const validate = (validator ??= new Ajv({ allErrors: true, verbose: true, useDefaults: true, coerceTypes: false, strict: true, allowUnionTypes: true }).compile(documentSchema));
   if (!validate(copy)) throw describe(mostTelling(validate.errors!));
   const doc = copy as RulesDocument;
   // new_payload defaults to "" unless the statement only writes state
