@@ -18,6 +18,23 @@ export function hasControlCharacter(s: string): boolean {
   return false;
 }
 
+/**
+ * A topic that can be sent at all: well-formed UTF-16 (a lone surrogate has no UTF-8 form
+ * [MQTT-1.5.4-1]; only topics made inside the broker, by rules or the HTTP API, can hold one)
+ * and at most 65,535 bytes of UTF-8 [MQTT-1.5.4], the most a two-byte length can say.
+ */
+export function encodable(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0xd800 || c > 0xdfff) continue;
+    if (c > 0xdbff) return false; // a low surrogate alone
+    const next = s.charCodeAt(i + 1);
+    if (!(next >= 0xdc00 && next <= 0xdfff)) return false; // a high surrogate alone
+    i++;
+  }
+  return s.length <= MAX_TOPIC_BYTES / 3 || Buffer.byteLength(s) <= MAX_TOPIC_BYTES;
+}
+
 /** [MQTT-4.7.3-1] at least one character; no control characters (above); names carry no wildcards [MQTT-3.3.2-2]. */
 export function isValidTopicName(topic: string): boolean {
   if (typeof topic !== 'string' || topic.length === 0 || topic.length > MAX_TOPIC_BYTES) return false;
@@ -25,7 +42,7 @@ export function isValidTopicName(topic: string): boolean {
     const c = topic.charCodeAt(i);
     if (c === 0x23 /* # */ || c === 0x2b /* + */ || isControl(c)) return false;
   }
-  return true;
+  return encodable(topic);
 }
 
 /**
@@ -34,7 +51,7 @@ export function isValidTopicName(topic: string): boolean {
  */
 export function isValidTopicFilter(filter: string): boolean {
   if (typeof filter !== 'string' || filter.length === 0 || filter.length > MAX_TOPIC_BYTES) return false;
-  if (hasControlCharacter(filter)) return false;
+  if (hasControlCharacter(filter) || !encodable(filter)) return false;
   const levels = filter.split('/');
   for (let i = 0; i < levels.length; i++) {
     const level = levels[i]!;
