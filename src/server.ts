@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Config } from './config/schema.js';
 import type { Listener } from './transport/connection.js';
@@ -11,30 +10,42 @@ import { startHttpService } from './http/service.js';
 import { restoreBroker, snapshotBroker } from './broker/snapshot.js';
 import { createBackupManager, type BackupManager } from './persistence/backup.js';
 import { createStateStoreService, type StateStoreService } from './state/service.js';
-import { registerStateStoreMetrics } from './state/metrics.js';
 import { createAuthService } from './auth/service.js';
 import { createClientLimits } from './auth/rate-limit.js';
 import { createRulesService } from './rules/service.js';
 import { createRulesHttpHandler, startRulesHttpServer, type RulesHttpGuard } from './rules/http.js';
 import { requiredAccess } from './http/access.js';
-import { registerRulesMetrics } from './rules/metrics.js';
 import { loadConfig } from './config/load.js';
 import { openStorage, type BrokerStorage } from './storage/index.js';
+import { PersistentRetainedStore } from './storage/retained.js';
 
-/** The package version, from the package.json above this module (src/ or dist/src/). */
-function packageVersion(): string {
-  for (const rel of ['../package.json', '../../package.json']) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version: string };
-      if (pkg.name === 'edge-data-broker') return pkg.version;
-    } catch {
-      /* try the next */
-    }
-  }
-  return '0.0.0';
+import { VERSION } from './version.js';
+
+export { VERSION };
+
+/** The storage document that holds the rules' buffer (checkpointed every second). */
+const RULE_BUFFER = 'rules.buffer';
+
+/** Durable: the rule buffer is stored at least every second, when it changed. */
+function checkpointRuleBuffer(storage: BrokerStorage, section: { save(): Buffer | Promise<Buffer> }, log: Logger): { close(): Promise<void> } {
+  let last: Buffer | undefined = storage.document(RULE_BUFFER);
+  const save = async (): Promise<void> => {
+    const data = await section.save();
+    if (last && data.equals(last)) return;
+    last = data;
+    storage.setDocument(RULE_BUFFER, data);
+  };
+  const timer = setInterval(() => {
+    save().catch((err: Error) => log.error({ err: err.message }, 'storage: rule buffer checkpoint failed'));
+  }, 1000);
+  timer.unref();
+  return {
+    async close() {
+      clearInterval(timer);
+      await save().catch(() => undefined);
+    },
+  };
 }
-
-export const VERSION: string = packageVersion();
 
 /** A running broker with its listeners and services. */
 export interface EdbServer {
@@ -64,7 +75,20 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   loadTlsOptions(config); // web: unusable TLS settings fail here, before anything starts
   // an unusable storage folder fails here too (StorageOpenError: exit code 2), before any listener
   const storage = openStorage(config, log);
-  const broker = new Broker(config, log);
+  const durable = storage.kind === 'durable';
+  const retained = durable ? new PersistentRetainedStore(storage, log) : undefined;
+  const broker = new Broker(config, log, retained);
+  if (retained) {
+    broker.durable = {
+      get writes() {
+        return retained.writes;
+      },
+      get full() {
+        return storage.full;
+      },
+      onDurable: (cb) => storage.onDurable(cb),
+    };
+  }
   const services: Service[] = [];
   const listeners: Listener[] = [];
 
@@ -80,7 +104,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   services.push(auth);
   broker.setLimits(createClientLimits(config));
 
-  const stateStore = createStateStoreService(broker, config, log);
+  const stateStore = createStateStoreService(broker, config, log, durable ? { storage } : {});
   services.push(stateStore);
 
   // a document acts for its uploader: with an ACL, its topics must be theirs (rules/author-check.ts)
@@ -98,16 +122,38 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     restore: (data) => void restoreBroker(broker, data),
     reset: () => broker.clearDurableState(),
   });
-  await backup.restore();
+  // durable: what storage holds first; then a pending backup (written in memory mode, or by a
+  // graceful stop) is imported over it and stored
+  const loadDurable = (): void => {
+    if (!retained) return;
+    const started = performance.now();
+    const n = retained.load();
+    const state = stateStore.loadFromStorage();
+    const buffer = storage.document(RULE_BUFFER);
+    if (buffer) {
+      try {
+        rules.snapshotSection().restore(buffer);
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'storage: the stored rule buffer is unreadable; starting with an empty one');
+      }
+    }
+    log.info({ retained: n, stateKeys: state.keys, stateWrites: state.writes, ms: Math.round(performance.now() - started) }, 'storage: loaded');
+  };
+  loadDurable();
+  const restored = await backup.restore();
+  if (durable && restored.status === 'restored') stateStore.checkpoint();
+  if (durable && restored.status === 'discarded') loadDurable(); // a bad backup leaves the stored data as it was
   backup.startPeriodic();
+  if (durable) services.push(checkpointRuleBuffer(storage, rules.snapshotSection(), log));
 
   // web: status page, /metrics, health and REST API; /readyz says 503 until every listener is up
   const http = await startHttpService(broker, config, log);
   services.push(http);
   if (http.listener) listeners.push(http.listener);
   http.router.mount('/rules', createRulesHttpHandler(rules, { basePath: '/rules' }));
-  registerRulesMetrics(http.registry, rules);
-  registerStateStoreMetrics(http.registry, stateStore);
+  // prom-client and these series are loaded on the first scrape of /metrics
+  http.addMetrics(async (registry) => (await import('./rules/metrics.js')).registerRulesMetrics(registry, rules));
+  http.addMetrics(async (registry) => (await import('./state/metrics.js')).registerStateStoreMetrics(registry, stateStore));
   http.addStatusSection('rules', () => {
     const m = rules.metrics();
     return { filters: m.filters, statements: m.filterStatements + m.ruleStatements, logic: m.logicEntries, fires: m.fires, evaluations: m.evaluations, compileMillis: m.lastCompileMillis, wasmBytes: m.wasmBytes };

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { Ajv } from 'ajv';
+import { Ajv, type ValidateFunction } from 'ajv';
 import { filterWithin, matchLevels } from '../topics/match.js';
 import { isValidTopicFilter, parseSharedFilter } from '../topics/validate.js';
 
@@ -156,8 +156,8 @@ const aclSectionSchema = {
   },
 };
 
-const ajv = new Ajv({ allErrors: false });
-const validateAclSection = ajv.compile(aclSectionSchema);
+// Compiled on first use: a broker without an `acl` section never pays for it at start.
+let aclSectionValidator: ValidateFunction | undefined;
 
 interface SectionRule {
   topic: string;
@@ -180,6 +180,7 @@ interface AclSection {
  */
 export function parseAclSection(section: unknown, source = 'acl (config file)'): AclDocument {
   if (typeof section === 'string') return parseAcl(section, source);
+  const validateAclSection = (aclSectionValidator ??= new Ajv({ allErrors: false }).compile(aclSectionSchema));
   if (!validateAclSection(section)) {
     const e = validateAclSection.errors![0]!;
     const path = e.instancePath.replace(/^\//, '').replace(/\//g, '.');

@@ -12,7 +12,7 @@ import { TopicTrie, type MatchVisitor, type SharedGroup } from '../topics/trie.j
 import { RC, reasonName } from '../mqtt/reason-codes.js';
 import { RetainedStore } from './retained.js';
 import { MqttClient } from './client.js';
-import type { BrokerCore, CoreClient } from './core.js';
+import type { DurableAcks, BrokerCore, CoreClient } from './core.js';
 import type { CloseCause } from './lifecycle.js';
 import { handlePacket } from './handlers/index.js';
 
@@ -52,7 +52,9 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   readonly online = new Map<string, CoreClient>();
   /** Every open network connection, connected or still in the handshake. */
   readonly connections = new Set<MqttClient>();
-  readonly retained: RetainedMessages = new RetainedStore();
+  readonly retained: RetainedMessages;
+  /** Set at start-up with EDB_STORAGE=durable: a QoS 1/2 PUBLISH it stored is acknowledged after the commit. */
+  durable: DurableAcks | undefined;
   private readonly trie = new TopicTrie<SubRef>();
   private readonly hooks: HookLists = {
     authenticate: [],
@@ -73,7 +75,9 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   constructor(
     readonly config: Config,
     readonly log: Logger,
+    retained: RetainedMessages = new RetainedStore(),
   ) {
+    this.retained = retained;
     this.sweepTimer = setInterval(() => this.sweep(), 500);
     this.sweepTimer.unref();
   }

@@ -28,6 +28,16 @@ export interface CoreClient extends ClientInfo, HeldPublisher {
 }
 
 /**
+ * Durable storage as the publish flow sees it (EDB_STORAGE=durable): a count of writes handed
+ * to it, whether it has room, and a callback once everything handed to it is on disk.
+ */
+export interface DurableAcks {
+  readonly writes: number;
+  readonly full: boolean;
+  onDurable(cb: (err?: Error) => void): void;
+}
+
+/**
  * The narrow view of the broker that packet handlers (handlers/*.ts) and connections work
  * over: settings, log and counters (DeliveryContext), hooks, sessions and the router. The
  * Broker class implements it; nothing below the broker wiring imports Broker itself.
@@ -36,6 +46,8 @@ export interface BrokerCore extends DeliveryContext {
   /** Per-client publish and subscription limits, if configured. */
   readonly limits: PublishLimiter | undefined;
   readonly retained: RetainedMessages;
+  /** With EDB_STORAGE=durable: what the publish flow stored is acknowledged after its commit. */
+  readonly durable: DurableAcks | undefined;
 
   // hooks
   /** The authenticate hooks, in order; the first refusal wins. */

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import './young-generation.js'; // first: it must run before the other modules load
 import { Command } from 'commander';
 import { registerStart } from './start.js';
 import { register as registerClients } from './clients.js';
@@ -6,7 +7,7 @@ import { register as registerState } from './state.js';
 import { register as registerRules } from './rules.js';
 import { register as registerPasswd } from './passwd.js';
 import { register as registerToken } from './token.js';
-import { VERSION } from '../server.js';
+import { VERSION } from '../version.js'; // not server.js: `edb state get` must not load the broker
 
 /** `edb`: each subcommand lives in its own module and registers itself here. */
 const program = new Command();

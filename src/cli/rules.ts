@@ -29,8 +29,44 @@ function authHeader(): Record<string, string> {
   return token ? { authorization: `Bearer ${token}` } : {};
 }
 
-async function request(method: string, options: Options, body?: string): Promise<void> {
-  const url = `${baseUrl(options)}/`;
+/** `edb rules test DOC.json MESSAGES.jsonl`: one line per message ({"topic", "payload", "t"}); prints the outputs, one JSON line each. */
+async function test(options: Options, docFile: string, messagesFile: string): Promise<void> {
+  let body: string;
+  try {
+    const docText = docFile === '@active' ? undefined : await readDocument(docFile);
+    const lines = (await readDocument(messagesFile)).split('\n');
+    const messages: unknown[] = [];
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i]!.trim();
+      if (line === '') continue;
+      try {
+        messages.push(JSON.parse(line));
+      } catch (err) {
+        throw new Error(`${messagesFile}:${i + 1}: not JSON: ${(err as Error).message}`);
+      }
+    }
+    let document: unknown;
+    if (docText !== undefined) {
+      try {
+        document = JSON.parse(docText);
+      } catch (err) {
+        throw new Error(`${docFile}: not JSON: ${(err as Error).message}`);
+      }
+    }
+    body = JSON.stringify({ ...(document === undefined ? {} : { document }), messages });
+  } catch (err) {
+    process.stderr.write(`edb rules test: ${(err as Error).message}\n`);
+    process.exitCode = 1;
+    return;
+  }
+  await request('POST', options, body, '/test', (text) => {
+    const result = JSON.parse(text) as { outputs: unknown[] };
+    return result.outputs.map((o) => JSON.stringify(o)).join('\n') + (result.outputs.length > 0 ? '\n' : '');
+  });
+}
+
+async function request(method: string, options: Options, body?: string, path = '/', format?: (text: string) => string): Promise<void> {
+  const url = `${baseUrl(options)}${path}`;
   let res: Response;
   try {
     res = await fetch(url, {
@@ -45,6 +81,10 @@ async function request(method: string, options: Options, body?: string): Promise
   }
   const text = await res.text();
   if (res.ok) {
+    if (format) {
+      process.stdout.write(format(text));
+      return;
+    }
     process.stdout.write(text.endsWith('\n') ? text : text + '\n');
     const etag = res.headers.get('etag');
     if (etag && method !== 'GET') process.stderr.write(`ETag: ${etag}\n`);
@@ -80,6 +120,10 @@ export function register(program: Command): void {
     .command('patch <file>')
     .description('Add the filters and rules of FILE; a rule sharing a statement id replaces the old one')
     .action(async (file: string) => request('PATCH', opts(), await readDocument(file)));
+  rules
+    .command('test <document> <messages>')
+    .description('Print what DOCUMENT (a file, - for standard input, @active for the active one) would publish and write for MESSAGES (JSON lines {"topic","payload","t"}); nothing is activated')
+    .action((doc: string, messages: string) => test(opts(), doc, messages));
   rules
     .command('delete')
     .description('Remove every filter and rule')

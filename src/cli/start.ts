@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { createLogger } from '../log.js';
-import { startEdb, type EdbServer } from '../server.js';
+import type { EdbServer } from '../server.js';
+import { releaseYoungGeneration } from './young-generation.js';
 
 /** `edb start`: every setting comes from EDB_* variables over the EDB_CONFIG file. */
 export function registerStart(program: Command): void {
@@ -58,6 +59,8 @@ export function registerStart(program: Command): void {
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
       try {
+        // the broker is loaded here, so the other subcommands (which share this entry point) start fast
+        const { startEdb } = await import('../server.js');
         server = await startEdb(config, log);
       } catch (err) {
         // a setting or a storage folder the user must fix: a clear line and exit code 2, no stack
@@ -72,6 +75,7 @@ export function registerStart(program: Command): void {
         log.flush?.();
         process.exit(1);
       }
+      releaseYoungGeneration(); // started: traffic may grow V8's young generation again
       if (requested) stop(requested);
     });
 }

@@ -6,7 +6,6 @@
  */
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { BrokerApi } from '../broker/api.js';
-import type { HttpHandler } from './server.js';
 import { mirroredCounter, mirroredCounterByLabel, mirroredGauge } from '../metrics-mirror.js';
 
 export interface ListenerState {
@@ -17,19 +16,14 @@ export interface ListenerState {
   up: boolean;
 }
 
-export interface BrokerMetrics {
-  readonly registry: Registry;
-  readonly handler: HttpHandler;
-}
-
 /** Drop reasons the broker counts (BrokerStats.dropped); always exported, at 0 until they happen. */
 export const DROP_REASONS = ['queue_full', 'expired', 'offline_queue_full', 'too_large', 'not_authorized', 'quarantined'] as const;
 
 /**
  * Creates the registry with the broker's series, Node's process series (event-loop lag,
- * memory, CPU, GC) and listener state, and the /metrics handler.
+ * memory, CPU, GC) and listener state. The HTTP service calls it on the first scrape.
  */
-export function createBrokerMetrics(broker: BrokerApi, listeners: () => ListenerState[]): BrokerMetrics {
+export function createBrokerMetrics(broker: BrokerApi, listeners: () => ListenerState[]): Registry {
   const registry = new Registry();
   const stats = broker.stats;
   collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 20 });
@@ -99,11 +93,5 @@ export function createBrokerMetrics(broker: BrokerApi, listeners: () => Listener
     },
   });
   mirroredGauge(registry, 'edb_uptime_seconds', 'Seconds since the broker started', () => (Date.now() - stats.startedAt) / 1000);
-
-  const handler: HttpHandler = async () => ({
-    status: 200,
-    headers: { 'content-type': registry.contentType, 'cache-control': 'no-store' },
-    body: await registry.metrics(),
-  });
-  return { registry, handler };
+  return registry;
 }

@@ -13,7 +13,7 @@ import type { Config } from '../config/schema.js';
 import type { Listener } from '../transport/connection.js';
 import { clientsHandler, statusHandler, subscriptionsHandler, type StatusSection } from './api.js';
 import { healthzHandler, readyzHandler } from './health.js';
-import { createBrokerMetrics, type ListenerState } from './metrics.js';
+import type { ListenerState } from './metrics.js';
 import { RateHistory } from './rates.js';
 import { HttpRouter, startHttpServer, type HttpHandler, type HttpListener, type HttpRequest, type HttpResponse } from './server.js';
 import type { WsEngineSetting } from '../transport/uws.js';
@@ -24,8 +24,12 @@ import { loadTlsOptions } from '../transport/tls-options.js';
 export interface HttpService {
   /** Mount more handlers here (e.g. `router.mount('/rules', rulesHandler)`). */
   readonly router: HttpRouter;
-  /** prom-client registry; register more series with `registers: [registry]`. */
-  readonly registry: Registry;
+  /**
+   * Adds a part's series to /metrics (`registers: [registry]`). prom-client and every series
+   * are set up on the first scrape, not at start (a broker nobody scrapes never loads them),
+   * so `register` runs then; added after that, it runs at once.
+   */
+  addMetrics(register: (registry: Registry) => void | Promise<void>): void;
   /** Who may use the HTTP surfaces (shared with the standalone rules port). */
   readonly access: HttpAccess;
   /** The bound HTTP listener, or undefined when EDB_HTTP_PORT is -1. */
@@ -102,7 +106,18 @@ export async function startHttpService(broker: BrokerApi, config: Config, log: L
   const sections = new Map<string, StatusSection>();
   let ready = false;
   const listeners = (): ListenerState[] => tracked.map(listenerState);
-  const { registry, handler: metricsHandler } = createBrokerMetrics(broker, listeners);
+  const metricParts: Array<(registry: Registry) => void | Promise<void>> = [];
+  let registry: Promise<Registry> | undefined;
+  const buildRegistry = async (): Promise<Registry> => {
+    const { createBrokerMetrics } = await import('./metrics.js');
+    const r = createBrokerMetrics(broker, listeners);
+    for (const add of metricParts) await add(r);
+    return r;
+  };
+  const metricsHandler: HttpHandler = async () => {
+    const r = await (registry ??= buildRegistry());
+    return { status: 200, headers: { 'content-type': r.contentType, 'cache-control': 'no-store' }, body: await r.metrics() };
+  };
   const rates = new RateHistory(broker.stats, options.rateIntervalMs ?? 5000);
   const version = packageInfo().version;
   const tls = loadTlsOptions(config);
@@ -136,8 +151,11 @@ export async function startHttpService(broker: BrokerApi, config: Config, log: L
   return {
     router,
     access,
-    registry,
     listener,
+    addMetrics(register) {
+      metricParts.push(register);
+      if (registry) registry = registry.then(async (r) => (await register(r), r));
+    },
     addStatusSection(name, read) {
       sections.set(name, read);
     },

@@ -32,6 +32,20 @@ export function openApiDocument(basePath: string): Record<string, unknown> {
         patch: { summary: 'Add filters and rules; a rule sharing a statement id replaces the old rule', parameters: [ifMatch], requestBody: body, responses: writeResponses },
         delete: { summary: 'Remove everything (the empty document)', parameters: [ifMatch], responses: { '200': written, '412': writeResponses['412'] } },
       },
+      '/test': {
+        post: {
+          summary: 'Try a document on messages without activating it (deterministic; the live broker, its memory and the state store are not touched)',
+          description:
+            'Runs `document` (default: the active one) over `messages` from empty memory, with the timestamps `t` of the request (milliseconds; default: the previous message\'s, 0 for the first). state() reads `state` when given, else the live store (read only); set_state writes are kept for the later messages of this run. Answers one entry per publish and per state write, in the order the broker would do them; `after` is the index of the input message. A bad document gets the same errors as an upload, with paths under `document/`.',
+          requestBody: { required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/TestRequest' } } } },
+          responses: {
+            '200': { description: 'What the document would publish and write', content: { 'application/json': { schema: { $ref: '#/components/schemas/TestResult' } } } },
+            '400': { ...error, description: 'Not JSON' },
+            '413': { ...error, description: 'Body too large' },
+            '422': { ...error, description: 'Not a valid request or document' },
+          },
+        },
+      },
       '/source': {
         get: { summary: 'The generated AssemblyScript of the active document (for review)', responses: { '200': { description: 'AssemblyScript source', content: { 'text/plain': { schema: { type: 'string' } } } } } },
       },
@@ -39,6 +53,45 @@ export function openApiDocument(basePath: string): Record<string, unknown> {
     components: {
       schemas: {
         Document: documentSchema,
+        TestRequest: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['messages'],
+          properties: {
+            document: { $ref: '#/components/schemas/Document' },
+            messages: {
+              type: 'array',
+              items: {
+                type: 'object',
+                additionalProperties: false,
+                required: ['topic'],
+                properties: {
+                  topic: { type: 'string', example: 'plant/3/temp' },
+                  payload: { description: 'A string, or any JSON value (sent as its JSON text)', example: { c: 33 } },
+                  t: { type: 'number', description: 'Arrival time in milliseconds', example: 120000 },
+                },
+              },
+            },
+            state: { type: 'object', additionalProperties: true, description: 'State store values for state() (a string is used as is, anything else as its JSON text)', example: { 'limits/3': 30 } },
+          },
+        },
+        TestResult: {
+          type: 'object',
+          properties: {
+            outputs: {
+              type: 'array',
+              items: {
+                type: 'object',
+                properties: {
+                  after: { type: 'integer' },
+                  topic: { type: 'string' },
+                  payload: { type: 'string' },
+                  set_state: { type: 'object', properties: { key: { type: 'string' }, value: { type: 'string' }, px: { type: 'integer' } } },
+                },
+              },
+            },
+          },
+        },
         WriteResult: {
           type: 'object',
           properties: { etag: { type: 'string' }, filters: { type: 'integer' }, rules: { type: 'integer' }, statements: { type: 'integer' }, compileMillis: { type: 'integer' } },

@@ -2,7 +2,7 @@
  * JSON Schema of an fr_script document (also published in /openapi.json), validated with ajv.
  * Unknown keys are errors: a typo must not silently disable a rule.
  */
-import { Ajv, type ErrorObject } from 'ajv';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import type { RulesDocument } from './ast.js';
 import { RulesError, RulesErrorCode } from './errors.js';
 
@@ -88,8 +88,8 @@ export const documentSchema = {
   },
 } as const;
 
-const ajv = new Ajv({ allErrors: false, useDefaults: true, coerceTypes: false, strict: true, allowUnionTypes: true });
-const validate = ajv.compile(documentSchema);
+// Compiled on first use: a broker with no rules document never pays for it at start.
+let validator: ValidateFunction | undefined;
 
 function describe(error: ErrorObject): RulesError {
   let path = error.instancePath.replace(/^\//, '');
@@ -125,6 +125,7 @@ export function validateDocument(input: unknown): RulesDocument {
     throw new RulesError(RulesErrorCode.schema, '', 'a document is a JSON object with "filters" and "rules"');
   }
   const copy = structuredClone(input);
+  const validate = (validator ??= new Ajv({ allErrors: false, useDefaults: true, coerceTypes: false, strict: true, allowUnionTypes: true }).compile(documentSchema));
   if (!validate(copy)) throw describe(validate.errors![0]!);
   const doc = copy as RulesDocument;
   // new_payload defaults to "" unless the statement only writes state

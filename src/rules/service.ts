@@ -291,7 +291,6 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       compiled.program.restoreMemory(old.memorySnapshot());
     }
     program = compiled.program;
-    applySavedMemory();
     retire(old);
     activeText = compiled.documentText;
     activeParsed = undefined; // parsed on demand (GET answers with the text)
@@ -374,6 +373,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       } catch (err) {
         throw new Error(`EDB_RULES_FILE=${config.rulesFile}: ${(err as Error).message}`);
       }
+      applySavedMemory();
       return;
     }
     const text = await store.read();
@@ -383,6 +383,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     try {
       await activate({ text }, false, false, true);
       applySavedBuffer();
+      applySavedMemory();
       await restoreAuthor();
     } catch (err) {
       rlog.error({ err, file: store.path }, 'the stored rules document is invalid; starting with an empty document');

@@ -18,7 +18,7 @@
  * Keys are bytes: patterns match the key's bytes (a `?` is one byte; a pattern's own text
  * is taken as UTF-8). When authorization is enabled, what no rule grants is denied.
  */
-import { Ajv } from 'ajv';
+import { Ajv, type ValidateFunction } from 'ajv';
 import type { ClientInfo } from '../broker/hooks.js';
 
 export type Access = 'read' | 'write';
@@ -75,8 +75,8 @@ const sectionSchema = {
   },
 };
 
-const ajv = new Ajv({ allErrors: false });
-const validateSection = ajv.compile(sectionSchema);
+// Compiled on first use: a broker without a `stateStore` section never pays for it at start.
+let sectionValidator: ValidateFunction | undefined;
 
 export class StateStoreConfigError extends Error {
   readonly code = 'EDB_CONFIG_INVALID';
@@ -85,6 +85,7 @@ export class StateStoreConfigError extends Error {
 /** Validate `config.sections.stateStore`; throws StateStoreConfigError naming the problem. */
 export function parseStateStoreSection(raw: unknown): StateStoreSection {
   if (raw === undefined || raw === null) return {};
+  const validateSection = (sectionValidator ??= new Ajv({ allErrors: false }).compile(sectionSchema));
   if (!validateSection(raw)) {
     const e = validateSection.errors![0]!;
     const where = `stateStore${e.instancePath.replace(/\//g, '.')}`;

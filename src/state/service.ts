@@ -20,6 +20,8 @@ import { codes, createStateTable, type StateTable, type TableStats } from './tab
 import { ERRORS, INVOKE_TOPIC, notifyTopic, RESERVED_PREFIX } from './protocol.js';
 import { isValidTopicName } from '../topics/validate.js';
 import { RC } from '../mqtt/reason-codes.js';
+import { decodeStateWrite, encodeStateWrite, OP_DEL, OP_SET, OP_VDEL } from './write-log.js';
+import type { BrokerStorage } from '../storage/store.js';
 
 export { STATE_STORE_ID, INVOKE_TOPIC, RESERVED_PREFIX, notifyTopic, ERRORS } from './protocol.js';
 
@@ -56,6 +58,13 @@ export interface StateStoreService {
   statusLine(): string;
   /** Run the expiry sweep now (the timer does it every stateSweepIntervalMs). */
   sweep(): number;
+  /**
+   * EDB_STORAGE=durable: rebuild the table from the stored snapshot and the writes since
+   * (before listeners open). Returns the keys loaded and the writes replayed.
+   */
+  loadFromStorage(): { keys: number; writes: number };
+  /** Durable storage: store the whole table now as its snapshot (after a backup was imported). */
+  checkpoint(): void;
   /** In-process read, no round trip (the rules engine's state()): the current value, or undefined. */
   read(key: Buffer): Buffer | undefined;
   /**
@@ -71,12 +80,22 @@ export interface StateStoreOptions {
   table?: 'wasm' | 'map';
   /** Clock for expiry and versions (tests). */
   now?: () => number;
+  /**
+   * Durable storage: each write that changes the table is stored, and its answer sent only
+   * once it is on disk (a SET answered OK survives a crash).
+   */
+  storage?: BrokerStorage;
 }
+
+/** Writes between two compactions of the stored write log into a snapshot. */
+const COMPACT_EVERY = 10_000;
 
 /** The answer to one request. */
 interface Answer {
   payload: Buffer;
   version?: Hlc;
+  /** The request changed the table and the change was handed to durable storage. */
+  stored?: boolean;
 }
 
 function firstProperty(props: UserProperties | undefined, name: string): string | undefined {
@@ -256,6 +275,8 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
 
     const access: Access = write ? 'write' : 'read';
     if (!authorizer.allowed(client, key, access)) return error(ERRORS.notAuthorized);
+    // no room on disk: a write that could not be made durable is refused before it is made
+    if (write && storage?.full) return error(ERRORS.quota);
 
     const t = now();
     switch (verb) {
@@ -269,12 +290,14 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
       case 'SET': {
         const version = clock.tick(ts);
         const value = parts[2]!;
-        const r = table.set(key, value, flags, version.wall, version.counter, px ? t + px : 0, ft, t);
+        const expiresAt = px ? t + px : 0;
+        const r = table.set(key, value, flags, version.wall, version.counter, expiresAt, ft, t);
         if (r === codes.RESULT_OK) {
           // a key that had expired and is now set again: the SET notification tells it all
           if (table.last.expired) expired++;
+          const stored = record({ op: OP_SET, now: t, flags, version, expiresAt, ft, key, value });
           notify(key, value, version);
-          return { payload: OK, version };
+          return { payload: OK, version, stored };
         }
         if (table.last.expired) notifyExpired(key);
         if (r === codes.RESULT_NONE) return { payload: encodeInteger(-1), version: lastVersion() };
@@ -287,8 +310,9 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
         if (table.last.expired) notifyExpired(key);
         if (r === codes.RESULT_OK) {
           const version = clock.tick(ts);
+          const stored = record({ op: verb === 'VDEL' ? OP_VDEL : OP_DEL, now: t, flags: 0, version, expiresAt: 0, ft, key, value: verb === 'VDEL' ? parts[2] : undefined });
           notify(key, undefined, version);
-          return { payload: encodeInteger(1), version };
+          return { payload: encodeInteger(1), version, stored };
         }
         if (r === codes.RESULT_NONE) return { payload: encodeInteger(0) };
         if (r === codes.RESULT_MISMATCH) return { payload: encodeInteger(-1), version: lastVersion() };
@@ -300,6 +324,23 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
         return register(client.clientId, key) ? { payload: OK } : error(ERRORS.quota);
       }
     }
+  }
+
+  const storage = options.storage;
+  let writesSinceCompaction = 0;
+
+  /** Hand a write to durable storage; false without one. */
+  function record(w: Parameters<typeof encodeStateWrite>[0]): boolean {
+    if (!storage) return false;
+    storage.appendStateOp(encodeStateWrite(w));
+    if (++writesSinceCompaction >= COMPACT_EVERY) compact();
+    return true;
+  }
+
+  function compact(): void {
+    if (!storage) return;
+    writesSinceCompaction = 0;
+    storage.compactState(Buffer.from(sectionSave()));
   }
 
   function lastVersion(): Hlc {
@@ -360,14 +401,26 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
     }
     const userProperties: UserProperties = { __stat: '200' };
     if (answer.version) userProperties['__ts'] = formatHlc(answer.version);
-    broker.publish({
+    const reply = {
       topic: responseTopic,
       payload: answer.payload,
-      qos: 1,
+      qos: 1 as const,
       retain: false,
       properties: { correlationData, contentType: CONTENT_TYPE, userProperties },
       origin: 'state',
-    });
+    };
+    if (!answer.stored || !storage) broker.publish(reply);
+    else {
+      // [durable] the answer says OK only once the write is on disk
+      storage.onDurable((err) => {
+        if (err) {
+          slog.error({ err: err.message, clientId: client.clientId }, 'state store: a write could not be stored; answered with an error');
+          reply.payload = error(ERRORS.quota).payload;
+          delete userProperties['__ts'];
+        }
+        broker.publish(reply);
+      });
+    }
     return true;
   }
 
@@ -402,6 +455,32 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
   /** Section header without the node id: version, count, node id length, clock wall, clock counter. */
   const HEADER = 4 + 4 + 2 + 8 + 4;
 
+  function sectionSave(): Buffer {
+    const node = Buffer.from(clock.node, 'utf8');
+    const records = table.exportRecords(now());
+    const head = Buffer.alloc(HEADER + node.length);
+    head.writeUInt32LE(SECTION_VERSION, 0);
+    head.writeUInt32LE(records.length === 0 ? 0 : table.size, 4);
+    head.writeUInt16LE(node.length, 8);
+    node.copy(head, 10);
+    const last = clock.last;
+    head.writeDoubleLE(last.wall, 10 + node.length);
+    head.writeUInt32LE(last.counter, 18 + node.length);
+    return Buffer.concat([head, ...records]);
+  }
+
+  function sectionRestore(data: Buffer): void {
+    if (data.length < HEADER || data.readUInt32LE(0) !== SECTION_VERSION) throw new Error('state section: unknown version');
+    const keys = data.readUInt32LE(4);
+    const nodeLen = data.readUInt16LE(8);
+    if (data.length < HEADER + nodeLen) throw new Error('state section: truncated header');
+    clock.restore(data.readDoubleLE(10 + nodeLen), data.readUInt32LE(18 + nodeLen));
+    // sized for the count up front: the bulk load never resizes
+    table.clear(Math.min(keys, Math.floor(data.length / (codes.RECORD_HEADER + 1))));
+    const loaded = table.importRecords(data.subarray(HEADER + nodeLen), now());
+    slog.info({ keys: loaded }, 'state store restored');
+  }
+
   return {
     table,
     clock,
@@ -410,34 +489,39 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
         name: 'state',
         // [layout] u32 version, u32 key count, u16 node id length, node id, f64 clock wall,
         // u32 clock counter, then snapshot records (assembly/state/codes.ts RECORD_HEADER)
-        save() {
-          const node = Buffer.from(clock.node, 'utf8');
-          const records = table.exportRecords(now());
-          const head = Buffer.alloc(HEADER + node.length);
-          head.writeUInt32LE(SECTION_VERSION, 0);
-          head.writeUInt32LE(records.length === 0 ? 0 : table.size, 4);
-          head.writeUInt16LE(node.length, 8);
-          node.copy(head, 10);
-          const last = clock.last;
-          head.writeDoubleLE(last.wall, 10 + node.length);
-          head.writeUInt32LE(last.counter, 18 + node.length);
-          return Buffer.concat([head, ...records]);
-        },
-        restore(data) {
-          if (data.length < HEADER || data.readUInt32LE(0) !== SECTION_VERSION) throw new Error('state section: unknown version');
-          const keys = data.readUInt32LE(4);
-          const nodeLen = data.readUInt16LE(8);
-          if (data.length < HEADER + nodeLen) throw new Error('state section: truncated header');
-          clock.restore(data.readDoubleLE(10 + nodeLen), data.readUInt32LE(18 + nodeLen));
-          // sized for the count up front: the bulk load never resizes
-          table.clear(Math.min(keys, Math.floor(data.length / (codes.RECORD_HEADER + 1))));
-          const loaded = table.importRecords(data.subarray(HEADER + nodeLen), now());
-          slog.info({ keys: loaded }, 'state store restored');
-        },
+        save: sectionSave,
+        restore: sectionRestore,
         reset() {
           table.clear();
         },
       };
+    },
+    checkpoint() {
+      compact();
+    },
+    loadFromStorage() {
+      if (!storage) return { keys: 0, writes: 0 };
+      const { snapshot, ops: writes } = storage.stateLog();
+      if (snapshot) sectionRestore(snapshot);
+      let replayed = 0;
+      for (const raw of writes) {
+        let w;
+        try {
+          w = decodeStateWrite(raw);
+        } catch (err) {
+          slog.error({ err: (err as Error).message }, 'state store: an unreadable stored write; skipped');
+          continue;
+        }
+        if (w.op === OP_SET) table.set(w.key, w.value!, w.flags, w.version.wall, w.version.counter, w.expiresAt, w.ft, w.now);
+        else table.delete(w.key, w.op === OP_VDEL ? w.value : undefined, w.ft, w.now);
+        clock.restore(w.version.wall, w.version.counter);
+        replayed++;
+      }
+      writesSinceCompaction = replayed;
+      // one snapshot from now on: the next start replays nothing old
+      if (replayed > 0) compact();
+      slog.info({ keys: table.size, writes: replayed }, 'state store loaded from durable storage');
+      return { keys: table.size, writes: replayed };
     },
     metrics(): StateStoreMetrics {
       const s = stats();
@@ -472,9 +556,13 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
       ops['SET'] = (ops['SET'] ?? 0) + 1;
       const t = now();
       const version = clock.tick(undefined);
-      const r = table.set(key, value, 0, version.wall, version.counter, px ? t + px : 0, undefined, t);
+      if (storage?.full) return ERRORS.quota;
+      const expiresAt = px ? t + px : 0;
+      const r = table.set(key, value, 0, version.wall, version.counter, expiresAt, undefined, t);
       if (r === codes.RESULT_OK) {
         if (table.last.expired) expired++;
+        // durable: stored with the next batch (a rule's write has no client waiting for its answer)
+        record({ op: OP_SET, now: t, flags: 0, version, expiresAt, ft: undefined, key, value });
         notify(key, value, version);
         return 'OK';
       }
@@ -484,6 +572,8 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
     },
     async close() {
       clearInterval(sweepTimer);
+      // the next start loads one snapshot instead of replaying every write
+      if (storage && writesSinceCompaction > 0) compact();
       watchers.clear();
       watchedBy.clear();
       registrations = 0;

@@ -12,7 +12,8 @@
  */
 import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { open, type Database, type RootDatabase } from 'lmdb';
+import { createRequire } from 'node:module';
+import type { Database, RootDatabase } from 'lmdb';
 import { StorageOpenError } from './errors.js';
 
 const MAGIC = 0xbeefc0de;
@@ -70,6 +71,9 @@ export function openKv(dir: string): KvStores {
   checkLmdbFile(dir);
   let root: RootDatabase;
   try {
+    // loaded here, not at the top: with EDB_STORAGE=memory (the default) the native addon
+    // and its modules are never needed
+    const { open } = createRequire(import.meta.url)('lmdb') as typeof import('lmdb');
     root = open({ path: dir, overlappingSync: false, maxDbs: 16, compression: false });
   } catch (err) {
     throw new StorageOpenError(dir, (err as Error).message);

@@ -14,10 +14,11 @@
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import { WebSocketServer, type WebSocket as WsSocket } from 'ws';
+import type { WebSocket as WsSocket, WebSocketServer as WsServer } from 'ws';
 import type { Connection, ConnectionAcceptor, ConnectionEvents, Listener, TransportKind } from './connection.js';
 import { listenServer } from './listen.js';
 import { certificateIdentity, type CertificateIdentity, type TlsServerOptions } from './tls-options.js';
@@ -488,6 +489,8 @@ async function startWsListener(
         rejectUnauthorized: options.tls.rejectUnauthorized,
       })
     : createHttpServer();
+  // `ws` is loaded only when this engine runs: with uWebSockets.js it is never needed.
+  const { WebSocketServer } = createRequire(import.meta.url)('ws') as { WebSocketServer: typeof WsServer };
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: maxFrame(options),

@@ -55,3 +55,98 @@ describe('edb start with EDB_STORAGE=durable', () => {
     expect(r.stderr).toMatch(/EDB_STORAGE_RETENTION=seven days/);
   });
 });
+
+// ------------------------------------------------------------------ SIGKILL
+
+import mqtt from 'mqtt';
+import { startBrokerProcess, type BrokerProcess } from '../helpers/process.js';
+import { StateStoreClient } from '../../src/state/client.js';
+import { formatHlc } from '../../src/state/hlc.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Every retained message under `filter`, collected until `expected` arrived or 10 s passed. */
+async function retainedUnder(port: number, filter: string, expected: number): Promise<Map<string, string>> {
+  const c = await mqtt.connectAsync({ port, protocolVersion: 5, clientId: `verify-${Math.random()}`, reconnectPeriod: 0 });
+  const got = new Map<string, string>();
+  c.on('message', (topic, payload, packet) => {
+    if (packet.retain) got.set(topic, payload.toString());
+  });
+  await c.subscribeAsync(filter, { qos: 1 });
+  const deadline = Date.now() + 10_000;
+  while (got.size < expected && Date.now() < deadline) await sleep(50);
+  await sleep(200); // anything unexpected has a moment to arrive too
+  await c.endAsync();
+  return got;
+}
+
+describe('SIGKILL with EDB_STORAGE=durable', () => {
+  it('after each kill at a random moment, every acknowledged retained message and state-store write is back', { timeout: 120_000 }, async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'edb-kill-'));
+    const env = { EDB_DATA_DIR: dataDir, EDB_STORAGE: 'durable', EDB_BACKUP: 'false' };
+    const ackedRetained = new Map<string, string>();
+    const ackedKeys = new Map<string, { value: string; version: string }>();
+    const cycles = 4;
+    for (let cycle = 0; cycle <= cycles; cycle++) {
+      const p: BrokerProcess = await startBrokerProcess(env);
+      const port = p.ports['mqtt']!;
+      // ---- verify everything acknowledged before the last kill
+      if (ackedRetained.size > 0) {
+        const got = await retainedUnder(port, 'ret/#', ackedRetained.size);
+        const missing = [...ackedRetained].filter(([t, v]) => got.get(t) !== v);
+        expect(missing, `cycle ${cycle}: acknowledged retained messages missing`).toEqual([]);
+        const v = await mqtt.connectAsync({ port, protocolVersion: 5, clientId: `verify-state-${cycle}`, reconnectPeriod: 0 });
+        const s = await StateStoreClient.create(v);
+        const lost: string[] = [];
+        for (const [key, want] of ackedKeys) {
+          const r = await s.get(key);
+          if (r.value?.toString() !== want.value || formatHlc(r.version!) !== want.version) lost.push(key);
+        }
+        await s.close();
+        await v.endAsync();
+        expect(lost, `cycle ${cycle}: acknowledged state-store keys missing`).toEqual([]);
+      }
+      if (cycle === cycles) {
+        expect(await p.stop('SIGTERM')).toBe(0);
+        break;
+      }
+      // ---- load: retained QoS 1 publishes and state-store SETs, then SIGKILL at a random moment
+      const pub = await mqtt.connectAsync({ port, protocolVersion: 5, clientId: `pub-${cycle}`, reconnectPeriod: 0 });
+      const app = await mqtt.connectAsync({ port, protocolVersion: 5, clientId: `app-${cycle}`, reconnectPeriod: 0 });
+      const state = await StateStoreClient.create(app);
+      let running = true;
+      const publishing = (async () => {
+        for (let i = 0; running; i++) {
+          const topic = `ret/c${cycle}/${i}`;
+          const value = `v${cycle}-${i}`;
+          try {
+            await pub.publishAsync(topic, value, { qos: 1, retain: true });
+            ackedRetained.set(topic, value);
+          } catch {
+            return; // the broker is gone
+          }
+        }
+      })();
+      const setting = (async () => {
+        for (let i = 0; running; i++) {
+          const key = `k/c${cycle}/${i}`;
+          try {
+            const r = await state.set(key, `s${cycle}-${i}`);
+            ackedKeys.set(key, { value: `s${cycle}-${i}`, version: formatHlc(r.version!) });
+          } catch {
+            return;
+          }
+        }
+      })();
+      await sleep(300 + Math.floor(Math.random() * 1200));
+      p.child.kill('SIGKILL');
+      await once(p.child, 'exit');
+      running = false;
+      pub.end(true);
+      app.end(true);
+      await Promise.race([Promise.all([publishing, setting]), sleep(5000)]);
+      expect(ackedRetained.size).toBeGreaterThan(0);
+      expect(ackedKeys.size).toBeGreaterThan(0);
+    }
+  });
+});

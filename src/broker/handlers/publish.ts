@@ -67,9 +67,29 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
     // 3.1.1 has no way to say no: acknowledge and drop [MQTT-3.3.5-2]
     return ackPublish(client, qos, id, v5 ? verdict : 0);
   }
+  const durable = core.durable;
+  // [durable] no room to store it: refused (0x97; 3.1.1 has no way to say no, so no ack)
+  if (durable && qos > 0 && message.retain && durable.full) return refuseStorage(core, client, qos, id);
   if (qos === 2) session.receivedQos2(id);
+  const writes = durable?.writes ?? 0;
   const matched = core.route(message, client);
-  ackPublish(client, qos, id, matched || !v5 ? 0 : RC.NO_MATCHING_SUBSCRIBERS);
+  const code = matched || !v5 ? 0 : RC.NO_MATCHING_SUBSCRIBERS;
+  // [durable] what was stored for it is acknowledged once its batch is on disk; QoS 0 and
+  // messages nothing durable needed are answered at once
+  if (durable && qos > 0 && durable.writes !== writes) {
+    durable.onDurable((err) => {
+      if (client.state !== 'open') return; // gone: the client sends it again on its next connection
+      if (err) refuseStorage(core, client, qos, id);
+      else ackPublish(client, qos, id, code);
+    });
+  } else ackPublish(client, qos, id, code);
+}
+
+/** Storage is full: v5 answers 0x97 (Quota exceeded); 3.1.1 sends no ack, so the client retries. */
+function refuseStorage(core: BrokerCore, client: MqttClient, qos: QoS, id: number): void {
+  core.countDrop('storage_full');
+  if (qos === 2) client.session?.releasedQos2(id);
+  if (client.isV5) ackPublish(client, qos, id, RC.QUOTA_EXCEEDED);
 }
 
 /** PUBACK (QoS 1) or PUBREC (QoS 2) with the reason code (v5 only; 3.1.1 acks carry none). */
