@@ -18,6 +18,7 @@ import { requiredAccess } from './http/access.js';
 import { loadConfig } from './config/load.js';
 import { openStorage, type BrokerStorage } from './storage/index.js';
 import { PersistentRetainedStore } from './storage/retained.js';
+import { DurableSession, DurableSessionStore, SessionLog } from './storage/sessions.js';
 
 import { VERSION } from './version.js';
 
@@ -77,11 +78,13 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   const storage = openStorage(config, log);
   const durable = storage.kind === 'durable';
   const retained = durable ? new PersistentRetainedStore(storage, log) : undefined;
-  const broker = new Broker(config, log, retained);
-  if (retained) {
+  const sessionLog = durable ? new SessionLog(storage, log) : undefined;
+  const sessions = sessionLog ? new DurableSessionStore(sessionLog) : undefined;
+  const broker = new Broker(config, log, { ...(retained ? { retained } : {}), ...(sessions ? { sessions } : {}), ...(sessionLog ? { persistence: sessionLog } : {}) });
+  if (retained && sessionLog) {
     broker.durable = {
       get writes() {
-        return retained.writes;
+        return retained.writes + sessionLog.writes;
       },
       get full() {
         return storage.full;
@@ -128,6 +131,8 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     if (!retained) return;
     const started = performance.now();
     const n = retained.load();
+    const restored = sessions!.load(config.maxOfflineMessages);
+    for (const s of restored.sessions) broker.restoreSession(s);
     const state = stateStore.loadFromStorage();
     const buffer = storage.document(RULE_BUFFER);
     if (buffer) {
@@ -137,13 +142,18 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
         log.error({ err: (err as Error).message }, 'storage: the stored rule buffer is unreadable; starting with an empty one');
       }
     }
-    log.info({ retained: n, stateKeys: state.keys, stateWrites: state.writes, ms: Math.round(performance.now() - started) }, 'storage: loaded');
+    log.info({ retained: n, sessions: restored.sessions.length, queued: restored.messages, stateKeys: state.keys, stateWrites: state.writes, ms: Math.round(performance.now() - started) }, 'storage: loaded');
   };
   loadDurable();
   const restored = await backup.restore();
-  if (durable && restored.status === 'restored') stateStore.checkpoint();
+  if (durable && restored.status === 'restored') {
+    // imported: the backup's sessions become durable ones, its state store a stored snapshot
+    for (const plain of [...broker.sessions.values()]) if (!(plain instanceof DurableSession)) broker.restoreSession(sessions!.adopt(plain));
+    stateStore.checkpoint();
+  }
   if (durable && restored.status === 'discarded') loadDurable(); // a bad backup leaves the stored data as it was
-  backup.startPeriodic();
+  // durable storage holds everything a backup would: no snapshot written in this mode
+  if (!durable) backup.startPeriodic();
   if (durable) services.push(checkpointRuleBuffer(storage, rules.snapshotSection(), log));
 
   // web: status page, /metrics, health and REST API; /readyz says 503 until every listener is up
@@ -211,7 +221,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
         await broker.close();
         await backup.close();
         try {
-          await backup.save();
+          if (!durable) await backup.save();
         } catch (err) {
           log.error({ err }, 'backup failed');
         }
@@ -224,6 +234,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
         }
         await Promise.all(closing);
         try {
+          sessionLog?.flush(); // what the disconnects just changed
           await storage.close();
         } catch (err) {
           log.error({ err }, 'storage failed to close');

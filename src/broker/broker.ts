@@ -7,7 +7,7 @@ import { newBrokerStats, type BrokerApi, type BrokerStats, type ClientSummary, t
 import type { AuthenticateResult, BrokerHooks, ClientInfo, PublishLimiter } from './hooks.js';
 import type { Message, QoS } from '../mqtt/message.js';
 import type { Session, Delivery, PendingWill, QueueAccount, Subscription } from '../session/session.js';
-import { MemorySessionStore, type RetainedMessages, type SessionStore } from '../session/store.js';
+import { MemorySessionStore, type RetainedMessages, type SessionPersistence, type SessionStore } from '../session/store.js';
 import { TopicTrie, type MatchVisitor, type SharedGroup } from '../topics/trie.js';
 import { RC, reasonName } from '../mqtt/reason-codes.js';
 import { RetainedStore } from './retained.js';
@@ -47,7 +47,9 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   private readonly collector = new RouteCollector(this);
   readonly acceptor: ConnectionAcceptor = this;
   /** Sessions by client id (in memory; see session/store.ts for what another store provides). */
-  readonly sessions: SessionStore = new MemorySessionStore();
+  readonly sessions: SessionStore;
+  /** Durable sessions (EDB_STORAGE=durable): told what must be stored, and when a session changes. */
+  private readonly persistence: SessionPersistence | undefined;
   /** Connected clients by client id. */
   readonly online = new Map<string, CoreClient>();
   /** Every open network connection, connected or still in the handshake. */
@@ -75,9 +77,11 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   constructor(
     readonly config: Config,
     readonly log: Logger,
-    retained: RetainedMessages = new RetainedStore(),
+    parts: { retained?: RetainedMessages; sessions?: SessionStore; persistence?: SessionPersistence } = {},
   ) {
-    this.retained = retained;
+    this.retained = parts.retained ?? new RetainedStore();
+    this.sessions = parts.sessions ?? new MemorySessionStore();
+    this.persistence = parts.persistence;
     this.sweepTimer = setInterval(() => this.sweep(), 500);
     this.sweepTimer.unref();
   }
@@ -174,6 +178,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     session.expiryInterval = expiry;
     session.expiresAt = undefined;
     this.online.set(id, client);
+    this.persistence?.changed(session);
     return { session, present };
   }
 
@@ -216,10 +221,14 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
         session.willDueAt = Date.now() + delay * 1000;
       }
     }
-    if (cause === 'shutdown') return; // sessions stay as they are for the snapshot
+    if (cause === 'shutdown') {
+      this.persistence?.changed(session);
+      return; // sessions stay as they are for the snapshot
+    }
     if (sessionEnds) this.destroySession(session);
     else if (this.sessions.get(id) === session) {
       session.expiresAt = session.expiryInterval >= FOREVER ? undefined : Date.now() + session.expiryInterval * 1000;
+      this.persistence?.changed(session);
     }
   }
 
@@ -259,7 +268,10 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     session.subscriptions.clear();
     session.clearQueue();
     session.inflight.clear();
-    if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
+    if (this.sessions.get(session.clientId) === session) {
+      this.sessions.delete(session.clientId);
+      this.persistence?.ended(session);
+    }
   }
 
   // ------------------------------------------------------------ publish
@@ -307,6 +319,8 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
 
   private deliverTo(t: Target, message: Message, publisher: CoreClient | undefined): void {
     const d: Delivery = { message, qos: t.qos, retain: t.retain, subscriptionIds: t.subscriptionIds };
+    // durable: stored once in the log (the first persistent session it reaches stores it)
+    if (t.qos > 0 && this.persistence) this.persistence.storeFor(t.session, message);
     const client = this.online.get(t.session.clientId);
     if (client && client.session === t.session) {
       if (this.mayDeliver(client, message)) client.out.deliver(d, publisher);
@@ -372,10 +386,28 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
 
   addSubscription(session: Session, sub: Subscription): void {
     this.trie.add(sub.filter, session.clientId, { session, sub }, sub.shareGroup);
+    this.persistence?.changed(session);
   }
 
   removeSubscription(session: Session, sub: Subscription): void {
     this.trie.remove(sub.filter, session.clientId, sub.shareGroup);
+    this.persistence?.changed(session);
+  }
+
+  /** Would routing `message` store it for a persistent session? (Asked only when storage is full.) */
+  needsStorage(message: Message): boolean {
+    if (!this.persistence || message.qos === 0) return false;
+    let needed = false;
+    const wants = (s: Session, qos: QoS) => s.expiryInterval > 0 && qos > 0;
+    this.trie.match(message.topic, {
+      subscription: (_id, ref) => {
+        if (wants(ref.session, ref.sub.qos)) needed = true;
+      },
+      shared: (group) => {
+        for (const ref of group.members.values()) if (wants(ref.session, ref.sub.qos)) needed = true;
+      },
+    });
+    return needed;
   }
 
   // ------------------------------------------------------------ housekeeping
@@ -403,6 +435,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
         session.pendingWill = undefined;
         session.willDueAt = undefined;
         this.publishWill(will, undefined);
+        this.persistence?.changed(session);
       }
       if (session.expiresAt !== undefined && session.expiresAt <= now && !this.online.has(session.clientId)) {
         this.destroySession(session);

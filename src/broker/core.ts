@@ -77,5 +77,7 @@ export interface BrokerCore extends DeliveryContext {
   /** Route to every matching subscriber; whether anyone matched. `publisher` may be held back. */
   route(message: Message, publisher: CoreClient | undefined): boolean;
   addSubscription(session: Session, sub: Subscription): void;
+  /** Would routing `message` store it for a persistent session? (Asked only when storage is full.) */
+  needsStorage(message: Message): boolean;
   removeSubscription(session: Session, sub: Subscription): void;
 }

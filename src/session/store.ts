@@ -52,3 +52,14 @@ export interface RetainedMessages {
   all(): IterableIterator<Message>;
   clear(): void;
 }
+
+/**
+ * What a durable session store needs to hear from the broker core besides the Session methods
+ * (EDB_STORAGE=durable): a QoS 1/2 message is about to reach `session` (stored once, before the
+ * publisher's ack), a session's record changed (subscriptions, expiry, will), or it ended.
+ */
+export interface SessionPersistence {
+  storeFor(session: Session, message: Message): void;
+  changed(session: Session): void;
+  ended(session: Session): void;
+}

@@ -81,16 +81,47 @@ async function retainedUnder(port: number, filter: string, expected: number): Pr
 }
 
 describe('SIGKILL with EDB_STORAGE=durable', () => {
-  it('after each kill at a random moment, every acknowledged retained message and state-store write is back', { timeout: 120_000 }, async () => {
+  it('after each kill at a random moment, every acknowledged message, retained message and state-store write is back', { timeout: 150_000 }, async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'edb-kill-'));
     const env = { EDB_DATA_DIR: dataDir, EDB_STORAGE: 'durable', EDB_BACKUP: 'false' };
     const ackedRetained = new Map<string, string>();
     const ackedKeys = new Map<string, { value: string; version: string }>();
+    /** Payloads of QoS 1 messages to q/... whose PUBACK the publishers got. */
+    const ackedMessages = new Set<string>();
+    /** What each persistent subscriber received, over all its lives. */
+    const received = new Map<string, Set<string>>([['online-sub', new Set()], ['offline-sub', new Set()]]);
+    const connectSubscriber = async (port: number, id: string) => {
+      // the handler is in place before CONNACK: queued messages follow it in the same read
+      const c = mqtt.connect({ port, protocolVersion: 5, clientId: id, clean: false, properties: { sessionExpiryInterval: 3600 }, reconnectPeriod: 0 });
+      c.on('message', (topic, payload) => {
+        if (topic.startsWith('q/')) received.get(id)!.add(payload.toString());
+      });
+      await new Promise<void>((resolve, reject) => {
+        c.once('connect', () => resolve());
+        c.once('error', reject);
+      });
+      return c;
+    };
     const cycles = 4;
     for (let cycle = 0; cycle <= cycles; cycle++) {
       const p: BrokerProcess = await startBrokerProcess(env);
       const port = p.ports['mqtt']!;
+      // ---- the persistent subscribers come back (the first time: they subscribe)
+      const online = await connectSubscriber(port, 'online-sub');
+      const offline = await connectSubscriber(port, 'offline-sub');
+      if (cycle === 0) {
+        await online.subscribeAsync('q/#', { qos: 1 });
+        await offline.subscribeAsync('q/#', { qos: 1 });
+      }
       // ---- verify everything acknowledged before the last kill
+      if (ackedMessages.size > 0) {
+        const deadline = Date.now() + 20_000;
+        const missingFor = (id: string) => [...ackedMessages].filter((m) => !received.get(id)!.has(m));
+        while (Date.now() < deadline && (missingFor('online-sub').length > 0 || missingFor('offline-sub').length > 0)) await sleep(100);
+        expect(missingFor('online-sub'), `cycle ${cycle}: acknowledged messages the online subscriber never got`).toEqual([]);
+        expect(missingFor('offline-sub'), `cycle ${cycle}: acknowledged messages the offline subscriber never got`).toEqual([]);
+      }
+      await offline.endAsync(); // offline through the load: its messages wait in its session
       if (ackedRetained.size > 0) {
         const got = await retainedUnder(port, 'ret/#', ackedRetained.size);
         const missing = [...ackedRetained].filter(([t, v]) => got.get(t) !== v);
@@ -107,11 +138,13 @@ describe('SIGKILL with EDB_STORAGE=durable', () => {
         expect(lost, `cycle ${cycle}: acknowledged state-store keys missing`).toEqual([]);
       }
       if (cycle === cycles) {
+        await online.endAsync();
         expect(await p.stop('SIGTERM')).toBe(0);
         break;
       }
       // ---- load: retained QoS 1 publishes and state-store SETs, then SIGKILL at a random moment
       const pub = await mqtt.connectAsync({ port, protocolVersion: 5, clientId: `pub-${cycle}`, reconnectPeriod: 0 });
+      const pubs = await Promise.all([0, 1].map((n) => mqtt.connectAsync({ port, protocolVersion: n === 0 ? 5 : 4, clientId: `qpub-${cycle}-${n}`, reconnectPeriod: 0 })));
       const app = await mqtt.connectAsync({ port, protocolVersion: 5, clientId: `app-${cycle}`, reconnectPeriod: 0 });
       const state = await StateStoreClient.create(app);
       let running = true;
@@ -127,6 +160,17 @@ describe('SIGKILL with EDB_STORAGE=durable', () => {
           }
         }
       })();
+      const queueing = pubs.map(async (c, n) => {
+        for (let i = 0; running; i++) {
+          const payload = `m${cycle}-${n}-${i}`;
+          try {
+            await c.publishAsync(`q/${n}/${i % 7}`, payload, { qos: 1 });
+            ackedMessages.add(payload);
+          } catch {
+            return;
+          }
+        }
+      });
       const setting = (async () => {
         for (let i = 0; running; i++) {
           const key = `k/c${cycle}/${i}`;
@@ -144,7 +188,10 @@ describe('SIGKILL with EDB_STORAGE=durable', () => {
       running = false;
       pub.end(true);
       app.end(true);
-      await Promise.race([Promise.all([publishing, setting]), sleep(5000)]);
+      online.end(true);
+      for (const c of pubs) c.end(true);
+      await Promise.race([Promise.all([publishing, setting, ...queueing]), sleep(5000)]);
+      expect(ackedMessages.size).toBeGreaterThan(0);
       expect(ackedRetained.size).toBeGreaterThan(0);
       expect(ackedKeys.size).toBeGreaterThan(0);
     }

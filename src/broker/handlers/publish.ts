@@ -69,7 +69,7 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
   }
   const durable = core.durable;
   // [durable] no room to store it: refused (0x97; 3.1.1 has no way to say no, so no ack)
-  if (durable && qos > 0 && message.retain && durable.full) return refuseStorage(core, client, qos, id);
+  if (durable && qos > 0 && durable.full && (message.retain || core.needsStorage(message))) return refuseStorage(core, client, qos, id);
   if (qos === 2) session.receivedQos2(id);
   const writes = durable?.writes ?? 0;
   const matched = core.route(message, client);

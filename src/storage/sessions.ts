@@ -1,0 +1,379 @@
+/**
+ * Persistent sessions on durable storage (EDB_STORAGE=durable), the EMQX way: a message is
+ * stored once in the log, however many sessions want it, and a session keeps a position (its
+ * iterator) plus its subscriptions, expiry and will, never copies of messages.
+ *
+ * While the broker runs, deliveries still go through each session's queue in memory (the
+ * fast path for online clients: no read from disk). What is durable is what a crash needs:
+ * - each QoS 1/2 message routed to a persistent session is appended to the log once
+ *   (SessionLog.store, from the broker's route) before the publisher's ack;
+ * - DurableSession follows every delivery it holds (queued, in flight, answered) by log
+ *   position, and its iterator - the oldest position not yet acknowledged, the QoS 2
+ *   messages past it already answered (never sent again), the packet ids awaiting PUBCOMP -
+ *   is written at the end of the turn in which it changed;
+ * - the session record (subscriptions, expiry, will, QoS 2 ids received) when it changes.
+ * At start, each stored session is rebuilt and its queue refilled by reading the log from its
+ * iterator, matching each message against its subscriptions (shared subscriptions excepted).
+ * QoS 1 may come twice after a crash; QoS 2 never.
+ */
+import type { Logger } from 'pino';
+import type { Message, QoS } from '../mqtt/message.js';
+import { Session, type Delivery, type InflightEntry, type Subscription } from '../session/session.js';
+import { MemorySessionStore, type SessionPersistence } from '../session/store.js';
+import { topicMatches } from '../topics/validate.js';
+import { StorageFullError } from './errors.js';
+import { comparePositions, type LogPosition } from './log.js';
+import type { BrokerStorage, IteratorRecord, SessionRecord } from './store.js';
+
+const QUEUED = 0;
+const INFLIGHT = 1;
+const PUBREL = 2;
+const DONE = 3;
+
+interface Tracked {
+  readonly pos: LogPosition;
+  readonly qos: QoS;
+  readonly message: Message;
+  state: number;
+}
+
+const FOREVER = 0xffffffff;
+
+/** The log and the stored records behind every DurableSession of one broker. */
+export class SessionLog implements SessionPersistence {
+  /** Where each stored message is in the log (store-once: the second session finds it here). */
+  readonly positions = new WeakMap<Message, LogPosition>();
+  /** Counts appends: a publish that caused one waits for the commit before its ack. */
+  writes = 0;
+  refused = 0;
+  private readonly dirty = new Set<DurableSession>();
+  private readonly dirtyIterators = new Set<DurableSession>();
+  private flushScheduled = false;
+  private fullLoggedAt = 0;
+
+  constructor(
+    readonly storage: BrokerStorage,
+    private readonly log: Logger,
+  ) {}
+
+  /**
+   * A QoS 1/2 message on its way to a persistent session: stored once. False when storage is
+   * full (the delivery then lives in memory only; the publish was refused before routing if
+   * the broker could tell).
+   */
+  store(message: Message): boolean {
+    if (this.positions.has(message)) return true;
+    try {
+      this.positions.set(message, this.storage.append(message));
+      this.writes++;
+      return true;
+    } catch (err) {
+      if (!(err instanceof StorageFullError)) throw err;
+      this.refused++;
+      const now = Date.now();
+      if (now - this.fullLoggedAt >= 60_000) {
+        this.fullLoggedAt = now;
+        this.log.error({ topic: message.topic }, 'storage full: a message for a persistent session is kept in memory only');
+      }
+      return false;
+    }
+  }
+
+  storeFor(session: Session, message: Message): void {
+    if (session.expiryInterval > 0 && session instanceof DurableSession) this.store(message);
+  }
+
+  changed(session: Session): void {
+    if (!(session instanceof DurableSession)) return;
+    this.dirty.add(session);
+    this.schedule();
+  }
+
+  iteratorChanged(session: DurableSession): void {
+    this.dirtyIterators.add(session);
+    this.schedule();
+  }
+
+  ended(session: Session): void {
+    if (!(session instanceof DurableSession)) return;
+    this.dirty.delete(session);
+    this.dirtyIterators.delete(session);
+    this.storage.deleteSession(session.clientId);
+  }
+
+  private schedule(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  /** Write what changed this turn: session records, then iterators. */
+  flush(): void {
+    this.flushScheduled = false;
+    for (const s of this.dirty) {
+      if (s.expiryInterval > 0) {
+        this.storage.setSession(s.record());
+        this.dirtyIterators.add(s); // a new session gets its iterator (at the tail) at once
+      } else this.storage.deleteSession(s.clientId); // ends with its connection: nothing to keep
+    }
+    this.dirty.clear();
+    const tail = this.storage.tail;
+    for (const s of this.dirtyIterators) if (s.expiryInterval > 0) this.storage.setIterator(s.clientId, s.iteratorRecord(tail));
+    this.dirtyIterators.clear();
+  }
+}
+
+export class DurableSession extends Session {
+  /** Deliveries of stored messages this session holds, in log order. */
+  private tracked: Tracked[] = [];
+  private head = 0;
+  private readonly byMessage = new Map<Message, Tracked>();
+  private readonly byPacket = new Map<number, Tracked>();
+
+  constructor(
+    clientId: string,
+    private readonly sessionLog: SessionLog,
+  ) {
+    super(clientId);
+  }
+
+  private get persistent(): boolean {
+    return this.expiryInterval > 0;
+  }
+
+  private track(d: Delivery): Tracked | undefined {
+    if (d.qos === 0) return undefined;
+    const known = this.byMessage.get(d.message);
+    if (known) return known;
+    const pos = this.sessionLog.positions.get(d.message);
+    if (!pos || !this.persistent) return undefined;
+    const t: Tracked = { pos, qos: d.qos, message: d.message, state: QUEUED };
+    this.tracked.push(t);
+    this.byMessage.set(d.message, t);
+    this.sessionLog.iteratorChanged(this);
+    return t;
+  }
+
+  private settle(t: Tracked, state: number): void {
+    t.state = state;
+    if (state === DONE) this.byMessage.delete(t.message);
+    this.sessionLog.iteratorChanged(this);
+  }
+
+  override enqueue(delivery: Delivery): void {
+    super.enqueue(delivery);
+    const t = this.track(delivery);
+    if (t && t.state !== QUEUED) this.settle(t, QUEUED);
+  }
+
+  override shift(): Delivery | undefined {
+    const d = super.shift();
+    // taken off the queue: sent (addInflight follows at once) or dropped (expired, not allowed)
+    const t = d && this.byMessage.get(d.message);
+    if (t && t.state === QUEUED) {
+      t.state = DONE;
+      this.sessionLog.iteratorChanged(this);
+    }
+    return d;
+  }
+
+  override clearQueue(): void {
+    for (let i = this.queueHead; i < this.queue.length; i++) {
+      const t = this.byMessage.get(this.queue[i]!.message);
+      if (t && t.state === QUEUED) t.state = DONE;
+    }
+    super.clearQueue();
+    this.sessionLog.iteratorChanged(this);
+  }
+
+  override addInflight(entry: InflightEntry): void {
+    super.addInflight(entry);
+    const t = this.byMessage.get(entry.message) ?? this.track(entry);
+    if (!t) return;
+    t.state = entry.state === 'pubrel' ? PUBREL : INFLIGHT;
+    this.byPacket.set(entry.packetId, t);
+    this.sessionLog.iteratorChanged(this);
+  }
+
+  override removeInflight(packetId: number): boolean {
+    const had = super.removeInflight(packetId);
+    const t = this.byPacket.get(packetId);
+    if (t) {
+      this.byPacket.delete(packetId);
+      this.settle(t, DONE);
+    } else if (had) this.sessionLog.iteratorChanged(this); // a restored PUBREL completed
+    return had;
+  }
+
+  override setPubrel(entry: InflightEntry): void {
+    super.setPubrel(entry);
+    const t = this.byPacket.get(entry.packetId);
+    if (t) t.state = PUBREL;
+    this.sessionLog.iteratorChanged(this);
+  }
+
+  override receivedQos2(packetId: number): void {
+    super.receivedQos2(packetId);
+    if (this.persistent) this.sessionLog.changed(this);
+  }
+
+  override releasedQos2(packetId: number): boolean {
+    const known = super.releasedQos2(packetId);
+    if (known && this.persistent) this.sessionLog.changed(this);
+    return known;
+  }
+
+  /** The stored form of this session. */
+  record(): SessionRecord {
+    const r: SessionRecord = {
+      clientId: this.clientId,
+      expiryInterval: this.expiryInterval,
+      subscriptions: [...this.subscriptions.values()],
+      incomingQos2: [...this.incomingQos2],
+    };
+    if (this.expiresAt !== undefined) r.expiresAt = this.expiresAt;
+    if (this.pendingWill && this.willDueAt !== undefined) {
+      r.will = { message: this.pendingWill.message, dueAt: this.willDueAt };
+      if (this.pendingWill.expirySeconds !== undefined) r.will.expirySeconds = this.pendingWill.expirySeconds;
+      if (this.pendingWill.username !== undefined) r.will.username = this.pendingWill.username;
+    }
+    return r;
+  }
+
+  /** The iterator: oldest position not answered, answered QoS 2 past it, ids awaiting PUBCOMP. */
+  iteratorRecord(tail: LogPosition): IteratorRecord {
+    while (this.head < this.tracked.length && this.tracked[this.head]!.state === DONE) this.head++;
+    if (this.head > 256 && this.head * 2 > this.tracked.length) {
+      this.tracked = this.tracked.slice(this.head);
+      this.head = 0;
+    }
+    const first = this.tracked[this.head];
+    const done: LogPosition[] = [];
+    for (let i = this.head + 1; i < this.tracked.length; i++) {
+      const t = this.tracked[i]!;
+      if (t.state === DONE || t.state === PUBREL) done.push(t.pos);
+    }
+    if (first?.state === PUBREL) done.unshift(first.pos);
+    const pubrel: number[] = [];
+    for (const e of this.inflight.values()) if (e.state === 'pubrel') pubrel.push(e.packetId);
+    return { next: first ? first.pos : tail, done, pubrel };
+  }
+
+  /** Rebuild from storage (at start): record, iterator, and the queue refilled from the log. */
+  restore(rec: SessionRecord, it: IteratorRecord | undefined, maxQueued: number, now: number): number {
+    this.expiryInterval = rec.expiryInterval;
+    for (const sub of rec.subscriptions) this.subscriptions.set(sub.topic, sub);
+    for (const id of rec.incomingQos2) this.incomingQos2.add(id);
+    // offline from now on (it may have been connected when the broker stopped)
+    this.expiresAt = rec.expiresAt ?? (rec.expiryInterval >= FOREVER ? undefined : now + rec.expiryInterval * 1000);
+    if (rec.will) {
+      const m = rec.will.message;
+      const message: Message = { ...m, payload: Buffer.from(m.payload) };
+      this.pendingWill = { message, expirySeconds: rec.will.expirySeconds, username: rec.will.username };
+      this.willDueAt = rec.will.dueAt;
+    }
+    if (!it) return 0;
+    for (const id of it.pubrel) {
+      // [MQTT-4.4.0-1] PUBREL is sent again on reconnect; the message itself was delivered
+      const placeholder: Message = { topic: '', payload: Buffer.alloc(0), qos: 2, retain: false };
+      super.addInflight({ message: placeholder, qos: 2, retain: false, subscriptionIds: undefined, packetId: id, state: 'pubrel' });
+    }
+    const skip = new Set(it.done.map((p) => `${p.gen}:${p.offset}`));
+    const plain = [...this.subscriptions.values()].filter((s) => s.shareGroup === undefined);
+    if (plain.length === 0) return 0;
+    let from = it.next;
+    let queued = 0;
+    const log = this.sessionLog.storage;
+    for (;;) {
+      const { entries, next } = log.read(from, 512);
+      if (entries.length === 0) break;
+      for (const e of entries) {
+        if (skip.has(`${e.pos.gen}:${e.pos.offset}`)) continue;
+        const m = e.message;
+        if (m.expiresAt !== undefined && m.expiresAt <= now) continue;
+        const d = deliveryFor(plain, m, this.clientId);
+        if (!d) continue;
+        if (queued >= maxQueued) return queued;
+        this.sessionLog.positions.set(m, e.pos);
+        this.enqueue(d);
+        queued++;
+      }
+      if (comparePositions(next, from) <= 0) break;
+      from = next;
+    }
+    return queued;
+  }
+}
+
+/** What a subscription set makes of a message (merged as routing does), or undefined / QoS 0. */
+function deliveryFor(subs: Subscription[], m: Message, clientId: string): Delivery | undefined {
+  let qos = -1;
+  let retain = false;
+  let ids: number[] | undefined;
+  for (const s of subs) {
+    if (s.noLocal && m.senderId === clientId) continue;
+    if (!topicMatches(s.filter, m.topic)) continue;
+    const q = Math.min(s.qos, m.qos);
+    if (q > qos) qos = q;
+    if (s.retainAsPublished && m.retain) retain = true;
+    if (s.subscriptionIdentifier !== undefined) (ids ??= []).push(s.subscriptionIdentifier);
+  }
+  if (qos <= 0) return undefined;
+  return { message: m, qos: qos as QoS, retain, subscriptionIds: ids };
+}
+
+/** The broker's session store with durable sessions. */
+export class DurableSessionStore extends MemorySessionStore {
+  constructor(readonly sessionLog: SessionLog) {
+    super();
+  }
+
+  override create(clientId: string): Session {
+    const session = new DurableSession(clientId, this.sessionLog);
+    this.set(clientId, session);
+    return session;
+  }
+
+  /**
+   * A session restored from a backup (written in memory mode) made durable: its messages are
+   * stored in the log, its record and iterator written.
+   */
+  adopt(plain: Session): DurableSession {
+    const s = new DurableSession(plain.clientId, this.sessionLog);
+    s.expiryInterval = plain.expiryInterval;
+    s.expiresAt = plain.expiresAt;
+    s.pendingWill = plain.pendingWill;
+    s.willDueAt = plain.willDueAt;
+    for (const [k, sub] of plain.subscriptions) s.subscriptions.set(k, sub);
+    for (const id of plain.incomingQos2) s.incomingQos2.add(id);
+    for (const e of plain.inflight.values()) {
+      if (e.state === 'publish') this.sessionLog.storeFor(s, e.message);
+      s.addInflight({ ...e });
+    }
+    for (let i = plain.queueHead; i < plain.queue.length; i++) {
+      const d = plain.queue[i]!;
+      if (d.qos > 0) this.sessionLog.storeFor(s, d.message);
+      s.enqueue(d);
+    }
+    this.sessionLog.changed(s);
+    this.sessionLog.iteratorChanged(s);
+    return s;
+  }
+
+  /** Every stored session, rebuilt (for Broker.restoreSession). */
+  load(maxQueued: number, now = Date.now()): { sessions: DurableSession[]; messages: number } {
+    const out: DurableSession[] = [];
+    let messages = 0;
+    const storage = this.sessionLog.storage;
+    for (const rec of storage.sessions()) {
+      if (rec.expiresAt !== undefined && rec.expiresAt <= now) {
+        storage.deleteSession(rec.clientId);
+        continue;
+      }
+      const s = new DurableSession(rec.clientId, this.sessionLog);
+      messages += s.restore(rec, storage.iterator(rec.clientId), maxQueued, now);
+      out.push(s);
+    }
+    return { sessions: out, messages };
+  }
+}
