@@ -1,16 +1,19 @@
 /**
  * Long fuzz run against the broker (the bounded version is test/e2e/fuzz.test.ts).
  *
- *   npm run build && node dist/bench/fuzz-long.js [--seconds 300] [--concurrency 64] [--seed N]
- *                                                 [--host H --port P]
+ *   npm run build && node dist/bench/fuzz-long.js [--seconds 300] [--packets N] [--concurrency 64] [--seed N]
+ *                                                 [--host H --port P [--metrics URL]]
  *
  * Without --port it starts a broker in this process (TCP listener on port 0, with the auth
  * service, a password file and an ACL, so the hooks see garbage too). With --port it fuzzes
  * a broker that is already running (e.g. `edb start` in another shell, or mosquitto/aedes
  * for comparison). Meanwhile a well-behaved MQTT.js pair exchanges QoS 1 messages.
  * Every 10 s it prints connections, protocol errors, the pair's counts and memory; at the
- * end it exits 1 if the pair lost a message or a connection, or (in-process) if
- * connections were left behind or memory kept growing.
+ * end it exits 1 if the pair lost a message or a connection, if the broker counted an
+ * internal error (in-process, or from --metrics: an edb /metrics URL), or (in-process) if
+ * connections were left behind or memory kept growing. --packets stops after that many
+ * packets (the issue's long run: `--packets 1000000`). The summary line holds the figures
+ * for bench/RESULTS.md: connections, packets, internal errors, watchdog misses, RSS.
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -31,8 +34,21 @@ const { values } = parseArgs({
     seed: { type: 'string' },
     host: { type: 'string', default: '127.0.0.1' },
     port: { type: 'string' },
+    packets: { type: 'string' },
+    metrics: { type: 'string' },
   },
 });
+
+/** The series of an edb /metrics page this run reads: internal errors, RSS, packets received. */
+async function scrape(url: string): Promise<{ internalErrors: number; rss: number; packetsReceived: number }> {
+  const text = await (await fetch(url)).text();
+  const sum = (name: string): number =>
+    text
+      .split('\n')
+      .filter((l) => l.startsWith(name + '{') || l.startsWith(name + ' '))
+      .reduce((a, l) => a + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  return { internalErrors: sum('edb_internal_errors_total'), rss: sum('process_resident_memory_bytes'), packetsReceived: sum('edb_packets_received_total') };
+}
 
 const seconds = Number(values.seconds);
 const concurrency = Number(values.concurrency);
@@ -97,8 +113,10 @@ async function main(): Promise<number> {
     );
   }, 10_000);
 
-  await runFuzz({ host, port, seed, connections: Infinity, concurrency, until: started + seconds * 1000, lingerMs: 50 }, fuzzStats);
+  const rssBefore = broker ? process.memoryUsage().rss : values.metrics ? (await scrape(values.metrics)).rss : undefined;
+  await runFuzz({ host, port, seed, connections: Infinity, concurrency, until: started + seconds * 1000, lingerMs: 50, ...(values.packets ? { packets: Number(values.packets) } : {}) }, fuzzStats);
   clearInterval(progress);
+  const fuzzSeconds = (Date.now() - started) / 1000;
 
   let failed = false;
   if (broker) {
@@ -111,6 +129,29 @@ async function main(): Promise<number> {
   }
   const report = await pair.stop();
   console.log(JSON.stringify({ seed, fuzz: fuzzStats, pair: report, broker: broker?.stats }, null, 1));
+  let internalErrors: number | undefined;
+  let rssAfter: number | undefined;
+  let packetsReceived: number | undefined;
+  if (broker) {
+    internalErrors = Object.values(broker.stats.internalErrors).reduce((a, b) => a + b, 0);
+    packetsReceived = Object.values(broker.stats.packetsReceived).reduce((a, b) => a + b, 0);
+    rssAfter = process.memoryUsage().rss;
+  } else if (values.metrics) {
+    await new Promise((r) => setTimeout(r, 10_000)); // let the fuzzed sessions expire (start the broker with a short EDB_MAX_SESSION_EXPIRY)
+    const m = await scrape(values.metrics);
+    internalErrors = m.internalErrors;
+    rssAfter = m.rss;
+    packetsReceived = m.packetsReceived;
+  }
+  const mib = (n: number | undefined): number | undefined => (n === undefined ? undefined : Math.round(n / 1048576));
+  console.log(
+    'summary ' +
+      JSON.stringify({ seed, seconds: Math.round(fuzzSeconds), connections: fuzzStats.connections, packetsSent: fuzzStats.packets, packetsReceivedByBroker: packetsReceived, internalErrors, watchdogMisses: report.missing, watchdogDisconnects: report.disconnects, rssBeforeMiB: mib(rssBefore), rssAfterMiB: mib(rssAfter) }),
+  );
+  if (internalErrors !== undefined && internalErrors > 0) {
+    console.log(`FAIL: ${internalErrors} internal errors`);
+    failed = true;
+  }
   if (report.missing > 0 || report.disconnects > 0 || report.errors.length > 0) {
     console.log('FAIL: the well-behaved pair was disturbed');
     failed = true;

@@ -301,7 +301,12 @@ function propertyConnect(rng: Rng): Buffer {
 export type ScenarioKind = 'valid-then-mutated' | 'mutated-connect' | 'random' | 'connect-then-random' | 'huge-length' | 'valid-session' | 'v5-properties' | 'v5-connect-properties';
 
 /** The bytes one fuzzing connection sends. */
-export function scenario(rng: Rng, only?: readonly ScenarioKind[]): { kind: ScenarioKind; bytes: Buffer } {
+/** A scenario's bytes and how many packets (whole, mutated or random runs of bytes) went into them. */
+function made(kind: ScenarioKind, parts: Buffer[]): { kind: ScenarioKind; bytes: Buffer; packets: number } {
+  return { kind, bytes: Buffer.concat(parts), packets: parts.length };
+}
+
+export function scenario(rng: Rng, only?: readonly ScenarioKind[]): { kind: ScenarioKind; bytes: Buffer; packets: number } {
   const v = rng.pick([3, 4, 5, 5] as const);
   const connect = (): Buffer => encode(connectPacket(rng, v), v) ?? Buffer.from([0x10, 0x00]);
   const others = (count: number, mutateP: number): Buffer[] => {
@@ -319,28 +324,30 @@ export function scenario(rng: Rng, only?: readonly ScenarioKind[]): { kind: Scen
     case 'v5-properties': {
       // a valid v5 CONNECT, then packets whose property blocks are mutated field by field
       const packets = Array.from({ length: 1 + rng.int(8) }, () => propertyPacket(rng));
-      return { kind, bytes: Buffer.concat([encode(connectPacket(rng, 5), 5) ?? Buffer.from([0x10, 0x00]), ...packets]) };
+      return made(kind, [encode(connectPacket(rng, 5), 5) ?? Buffer.from([0x10, 0x00]), ...packets]);
     }
     case 'v5-connect-properties':
-      return { kind, bytes: Buffer.concat([propertyConnect(rng), ...Array.from({ length: rng.int(3) }, () => propertyPacket(rng))]) };
+      return made(kind, [propertyConnect(rng), ...Array.from({ length: rng.int(3) }, () => propertyPacket(rng))]);
     case 'valid-then-mutated':
-      return { kind, bytes: Buffer.concat([connect(), ...others(1 + rng.int(12), 0.5)]) };
+      return made(kind, [connect(), ...others(1 + rng.int(12), 0.5)]);
     case 'mutated-connect':
-      return { kind, bytes: Buffer.concat([mutate(rng, connect()), ...others(rng.int(4), 0.3)]) };
+      return made(kind, [mutate(rng, connect()), ...others(rng.int(4), 0.3)]);
     case 'random':
-      return { kind, bytes: rng.bytes(1 + rng.int(300)) };
+      return made(kind, [rng.bytes(1 + rng.int(300))]);
     case 'connect-then-random':
-      return { kind, bytes: Buffer.concat([connect(), rng.bytes(1 + rng.int(200))]) };
+      return made(kind, [connect(), rng.bytes(1 + rng.int(200))]);
     case 'huge-length':
       // claims a 256 MB packet, then sends a little of it
-      return { kind, bytes: Buffer.concat([connect(), Buffer.from([0x30, 0xff, 0xff, 0xff, 0x7f]), rng.bytes(rng.int(100))]) };
+      return made(kind, [connect(), Buffer.from([0x30, 0xff, 0xff, 0xff, 0x7f]), rng.bytes(rng.int(100))]);
     default:
-      return { kind, bytes: Buffer.concat([connect(), ...others(1 + rng.int(20), 0)]) };
+      return made(kind, [connect(), ...others(1 + rng.int(20), 0)]);
   }
 }
 
 export interface FuzzStats {
   connections: number;
+  /** Packets sent: whole, mutated, or a run of random bytes counted as one. */
+  packets: number;
   bytesSent: number;
   closedByBroker: number;
   byKind: Record<string, number>;
@@ -360,11 +367,14 @@ export interface FuzzOptions {
   lingerMs?: number;
   /** Only these kinds of scenario (default: all). */
   kinds?: readonly ScenarioKind[];
+  /** Stop once this many packets were sent (with `until`: whichever comes first). */
+  packets?: number;
 }
 
 /** Send one scenario over one connection, in random chunks; resolves when the socket is gone. */
 function fuzzOne(opts: FuzzOptions, rng: Rng, stats: FuzzStats): Promise<void> {
-  const { kind, bytes } = scenario(rng, opts.kinds);
+  const { kind, bytes, packets } = scenario(rng, opts.kinds);
+  stats.packets += packets;
   stats.byKind[kind] = (stats.byKind[kind] ?? 0) + 1;
   const chunks: Buffer[] = [];
   for (let at = 0; at < bytes.length; ) {
@@ -410,13 +420,16 @@ function fuzzOne(opts: FuzzOptions, rng: Rng, stats: FuzzStats): Promise<void> {
 }
 
 export function newFuzzStats(): FuzzStats {
-  return { connections: 0, bytesSent: 0, closedByBroker: 0, byKind: {} };
+  return { connections: 0, packets: 0, bytesSent: 0, closedByBroker: 0, byKind: {} };
 }
 
 /** Run many fuzzing connections with bounded concurrency; `stats` fills in as it goes. */
 export async function runFuzz(opts: FuzzOptions, stats: FuzzStats = newFuzzStats()): Promise<FuzzStats> {
   const rng = new Rng(opts.seed);
-  const more = (): boolean => (opts.until !== undefined ? Date.now() < opts.until : stats.connections < opts.connections);
+  const more = (): boolean => {
+    if (opts.packets !== undefined && stats.packets >= opts.packets) return false;
+    return opts.until !== undefined ? Date.now() < opts.until : stats.connections < opts.connections;
+  };
   const worker = async (): Promise<void> => {
     while (more()) {
       stats.connections++;

@@ -15,6 +15,8 @@ import { createClientLimits } from './auth/rate-limit.js';
 import { createRulesService } from './rules/service.js';
 import { createRulesHttpHandler, startRulesHttpServer, type RulesHttpGuard } from './rules/http.js';
 import { requiredAccess } from './http/access.js';
+import { startTopicTree } from './http/topic-tree.js';
+import { mountConsoleApi } from './http/console-api.js';
 import { loadConfig } from './config/load.js';
 import { openStorage, type BrokerStorage } from './storage/index.js';
 import { PersistentRetainedStore } from './storage/retained.js';
@@ -161,6 +163,10 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   services.push(http);
   if (http.listener) listeners.push(http.listener);
   http.router.mount('/rules', createRulesHttpHandler(rules, { basePath: '/rules' }));
+  // the console's topic explorer and its API (state store, publish, disconnect)
+  const topicTree = startTopicTree(broker);
+  services.push(topicTree);
+  mountConsoleApi(http.router, broker, topicTree, stateStore, { canPublish: (user, topic) => !auth.aclEnabled || auth.accessFor(user).canWrite(topic) });
   // prom-client and these series are loaded on the first scrape of /metrics
   http.addMetrics(async (registry) => (await import('./rules/metrics.js')).registerRulesMetrics(registry, rules));
   http.addMetrics(async (registry) => (await import('./state/metrics.js')).registerStateStoreMetrics(registry, stateStore));

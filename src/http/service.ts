@@ -19,6 +19,7 @@ import { HttpRouter, startHttpServer, type HttpHandler, type HttpListener, type 
 import type { WsEngineSetting } from '../transport/uws.js';
 import { STATUS_HTML, STATUS_JS, TRY_HTML, TRY_JS } from './status/page.js';
 import { HttpAccess, requiredAccess } from './access.js';
+import { mountConsole } from './console.js';
 import { loadTlsOptions } from '../transport/tls-options.js';
 
 export interface HttpService {
@@ -125,7 +126,6 @@ export async function startHttpService(broker: BrokerApi, config: Config, log: L
   router.setGuard((req, next) => access.guard(req, requiredAccess(req.method, req.path, config.metricsAuth), next));
 
   router
-    .get('/', () => ({ status: 302, headers: { location: '/status' }, body: '' }))
     .get('/status', asset(STATUS_HTML, 'text/html; charset=utf-8'))
     .get('/status/app.js', asset(STATUS_JS, 'text/javascript; charset=utf-8'))
     .get('/status/try', asset(TRY_HTML, 'text/html; charset=utf-8'))
@@ -140,6 +140,8 @@ export async function startHttpService(broker: BrokerApi, config: Config, log: L
     .get('/api/clients', clientsHandler(broker))
     .get('/api/subscriptions', subscriptionsHandler(broker))
     .get('/api/status', statusHandler(broker, { version, listeners, rates, sections }));
+
+  mountConsole(router); // the console at /
 
   let listener: HttpListener | undefined;
   if (config.httpPort >= 0) {

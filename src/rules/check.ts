@@ -121,13 +121,33 @@ function refsOf(e: LogicExpr, out: { id: number; pos: number }[] = []): { id: nu
 
 /** Parse a JSON body into a checked document. Throws RulesError. */
 export function parseDocumentText(text: string): CheckedDocument {
+  return checkDocument(parseJsonText(text));
+}
+
+/** How deep a rules document or test request may nest; a real one nests 6 levels or so. */
+export const MAX_JSON_DEPTH = 64;
+
+/**
+ * JSON.parse, and a refusal of anything nested past MAX_JSON_DEPTH (naming the path where it
+ * does): every later step walks the value recursively, and 100,000 levels would exhaust the
+ * stack there. Throws RulesError (badJson).
+ */
+export function parseJsonText(text: string): unknown {
   let input: unknown;
   try {
     input = JSON.parse(text);
   } catch (err) {
     throw new RulesError(RulesErrorCode.badJson, '', `not JSON: ${(err as Error).message}`);
   }
-  return checkDocument(input);
+  const stack: [unknown, string, number][] = [[input, '', 0]];
+  while (stack.length > 0) {
+    const [value, path, depth] = stack.pop()!;
+    if (value === null || typeof value !== 'object') continue;
+    if (depth >= MAX_JSON_DEPTH) throw new RulesError(RulesErrorCode.badJson, path.split('/').slice(0, 8).join('/'), `nested more than ${MAX_JSON_DEPTH} levels deep`);
+    const entries = Array.isArray(value) ? value.map((v, i) => [String(i), v] as const) : Object.entries(value);
+    for (const [k, v] of entries) stack.push([v, path ? `${path}/${k}` : k, depth + 1]);
+  }
+  return input;
 }
 
 /** Validate and check a parsed JSON value. Throws RulesError. */

@@ -8,7 +8,7 @@
  * `state`; set_state writes go to this run's own copy, which later messages of the run read).
  */
 import type { CheckedDocument } from './ast.js';
-import { checkDocument, parseDocumentText } from './check.js';
+import { checkDocument, parseDocumentText, parseJsonText } from './check.js';
 import { RulesError, RulesErrorCode } from './errors.js';
 import { ReferenceEngine, type MemoryLimits } from './reference.js';
 import { topicNameProblem } from './topic.js';
@@ -37,12 +37,7 @@ function bad(path: string, problem: string): RulesError {
  * no `document`); `liveState` reads the live state store (used when it has no `state`).
  */
 export function dryRun(body: string, active: string, liveState: (key: string) => Buffer | undefined, limits?: MemoryLimits): { outputs: DryRunOutput[] } {
-  let input: unknown;
-  try {
-    input = JSON.parse(body);
-  } catch (err) {
-    throw new RulesError(RulesErrorCode.badJson, '', `not JSON: ${(err as Error).message}`);
-  }
+  const input = parseJsonText(body);
   if (input === null || typeof input !== 'object' || Array.isArray(input)) throw bad('', 'a test is a JSON object: {"document": {...}, "messages": [...], "state": {...}}');
   const req = input as Record<string, unknown>;
   for (const k of Object.keys(req)) if (k !== 'document' && k !== 'messages' && k !== 'state') throw bad(k, `unknown key "${k}"`);

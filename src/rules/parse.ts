@@ -165,9 +165,58 @@ interface Parsed {
   node: jsepDefault.Expression;
 }
 
+/**
+ * How deep an expression may nest (brackets, operators, calls). Deeper ones are refused with a
+ * position: recursion over a 20,000-level tree would exhaust the stack of the parser, the checks
+ * or the compiler worker, and no real condition comes near it.
+ */
+export const MAX_EXPRESSION_DEPTH = 128;
+
+/** The first bracket that opens past MAX_EXPRESSION_DEPTH levels (outside string literals), or -1. */
+function tooDeepBracket(text: string): number {
+  let depth = 0;
+  let quote = '';
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (quote) {
+      if (c === '\\') i++;
+      else if (c === quote) quote = '';
+    } else if (c === '"' || c === "'") quote = c;
+    else if (c === '(') {
+      if (++depth > MAX_EXPRESSION_DEPTH) return i;
+    } else if (c === ')') depth--;
+  }
+  return -1;
+}
+
+/**
+ * Depth of a jsep tree, without recursion (a left-deep chain of 20,000 operators is legal jsep);
+ * on the way, a number literal that is not a finite 64-bit float (1e400, 400 digits) is refused
+ * where it is written.
+ */
+function treeDepth(root: jsepDefault.Expression, text: string): number {
+  let max = 0;
+  const stack: [unknown, number][] = [[root, 1]];
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop()!;
+    if (depth > max) max = depth;
+    if (max > MAX_EXPRESSION_DEPTH) return max;
+    const n = node as Record<string, unknown>;
+    if (n['type'] === 'Literal' && typeof n['value'] === 'number' && !Number.isFinite(n['value'])) {
+      throw new ParseError('number out of range (larger than a 64-bit float holds)', Math.max(0, text.indexOf(String(n['raw']))));
+    }
+    for (const key of ['left', 'right', 'argument', 'expression']) if (n[key] && typeof n[key] === 'object') stack.push([n[key], depth + 1]);
+    const args = n['args'];
+    if (Array.isArray(args)) for (const a of args) stack.push([(a as { node?: unknown }).node ?? a, depth + 1]);
+  }
+  return max;
+}
+
 function parseRaw(text: string): Parsed {
   configure();
   if (text.trim() === '') throw new ParseError('empty expression', 0);
+  const deep = tooDeepBracket(text);
+  if (deep >= 0) throw new ParseError(`brackets nested more than ${MAX_EXPRESSION_DEPTH} levels deep`, deep);
   argumentDepth = 0;
   const parser = new Jsep(text) as unknown as JsepState & { gobbleExpression(): jsepDefault.Expression | false; gobbleSpaces(): void };
   let node: jsepDefault.Expression | false;
@@ -182,6 +231,7 @@ function parseRaw(text: string): Parsed {
     throw new ParseError(`unexpected '${text[parser.index]}'`, parser.index);
   }
   if (!node) throw new ParseError('expected an expression', parser.index);
+  if (treeDepth(node, text) > MAX_EXPRESSION_DEPTH) throw new ParseError(`expression nested more than ${MAX_EXPRESSION_DEPTH} levels deep (split it into statements)`, 0);
   return { node };
 }
 

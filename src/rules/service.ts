@@ -8,6 +8,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checkAuthorAccess, type AuthorAccess, type RulesAuthor } from './author-check.js';
+import { parseJsonText } from './check.js';
 import type { Logger } from 'pino';
 import type { BrokerApi } from '../broker/api.js';
 import type { Message } from '../mqtt/message.js';
@@ -337,7 +338,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     for (const text of texts) {
       let doc: unknown;
       try {
-        doc = JSON.parse(text);
+        doc = parseJsonText(text);
       } catch {
         continue; // the compiler reports it
       }

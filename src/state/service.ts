@@ -16,7 +16,7 @@ import { formatHlc, HybridLogicalClock, parseHlc, type Hlc } from './hlc.js';
 import {
   decodeRequest, DELETE_NOTIFICATION, encodeBulk, encodeError, encodeInteger, encodeSetNotification, NULL_BULK, OK,
 } from './resp.js';
-import { codes, createStateTable, type StateTable, type TableStats } from './table.js';
+import { codes, createStateTable, recordLength, type StateTable, type TableStats } from './table.js';
 import { ERRORS, INVOKE_TOPIC, notifyTopic, RESERVED_PREFIX } from './protocol.js';
 import { isValidTopicName } from '../topics/validate.js';
 import { RC } from '../mqtt/reason-codes.js';
@@ -56,6 +56,17 @@ export interface StateStoreService {
   metrics(): StateStoreMetrics;
   /** One line for the status page. */
   statusLine(): string;
+  /**
+   * The console's admin API (/api/state): keys in byte order from `after`, with a prefix.
+   * Walks the whole table per page (fine for a console; not for a hot path).
+   */
+  listKeys(prefix: Buffer, after: Buffer | undefined, limit: number): { keys: StateKeyInfo[]; more: boolean };
+  /** One key's value, version and expiry (0: none). */
+  readKey(key: Buffer): { value: Buffer; version: string; expiresAt: number } | undefined;
+  /** SET from the console: versioned and notified to watchers like an MQTT SET. */
+  writeKey(key: Buffer, value: Buffer, ttlMs: number): { ok: true; version: string } | { ok: false; error: string };
+  /** DEL from the console: true deleted, false absent. */
+  deleteKey(key: Buffer): { ok: true; deleted: boolean } | { ok: false; error: string };
   /** Run the expiry sweep now (the timer does it every stateSweepIntervalMs). */
   sweep(): number;
   /**
@@ -73,6 +84,13 @@ export interface StateStoreService {
    */
   write(key: Buffer, value: Buffer, px?: number): string;
   close(): Promise<void>;
+}
+
+export interface StateKeyInfo {
+  key: Buffer;
+  bytes: number;
+  version: string;
+  expiresAt: number;
 }
 
 export interface StateStoreOptions {
@@ -455,6 +473,10 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
   /** Section header without the node id: version, count, node id length, clock wall, clock counter. */
   const HEADER = 4 + 4 + 2 + 8 + 4;
 
+  function adminError(r: number): string {
+    return tableError(r).payload.toString('latin1').replace(/^-/, '').trim();
+  }
+
   function sectionSave(): Buffer {
     const node = Buffer.from(clock.node, 'utf8');
     const records = table.exportRecords(now());
@@ -484,6 +506,57 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
   return {
     table,
     clock,
+    listKeys(prefix, after, limit) {
+      const t = now();
+      const found: StateKeyInfo[] = [];
+      for (const chunk of table.exportRecords(t)) {
+        let pos = 0;
+        while (pos < chunk.length) {
+          const len = recordLength(chunk, pos);
+          const keyLen = chunk.readUInt32LE(pos);
+          const key = chunk.subarray(pos + codes.RECORD_HEADER, pos + codes.RECORD_HEADER + keyLen);
+          if (key.subarray(0, prefix.length).equals(prefix) && (after === undefined || Buffer.compare(key, after) > 0)) {
+            found.push({
+              key: Buffer.from(key),
+              bytes: chunk.readUInt32LE(pos + 4),
+              version: formatHlc({ wall: chunk.readDoubleLE(pos + 8), counter: chunk.readUInt32LE(pos + 16), node: clock.node }),
+              expiresAt: chunk.readDoubleLE(pos + 24),
+            });
+          }
+          pos += len;
+        }
+      }
+      found.sort((a, b) => Buffer.compare(a.key, b.key));
+      return { keys: found.slice(0, limit), more: found.length > limit };
+    },
+    readKey(key) {
+      const t = now();
+      const value = table.get(key, t);
+      if (table.last.expired) notifyExpired(key);
+      if (!value) return undefined;
+      return { value, version: formatHlc(lastVersion()), expiresAt: table.last.expiresAt };
+    },
+    writeKey(key, value, ttlMs) {
+      if (key.length === 0) return { ok: false, error: ERRORS.emptyKey };
+      const t = now();
+      const version = clock.tick();
+      const r = table.set(key, value, 0, version.wall, version.counter, ttlMs > 0 ? t + ttlMs : 0, undefined, t);
+      if (r !== codes.RESULT_OK) return { ok: false, error: adminError(r) };
+      if (table.last.expired) expired++;
+      ops['SET'] = (ops['SET'] ?? 0) + 1;
+      notify(key, value, version);
+      return { ok: true, version: formatHlc(version) };
+    },
+    deleteKey(key) {
+      const t = now();
+      const r = table.delete(key, undefined, undefined, t);
+      if (table.last.expired) notifyExpired(key);
+      if (r === codes.RESULT_NONE) return { ok: true, deleted: false };
+      if (r !== codes.RESULT_OK) return { ok: false, error: adminError(r) };
+      ops['DEL'] = (ops['DEL'] ?? 0) + 1;
+      notify(key, undefined, clock.tick());
+      return { ok: true, deleted: true };
+    },
     snapshotSection(): SnapshotSection {
       return {
         name: 'state',

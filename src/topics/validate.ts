@@ -22,6 +22,23 @@ export function hasControlCharacter(s: string): boolean {
   return false;
 }
 
+/**
+ * A topic that can be sent at all: well-formed UTF-16 (a lone surrogate has no UTF-8 form
+ * [MQTT-1.5.4-1]; only topics made inside the broker, by rules or the HTTP API, can hold one)
+ * and at most 65,535 bytes of UTF-8 [MQTT-1.5.4], the most a two-byte length can say.
+ */
+export function encodable(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0xd800 || c > 0xdfff) continue;
+    if (c > 0xdbff) return false; // a low surrogate alone
+    const next = s.charCodeAt(i + 1);
+    if (!(next >= 0xdc00 && next <= 0xdfff)) return false; // a high surrogate alone
+    i++;
+  }
+  return s.length <= MAX_TOPIC_BYTES / 3 || Buffer.byteLength(s) <= MAX_TOPIC_BYTES;
+}
+
 /** [MQTT-4.7.3-1] at least one character; no control characters (above); names carry no wildcards [MQTT-3.3.2-2]. */
 export function isValidTopicName(topic: string): boolean {
   if (typeof topic !== 'string' || topic.length === 0 || topic.length > MAX_TOPIC_BYTES) return false;
@@ -29,7 +46,7 @@ export function isValidTopicName(topic: string): boolean {
     const c = topic.charCodeAt(i);
     if (c === 0x23 /* # */ || c === 0x2b /* + */ || isControl(c)) return false;
   }
-  return true;
+  return encodable(topic);
 }
 
 /**
@@ -38,7 +55,7 @@ export function isValidTopicName(topic: string): boolean {
  */
 export function isValidTopicFilter(filter: string): boolean {
   if (typeof filter !== 'string' || filter.length === 0 || filter.length > MAX_TOPIC_BYTES) return false;
-  if (hasControlCharacter(filter)) return false;
+  if (hasControlCharacter(filter) || !encodable(filter)) return false;
   const levels = filter.split('/');
   for (let i = 0; i < levels.length; i++) {
     const level = levels[i]!;
@@ -70,6 +87,9 @@ export function parseSharedFilter(filter: string): SharedFilter | undefined | nu
   return { group, filter: inner };
 }
 
+const CONTROL = 'contains no control characters (U+0000-U+001F, U+007F-U+009F)';
+const LONE_SURROGATE = 'is not valid Unicode (a lone surrogate)';
+
 /**
  * Why `filter` is not a valid topic filter, or undefined when it is: the checks of
  * isValidTopicFilter, with a sentence a user can act on (rules documents, ACL files).
@@ -77,8 +97,8 @@ export function parseSharedFilter(filter: string): SharedFilter | undefined | nu
 export function topicFilterProblem(filter: string): string | undefined {
   if (filter.length === 0) return 'a topic filter has at least one character'; // [MQTT-4.7.3-1]
   if (Buffer.byteLength(filter) > MAX_TOPIC_BYTES) return 'a topic filter is at most 65535 bytes';
-  if (filter.includes('\u0000')) return 'a topic filter contains no U+0000'; // [MQTT-4.7.3-2]
-  if (hasControlCharacter(filter)) return 'a topic filter contains no control characters';
+  if (hasControlCharacter(filter)) return `a topic filter ${CONTROL}`; // [MQTT-4.7.3-2], [MQTT-5-1.5.4]
+  if (!encodable(filter)) return `a topic filter ${LONE_SURROGATE}`;
   const levels = filter.split('/');
   for (let i = 0; i < levels.length; i++) {
     const level = levels[i]!;
@@ -91,13 +111,13 @@ export function topicFilterProblem(filter: string): string | undefined {
 
 /**
  * Why `topic` cannot be (part of) a topic name, or undefined: no wildcards [MQTT-3.3.2-2], no
- * U+0000 or other control characters, at most 65535 bytes. An empty string passes: it may be
- * a part (the rules engine builds topics from parts); a whole name needs isValidTopicName.
+ * control characters, valid Unicode, at most 65535 bytes. An empty string passes: it may be a
+ * part (the rules engine builds topics from parts); a whole name needs isValidTopicName.
  */
 export function topicNameProblem(topic: string): string | undefined {
   if (topic.includes('+') || topic.includes('#')) return 'a topic name has no wildcards'; // [MQTT-3.3.2-2]
-  if (topic.includes('\u0000')) return 'a topic name contains no U+0000';
-  if (hasControlCharacter(topic)) return 'a topic name contains no control characters';
+  if (hasControlCharacter(topic)) return `a topic name ${CONTROL}`;
+  if (!encodable(topic)) return `a topic name ${LONE_SURROGATE}`;
   if (Buffer.byteLength(topic) > MAX_TOPIC_BYTES) return 'a topic name is at most 65535 bytes';
   return undefined;
 }

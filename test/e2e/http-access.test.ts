@@ -29,6 +29,15 @@ const ADMIN_ENDPOINTS: [string, string, string?][] = [
   ['POST', '/rules', '{"filters":[],"rules":[]}'],
   ['PATCH', '/rules', '{"filters":[],"rules":[]}'],
   ['DELETE', '/rules'],
+  ['GET', '/api/topics'],
+  ['GET', '/api/topics/search?q=a'],
+  ['GET', '/api/topics/message?topic=a'],
+  ['POST', '/api/publish', '{"topic":"a","payload":"b"}'],
+  ['GET', '/api/state/keys'],
+  ['GET', '/api/state/key?key=a'],
+  ['PUT', '/api/state/key?key=a', '{"value":"b"}'],
+  ['DELETE', '/api/state/key?key=a'],
+  ['DELETE', '/api/clients?clientId=a'],
 ];
 /** The same on the rules port. */
 const RULES_PORT_ENDPOINTS: [string, string, string?][] = [
@@ -219,7 +228,7 @@ describe('with admin users and an ACL', () => {
     // logging out ends the session
     expect((await call(http, 'POST', '/api/logout', { cookie, 'x-edb-csrf': csrf })).status).toBe(200);
     expect((await call(http, 'GET', '/api/status', { cookie })).status).toBe(401);
-  });
+  }, 120_000); // the first non-empty document compiles with asc
 
   it('a rules upload that would publish outside its author\'s ACL gets 403 naming the JSON path and topic', async () => {
     const outside = JSON.stringify({ filters: [{ topic: 'sensors/+', subtopic: 'copy/', statements: [{ condition: '$v > 1', new_payload: 'x' }] }] });
@@ -254,7 +263,7 @@ describe('with admin users and an ACL', () => {
     } finally {
       await closeAll(sub, pub);
     }
-  });
+  }, 120_000);
 
   it('failed logins back off per address (429 with Retry-After), like MQTT logins', async () => {
     // EDB_LOGIN_FAILURE_LIMIT=3 failures are free; the next starts a back-off (1 s, doubling)

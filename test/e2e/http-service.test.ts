@@ -165,9 +165,14 @@ describe('HTTP service on a running broker', () => {
     expect(html).toContain('<script src="/status/app.js">');
     expect((await fetch(`${base}/status/app.js`)).status).toBe(200);
     expect(await (await fetch(`${base}/status/try`)).text()).toContain('/status/mqtt.min.js');
+    // / is the console (web/console, bundled into build/console at npm run build)
     const root = await fetch(`${base}/`, { redirect: 'manual' });
-    expect(root.status).toBe(302);
-    expect(root.headers.get('location')).toBe('/status');
+    expect(root.status).toBe(200);
+    expect(await root.text()).toContain('<script type="module" src="/console/app.js">');
+    const app = await fetch(`${base}/console/app.js`);
+    expect(app.status).toBe(200);
+    expect(app.headers.get('content-type')).toMatch(/javascript/);
+    expect((await app.text()).length).toBeGreaterThan(1000);
 
     // fetch() would decompress by itself: read raw with node:http semantics via a manual header.
     const raw = await fetch(`${base}/status/mqtt.min.js`, { headers: { 'accept-encoding': 'identity' } });
