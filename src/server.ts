@@ -17,6 +17,7 @@ import { createRulesHttpHandler, startRulesHttpServer, type RulesHttpGuard } fro
 import { requiredAccess } from './http/access.js';
 import { startTopicTree } from './http/topic-tree.js';
 import { mountConsoleApi } from './http/console-api.js';
+import { json } from './http/server.js';
 import { loadConfig } from './config/load.js';
 import { openStorage, type BrokerStorage } from './storage/index.js';
 import { PersistentRetainedStore } from './storage/retained.js';
@@ -166,6 +167,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   // the console's topic explorer and its API (state store, publish, disconnect)
   const topicTree = startTopicTree(broker);
   services.push(topicTree);
+  http.router.get('/api/rules/parts', () => json(200, rules.partMetrics())); // the console's live counts per filter and rule
   mountConsoleApi(http.router, broker, topicTree, stateStore, { canPublish: (user, topic) => !auth.aclEnabled || auth.accessFor(user).canWrite(topic) });
   // prom-client and these series are loaded on the first scrape of /metrics
   http.addMetrics(async (registry) => (await import('./rules/metrics.js')).registerRulesMetrics(registry, rules));

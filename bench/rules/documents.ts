@@ -37,3 +37,16 @@ export function mixedDocument(n: number): RulesDocument {
     })),
   };
 }
+
+/** A stateful condition: a 5-minute average over a limit, reported on a 0.5 deadband. */
+export function statefulCondition(i: number): string {
+  return `avg($temperature, '5m') > ${i % 40} and deadband($temperature, 0.5) and $inside.humidity < ${60 + (i % 30)}`;
+}
+
+/** N filters with one stateful statement each, on distinct topics. */
+export function statefulDocument(n: number): RulesDocument {
+  return {
+    filters: Array.from({ length: n }, (_, i) => ({ topic: filterTopic(i), subtopic: 'alert', statements: [{ condition: statefulCondition(i), new_payload: 'alert' }] })),
+    rules: [],
+  };
+}

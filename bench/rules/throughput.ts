@@ -7,7 +7,7 @@
  * match); throughput is messages received per second. Runs alternate none / 1,000 filters;
  * the medians are compared.
  *
- *   npm run build && node dist/bench/rules/throughput.js [--runs 5] [--seconds 4]
+ *   npm run build && node dist/bench/rules/throughput.js [--runs 5] [--seconds 4] [--stateful]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import mqttPacket from 'mqtt-packet';
-import { filterTopic, filtersDocument, payload } from './documents.js';
+import { filterTopic, filtersDocument, payload, statefulDocument } from './documents.js';
 
 const args = process.argv.slice(2);
 const arg = (name: string, fallback: number): number => {
@@ -26,6 +26,8 @@ const arg = (name: string, fallback: number): number => {
 const RUNS = arg('--runs', 5);
 const SECONDS = arg('--seconds', 4);
 const FILTERS = 1000;
+/** --stateful: each filter keeps a 5-minute average and a deadband (fr-script-state.md). */
+const STATEFUL = args.includes('--stateful');
 const PUBLISHERS = 4;
 const WINDOW = 2000;
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -143,7 +145,7 @@ function median(v: number[]): number {
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'edb-rules-bench-'));
   const rulesFile = join(dir, 'filters.json');
-  writeFileSync(rulesFile, JSON.stringify(filtersDocument(FILTERS)));
+  writeFileSync(rulesFile, JSON.stringify(STATEFUL ? statefulDocument(FILTERS) : filtersDocument(FILTERS)));
   const none: number[] = [];
   const active: number[] = [];
   const cpuNone: number[] = [];

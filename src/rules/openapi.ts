@@ -1,6 +1,18 @@
 /** OpenAPI 3 description of the rules API (served at /openapi.json, rendered by Swagger UI at /docs). */
 import { documentSchema } from './schema.js';
 
+/** OpenAPI 3.0 has no type lists: `type: ['string', 'object']` becomes a oneOf. */
+function openApiSchema(schema: unknown): unknown {
+  if (Array.isArray(schema)) return schema.map(openApiSchema);
+  if (schema === null || typeof schema !== 'object') return schema;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(schema as Record<string, unknown>)) {
+    if (k === 'type' && Array.isArray(v)) out['oneOf'] = v.map((t) => ({ type: t }));
+    else out[k] = openApiSchema(v);
+  }
+  return out;
+}
+
 export function openApiDocument(basePath: string): Record<string, unknown> {
   const error = {
     description: 'The document was refused; the active document is unchanged.',
@@ -52,7 +64,7 @@ export function openApiDocument(basePath: string): Record<string, unknown> {
     },
     components: {
       schemas: {
-        Document: documentSchema,
+        Document: openApiSchema(documentSchema),
         TestRequest: {
           type: 'object',
           additionalProperties: false,

@@ -142,6 +142,27 @@ describe.skipIf(!existsSync(CHROMIUM))('the console in Chromium', () => {
     await shot('rules-error');
   }, 120_000);
 
+  it('dry-runs the edited document on pasted messages and shows its outputs', async () => {
+    await page.goto(`${base}/#/rules`);
+    await page.waitForFunction(() => ((globalThis as any).document.getElementById('rules-meta')?.textContent ?? '').startsWith('active'));
+    await page.fill('#rules-editor', JSON.stringify(FIRE_RULE, null, 2));
+    await page.click('details summary');
+    await page.fill(
+      '#rules-samples',
+      JSON.stringify([
+        { topic: 'house/7', payload: { inside: { temperature: 20, humidity: 40 } } },
+        { topic: 'house/7', payload: { inside: { temperature: 50, humidity: 6 } } },
+      ]),
+    );
+    await page.click('#rules-dry-run');
+    await page.waitForSelector('#dry-run-outputs td.mono');
+    const rows = await page.$$eval('#dry-run-outputs tr', (trs) => trs.slice(1).map((tr) => Array.from((tr as any).querySelectorAll('td'), (td: any) => td.textContent)));
+    expect(rows).toEqual([['1', 'house/7/alert/', 'fire_danger']]);
+    await shot('rules-dry-run');
+    // nothing was activated: the active document is still the empty one
+    expect(await page.textContent('#rules-meta')).not.toContain('uploaded by');
+  }, 60_000);
+
   it('activates a document with If-Match: a subscriber receives its output; the diff shows the change', async () => {
     await page.goto(`${base}/#/rules`);
     await page.waitForFunction(() => ((globalThis as any).document.getElementById('rules-meta')?.textContent ?? '').startsWith('active'));
@@ -164,8 +185,9 @@ describe.skipIf(!existsSync(CHROMIUM))('the console in Chromium', () => {
     } finally {
       await closeAll(sub, pub);
     }
-    // the live counts move
+    // the live counts move, in total and for the filter
     await page.waitForFunction(() => Number((globalThis as any).document.querySelector('#rules-counts [data-count="fires"] b')?.textContent ?? '0') >= 1, undefined, { timeout: 10_000 });
+    await page.waitForFunction(() => Number((globalThis as any).document.querySelector('#rules-parts [data-part="filters/0"] td.fires')?.textContent ?? '0') >= 1, undefined, { timeout: 10_000 });
   }, 180_000); // the first document compiles with asc: seconds on a loaded machine
 
   it('sets a state key that an MQTT client then reads, and watches it change', async () => {

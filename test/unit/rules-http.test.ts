@@ -196,7 +196,12 @@ describe('rules HTTP API', () => {
     expect(api.status).toBe(200);
     expect(api.json.openapi).toMatch(/^3\./);
     expect(Object.keys(api.json.paths['/'])).toEqual(['get', 'post', 'patch', 'delete']);
-    expect(Object.keys(api.json.paths)).toEqual(['/', '/source']);
+    expect(Object.keys(api.json.paths)).toEqual(['/', '/test', '/source']);
+    // POST /test with its request and answer; OpenAPI 3.0 has no type lists (templates are oneOf string/object)
+    expect(Object.keys(api.json.paths['/test'])).toEqual(['post']);
+    expect(api.json.components.schemas.TestRequest.required).toEqual(['messages']);
+    expect(JSON.stringify(api.json.components.schemas.Document)).not.toContain('"type":["string","object"]');
+    expect(api.json.components.schemas.Document.properties.filters.items.properties.statements.items.properties.new_payload.oneOf).toEqual([{ type: 'string' }, { type: 'object' }]);
     const docs = await call('GET', undefined, {}, '/docs');
     expect(docs.type).toContain('text/html');
     expect(docs.text).toContain('/docs/swagger-ui-bundle.js');

@@ -105,7 +105,9 @@ export function rulesPage(root: HTMLElement, session: Session): () => void {
   const showError = (err: ApiError): void => {
     const e = err.body?.error ?? {};
     const text = editor.value;
-    const at = typeof e.path === 'string' ? locate(text, e.path) : undefined;
+    // a dry run reports paths inside its "document"
+    const inDocument = typeof e.path === 'string' && !/^(messages|state)(\/|$)/.test(e.path);
+    const at = inDocument ? locate(text, (e.path as string).replace(/^document(\/|$)/, '')) : undefined;
     let offset = at?.start;
     if (at && typeof e.position === 'number' && text[at.start] === '"') offset = at.start + 1 + e.position;
     let where = '';
@@ -167,12 +169,21 @@ export function rulesPage(root: HTMLElement, session: Session): () => void {
         doc = editor.value;
       }
       const r = await call<any>('POST', '/rules/test', { document: doc, messages });
-      const outs: { topic: string; payload: unknown }[] = r.body.outputs ?? r.body.published ?? [];
+      const outs: { after: number; topic?: string; payload?: string; set_state?: { key: string; value: string; px?: number } }[] = r.body.outputs ?? [];
       clear(
         output,
         h('h3', {}, 'Dry run'),
-        outs.length === 0 ? h('p', { class: 'muted' }, 'no output') : null,
-        h('table', { id: 'dry-run-outputs' }, h('tr', {}, h('th', {}, 'topic'), h('th', {}, 'payload')), outs.map((o) => h('tr', {}, h('td', { class: 'mono' }, o.topic), h('td', { class: 'mono' }, typeof o.payload === 'string' ? o.payload : JSON.stringify(o.payload))))),
+        outs.length === 0 ? h('p', { class: 'muted', id: 'dry-run-none' }, 'no output') : null,
+        h(
+          'table',
+          { id: 'dry-run-outputs' },
+          h('tr', {}, h('th', {}, 'message (index)'), h('th', {}, 'publishes / writes'), h('th', {}, 'payload / value')),
+          outs.map((o) =>
+            o.set_state
+              ? h('tr', {}, h('td', {}, String(o.after)), h('td', { class: 'mono' }, `set_state ${o.set_state.key}${o.set_state.px ? ` (expires in ${o.set_state.px} ms)` : ''}`), h('td', { class: 'mono' }, o.set_state.value))
+              : h('tr', {}, h('td', {}, String(o.after)), h('td', { class: 'mono' }, o.topic ?? ''), h('td', { class: 'mono' }, o.payload ?? '')),
+          ),
+        ),
       );
       status.textContent = '';
     } catch (err) {
@@ -216,10 +227,26 @@ export function rulesPage(root: HTMLElement, session: Session): () => void {
     h('section', { class: 'card' }, h('h3', {}, 'Live counts'), counts),
   );
   void load().catch((err: Error) => (status.textContent = err.message));
+  const parts = h('div', { id: 'rules-parts' });
+  counts.after(parts);
   const stop = every(2000, async () => {
-    const s = await get<{ sections: { rules?: Record<string, number> } }>('/api/status');
+    const [s, p] = await Promise.all([
+      get<{ sections: { rules?: Record<string, number> } }>('/api/status'),
+      get<{ part: string; topic: string; evaluations: number; fires: number; conditionErrors: number }[]>('/api/rules/parts').catch(() => []),
+    ]);
     const r = s.sections.rules ?? {};
     clear(counts, Object.entries(r).map(([k, v]) => h('span', { 'data-count': k }, h('b', {}, String(v)), ` ${k}`)));
+    clear(
+      parts,
+      p.length === 0
+        ? null
+        : h(
+            'table',
+            {},
+            h('tr', {}, ['part', 'topic', 'evaluations', 'fires', 'condition errors'].map((x) => h('th', {}, x))),
+            p.map((x) => h('tr', { 'data-part': x.part }, h('td', { class: 'mono' }, x.part), h('td', { class: 'mono' }, x.topic), h('td', {}, String(x.evaluations)), h('td', { class: 'fires' }, String(x.fires)), h('td', {}, String(x.conditionErrors)))),
+          ),
+    );
   });
   return stop;
 }
