@@ -5,10 +5,11 @@ import { Broker } from './broker/broker.js';
 import { startSysTopics } from './broker/sys.js';
 import { startTcpListener } from './transport/tcp.js';
 import { startTlsAndWebSocketListeners } from './transport/listeners.js';
+import { checkStartup, explainListenError } from './startup-check.js';
 import { loadTlsOptions } from './transport/tls-options.js';
 import { startHttpService } from './http/service.js';
 import { restoreBroker, snapshotBroker } from './broker/snapshot.js';
-import { createBackupManager, type BackupManager } from './persistence/backup.js';
+import { createBackupManager, type BackupManager, type RestoreOutcome } from './persistence/backup.js';
 import { createStateStoreService, type StateStoreService } from './state/service.js';
 import { createAuthService } from './auth/service.js';
 import { createClientLimits } from './auth/rate-limit.js';
@@ -26,6 +27,32 @@ import { DurableSession, DurableSessionStore, SessionLog } from './storage/sessi
 import { VERSION } from './version.js';
 
 export { VERSION };
+
+/** The start-up line that says what the backup brought back, and from where (or why nothing). */
+function logRestore(log: Logger, config: Config, backup: BackupManager, outcome: RestoreOutcome, broker: Broker, stateStore: StateStoreService): void {
+  if (!config.backupEnabled) {
+    log.info('backups are off (EDB_BACKUP=false): nothing restored, nothing will be saved on stop');
+    return;
+  }
+  switch (outcome.status) {
+    case 'none':
+      if (config.storage === 'durable') log.info({ file: backup.file }, `no backup found at ${backup.file}: the durable storage under ${config.dataDir} holds what was kept`);
+      else log.info({ file: backup.file }, `no backup found at ${backup.file}: starting without saved sessions, retained messages or state`);
+      return;
+    case 'discarded':
+      log.warn({ file: backup.file, err: outcome.error }, `the backup at ${backup.file} was unusable and is deleted: starting without saved sessions, retained messages or state`);
+      return;
+    case 'restored': {
+      const sessions = broker.sessions.size;
+      const retained = broker.retainedCount();
+      const keys = stateStore.metrics().keys;
+      log.info(
+        { file: backup.file, sections: outcome.sections, sessions, retained, keys, ms: outcome.ms },
+        `restored the backup from ${backup.file}: ${sessions} sessions, ${retained} retained messages, ${keys} state store keys (${outcome.ms} ms)`,
+      );
+    }
+  }
+}
 
 /** The storage document that holds the rules' buffer (checkpointed every second). */
 const RULE_BUFFER = 'rules.buffer';
@@ -76,7 +103,8 @@ interface Service {
  * before any listener opens, so the first client already sees them.
  */
 export async function startEdb(config: Config, log: Logger): Promise<EdbServer> {
-  loadTlsOptions(config); // web: unusable TLS settings fail here, before anything starts
+  // unusable settings, files and folders fail here with one line each, before anything starts
+  checkStartup(config);
   // an unusable storage folder fails here too (StorageOpenError: exit code 2), before any listener
   const storage = openStorage(config, log);
   const durable = storage.kind === 'durable';
@@ -145,10 +173,14 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
         log.error({ err: (err as Error).message }, 'storage: the stored rule buffer is unreadable; starting with an empty one');
       }
     }
-    log.info({ retained: n, sessions: restored.sessions.length, queued: restored.messages, stateKeys: state.keys, stateWrites: state.writes, ms: Math.round(performance.now() - started) }, 'storage: loaded');
+    log.info(
+      { retained: n, sessions: restored.sessions.length, queued: restored.messages, stateKeys: state.keys, stateWrites: state.writes, ms: Math.round(performance.now() - started) },
+      `storage: loaded from ${config.dataDir}: ${n} retained messages, ${restored.sessions.length} sessions (${restored.messages} queued messages), ${state.keys} state store keys`,
+    );
   };
   loadDurable();
   const restored = await backup.restore();
+  logRestore(log, config, backup, restored, broker, stateStore);
   if (durable && restored.status === 'restored') {
     // imported: the backup's sessions become durable ones, its state store a stored snapshot
     for (const plain of [...broker.sessions.values()]) if (!(plain instanceof DurableSession)) broker.restoreSession(sessions!.adopt(plain));
@@ -158,9 +190,24 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   // durable storage holds everything a backup would: no snapshot written in this mode
   if (!durable) backup.startPeriodic();
   if (durable) services.push(checkpointRuleBuffer(storage, rules.snapshotSection(), log));
+  // a start that fails after the restore writes the backup back: the restore deleted it
+  const undoRestore = async (): Promise<void> => {
+    if (restored.status !== 'restored') return;
+    await backup.save().catch((err: Error) => log.error({ err: err.message }, 'could not write the restored backup back'));
+  };
 
   // web: status page, /metrics, health and REST API; /readyz says 503 until every listener is up
-  const http = await startHttpService(broker, config, log);
+  let http: Awaited<ReturnType<typeof startHttpService>>;
+  try {
+    http = await startHttpService(broker, config, log);
+  } catch (err) {
+    await broker.close(0);
+    await backup.close();
+    await undoRestore();
+    for (const svc of [...services].reverse()) await Promise.resolve(svc.close()).catch(() => undefined);
+    await storage.close().catch(() => undefined);
+    throw await explainListenError(err, config);
+  }
   services.push(http);
   if (http.listener) listeners.push(http.listener);
   http.router.mount('/rules', createRulesHttpHandler(rules, { basePath: '/rules' }));
@@ -182,7 +229,11 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   try {
     await rules.ready;
   } catch (err) {
-    await Promise.all([...listeners.map((l) => l.close()), ...services.map((s) => s.close())]);
+    await Promise.all(listeners.map((l) => l.close()));
+    await broker.close(0);
+    await backup.close();
+    await undoRestore();
+    await Promise.all(services.map((s) => Promise.resolve(s.close()).catch(() => undefined)));
     await storage.close().catch(() => undefined);
     throw err;
   }
@@ -201,9 +252,10 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     await Promise.all(listeners.map((l) => l.close()));
     await broker.close(0);
     await backup.close();
+    await undoRestore();
     for (const svc of [...services].reverse()) await Promise.resolve(svc.close()).catch(() => undefined);
     await storage.close().catch(() => undefined);
-    throw err;
+    throw await explainListenError(err, config);
   }
   for (const l of listeners) log.info({ listener: l.name, engine: l.engine, host: config.host, port: l.port }, `listening: ${l.name} on port ${l.port} (${l.engine})`);
   for (const l of listeners) http.trackListener(l); // web

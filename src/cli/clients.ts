@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import type { ClientSummary, SubscriptionSummary } from '../broker/api.js';
+import { exitCodeOf, fail, networkReason, OperationError, UnreachableError } from './exit-codes.js';
 
 interface Column<T> {
   title: string;
@@ -79,10 +80,9 @@ async function fetchJson<T>(opts: ApiOptions, path: string): Promise<T> {
     const token = process.env['EDB_ADMIN_TOKEN']; // from `edb token create`
     res = await fetch(url, { signal: AbortSignal.timeout(10_000), ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}) });
   } catch (err) {
-    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    throw new Error(`cannot reach the broker at ${url}: ${cause?.code ?? cause?.message ?? (err as Error).message} (is it running? set --url or EDB_HTTP_PORT)`);
+    throw new UnreachableError(`cannot reach the broker's HTTP API at ${url}: ${networkReason(err)}; is it running? set --url or EDB_HTTP_PORT`);
   }
-  if (!res.ok) throw new Error(`${url} answered HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
+  if (!res.ok) throw new OperationError(`the broker refused the request (HTTP ${res.status}): ${(await res.text()).slice(0, 200).trim()}`);
   return (await res.json()) as T;
 }
 
@@ -98,8 +98,8 @@ function command<T>(program: Command, name: string, description: string, path: s
         const rows = await fetchJson<T[]>(opts, path);
         process.stdout.write(opts.json ? `${JSON.stringify(rows, null, 2)}\n` : table(rows));
       } catch (err) {
-        process.stderr.write(`edb ${name}: ${(err as Error).message}\n`);
-        process.exitCode = 1;
+        fail(name, (err as Error).message);
+        process.exitCode = exitCodeOf(err);
       }
     });
 }

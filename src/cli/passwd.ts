@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
+import { EXIT, fail, fileReason } from './exit-codes.js';
 import { hashPassword, PasswordFileError, PasswordFile, updatePasswordText, validUsername, writePasswordFile } from '../auth/password-file.js';
 import { AdminUsers, isAdminUsersText, isRole, ROLES } from '../auth/admin-users.js';
 
@@ -23,7 +24,15 @@ export interface PasswdIO {
   stderr: NodeJS.WritableStream;
 }
 
-export class PasswdError extends Error {}
+export class PasswdError extends Error {
+  /** EXIT.usage for a mistake in the command line (a bad user name, an empty password). */
+  constructor(
+    message: string,
+    readonly exitCode: number = EXIT.failed,
+  ) {
+    super(message);
+  }
+}
 
 /** Read a password from the terminal without echoing it. */
 function promptHidden(io: PasswdIO, prompt: string): Promise<string> {
@@ -78,38 +87,46 @@ async function askPassword(io: PasswdIO): Promise<string> {
   return readLineFromPipe(io.stdin);
 }
 
+async function write(file: string, text: string): Promise<void> {
+  try {
+    await writePasswordFile(file, text);
+  } catch (err) {
+    throw new PasswdError(`cannot write ${file}: ${fileReason(err)}; check that its folder exists and can be written`);
+  }
+}
+
 /** Do the work; returns a one-line summary. Throws PasswdError / PasswordFileError with a message for the user. */
 export async function runPasswd(file: string, user: string, options: PasswdOptions, io: PasswdIO): Promise<string> {
-  if (!validUsername(user)) throw new PasswdError(`user name "${user}" may not be empty or contain ':' or line breaks`);
+  if (!validUsername(user)) throw new PasswdError(`user name "${user}" may not be empty or contain ':' or line breaks`, EXIT.usage);
   let text = '';
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new PasswdError(`${file}: ${(err as Error).message}`);
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new PasswdError(`cannot read ${file}: ${fileReason(err)}`);
     if (options.delete) throw new PasswdError(`${file}: no such file`);
   }
   // Refuse to rewrite a file we could not read back: that would silently drop its bad lines.
   const adminFile = isAdminUsersText(text);
   if (adminFile) AdminUsers.parse(text, file);
   else PasswordFile.parse(text, file);
-  if (options.role !== undefined && !isRole(options.role)) throw new PasswdError(`--role must be one of ${ROLES.join(', ')}`);
+  if (options.role !== undefined && !isRole(options.role)) throw new PasswdError(`--role ${options.role}: not a role; use one of ${ROLES.join(', ')}`, EXIT.usage);
   if (!options.delete) {
-    if (options.role !== undefined && !adminFile && /^\s*[^#\s]/m.test(text)) throw new PasswdError(`${file} is an MQTT password file; admin users (--role) go in their own file (EDB_ADMIN_USERS_FILE)`);
-    if (options.role === undefined && adminFile) throw new PasswdError(`${file} is an admin users file: give the user's role with --role (${ROLES.join(', ')})`);
+    if (options.role !== undefined && !adminFile && /^\s*[^#\s]/m.test(text)) throw new PasswdError(`${file} is an MQTT password file; admin users (--role) go in their own file (EDB_ADMIN_USERS_FILE)`, EXIT.usage);
+    if (options.role === undefined && adminFile) throw new PasswdError(`${file} is an admin users file: give the user's role with --role (${ROLES.join(', ')})`, EXIT.usage);
   }
 
   if (options.delete) {
     const { text: next, existed } = updatePasswordText(text, user, null);
     if (!existed) throw new PasswdError(`user "${user}" is not in ${file}`);
-    await writePasswordFile(file, next);
+    await write(file, next);
     return `deleted user "${user}" from ${file}`;
   }
 
   const password = options.password ?? (await askPassword(io));
-  if (password.length === 0) throw new PasswdError('empty passwords are not accepted');
+  if (password.length === 0) throw new PasswdError('empty passwords are not accepted', EXIT.usage);
   const hash = await hashPassword(password);
   const { text: next, existed } = updatePasswordText(text, user, options.role === undefined ? hash : `${options.role}:${hash}`);
-  await writePasswordFile(file, next);
+  await write(file, next);
   return `${existed ? 'changed the password of' : 'added'} user "${user}"${options.role === undefined ? '' : ` (${options.role})`} in ${file}`;
 }
 
@@ -128,8 +145,8 @@ export function register(program: Command): void {
         process.stderr.write(summary + '\n');
       } catch (err) {
         if (err instanceof PasswdError || err instanceof PasswordFileError) {
-          process.stderr.write(`edb passwd: ${err.message}\n`);
-          process.exitCode = 1;
+          fail('passwd', err.message);
+          process.exitCode = err instanceof PasswdError ? err.exitCode : EXIT.failed;
           return;
         }
         throw err;

@@ -4,6 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
+import { EXIT, fail, fileReason, networkReason } from './exit-codes.js';
 
 interface Options {
   url?: string;
@@ -16,8 +17,16 @@ function baseUrl(options: Options): string {
   return `http://127.0.0.1:${port}`;
 }
 
-async function readDocument(file: string): Promise<string> {
-  if (file !== '-') return readFile(file, 'utf8');
+async function readDocument(file: string): Promise<string | undefined> {
+  if (file !== '-') {
+    try {
+      return await readFile(file, 'utf8');
+    } catch (err) {
+      fail('rules', `cannot read ${file}: ${fileReason(err)}; give the path of a JSON rules document, or - for standard input`);
+      process.exitCode = EXIT.usage;
+      return undefined;
+    }
+  }
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
   return Buffer.concat(chunks).toString('utf8');
@@ -34,7 +43,10 @@ async function test(options: Options, docFile: string, messagesFile: string): Pr
   let body: string;
   try {
     const docText = docFile === '@active' ? undefined : await readDocument(docFile);
-    const lines = (await readDocument(messagesFile)).split('\n');
+    if (docFile !== '@active' && docText === undefined) return; // said why, exit code set
+    const messagesText = await readDocument(messagesFile);
+    if (messagesText === undefined) return;
+    const lines = messagesText.split('\n');
     const messages: unknown[] = [];
     for (let i = 0; i < lines.length; i++) {
       const line = lines[i]!.trim();
@@ -55,8 +67,8 @@ async function test(options: Options, docFile: string, messagesFile: string): Pr
     }
     body = JSON.stringify({ ...(document === undefined ? {} : { document }), messages });
   } catch (err) {
-    process.stderr.write(`edb rules test: ${(err as Error).message}\n`);
-    process.exitCode = 1;
+    fail('rules', `${(err as Error).message}; fix the file`);
+    process.exitCode = EXIT.usage;
     return;
   }
   await request('POST', options, body, '/test', (text) => {
@@ -75,8 +87,8 @@ async function request(method: string, options: Options, body?: string, path = '
       headers: { 'content-type': 'application/json', ...(options.ifMatch ? { 'if-match': options.ifMatch } : {}), ...authHeader() },
     });
   } catch (err) {
-    process.stderr.write(`edb rules: cannot reach ${url}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}\n`);
-    process.exitCode = 2;
+    fail('rules', `cannot reach the rules API at ${url}: ${networkReason(err)}; is the broker running? set --url or EDB_RULES_PORT`);
+    process.exitCode = EXIT.unreachable;
     return;
   }
   const text = await res.text();
@@ -97,8 +109,8 @@ async function request(method: string, options: Options, body?: string, path = '
   } catch {
     // not JSON: print as is
   }
-  process.stderr.write(`edb rules: ${res.status} ${message.trim()}\n`);
-  process.exitCode = 1;
+  fail('rules', `the broker refused the request (HTTP ${res.status}): ${message.trim()}`);
+  process.exitCode = EXIT.failed;
 }
 
 export function register(program: Command): void {
@@ -115,11 +127,17 @@ export function register(program: Command): void {
   rules
     .command('set <file>')
     .description('Replace the whole document with FILE (- for standard input)')
-    .action(async (file: string) => request('POST', opts(), await readDocument(file)));
+    .action(async (file: string) => {
+      const text = await readDocument(file);
+      if (text !== undefined) await request('POST', opts(), text);
+    });
   rules
     .command('patch <file>')
     .description('Add the filters and rules of FILE; a rule sharing a statement id replaces the old one')
-    .action(async (file: string) => request('PATCH', opts(), await readDocument(file)));
+    .action(async (file: string) => {
+      const text = await readDocument(file);
+      if (text !== undefined) await request('PATCH', opts(), text);
+    });
   rules
     .command('test <document> <messages>')
     .description('Print what DOCUMENT (a file, - for standard input, @active for the active one) would publish and write for MESSAGES (JSON lines {"topic","payload","t"}); nothing is activated')

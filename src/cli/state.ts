@@ -6,13 +6,16 @@
  *   edb state get greeting
  *   edb state watch greeting --url wss://broker:9002 --ca ca.pem
  *
- * Exit codes: 0 done; 1 key absent / SET not applied / nothing deleted; 2 usage; 3 error.
+ * Exit codes (the table of every command, src/cli/exit-codes.ts): 0 done; 1 key absent,
+ * SET not applied, nothing deleted, or the broker answered an error; 2 usage; 3 the broker
+ * cannot be reached or did not answer in time.
  */
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { formatHlc } from '../state/hlc.js';
 import { StateStoreClient, StateStoreError } from '../state/client.js';
+import { EXIT, fail, fileReason, networkReason, OperationError, UnreachableError, UsageError } from './exit-codes.js';
 
 interface ConnectionOptions {
   url: string;
@@ -43,14 +46,26 @@ async function withStore<T>(opts: ConnectionOptions, run: (store: StateStoreClie
   };
   if (opts.username !== undefined) options.username = opts.username;
   if (opts.password !== undefined) options.password = opts.password;
-  if (opts.ca) options.ca = readFileSync(opts.ca);
-  if (opts.cert) options.cert = readFileSync(opts.cert);
-  if (opts.key) options.key = readFileSync(opts.key);
+  if (opts.ca) options.ca = readOptionFile('--ca', opts.ca);
+  if (opts.cert) options.cert = readOptionFile('--cert', opts.cert);
+  if (opts.key) options.key = readOptionFile('--key', opts.key);
   if (opts.insecure) options.rejectUnauthorized = false;
-  // MQTT.js is loaded here, not at the top: `edb start` (which imports this module to
-  // register the command) never needs it, and it costs ~140 ms of CPU and ~2 MB of heap.
-  const { connectAsync } = await import('mqtt');
-  const mqtt = await connectAsync(opts.url, options, false);
+  if (!/^(mqtts?|wss?|tcp|ssl|tls):\/\/[^/]/i.test(opts.url)) {
+    throw new UsageError(`--url ${opts.url}: not a broker URL; write mqtt://HOST:PORT, mqtts://, ws:// or wss://`);
+  }
+  let mqtt: MqttClient;
+  try {
+    // MQTT.js is loaded here, not at the top: `edb start` (which imports this module to
+    // register the command) never needs it, and it costs ~140 ms of CPU and ~2 MB of heap.
+    const { connectAsync } = await import('mqtt');
+    mqtt = await connectAsync(opts.url, options, false);
+  } catch (err) {
+    // a CONNACK refusal carries its reason code (a number): the broker is there and said no
+    if (typeof (err as { code?: unknown }).code === 'number') {
+      throw new OperationError(`the broker at ${opts.url} refused the connection: ${(err as Error).message.replace(/^Connection refused: /, '')}`);
+    }
+    throw new UnreachableError(`cannot reach the broker at ${opts.url}: ${connectReason(err)}; is it running? set --url`);
+  }
   try {
     const store = await StateStoreClient.create(mqtt, { timeoutMs: timeout });
     try {
@@ -63,7 +78,19 @@ async function withStore<T>(opts: ConnectionOptions, run: (store: StateStoreClie
   }
 }
 
-class UsageError extends Error {}
+function readOptionFile(option: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new UsageError(`${option} ${file}: cannot read it: ${fileReason(err)}`);
+  }
+}
+
+function connectReason(err: unknown): string {
+  const message = (err as Error).message;
+  if (message === "Couldn't connect to server") return 'no answer to CONNECT in time';
+  return networkReason(err);
+}
 
 function bytes(text: string, hex: boolean | undefined): Buffer {
   if (!hex) return Buffer.from(text, 'utf8');
@@ -82,14 +109,20 @@ function action<A extends unknown[]>(run: (...args: A) => Promise<number>) {
       process.exitCode = await run(...args);
     } catch (err) {
       if (err instanceof UsageError) {
-        process.stderr.write(`edb state: ${err.message}\n`);
-        process.exitCode = 2;
+        fail('state', err.message);
+        process.exitCode = EXIT.usage;
+      } else if (err instanceof UnreachableError) {
+        fail('state', err.message);
+        process.exitCode = EXIT.unreachable;
+      } else if (err instanceof StateStoreError && (err.kind === 'timeout' || err.kind === 'closed')) {
+        fail('state', `${err.message}; is the state store running on this broker?`);
+        process.exitCode = EXIT.unreachable;
       } else if (err instanceof StateStoreError && err.kind === 'server') {
-        process.stderr.write(`edb state: ERR ${err.message}\n`);
-        process.exitCode = 3;
+        fail('state', `the state store answered: ERR ${err.message}`);
+        process.exitCode = EXIT.failed;
       } else {
-        process.stderr.write(`edb state: ${(err as Error).message}\n`);
-        process.exitCode = 3;
+        fail('state', (err as Error).message);
+        process.exitCode = EXIT.failed;
       }
     }
   };

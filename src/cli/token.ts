@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { join } from 'node:path';
+import { EXIT, fail, fileReason } from './exit-codes.js';
 import { isRole, newToken, readTokenFile, ROLES, TokenFileError, writeTokenFile } from '../auth/admin-users.js';
 
 /**
@@ -7,7 +8,8 @@ import { isRole, newToken, readTokenFile, ROLES, TokenFileError, writeTokenFile 
  * API tokens for the HTTP API and the rules API (`Authorization: Bearer <token>`, or
  * EDB_ADMIN_TOKEN for `edb clients` / `edb rules`). The file keeps only a hash of each token;
  * the token itself is printed once. The running broker sees a change at the next request.
- * Exit status: 0 done, 1 bad input or the file cannot be read or written.
+ * Exit status (the table of every command, src/cli/exit-codes.ts): 0 done; 1 no such
+ * token, a name taken, the file cannot be read or written; 2 usage (a bad --role or --name).
  */
 
 interface FileOption {
@@ -19,11 +21,18 @@ export function tokenFilePath(options: FileOption): string {
   return options.file ?? process.env['EDB_ADMIN_TOKENS_FILE'] ?? join(process.env['EDB_DATA_DIR'] ?? './data', 'admin-tokens.json');
 }
 
-class TokenCliError extends Error {}
+class TokenCliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number = EXIT.failed,
+  ) {
+    super(message);
+  }
+}
 
 export async function createToken(path: string, role: string, name: string | undefined): Promise<{ id: string; token: string }> {
-  if (!isRole(role)) throw new TokenCliError(`--role must be one of ${ROLES.join(', ')}`);
-  if (name !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new TokenCliError('--name: 1 to 64 letters, digits, ".", "_" or "-"');
+  if (!isRole(role)) throw new TokenCliError(`--role ${role}: not a role; use one of ${ROLES.join(', ')}`, EXIT.usage);
+  if (name !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new TokenCliError(`--name ${name}: not a token name; use 1 to 64 letters, digits, ".", "_" or "-"`, EXIT.usage);
   const tokens = await readTokenFile(path);
   if (name !== undefined && tokens.some((t) => t.name === name)) throw new TokenCliError(`a token named "${name}" exists: revoke it first (edb token revoke ${tokens.find((t) => t.name === name)!.id})`);
   const { token, record } = newToken(role, name ?? '');
@@ -44,8 +53,9 @@ async function run(action: () => Promise<void>): Promise<void> {
     await action();
   } catch (err) {
     if (err instanceof TokenCliError || err instanceof TokenFileError || (err as NodeJS.ErrnoException).code !== undefined) {
-      process.stderr.write(`edb token: ${(err as Error).message}\n`);
-      process.exitCode = 1;
+      const code = (err as NodeJS.ErrnoException).code;
+      fail('token', err instanceof TokenCliError || err instanceof TokenFileError || code === undefined ? (err as Error).message : `${(err as NodeJS.ErrnoException).path ?? 'the token file'}: ${fileReason(err)}`);
+      process.exitCode = err instanceof TokenCliError ? err.exitCode : EXIT.failed;
       return;
     }
     throw err;

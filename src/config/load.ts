@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import { createRequire } from 'node:module';
 import { SETTINGS, type Config, type SettingName, type SettingSpec } from './schema.js';
+import { didYouMean } from './suggest.js';
 
 /** The YAML parser, loaded only when a YAML config file is read (72 modules a broker configured by EDB_* variables never needs). */
 function parseYaml(text: string): unknown {
@@ -14,6 +15,14 @@ function parseYaml(text: string): unknown {
 /** A setting that cannot be used; the CLI prints `message` and exits with code 2. */
 export class ConfigError extends Error {
   readonly code = 'EDB_CONFIG_INVALID';
+}
+
+/**
+ * The settings are fine but the machine is not (a port in use, a folder the broker may not
+ * write); the CLI prints `message` and exits with code 1.
+ */
+export class EnvironmentError extends Error {
+  readonly code = 'EDB_ENVIRONMENT';
 }
 
 function jsonSchemaFor(spec: SettingSpec): Record<string, unknown> {
@@ -44,17 +53,45 @@ const validateSettings = ajv.compile(settingsSchema);
 /** Sections only the config file carries; each part that owns one validates it itself. */
 const FILE_SECTIONS = new Set(['stateStore', 'acl', 'users', 'rules']);
 
+const TRUE_WORDS = ['true', '1', 'yes', 'on'];
+const FALSE_WORDS = ['false', '0', 'no', 'off'];
+
+/** What a setting takes, in words: "a port from 0 to 65535 (0 picks a free port, -1 turns the listener off)". */
+export function expected(spec: SettingSpec): string {
+  switch (spec.type) {
+    case 'boolean':
+      return `true or false (also accepted: ${TRUE_WORDS.slice(1).join(', ')} / ${FALSE_WORDS.slice(1).join(', ')})`;
+    case 'port':
+      return 'a port from 0 to 65535 (0 picks a free port, -1 turns the listener off)';
+    case 'integer': {
+      const { minimum: lo, maximum: hi } = spec;
+      if (lo !== undefined && hi !== undefined) return `a whole number from ${lo} to ${hi}`;
+      if (lo !== undefined) return `a whole number, at least ${lo}`;
+      if (hi !== undefined) return `a whole number, at most ${hi}`;
+      return 'a whole number';
+    }
+    case 'enum':
+      return `one of ${(spec.values ?? []).join(', ')}`;
+    case 'string':
+      return spec.default === null ? 'a text (or nothing, to unset it)' : 'a text that is not empty';
+  }
+}
+
 function coerceEnv(name: SettingName, raw: string): unknown {
-  const spec: SettingSpec = SETTINGS[name];
+  return coerceText(SETTINGS[name], raw, `${SETTINGS[name].env}=${raw}`);
+}
+
+/** A setting given as text (any environment variable; a quoted value in the file). */
+function coerceText(spec: SettingSpec, raw: string, where: string): unknown {
   const value = raw.trim();
   switch (spec.type) {
     case 'boolean':
-      if (/^(1|true|yes|on)$/i.test(value)) return true;
-      if (/^(0|false|no|off)$/i.test(value)) return false;
-      throw new ConfigError(`${spec.env}=${raw}: expected true or false`);
+      if (TRUE_WORDS.includes(value.toLowerCase())) return true;
+      if (FALSE_WORDS.includes(value.toLowerCase())) return false;
+      throw new ConfigError(`${where}: not a yes/no value; use ${expected(spec)}`);
     case 'integer':
     case 'port': {
-      if (!/^-?\d+$/.test(value)) throw new ConfigError(`${spec.env}=${raw}: expected a whole number`);
+      if (!/^-?\d+$/.test(value)) throw new ConfigError(`${where}: not a whole number; use ${expected(spec)}`);
       return Number(value);
     }
     default:
@@ -62,11 +99,24 @@ function coerceEnv(name: SettingName, raw: string): unknown {
   }
 }
 
-function describe(error: ErrorObject, origin: Map<string, string>): string {
-  const key = error.instancePath.replace(/^\//, '') || String(error.params['additionalProperty'] ?? '');
+function describe(error: ErrorObject, origin: Map<string, string>, file: string | undefined, values: Record<string, unknown>): string {
+  if (error.keyword === 'additionalProperties') {
+    const key = String(error.params['additionalProperty']);
+    return `unknown setting "${key}" in the config file ${file ?? ''}`.trimEnd() + (didYouMean(key, [...names, ...FILE_SECTIONS]) || `; the README lists the settings`);
+  }
+  const key = error.instancePath.replace(/^\//, '') as SettingName;
   const where = origin.get(key) ?? key;
-  if (error.keyword === 'additionalProperties') return `unknown setting "${error.params['additionalProperty']}" in the config file`;
-  return `${where}: ${error.message}`;
+  const spec: SettingSpec | undefined = SETTINGS[key];
+  if (!spec) return `${where}: ${error.message ?? 'invalid'}`;
+  if (error.keyword === 'enum') {
+    const given = values[key];
+    const hint = typeof given === 'string' ? didYouMean(given, spec.values ?? []).replace(/^;/, ',') : '';
+    return `${where}: not an allowed value; use ${expected(spec)}${hint}`;
+  }
+  if (error.keyword === 'minimum' || error.keyword === 'maximum') {
+    return `${where}: out of range; use ${expected(spec)}`;
+  }
+  return `${where}: not valid; use ${expected(spec)}`;
 }
 
 /**
@@ -80,20 +130,30 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 
   const file = env['EDB_CONFIG'];
   if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const reason = code === 'ENOENT' ? 'no such file (ENOENT)' : code === 'EACCES' ? 'permission denied (EACCES)' : (err as Error).message;
+      throw new ConfigError(`EDB_CONFIG=${file}: cannot read the config file: ${reason}; check the path, or unset EDB_CONFIG`);
+    }
     let parsed: unknown;
     try {
-      const text = readFileSync(file, 'utf8');
       parsed = /\.json$/i.test(file) ? JSON.parse(text) : parseYaml(text);
     } catch (err) {
-      throw new ConfigError(`EDB_CONFIG=${file}: cannot read the config file: ${(err as Error).message}`);
+      const reason = (err as Error).message.split('\n')[0]!.replace(/:$/, '');
+      throw new ConfigError(`EDB_CONFIG=${file}: not valid ${/\.json$/i.test(file) ? 'JSON' : 'YAML'}: ${reason}; fix the file`);
     }
     if (parsed !== null && parsed !== undefined) {
-      if (typeof parsed !== 'object' || Array.isArray(parsed)) throw new ConfigError(`EDB_CONFIG=${file}: expected a mapping of settings`);
+      if (typeof parsed !== 'object' || Array.isArray(parsed)) throw new ConfigError(`EDB_CONFIG=${file}: expected a mapping of settings (key: value lines, or a JSON object)`);
       for (const [key, value] of Object.entries(parsed as Record<string, unknown>)) {
         if (FILE_SECTIONS.has(key)) sections[key] = value;
         else {
-          values[key] = value;
           origin.set(key, `${key} (in ${file})`);
+          // "yes", "on", "8883" in a file mean what they mean in the environment
+          const spec = (SETTINGS as Record<string, SettingSpec>)[key];
+          values[key] = spec && typeof value === 'string' && spec.type !== 'string' && spec.type !== 'enum' ? coerceText(spec, value, `${key}: ${value} (in ${file})`) : value;
         }
       }
     }
@@ -108,7 +168,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
 
   if (!validateSettings(values)) {
-    throw new ConfigError(describe(validateSettings.errors![0]!, origin));
+    throw new ConfigError(describe(validateSettings.errors![0]!, origin, file, values));
   }
   const config = Object.fromEntries(names.map((n) => [n, n in values ? values[n] : SETTINGS[n].default])) as unknown as Config;
   config.sections = sections;

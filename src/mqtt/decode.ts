@@ -8,6 +8,13 @@
 import mqttPacket from 'mqtt-packet';
 import type { Packet, Parser } from 'mqtt-packet';
 
+// mqtt-packet's generate() builds, on its first call, a cache of 65,536 two-byte Buffers (one
+// per packet identifier): about 6 MB of heap that stays for the life of the process, while the
+// broker encodes PUBLISH and acks itself (encode-publish.ts) and generates only the rare other
+// packets with mqtt-packet. Its identifiers are written on the fly instead. (One module instance
+// is shared by every importer, so this holds for outbound.ts too.)
+mqttPacket.writeToStream.cacheNumbers = false;
+
 type Version = 3 | 4 | 5;
 
 let decoded: Packet | undefined;

@@ -99,7 +99,11 @@ function configure(): void {
     } else if (ch === '(') {
       p.index++;
       const nodes = p.gobbleExpressions(41);
-      if (p.code !== 41) p.throwError('unclosed (');
+      if (p.code !== 41) {
+        // reported at the bracket that is left open, not at the end of the text
+        p.index = start;
+        p.throwError("unclosed '(': no ')' closes it");
+      }
       if (nodes.length === 0) p.throwError('empty parentheses');
       if (nodes.length > 1) {
         p.index = start;

@@ -39,13 +39,15 @@ describe('edb command', () => {
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
     const port = (blocker.address() as net.AddressInfo).port;
     try {
-      await expect(startEdb(testConfig({ host: '127.0.0.1', mqttPort: port }), silentLogger())).rejects.toThrow(/EADDRINUSE/);
+      await expect(startEdb(testConfig({ host: '127.0.0.1', mqttPort: port }), silentLogger())).rejects.toThrow(/already in use/);
       const err = await run(process.execPath, [CLI, 'start'], {
         env: { ...process.env, EDB_HOST: '127.0.0.1', EDB_MQTT_PORT: String(port), EDB_HTTP_PORT: '-1', EDB_WS_PORT: '-1', EDB_RULES_PORT: '-1', EDB_LOG_FORMAT: 'json', EDB_DATA_DIR: mkdtempSync(join(tmpdir(), 'edb-cli-')) },
         timeout: 60_000,
       }).catch((e: { code: number; stdout: string }) => e);
       expect((err as { code: number }).code).toBe(1);
-      expect((err as { stdout: string }).stdout).toMatch(/EADDRINUSE/);
+      expect((err as { stderr: string }).stderr).toBe(
+        `edb start: port ${port} (EDB_MQTT_PORT) is already in use on 127.0.0.1; stop the program using it (ss -ltnp shows it), or set EDB_MQTT_PORT to another port (0 picks a free one, -1 turns the listener off)\n`,
+      );
     } finally {
       blocker.close();
     }

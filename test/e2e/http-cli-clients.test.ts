@@ -77,7 +77,7 @@ describe('edb clients / edb subscriptions', () => {
     expect(rows.map((r) => r.clientId).sort()).toEqual(['dashboard', 'pump-7']);
   });
 
-  it('says clearly when the broker cannot be reached, exit code 1', async () => {
+  it('says clearly when the broker cannot be reached, exit code 3', async () => {
     // A port that was free a moment ago: nothing listens there.
     const { createServer } = await import('node:net');
     const probe = createServer().listen(0, '127.0.0.1');
@@ -85,9 +85,9 @@ describe('edb clients / edb subscriptions', () => {
     const port = (probe.address() as { port: number }).port;
     await new Promise((r) => probe.close(r));
     const { err, exitCode, out } = await edb('clients', '--url', `http://127.0.0.1:${port}`);
-    expect(exitCode).toBe(1);
+    expect(exitCode).toBe(3);
     expect(out).toBe('');
-    expect(err).toBe(`edb clients: cannot reach the broker at http://127.0.0.1:${port}/api/clients: ECONNREFUSED (is it running? set --url or EDB_HTTP_PORT)\n`);
+    expect(err).toBe(`edb clients: cannot reach the broker's HTTP API at http://127.0.0.1:${port}/api/clients: connection refused (ECONNREFUSED); is it running? set --url or EDB_HTTP_PORT\n`);
   });
 });
 

@@ -42,9 +42,9 @@ describe('edb state', () => {
     expect(await edb('--hex', 'get', '00ff')).toMatchObject({ code: 0, stdout: '0d0a\n' });
     expect(await edb('set', 'cli:k', 'v', '--px', '0')).toMatchObject({ code: 2 });
     expect(await edb('set', 'cli:k', 'v', '--nx', '--nex')).toMatchObject({ code: 2 });
-    // a server error is printed and exits 3
+    // an error answered by the state store is printed and exits 1 (the operation failed)
     await edb('set', 'cli:fenced', 'v', '--fencing-token', `${Date.now()}:0:me`);
-    expect(await edb('set', 'cli:fenced', 'w')).toMatchObject({ code: 3, stderr: 'edb state: ERR a fencing token is required for this request\n' });
+    expect(await edb('set', 'cli:fenced', 'w')).toMatchObject({ code: 1, stderr: 'edb state: the state store answered: ERR a fencing token is required for this request\n' });
   });
 
   it('reports a broker it cannot reach with exit code 3', async () => {

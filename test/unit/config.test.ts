@@ -46,11 +46,13 @@ describe('loadConfig', () => {
   });
 
   it.each([
-    [{ EDB_MQTT_PORT: 'abc' }, /EDB_MQTT_PORT=abc: expected a whole number/],
-    [{ EDB_MQTT_PORT: '70000' }, /EDB_MQTT_PORT=70000: must be <= 65535/],
-    [{ EDB_MAX_INFLIGHT: '0' }, /EDB_MAX_INFLIGHT=0: must be >= 1/],
-    [{ EDB_ALLOW_ANONYMOUS: 'maybe' }, /EDB_ALLOW_ANONYMOUS=maybe: expected true or false/],
-    [{ EDB_LOG_LEVEL: 'loud' }, /EDB_LOG_LEVEL=loud: must be equal to one of the allowed values/],
+    [{ EDB_MQTT_PORT: 'abc' }, 'EDB_MQTT_PORT=abc: not a whole number; use a port from 0 to 65535 (0 picks a free port, -1 turns the listener off)'],
+    [{ EDB_MQTT_PORT: '70000' }, 'EDB_MQTT_PORT=70000: out of range; use a port from 0 to 65535'],
+    [{ EDB_MAX_INFLIGHT: '0' }, 'EDB_MAX_INFLIGHT=0: out of range; use a whole number from 1 to 65535'],
+    [{ EDB_MAX_SUBSCRIPTIONS: '-1' }, 'EDB_MAX_SUBSCRIPTIONS=-1: out of range; use a whole number, at least 0'],
+    [{ EDB_ALLOW_ANONYMOUS: 'maybe' }, 'EDB_ALLOW_ANONYMOUS=maybe: not a yes/no value; use true or false (also accepted: 1, yes, on / 0, no, off)'],
+    [{ EDB_LOG_LEVEL: 'loud' }, 'EDB_LOG_LEVEL=loud: not an allowed value; use one of trace, debug, info, warn, error, fatal, silent'],
+    [{ EDB_WS_ENGINE: 'uws2' }, 'EDB_WS_ENGINE=uws2: not an allowed value; use one of auto, uws, ws, did you mean "uws"?'],
   ])('an invalid environment setting names the variable: %j', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);
@@ -58,11 +60,15 @@ describe('loadConfig', () => {
 
   it('an invalid file setting names the key and the file', () => {
     const path = file('bad.yaml', 'maxPacketSize: 10\n');
-    expect(() => loadConfig({ EDB_CONFIG: path })).toThrow(`maxPacketSize (in ${path}): must be >= 64`);
+    expect(() => loadConfig({ EDB_CONFIG: path })).toThrow(`maxPacketSize (in ${path}): out of range; use a whole number from 64 to 268435455`);
     const typo = file('typo.yaml', 'mqttPrt: 10\n');
-    expect(() => loadConfig({ EDB_CONFIG: typo })).toThrow('unknown setting "mqttPrt" in the config file');
-    const wrongType = file('type.json', JSON.stringify({ allowAnonymous: 'yes' }));
-    expect(() => loadConfig({ EDB_CONFIG: wrongType })).toThrow(`allowAnonymous (in ${wrongType}): must be boolean`);
+    expect(() => loadConfig({ EDB_CONFIG: typo })).toThrow(`unknown setting "mqttPrt" in the config file ${typo}; did you mean "mqttPort"?`);
+    const wrongType = file('type.json', JSON.stringify({ allowAnonymous: 'maybe' }));
+    expect(() => loadConfig({ EDB_CONFIG: wrongType })).toThrow(`allowAnonymous: maybe (in ${wrongType}): not a yes/no value; use true or false`);
+    const list = file('list-value.json', JSON.stringify({ logLevel: ['info'] }));
+    expect(() => loadConfig({ EDB_CONFIG: list })).toThrow(`logLevel (in ${list}): not valid; use one of trace, debug, info`);
+    // the words the environment takes mean the same in a file
+    expect(loadConfig({ EDB_CONFIG: file('words.yaml', 'allowAnonymous: "no"\nmqttPort: "1884"\n') })).toMatchObject({ allowAnonymous: false, mqttPort: 1884 });
   });
 
   it('a missing or malformed file is a ConfigError naming it', () => {

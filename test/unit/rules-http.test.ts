@@ -117,7 +117,7 @@ describe('rules HTTP API', () => {
     ['bad JSON', '{"filters": [', 400, { code: 'EDB_RULES_BAD_JSON' }],
     ['unknown key', '{"filter": []}', 422, { code: 'EDB_RULES_SCHEMA', path: 'filter' }],
     ['unknown nested key', '{"filters":[{"topic":"a","subtopic":"b","statements":[{"condition":"$a > 1","new_paylod":""}]}]}', 422, { code: 'EDB_RULES_SCHEMA', path: 'filters/0/statements/0/new_paylod' }],
-    ['bad condition with position', '{"filters":[{"topic":"a","subtopic":"b","statements":[{"condition":"$a > 1 and (","new_payload":""}]}]}', 422, { code: 'EDB_RULES_SYNTAX', path: 'filters/0/statements/0/condition', position: 12 }],
+    ['bad condition with position', '{"filters":[{"topic":"a","subtopic":"b","statements":[{"condition":"$a > 1 and (","new_payload":""}]}]}', 422, { code: 'EDB_RULES_SYNTAX', path: 'filters/0/statements/0/condition', position: 11 }],
     ['unknown name in condition', '{"filters":[{"topic":"a","subtopic":"b","statements":[{"condition":"temp > 1"}]}]}', 422, { code: 'EDB_RULES_SYNTAX', position: 0 }],
     ['unknown statement id', '{"rules":[{"statements":[{"id":1,"topic":"a","payload_type":"int","condition":"$a > 1"}],"logic":[{"operations":"$1 and $7","new_topic":"x","new_payload":""}]}]}', 422, { code: 'EDB_RULES_STATEMENT_ID', path: 'rules/0/logic/0/operations', position: 7 }],
     ['duplicate statement id', '{"rules":[{"statements":[{"id":1,"topic":"a","payload_type":"int","condition":"$a > 1"}],"logic":[]},{"statements":[{"id":1,"topic":"b","payload_type":"int","condition":"$a > 1"}],"logic":[]}]}', 422, { code: 'EDB_RULES_STATEMENT_ID', path: 'rules/1/statements/0/id' }],
