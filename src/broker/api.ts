@@ -35,7 +35,10 @@ export interface BrokerStats {
   connectionsTotal: number;
   /** Gauge. */
   clientsConnected: number;
+  /** PUBLISH from clients only (not $SYS, rule outputs, state-store answers or wills). */
   messagesReceived: number;
+  /** Messages the broker published itself, by origin: "sys", "rules", "state", "will", ... */
+  messagesPublishedByBroker: Record<string, number>;
   messagesSent: number;
   bytesReceived: number;
   bytesSent: number;
@@ -67,6 +70,7 @@ export function newBrokerStats(startedAt: number): BrokerStats {
     connectionsTotal: 0,
     clientsConnected: 0,
     messagesReceived: 0,
+    messagesPublishedByBroker: {},
     messagesSent: 0,
     bytesReceived: 0,
     bytesSent: 0,
@@ -106,6 +110,7 @@ export interface BrokerApi {
   client(clientId: string): ClientInfo | undefined;
   clients(): ClientSummary[];
   subscriptions(): SubscriptionSummary[];
+  /** Retained messages stored, not counting the broker's own $SYS topics. */
   retainedCount(): number;
   /** Sum of outbound queue depths over all sessions (gauge). */
   queuedMessages(): number;

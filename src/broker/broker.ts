@@ -295,7 +295,8 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
    * `publisher` is held back (its socket paused) when a subscriber it feeds backs up.
    */
   route(message: Message, publisher: CoreClient | undefined): boolean {
-    this.stats.messagesReceived++;
+    if (publisher) this.stats.messagesReceived++;
+    else this.countBrokerMessage(message);
     const info: ClientInfo | undefined = publisher;
     for (const hook of this.hooks.onPublish) {
       if (hook(message, info) === true) return true;
@@ -340,7 +341,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   }
 
   maySubscribe(client: ClientInfo, filter: string): boolean {
-    for (const hook of this.hooks.authorizeSubscribe) if (hook(client, filter, 1) >= 0x80) return false;
+    for (const hook of this.hooks.authorizeSubscribe) if (hook(client, filter, 1) >= RC.UNSPECIFIED_ERROR) return false;
     return true;
   }
 
@@ -374,7 +375,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     let granted: number = qos;
     for (const hook of this.hooks.authorizeSubscribe) {
       const verdict = hook(client, filter, granted as QoS);
-      if (verdict >= 0x80) return verdict;
+      if (verdict >= RC.UNSPECIFIED_ERROR) return verdict;
       granted = Math.min(granted, verdict);
     }
     return granted;
@@ -542,8 +543,22 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     return this.trie.size;
   }
 
+  /** Retained messages, not counting $SYS (the broker's own; a handful of topics, checked one by one). */
   retainedCount(): number {
-    return this.retained.size;
+    let sys = 0;
+    for (const topic of this.sysRetainedTopics) if (this.retained.get(topic)) sys++;
+    return this.retained.size - sys;
+  }
+
+  /** The $SYS topics the broker has published retained (for retainedCount). */
+  private readonly sysRetainedTopics = new Set<string>();
+
+  /** A message from inside the broker: counted by origin, apart from client publishes. */
+  private countBrokerMessage(message: Message): void {
+    const origin = message.origin === undefined ? 'broker' : message.origin === '$SYS' ? 'sys' : message.origin;
+    const counts = this.stats.messagesPublishedByBroker;
+    counts[origin] = (counts[origin] ?? 0) + 1;
+    if (message.retain && message.topic.startsWith('$SYS/')) this.sysRetainedTopics.add(message.topic);
   }
 
   queuedMessages(): number {

@@ -34,14 +34,22 @@ export function createBrokerMetrics(broker: BrokerApi, listeners: () => Listener
   mirroredCounterByLabel(registry, 'edb_packets_sent_total', 'MQTT packets sent, by type', 'type', () => stats.packetsSent);
   mirroredCounter(registry, 'edb_bytes_received_total', 'Bytes received from clients', () => stats.bytesReceived);
   mirroredCounter(registry, 'edb_bytes_sent_total', 'Bytes sent to clients', () => stats.bytesSent);
-  mirroredCounter(registry, 'edb_messages_received_total', 'Application messages received (PUBLISH from clients)', () => stats.messagesReceived);
+  mirroredCounter(registry, 'edb_messages_received_total', 'Application messages received from clients (PUBLISH; not $SYS, rule outputs or other messages of the broker)', () => stats.messagesReceived);
+  mirroredCounterByLabel(
+    registry,
+    'edb_messages_published_by_broker_total',
+    'Messages the broker published itself, by origin: sys ($SYS updates), rules (rule outputs), state (state-store answers), will (wills)',
+    'origin',
+    () => stats.messagesPublishedByBroker,
+    ['sys', 'rules'],
+  );
   mirroredCounter(registry, 'edb_messages_sent_total', 'Application messages delivered to subscribers', () => stats.messagesSent);
   mirroredCounterByLabel(registry, 'edb_messages_dropped_total', 'Messages dropped, by reason', 'reason', () => stats.dropped, DROP_REASONS);
   mirroredCounterByLabel(registry, 'edb_protocol_errors_total', 'Protocol errors, by reason code name', 'reason', () => stats.protocolErrors);
   mirroredCounterByLabel(registry, 'edb_internal_errors_total', 'Unexpected exceptions while serving a client, by where (encode_publish, packet_<type>); goal 0, each is a bug', 'kind', () => stats.internalErrors, ['encode_publish']);
   mirroredCounterByLabel(registry, 'edb_messages_quarantined_total', 'Stored messages taken out of service after failing towards a receiver, by origin', 'origin', () => stats.quarantined);
   mirroredCounter(registry, 'edb_queue_full_disconnects_total', 'Clients disconnected because their outbound queue was full (EDB_QUEUE_FULL_POLICY=disconnect)', () => stats.queueFullDisconnects);
-  mirroredGauge(registry, 'edb_retained_messages', 'Retained messages stored', () => broker.retainedCount());
+  mirroredGauge(registry, 'edb_retained_messages', 'Retained messages stored (not counting $SYS topics)', () => broker.retainedCount());
   mirroredGauge(registry, 'edb_queued_messages', 'Messages waiting in outbound queues, all clients together', () => broker.queuedMessages());
 
   new Gauge({
