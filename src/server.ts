@@ -22,6 +22,7 @@ import { json } from './http/server.js';
 import { loadConfig } from './config/load.js';
 import { openStorage, type BrokerStorage } from './storage/index.js';
 import { PersistentRetainedStore } from './storage/retained.js';
+import { storageStatusLine } from './storage/status.js';
 import { DurableSession, DurableSessionStore, SessionLog } from './storage/sessions.js';
 
 import { VERSION } from './version.js';
@@ -224,6 +225,8 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     return { filters: m.filters, statements: m.filterStatements + m.ruleStatements, logic: m.logicEntries, fires: m.fires, evaluations: m.evaluations, compileMillis: m.lastCompileMillis, wasmBytes: m.wasmBytes };
   });
   http.addStatusSection('state', () => ({ summary: stateStore.statusLine() }));
+  http.addStatusSection('storage', () => ({ summary: storageStatusLine(storage) }));
+  if (durable) http.addMetrics(async (registry) => (await import('./storage/metrics.js')).registerStorageMetrics(registry, storage));
 
   // the document from EDB_RULES_FILE (or the data folder) is active before clients arrive
   try {

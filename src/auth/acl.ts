@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Ajv, type ValidateFunction } from 'ajv';
-import { filterWithin, matchLevels, parseSharedFilter, validFilter } from './topic-filter.js';
+import { filterWithin, matchLevels } from '../topics/match.js';
+import { isValidTopicFilter, parseSharedFilter } from '../topics/validate.js';
 
 /**
  * Topic access control in the mosquitto / VerneMQ ACL file format:
@@ -54,7 +55,7 @@ export function emptyAcl(): AclDocument {
 }
 
 function checkRule(rule: AclRule, where: string): void {
-  if (!validFilter(rule.topic)) throw new AclError(`${where}: "${rule.topic}" is not a valid topic filter`);
+  if (!isValidTopicFilter(rule.topic)) throw new AclError(`${where}: "${rule.topic}" is not a valid topic filter`);
   const levels = rule.topic.split('/');
   for (const level of levels) {
     if (/%[cu]/.test(level) && level !== '%c' && level !== '%u') {

@@ -114,12 +114,6 @@ export function createLoginLimiter(config: Pick<Config, 'loginFailureLimit' | 'l
  */
 export type PublishVerdict = 'ok' | 'slow' | 'rate' | 'quota';
 
-/** MQTT 5 reason codes for the disconnecting verdicts. */
-export const LIMIT_REASON_CODES = {
-  rate: 0x96, // Message rate too high
-  quota: 0x97, // Quota exceeded
-} as const;
-
 /** A client this many seconds' worth ahead of its rate, or held at it this long, is cut off. */
 export const FLOOD_SECONDS = 5;
 /** Burst allowance: one second's worth of the rate. */

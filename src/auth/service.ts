@@ -10,6 +10,7 @@ import { ClientAcl, loadAclFile, loadAclFileSync, mergeAcl, parseAclSection, typ
 import { PasswordFile, parseHash, type PasswordHash } from './password-file.js';
 import { addressKey, createLoginLimiter, type LoginLimiter } from './rate-limit.js';
 import { VerifyQueue } from './verify-queue.js';
+import { RC } from '../mqtt/reason-codes.js';
 
 /** Password checks at once (each a 32 MiB scrypt on the libuv pool of 4) and waiting; see VerifyQueue. */
 const VERIFY_CONCURRENCY = 2;
@@ -36,15 +37,6 @@ const VERIFY_WAITING = 64;
  * Both files are re-read on SIGHUP and when they change (fs.watch on the folder, debounced);
  * a file that no longer parses is reported and the previous rules stay in force.
  */
-
-/** MQTT 5 reason codes used here. */
-export const AUTH_REASON = {
-  badUserNameOrPassword: 0x86,
-  notAuthorized: 0x87,
-  serverBusy: 0x89,
-  badAuthenticationMethod: 0x8c,
-  connectionRateExceeded: 0x9f,
-} as const;
 
 /** What the state store's per-key rules match on. */
 export interface Identity {
@@ -240,13 +232,13 @@ export function createAuthService(broker: BrokerApi, config: Config, log: Logger
   async function authenticate(request: ConnectRequest): Promise<AuthenticateResult> {
     if (request.authenticationMethod !== undefined) {
       // [MQTT-4.12.0-1] enhanced authentication is not supported: 0x8C Bad authentication method
-      return refuse(request, AUTH_REASON.badAuthenticationMethod, 'authentication method not supported', false);
+      return refuse(request, RC.BAD_AUTHENTICATION_METHOD, 'authentication method not supported', false);
     }
 
     const certName = identityName(request.certificateSubject, request.certificateFields, config.certIdentityField);
     if (request.certificateSubject !== undefined) {
       if (certName === undefined) {
-        return refuse(request, AUTH_REASON.notAuthorized, `certificate subject has no ${config.certIdentityField} field`, true);
+        return refuse(request, RC.NOT_AUTHORIZED, `certificate subject has no ${config.certIdentityField} field`, true);
       }
       counters.loginsSucceeded++;
       alog.debug({ clientId: request.clientId, username: certName }, 'client certificate accepted');
@@ -258,7 +250,7 @@ export function createAuthService(broker: BrokerApi, config: Config, log: Logger
     if (!gate.allowed) {
       counters.loginsThrottled++;
       alog.debug({ clientId: request.clientId, address, retryAfterMs: gate.retryAfterMs }, 'login refused: address is backing off');
-      return { ok: false, reasonCode: AUTH_REASON.connectionRateExceeded, reasonString: 'too many failed logins, retry later' };
+      return { ok: false, reasonCode: RC.CONNECTION_RATE_EXCEEDED, reasonString: 'too many failed logins, retry later' };
     }
 
     if (request.username === undefined) {
@@ -266,7 +258,7 @@ export function createAuthService(broker: BrokerApi, config: Config, log: Logger
         counters.loginsSucceeded++;
         return { ok: true };
       }
-      return refuse(request, AUTH_REASON.notAuthorized, 'anonymous access is off', true);
+      return refuse(request, RC.NOT_AUTHORIZED, 'anonymous access is off', true);
     }
 
     const passwords = rules.passwords;
@@ -275,7 +267,7 @@ export function createAuthService(broker: BrokerApi, config: Config, log: Logger
         counters.loginsSucceeded++;
         return { ok: true };
       }
-      return refuse(request, AUTH_REASON.badUserNameOrPassword, 'no password file to check the user against', true);
+      return refuse(request, RC.BAD_USER_NAME_OR_PASSWORD, 'no password file to check the user against', true);
     }
 
     let ok: boolean | 'busy' | 'expired' = false;
@@ -284,7 +276,7 @@ export function createAuthService(broker: BrokerApi, config: Config, log: Logger
       ok = await verifyQueue.run(() => passwords.verify(username, request.password), now() + config.connectTimeoutMs);
     } catch (err) {
       alog.error({ err, clientId: request.clientId }, 'password check failed');
-      return { ok: false, reasonCode: 0x80 };
+      return { ok: false, reasonCode: RC.UNSPECIFIED_ERROR };
     }
     if (ok === 'busy' || ok === 'expired') {
       counters.loginsBusy++;
@@ -292,9 +284,9 @@ export function createAuthService(broker: BrokerApi, config: Config, log: Logger
         busyLoggedAt = now();
         alog.warn({ address, total: counters.loginsBusy }, 'too many password checks at once: CONNECT refused with 0x89 (server busy)');
       }
-      return { ok: false, reasonCode: AUTH_REASON.serverBusy, reasonString: 'server busy, retry later' };
+      return { ok: false, reasonCode: RC.SERVER_BUSY, reasonString: 'server busy, retry later' };
     }
-    if (!ok) return refuse(request, AUTH_REASON.badUserNameOrPassword, 'bad user name or password', true);
+    if (!ok) return refuse(request, RC.BAD_USER_NAME_OR_PASSWORD, 'bad user name or password', true);
     limiter.success(address);
     counters.loginsSucceeded++;
     return { ok: true };
@@ -307,7 +299,7 @@ export function createAuthService(broker: BrokerApi, config: Config, log: Logger
     if (!acl || acl.canWrite(message.topic)) return 0;
     counters.publishDenied++;
     alog.debug({ clientId: client.clientId, username: client.username, topic: message.topic }, 'publish denied');
-    return AUTH_REASON.notAuthorized;
+    return RC.NOT_AUTHORIZED;
   }
 
   function authorizeSubscribe(client: ClientInfo, filter: string, qos: QoS): number {
@@ -315,7 +307,7 @@ export function createAuthService(broker: BrokerApi, config: Config, log: Logger
     if (!acl || acl.canSubscribe(filter)) return qos;
     counters.subscribeDenied++;
     alog.debug({ clientId: client.clientId, username: client.username, filter }, 'subscribe denied');
-    return AUTH_REASON.notAuthorized;
+    return RC.NOT_AUTHORIZED;
   }
 
   function authorizeDelivery(client: ClientInfo, message: Message): boolean {

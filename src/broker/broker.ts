@@ -341,7 +341,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   }
 
   maySubscribe(client: ClientInfo, filter: string): boolean {
-    for (const hook of this.hooks.authorizeSubscribe) if (hook(client, filter, 1) >= 0x80) return false;
+    for (const hook of this.hooks.authorizeSubscribe) if (hook(client, filter, 1) >= RC.UNSPECIFIED_ERROR) return false;
     return true;
   }
 
@@ -375,7 +375,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     let granted: number = qos;
     for (const hook of this.hooks.authorizeSubscribe) {
       const verdict = hook(client, filter, granted as QoS);
-      if (verdict >= 0x80) return verdict;
+      if (verdict >= RC.UNSPECIFIED_ERROR) return verdict;
       granted = Math.min(granted, verdict);
     }
     return granted;

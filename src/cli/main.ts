@@ -7,6 +7,7 @@ import { register as registerState } from './state.js';
 import { register as registerRules } from './rules.js';
 import { register as registerPasswd } from './passwd.js';
 import { register as registerToken } from './token.js';
+import { register as registerStorage } from './storage.js';
 import { EXIT, EXIT_CODES_HELP } from './exit-codes.js';
 import { VERSION } from '../version.js'; // not server.js: `edb state get` must not load the broker
 
@@ -29,6 +30,7 @@ registerRules(program); // edb rules get|set|patch|delete
 registerState(program); // edb state get|set|del|watch
 registerPasswd(program); // edb passwd FILE USER [--role]
 registerToken(program); // edb token create|list|revoke
+registerStorage(program); // edb storage show
 
 try {
   await program.parseAsync(process.argv);

@@ -8,7 +8,7 @@
  */
 import type { BrokerApi } from '../broker/api.js';
 import type { Message } from '../mqtt/message.js';
-import { matchLevels } from '../auth/topic-filter.js';
+import { matchLevels } from '../topics/match.js';
 
 export interface TopicEntry {
   topic: string;

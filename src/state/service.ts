@@ -18,6 +18,8 @@ import {
 } from './resp.js';
 import { codes, createStateTable, recordLength, type StateTable, type TableStats } from './table.js';
 import { ERRORS, INVOKE_TOPIC, notifyTopic, RESERVED_PREFIX } from './protocol.js';
+import { isValidTopicName } from '../topics/validate.js';
+import { RC } from '../mqtt/reason-codes.js';
 import { decodeStateWrite, encodeStateWrite, OP_DEL, OP_SET, OP_VDEL } from './write-log.js';
 import type { BrokerStorage } from '../storage/store.js';
 
@@ -119,9 +121,6 @@ function firstProperty(props: UserProperties | undefined, name: string): string 
   return Array.isArray(v) ? v[0] : v;
 }
 
-function validResponseTopic(topic: string): boolean {
-  return topic.length > 0 && !topic.includes('+') && !topic.includes('#') && !topic.includes('\u0000');
-}
 
 export function createStateStoreService(broker: BrokerApi, config: Config, log: Logger, options: StateStoreOptions = {}): StateStoreService {
   const section = parseStateStoreSection(config.sections['stateStore']);
@@ -394,12 +393,12 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
       errors['no response topic or correlation data'] = (errors['no response topic or correlation data'] ?? 0) + 1;
       return true;
     }
-    if (!validResponseTopic(responseTopic) || responseTopic === INVOKE_TOPIC || responseTopic === RESERVED_PREFIX || responseTopic.startsWith(`${RESERVED_PREFIX}/`)) {
+    if (!isValidTopicName(responseTopic) || responseTopic === INVOKE_TOPIC || responseTopic === RESERVED_PREFIX || responseTopic.startsWith(`${RESERVED_PREFIX}/`)) {
       errors['forbidden response topic'] = (errors['forbidden response topic'] ?? 0) + 1;
       slog.info({ clientId: client.clientId, responseTopic }, 'state store: forbidden response topic; disconnecting the client');
       const id = client.clientId;
       // not from inside the broker's publish flow
-      queueMicrotask(() => broker.disconnectClient(id, 0x82, 'state store: response topic not allowed'));
+      queueMicrotask(() => broker.disconnectClient(id, RC.PROTOCOL_ERROR, 'state store: response topic not allowed'));
       return true;
     }
     // [state-store: Requests] the response topic must be one the client may subscribe to:

@@ -20,7 +20,7 @@ import type { Logger } from 'pino';
 import type { Message, QoS } from '../mqtt/message.js';
 import { Session, type Delivery, type InflightEntry, type Subscription } from '../session/session.js';
 import { MemorySessionStore, type SessionPersistence } from '../session/store.js';
-import { topicMatches } from '../topics/validate.js';
+import { topicMatches } from '../topics/match.js';
 import { StorageFullError } from './errors.js';
 import { comparePositions, type LogPosition } from './log.js';
 import type { BrokerStorage, IteratorRecord, SessionRecord } from './store.js';

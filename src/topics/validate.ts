@@ -1,4 +1,8 @@
-/** Topic name and topic filter rules of MQTT 3.1.1 / 5.0 (section 4.7). */
+/**
+ * Topic name and topic filter rules of MQTT 3.1.1 / 5.0 (section 4.7), and shared subscription
+ * filters (5.0 section 4.8.2): the one place the broker, the ACL, the rules engine and the
+ * state store take them from. Matching is in match.ts, the subscription trie in trie.ts.
+ */
 
 const MAX_TOPIC_BYTES = 65535;
 
@@ -83,17 +87,37 @@ export function parseSharedFilter(filter: string): SharedFilter | undefined | nu
   return { group, filter: inner };
 }
 
-/** Does `topic` match `filter`? (Reference matcher; the trie is the fast path.) */
-export function topicMatches(filter: string, topic: string): boolean {
-  // [MQTT-4.7.2-1] a filter starting with a wildcard does not match topics starting with $
-  if (topic.startsWith('$') && (filter.startsWith('+') || filter.startsWith('#'))) return false;
-  const f = filter.split('/');
-  const t = topic.split('/');
-  for (let i = 0; i < f.length; i++) {
-    const level = f[i]!;
-    if (level === '#') return true; // also matches the parent level: "a/#" matches "a"
-    if (i >= t.length) return false;
-    if (level !== '+' && level !== t[i]) return false;
+const CONTROL = 'contains no control characters (U+0000-U+001F, U+007F-U+009F)';
+const LONE_SURROGATE = 'is not valid Unicode (a lone surrogate)';
+
+/**
+ * Why `filter` is not a valid topic filter, or undefined when it is: the checks of
+ * isValidTopicFilter, with a sentence a user can act on (rules documents, ACL files).
+ */
+export function topicFilterProblem(filter: string): string | undefined {
+  if (filter.length === 0) return 'a topic filter has at least one character'; // [MQTT-4.7.3-1]
+  if (Buffer.byteLength(filter) > MAX_TOPIC_BYTES) return 'a topic filter is at most 65535 bytes';
+  if (hasControlCharacter(filter)) return `a topic filter ${CONTROL}`; // [MQTT-4.7.3-2], [MQTT-5-1.5.4]
+  if (!encodable(filter)) return `a topic filter ${LONE_SURROGATE}`;
+  const levels = filter.split('/');
+  for (let i = 0; i < levels.length; i++) {
+    const level = levels[i]!;
+    // [MQTT-4.7.1-2] '#' alone, last; [MQTT-4.7.1-3] '+' alone in its level
+    if (level.includes('#') && (level !== '#' || i !== levels.length - 1)) return `'#' must be a whole level and the last one (level ${i + 1})`;
+    if (level.includes('+') && level !== '+') return `'+' must be a whole level (level ${i + 1})`;
   }
-  return f.length === t.length;
+  return undefined;
+}
+
+/**
+ * Why `topic` cannot be (part of) a topic name, or undefined: no wildcards [MQTT-3.3.2-2], no
+ * control characters, valid Unicode, at most 65535 bytes. An empty string passes: it may be a
+ * part (the rules engine builds topics from parts); a whole name needs isValidTopicName.
+ */
+export function topicNameProblem(topic: string): string | undefined {
+  if (topic.includes('+') || topic.includes('#')) return 'a topic name has no wildcards'; // [MQTT-3.3.2-2]
+  if (hasControlCharacter(topic)) return `a topic name ${CONTROL}`;
+  if (!encodable(topic)) return `a topic name ${LONE_SURROGATE}`;
+  if (Buffer.byteLength(topic) > MAX_TOPIC_BYTES) return 'a topic name is at most 65535 bytes';
+  return undefined;
 }

@@ -27,7 +27,7 @@ interface StatusBody {
   listeners: ListenerState[];
   clients: { count: number; rows: unknown[] };
   rates: { intervalMs: number };
-  sections: { rules: { filters: number }; state: { summary: string } };
+  sections: { rules: { filters: number }; state: { summary: string }; storage: { summary: string } };
 }
 
 interface Sample {
@@ -152,8 +152,9 @@ describe('HTTP service on a running broker', () => {
     expect(s.clients.count).toBe(s.clients.rows.length);
     expect(s.listeners.find((l) => l.name === 'ws')!.engine).toMatch(/uWebSockets\.js|ws/);
     expect(s.rates.intervalMs).toBeGreaterThan(0);
-    // the rules engine and the state store add their summaries
-    expect(Object.keys(s.sections).sort()).toEqual(['rules', 'state']);
+    // the rules engine, the state store and storage add their summaries
+    expect(Object.keys(s.sections).sort()).toEqual(['rules', 'state', 'storage']);
+    expect(s.sections.storage.summary).toMatch(/^Storage: memory/);
     expect(s.sections.rules.filters).toBe(0);
     expect(s.sections.state.summary).toMatch(/key/);
   });

@@ -28,11 +28,11 @@ async function runStart(env: Record<string, string>): Promise<{ code: number | n
 describe('edb start with EDB_STORAGE=durable', () => {
   it('a storage folder it cannot open: a clear error naming it, exit code 2, no stack trace', async () => {
     const base = mkdtempSync(join(tmpdir(), 'edb-bad-'));
-    const blocker = join(base, 'data');
-    writeFileSync(blocker, 'a file where the data folder should be');
-    const r = await runStart({ EDB_STORAGE: 'durable', EDB_DATA_DIR: blocker });
+    const blocker = join(base, 'storage');
+    writeFileSync(blocker, 'a file where the storage folder should be');
+    const r = await runStart({ EDB_STORAGE: 'durable', EDB_DATA_DIR: base });
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain(join(blocker, 'storage'));
+    expect(r.stderr).toContain(blocker);
     expect(r.stderr).toMatch(/cannot open the storage folder/);
     expect(r.stderr + r.stdout).not.toMatch(/\n\s+at /);
   });

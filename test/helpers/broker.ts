@@ -11,8 +11,9 @@ export interface TestBroker {
   stop(): Promise<void>;
 }
 
-// startEdb compiles the (empty) rules document with AssemblyScript on every start: 2-3 s on an
-// idle machine, 15-20 s on a loaded one. Files that start brokers get room for that.
+// startEdb does not compile the empty rules document (no AssemblyScript at start), but on a
+// loaded 2-core machine starting brokers and driving real sockets still takes seconds per
+// test: files that start brokers get room for that.
 vi.setConfig({ testTimeout: 90_000, hookTimeout: 120_000 });
 
 /** A real broker in-process on a free port, with silent logs. */

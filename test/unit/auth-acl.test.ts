@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { AclError, ClientAcl, loadAclFile, loadAclFileSync, mergeAcl, parseAcl, parseAclSection } from '../../src/auth/acl.js';
-import { filterWithin, matchLevels, parseSharedFilter, validFilter } from '../../src/auth/topic-filter.js';
+import { filterWithin, matchLevels } from '../../src/topics/match.js';
+import { isValidTopicFilter as validFilter, parseSharedFilter } from '../../src/topics/validate.js';
 
 const match = (filter: string, topic: string): boolean => matchLevels(filter.split('/'), topic.split('/'));
 const within = (inner: string, outer: string): boolean => filterWithin(inner.split('/'), outer.split('/'));
@@ -61,7 +62,9 @@ describe('topic filter matching', () => {
   it('splits shared subscriptions', () => {
     expect(parseSharedFilter('$share/g1/a/b')).toEqual({ group: 'g1', filter: 'a/b' });
     expect(parseSharedFilter('a/b')).toBeUndefined();
-    expect(parseSharedFilter('$share/g1')).toBeUndefined();
+    // malformed shared filters are null (the broker answers 0x8F): no inner filter, or an empty share name
+    expect(parseSharedFilter('$share/g1')).toBeNull();
+    expect(parseSharedFilter('$share//x')).toBeNull();
   });
 
   // Property: if inner lies within outer, every topic inner matches is matched by outer;

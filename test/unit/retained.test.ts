@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { RetainedStore } from '../../src/broker/retained.js';
-import { topicMatches } from '../../src/topics/validate.js';
+import { topicMatches } from '../../src/topics/match.js';
 import type { Message } from '../../src/mqtt/message.js';
 
 const msg = (topic: string, payload: string, expiresAt?: number): Message => ({ topic, payload: Buffer.from(payload), qos: 0, retain: true, ...(expiresAt !== undefined ? { expiresAt } : {}) });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { isValidTopicFilter, isValidTopicName, parseSharedFilter, topicMatches } from '../../src/topics/validate.js';
+import { isValidTopicFilter, isValidTopicName, parseSharedFilter } from '../../src/topics/validate.js';
+import { topicMatches } from '../../src/topics/match.js';
 
 describe('topic names [MQTT-4.7.3]', () => {
   it.each([

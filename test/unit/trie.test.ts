@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { TopicTrie, type SharedGroup } from '../../src/topics/trie.js';
-import { topicMatches } from '../../src/topics/validate.js';
+import { topicMatches } from '../../src/topics/match.js';
 
 /** Keys of the plain subscriptions and "group:filter" of shared groups matching `topic`. */
 function matchKeys<V>(trie: TopicTrie<V>, topic: string): { subs: string[]; shared: string[] } {

@@ -1,24 +1,13 @@
 /**
- * MQTT topic filter helpers for the ACL: matching a topic name against a filter, and
- * deciding whether one filter is contained in another (for SUBSCRIBE authorization).
- * Filters and topics are handled as arrays of levels, split once.
+ * Matching topic names against topic filters (MQTT section 4.7), for the ACL and as the
+ * reference the subscription trie (trie.ts, the fast path) is tested against, and whether one
+ * filter is contained in another (SUBSCRIBE authorization). Filters and topics as arrays of
+ * levels are split once by the caller.
  */
 
-/** Whether `filter` is a syntactically valid topic filter. [MQTT-4.7.1-2] [MQTT-4.7.1-3] */
-export function validFilter(filter: string): boolean {
-  if (filter.length === 0 || filter.length > 65535 || filter.includes('\0')) return false;
-  const levels = filter.split('/');
-  for (let i = 0; i < levels.length; i++) {
-    const level = levels[i]!;
-    if (level === '#') {
-      if (i !== levels.length - 1) return false;
-    } else if (level === '+') {
-      continue;
-    } else if (level.includes('#') || level.includes('+')) {
-      return false;
-    }
-  }
-  return true;
+/** Does `topic` match `filter`? */
+export function topicMatches(filter: string, topic: string): boolean {
+  return matchLevels(filter.split('/'), topic.split('/'));
 }
 
 /** Whether a topic name (no wildcards) matches the filter, both given as levels. */
@@ -51,15 +40,6 @@ export function filterWithin(inner: readonly string[], outer: readonly string[])
     if (o === '+') continue;
     if (s === '+' || s !== o) return false;
   }
-  if (inner.length === n) return true;
   // outer ended; inner "x/#" still matches "x" (outer) but also "x/y" (not outer)
-  return false;
-}
-
-/** `$share/<group>/<filter>` -> { group, filter }, or undefined for an ordinary filter. */
-export function parseSharedFilter(filter: string): { group: string; filter: string } | undefined {
-  if (!filter.startsWith('$share/')) return undefined;
-  const slash = filter.indexOf('/', 7);
-  if (slash < 0) return undefined;
-  return { group: filter.slice(7, slash), filter: filter.slice(slash + 1) };
+  return inner.length === n;
 }
