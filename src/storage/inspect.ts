@@ -6,7 +6,7 @@
  */
 import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { open } from 'lmdb';
+import { createRequire } from 'node:module';
 import { crc32 } from '../persistence/snapshot.js';
 import { StorageOpenError } from './errors.js';
 import { checkLmdbFile } from './kv.js';
@@ -76,6 +76,8 @@ export function inspectStorage(dir: string): StorageReport {
   checkLmdbFile(kvDir);
   let root;
   try {
+    // loaded here: a broker on memory storage never needs the native addon (test/e2e/footprint.test.ts)
+    const { open } = createRequire(import.meta.url)('lmdb') as typeof import('lmdb');
     root = open({ path: kvDir, readOnly: true, maxDbs: 16 });
   } catch (err) {
     throw new StorageOpenError(kvDir, (err as Error).message);

@@ -4,7 +4,7 @@
  * page connects over MQTT/WebSocket with the MQTT.js bundle the broker serves, subscribes,
  * publishes and receives, also from and to a TCP client.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -98,6 +98,48 @@ describe.skipIf(!existsSync(CHROMIUM)).each(['uws', 'ws'] as const)('in Chromium
     expect(overflow).toBeLessThanOrEqual(0);
     await page.setViewportSize({ width: 1280, height: 800 });
   });
+
+  it('labels its figures in words with units, formats numbers, and its chart has a y-axis scale and a legend that matches it', async () => {
+    const requests: string[] = [];
+    page.on('request', (r) => requests.push(new URL(r.url()).pathname));
+    // a document, so that the rules section has a compiled module of some thousands of bytes
+    const doc = readFileSync('test/fixtures/house-filters.json', 'utf8');
+    expect((await fetch(`${base}/rules`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: doc })).status).toBe(200);
+    await page.goto(`${base}/status`);
+    await page.locator('#sections th', { hasText: 'compiled module size' }).waitFor({ timeout: 10_000 });
+
+    // rules and state store: labels in words (no field names such as compileMillis), values with units
+    const labels = await page.locator('#sections th').allTextContents();
+    expect(labels).toEqual(expect.arrayContaining(['filters', 'statements', 'logic entries', 'rules fired', 'messages evaluated', 'last compile time', 'compiled module size', 'usage']));
+    for (const field of ['compileMillis', 'wasmBytes', 'fires', 'logic', 'summary']) expect(labels).not.toContain(field);
+    const row = (label: string) => page.locator('#sections tr', { has: page.locator('th', { hasText: label }) }).locator('td').textContent();
+    expect(await row('last compile time')).toMatch(/^\d{1,3}(,\d{3})* ms$/);
+    expect(await row('compiled module size')).toMatch(/^\d{1,3}(,\d{3})+ bytes$/); // thousands separated
+    expect(await page.locator('#sections h3').allTextContents()).toEqual(expect.arrayContaining(['rules', 'state store']));
+
+    // the y-axis: five labels from the top of the scale down to 0
+    const axis = await page.locator('#yaxis span').allTextContents();
+    expect(axis).toHaveLength(5);
+    expect(axis[4]).toBe('0');
+    const values = axis.map((t) => Number(t.replace(/,/g, '')));
+    for (let i = 1; i < values.length; i++) expect(values[i]!).toBeLessThan(values[i - 1]!);
+    expect(await page.textContent('#chartmax')).toMatch(/^messages \/ s, peak /);
+
+    // the legend draws each line as the chart does: "in" dashed, "out" solid, same colours
+    for (const series of ['in', 'out']) {
+      const legend = page.locator(`#legend-${series} line`);
+      const line = page.locator(`#chart polyline[data-series="${series}"]`);
+      expect(await legend.getAttribute('stroke-dasharray')).toBe(await line.getAttribute('stroke-dasharray'));
+      expect(await legend.getAttribute('stroke')).toBe(await line.getAttribute('stroke'));
+    }
+    expect(await page.locator('#chart polyline[data-series="in"]').getAttribute('stroke-dasharray')).toBe('6 4');
+
+    // no page asks for a favicon that does not exist
+    await page.goto(`${base}/status/try`);
+    await page.waitForSelector('#connect');
+    expect(requests.filter((p) => p.includes('favicon'))).toEqual([]);
+    expect(pageErrors).toEqual([]);
+  }, 120_000);
 
   it('the console page connects over MQTT/WebSocket, subscribes, publishes and receives', async () => {
     await page.goto(`${base}/status/try`);

@@ -25,7 +25,8 @@ th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid var(--line);w
 th{font-weight:600;color:var(--muted)}table.kv td{white-space:normal;overflow-wrap:anywhere}table.kv th{width:1%}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .up{color:var(--out)}.down{color:var(--bad)}
 svg{width:100%;height:160px;display:block;background:var(--card);border:1px solid var(--line);border-radius:8px}
-.legend{font-size:.8rem;display:flex;flex-wrap:wrap;gap:.2rem 1rem;margin-bottom:.3rem}.legend i{display:inline-block;width:.8rem;height:.2rem;vertical-align:middle;margin-right:.3rem}
+.legend{font-size:.8rem;display:flex;flex-wrap:wrap;gap:.2rem 1rem;margin-bottom:.3rem;align-items:center}.legend svg{display:inline-block;width:1.6rem;height:.6rem;border:0;background:none;vertical-align:middle;margin-right:.3rem;border-radius:0}
+.chartwrap{position:relative;padding-left:3.2rem}#yaxis{position:absolute;left:0;top:0;bottom:0;width:3rem;font-size:.7rem;color:var(--muted);font-variant-numeric:tabular-nums}#yaxis span{position:absolute;right:.3rem;transform:translateY(-50%)}
 #error{color:var(--bad)}
 a{color:var(--in)}
 form{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center;margin:.4rem 0}
@@ -37,12 +38,17 @@ button{font:inherit;padding:.35rem .8rem;border:1px solid var(--line);border-rad
 const STATUS_SCRIPT = `
 'use strict';
 const $ = (id) => document.getElementById(id);
-const num = (n) => n >= 1e6 ? (n / 1e6).toFixed(1) + 'M' : n >= 1e4 ? (n / 1e3).toFixed(1) + 'k' : String(Math.round(n * 10) / 10);
-const bytes = (n) => n >= 1048576 ? (n / 1048576).toFixed(1) + ' MiB' : n >= 1024 ? (n / 1024).toFixed(1) + ' KiB' : Math.round(n) + ' B';
+// numbers with thousands separators (12,345; 1.5 below 10), whatever the browser's locale
+const num = (n) => Number(n).toLocaleString('en-US', { maximumFractionDigits: Math.abs(n) < 10 ? 1 : 0 });
+const bytes = (n) => n >= 1048576 ? num(n / 1048576) + ' MiB' : n >= 1024 ? num(n / 1024) + ' KiB' : num(Math.round(n)) + ' B';
 function duration(s) {
   const d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);
   return d ? d + 'd ' + h + 'h' : h ? h + 'h ' + m + 'm' : m ? m + 'm ' + (s % 60) + 's' : s + 's';
 }
+// the fields of the rules and state-store sections (/api/status keeps its short names), in words with units
+const FIELD_LABELS = { filters: ['filters', ''], statements: ['statements', ''], logic: ['logic entries', ''], fires: ['rules fired', ''], evaluations: ['messages evaluated', ''],
+  compileMillis: ['last compile time', 'ms'], wasmBytes: ['compiled module size', 'bytes'], summary: ['usage', ''] };
+const SECTION_NAMES = { rules: 'rules', state: 'state store' };
 function el(tag, text, cls) { const e = document.createElement(tag); if (text !== undefined) e.textContent = String(text); if (cls) e.className = cls; return e; }
 function fillTable(tbody, rows, cells) {
   const frag = document.createDocumentFragment();
@@ -71,11 +77,15 @@ function chart(history, intervalMs) {
     pl.setAttribute('points', history.length > 1 ? history.map((p, i) => x(i) + ',' + y(p[key])).join(' ') : '');
     pl.setAttribute('fill', 'none'); pl.setAttribute('stroke', color); pl.setAttribute('stroke-width', '2'); pl.setAttribute('vector-effect', 'non-scaling-stroke');
     if (dash) pl.setAttribute('stroke-dasharray', dash);
+    pl.setAttribute('data-series', key);
     parts.push(pl);
   }
   svg.replaceChildren(...parts);
+  // the y-axis scale, in HTML beside the chart (SVG text would stretch with the chart)
+  const axis = $('yaxis');
+  axis.replaceChildren(...[1, 0.75, 0.5, 0.25, 0].map((f) => { const t = el('span', num(max * f)); t.style.top = ((1 - f) * 100) + '%'; return t; }));
   const span = history.length * intervalMs / 1000;
-  $('chartmax').textContent = 'peak ' + num(peak) + ' msg/s, grid every ' + num(max / 4) + ' msg/s';
+  $('chartmax').textContent = 'messages / s, peak ' + num(peak);
   $('chartspan').textContent = 'last ' + (span < 120 ? Math.round(span) + ' s' : Math.round(span / 60) + ' min') + ', a point every ' + intervalMs / 1000 + ' s';
 }
 function render(s) {
@@ -106,10 +116,14 @@ function render(s) {
   const names = Object.keys(s.sections);
   if (!names.length) sections.appendChild(el('p', 'No rules or state store yet.', 'muted'));
   for (const name of names) {
-    sections.appendChild(el('h3', name));
+    sections.appendChild(el('h3', SECTION_NAMES[name] || name));
     const body = s.sections[name] || {};
     const t = el('table', undefined, 'kv'), tb = el('tbody');
-    for (const [k, v] of Object.entries(body)) { const tr = el('tr'); tr.appendChild(el('th', k)); tr.appendChild(el('td', typeof v === 'object' ? JSON.stringify(v) : typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(1) : v)); tb.appendChild(tr); }
+    for (const [k, v] of Object.entries(body)) {
+      const [label, unit] = FIELD_LABELS[k] || [k, ''];
+      const tr = el('tr'); tr.appendChild(el('th', label));
+      tr.appendChild(el('td', typeof v === 'object' ? JSON.stringify(v) : typeof v === 'number' ? num(v) + (unit ? ' ' + unit : '') : v)); tb.appendChild(tr);
+    }
     t.appendChild(tb);
     const wrap = el('div', undefined, 'scroll'); wrap.appendChild(t); sections.appendChild(wrap);
   }
@@ -130,14 +144,14 @@ document.addEventListener('visibilitychange', () => { if (!document.hidden) refr
 
 export const STATUS_HTML = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>Edge Data Broker · status</title><style>${STYLE}</style></head>
+<link rel="icon" href="data:,"><title>Edge Data Broker · status</title><style>${STYLE}</style></head>
 <body><header><h1>Edge Data Broker</h1><span class="muted" id="version"></span><span class="muted" id="uptime"></span>
 <span class="muted" id="updated"></span><span id="error"></span><span style="margin-left:auto"><a href="/status/try">MQTT console</a> · <a href="/metrics">metrics</a></span></header>
 <main>
 <div class="cards" id="cards"></div>
 <h2>Message rates</h2>
-<div class="legend"><span><i style="background:var(--in)"></i>in</span><span><i style="background:var(--out)"></i>out</span><span class="muted" id="chartmax"></span><span class="muted" id="chartspan"></span></div>
-<svg id="chart" role="img" aria-label="messages per second over the last minutes"></svg>
+<div class="legend"><span id="legend-in"><svg viewBox="0 0 24 8" aria-hidden="true"><line x1="0" y1="4" x2="24" y2="4" stroke="var(--in)" stroke-width="2" stroke-dasharray="6 4"/></svg>in (from clients)</span><span id="legend-out"><svg viewBox="0 0 24 8" aria-hidden="true"><line x1="0" y1="4" x2="24" y2="4" stroke="var(--out)" stroke-width="2"/></svg>out (to subscribers)</span><span class="muted" id="chartmax"></span><span class="muted" id="chartspan"></span></div>
+<div class="chartwrap"><div id="yaxis" aria-label="messages per second"></div><svg id="chart" role="img" aria-label="messages per second over the last minutes"></svg></div>
 <h2>Listeners</h2>
 <div class="scroll"><table><thead><tr><th>name</th><th>transport</th><th class="num">port</th><th>engine</th><th>state</th></tr></thead><tbody id="listeners"></tbody></table></div>
 <h2>Clients <span class="muted" id="clientcount"></span></h2>
@@ -194,7 +208,7 @@ defaultUrl().then((u) => { if (!$('url').value) $('url').value = u; });
 
 export const TRY_HTML = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>Edge Data Broker · MQTT console</title><style>${STYLE}</style></head>
+<link rel="icon" href="data:,"><title>Edge Data Broker · MQTT console</title><style>${STYLE}</style></head>
 <body><header><h1>MQTT console</h1><span class="muted">MQTT over WebSocket from this browser</span><span style="margin-left:auto"><a href="/status">status</a></span></header>
 <main>
 <form id="connect"><input id="url" aria-label="broker URL" placeholder="ws://host:9001/mqtt"><input id="clientid" aria-label="client id" placeholder="client id (optional)"><button>Connect</button><span id="state" class="muted">disconnected</span></form>
