@@ -21,7 +21,7 @@ const ok: [string, string][] = [
   ['-3.5 < $x and $y < 1e3', '((-3.5 < $x) and ($y < 1000))'],
 ];
 const bad: [string, number][] = [
-  ['$a > 1 and (', 12],
+  ['$a > 1 and (', 11], // an unclosed bracket is reported where it opens
   ['$a ? 1 : 2', 3],
   ['temp > 1', 0],
   ['$a == [1]', 6],

@@ -85,7 +85,7 @@ describe('templates and set_state', () => {
     expect(refused(filterDoc({ condition: 'true', set_state: { key: 'a' } })).path).toBe('filters/0/statements/0/set_state/value');
     expect(refused(filterDoc({ condition: 'true', set_state: { key: 'a', value: 'v', px: 0 } })).path).toBe('filters/0/statements/0/set_state/px');
     expect(refused(filterDoc({ condition: 'true', set_state: { key: 'a', value: 'v', ttl: 3 } })).problem).toContain('unknown key "ttl"');
-    expect(refused(filterDoc({ condition: 'true', new_payload: 3 })).problem).toContain('must be string or object');
+    expect(refused(filterDoc({ condition: 'true', new_payload: 3 })).problem).toContain('expected a string or an object, got the number 3');
   });
 
   test('a logic entry has no memory: prev() in its template is refused at its position', () => {
