@@ -161,20 +161,20 @@ function copyOut(bytes: Buffer, start: number, end: number): Buffer {
 }
 
 /** End of the two-byte-length-prefixed string or binary at `pos` [MQTT-1.5.4, 1.5.6], or -1 past `end`. */
-function fieldEnd(bytes: Buffer, pos: number, end: number): number {
+export function fieldEnd(bytes: Buffer, pos: number, end: number): number {
   if (pos + 2 > end) return -1;
   const e = pos + 2 + bytes.readUInt16BE(pos);
   return e > end ? -1 : e;
 }
 
 /** Where the last readVarInt stopped: a second result without allocating one. */
-let varIntEnd = 0;
+export let varIntEnd = 0;
 
 /**
  * The Variable Byte Integer at `pos` [MQTT-1.5.5] (at most four bytes; like mqtt-packet, a
  * longer-than-needed encoding is accepted), or -1 when it is longer or runs past `end`.
  */
-function readVarInt(bytes: Buffer, pos: number, end: number): number {
+export function readVarInt(bytes: Buffer, pos: number, end: number): number {
   let value = 0;
   for (let i = 0, mul = 1; i < 4 && pos < end; i++, mul *= 128) {
     const b = bytes[pos++]!;

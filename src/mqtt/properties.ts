@@ -15,13 +15,14 @@
  * server alone may repeat) are a Protocol Error, as are out-of-range values.
  */
 import { isUtf8 } from 'node:buffer';
+import { fieldEnd, readVarInt, varIntEnd } from './decode-fast.js';
 
 export interface PropertyProblem {
   reasonCode: 0x81 | 0x82;
   reason: string;
 }
 
-type Kind = 'byte01' | 'byte' | 'u16' | 'u16nz' | 'u32' | 'u32nz' | 'varint' | 'string' | 'binary' | 'pair';
+type Kind = 'byte01' | 'u16' | 'u16nz' | 'u32' | 'u32nz' | 'varint' | 'string' | 'binary' | 'pair';
 
 /** The block a property may appear in, as a client sends it. */
 type Block = 'connect' | 'will' | 'publish' | 'ack' | 'subscribe' | 'unsubscribe' | 'disconnect' | 'auth';
@@ -61,28 +62,8 @@ const PROPERTY_TYPES: Record<number, PropertyType> = {
 const malformed = (reason: string): PropertyProblem => ({ reasonCode: 0x81, reason });
 const protocolError = (reason: string): PropertyProblem => ({ reasonCode: 0x82, reason });
 
-/** Result of reading one field: where it ends, or a problem. */
-let fieldEnd = 0;
-
-function readVarint(b: Buffer, pos: number, end: number): number {
-  let value = 0;
-  for (let i = 0, mul = 1; i < 4 && pos < end; i++, mul *= 128) {
-    const byte = b[pos++]!;
-    value += (byte & 0x7f) * mul;
-    if ((byte & 0x80) === 0) {
-      fieldEnd = pos;
-      return value;
-    }
-  }
-  return -1;
-}
-
-/** A two-byte length and that many bytes, all before `end`; -1 when cut short. */
-function lengthPrefixedEnd(b: Buffer, pos: number, end: number): number {
-  if (pos + 2 > end) return -1;
-  const e = pos + 2 + b.readUInt16BE(pos);
-  return e > end ? -1 : e;
-}
+/** Where the block checkBlock last read without a problem ends: a second result without allocating one. */
+let blockEnd = 0;
 
 /** [MQTT-1.5.4-1/2] well-formed UTF-8 without U+0000. */
 function goodString(b: Buffer, start: number, end: number): boolean {
@@ -92,12 +73,12 @@ function goodString(b: Buffer, start: number, end: number): boolean {
 
 /**
  * The property block at `pos` (its Variable Byte Integer length first), to end at or before
- * `limit`. Sets `fieldEnd` to the block's end when it returns undefined.
+ * `limit`. Sets `blockEnd` to the block's end when it returns undefined.
  */
 function checkBlock(b: Buffer, pos: number, limit: number, block: Block): PropertyProblem | undefined {
-  const length = readVarint(b, pos, limit);
+  const length = readVarInt(b, pos, limit);
   if (length < 0) return malformed(`${block} property length is not a Variable Byte Integer`);
-  pos = fieldEnd;
+  pos = varIntEnd;
   const end = pos + length;
   if (end > limit) return malformed(`${block} properties run past the packet`);
   let seen = 0n;
@@ -112,9 +93,8 @@ function checkBlock(b: Buffer, pos: number, limit: number, block: Block): Proper
     }
     switch (type.kind) {
       case 'byte01':
-      case 'byte':
         if (pos + 1 > end) return malformed(`${type.name} cut short`);
-        if (type.kind === 'byte01' && b[pos]! > 1) return protocolError(`${type.name} is ${b[pos]}, not 0 or 1`);
+        if (b[pos]! > 1) return protocolError(`${type.name} is ${b[pos]}, not 0 or 1`);
         pos += 1;
         break;
       case 'u16':
@@ -130,23 +110,23 @@ function checkBlock(b: Buffer, pos: number, limit: number, block: Block): Proper
         pos += 4;
         break;
       case 'varint': {
-        const v = readVarint(b, pos, end);
+        const v = readVarInt(b, pos, end);
         if (v < 0) return malformed(`${type.name} is not a Variable Byte Integer`);
         if (v === 0) return protocolError(`${type.name} is 0`); // [MQTT-5-3.8.2.1.2] 1 to 268,435,455
-        pos = fieldEnd;
+        pos = varIntEnd;
         break;
       }
       case 'string':
       case 'binary': {
-        const e = lengthPrefixedEnd(b, pos, end);
+        const e = fieldEnd(b, pos, end);
         if (e < 0) return malformed(`${type.name} cut short`);
         if (type.kind === 'string' && !goodString(b, pos + 2, e)) return malformed(`${type.name} is not valid UTF-8 or contains U+0000`);
         pos = e;
         break;
       }
       case 'pair': {
-        const nameEnd = lengthPrefixedEnd(b, pos, end);
-        const e = nameEnd < 0 ? -1 : lengthPrefixedEnd(b, nameEnd, end);
+        const nameEnd = fieldEnd(b, pos, end);
+        const e = nameEnd < 0 ? -1 : fieldEnd(b, nameEnd, end);
         if (e < 0) return malformed(`${type.name} cut short`);
         if (!goodString(b, pos + 2, nameEnd) || !goodString(b, nameEnd + 2, e)) return malformed(`${type.name} is not valid UTF-8 or contains U+0000`);
         pos = e;
@@ -154,7 +134,7 @@ function checkBlock(b: Buffer, pos: number, limit: number, block: Block): Proper
       }
     }
   }
-  fieldEnd = end;
+  blockEnd = end;
   return undefined;
 }
 
@@ -167,7 +147,7 @@ function afterFixedHeader(frame: Buffer): number {
 
 /** Skip a two-byte-length-prefixed field; -1 when cut short. */
 function skipField(b: Buffer, pos: number): number {
-  return lengthPrefixedEnd(b, pos, b.length);
+  return fieldEnd(b, pos, b.length);
 }
 
 /**
@@ -191,7 +171,7 @@ export function checkPropertyBlocks(frame: Buffer): PropertyProblem | undefined 
       const problem = checkBlock(frame, pos, end, 'connect');
       if (problem) return problem;
       if ((flags & 0x04) === 0) return undefined;
-      pos = skipField(frame, fieldEnd); // client identifier
+      pos = skipField(frame, blockEnd); // client identifier
       if (pos < 0) return undefined;
       const willProblem = checkBlock(frame, pos, end, 'will');
       return willProblem ? { ...willProblem, reason: `will ${willProblem.reason}` } : undefined;
@@ -226,5 +206,5 @@ export function checkPropertyBlocks(frame: Buffer): PropertyProblem | undefined 
 /** For the packets whose properties are the last thing in them: nothing may follow the block. */
 function exact(problem: PropertyProblem | undefined, end: number): PropertyProblem | undefined {
   if (problem) return problem;
-  return fieldEnd === end ? undefined : malformed('bytes after the properties');
+  return blockEnd === end ? undefined : malformed('bytes after the properties');
 }

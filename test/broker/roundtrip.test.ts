@@ -93,6 +93,10 @@ describe('decode -> store -> encode -> decode: an accepted PUBLISH reaches a sub
           refused++;
           return;
         }
+        // a Message Expiry Interval of a few seconds (0 included: expired at once) may run out before the
+        // subscriber below arrives: such a message is not compared (the fuzz suites' poison check does the same)
+        const expiry = sent.properties?.messageExpiryInterval;
+        if (expiry !== undefined && expiry < 60) return;
         accepted++;
         // stored: a fresh subscriber gets it as a retained message, encoded again by the broker
         const sub = (await RawClient.connect(b.port, { clientId: `rt-sub-${n}` })).client;
@@ -103,7 +107,6 @@ describe('decode -> store -> encode -> decode: an accepted PUBLISH reaches a sub
         expect(sub.parseError).toBeUndefined();
         expect(endToEnd(got)).toEqual(endToEnd(sent));
         expect(got.retain).toBe(true);
-        const expiry = sent.properties?.messageExpiryInterval;
         if (expiry !== undefined) expect(got.properties?.messageExpiryInterval).toBeLessThanOrEqual(expiry);
       }),
       { numRuns: Number(process.env['ROUNDTRIP_RUNS'] ?? 500) },
