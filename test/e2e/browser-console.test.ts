@@ -188,6 +188,8 @@ describe.skipIf(!existsSync(CHROMIUM))('the console in Chromium', () => {
     // the live counts move, in total and for the filter
     await page.waitForFunction(() => Number((globalThis as any).document.querySelector('#rules-counts [data-count="fires"] b')?.textContent ?? '0') >= 1, undefined, { timeout: 10_000 });
     await page.waitForFunction(() => Number((globalThis as any).document.querySelector('#rules-parts [data-part="filters/0"] td.fires')?.textContent ?? '0') >= 1, undefined, { timeout: 10_000 });
+    // and the time it spent (the first message is always timed)
+    expect(await page.textContent('#rules-parts [data-part="filters/0"] td.time')).toMatch(/^[0-9.]+ µs$/);
   }, 180_000); // the first document compiles with asc: seconds on a loaded machine
 
   it('sets a state key that an MQTT client then reads, and watches it change', async () => {
