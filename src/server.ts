@@ -25,6 +25,7 @@ import { PersistentRetainedStore } from './storage/retained.js';
 import { storageStatusLine } from './storage/status.js';
 import { DurableSession, DurableSessionStore, SessionLog } from './storage/sessions.js';
 
+import { BridgeService } from './bridge/service.js';
 import { VERSION } from './version.js';
 
 export { VERSION };
@@ -88,6 +89,8 @@ export interface EdbServer {
   readonly backup: BackupManager;
   /** Where retained messages, sessions and the state store are kept (EDB_STORAGE). */
   readonly storage: BrokerStorage;
+  /** Links to other brokers (config/bridges.ts, bridge/). */
+  readonly bridges: BridgeService;
   /** Port of the named listener ("mqtt", "mqtts", "ws", "wss", "http", "rules"). */
   port(name: string): number;
   /** Graceful stop: listeners closed, clients told (v5 0x8B), services saved and closed. */
@@ -146,11 +149,16 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   const rules = createRulesService(broker, config, log, { stateStore, authorAccess: { enabled: () => auth.aclEnabled, forUser: (user) => auth.accessFor(user) } });
   services.push(rules);
 
+  // bridges to other brokers: their hook sees what the rules publish too; they connect after the restore
+  const bridges = new BridgeService(broker, config.bridges, sessionLog, storage);
+  services.push(bridges);
+
   // Backup: every part with state registers a section; restored before listeners open,
   // written on a graceful stop (and periodically with EDB_BACKUP_INTERVAL).
   const backup = createBackupManager(config, log);
   backup.register(stateStore.snapshotSection());
   backup.register(rules.snapshotSection());
+  if (!durable) backup.register(bridges.snapshotSection()); // durable: the backlog is in the log
   backup.register({
     name: 'broker',
     save: () => snapshotBroker(broker),
@@ -260,6 +268,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     await storage.close().catch(() => undefined);
     throw await explainListenError(err, config);
   }
+  await bridges.start(); // an unreachable remote never stops the start: each bridge retries on its own
   for (const l of listeners) log.info({ listener: l.name, engine: l.engine, host: config.host, port: l.port }, `listening: ${l.name} on port ${l.port} (${l.engine})`);
   for (const l of listeners) http.trackListener(l); // web
   http.setReady(true); // web
@@ -272,6 +281,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     stateStore,
     backup,
     storage,
+    bridges,
     port(name: string): number {
       const l = listeners.find((x) => x.name === name);
       if (!l) throw new Error(`no listener named ${name}`);
