@@ -11,6 +11,8 @@ import { startHttpService } from './http/service.js';
 import { restoreBroker, snapshotBroker } from './broker/snapshot.js';
 import { createBackupManager, type BackupManager, type RestoreOutcome } from './persistence/backup.js';
 import { createStateStoreService, type StateStoreService } from './state/service.js';
+import { parseStateStoreSection, StateStoreAuthorizer } from './state/authorization.js';
+import type { ClientInfo } from './broker/hooks.js';
 import { createAuthService } from './auth/service.js';
 import { createClientLimits } from './auth/rate-limit.js';
 import { createRulesService } from './rules/service.js';
@@ -146,7 +148,20 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   services.push(stateStore);
 
   // a document acts for its uploader: with an ACL, its topics must be theirs (rules/author-check.ts)
-  const rules = createRulesService(broker, config, log, { stateStore, authorAccess: { enabled: () => auth.aclEnabled, forUser: (user) => auth.accessFor(user) } });
+  // ... and with the state store's per-key authorization, its set_state keys too: the author
+  // is the client `rules/<user>` with that user name, as for the topic ACL
+  const stateAuthorizer = new StateStoreAuthorizer(parseStateStoreSection(config.sections['stateStore']).authorization);
+  const stateAccess = {
+    enabled: () => stateAuthorizer.enabled,
+    forUser(user: string) {
+      const who: ClientInfo = { clientId: `rules/${user}`, username: user, protocolVersion: 5, transport: 'tcp', remoteAddress: '', connectedAt: 0 };
+      return {
+        canWriteKey: (key: string) => stateAuthorizer.allowed(who, Buffer.from(key, 'utf8'), 'write'),
+        canWriteSomeKey: (glob: string) => stateAuthorizer.allowedSome(who, glob, 'write'),
+      };
+    },
+  };
+  const rules = createRulesService(broker, config, log, { stateStore, authorAccess: { enabled: () => auth.aclEnabled, forUser: (user) => auth.accessFor(user) }, stateAccess });
   services.push(rules);
 
   // bridges to other brokers: their hook sees what the rules publish too; they connect after the restore
