@@ -28,6 +28,7 @@ import { storageStatusLine } from './storage/status.js';
 import { DurableSession, DurableSessionStore, SessionLog } from './storage/sessions.js';
 import type { ClusterService } from './cluster/index.js';
 
+import { BridgeService } from './bridge/service.js';
 import { VERSION } from './version.js';
 
 export { VERSION };
@@ -91,6 +92,8 @@ export interface EdbServer {
   readonly backup: BackupManager;
   /** Where retained messages, sessions and the state store are kept (EDB_STORAGE). */
   readonly storage: BrokerStorage;
+  /** Links to other brokers (config/bridges.ts, bridge/). */
+  readonly bridges: BridgeService;
   /** Cluster mode (EDB_CLUSTER_NATS): this node's membership, or undefined on a single node. */
   readonly cluster: ClusterService | undefined;
   /** Port of the named listener ("mqtt", "mqtts", "ws", "wss", "http", "rules"). */
@@ -168,6 +171,10 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   const rules = createRulesService(broker, config, log, { stateStore, authorAccess: { enabled: () => auth.aclEnabled, forUser: (user) => auth.accessFor(user) }, stateAccess });
   services.push(rules);
 
+  // bridges to other brokers: their hook sees what the rules publish too; they connect after the restore
+  const bridges = new BridgeService(broker, config.bridges, sessionLog, storage);
+  services.push(bridges);
+
   // cluster mode: its hooks come last (after the state store has consumed its requests and the
   // rules have seen every message); loaded only with EDB_CLUSTER_NATS (idle memory matters)
   let cluster: ClusterService | undefined;
@@ -181,6 +188,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   const backup = createBackupManager(config, log);
   backup.register(stateStore.snapshotSection());
   backup.register(rules.snapshotSection());
+  if (!durable) backup.register(bridges.snapshotSection()); // durable: the backlog is in the log
   backup.register({
     name: 'broker',
     save: () => snapshotBroker(broker),
@@ -298,6 +306,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     await storage.close().catch(() => undefined);
     throw await explainListenError(err, config);
   }
+  await bridges.start(); // an unreachable remote never stops the start: each bridge retries on its own
   for (const l of listeners) log.info({ listener: l.name, engine: l.engine, host: config.host, port: l.port }, `listening: ${l.name} on port ${l.port} (${l.engine})`);
   for (const l of listeners) http.trackListener(l); // web
   http.setReady(true); // web
@@ -310,6 +319,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     stateStore,
     backup,
     storage,
+    bridges,
     cluster,
     port(name: string): number {
       const l = listeners.find((x) => x.name === name);
