@@ -64,7 +64,7 @@ export class Authenticator {
   async authenticate(request: ConnectRequest): Promise<AuthenticateResult> {
     const { config, counters, log, now } = this;
     if (request.authenticationMethod !== undefined) {
-      // [MQTT-4.12.0-1] enhanced authentication is not supported: 0x8C Bad authentication method
+      // [MQTT-5-4.12.0-1] enhanced authentication is not supported: 0x8C Bad authentication method
       return this.refuse(request, RC.BAD_AUTHENTICATION_METHOD, 'authentication method not supported', false);
     }
 
