@@ -204,11 +204,20 @@ describe.skipIf(!existsSync(CHROMIUM))('the console in Chromium', () => {
       const state = await StateStoreClient.create(mqttClient);
       const read = await state.get('line1/setpoint');
       expect(read.value?.toString()).toBe('{"celsius": 42}');
-      // watch in the console; a write over MQTT shows there
+      // watch in the console; a write over MQTT shows there, pushed by the broker (no reload,
+      // no polling: the page asks for the key once, over the event stream)
       await page.waitForSelector('[data-key="line1/setpoint"]');
+      const asked: string[] = [];
+      const onRequest = (r: { url(): string }): void => void asked.push(new URL(r.url()).pathname);
+      page.on('request', onRequest);
       await page.click('#state-watch');
+      await page.waitForSelector('#state-watching');
       await state.set('line1/setpoint', '{"celsius": 43}');
       await page.waitForFunction(() => ((globalThis as any).document.getElementById('state-value')?.textContent ?? '').includes('43'), undefined, { timeout: 10_000 });
+      await state.set('line1/setpoint', '{"celsius": 44}');
+      await page.waitForFunction(() => ((globalThis as any).document.getElementById('state-value')?.textContent ?? '').includes('44'), undefined, { timeout: 10_000 });
+      page.off('request', onRequest);
+      expect(asked).toEqual(['/api/state/watch']);
       await shot('state');
     } finally {
       await closeAll(mqttClient);
