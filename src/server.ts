@@ -11,6 +11,8 @@ import { startHttpService } from './http/service.js';
 import { restoreBroker, snapshotBroker } from './broker/snapshot.js';
 import { createBackupManager, type BackupManager, type RestoreOutcome } from './persistence/backup.js';
 import { createStateStoreService, type StateStoreService } from './state/service.js';
+import { parseStateStoreSection, StateStoreAuthorizer } from './state/authorization.js';
+import type { ClientInfo } from './broker/hooks.js';
 import { createAuthService } from './auth/service.js';
 import { createClientLimits } from './auth/rate-limit.js';
 import { createRulesService } from './rules/service.js';
@@ -25,6 +27,7 @@ import { PersistentRetainedStore } from './storage/retained.js';
 import { storageStatusLine } from './storage/status.js';
 import { DurableSession, DurableSessionStore, SessionLog } from './storage/sessions.js';
 
+import { BridgeService } from './bridge/service.js';
 import { VERSION } from './version.js';
 
 export { VERSION };
@@ -88,6 +91,8 @@ export interface EdbServer {
   readonly backup: BackupManager;
   /** Where retained messages, sessions and the state store are kept (EDB_STORAGE). */
   readonly storage: BrokerStorage;
+  /** Links to other brokers (config/bridges.ts, bridge/). */
+  readonly bridges: BridgeService;
   /** Port of the named listener ("mqtt", "mqtts", "ws", "wss", "http", "rules"). */
   port(name: string): number;
   /** Graceful stop: listeners closed, clients told (v5 0x8B), services saved and closed. */
@@ -143,14 +148,32 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   services.push(stateStore);
 
   // a document acts for its uploader: with an ACL, its topics must be theirs (rules/author-check.ts)
-  const rules = createRulesService(broker, config, log, { stateStore, authorAccess: { enabled: () => auth.aclEnabled, forUser: (user) => auth.accessFor(user) } });
+  // ... and with the state store's per-key authorization, its set_state keys too: the author
+  // is the client `rules/<user>` with that user name, as for the topic ACL
+  const stateAuthorizer = new StateStoreAuthorizer(parseStateStoreSection(config.sections['stateStore']).authorization);
+  const stateAccess = {
+    enabled: () => stateAuthorizer.enabled,
+    forUser(user: string) {
+      const who: ClientInfo = { clientId: `rules/${user}`, username: user, protocolVersion: 5, transport: 'tcp', remoteAddress: '', connectedAt: 0 };
+      return {
+        canWriteKey: (key: string) => stateAuthorizer.allowed(who, Buffer.from(key, 'utf8'), 'write'),
+        canWriteSomeKey: (glob: string) => stateAuthorizer.allowedSome(who, glob, 'write'),
+      };
+    },
+  };
+  const rules = createRulesService(broker, config, log, { stateStore, authorAccess: { enabled: () => auth.aclEnabled, forUser: (user) => auth.accessFor(user) }, stateAccess });
   services.push(rules);
+
+  // bridges to other brokers: their hook sees what the rules publish too; they connect after the restore
+  const bridges = new BridgeService(broker, config.bridges, sessionLog, storage);
+  services.push(bridges);
 
   // Backup: every part with state registers a section; restored before listeners open,
   // written on a graceful stop (and periodically with EDB_BACKUP_INTERVAL).
   const backup = createBackupManager(config, log);
   backup.register(stateStore.snapshotSection());
   backup.register(rules.snapshotSection());
+  if (!durable) backup.register(bridges.snapshotSection()); // durable: the backlog is in the log
   backup.register({
     name: 'broker',
     save: () => snapshotBroker(broker),
@@ -260,6 +283,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     await storage.close().catch(() => undefined);
     throw await explainListenError(err, config);
   }
+  await bridges.start(); // an unreachable remote never stops the start: each bridge retries on its own
   for (const l of listeners) log.info({ listener: l.name, engine: l.engine, host: config.host, port: l.port }, `listening: ${l.name} on port ${l.port} (${l.engine})`);
   for (const l of listeners) http.trackListener(l); // web
   http.setReady(true); // web
@@ -272,6 +296,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     stateStore,
     backup,
     storage,
+    bridges,
     port(name: string): number {
       const l = listeners.find((x) => x.name === name);
       if (!l) throw new Error(`no listener named ${name}`);

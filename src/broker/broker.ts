@@ -155,22 +155,22 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     const id = client.clientId;
     const previous = this.online.get(id);
     if (previous) {
-      // [MQTT-3.1.4-3] session takeover: the old connection is closed (v5: 0x8E)
+      // [MQTT-5-3.1.4-3] session takeover: the old connection is closed (v5: 0x8E)
       this.log.info({ clientId: id }, 'session taken over');
       previous.disconnect(RC.SESSION_TAKEN_OVER, 'takeover');
     }
     let session = this.sessions.get(id);
     if (session?.pendingWill) {
-      // [MQTT-3.1.3-9] reconnecting before the Will Delay cancels the will, unless the session ends
+      // [MQTT-5-3.1.3-9] reconnecting before the Will Delay cancels the will, unless the session ends
       if (clean) this.publishWill(session.pendingWill, undefined);
       session.pendingWill = undefined;
       session.willDueAt = undefined;
     }
     if (session && clean) {
-      this.destroySession(session); // [MQTT-3.1.2-4] Clean Start discards the old session
+      this.destroySession(session); // [MQTT-5-3.1.2-4] Clean Start discards the old session
       session = undefined;
     }
-    const present = session !== undefined; // [MQTT-3.2.2-2]
+    const present = session !== undefined; // [MQTT-5-3.2.2-2] [MQTT-5-3.2.2-3]
     if (!session) {
       session = this.sessions.create(id);
       session.attach(this.queueAccount);
@@ -209,7 +209,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     const sessionEnds = session.expiryInterval === 0 && this.sessions.get(id) === session;
     if (will) {
       const pending: PendingWill = { message: will, expirySeconds: client.willExpirySeconds, username: client.username };
-      // [MQTT-3.1.3-9] published after the Will Delay, or when the session ends if sooner. A
+      // [MQTT-5-3.1.3-9] published after the Will Delay, or when the session ends if sooner. A
       // server shutdown closes the connection without the client's DISCONNECT, so the will stands:
       // a delayed one waits in the session, which the backup carries over the restart (where the
       // client may still come back in time); without a backup every session ends now.
@@ -424,7 +424,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
           c.destroy();
         }
       } else if (c.state === 'open') {
-        // [MQTT-3.1.2-22] one and a half times the keep alive without a packet
+        // [MQTT-5-3.1.2-22] one and a half times the keep alive without a packet
         // (not while flow control holds its socket paused: then the silence is ours)
         if (c.keepAliveMs > 0 && !c.held && now - c.lastActivity > c.keepAliveMs * 1.5) c.disconnect(RC.KEEP_ALIVE_TIMEOUT, 'keepalive');
         else c.out.checkStall(now, cfg.stallTimeoutMs);
@@ -619,14 +619,14 @@ class RouteCollector implements MatchVisitor<SubRef> {
   constructor(private readonly broker: Broker) {}
 
   subscription(clientId: string, ref: SubRef): void {
-    // [MQTT-3.8.3-3] No Local: not back to the client that published it
+    // [MQTT-5-3.8.3-3] No Local: not back to the client that published it
     if (ref.sub.noLocal && clientId === this.message!.senderId) return;
     this.add(clientId, ref.session, ref.sub);
   }
 
   shared(group: SharedGroup<SubRef>): void {
     const ref = this.broker.pickShareMember(group, this.message!);
-    // [MQTT-4.8.2] each shared subscription delivers its own copy, even to a member that also
+    // [MQTT-5-4.8.2] each shared subscription delivers its own copy, even to a member that also
     // has a plain (or another shared) subscription matching: never merged with those
     if (ref) this.add(`$share/${group.group}/${group.filter}\u0000${ref.session.clientId}`, ref.session, ref.sub);
   }
@@ -656,7 +656,7 @@ class RouteCollector implements MatchVisitor<SubRef> {
 
 function newTarget(session: Session, sub: Subscription, message: Message): Target {
   const qos = (sub.qos < message.qos ? sub.qos : message.qos) as QoS;
-  // [MQTT-3.3.1-12/13] Retain As Published keeps the flag; otherwise it is cleared on forward
+  // [MQTT-5-3.3.1-12] [MQTT-5-3.3.1-13] Retain As Published keeps the flag; otherwise it is cleared on forward
   const retain = sub.retainAsPublished ? message.retain : false;
   return { session, qos, retain, subscriptionIds: sub.subscriptionIdentifier !== undefined ? [sub.subscriptionIdentifier] : undefined };
 }
@@ -668,7 +668,7 @@ function mergeTarget(targets: Map<string, Target>, key: string, session: Session
     targets.set(key, t);
     return;
   }
-  // [MQTT-3.3.4-2..5] overlapping subscriptions: one copy, the highest QoS, every identifier
+  // [MQTT-5-3.3.4-2] to [MQTT-5-3.3.4-5] overlapping subscriptions: one copy, the highest QoS, every identifier
   if (t.qos > existing.qos) existing.qos = t.qos;
   if (t.retain) existing.retain = true;
   if (t.subscriptionIds) (existing.subscriptionIds ??= []).push(...t.subscriptionIds);

@@ -3,6 +3,7 @@
  * variable, its type, default and a description; validation, environment loading and the
  * README's configuration table are all derived from this list.
  */
+import type { BridgeConfig } from './bridges.js';
 
 export type SettingType = 'string' | 'integer' | 'boolean' | 'port' | 'enum';
 
@@ -96,4 +97,6 @@ export type Settings = { [K in SettingName]: ValueOf<(typeof SETTINGS)[K]> };
 export interface Config extends Settings {
   /** Sections other parts read from the config file (e.g. stateStore, acl). */
   sections: Record<string, unknown>;
+  /** Bridges to other brokers, from the file's bridges: section and EDB_BRIDGE_* (config/bridges.ts). */
+  bridges: BridgeConfig[];
 }

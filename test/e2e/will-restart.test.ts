@@ -30,7 +30,7 @@ async function connect(port: number, opts: mqtt.IClientOptions): Promise<mqtt.Mq
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-describe.each(['durable', 'memory'])('wills across a graceful restart [MQTT-3.1.2-8, MQTT-3.1.3-9], EDB_STORAGE=%s', (storage) => {
+describe.each(['durable', 'memory'])('wills across a graceful restart [MQTT-5-3.1.2-8] [MQTT-5-3.1.3-9], EDB_STORAGE=%s', (storage) => {
   it('a shutdown publishes the wills that are due, carries delayed ones over the restart, and a client back in time cancels its own', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'edb-will-restart-'));
     const first = await start(dataDir, storage);
