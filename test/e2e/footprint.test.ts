@@ -40,10 +40,11 @@ describe('idle footprint', () => {
     const idle = await loadedPackages(broker, out);
     expect(idle).toContain('lmdb');
     for (const name of ['mqtt', 'yaml', 'prom-client']) expect(idle, name).not.toContain(name);
+    for (const name of idle) expect(name).not.toMatch(/^@nats-io[\\/]/);
     expect(broker.logs.some((l) => typeof l['msg'] === 'string' && /^storage: loaded from/.test(l['msg']))).toBe(true);
   });
 
-  it('EDB_STORAGE=memory: loads prom-client on the first scrape, and never MQTT.js, yaml, lmdb or an unused WebSocket engine at idle', async () => {
+  it('EDB_STORAGE=memory: loads prom-client on the first scrape, and never MQTT.js, yaml, lmdb, the NATS client or an unused WebSocket engine at idle', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'edb-footprint-'));
     dirs.push(dir);
     const out = join(dir, 'modules.txt');
@@ -54,6 +55,8 @@ describe('idle footprint', () => {
     const idle = await loadedPackages(broker, out);
     expect(idle).toContain('pino'); // the probe sees what the broker loaded
     for (const name of ['mqtt', 'yaml', 'prom-client', 'lmdb']) expect(idle, name).not.toContain(name);
+    // the NATS client is for cluster mode (EDB_CLUSTER_NATS) only
+    for (const name of idle) expect(name).not.toMatch(/^@nats-io[\\/]/);
     const wsLine = broker.logs.find((l) => l['listener'] === 'ws' && typeof l['engine'] === 'string');
     if (wsLine?.['engine'] === 'uWebSockets.js') expect(idle).not.toContain('ws');
 
