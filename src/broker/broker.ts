@@ -5,7 +5,7 @@ import type { Config } from '../config/schema.js';
 import type { Connection, ConnectionAcceptor, ConnectionEvents } from '../transport/connection.js';
 import { newBrokerStats, type BrokerApi, type BrokerStats, type ClientSummary, type SubscriptionSummary } from './api.js';
 import type { AuthenticateResult, BrokerHooks, ClientInfo, PublishLimiter } from './hooks.js';
-import type { Message, QoS } from '../mqtt/message.js';
+import { shareKey, type Message, type QoS } from '../mqtt/message.js';
 import type { Session, Delivery, PendingWill, QueueAccount, Subscription } from '../session/session.js';
 import { MemorySessionStore, type RetainedMessages, type SessionPersistence, type SessionStore } from '../session/store.js';
 import { TopicTrie, type MatchVisitor, type SharedGroup } from '../topics/trie.js';
@@ -69,6 +69,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     onConnect: [],
     onDisconnect: [],
     onSubscribe: [],
+    onRoutingChange: [],
   };
   private readonly sweepTimer: NodeJS.Timeout;
   private readonly dropLoggedAt = new Map<string, number>();
@@ -157,22 +158,22 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     const id = client.clientId;
     const previous = this.online.get(id);
     if (previous) {
-      // [MQTT-3.1.4-3] session takeover: the old connection is closed (v5: 0x8E)
+      // [MQTT-5-3.1.4-3] session takeover: the old connection is closed (v5: 0x8E)
       this.log.info({ clientId: id }, 'session taken over');
       previous.disconnect(RC.SESSION_TAKEN_OVER, 'takeover');
     }
     let session = this.sessions.get(id);
     if (session?.pendingWill) {
-      // [MQTT-3.1.3-9] reconnecting before the Will Delay cancels the will, unless the session ends
+      // [MQTT-5-3.1.3-9] reconnecting before the Will Delay cancels the will, unless the session ends
       if (clean) this.publishWill(session.pendingWill, undefined);
       session.pendingWill = undefined;
       session.willDueAt = undefined;
     }
     if (session && clean) {
-      this.destroySession(session); // [MQTT-3.1.2-4] Clean Start discards the old session
+      this.destroySession(session); // [MQTT-5-3.1.2-4] Clean Start discards the old session
       session = undefined;
     }
-    const present = session !== undefined; // [MQTT-3.2.2-2]
+    const present = session !== undefined; // [MQTT-5-3.2.2-2] [MQTT-5-3.2.2-3]
     if (!session) {
       session = this.sessions.create(id);
       session.attach(this.queueAccount);
@@ -215,7 +216,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     const sessionEnds = session.expiryInterval === 0 && this.sessions.get(id) === session;
     if (will) {
       const pending: PendingWill = { message: will, expirySeconds: client.willExpirySeconds, username: client.username };
-      // [MQTT-3.1.3-9] published after the Will Delay, or when the session ends if sooner. A
+      // [MQTT-5-3.1.3-9] published after the Will Delay, or when the session ends if sooner. A
       // server shutdown closes the connection without the client's DISCONNECT, so the will stands:
       // a delayed one waits in the session, which the backup carries over the restart (where the
       // client may still come back in time); without a backup every session ends now.
@@ -271,7 +272,9 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   }
 
   private destroySession(session: Session): void {
-    for (const sub of session.subscriptions.values()) this.trie.remove(sub.filter, session.clientId, sub.shareGroup);
+    for (const sub of session.subscriptions.values()) {
+      if (this.trie.remove(sub.filter, session.clientId, sub.shareGroup) !== undefined) this.routingChanged(false, sub, session.clientId);
+    }
     session.subscriptions.clear();
     session.clearQueue();
     session.inflight.clear();
@@ -308,7 +311,9 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     for (const hook of this.hooks.onPublish) {
       if (hook(message, info) === true) return true;
     }
-    if (message.retain) this.retained.set(message);
+    // a message another cluster node forwarded was stored as retained there (and reaches this
+    // node's retained store through the cluster's replicated set)
+    if (message.retain && message.fromNode === undefined) this.retained.set(message);
     // the collector is reused; a route() from inside a delivery hook gets one of its own
     const collector = this.collector.message === undefined ? this.collector : new RouteCollector(this);
     collector.message = message;
@@ -393,13 +398,27 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   }
 
   addSubscription(session: Session, sub: Subscription): void {
-    this.trie.add(sub.filter, session.clientId, { session, sub }, sub.shareGroup);
+    if (this.trie.add(sub.filter, session.clientId, { session, sub }, sub.shareGroup)) this.routingChanged(true, sub, session.clientId);
     this.persistence?.changed(session);
   }
 
   removeSubscription(session: Session, sub: Subscription): void {
-    this.trie.remove(sub.filter, session.clientId, sub.shareGroup);
+    if (this.trie.remove(sub.filter, session.clientId, sub.shareGroup) !== undefined) this.routingChanged(false, sub, session.clientId);
     this.persistence?.changed(session);
+  }
+
+  private routingChanged(added: boolean, sub: Subscription, clientId: string): void {
+    for (const hook of this.hooks.onRoutingChange) this.notify(hook, added, sub.filter, sub.shareGroup, clientId);
+  }
+
+  /** End a session that is not connected here (cluster: the client connected on another node). */
+  endSession(clientId: string): boolean {
+    const session = this.sessions.get(clientId);
+    if (!session || this.online.has(clientId)) return false;
+    session.pendingWill = undefined; // the client is back, elsewhere: its will is cancelled [MQTT-3.1.3-9]
+    session.willDueAt = undefined;
+    this.destroySession(session);
+    return true;
   }
 
   /** Would routing `message` store it for a persistent session? (Asked only when storage is full.) */
@@ -431,7 +450,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
           c.destroy();
         }
       } else if (c.state === 'open') {
-        // [MQTT-3.1.2-22] one and a half times the keep alive without a packet
+        // [MQTT-5-3.1.2-22] one and a half times the keep alive without a packet
         // (not while flow control holds its socket paused: then the silence is ours)
         if (c.keepAliveMs > 0 && !c.held && now - c.lastActivity > c.keepAliveMs * 1.5) c.disconnect(RC.KEEP_ALIVE_TIMEOUT, 'keepalive');
         else c.out.checkStall(now, cfg.stallTimeoutMs);
@@ -562,7 +581,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
 
   /** A message from inside the broker: counted by origin, apart from client publishes. */
   private countBrokerMessage(message: Message): void {
-    const origin = message.origin === undefined ? 'broker' : message.origin === '$SYS' ? 'sys' : message.origin;
+    const origin = message.fromNode !== undefined ? 'cluster' : message.origin === undefined ? 'broker' : message.origin === '$SYS' ? 'sys' : message.origin;
     const counts = this.stats.messagesPublishedByBroker;
     counts[origin] = (counts[origin] ?? 0) + 1;
     if (message.retain && message.topic.startsWith('$SYS/')) this.sysRetainedTopics.add(message.topic);
@@ -602,7 +621,9 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     if (old) this.destroySession(old);
     session.attach(this.queueAccount);
     this.sessions.set(session.clientId, session);
-    for (const sub of session.subscriptions.values()) this.trie.add(sub.filter, session.clientId, { session, sub }, sub.shareGroup);
+    for (const sub of session.subscriptions.values()) {
+      if (this.trie.add(sub.filter, session.clientId, { session, sub }, sub.shareGroup)) this.routingChanged(true, sub, session.clientId);
+    }
   }
 
   // ------------------------------------------------------------ shutdown
@@ -640,14 +661,17 @@ class RouteCollector implements MatchVisitor<SubRef> {
   constructor(private readonly broker: Broker) {}
 
   subscription(clientId: string, ref: SubRef): void {
-    // [MQTT-3.8.3-3] No Local: not back to the client that published it
+    // [MQTT-5-3.8.3-3] No Local: not back to the client that published it
     if (ref.sub.noLocal && clientId === this.message!.senderId) return;
     this.add(clientId, ref.session, ref.sub);
   }
 
   shared(group: SharedGroup<SubRef>): void {
+    // cluster: the message is delivered to this group by another node
+    const only = this.message!.shareGroups;
+    if (only !== undefined && !only.has(shareKey(group.group, group.filter))) return;
     const ref = this.broker.pickShareMember(group, this.message!);
-    // [MQTT-4.8.2] each shared subscription delivers its own copy, even to a member that also
+    // [MQTT-5-4.8.2] each shared subscription delivers its own copy, even to a member that also
     // has a plain (or another shared) subscription matching: never merged with those
     if (ref) this.add(`$share/${group.group}/${group.filter}\u0000${ref.session.clientId}`, ref.session, ref.sub, true);
   }
@@ -677,7 +701,7 @@ class RouteCollector implements MatchVisitor<SubRef> {
 
 function newTarget(session: Session, sub: Subscription, message: Message, shared: boolean): Target {
   const qos = (sub.qos < message.qos ? sub.qos : message.qos) as QoS;
-  // [MQTT-3.3.1-12/13] Retain As Published keeps the flag; otherwise it is cleared on forward
+  // [MQTT-5-3.3.1-12] [MQTT-5-3.3.1-13] Retain As Published keeps the flag; otherwise it is cleared on forward
   const retain = sub.retainAsPublished ? message.retain : false;
   return { session, qos, retain, subscriptionIds: sub.subscriptionIdentifier !== undefined ? [sub.subscriptionIdentifier] : undefined, shared };
 }
@@ -689,7 +713,7 @@ function mergeTarget(targets: Map<string, Target>, key: string, session: Session
     targets.set(key, t);
     return;
   }
-  // [MQTT-3.3.4-2..5] overlapping subscriptions: one copy, the highest QoS, every identifier
+  // [MQTT-5-3.3.4-2] to [MQTT-5-3.3.4-5] overlapping subscriptions: one copy, the highest QoS, every identifier
   if (t.qos > existing.qos) existing.qos = t.qos;
   if (t.retain) existing.retain = true;
   if (t.subscriptionIds) (existing.subscriptionIds ??= []).push(...t.subscriptionIds);

@@ -12,7 +12,7 @@ import { Session } from './session.js';
  *   enqueue / shift / dropOldestQos0 / clearQueue   the outbound queue (QoS 0 is never kept offline)
  *   addInflight / removeInflight                     QoS 1/2 sent and awaiting PUBACK / PUBREC / PUBCOMP
  *   (an inflight entry's `state` turns to 'pubrel' on PUBREC: setInflightState)
- *   receivedQos2 / releasedQos2                      [MQTT-4.3.3] QoS 2 ids received, awaiting PUBREL
+ *   receivedQos2 / releasedQos2                      [MQTT-5-4.3.3] QoS 2 ids received, awaiting PUBREL
  *   subscriptions (a Map keyed by the filter as sent) set and delete by the SUBSCRIBE and
  *   UNSUBSCRIBE handlers
  * The core calls these synchronously on the hot path: an implementation appends to its log and
@@ -40,8 +40,8 @@ export class MemorySessionStore extends Map<string, Session> implements SessionS
 }
 
 /**
- * Retained messages, one per topic [MQTT-3.3.1-5]. set() with an empty payload clears the
- * topic [MQTT-3.3.1-6]; match() gives the unexpired messages whose topic matches a filter
+ * Retained messages, one per topic [MQTT-5-3.3.1-5]. set() with an empty payload clears the
+ * topic [MQTT-5-3.3.1-6]; match() gives the unexpired messages whose topic matches a filter
  * (for a new subscription); all() and clear() serve the snapshot and restore.
  */
 export interface RetainedMessages {

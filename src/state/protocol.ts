@@ -26,3 +26,6 @@ export const ERRORS = {
   fencingFuture: 'the request fencing token timestamp is too far in the future; ensure that the client and broker system clocks are synchronized',
 } as const;
 
+
+/** Content type of the service's answers and notifications. */
+export const CONTENT_TYPE = 'application/octet-stream';

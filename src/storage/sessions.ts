@@ -361,7 +361,7 @@ export class DurableSession extends Session {
     }
     if (!it) return 0;
     for (const id of it.pubrel) {
-      // [MQTT-4.4.0-1] PUBREL is sent again on reconnect; the message itself was delivered
+      // [MQTT-5-4.4.0-1] PUBREL is sent again on reconnect; the message itself was delivered
       const placeholder: Message = { topic: '', payload: Buffer.alloc(0), qos: 2, retain: false };
       super.addInflight({ message: placeholder, qos: 2, retain: false, subscriptionIds: undefined, packetId: id, state: 'pubrel' });
     }

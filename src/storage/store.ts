@@ -28,7 +28,7 @@ export interface SessionRecord {
   expiresAt?: number;
   subscriptions: Subscription[];
   will?: WillRecord;
-  /** [MQTT-4.3.3] QoS 2 packet ids received and answered with PUBREC, awaiting PUBREL. */
+  /** [MQTT-5-4.3.3] QoS 2 packet ids received and answered with PUBREC, awaiting PUBREL. */
   incomingQos2: number[];
 }
 
@@ -81,7 +81,7 @@ export interface BrokerStorage {
   readonly kind: 'memory' | 'durable';
 
   retained(): Message[];
-  /** [MQTT-3.3.1-6] an empty payload clears the topic. */
+  /** [MQTT-5-3.3.1-6] an empty payload clears the topic. */
   setRetained(message: Message): void;
   clearRetained(): void;
 
