@@ -27,6 +27,7 @@ import { RC } from '../mqtt/reason-codes.js';
 import { ClusterInterest, type InterestEntry } from './interest.js';
 import { decodeMessage, encodeMessage } from './wire.js';
 import { ClusterRetained } from './retained.js';
+import type { ClusterStateStore } from './state.js';
 import { ClusterStats, type ClusterStatus, type PeerStatus } from './status.js';
 
 export const HEARTBEAT_MS = 1000;
@@ -116,6 +117,8 @@ export class ClusterNode {
   private subs: NatsSubscription[] = [];
   /** Client ids whose local session ends once their connection here has closed (taken over elsewhere). */
   private readonly endAfterClose = new Set<string>();
+  /** The cluster-wide state store, when the node has one (set before start()). */
+  stateStore: ClusterStateStore | undefined;
 
   constructor(
     private readonly broker: ClusterBroker,
@@ -245,7 +248,7 @@ export class ClusterNode {
     this.heartbeatTimer ??= setInterval(() => this.tick(), HEARTBEAT_MS);
     this.heartbeatTimer.unref();
     this.announce();
-    await this.retainedSet.attach(nc);
+    await Promise.all([this.retainedSet.attach(nc), this.stateStore?.attach(nc)]);
   }
 
   private setConnected(up: boolean): void {
@@ -431,7 +434,7 @@ export class ClusterNode {
     if (typeof r.id !== 'string' || r.n === this.name) return;
     const local = this.broker.client(r.id);
     if (local) {
-      // [MQTT-3.1.4-3] the same client id on two nodes: the older connection is taken over
+      // [MQTT-5-3.1.4-3] the same client id on two nodes: the older connection is taken over
       const older = local.connectedAt < r.at || (local.connectedAt === r.at && this.name < r.n);
       if (!older) return;
       this.log.info({ clientId: r.id, node: r.n }, `cluster: session taken over by node ${r.n}`);
@@ -491,7 +494,7 @@ export class ClusterNode {
       connected: this.connected,
       natsServer: this.connected ? this.natsServer : undefined,
       lastError: this.lastError,
-      jetstream: this.retainedSet.state(),
+      jetstream: { ...this.retainedSet.state(), state: this.stateStore?.stateText ?? 'off', stateKeys: this.stateStore?.keys ?? 0 },
       nodes: [self, ...peers].sort((a, b) => a.name.localeCompare(b.name)),
       stats: this.stats.snapshot(),
     };
@@ -504,6 +507,7 @@ export class ClusterNode {
     const nc = this.nc;
     if (!nc) return;
     this.publish(`${this.prefix}.bye`, JSON.stringify({ n: this.name }));
+    this.stateStore?.close();
     await this.retainedSet.close();
     for (const s of this.subs) s.unsubscribe();
     try {

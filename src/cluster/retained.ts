@@ -140,7 +140,7 @@ export class ClusterRetained {
     }
   }
 
-  state(): JetStreamState {
+  state(): Omit<JetStreamState, 'state' | 'stateKeys'> {
     return { retained: this.stateText, retainedKeys: this.keys.size, replicas: this.replicas, pendingWrites: this.inflight + this.pending.size };
   }
 

@@ -21,8 +21,11 @@ export interface JetStreamState {
   retained: string;
   retainedKeys: number;
   replicas: number;
-  /** Writes to JetStream not yet confirmed. */
+  /** Writes to JetStream not yet confirmed (retained messages). */
   pendingWrites: number;
+  /** The state-store bucket: "ready", "connecting" or "error: ...". */
+  state: string;
+  stateKeys: number;
 }
 
 export interface ClusterStatus {
