@@ -265,9 +265,9 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
 
   private destroySession(session: Session): void {
     for (const sub of session.subscriptions.values()) this.trie.remove(sub.filter, session.clientId, sub.shareGroup);
-    session.subscriptions.clear();
+    session.clearSubscriptions();
     session.clearQueue();
-    session.inflight.clear();
+    session.clearInflight();
     if (this.sessions.get(session.clientId) === session) {
       this.sessions.delete(session.clientId);
       this.persistence?.ended(session);
