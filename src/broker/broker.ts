@@ -408,7 +408,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   endSession(clientId: string): boolean {
     const session = this.sessions.get(clientId);
     if (!session || this.online.has(clientId)) return false;
-    session.pendingWill = undefined; // the client is back, elsewhere: its will is cancelled [MQTT-3.1.3-9]
+    session.pendingWill = undefined; // the client is back, elsewhere: its will is cancelled [MQTT-5-3.1.3-9]
     session.willDueAt = undefined;
     this.destroySession(session);
     return true;
