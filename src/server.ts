@@ -11,6 +11,8 @@ import { startHttpService } from './http/service.js';
 import { restoreBroker, snapshotBroker } from './broker/snapshot.js';
 import { createBackupManager, type BackupManager, type RestoreOutcome } from './persistence/backup.js';
 import { createStateStoreService, type StateStoreService } from './state/service.js';
+import { parseStateStoreSection, StateStoreAuthorizer } from './state/authorization.js';
+import type { ClientInfo } from './broker/hooks.js';
 import { createAuthService } from './auth/service.js';
 import { createClientLimits } from './auth/rate-limit.js';
 import { createRulesService } from './rules/service.js';
@@ -19,12 +21,14 @@ import { requiredAccess } from './http/access.js';
 import { startTopicTree } from './http/topic-tree.js';
 import { mountConsoleApi } from './http/console-api.js';
 import { json } from './http/server.js';
-import { loadConfig } from './config/load.js';
+import { ConfigError, loadConfig } from './config/load.js';
 import { openStorage, type BrokerStorage } from './storage/index.js';
 import { PersistentRetainedStore } from './storage/retained.js';
 import { storageStatusLine } from './storage/status.js';
 import { DurableSession, DurableSessionStore, SessionLog } from './storage/sessions.js';
+import type { ClusterService } from './cluster/index.js';
 
+import { BridgeService } from './bridge/service.js';
 import { VERSION } from './version.js';
 
 export { VERSION };
@@ -88,6 +92,10 @@ export interface EdbServer {
   readonly backup: BackupManager;
   /** Where retained messages, sessions and the state store are kept (EDB_STORAGE). */
   readonly storage: BrokerStorage;
+  /** Links to other brokers (config/bridges.ts, bridge/). */
+  readonly bridges: BridgeService;
+  /** Cluster mode (EDB_CLUSTER_NATS): this node's membership, or undefined on a single node. */
+  readonly cluster: ClusterService | undefined;
   /** Port of the named listener ("mqtt", "mqtts", "ws", "wss", "http", "rules"). */
   port(name: string): number;
   /** Graceful stop: listeners closed, clients told (v5 0x8B), services saved and closed. */
@@ -106,6 +114,10 @@ interface Service {
 export async function startEdb(config: Config, log: Logger): Promise<EdbServer> {
   // unusable settings, files and folders fail here with one line each, before anything starts
   checkStartup(config);
+  // cluster settings are checked here too; the module is loaded only in cluster mode
+  const clusterModule = config.clusterNats ? await import('./cluster/index.js') : undefined;
+  const clusterProblem = clusterModule?.clusterConfigProblem(config);
+  if (clusterProblem) throw new ConfigError(clusterProblem);
   // an unusable storage folder fails here too (StorageOpenError: exit code 2), before any listener
   const storage = openStorage(config, log);
   const durable = storage.kind === 'durable';
@@ -122,6 +134,9 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
         return storage.full;
       },
       onDurable: (cb) => storage.onDurable(cb),
+      reserveRetained: (session, d) => sessionLog.reserveRetained(session, d),
+      flushSessions: () => sessionLog.flush(),
+      flushUrgent: () => sessionLog.flushUrgent(),
     };
   }
   const services: Service[] = [];
@@ -143,14 +158,40 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   services.push(stateStore);
 
   // a document acts for its uploader: with an ACL, its topics must be theirs (rules/author-check.ts)
-  const rules = createRulesService(broker, config, log, { stateStore, authorAccess: { enabled: () => auth.aclEnabled, forUser: (user) => auth.accessFor(user) } });
+  // ... and with the state store's per-key authorization, its set_state keys too: the author
+  // is the client `rules/<user>` with that user name, as for the topic ACL
+  const stateAuthorizer = new StateStoreAuthorizer(parseStateStoreSection(config.sections['stateStore']).authorization);
+  const stateAccess = {
+    enabled: () => stateAuthorizer.enabled,
+    forUser(user: string) {
+      const who: ClientInfo = { clientId: `rules/${user}`, username: user, protocolVersion: 5, transport: 'tcp', remoteAddress: '', connectedAt: 0 };
+      return {
+        canWriteKey: (key: string) => stateAuthorizer.allowed(who, Buffer.from(key, 'utf8'), 'write'),
+        canWriteSomeKey: (glob: string) => stateAuthorizer.allowedSome(who, glob, 'write'),
+      };
+    },
+  };
+  const rules = createRulesService(broker, config, log, { stateStore, authorAccess: { enabled: () => auth.aclEnabled, forUser: (user) => auth.accessFor(user) }, stateAccess });
   services.push(rules);
+
+  // bridges to other brokers: their hook sees what the rules publish too; they connect after the restore
+  const bridges = new BridgeService(broker, config.bridges, sessionLog, storage);
+  services.push(bridges);
+
+  // cluster mode: its hooks come last (after the state store has consumed its requests and the
+  // rules have seen every message); loaded only with EDB_CLUSTER_NATS (idle memory matters)
+  let cluster: ClusterService | undefined;
+  if (config.clusterNats) {
+    cluster = clusterModule!.startCluster(broker, config, log, VERSION, { stateStore });
+    services.push(cluster);
+  }
 
   // Backup: every part with state registers a section; restored before listeners open,
   // written on a graceful stop (and periodically with EDB_BACKUP_INTERVAL).
   const backup = createBackupManager(config, log);
   backup.register(stateStore.snapshotSection());
   backup.register(rules.snapshotSection());
+  if (!durable) backup.register(bridges.snapshotSection()); // durable: the backlog is in the log
   backup.register({
     name: 'broker',
     save: () => snapshotBroker(broker),
@@ -159,12 +200,20 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   });
   // durable: what storage holds first; then a pending backup (written in memory mode, or by a
   // graceful stop) is imported over it and stored
+  let willsTaken = false;
   const loadDurable = (): void => {
     if (!retained) return;
     const started = performance.now();
     const n = retained.load();
     const restored = sessions!.load(config.maxOfflineMessages);
     for (const s of restored.sessions) broker.restoreSession(s);
+    // wills of clients connected when the broker stopped without closing them (a crash); once
+    const wills = willsTaken ? new Map() : sessionLog!.takeLiveWills();
+    willsTaken = true;
+    for (const [clientId, w] of wills) {
+      const pending = { message: w.message, expirySeconds: w.expirySeconds, username: w.username };
+      broker.recoverWill(clientId, pending, w.delaySeconds);
+    }
     const state = stateStore.loadFromStorage();
     const buffer = storage.document(RULE_BUFFER);
     if (buffer) {
@@ -175,8 +224,9 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
       }
     }
     log.info(
-      { retained: n, sessions: restored.sessions.length, queued: restored.messages, stateKeys: state.keys, stateWrites: state.writes, ms: Math.round(performance.now() - started) },
-      `storage: loaded from ${config.dataDir}: ${n} retained messages, ${restored.sessions.length} sessions (${restored.messages} queued messages), ${state.keys} state store keys`,
+      { retained: n, sessions: restored.sessions.length, queued: restored.messages, wills: wills.size, stateKeys: state.keys, stateWrites: state.writes, ms: Math.round(performance.now() - started) },
+      `storage: loaded from ${config.dataDir}: ${n} retained messages, ${restored.sessions.length} sessions (${restored.messages} queued messages), ${state.keys} state store keys` +
+        (wills.size > 0 ? `; ${wills.size} wills of clients connected at a crash handled (published, or pending their Will Delay)` : ''),
     );
   };
   loadDurable();
@@ -227,6 +277,14 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   http.addStatusSection('state', () => ({ summary: stateStore.statusLine() }));
   http.addStatusSection('storage', () => ({ summary: storageStatusLine(storage) }));
   if (durable) http.addMetrics(async (registry) => (await import('./storage/metrics.js')).registerStorageMetrics(registry, storage));
+  // GET /api/cluster answers on a single node too (the console's Cluster page says so)
+  http.router.get('/api/cluster', () => json(200, cluster ? { enabled: true, ...cluster.status() } : { enabled: false }));
+  if (cluster) {
+    const c = cluster;
+    http.addReadinessCheck('cluster', () => c.notReady());
+    http.addStatusSection('cluster', () => c.statusSection());
+    http.addMetrics(async (registry) => (await import('./cluster/metrics.js')).registerClusterMetrics(registry, c));
+  }
 
   // the document from EDB_RULES_FILE (or the data folder) is active before clients arrive
   try {
@@ -260,6 +318,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     await storage.close().catch(() => undefined);
     throw await explainListenError(err, config);
   }
+  await bridges.start(); // an unreachable remote never stops the start: each bridge retries on its own
   for (const l of listeners) log.info({ listener: l.name, engine: l.engine, host: config.host, port: l.port }, `listening: ${l.name} on port ${l.port} (${l.engine})`);
   for (const l of listeners) http.trackListener(l); // web
   http.setReady(true); // web
@@ -272,6 +331,8 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     stateStore,
     backup,
     storage,
+    bridges,
+    cluster,
     port(name: string): number {
       const l = listeners.find((x) => x.name === name);
       if (!l) throw new Error(`no listener named ${name}`);

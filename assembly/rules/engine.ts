@@ -268,7 +268,7 @@ function findLevel(node: i32, ptr: usize, len: usize): i32 {
  */
 function walk(node: i32, start: usize, first: bool): void {
   const n = topicNodes + (<usize>node) * TOPIC_NODE_SIZE;
-  // [MQTT-4.7.2-1] wildcards in the first level do not match topics starting with $
+  // [MQTT-5-4.7.2-1] wildcards in the first level do not match topics starting with $
   const wild = !(first && topicLen > 0 && load<u8>(topicPtr) == 0x24);
   const hash = load<i32>(n, 12);
   if (hash >= 0 && wild) addTargets(hash);
@@ -284,7 +284,7 @@ function walk(node: i32, start: usize, first: bool): void {
 function step(child: i32, end: usize, stop: usize): void {
   if (end >= stop) {
     addTargets(child);
-    // [MQTT-4.7.1-2] "a/#" also matches "a"
+    // [MQTT-5-4.7.1-2] "a/#" also matches "a"
     const hash = load<i32>(topicNodes + (<usize>child) * TOPIC_NODE_SIZE, 12);
     if (hash >= 0) addTargets(hash);
   } else walk(child, end + 1, false);

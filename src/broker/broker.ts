@@ -5,7 +5,7 @@ import type { Config } from '../config/schema.js';
 import type { Connection, ConnectionAcceptor, ConnectionEvents } from '../transport/connection.js';
 import { newBrokerStats, type BrokerApi, type BrokerStats, type ClientSummary, type SubscriptionSummary } from './api.js';
 import type { AuthenticateResult, BrokerHooks, ClientInfo, PublishLimiter } from './hooks.js';
-import type { Message, QoS } from '../mqtt/message.js';
+import { shareKey, type Message, type QoS } from '../mqtt/message.js';
 import type { Session, Delivery, PendingWill, QueueAccount, Subscription } from '../session/session.js';
 import { MemorySessionStore, type RetainedMessages, type SessionPersistence, type SessionStore } from '../session/store.js';
 import { TopicTrie, type MatchVisitor, type SharedGroup } from '../topics/trie.js';
@@ -28,6 +28,8 @@ interface Target {
   qos: QoS;
   retain: boolean;
   subscriptionIds: number[] | undefined;
+  /** Through a shared subscription (one member of the group gets it). */
+  shared: boolean;
 }
 
 type HookLists = { [K in keyof BrokerHooks]-?: NonNullable<BrokerHooks[K]>[] };
@@ -67,6 +69,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     onConnect: [],
     onDisconnect: [],
     onSubscribe: [],
+    onRoutingChange: [],
   };
   private readonly sweepTimer: NodeJS.Timeout;
   private readonly dropLoggedAt = new Map<string, number>();
@@ -155,22 +158,22 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     const id = client.clientId;
     const previous = this.online.get(id);
     if (previous) {
-      // [MQTT-3.1.4-3] session takeover: the old connection is closed (v5: 0x8E)
+      // [MQTT-5-3.1.4-3] session takeover: the old connection is closed (v5: 0x8E)
       this.log.info({ clientId: id }, 'session taken over');
       previous.disconnect(RC.SESSION_TAKEN_OVER, 'takeover');
     }
     let session = this.sessions.get(id);
     if (session?.pendingWill) {
-      // [MQTT-3.1.3-9] reconnecting before the Will Delay cancels the will, unless the session ends
+      // [MQTT-5-3.1.3-9] reconnecting before the Will Delay cancels the will, unless the session ends
       if (clean) this.publishWill(session.pendingWill, undefined);
       session.pendingWill = undefined;
       session.willDueAt = undefined;
     }
     if (session && clean) {
-      this.destroySession(session); // [MQTT-3.1.2-4] Clean Start discards the old session
+      this.destroySession(session); // [MQTT-5-3.1.2-4] Clean Start discards the old session
       session = undefined;
     }
-    const present = session !== undefined; // [MQTT-3.2.2-2]
+    const present = session !== undefined; // [MQTT-5-3.2.2-2] [MQTT-5-3.2.2-3]
     if (!session) {
       session = this.sessions.create(id);
       session.attach(this.queueAccount);
@@ -179,6 +182,8 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     session.expiresAt = undefined;
     this.online.set(id, client);
     this.persistence?.changed(session);
+    // durable: the will is kept while connected, for a crash that never closes the connection
+    this.persistence?.liveWill(id, client.will ? { message: client.will, delaySeconds: client.willDelay, expirySeconds: client.willExpirySeconds, username: client.username } : undefined);
     return { session, present };
   }
 
@@ -206,14 +211,17 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
       for (const d of kept) session.enqueue(d);
     }
     const will = client.will;
+    // published or made pending just below, in this turn: the stored copy goes
+    if (will && !this.online.has(id)) this.persistence?.liveWill(id, undefined);
     const sessionEnds = session.expiryInterval === 0 && this.sessions.get(id) === session;
     if (will) {
       const pending: PendingWill = { message: will, expirySeconds: client.willExpirySeconds, username: client.username };
-      // [MQTT-3.1.3-9] published after the Will Delay, or when the session ends if sooner. A
+      // [MQTT-5-3.1.3-9] published after the Will Delay, or when the session ends if sooner. A
       // server shutdown closes the connection without the client's DISCONNECT, so the will stands:
       // a delayed one waits in the session, which the backup carries over the restart (where the
       // client may still come back in time); without a backup every session ends now.
-      const endsWithServer = cause === 'shutdown' && !this.config.backupEnabled;
+      // (durable storage keeps every persistent session, backup or not)
+      const endsWithServer = cause === 'shutdown' && !this.config.backupEnabled && !this.persistence;
       const delay = endsWithServer ? 0 : Math.min(client.willDelay, session.expiryInterval);
       if (delay === 0) this.publishWill(pending, client);
       else {
@@ -264,7 +272,9 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   }
 
   private destroySession(session: Session): void {
-    for (const sub of session.subscriptions.values()) this.trie.remove(sub.filter, session.clientId, sub.shareGroup);
+    for (const sub of session.subscriptions.values()) {
+      if (this.trie.remove(sub.filter, session.clientId, sub.shareGroup) !== undefined) this.routingChanged(false, sub, session.clientId);
+    }
     session.subscriptions.clear();
     session.clearQueue();
     session.inflight.clear();
@@ -301,7 +311,9 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     for (const hook of this.hooks.onPublish) {
       if (hook(message, info) === true) return true;
     }
-    if (message.retain) this.retained.set(message);
+    // a message another cluster node forwarded was stored as retained there (and reaches this
+    // node's retained store through the cluster's replicated set)
+    if (message.retain && message.fromNode === undefined) this.retained.set(message);
     // the collector is reused; a route() from inside a delivery hook gets one of its own
     const collector = this.collector.message === undefined ? this.collector : new RouteCollector(this);
     collector.message = message;
@@ -321,7 +333,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   private deliverTo(t: Target, message: Message, publisher: CoreClient | undefined): void {
     const d: Delivery = { message, qos: t.qos, retain: t.retain, subscriptionIds: t.subscriptionIds };
     // durable: stored once in the log (the first persistent session it reaches stores it)
-    if (t.qos > 0 && this.persistence) this.persistence.storeFor(t.session, message);
+    if (t.qos > 0 && this.persistence) this.persistence.storeFor(t.session, message, t.shared);
     const client = this.online.get(t.session.clientId);
     if (client && client.session === t.session) {
       if (this.mayDeliver(client, message)) client.out.deliver(d, publisher);
@@ -386,13 +398,27 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   }
 
   addSubscription(session: Session, sub: Subscription): void {
-    this.trie.add(sub.filter, session.clientId, { session, sub }, sub.shareGroup);
+    if (this.trie.add(sub.filter, session.clientId, { session, sub }, sub.shareGroup)) this.routingChanged(true, sub, session.clientId);
     this.persistence?.changed(session);
   }
 
   removeSubscription(session: Session, sub: Subscription): void {
-    this.trie.remove(sub.filter, session.clientId, sub.shareGroup);
+    if (this.trie.remove(sub.filter, session.clientId, sub.shareGroup) !== undefined) this.routingChanged(false, sub, session.clientId);
     this.persistence?.changed(session);
+  }
+
+  private routingChanged(added: boolean, sub: Subscription, clientId: string): void {
+    for (const hook of this.hooks.onRoutingChange) this.notify(hook, added, sub.filter, sub.shareGroup, clientId);
+  }
+
+  /** End a session that is not connected here (cluster: the client connected on another node). */
+  endSession(clientId: string): boolean {
+    const session = this.sessions.get(clientId);
+    if (!session || this.online.has(clientId)) return false;
+    session.pendingWill = undefined; // the client is back, elsewhere: its will is cancelled [MQTT-5-3.1.3-9]
+    session.willDueAt = undefined;
+    this.destroySession(session);
+    return true;
   }
 
   /** Would routing `message` store it for a persistent session? (Asked only when storage is full.) */
@@ -424,7 +450,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
           c.destroy();
         }
       } else if (c.state === 'open') {
-        // [MQTT-3.1.2-22] one and a half times the keep alive without a packet
+        // [MQTT-5-3.1.2-22] one and a half times the keep alive without a packet
         // (not while flow control holds its socket paused: then the silence is ours)
         if (c.keepAliveMs > 0 && !c.held && now - c.lastActivity > c.keepAliveMs * 1.5) c.disconnect(RC.KEEP_ALIVE_TIMEOUT, 'keepalive');
         else c.out.checkStall(now, cfg.stallTimeoutMs);
@@ -555,7 +581,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
 
   /** A message from inside the broker: counted by origin, apart from client publishes. */
   private countBrokerMessage(message: Message): void {
-    const origin = message.origin === undefined ? 'broker' : message.origin === '$SYS' ? 'sys' : message.origin;
+    const origin = message.fromNode !== undefined ? 'cluster' : message.origin === undefined ? 'broker' : message.origin === '$SYS' ? 'sys' : message.origin;
     const counts = this.stats.messagesPublishedByBroker;
     counts[origin] = (counts[origin] ?? 0) + 1;
     if (message.retain && message.topic.startsWith('$SYS/')) this.sysRetainedTopics.add(message.topic);
@@ -575,13 +601,29 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     this.retained.clear();
   }
 
+  /**
+   * The will of a client that was connected when the broker last stopped without closing its
+   * connection (a crash): handled as if the connection closed now [MQTT-5-3.1.2-8]: published, or
+   * pending in its session for the Will Delay (a reconnect before then cancels it).
+   */
+  recoverWill(clientId: string, will: PendingWill, delaySeconds: number): void {
+    const session = this.sessions.get(clientId);
+    const delay = session ? Math.min(delaySeconds, session.expiryInterval) : 0;
+    if (!session || delay === 0) return this.publishWill(will, undefined);
+    session.pendingWill = will;
+    session.willDueAt = Date.now() + delay * 1000;
+    this.persistence?.changed(session);
+  }
+
   /** Install a session read from a snapshot (before listeners open). */
   restoreSession(session: Session): void {
     const old = this.sessions.get(session.clientId);
     if (old) this.destroySession(old);
     session.attach(this.queueAccount);
     this.sessions.set(session.clientId, session);
-    for (const sub of session.subscriptions.values()) this.trie.add(sub.filter, session.clientId, { session, sub }, sub.shareGroup);
+    for (const sub of session.subscriptions.values()) {
+      if (this.trie.add(sub.filter, session.clientId, { session, sub }, sub.shareGroup)) this.routingChanged(true, sub, session.clientId);
+    }
   }
 
   // ------------------------------------------------------------ shutdown
@@ -619,28 +661,31 @@ class RouteCollector implements MatchVisitor<SubRef> {
   constructor(private readonly broker: Broker) {}
 
   subscription(clientId: string, ref: SubRef): void {
-    // [MQTT-3.8.3-3] No Local: not back to the client that published it
+    // [MQTT-5-3.8.3-3] No Local: not back to the client that published it
     if (ref.sub.noLocal && clientId === this.message!.senderId) return;
     this.add(clientId, ref.session, ref.sub);
   }
 
   shared(group: SharedGroup<SubRef>): void {
+    // cluster: the message is delivered to this group by another node
+    const only = this.message!.shareGroups;
+    if (only !== undefined && !only.has(shareKey(group.group, group.filter))) return;
     const ref = this.broker.pickShareMember(group, this.message!);
-    // [MQTT-4.8.2] each shared subscription delivers its own copy, even to a member that also
+    // [MQTT-5-4.8.2] each shared subscription delivers its own copy, even to a member that also
     // has a plain (or another shared) subscription matching: never merged with those
-    if (ref) this.add(`$share/${group.group}/${group.filter}\u0000${ref.session.clientId}`, ref.session, ref.sub);
+    if (ref) this.add(`$share/${group.group}/${group.filter}\u0000${ref.session.clientId}`, ref.session, ref.sub, true);
   }
 
-  private add(key: string, session: Session, sub: Subscription): void {
+  private add(key: string, session: Session, sub: Subscription, shared = false): void {
     const message = this.message!;
-    if (this.targets) return mergeTarget(this.targets, key, session, sub, message);
+    if (this.targets) return mergeTarget(this.targets, key, session, sub, message, shared);
     if (this.first === undefined) {
       this.firstKey = key;
-      this.first = newTarget(session, sub, message);
+      this.first = newTarget(session, sub, message, shared);
       return;
     }
     this.targets = new Map([[this.firstKey!, this.first]]);
-    mergeTarget(this.targets, key, session, sub, message);
+    mergeTarget(this.targets, key, session, sub, message, shared);
   }
 
   /** What matched (one target, or several by key), and ready for the next message. */
@@ -654,21 +699,21 @@ class RouteCollector implements MatchVisitor<SubRef> {
   }
 }
 
-function newTarget(session: Session, sub: Subscription, message: Message): Target {
+function newTarget(session: Session, sub: Subscription, message: Message, shared: boolean): Target {
   const qos = (sub.qos < message.qos ? sub.qos : message.qos) as QoS;
-  // [MQTT-3.3.1-12/13] Retain As Published keeps the flag; otherwise it is cleared on forward
+  // [MQTT-5-3.3.1-12] [MQTT-5-3.3.1-13] Retain As Published keeps the flag; otherwise it is cleared on forward
   const retain = sub.retainAsPublished ? message.retain : false;
-  return { session, qos, retain, subscriptionIds: sub.subscriptionIdentifier !== undefined ? [sub.subscriptionIdentifier] : undefined };
+  return { session, qos, retain, subscriptionIds: sub.subscriptionIdentifier !== undefined ? [sub.subscriptionIdentifier] : undefined, shared };
 }
 
-function mergeTarget(targets: Map<string, Target>, key: string, session: Session, sub: Subscription, message: Message): void {
-  const t = newTarget(session, sub, message);
+function mergeTarget(targets: Map<string, Target>, key: string, session: Session, sub: Subscription, message: Message, shared: boolean): void {
+  const t = newTarget(session, sub, message, shared);
   const existing = targets.get(key);
   if (!existing) {
     targets.set(key, t);
     return;
   }
-  // [MQTT-3.3.4-2..5] overlapping subscriptions: one copy, the highest QoS, every identifier
+  // [MQTT-5-3.3.4-2] to [MQTT-5-3.3.4-5] overlapping subscriptions: one copy, the highest QoS, every identifier
   if (t.qos > existing.qos) existing.qos = t.qos;
   if (t.retain) existing.retain = true;
   if (t.subscriptionIds) (existing.subscriptionIds ??= []).push(...t.subscriptionIds);

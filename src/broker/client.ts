@@ -144,13 +144,13 @@ export class MqttClient implements ConnectionEvents, CoreClient {
   /** A packet that could not be read: its code is answered where the protocol allows, then close. */
   private onBadPacket(problem: PacketProblem): void {
     if (problem.reasonCode === RC.UNSUPPORTED_PROTOCOL_VERSION) {
-      // [MQTT-3.1.2-2] unsupported protocol level: CONNACK 0x01 (3.1.1 format), then close
+      // [MQTT-3.1.1-3.1.2-2] unsupported protocol level: CONNACK 0x01 (3.1.1 format), then close
       if (this.state === 'new') {
         this.core.countProtocolError(RC.UNSUPPORTED_PROTOCOL_VERSION);
         this.out.writePacket({ cmd: 'connack', returnCode: 1, sessionPresent: false }, 4);
         return this.close('protocol');
       }
-      return this.protocolViolation(RC.PROTOCOL_ERROR, 'second CONNECT'); // [MQTT-3.1.0-2]
+      return this.protocolViolation(RC.PROTOCOL_ERROR, 'second CONNECT'); // [MQTT-5-3.1.0-2]
     }
     this.protocolViolation(problem.reasonCode, problem.reason);
   }

@@ -9,7 +9,7 @@ export const FRAME_MALFORMED = -2;
 
 /**
  * Length in bytes of the packet starting at `offset`, FRAME_INCOMPLETE when more bytes are
- * needed to know, FRAME_MALFORMED for a Remaining Length over 4 bytes [MQTT-1.5.5].
+ * needed to know, FRAME_MALFORMED for a Remaining Length over 4 bytes [MQTT-5-1.5.5].
  * `remaining` receives the Remaining Length.
  */
 export function frameLength(buf: Buffer, offset: number, out: { remaining: number }): number {

@@ -11,7 +11,7 @@ import type { BrokerStats } from './api.js';
 import type { ClientInfo } from './hooks.js';
 import type { ClientState, CloseCause } from './lifecycle.js';
 
-/** First byte of PUBACK, PUBREC, PUBREL (flags 0010 [MQTT-3.6.1-1]) and PUBCOMP. */
+/** First byte of PUBACK, PUBREC, PUBREL (flags 0010 [MQTT-5-3.6.1-1]) and PUBCOMP. */
 const ACK_FIRST_BYTE: Partial<Record<string, number>> = { puback: 0x40, pubrec: 0x50, pubrel: 0x62, pubcomp: 0x70 };
 
 /** What the outbound side needs of the broker: settings, counters, read access. */
@@ -114,7 +114,7 @@ export class Outbound {
   }
 
   /**
-   * Retained messages for a new subscription are all sent [MQTT-3.3.1-9], never dropped for the
+   * Retained messages for a new subscription are all sent [MQTT-5-3.3.1-9], never dropped for the
    * queue bound: the retained store already holds them and the queue only references them. The
    * queue drains as the socket does; meanwhile publishers feeding this client are held back.
    */
@@ -124,7 +124,7 @@ export class Outbound {
     else session.enqueue(d);
   }
 
-  /** [MQTT-4.4.0-1] on reconnect, resend unacknowledged PUBLISH (with DUP) and PUBREL. */
+  /** [MQTT-5-4.4.0-1] on reconnect, resend unacknowledged PUBLISH (with DUP) and PUBREL. */
   resendInflight(): void {
     for (const entry of this.owner.session!.inflight.values()) {
       if (entry.state === 'pubrel') this.writePacket({ cmd: 'pubrel', messageId: entry.packetId });

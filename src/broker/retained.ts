@@ -23,7 +23,7 @@ export class RetainedStore implements RetainedMessages {
     return this.byTopic.size;
   }
 
-  /** [MQTT-3.3.1-5] store / replace; [MQTT-3.3.1-6] an empty payload clears the topic. */
+  /** [MQTT-5-3.3.1-5] store / replace; [MQTT-5-3.3.1-6] an empty payload clears the topic. */
   set(message: Message): void {
     if (message.payload.length === 0) return this.delete(message.topic);
     const known = this.byTopic.get(message.topic);
@@ -79,7 +79,7 @@ export class RetainedStore implements RetainedMessages {
         const children = [...node.children.values()];
         for (let c = children.length - 1; c >= 0; c--) {
           const child = children[c]!;
-          // [MQTT-4.7.2-1] a filter starting with a wildcard does not match topics starting with $
+          // [MQTT-5-4.7.2-1] a filter starting with a wildcard does not match topics starting with $
           if (node === this.root && child.level.startsWith('$')) continue;
           nodes.push(child);
           depths.push(i + 1);
@@ -96,7 +96,7 @@ export class RetainedStore implements RetainedMessages {
     return out;
   }
 
-  /** Every message strictly below `node`; at the root, not the `$` topics [MQTT-4.7.2-1]. */
+  /** Every message strictly below `node`; at the root, not the `$` topics [MQTT-5-4.7.2-1]. */
   private subtree(node: RetainedNode, atRoot: boolean, take: (node: RetainedNode) => void): void {
     const stack: RetainedNode[] = [];
     const pushChildren = (n: RetainedNode): void => {

@@ -5,6 +5,7 @@ import { Ajv, type ErrorObject } from 'ajv';
 import { createRequire } from 'node:module';
 import { SETTINGS, type Config, type SettingName, type SettingSpec } from './schema.js';
 import { didYouMean } from './suggest.js';
+import { BridgeConfigError, parseBridges } from './bridges.js';
 
 /** The YAML parser, loaded only when a YAML config file is read (72 modules a broker configured by EDB_* variables never needs). */
 function parseYaml(text: string): unknown {
@@ -51,7 +52,7 @@ const ajv = new Ajv({ allErrors: false, coerceTypes: false, useDefaults: false }
 const validateSettings = ajv.compile(settingsSchema);
 
 /** Sections only the config file carries; each part that owns one validates it itself. */
-const FILE_SECTIONS = new Set(['stateStore', 'acl', 'users', 'rules']);
+const FILE_SECTIONS = new Set(['stateStore', 'acl', 'users', 'rules', 'bridges']);
 
 const TRUE_WORDS = ['true', '1', 'yes', 'on'];
 const FALSE_WORDS = ['false', '0', 'no', 'off'];
@@ -172,6 +173,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const config = Object.fromEntries(names.map((n) => [n, n in values ? values[n] : SETTINGS[n].default])) as unknown as Config;
   config.sections = sections;
+  // bridges: the file's bridges: section and EDB_BRIDGE_<NAME>* (config/bridges.ts)
+  try {
+    config.bridges = parseBridges(sections['bridges'], env);
+  } catch (err) {
+    if (err instanceof BridgeConfigError) throw new ConfigError(err.message);
+    throw err;
+  }
   return config;
 }
 
@@ -207,5 +215,6 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     ...overrides,
     dataDir: overrides.dataDir ?? testDataDir(),
     sections: overrides.sections ?? {},
+    bridges: overrides.bridges ?? [],
   };
 }

@@ -3,6 +3,7 @@
  * variable, its type, default and a description; validation, environment loading and the
  * README's configuration table are all derived from this list.
  */
+import type { BridgeConfig } from './bridges.js';
 
 export type SettingType = 'string' | 'integer' | 'boolean' | 'port' | 'enum';
 
@@ -66,12 +67,23 @@ export const SETTINGS = {
   stateSweepIntervalMs: { env: 'EDB_STATE_SWEEP_INTERVAL_MS', type: 'integer', default: 1000, minimum: 10, description: 'State store: how often expired keys are removed (and DELETE notifications sent)' },
   backupEnabled: { env: 'EDB_BACKUP', type: 'boolean', default: true, description: 'Write a snapshot to the backup folder on a graceful stop and restore it at the next start' },
   backupInterval: { env: 'EDB_BACKUP_INTERVAL', type: 'integer', default: 0, minimum: 0, description: 'Seconds between periodic snapshots to the backup folder (0 = only on a graceful stop)' },
-  storage: { env: 'EDB_STORAGE', type: 'enum', default: 'memory', values: ['durable', 'memory'], description: 'durable: what is acknowledged is on disk under <dataDir>/storage first (see docs/operations.md, Storage); memory: kept in memory, saved only by the backup on a graceful stop' },
+  storage: { env: 'EDB_STORAGE', type: 'enum', default: 'durable', values: ['durable', 'memory'], description: 'durable (default): what is acknowledged is on disk under <dataDir>/storage first (see docs/operations.md, Storage); memory: kept in memory, saved only by the backup on a graceful stop' },
   storageBatchSize: { env: 'EDB_STORAGE_BATCH_SIZE', type: 'integer', default: 256, minimum: 1, maximum: 65536, description: 'Durable storage: most messages written with one disk commit (fsync)' },
   storageFlushIntervalMs: { env: 'EDB_STORAGE_FLUSH_INTERVAL_MS', type: 'integer', default: 2, minimum: 0, maximum: 1000, description: 'Durable storage: longest a message waits for its batch to be committed, in ms' },
   storageGeneration: { env: 'EDB_STORAGE_GENERATION', type: 'string', default: '1h', description: 'Durable storage: time covered by one generation of the message log (s, m, h or d, e.g. 1h)' },
   storageRetention: { env: 'EDB_STORAGE_RETENTION', type: 'string', default: '7d', description: 'Durable storage: whole generations older than this are dropped (e.g. 7d; 0 keeps them until the size cap)' },
   storageMaxBytes: { env: 'EDB_STORAGE_MAX_BYTES', type: 'integer', default: 0, minimum: 0, description: 'Durable storage: most bytes the message log may use; old generations go first, then QoS 1/2 messages that need storage get 0x97 (0: no cap)' },
+  clusterNats: { env: 'EDB_CLUSTER_NATS', type: 'string', default: null, description: 'Cluster mode: NATS servers with JetStream, comma list (nats://h1:4222,nats://h2:4222); unset: one node, no NATS (see docs/cluster.md)' },
+  nodeName: { env: 'EDB_NODE_NAME', type: 'string', default: null, description: 'Cluster mode: this node\'s name, unique in the cluster (default: the host name)' },
+  clusterName: { env: 'EDB_CLUSTER_NAME', type: 'string', default: 'edb', description: 'Cluster mode: the cluster\'s name; nodes with the same name and NATS servers form one cluster (letters, digits, - and _)' },
+  clusterReplicas: { env: 'EDB_CLUSTER_REPLICAS', type: 'integer', default: 3, minimum: 1, maximum: 5, description: 'Cluster mode: JetStream replicas of the cluster\'s buckets (3 survives the loss of one NATS server; 1 for a single NATS server)' },
+  clusterNatsCreds: { env: 'EDB_CLUSTER_NATS_CREDS', type: 'string', default: null, description: 'Cluster mode: NATS credentials file (JWT and NKey seed)' },
+  clusterNatsUser: { env: 'EDB_CLUSTER_NATS_USER', type: 'string', default: null, description: 'Cluster mode: NATS user name' },
+  clusterNatsPassword: { env: 'EDB_CLUSTER_NATS_PASSWORD', type: 'string', default: null, description: 'Cluster mode: NATS password (with EDB_CLUSTER_NATS_USER)' },
+  clusterNatsToken: { env: 'EDB_CLUSTER_NATS_TOKEN', type: 'string', default: null, description: 'Cluster mode: NATS authentication token' },
+  clusterNatsCa: { env: 'EDB_CLUSTER_NATS_CA', type: 'string', default: null, description: 'Cluster mode: PEM CA that signed the NATS servers\' certificates (turns TLS on)' },
+  clusterNatsCert: { env: 'EDB_CLUSTER_NATS_CERT', type: 'string', default: null, description: 'Cluster mode: PEM client certificate for NATS (with EDB_CLUSTER_NATS_KEY)' },
+  clusterNatsKey: { env: 'EDB_CLUSTER_NATS_KEY', type: 'string', default: null, description: 'Cluster mode: PEM private key of the NATS client certificate' },
   rulesFile: { env: 'EDB_RULES_FILE', type: 'string', default: null, description: 'fr_script document loaded at start' },
   rulesCompilerIdleMs: { env: 'EDB_RULES_COMPILER_IDLE_MS', type: 'integer', default: 60000, minimum: 0, description: 'Stop the rules compiler worker (about 240 MB with asc loaded) after this long without an upload; 0 keeps it running' },
   rulesMemoryTopics: { env: 'EDB_RULES_MEMORY_TOPICS', type: 'integer', default: 10000, minimum: 1, description: 'fr_script memory (prev, deadband, windows): concrete topics kept per statement; the least recently seen is forgotten past that (edb_rules_memory_evicted_total)' },
@@ -96,4 +108,6 @@ export type Settings = { [K in SettingName]: ValueOf<(typeof SETTINGS)[K]> };
 export interface Config extends Settings {
   /** Sections other parts read from the config file (e.g. stateStore, acl). */
   sections: Record<string, unknown>;
+  /** Bridges to other brokers, from the file's bridges: section and EDB_BRIDGE_* (config/bridges.ts). */
+  bridges: BridgeConfig[];
 }

@@ -48,7 +48,7 @@ export function decodeFast(bytes: Buffer, protocolVersion: 3 | 4 | 5): Packet | 
   }
   let properties: PublishProperties | undefined;
   if (protocolVersion === 5) {
-    // [MQTT-3.3.2.3.1] the Property Length, a Variable Byte Integer
+    // [MQTT-5-3.3.2.3.1] the Property Length, a Variable Byte Integer
     const blockLength = readVarInt(bytes, pos, bytes.length);
     if (blockLength < 0) return undefined;
     pos = varIntEnd;
@@ -83,33 +83,33 @@ function decodeProperties(bytes: Buffer, pos: number, end: number): PublishPrope
     const id = bytes[pos++]!;
     let e: number;
     switch (id) {
-      case 0x01: // Payload Format Indicator: a byte, 0 or 1 [MQTT-3.3.2.3.2]
+      case 0x01: // Payload Format Indicator: a byte, 0 or 1 [MQTT-5-3.3.2.3.2]
         if (props.payloadFormatIndicator !== undefined || pos >= end || bytes[pos]! > 1) return undefined;
         props.payloadFormatIndicator = bytes[pos++] === 1;
         break;
-      case 0x02: // Message Expiry Interval: four bytes [MQTT-3.3.2.3.3]
+      case 0x02: // Message Expiry Interval: four bytes [MQTT-5-3.3.2.3.3]
         if (props.messageExpiryInterval !== undefined || pos + 4 > end) return undefined;
         props.messageExpiryInterval = bytes.readUInt32BE(pos);
         pos += 4;
         break;
-      case 0x03: // Content Type: a string [MQTT-3.3.2.3.9]
+      case 0x03: // Content Type: a string [MQTT-5-3.3.2.3.9]
         if (props.contentType !== undefined || (e = fieldEnd(bytes, pos, end)) < 0) return undefined;
         props.contentType = bytes.toString('utf8', pos + 2, e);
         pos = e;
         break;
-      case 0x08: // Response Topic: a string, checked as a topic name by the broker [MQTT-3.3.2.3.5]
+      case 0x08: // Response Topic: a string, checked as a topic name by the broker [MQTT-5-3.3.2.3.5]
         if (props.responseTopic !== undefined || (e = fieldEnd(bytes, pos, end)) < 0) return undefined;
         props.responseTopic = bytes.toString('utf8', pos + 2, e);
         pos = e;
         break;
-      case 0x09: // Correlation Data: binary [MQTT-3.3.2.3.6], copied for the payload's reason
+      case 0x09: // Correlation Data: binary [MQTT-5-3.3.2.3.6], copied for the payload's reason
         if (props.correlationData !== undefined || (e = fieldEnd(bytes, pos, end)) < 0) return undefined;
         props.correlationData = copyOut(bytes, pos + 2, e);
         pos = e;
         break;
       case 0x0b: {
-        // Subscription Identifier [MQTT-3.3.2.3.8]: mqtt-packet accepts it from a client,
-        // the broker then refuses it [MQTT-3.3.4-6]
+        // Subscription Identifier [MQTT-5-3.3.2.3.8]: mqtt-packet accepts it from a client,
+        // the broker then refuses it [MQTT-5-3.3.4-6]
         if (props.subscriptionIdentifier !== undefined) return undefined;
         const value = readVarInt(bytes, pos, end);
         if (value < 0) return undefined;
@@ -117,13 +117,13 @@ function decodeProperties(bytes: Buffer, pos: number, end: number): PublishPrope
         pos = varIntEnd;
         break;
       }
-      case 0x23: // Topic Alias: two bytes, range checked by the broker [MQTT-3.3.2.3.4]
+      case 0x23: // Topic Alias: two bytes, range checked by the broker [MQTT-5-3.3.2.3.4]
         if (props.topicAlias !== undefined || pos + 2 > end) return undefined;
         props.topicAlias = bytes.readUInt16BE(pos);
         pos += 2;
         break;
       case 0x26: {
-        // User Property: a string pair, the one property a client may repeat [MQTT-3.3.2.3.7]
+        // User Property: a string pair, the one property a client may repeat [MQTT-5-3.3.2.3.7]
         const nameEnd = fieldEnd(bytes, pos, end);
         if (nameEnd < 0 || (e = fieldEnd(bytes, nameEnd, end)) < 0) return undefined;
         const name = bytes.toString('utf8', pos + 2, nameEnd);
@@ -160,7 +160,7 @@ function copyOut(bytes: Buffer, start: number, end: number): Buffer {
   return out;
 }
 
-/** End of the two-byte-length-prefixed string or binary at `pos` [MQTT-1.5.4, 1.5.6], or -1 past `end`. */
+/** End of the two-byte-length-prefixed string or binary at `pos` [MQTT-5-1.5.4] [MQTT-5-1.5.6], or -1 past `end`. */
 export function fieldEnd(bytes: Buffer, pos: number, end: number): number {
   if (pos + 2 > end) return -1;
   const e = pos + 2 + bytes.readUInt16BE(pos);
@@ -171,7 +171,7 @@ export function fieldEnd(bytes: Buffer, pos: number, end: number): number {
 export let varIntEnd = 0;
 
 /**
- * The Variable Byte Integer at `pos` [MQTT-1.5.5] (at most four bytes; like mqtt-packet, a
+ * The Variable Byte Integer at `pos` [MQTT-5-1.5.5] (at most four bytes; like mqtt-packet, a
  * longer-than-needed encoding is accepted), or -1 when it is longer or runs past `end`.
  */
 export function readVarInt(bytes: Buffer, pos: number, end: number): number {

@@ -31,7 +31,7 @@ export interface PublishProperties {
   contentType?: string;
 }
 
-// property identifiers (MQTT 5 section 2.2.2.2)
+// property identifiers [MQTT-5-2.2.2.2]
 const PFI = 0x01;
 const MEI = 0x02;
 const CT = 0x03;

@@ -65,7 +65,7 @@ const protocolError = (reason: string): PropertyProblem => ({ reasonCode: 0x82, 
 /** Where the block checkBlock last read without a problem ends: a second result without allocating one. */
 let blockEnd = 0;
 
-/** [MQTT-1.5.4-1/2] well-formed UTF-8 without U+0000. */
+/** [MQTT-5-1.5.4-1] [MQTT-5-1.5.4-2] well-formed UTF-8 without U+0000. */
 function goodString(b: Buffer, start: number, end: number): boolean {
   const s = b.subarray(start, end);
   return s.indexOf(0) === -1 && isUtf8(s);

@@ -1,6 +1,6 @@
 /**
- * UTF-8 Encoded Strings in a decoded packet: [MQTT-1.5.4-1] they must be well-formed UTF-8 and
- * [MQTT-1.5.4-2] must not contain U+0000; a packet breaking either is malformed.
+ * UTF-8 Encoded Strings in a decoded packet: [MQTT-5-1.5.4-1] they must be well-formed UTF-8 and
+ * [MQTT-5-1.5.4-2] must not contain U+0000; a packet breaking either is malformed.
  *
  * mqtt-packet and decode-fast decode strings leniently: ill-formed bytes become U+FFFD. So a
  * string is only looked at closely when it holds U+FFFD: re-encoded, a string decoded from

@@ -5,7 +5,8 @@
  * malformed / protocol-error code and why. The checks that need a connection's state (topic
  * aliases the client set, the QoS 2 ids it holds, its session) stay with the packet handlers.
  *
- * Tags: [MQTT-x.y.z-n] is MQTT 3.1.1, [MQTT-5-x.y.z-n] is MQTT 5.0.
+ * Spec tags name the version they cite: [MQTT-5-3.1.2-22] is MQTT 5.0, [MQTT-3.1.1-3.1.2-22] is
+ * MQTT 3.1.1 (CONTRIBUTING.md, "Spec tags").
  */
 import type { IConnectPacket, IPublishPacket, ISubscribePacket, IUnsubscribePacket, Packet } from 'mqtt-packet';
 import { RC } from './reason-codes.js';
@@ -47,7 +48,7 @@ export function readPacket(bytes: Buffer, version: Version): Packet | PacketProb
       if (problem !== undefined) return new PacketProblem(problem.reasonCode, problem.reason);
     }
   }
-  // [MQTT-1.5.3-1/2] (3.1.1) / [MQTT-5-1.5.4-1/2] a string that is not well-formed UTF-8, or holds U+0000, is malformed
+  // [MQTT-3.1.1-1.5.3-1] [MQTT-3.1.1-1.5.3-2] / [MQTT-5-1.5.4-1] [MQTT-5-1.5.4-2] a string that is not well-formed UTF-8, or holds U+0000, is malformed
   const bad = malformedString(packet, bytes);
   if (bad) return new PacketProblem(RC.MALFORMED_PACKET, `${bad} is not valid UTF-8 or contains U+0000`);
   return packet;
@@ -55,7 +56,7 @@ export function readPacket(bytes: Buffer, version: Version): Packet | PacketProb
 
 /**
  * A CONNECT naming the MQTT protocol ("MQTT", or "MQIsdp" for 3.1) with a level other than 3, 4
- * or 5 (the bridge bit 0x80 aside, as mqtt-packet reads it): [MQTT-3.1.2-2] answered with
+ * or 5 (the bridge bit 0x80 aside, as mqtt-packet reads it): [MQTT-3.1.1-3.1.2-2] answered with
  * CONNACK return code 0x01.
  */
 function unsupportedLevel(bytes: Buffer): boolean {
@@ -75,7 +76,7 @@ function unsupportedLevel(bytes: Buffer): boolean {
 const NEEDS_PACKET_ID = new Set(['puback', 'pubrec', 'pubrel', 'pubcomp', 'subscribe', 'unsubscribe']);
 
 /**
- * [MQTT-2.3.1-1] (3.1.1) / [MQTT-5-2.2.1-3]: acks, SUBSCRIBE and UNSUBSCRIBE carry a non-zero
+ * [MQTT-3.1.1-2.3.1-1] / [MQTT-5-2.2.1-3]: acks, SUBSCRIBE and UNSUBSCRIBE carry a non-zero
  * packet identifier. mqtt-packet reads a missing one as -1: the packet is cut short (malformed),
  * and must not be answered (the reply would be truncated); present but 0 is a protocol error.
  */
@@ -93,27 +94,27 @@ export function packetIdProblem(packet: Packet): PacketProblem | undefined {
 export function checkConnect(packet: IConnectPacket, frame: Buffer): PacketProblem | undefined {
   const version = packet.protocolVersion ?? 4;
   const props = packet.properties;
-  // [MQTT-3.1.2-14] (3.1.1) / [MQTT-5-3.1.2-12] Will QoS 3
+  // [MQTT-3.1.1-3.1.2-14] / [MQTT-5-3.1.2-12] Will QoS 3
   if (packet.will && (packet.will.qos ?? 0) > 2) return new PacketProblem(RC.MALFORMED_PACKET, 'will QoS 3');
   if (version === 5) {
     const problem = checkPropertyBlocks(frame);
     if (problem !== undefined) return new PacketProblem(problem.reasonCode, problem.reason);
   } else if (packet.password !== undefined && packet.username === undefined) {
-    return new PacketProblem(RC.MALFORMED_PACKET, 'password without user name'); // [MQTT-3.1.2-22] (3.1.1; allowed in 5.0)
+    return new PacketProblem(RC.MALFORMED_PACKET, 'password without user name'); // [MQTT-3.1.1-3.1.2-22] (allowed in 5.0)
   }
   if (version === 5 && props) {
-    // Enhanced authentication is not offered: 0x8C Bad authentication method (MQTT 5.0, 4.12)
+    // Enhanced authentication is not offered: 0x8C Bad authentication method [MQTT-5-4.12]
     if (props.authenticationMethod !== undefined) return new PacketProblem(RC.BAD_AUTHENTICATION_METHOD, 'enhanced authentication is not supported');
-    // Receive Maximum and Maximum Packet Size of 0 are protocol errors (MQTT 5.0, 3.1.2.11.3 and 3.1.2.11.4)
+    // Receive Maximum and Maximum Packet Size of 0 are protocol errors [MQTT-5-3.1.2.11.3] [MQTT-5-3.1.2.11.4]
     if (props.receiveMaximum === 0 || props.maximumPacketSize === 0) return new PacketProblem(RC.PROTOCOL_ERROR, 'receive maximum and maximum packet size must not be 0');
   }
-  // [MQTT-3.1.3-8] (3.1.1) no client id with clean session 0: identifier rejected
+  // [MQTT-3.1.1-3.1.3-8] no client id with clean session 0: identifier rejected
   if ((packet.clientId ?? '').length === 0 && version !== 5 && packet.clean === false) {
     return new PacketProblem(RC.CLIENT_IDENTIFIER_NOT_VALID, 'empty client id needs a clean session');
   }
   if (packet.will) {
     if (!isValidTopicName(packet.will.topic)) return new PacketProblem(RC.TOPIC_NAME_INVALID, 'invalid will topic');
-    // MQTT 5.0 3.1.3.2.5: the will's Response Topic is a topic name, no wildcards (as [MQTT-5-3.3.2-14])
+    // [MQTT-5-3.1.3.2.5] the will's Response Topic is a topic name, no wildcards (as [MQTT-5-3.3.2-14])
     const responseTopic = packet.will.properties?.responseTopic;
     if (responseTopic !== undefined && !isValidTopicName(responseTopic)) return new PacketProblem(RC.PROTOCOL_ERROR, 'invalid will response topic');
   }
@@ -134,12 +135,12 @@ export function checkPublish(packet: IPublishPacket, version: Version, topicAlia
     if (alias !== undefined && (alias === 0 || alias > topicAliasMaximum)) return new PacketProblem(RC.TOPIC_ALIAS_INVALID, 'topic alias invalid');
   }
   const aliased = version === 5 && props?.topicAlias !== undefined && packet.topic.length === 0;
-  // [MQTT-3.3.2-1] (3.1.1) / [MQTT-5-3.3.2-2] a topic name, no wildcards
+  // [MQTT-3.1.1-3.3.2-2] / [MQTT-5-3.3.2-2] a topic name, no wildcards
   if (!aliased && !isValidTopicName(packet.topic)) return new PacketProblem(RC.TOPIC_NAME_INVALID, 'invalid topic name');
   // [MQTT-5-3.3.2-14] a Response Topic is a topic name: wildcards in it are a protocol error
   if (props?.responseTopic !== undefined && !isValidTopicName(props.responseTopic)) return new PacketProblem(RC.PROTOCOL_ERROR, 'invalid response topic');
   const id = packet.messageId ?? 0;
-  // [MQTT-2.3.1-1] (3.1.1) / [MQTT-5-2.2.1-3] a QoS 1/2 PUBLISH carries a non-zero packet
+  // [MQTT-3.1.1-2.3.1-1] / [MQTT-5-2.2.1-3] a QoS 1/2 PUBLISH carries a non-zero packet
   // identifier. mqtt-packet reads one cut short by the Remaining Length as -1: malformed, and
   // never to be answered (the PUBACK or PUBREC would be malformed in turn)
   if (packet.qos > 0 && id < 1) {
@@ -150,12 +151,12 @@ export function checkPublish(packet: IPublishPacket, version: Version, topicAlia
 
 /** The rules of a SUBSCRIBE as a whole (each filter then gets its own code in SUBACK). */
 export function checkSubscribe(packet: ISubscribePacket, version: Version): PacketProblem | undefined {
-  // [MQTT-3.8.3-3] (3.1.1) / [MQTT-5-3.8.3-2] at least one topic filter
+  // [MQTT-3.1.1-3.8.3-3] / [MQTT-5-3.8.3-2] at least one topic filter
   if (packet.subscriptions.length === 0) return new PacketProblem(RC.PROTOCOL_ERROR, 'SUBSCRIBE without a topic filter');
   // a control character in a filter: 0x8F for that filter on v5 (the broker's filter check);
-  // 3.1.1 has no such code, and the string is one a receiver may treat as malformed (MQTT 5.0, 1.5.4)
+  // 3.1.1 has no such code, and the string is one a receiver may treat as malformed [MQTT-5-1.5.4]
   if (version !== 5 && packet.subscriptions.some((s) => hasControlCharacter(s.topic))) return new PacketProblem(RC.MALFORMED_PACKET, 'control character in a topic filter');
-  // the Subscription Identifier is 1 to 268,435,455: 0 is a protocol error (MQTT 5.0, 3.8.2.1.2)
+  // the Subscription Identifier is 1 to 268,435,455: 0 is a protocol error [MQTT-5-3.8.2.1.2]
   if (packet.properties?.subscriptionIdentifier === 0) return new PacketProblem(RC.PROTOCOL_ERROR, 'subscription identifier 0');
   // [MQTT-5-3.8.3-4] No Local on a shared subscription is a protocol error
   if (packet.subscriptions.some((s) => s.nl === true && parseSharedFilter(s.topic))) return new PacketProblem(RC.PROTOCOL_ERROR, 'no local on a shared subscription');
@@ -163,7 +164,7 @@ export function checkSubscribe(packet: ISubscribePacket, version: Version): Pack
 }
 
 export function checkUnsubscribe(packet: IUnsubscribePacket, version: Version): PacketProblem | undefined {
-  // [MQTT-3.10.3-2] (3.1.1) / [MQTT-5-3.10.3-2] at least one topic filter
+  // [MQTT-3.1.1-3.10.3-2] / [MQTT-5-3.10.3-2] at least one topic filter
   if (packet.unsubscriptions.length === 0) return new PacketProblem(RC.PROTOCOL_ERROR, 'UNSUBSCRIBE without a topic filter');
   if (version !== 5 && packet.unsubscriptions.some(hasControlCharacter)) return new PacketProblem(RC.MALFORMED_PACKET, 'control character in a topic filter');
   return undefined;

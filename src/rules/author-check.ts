@@ -5,6 +5,14 @@
  * whole pattern must be within the user's grants: 403 naming the JSON path and topic), and
  * at run time for each concrete output topic (denied outputs are dropped and counted), so a
  * rule cannot republish what its author may read to where they could not publish.
+ *
+ * `set_state` keys are checked the same way against the state store's per-key authorization
+ * (docs/state-store.md#authorization) when that is on: at upload, a key that is concrete
+ * once the filter's literal topic levels are put in for its placeholders must be writable,
+ * and a key with wildcard parts (`{2}` under `+`, `{topic}` under `#`) must have at least one
+ * writable key; at run time each concrete key is checked (denied writes are dropped and
+ * counted). Globs cannot always tell whether every key of a template is granted, so the
+ * upload refuses what can never be written and the run time refuses the rest.
  */
 import { RulesError, RulesErrorCode } from './errors.js';
 
@@ -14,6 +22,14 @@ export interface AuthorAccess {
   canReadAll(filter: string): boolean;
   /** May the user publish to every topic matching `filter` (a concrete topic included)? */
   canWriteAll(filter: string): boolean;
+}
+
+/** What the state store's per-key authorization allows one user, as the rules engine needs it. */
+export interface AuthorKeyAccess {
+  /** May the user write this key? */
+  canWriteKey(key: string): boolean;
+  /** May the user write at least one key matching this glob (`*`, `?`, `[...]`)? */
+  canWriteSomeKey(glob: string): boolean;
 }
 
 /** Who uploaded a document; `user` undefined for a trusted address or the rules file (not checked). */
@@ -31,15 +47,69 @@ function filterOutput(topic: string, subtopic: string): string {
   return `${topic}/${subtopic.replace(/^\/+/, '')}`;
 }
 
+const escapeGlob = (s: string): string => s.replace(/[*?[\]]/g, '[$&]');
+
+/**
+ * The keys a `set_state` key template can name for messages on topics matching `filter`:
+ * `{ key }` when it is one concrete key, `{ glob }` (wildcards where a placeholder takes a
+ * `+` or `#` level) otherwise, undefined when a placeholder is past the end of every topic
+ * (the key is never written).
+ */
+export function stateKeyPattern(template: string, filter: string): { key: string } | { glob: string } | undefined {
+  const levels = filter.split('/');
+  const hashAt = levels.indexOf('#');
+  let key = '';
+  let glob = '';
+  let wild = false;
+  let last = 0;
+  let missing = false;
+  const literal = (text: string): void => {
+    key += text;
+    glob += escapeGlob(text);
+  };
+  for (const m of template.matchAll(/\{([1-9][0-9]*|topic)\}/g)) {
+    literal(template.slice(last, m.index));
+    last = m.index + m[0].length;
+    const p = m[1]!;
+    if (p === 'topic') {
+      if (!/[+#]/.test(filter)) literal(filter);
+      else {
+        wild = true;
+        // `a/#` also matches `a`: the levels before it, then anything
+        const fixed = hashAt >= 0 ? levels.slice(0, hashAt).join('/') : filter;
+        glob += fixed.split('/').map((l) => (l === '+' ? '*' : escapeGlob(l))).join('/') + (hashAt >= 0 ? '*' : '');
+      }
+      continue;
+    }
+    const n = Number(p) - 1;
+    if (hashAt >= 0 && n >= hashAt) {
+      wild = true;
+      glob += '*';
+    } else if (n >= levels.length) missing = true;
+    else if (levels[n] === '+') {
+      wild = true;
+      glob += '*';
+    } else literal(levels[n]!);
+  }
+  if (missing) return undefined;
+  literal(template.slice(last));
+  return wild ? { glob } : { key };
+}
+
 /**
  * Throws a 403 RulesError for the first topic of `doc` (parsed JSON, possibly malformed:
  * the compiler reports shape errors) outside the author's ACL.
  */
-export function checkAuthorAccess(doc: unknown, access: AuthorAccess, user: string): void {
+export function checkAuthorAccess(doc: unknown, access: AuthorAccess | undefined, user: string, keys?: AuthorKeyAccess): void {
+  if (typeof doc !== 'object' || doc === null) return;
+  if (access) checkTopics(doc, access, user);
+  if (keys) checkStateKeys(doc, keys, user);
+}
+
+function checkTopics(doc: object, access: AuthorAccess, user: string): void {
   const deny = (path: string, topic: string, need: 'read' | 'write'): never => {
     throw new RulesError(RulesErrorCode.forbidden, path, `${user} may not ${need === 'read' ? 'read' : 'publish to'} "${topic}" (ACL)`);
   };
-  if (typeof doc !== 'object' || doc === null) return;
   const { filters, rules } = doc as { filters?: unknown; rules?: unknown };
   if (Array.isArray(filters)) {
     filters.forEach((f: { topic?: unknown; subtopic?: unknown }, i) => {
@@ -68,6 +138,37 @@ export function checkAuthorAccess(doc: unknown, access: AuthorAccess, user: stri
           if (t !== undefined && !access.canWriteAll(`!${t}`)) deny(`rules/${i}/logic/${k}/new_topic`, `!${t}`, 'write');
         });
       }
+    });
+  }
+}
+
+/** set_state keys of filter statements (placeholders from the filter's topic) and of rule logic entries (any topic). */
+function checkStateKeys(doc: object, keys: AuthorKeyAccess, user: string): void {
+  const check = (path: string, template: unknown, filter: string): void => {
+    if (typeof template !== 'string') return;
+    const pattern = stateKeyPattern(template, filter);
+    if (pattern === undefined) return;
+    if ('key' in pattern) {
+      if (!keys.canWriteKey(pattern.key)) {
+        throw new RulesError(RulesErrorCode.forbidden, path, `${user} may not write the state key "${pattern.key}" (state store authorization)`);
+      }
+    } else if (!keys.canWriteSomeKey(pattern.glob)) {
+      throw new RulesError(RulesErrorCode.forbidden, path, `${user} may write no state key "${template}" can name (${pattern.glob}; state store authorization)`);
+    }
+  };
+  const { filters, rules } = doc as { filters?: unknown; rules?: unknown };
+  if (Array.isArray(filters)) {
+    filters.forEach((f: { topic?: unknown; statements?: unknown }, i) => {
+      const topic = str(f?.topic);
+      if (topic === undefined || !Array.isArray(f.statements)) return;
+      f.statements.forEach((s: { set_state?: { key?: unknown } }, j) => check(`filters/${i}/statements/${j}/set_state/key`, s?.set_state?.key, topic));
+    });
+  }
+  if (Array.isArray(rules)) {
+    rules.forEach((r: { logic?: unknown }, i) => {
+      if (!Array.isArray(r?.logic)) return;
+      // a logic entry's placeholders take the topic of whichever message triggered it
+      r.logic.forEach((l: { set_state?: { key?: unknown } }, k) => check(`rules/${i}/logic/${k}/set_state/key`, l?.set_state?.key, '#'));
     });
   }
 }

@@ -7,7 +7,7 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checkAuthorAccess, type AuthorAccess, type RulesAuthor } from './author-check.js';
+import { checkAuthorAccess, type AuthorAccess, type AuthorKeyAccess, type RulesAuthor } from './author-check.js';
 import { parseJsonText } from './check.js';
 import type { Logger } from 'pino';
 import type { BrokerApi } from '../broker/api.js';
@@ -42,6 +42,8 @@ export interface RulesMetrics extends EngineCounters {
   rejectedWrites: number;
   /** Outputs dropped because the document's author may not publish to their topic (ACL). */
   deniedOutputs: number;
+  /** set_state writes dropped because the author may not write their key (state store authorization). */
+  deniedStateWrites: number;
   /** set_state writes done, and refused by the state store (quota, fencing). */
   stateWrites: number;
   stateWriteErrors: number;
@@ -128,6 +130,11 @@ interface Options {
    * when no ACL is configured. Without it, documents are not checked.
    */
   authorAccess?: { enabled(): boolean; forUser(user: string): AuthorAccess & { canWrite(topic: string): boolean } };
+  /**
+   * The state store's per-key authorization as it applies to a document's author; `enabled`
+   * false when the state store has none. Without it, set_state keys are not checked.
+   */
+  stateAccess?: { enabled(): boolean; forUser(user: string): AuthorKeyAccess };
 }
 
 const AUTHOR_FILE = 'rules-author.json';
@@ -153,9 +160,12 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
   const stats = { engineErrors: 0, compiles: 0, compileErrors: 0, rejectedWrites: 0, lastCompileMillis: 0, lastAscMillis: 0, wasmBytes: 0, sourceBytes: 0 };
   let lastEngineErrorLog = 0;
   let deniedOutputs = 0;
+  let deniedStateWrites = 0;
   let activeAuthor: (RulesAuthor & { at: string }) | undefined;
   /** Set while the active document has an author with an ACL: may it publish to this topic? */
   let outputAllowed: ((topic: string) => boolean) | undefined;
+  /** Set while the active document has an author and the state store authorizes keys: may it write this key? */
+  let stateWriteAllowed: ((key: string) => boolean) | undefined;
   const authorPath = join(config.dataDir, AUTHOR_FILE);
 
   // Outputs wait until the message that caused them has been routed (subscribers see
@@ -204,6 +214,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
   broker.addHooks({
     onPublish(message: Message): void {
       if (message.origin === RULES_ORIGIN || writing) return; // no loops: never feed our own output (or writes) back
+      if (message.fromNode !== undefined) return; // cluster: filters ran on the node where the message arrived
       const p = program;
       if (p === undefined) return;
       let outputs;
@@ -223,6 +234,10 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       for (let i = 0; i < outputs.length; i++) {
         const o = outputs[i]!;
         if (o.state) {
+          if (stateWriteAllowed !== undefined && !stateWriteAllowed(o.state.key)) {
+            deniedStateWrites++;
+            continue;
+          }
           // a state write waits in line with the publishes: the order the document gives
           pending.push({ key: o.state.key, value: o.payload, px: o.state.px });
           continue;
@@ -323,6 +338,21 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       const view = acl.forUser(user);
       outputAllowed = (topic) => !acl.enabled() || view.canWrite(topic);
     }
+    const keys = options.stateAccess;
+    if (user === undefined || !keys || !keys.enabled()) stateWriteAllowed = undefined;
+    else {
+      const view = keys.forUser(user);
+      // devices repeat their keys: decide each once (bounded, like the ACL's own caches)
+      const decided = new Map<string, boolean>();
+      stateWriteAllowed = (key) => {
+        let ok = decided.get(key);
+        if (ok === undefined) {
+          if (decided.size >= 4096) decided.clear();
+          decided.set(key, (ok = view.canWriteKey(key)));
+        }
+        return ok;
+      };
+    }
   }
   async function saveAuthor(): Promise<void> {
     try {
@@ -332,9 +362,12 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     }
   }
   function checkAuthor(author: RulesAuthor | undefined, ...texts: string[]): void {
+    if (author?.user === undefined) return;
     const acl = options.authorAccess;
-    if (author?.user === undefined || !acl || !acl.enabled()) return;
-    const access = acl.forUser(author.user);
+    const keys = options.stateAccess;
+    const access = acl?.enabled() ? acl.forUser(author.user) : undefined;
+    const keyAccess = keys?.enabled() ? keys.forUser(author.user) : undefined;
+    if (!access && !keyAccess) return;
     for (const text of texts) {
       let doc: unknown;
       try {
@@ -342,7 +375,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       } catch {
         continue; // the compiler reports it
       }
-      checkAuthorAccess(doc, access, author.user);
+      checkAuthorAccess(doc, access, author.user, keyAccess);
     }
   }
   const guarded = <T>(ifMatch: string | undefined, op: () => Promise<T>, author?: RulesAuthor, texts: string[] = []): Promise<T> =>
@@ -473,6 +506,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
         stateWrites,
         stateWriteErrors,
         deniedOutputs,
+        deniedStateWrites,
         ...activeStats,
       };
     },

@@ -1,6 +1,6 @@
 import type { Message, QoS } from '../mqtt/message.js';
 
-/** Subscription options of one filter (MQTT 5 section 3.8.3.1). */
+/** Subscription options of one filter [MQTT-5-3.8.3.1]. */
 export interface Subscription {
   /** The filter as the client sent it, `$share/...` prefix included. */
   readonly topic: string;
@@ -58,7 +58,7 @@ export class Session {
   queueHead = 0;
   queueBytes = 0;
   readonly inflight = new Map<number, InflightEntry>();
-  /** [MQTT-4.3.3] QoS 2 packet ids received and answered with PUBREC, awaiting PUBREL. */
+  /** [MQTT-5-4.3.3] QoS 2 packet ids received and answered with PUBREC, awaiting PUBREL. */
   readonly incomingQos2 = new Set<number>();
   private nextPacketId = 1;
   /** Seconds; 0 ends the session with the connection. */
@@ -142,12 +142,12 @@ export class Session {
     return this.inflight.delete(packetId);
   }
 
-  /** [MQTT-4.3.3] PUBREC received: the entry now awaits PUBCOMP, and PUBREL is what a reconnect resends. */
+  /** [MQTT-5-4.3.3] PUBREC received: the entry now awaits PUBCOMP, and PUBREL is what a reconnect resends. */
   setPubrel(entry: InflightEntry): void {
     entry.state = 'pubrel';
   }
 
-  /** [MQTT-4.3.3-8] a QoS 2 PUBLISH answered with PUBREC: its id is owned until PUBREL. */
+  /** [MQTT-5-4.3.3-8] a QoS 2 PUBLISH answered with PUBREC: its id is owned until PUBREL. */
   receivedQos2(packetId: number): void {
     this.incomingQos2.add(packetId);
   }
@@ -157,7 +157,7 @@ export class Session {
     return this.incomingQos2.delete(packetId);
   }
 
-  /** A packet identifier not in use by an inflight message [MQTT-2.2.1-3]. */
+  /** A packet identifier not in use by an inflight message [MQTT-5-2.2.1-3]. */
   allocatePacketId(): number {
     for (let tries = 0; tries < 65535; tries++) {
       const id = this.nextPacketId;

@@ -12,7 +12,7 @@ import { Session } from './session.js';
  *   enqueue / shift / dropOldestQos0 / clearQueue   the outbound queue (QoS 0 is never kept offline)
  *   addInflight / removeInflight                     QoS 1/2 sent and awaiting PUBACK / PUBREC / PUBCOMP
  *   (an inflight entry's `state` turns to 'pubrel' on PUBREC: setInflightState)
- *   receivedQos2 / releasedQos2                      [MQTT-4.3.3] QoS 2 ids received, awaiting PUBREL
+ *   receivedQos2 / releasedQos2                      [MQTT-5-4.3.3] QoS 2 ids received, awaiting PUBREL
  *   subscriptions (a Map keyed by the filter as sent) set and delete by the SUBSCRIBE and
  *   UNSUBSCRIBE handlers
  * The core calls these synchronously on the hot path: an implementation appends to its log and
@@ -40,8 +40,8 @@ export class MemorySessionStore extends Map<string, Session> implements SessionS
 }
 
 /**
- * Retained messages, one per topic [MQTT-3.3.1-5]. set() with an empty payload clears the
- * topic [MQTT-3.3.1-6]; match() gives the unexpired messages whose topic matches a filter
+ * Retained messages, one per topic [MQTT-5-3.3.1-5]. set() with an empty payload clears the
+ * topic [MQTT-5-3.3.1-6]; match() gives the unexpired messages whose topic matches a filter
  * (for a new subscription); all() and clear() serve the snapshot and restore.
  */
 export interface RetainedMessages {
@@ -56,10 +56,21 @@ export interface RetainedMessages {
 /**
  * What a durable session store needs to hear from the broker core besides the Session methods
  * (EDB_STORAGE=durable): a QoS 1/2 message is about to reach `session` (stored once, before the
- * publisher's ack), a session's record changed (subscriptions, expiry, will), or it ended.
+ * publisher's ack; `shared`: through a shared subscription, so a replay by topic would not
+ * find it), a session's record changed (subscriptions, expiry, will), or it ended.
  */
 export interface SessionPersistence {
-  storeFor(session: Session, message: Message): void;
+  storeFor(session: Session, message: Message, shared?: boolean): void;
   changed(session: Session): void;
   ended(session: Session): void;
+  /** The will of the connection now holding `clientId` (undefined: none): kept until it closes. */
+  liveWill(clientId: string, will: LiveWill | undefined): void;
+}
+
+/** A connected client's will, as the broker keeps it for a crash. */
+export interface LiveWill {
+  message: Message;
+  delaySeconds: number;
+  expirySeconds: number | undefined;
+  username: string | undefined;
 }

@@ -202,6 +202,34 @@ export class StateStoreAuthorizer {
     return false;
   }
 
+  /**
+   * Whether at least one key matching `glob` (glob text as in `patterns`, taken as UTF-8)
+   * may be read or written: false means no key of it ever can. The rules engine checks a
+   * `set_state` key template with it at upload (src/rules/author-check.ts), before the
+   * concrete keys are checked one by one at run time.
+   */
+  allowedSome(client: ClientInfo, glob: string, access: Access): boolean {
+    if (!this.enabled) return true;
+    const g = utf8ToLatin1(glob);
+    const tokens = globTokens(g);
+    const id = utf8ToLatin1(client.clientId);
+    const user = client.username === undefined ? undefined : utf8ToLatin1(client.username);
+    for (const rule of this.rules) {
+      if (access === 'read' ? !rule.read : !rule.write) continue;
+      if (!rule.who.every((m) => m(client))) continue;
+      for (const k of rule.binary) if (this.regex(g).test(k)) return true;
+      for (const name of rule.exact) {
+        const expanded = expand(name, id, user, false);
+        if (expanded !== undefined && this.regex(g).test(expanded)) return true;
+      }
+      for (const p of rule.patterns) {
+        const expanded = expand(p, id, user, true);
+        if (expanded !== undefined && globsIntersect(tokens, globTokens(expanded))) return true;
+      }
+    }
+    return false;
+  }
+
   private regex(glob: string): RegExp {
     let re = this.regexCache.get(glob);
     if (!re) {
@@ -219,4 +247,66 @@ function expand(template: string, clientId: string, username: string | undefined
   if (template.includes('{username}') && username === undefined) return undefined;
   const q = glob ? escapeGlob : (s: string) => s;
   return template.replaceAll('{clientId}', q(clientId)).replaceAll('{username}', q(username ?? ''));
+}
+
+/** A glob as tokens: `null` for `*`, else the set of bytes one position accepts. */
+type GlobToken = Uint8Array | null;
+const ANY_BYTE = new Uint8Array(256).fill(1);
+
+/** Tokens of a latin1 glob, read exactly as globToRegExp reads it. */
+function globTokens(glob: string): GlobToken[] {
+  const out: GlobToken[] = [];
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i]!;
+    if (c === '*') {
+      if (out[out.length - 1] !== null) out.push(null); // ** is *
+      continue;
+    }
+    if (c === '?') {
+      out.push(ANY_BYTE);
+      continue;
+    }
+    if (c === '[') {
+      const close = glob.indexOf(']', i + 2);
+      if (close >= 0) {
+        const re = globToRegExp(glob.slice(i, close + 1));
+        const set = new Uint8Array(256);
+        for (let b = 0; b < 256; b++) if (re.test(String.fromCharCode(b))) set[b] = 1;
+        out.push(set);
+        i = close;
+        continue;
+      }
+    }
+    const set = new Uint8Array(256);
+    set[c.charCodeAt(0) & 0xff] = 1;
+    out.push(set);
+  }
+  return out;
+}
+
+/** Does some string match both globs? A walk over pairs of positions (the product automaton). */
+function globsIntersect(a: GlobToken[], b: GlobToken[]): boolean {
+  const seen = new Uint8Array((a.length + 1) * (b.length + 1));
+  const stack: number[] = [0, 0];
+  while (stack.length > 0) {
+    const j = stack.pop()!;
+    const i = stack.pop()!;
+    const at = i * (b.length + 1) + j;
+    if (seen[at]) continue;
+    seen[at] = 1;
+    if (i === a.length && j === b.length) return true;
+    const ta = i < a.length ? a[i] : undefined;
+    const tb = j < b.length ? b[j] : undefined;
+    // a star may match nothing
+    if (ta === null) stack.push(i + 1, j);
+    if (tb === null) stack.push(i, j + 1);
+    if (ta === undefined || tb === undefined) continue;
+    // one byte both accept: a star stays where it is, a set moves on
+    const sa = ta ?? ANY_BYTE;
+    const sb = tb ?? ANY_BYTE;
+    let both = false;
+    for (let c = 0; c < 256 && !both; c++) both = sa[c] === 1 && sb[c] === 1;
+    if (both) stack.push(ta === null ? i : i + 1, tb === null ? j : j + 1);
+  }
+  return false;
 }

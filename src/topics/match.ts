@@ -12,12 +12,12 @@ export function topicMatches(filter: string, topic: string): boolean {
 
 /** Whether a topic name (no wildcards) matches the filter, both given as levels. */
 export function matchLevels(filter: readonly string[], topic: readonly string[]): boolean {
-  // [MQTT-4.7.2-1] a filter starting with a wildcard does not match a topic starting with '$'
+  // [MQTT-5-4.7.2-1] a filter starting with a wildcard does not match a topic starting with '$'
   if (topic.length > 0 && topic[0]!.startsWith('$') && (filter[0] === '+' || filter[0] === '#')) return false;
   const n = filter.length;
   for (let i = 0; i < n; i++) {
     const f = filter[i]!;
-    if (f === '#') return true; // [MQTT-4.7.1-2] '#' also matches the parent level: "a/#" matches "a"
+    if (f === '#') return true; // [MQTT-5-4.7.1-2] '#' also matches the parent level: "a/#" matches "a"
     if (i >= topic.length) return false;
     if (f !== '+' && f !== topic[i]) return false;
   }

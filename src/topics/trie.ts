@@ -127,7 +127,7 @@ export class TopicTrie<V> {
       let found: MatchEntry<V>[] | undefined;
       if (this.bypass > 0) this.bypass--;
       else if (topic.length <= MATCH_CACHE_TOPIC_LENGTH) found = [];
-      // [MQTT-4.7.2-1] wildcards in the first level do not match topics beginning with $
+      // [MQTT-5-4.7.2-1] wildcards in the first level do not match topics beginning with $
       this.walk(this.root, topic.split('/'), 0, visitor, topic.charCodeAt(0) === 0x24, found);
       if (found) {
         if (this.matches.size >= MATCH_CACHE_SIZE) {

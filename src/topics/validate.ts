@@ -7,7 +7,7 @@
 const MAX_TOPIC_BYTES = 65535;
 
 /**
- * Control characters: U+0000 is never allowed [MQTT-4.7.3-2]; U+0001-U+001F and U+007F-U+009F
+ * Control characters: U+0000 is never allowed [MQTT-5-4.7.3-2]; U+0001-U+001F and U+007F-U+009F
  * a receiver may treat as malformed [MQTT-5-1.5.4], and libmosquitto does: a client on it drops
  * the connection on the first such topic it receives. So the broker refuses them in topic names
  * and filters, as mosquitto's broker does, and never stores or forwards one.
@@ -24,8 +24,8 @@ export function hasControlCharacter(s: string): boolean {
 
 /**
  * A topic that can be sent at all: well-formed UTF-16 (a lone surrogate has no UTF-8 form
- * [MQTT-1.5.4-1]; only topics made inside the broker, by rules or the HTTP API, can hold one)
- * and at most 65,535 bytes of UTF-8 [MQTT-1.5.4], the most a two-byte length can say.
+ * [MQTT-5-1.5.4-1]; only topics made inside the broker, by rules or the HTTP API, can hold one)
+ * and at most 65,535 bytes of UTF-8 [MQTT-5-1.5.4], the most a two-byte length can say.
  */
 export function encodable(s: string): boolean {
   for (let i = 0; i < s.length; i++) {
@@ -39,7 +39,7 @@ export function encodable(s: string): boolean {
   return s.length <= MAX_TOPIC_BYTES / 3 || Buffer.byteLength(s) <= MAX_TOPIC_BYTES;
 }
 
-/** [MQTT-4.7.3-1] at least one character; no control characters (above); names carry no wildcards [MQTT-3.3.2-2]. */
+/** [MQTT-5-4.7.3-1] at least one character; no control characters (above); names carry no wildcards [MQTT-5-3.3.2-2]. */
 export function isValidTopicName(topic: string): boolean {
   if (typeof topic !== 'string' || topic.length === 0 || topic.length > MAX_TOPIC_BYTES) return false;
   for (let i = 0; i < topic.length; i++) {
@@ -50,7 +50,7 @@ export function isValidTopicName(topic: string): boolean {
 }
 
 /**
- * [MQTT-4.7.1-2] `#` only alone as the last level; [MQTT-4.7.1-3] `+` only alone in a level;
+ * [MQTT-5-4.7.1-2] `#` only alone as the last level; [MQTT-5-4.7.1-3] `+` only alone in a level;
  * no control characters (see isControl).
  */
 export function isValidTopicFilter(filter: string): boolean {
@@ -71,8 +71,8 @@ export interface SharedFilter {
 }
 
 /**
- * `$share/{ShareName}/{filter}` [MQTT-4.8.2-1]: the share name has at least one character
- * and no `/`, `+` or `#` [MQTT-4.8.2-2]. Returns undefined for a non-shared filter and null
+ * `$share/{ShareName}/{filter}` [MQTT-5-4.8.2-1]: the share name has at least one character
+ * and no `/`, `+` or `#` [MQTT-5-4.8.2-2]. Returns undefined for a non-shared filter and null
  * for a malformed shared one.
  */
 export function parseSharedFilter(filter: string): SharedFilter | undefined | null {
@@ -95,14 +95,14 @@ const LONE_SURROGATE = 'is not valid Unicode (a lone surrogate)';
  * isValidTopicFilter, with a sentence a user can act on (rules documents, ACL files).
  */
 export function topicFilterProblem(filter: string): string | undefined {
-  if (filter.length === 0) return 'a topic filter has at least one character'; // [MQTT-4.7.3-1]
+  if (filter.length === 0) return 'a topic filter has at least one character'; // [MQTT-5-4.7.3-1]
   if (Buffer.byteLength(filter) > MAX_TOPIC_BYTES) return 'a topic filter is at most 65535 bytes';
-  if (hasControlCharacter(filter)) return `a topic filter ${CONTROL}`; // [MQTT-4.7.3-2], [MQTT-5-1.5.4]
+  if (hasControlCharacter(filter)) return `a topic filter ${CONTROL}`; // [MQTT-5-4.7.3-2], [MQTT-5-1.5.4]
   if (!encodable(filter)) return `a topic filter ${LONE_SURROGATE}`;
   const levels = filter.split('/');
   for (let i = 0; i < levels.length; i++) {
     const level = levels[i]!;
-    // [MQTT-4.7.1-2] '#' alone, last; [MQTT-4.7.1-3] '+' alone in its level
+    // [MQTT-5-4.7.1-2] '#' alone, last; [MQTT-5-4.7.1-3] '+' alone in its level
     if (level.includes('#') && (level !== '#' || i !== levels.length - 1)) return `'#' must be a whole level and the last one (level ${i + 1})`;
     if (level.includes('+') && level !== '+') return `'+' must be a whole level (level ${i + 1})`;
   }
@@ -110,12 +110,12 @@ export function topicFilterProblem(filter: string): string | undefined {
 }
 
 /**
- * Why `topic` cannot be (part of) a topic name, or undefined: no wildcards [MQTT-3.3.2-2], no
+ * Why `topic` cannot be (part of) a topic name, or undefined: no wildcards [MQTT-5-3.3.2-2], no
  * control characters, valid Unicode, at most 65535 bytes. An empty string passes: it may be a
  * part (the rules engine builds topics from parts); a whole name needs isValidTopicName.
  */
 export function topicNameProblem(topic: string): string | undefined {
-  if (topic.includes('+') || topic.includes('#')) return 'a topic name has no wildcards'; // [MQTT-3.3.2-2]
+  if (topic.includes('+') || topic.includes('#')) return 'a topic name has no wildcards'; // [MQTT-5-3.3.2-2]
   if (hasControlCharacter(topic)) return `a topic name ${CONTROL}`;
   if (!encodable(topic)) return `a topic name ${LONE_SURROGATE}`;
   if (Buffer.byteLength(topic) > MAX_TOPIC_BYTES) return 'a topic name is at most 65535 bytes';

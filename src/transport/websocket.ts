@@ -34,7 +34,7 @@ import {
 
 /** Paths that accept MQTT over WebSocket. */
 export const MQTT_WS_PATHS = ['/mqtt', '/'] as const;
-/** Sub-protocols accepted, in order of preference. [MQTT-6.0.0-4] the server selects "mqtt". */
+/** Sub-protocols accepted, in order of preference. [MQTT-5-6.0.0-4] the server selects "mqtt". */
 export const MQTT_WS_PROTOCOLS = ['mqtt', 'mqttv3.1'] as const;
 
 /** write() returns false once this many bytes wait in the socket's buffer. */
@@ -138,7 +138,7 @@ export const WS_FRAME_BYTES = 64 * 1024;
 /**
  * What both engines share: writes made in the same tick are gathered and sent as one
  * binary frame on the next tick (MQTT over WebSocket allows several packets per frame,
- * [MQTT-6.0.0-2] the receiver must not assume packets are aligned on frame boundaries).
+ * [MQTT-5-6.0.0-2] the receiver must not assume packets are aligned on frame boundaries).
  * A broker that fans one message out writes many small packets per tick; one frame and one
  * syscall instead of one per packet is what keeps WebSocket close to TCP.
  * write() reports backpressure from the gathered bytes plus the engine's send buffer;
@@ -368,7 +368,7 @@ async function startUwsListener(
       const conn = ws.getUserData().conn;
       if (!conn) return;
       if (!isBinary) {
-        // [MQTT-6.0.0-1] MQTT packets in a text frame: close the connection.
+        // [MQTT-5-6.0.0-1] MQTT packets in a text frame: close the connection.
         ws.end(1003, 'MQTT needs binary frames');
         return;
       }
@@ -528,7 +528,7 @@ async function startWsListener(
       ws.binaryType = 'nodebuffer';
       ws.on('message', (data: Buffer, isBinary: boolean) => {
         if (!isBinary) {
-          // [MQTT-6.0.0-1] MQTT packets in a text frame: close the connection.
+          // [MQTT-5-6.0.0-1] MQTT packets in a text frame: close the connection.
           ws.close(1003, 'MQTT needs binary frames');
           return;
         }

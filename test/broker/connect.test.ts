@@ -44,7 +44,7 @@ describe('CONNECT validation', () => {
     v3.client.destroy();
   });
 
-  it('[MQTT-3.1.2-2] an unsupported protocol level gets CONNACK 0x01 and is closed', async () => {
+  it('[MQTT-3.1.1-3.1.2-2] an unsupported protocol level gets CONNACK 0x01 and is closed', async () => {
     const c = await RawClient.open(b.port, 4);
     const bytes = connectBytes(4);
     expect(bytes[8]).toBe(4); // protocol level byte
@@ -56,7 +56,7 @@ describe('CONNECT validation', () => {
     expect(b.server.broker.client('raw')).toBeUndefined();
   });
 
-  it('[MQTT-3.1.2-1] a wrong protocol name is closed without CONNACK', async () => {
+  it('[MQTT-5-3.1.2-1] a wrong protocol name is closed without CONNACK', async () => {
     const c = await RawClient.open(b.port, 4);
     const bytes = connectBytes(4);
     bytes.write('MQTX', 4, 'latin1');
@@ -65,7 +65,7 @@ describe('CONNECT validation', () => {
     expect(c.packets).toHaveLength(0);
   });
 
-  it('[MQTT-3.1.2-3] the reserved connect flag must be 0', async () => {
+  it('[MQTT-5-3.1.2-3] the reserved connect flag must be 0', async () => {
     const c = await RawClient.open(b.port, 4);
     const bytes = connectBytes(4, 'reserved-flag');
     bytes[9]! |= 0x01;
@@ -81,7 +81,7 @@ describe('CONNECT validation', () => {
     return [0x10, body.length, ...body];
   };
 
-  it('[MQTT-3.1.2-12] will QoS 3 is malformed: 3.1.1 closed without CONNACK', async () => {
+  it('[MQTT-3.1.1-3.1.2-14] will QoS 3 is malformed: 3.1.1 closed without CONNACK', async () => {
     const c = await RawClient.open(b.port, 4);
     c.sendBytes(connect4(0x1e, [0, 1, 0x74, 0, 1, 0x70])); // will flag, will QoS 3, clean
     await c.waitClosed();
@@ -89,7 +89,7 @@ describe('CONNECT validation', () => {
   });
 
   it('a property given twice in CONNECT is a protocol error: v5 CONNACK 0x82', async () => {
-    // Session Expiry Interval 5, then 6 [MQTT-3.1.2.11.2: a Protocol Error to include it more than once]
+    // Session Expiry Interval 5, then 6 [MQTT-5-3.1.2.11.2]: a Protocol Error to include it more than once
     const bytes = Buffer.from([0x10, 0x18, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x05, 0x02, 0x00, 0x3c, 0x0a, 0x11, 0, 0, 0, 5, 0x11, 0, 0, 0, 6, 0x00, 0x01, 0x63]);
     const c = await RawClient.open(b.port, 5);
     c.sendBytes(bytes);
@@ -98,7 +98,7 @@ describe('CONNECT validation', () => {
     await c.waitClosed();
   });
 
-  it('[MQTT-3.1.2-12] will QoS 3 is malformed: v5 CONNACK 0x81', async () => {
+  it('[MQTT-5-3.1.2-12] will QoS 3 is malformed: v5 CONNACK 0x81', async () => {
     const bytes = mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 0, clientId: 'wq3', will: { topic: 't', payload: Buffer.from('p'), qos: 2, retain: false } }, { protocolVersion: 5 });
     expect(bytes[9]! & 0x18).toBe(0x10); // will QoS bits = 2
     bytes[9]! |= 0x18; // now 3
@@ -109,7 +109,7 @@ describe('CONNECT validation', () => {
     await c.waitClosed();
   });
 
-  it('[MQTT-3.1.2-22] 3.1.1: a password without a user name is malformed', async () => {
+  it('[MQTT-3.1.1-3.1.2-22] 3.1.1: a password without a user name is malformed', async () => {
     const c = await RawClient.open(b.port, 4);
     c.sendBytes(connect4(0x42, [0, 1, 0x70])); // password flag only
     await c.waitClosed();
@@ -126,14 +126,14 @@ describe('CONNECT validation', () => {
     client.destroy();
   });
 
-  it('[MQTT-3.1.0-1] the first packet must be CONNECT', async () => {
+  it('[MQTT-5-3.1.0-1] the first packet must be CONNECT', async () => {
     const c = await RawClient.open(b.port, 4);
     c.send({ cmd: 'pingreq' });
     await c.waitClosed();
     expect(c.packets).toHaveLength(0);
   });
 
-  it('[MQTT-3.1.3-8] 3.1.1: an empty client id with clean session 0 is refused with return code 2', async () => {
+  it('[MQTT-3.1.1-3.1.3-8] 3.1.1: an empty client id with clean session 0 is refused with return code 2', async () => {
     // mqtt-packet refuses to generate this, so it is built by hand
     const client = await RawClient.open(b.port, 4);
     client.sendBytes([0x10, 12, 0, 4, 0x4d, 0x51, 0x54, 0x54, 4, 0x00, 0, 0, 0, 0]);
@@ -149,7 +149,7 @@ describe('CONNECT validation', () => {
     client.destroy();
   });
 
-  it('[MQTT-3.2.2-16] v5: an empty client id gets an Assigned Client Identifier', async () => {
+  it('[MQTT-5-3.2.2-16] v5: an empty client id gets an Assigned Client Identifier', async () => {
     const { client, connack } = await RawClient.connect(b.port, { clientId: '' });
     expect(connack.reasonCode).toBe(0);
     const assigned = connack.properties?.assignedClientIdentifier;
@@ -196,7 +196,7 @@ describe('CONNECT validation', () => {
   });
 });
 
-describe('CONNACK Session Present [MQTT-3.2.2]', () => {
+describe('CONNACK Session Present [MQTT-5-3.2.2]', () => {
   it('v5: reflects a stored session; Clean Start discards it', async () => {
     const first = await RawClient.connect(b.port, { clientId: 'sp5', clean: false, properties: { sessionExpiryInterval: 60 } });
     expect(first.connack.sessionPresent).toBe(false);
@@ -213,7 +213,7 @@ describe('CONNACK Session Present [MQTT-3.2.2]', () => {
     await until(() => !b.server.broker.sessions.has('sp5'), 1000, 'session sp5 to end');
   });
 
-  it('3.1.1: clean session 0 keeps the session, 1 reports none [MQTT-3.2.2-1..3]', async () => {
+  it('3.1.1: clean session 0 keeps the session, 1 reports none [MQTT-3.1.1-3.2.2-1] to [MQTT-3.1.1-3.2.2-3]', async () => {
     const first = await RawClient.connect(b.port, { clientId: 'sp4', clean: false }, 4);
     expect(first.connack.sessionPresent).toBe(false);
     first.client.send({ cmd: 'disconnect' });
@@ -228,7 +228,7 @@ describe('CONNACK Session Present [MQTT-3.2.2]', () => {
   });
 });
 
-describe('a second CONNECT [MQTT-3.1.0-2]', () => {
+describe('a second CONNECT [MQTT-5-3.1.0-2]', () => {
   it('v5: DISCONNECT 0x82 and close', async () => {
     const { client } = await RawClient.connect(b.port, { clientId: 'twice5' });
     client.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 0, clientId: 'twice5' });

@@ -109,7 +109,7 @@ describe(`packet parser and broker under in-memory fuzzing (seed ${SEED})`, () =
   });
 
   // Found by this fuzz run: mqtt-packet parses a PUBREL without a packet identifier (`62 00`)
-  // as messageId -1, and answering it produced a truncated PUBCOMP (`70 02`). [MQTT-2.2.1-3]
+  // as messageId -1, and answering it produced a truncated PUBCOMP (`70 02`). [MQTT-5-2.2.1-3]
   // the core now closes such a connection as a malformed packet.
   it('an ack without a packet identifier is refused as malformed, not answered with a truncated packet', async () => {
     for (const protocolVersion of [4, 5] as const) {

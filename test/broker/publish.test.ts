@@ -64,7 +64,7 @@ describe('PUBLISH from a client', () => {
     pub.destroy();
   });
 
-  it('QoS 2: PUBREC, PUBREL, PUBCOMP; a resent PUBLISH is not delivered twice [MQTT-4.3.3]', async () => {
+  it('QoS 2: PUBREC, PUBREL, PUBCOMP; a resent PUBLISH is not delivered twice [MQTT-5-4.3.3]', async () => {
     const topic = uid('q2');
     const sub = await subscriber(uid('s'), topic, 2);
     const { client: pub } = await RawClient.connect(b.port, { clientId: uid('p') });
@@ -150,7 +150,7 @@ describe('PUBLISH from a client', () => {
 
   it('a wildcard in a PUBLISH topic is refused (v5 DISCONNECT 0x90)', async () => {
     const { client } = await RawClient.connect(b.port, { clientId: uid('p') });
-    // mqtt-packet generates it; the broker must refuse it [MQTT-3.3.2-2]
+    // mqtt-packet generates it; the broker must refuse it [MQTT-5-3.3.2-2]
     client.send({ cmd: 'publish', topic: 'a/+', payload: Buffer.from('x'), qos: 0, retain: false, dup: false });
     const d = await client.next<IDisconnectPacket>('disconnect');
     expect(d.reasonCode).toBe(0x90);
@@ -192,7 +192,7 @@ describe('PUBLISH to a client', () => {
     sub1.destroy();
   });
 
-  it('QoS 1 unacknowledged: redelivered with DUP and the same packet id on reconnect [MQTT-4.4.0-1]', async () => {
+  it('QoS 1 unacknowledged: redelivered with DUP and the same packet id on reconnect [MQTT-5-4.4.0-1]', async () => {
     const topic = uid('redeliver');
     const id = uid('s');
     const sub = await subscriber(id, topic, 1, { clean: false, properties: { sessionExpiryInterval: 60 } });
@@ -261,7 +261,7 @@ describe('PUBLISH to a client', () => {
     pub.destroy();
   });
 
-  it("Receive Maximum: never more unacknowledged QoS 1 messages than the client's limit [MQTT-3.3.4-9]", async () => {
+  it("Receive Maximum: never more unacknowledged QoS 1 messages than the client's limit [MQTT-5-3.3.4-9]", async () => {
     const topic = uid('rm');
     const sub = await subscriber(uid('s'), topic, 1, { properties: { receiveMaximum: 2 } });
     const { client: pub } = await RawClient.connect(b.port, { clientId: uid('p') });
@@ -414,7 +414,7 @@ describe('Maximum Packet Size', () => {
     await client.waitClosed();
   });
 
-  it("outbound: messages over the client's Maximum Packet Size are not sent [MQTT-3.1.2-25]", async () => {
+  it("outbound: messages over the client's Maximum Packet Size are not sent [MQTT-5-3.1.2-25]", async () => {
     const topic = uid('mps');
     const subId = uid('s');
     const sub = await subscriber(subId, topic, 1, { properties: { maximumPacketSize: 200 } });
@@ -439,7 +439,7 @@ describe('Maximum Packet Size', () => {
   });
 });
 
-describe('message properties [MQTT-3.3.2]', () => {
+describe('message properties [MQTT-5-3.3.2]', () => {
   it('Payload Format Indicator, Content Type, Response Topic, Correlation Data and User Properties pass through unchanged', async () => {
     const topic = uid('props');
     const sub = await connectClient(b.port, { clientId: uid('s') });
@@ -483,7 +483,7 @@ describe('message properties [MQTT-3.3.2]', () => {
   });
 });
 
-describe('Message Expiry Interval [MQTT-3.3.2-5/6]', () => {
+describe('Message Expiry Interval [MQTT-5-3.3.2-5] [MQTT-5-3.3.2-6]', () => {
   it('expired messages are not delivered to a session that was offline; the rest carry the remaining lifetime', async () => {
     const topic = uid('expiry');
     const id = uid('s');

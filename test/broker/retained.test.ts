@@ -20,7 +20,7 @@ async function subscribeAndSettle(c: RawClient, topic: string, qos: 0 | 1 | 2 = 
   return c.all<IPublishPacket>('publish');
 }
 
-describe('retained messages [MQTT-3.3.1-5..7]', () => {
+describe('retained messages [MQTT-5-3.3.1-5] to [MQTT-5-3.3.1-7]', () => {
   it('set, replace, clear with an empty payload; delivered on subscribe with RETAIN 1', async () => {
     const topic = uid('r');
     const { client: p } = await RawClient.connect(b.port, { clientId: uid('p') });

@@ -13,7 +13,7 @@ afterAll(() => b.stop());
 let n = 0;
 const uid = (p: string): string => `${p}-${++n}`;
 
-describe.concurrent('keep alive [MQTT-3.1.2-22]', () => {
+describe.concurrent('keep alive [MQTT-5-3.1.2-22]', () => {
   it('v5: no packet for 1.5 x keep alive is DISCONNECT 0x8D', async () => {
     const { client } = await RawClient.connect(b.port, { clientId: uid('ka'), keepalive: 1 });
     const t0 = Date.now();
@@ -43,7 +43,7 @@ describe.concurrent('keep alive [MQTT-3.1.2-22]', () => {
     client.destroy();
   });
 
-  it('Server Keep Alive: v5 keep alive 0 or over maxKeepAlive is replaced [MQTT-3.2.2-21]', async () => {
+  it('Server Keep Alive: v5 keep alive 0 or over maxKeepAlive is replaced [MQTT-5-3.2.2-21]', async () => {
     const cases: [number, number | undefined][] = [
       [0, 1],
       [600, 1],
@@ -64,7 +64,7 @@ describe.concurrent('keep alive [MQTT-3.1.2-22]', () => {
   });
 });
 
-describe('session takeover [MQTT-3.1.4-3]', () => {
+describe('session takeover [MQTT-5-3.1.4-3]', () => {
   it('v5: the old connection gets DISCONNECT 0x8E and is closed; the new one works', async () => {
     const id = uid('take');
     const old = (await RawClient.connect(b.port, { clientId: id })).client;
@@ -130,7 +130,7 @@ describe('Clean Start and Session Expiry Interval', () => {
     client.destroy();
   });
 
-  it('[MQTT-3.14.2-2] DISCONNECT may not set an expiry when CONNECT had 0', async () => {
+  it('[MQTT-5-3.14.2-2] DISCONNECT may not set an expiry when CONNECT had 0', async () => {
     const { client } = await RawClient.connect(b.port, { clientId: uid('dx') });
     client.send({ cmd: 'disconnect', reasonCode: 0, properties: { sessionExpiryInterval: 30 } });
     const d = await client.next<IDisconnectPacket>('disconnect');

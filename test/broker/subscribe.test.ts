@@ -55,7 +55,7 @@ describe('wildcards', () => {
     for (const c of [plus, hash, exact, p]) c.destroy();
   });
 
-  it('[MQTT-4.7.2-1] leading wildcards do not match topics starting with $', async () => {
+  it('[MQTT-5-4.7.2-1] leading wildcards do not match topics starting with $', async () => {
     const all = await raw();
     const plus = await raw();
     const dollar = await raw();
@@ -134,7 +134,7 @@ describe('SUBACK / UNSUBACK reason codes, one per filter', () => {
     c.destroy();
   });
 
-  it('[MQTT-3.8.4-3] subscribing again to the same filter replaces the subscription', async () => {
+  it('[MQTT-5-3.8.4-3] subscribing again to the same filter replaces the subscription', async () => {
     const topic = uid('replace');
     const c = await raw();
     await subscribe(c, [{ topic, qos: 0 }]);
@@ -151,7 +151,7 @@ describe('SUBACK / UNSUBACK reason codes, one per filter', () => {
 });
 
 describe('v5 subscription options', () => {
-  it('overlapping subscriptions: one copy at the highest QoS with every Subscription Identifier [MQTT-3.3.4-2..5]', async () => {
+  it('overlapping subscriptions: one copy at the highest QoS with every Subscription Identifier [MQTT-5-3.3.4-2] to [MQTT-5-3.3.4-5]', async () => {
     const base = uid('ov');
     const c = await raw();
     await subscribe(c, [{ topic: `${base}/#`, qos: 0 }], { subscriptionIdentifier: 11 });
@@ -222,7 +222,7 @@ describe('v5 subscription options', () => {
     await c.waitClosed();
   });
 
-  it('[MQTT-3.8.3-3] No Local: not sent back to the publisher', async () => {
+  it('[MQTT-5-3.8.3-3] No Local: not sent back to the publisher', async () => {
     const topic = uid('nl');
     const me = await raw();
     const other = await raw();
@@ -238,7 +238,7 @@ describe('v5 subscription options', () => {
     other.destroy();
   });
 
-  it('Retain As Published keeps the RETAIN flag on forwarded messages; otherwise it is cleared [MQTT-3.3.1-12/13]', async () => {
+  it('Retain As Published keeps the RETAIN flag on forwarded messages; otherwise it is cleared [MQTT-5-3.3.1-12] [MQTT-5-3.3.1-13]', async () => {
     const topic = uid('rap');
     const rap = await raw();
     const plain = await raw();
@@ -252,12 +252,12 @@ describe('v5 subscription options', () => {
     await settle(p, rap, plain, v4);
     expect(rap.all<IPublishPacket>('publish').map((x) => x.retain)).toEqual([true, false]);
     expect(plain.all<IPublishPacket>('publish').map((x) => x.retain)).toEqual([false, false]);
-    expect(v4.all<IPublishPacket>('publish').map((x) => x.retain)).toEqual([false, false]); // [MQTT-3.3.1-9] 3.1.1
+    expect(v4.all<IPublishPacket>('publish').map((x) => x.retain)).toEqual([false, false]); // [MQTT-5-3.3.1-9] 3.1.1
     pub(p, topic, '', { retain: true }); // clean up
     for (const c of [rap, plain, v4, p]) c.destroy();
   });
 
-  it('Retain Handling 0 sends retained messages on every subscribe, 1 only on a new subscription, 2 never [MQTT-3.3.1-9..11]', async () => {
+  it('Retain Handling 0 sends retained messages on every subscribe, 1 only on a new subscription, 2 never [MQTT-5-3.3.1-9] to [MQTT-5-3.3.1-11]', async () => {
     const topic = uid('rh');
     const p = await raw();
     pub(p, topic, 'stored', { retain: true });
@@ -280,7 +280,7 @@ describe('v5 subscription options', () => {
   });
 });
 
-describe('shared subscriptions $share/{group}/{filter} [MQTT-4.8.2]', () => {
+describe('shared subscriptions $share/{group}/{filter} [MQTT-5-4.8.2]', () => {
   it('each message goes to exactly one member of a group; every group and plain subscriber gets it', async () => {
     const base = uid('sh');
     const g1 = [await raw(), await raw(), await raw()];
@@ -308,7 +308,7 @@ describe('shared subscriptions $share/{group}/{filter} [MQTT-4.8.2]', () => {
     for (const c of [...g1, ...g2, plain, p]) c.destroy();
   });
 
-  it('a client with a shared and a plain subscription matching gets a copy from each [MQTT-4.8.2]', async () => {
+  it('a client with a shared and a plain subscription matching gets a copy from each [MQTT-5-4.8.2]', async () => {
     const topic = uid('shp');
     const both = await raw();
     await subscribe(both, [{ topic: `$share/g/${topic}`, qos: 0 }], { subscriptionIdentifier: 1 });
@@ -388,7 +388,7 @@ describe('shared subscriptions $share/{group}/{filter} [MQTT-4.8.2]', () => {
     for (const x of [a, c, p]) x.destroy();
   });
 
-  it('[MQTT-3.8.3-4] No Local on a shared subscription is a protocol error', async () => {
+  it('[MQTT-5-3.8.3-4] No Local on a shared subscription is a protocol error', async () => {
     const c = await raw();
     c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: '$share/g/x', qos: 0, nl: true }] });
     const d = await c.next<IDisconnectPacket>('disconnect');

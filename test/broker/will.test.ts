@@ -29,7 +29,7 @@ async function expectNoWill(w: RawClient): Promise<void> {
   expect(w.all('publish')).toHaveLength(0);
 }
 
-describe.concurrent('will messages [MQTT-3.1.2-8..10]', () => {
+describe.concurrent('will messages [MQTT-5-3.1.2-8] to [MQTT-5-3.1.2-10]', () => {
   it('published when the socket closes without DISCONNECT, with its properties', async () => {
     const topic = uid('will');
     const w = await watcher(topic);
@@ -83,7 +83,7 @@ describe.concurrent('will messages [MQTT-3.1.2-8..10]', () => {
     w.destroy();
   });
 
-  it('[MQTT-3.1.2-10] published after a DISCONNECT with an error reason code (only 0x00 discards it)', async () => {
+  it('[MQTT-5-3.1.2-10] published after a DISCONNECT with an error reason code (only 0x00 discards it)', async () => {
     const topic = uid('d80');
     const w = await watcher(topic);
     const { client } = await RawClient.connect(b.port, { clientId: uid('c'), will: will(topic) });
@@ -146,7 +146,7 @@ describe.concurrent('will messages [MQTT-3.1.2-8..10]', () => {
   });
 });
 
-describe.concurrent('Will Delay Interval [MQTT-3.1.3-9]', () => {
+describe.concurrent('Will Delay Interval [MQTT-5-3.1.3-9]', () => {
   it('the will waits for the delay', async () => {
     const topic = uid('delay');
     const w = await watcher(topic);

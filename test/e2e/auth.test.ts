@@ -196,7 +196,7 @@ describe('authorization (ACL)', () => {
     const got = collect(bob);
     await bob.subscribeAsync('sensors/#', { qos: 1 });
     const alice = await as(stack, 'alice', { protocolVersion: 4 });
-    // resolves: the PUBACK carries no error in 3.1.1 [MQTT-3.3.5-2]
+    // resolves: the PUBACK carries no error in 3.1.1 [MQTT-3.1.1-3.3.5-2]
     await alice.publishAsync('sensors/secret', 'nope', { qos: 1 });
     await alice.publishAsync('sensors/temp', 'sentinel', { qos: 1 });
     await waitFor(() => got.some((m) => m.payload === 'sentinel'), 'the sentinel');

@@ -133,7 +133,7 @@ describe('WebSocket: hostile frames close only their own connection', () => {
     ws.send(connect.subarray(7), { binary: true, fin: true });
     await waitFor(() => answers.length >= 1, 'CONNACK');
     expect(answers[0]![0]).toBe(0x20);
-    // [MQTT-6.0.0-2] a packet may span WebSocket messages: a SUBSCRIBE and a PINGREQ sent a byte per message
+    // [MQTT-5-6.0.0-2] a packet may span WebSocket messages: a SUBSCRIBE and a PINGREQ sent a byte per message
     const more = Buffer.concat([mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'frag/x', qos: 0 }] }, { protocolVersion: 4 }), Buffer.from([0xc0, 0x00])]);
     for (const byte of more) ws.send(Buffer.from([byte]));
     await waitFor(() => Buffer.concat(answers).includes(Buffer.from([0xd0, 0x00])), 'SUBACK and PINGRESP');

@@ -78,7 +78,7 @@ describe.skipIf(missing.length > 0)('mosquitto_pub / mosquitto_sub', () => {
     expect(first.code).toBe(0);
     expect(first.stdout.trim()).toBe(`1 ${topic} kept value`);
 
-    await publish(['-r', '-q', '1', '-t', topic, '-n']); // [MQTT-3.3.1-6] empty retained payload clears
+    await publish(['-r', '-q', '1', '-t', topic, '-n']); // [MQTT-5-3.3.1-6] empty retained payload clears
     const after = await subscribe(topic, ['-C', '1', '-F', '%r %p']);
     await publish(['-q', '1', '-t', topic, '-m', 'marker']);
     await after.finished();
@@ -144,7 +144,7 @@ describe.skipIf(missing.length > 0)('mosquitto_pub / mosquitto_sub', () => {
     await publish(['-V', '5', '-t', topic, '-m', 'flagged', '-r']);
     await publish(['-V', '5', '-t', topic, '-m', 'plain']);
     await sub.finished();
-    // [MQTT-3.3.1-13] with Retain As Published the live message keeps its RETAIN flag
+    // [MQTT-5-3.3.1-13] with Retain As Published the live message keeps its RETAIN flag
     expect(sub.lines.filter((l) => l !== '')).toEqual(['1 flagged', '0 plain']);
     await publish(['-t', topic, '-r', '-n']);
   });
@@ -173,7 +173,7 @@ describe.skipIf(missing.length > 0)('mosquitto_pub / mosquitto_sub', () => {
       cd: 'req-17',
       pfi: '1',
     });
-    // [MQTT-3.3.2-6] forwarded expiry is what is left of it
+    // [MQTT-5-3.3.2-6] forwarded expiry is what is left of it
     expect(Number(expiry)).toBeGreaterThan(3590);
     expect(Number(expiry)).toBeLessThanOrEqual(3600);
   });

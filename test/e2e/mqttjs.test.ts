@@ -95,13 +95,13 @@ describe.each([
     expect(got[0]!.payload.toString()).toBe('kept');
     expect(got[0]!.packet.retain).toBe(true);
 
-    // a live message to an existing subscriber is not flagged retained [MQTT-3.3.1-9]
+    // a live message to an existing subscriber is not flagged retained [MQTT-5-3.3.1-9]
     await pub.publishAsync(topic, 'live', { qos: 1, retain: true });
     await waitFor(() => got.length === 2, 'the live message');
     expect(got[1]!.payload.toString()).toBe('live');
     expect(got[1]!.packet.retain).toBe(false);
 
-    // [MQTT-3.3.1-6] an empty retained payload clears the topic
+    // [MQTT-5-3.3.1-6] an empty retained payload clears the topic
     await pub.publishAsync(topic, '', { qos: 1, retain: true });
     await waitFor(() => got.length === 3, 'the clearing message');
     const later = await connect(v);
@@ -158,7 +158,7 @@ describe('MQTT.js MQTT 5.0 properties', () => {
     expect(p.responseTopic).toBe('e2e/props/reply');
     expect(Buffer.from(p.correlationData!).equals(correlation)).toBe(true);
     expect(p.userProperties).toEqual({ site: 'plant-7', unit: ['C', 'F'] });
-    // [MQTT-3.3.2-6] the expiry is forwarded, reduced by the time spent in the broker
+    // [MQTT-5-3.3.2-6] the expiry is forwarded, reduced by the time spent in the broker
     expect(p.messageExpiryInterval).toBeGreaterThan(3590);
     expect(p.messageExpiryInterval).toBeLessThanOrEqual(3600);
   });
@@ -212,7 +212,7 @@ describe('MQTT.js MQTT 5.0 properties', () => {
     const watcher = await connect(5);
     const got = collect(watcher);
     await watcher.subscribeAsync('e2e/will5/#', { qos: 1 });
-    // [MQTT-3.1.3-9] the will waits for the delay only while the session lives: keep it for 60 s
+    // [MQTT-5-3.1.3-9] the will waits for the delay only while the session lives: keep it for 60 s
     const dying = await connect(5, {
       properties: { sessionExpiryInterval: 60 },
       will: {
@@ -356,7 +356,7 @@ describe('MQTT.js limits and liveness', () => {
     const closed = new Promise<void>((resolve) => first.once('close', () => resolve()));
     const second = await connect(5, { clientId });
     await closed;
-    expect(reason).toBe(0x8e); // [MQTT-3.1.4-3] Session taken over
+    expect(reason).toBe(0x8e); // [MQTT-5-3.1.4-3] Session taken over
     expect(second.connected).toBe(true);
   });
 
@@ -379,7 +379,7 @@ describe('MQTT.js limits and liveness', () => {
     void closed.then(() => (isClosed = true));
     await waitFor(() => isClosed, () => `the broker to close the silent connection (received ${connack || 'nothing'}; clients online: ${broker.server.broker.clients().length})`, 6000);
     const elapsed = Date.now() - startedAt;
-    // [MQTT-3.1.2-24] at most 1.5 x keep alive (plus the broker's sweep interval)
+    // [MQTT-3.1.1-3.1.2-24] at most 1.5 x keep alive (plus the broker's sweep interval)
     expect(elapsed).toBeGreaterThanOrEqual(1000);
     expect(elapsed).toBeLessThan(3000);
     await waitFor(() => got.length === 1, 'the will of the silent client');
@@ -402,7 +402,7 @@ describe('MQTT.js against a broker with a small Maximum Packet Size', () => {
       const closed = new Promise<void>((resolve) => offender.once('close', () => resolve()));
       offender.publish('e2e/small/x', Buffer.alloc(4096), { qos: 0 });
       await closed;
-      expect(reason).toBe(0x95); // [MQTT-3.2.2-15] Packet too large
+      expect(reason).toBe(0x95); // [MQTT-5-3.2.2-15] Packet too large
       const other = await mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 0 });
       await other.publishAsync('e2e/small/y', 'fits', { qos: 1 });
       await waitFor(() => got.length === 1, 'the message that fits');
@@ -443,7 +443,7 @@ describe('MQTT.js topic rules', () => {
     expect(ones[0]!.packet.qos).toBe(1);
   });
 
-  it('keeps $SYS topics out of a "#" subscription [MQTT-4.7.2-1] but serves "$SYS/#"', async () => {
+  it('keeps $SYS topics out of a "#" subscription [MQTT-5-4.7.2-1] but serves "$SYS/#"', async () => {
     const sys = await startBroker({ sysInterval: 1 });
     try {
       const url = `mqtt://127.0.0.1:${sys.port}`;
@@ -464,7 +464,7 @@ describe('MQTT.js topic rules', () => {
     }
   });
 
-  it('refuses a 3.1.1 client with an empty client id and clean session 0 (CONNACK 0x02) [MQTT-3.1.3-8]', async () => {
+  it('refuses a 3.1.1 client with an empty client id and clean session 0 (CONNACK 0x02) [MQTT-3.1.1-3.1.3-8]', async () => {
     const socket = net.connect(broker.port, '127.0.0.1');
     socket.on('error', () => undefined);
     const parser = mqttPacket.parser({ protocolVersion: 4 });

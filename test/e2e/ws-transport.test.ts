@@ -163,7 +163,7 @@ describe.each(engines)('MQTT over WebSocket, engine %s', (engine) => {
     expect((packets[2] as mqttPacket.IPublishPacket).payload.toString()).toBe('x');
   });
 
-  it('closes a connection that sends MQTT in a text frame [MQTT-6.0.0-1]', async () => {
+  it('closes a connection that sends MQTT in a text frame [MQTT-5-6.0.0-1]', async () => {
     const { ws } = await rawClient(`${url}/mqtt`);
     const closed = new Promise<number>((resolve) => ws.on('close', (code) => resolve(code)));
     ws.send(CONNECT('text').toString('latin1'));

@@ -19,11 +19,11 @@ describe('topic filter matching', () => {
     ['a/+', 'a', false],
     ['a/+', 'a/', true], // empty level is a level
     ['+/+', '/b', true],
-    ['a/#', 'a', true], // [MQTT-4.7.1-2] parent level
+    ['a/#', 'a', true], // [MQTT-5-4.7.1-2] parent level
     ['a/#', 'a/b/c', true],
     ['a/#', 'ab', false],
     ['#', 'a/b', true],
-    ['#', '$SYS/x', false], // [MQTT-4.7.2-1]
+    ['#', '$SYS/x', false], // [MQTT-5-4.7.2-1]
     ['+/x', '$SYS/x', false],
     ['$SYS/#', '$SYS/broker/uptime', true],
     ['a/+/c', 'a/b/c', true],

@@ -23,7 +23,7 @@ describe('frameLength', () => {
     expect(frameLength(Buffer.from([0x30, 0x80]), 0, out)).toBe(FRAME_INCOMPLETE);
   });
 
-  it('refuses a Remaining Length over four bytes [MQTT-1.5.5]', () => {
+  it('refuses a Remaining Length over four bytes [MQTT-5-1.5.5]', () => {
     expect(frameLength(Buffer.from([0x30, 0xff, 0xff, 0xff, 0xff, 0x01]), 0, { remaining: 0 })).toBe(FRAME_MALFORMED);
   });
 

@@ -7,7 +7,7 @@ import type { Message } from '../../src/mqtt/message.js';
 const msg = (topic: string, payload: string, expiresAt?: number): Message => ({ topic, payload: Buffer.from(payload), qos: 0, retain: true, ...(expiresAt !== undefined ? { expiresAt } : {}) });
 
 describe('RetainedStore', () => {
-  it('stores, replaces and clears with an empty payload [MQTT-3.3.1-5/6]', () => {
+  it('stores, replaces and clears with an empty payload [MQTT-5-3.3.1-5] [MQTT-5-3.3.1-6]', () => {
     const r = new RetainedStore();
     r.set(msg('a/b', '1'));
     r.set(msg('a/c', '2'));

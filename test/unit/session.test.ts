@@ -93,7 +93,7 @@ describe('Session', () => {
     expect(s.peek()).toBeUndefined();
   });
 
-  it('allocates packet ids 1..65535, wrapping and skipping those in flight [MQTT-2.2.1-3]', () => {
+  it('allocates packet ids 1..65535, wrapping and skipping those in flight [MQTT-5-2.2.1-3]', () => {
     const s = new Session('c');
     expect(s.allocatePacketId()).toBe(1);
     expect(s.allocatePacketId()).toBe(2);

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { isValidTopicFilter, isValidTopicName, parseSharedFilter } from '../../src/topics/validate.js';
 import { topicMatches } from '../../src/topics/match.js';
 
-describe('topic names [MQTT-4.7.3]', () => {
+describe('topic names [MQTT-5-4.7.3]', () => {
   it.each([
     ['a', true],
     ['a/b/c', true],
@@ -12,12 +12,12 @@ describe('topic names [MQTT-4.7.3]', () => {
     ['a//b', true],
     ['$SYS/broker', true],
     ['caf\u00e9/\u6e29\u5ea6', true],
-    ['', false], // [MQTT-4.7.3-1]
-    ['a/+', false], // [MQTT-3.3.2-2] no wildcards in a topic name
+    ['', false], // [MQTT-5-4.7.3-1]
+    ['a/+', false], // [MQTT-5-3.3.2-2] no wildcards in a topic name
     ['a/#', false],
     ['+', false],
     ['a+b', false],
-    ['a\u0000b', false], // [MQTT-4.7.3-2]
+    ['a\u0000b', false], // [MQTT-5-4.7.3-2]
     ['x'.repeat(65535), true],
     ['x'.repeat(65536), false],
   ])('%j -> %s', (topic, valid) => {
@@ -25,7 +25,7 @@ describe('topic names [MQTT-4.7.3]', () => {
   });
 });
 
-describe('topic filters [MQTT-4.7.1]', () => {
+describe('topic filters [MQTT-5-4.7.1]', () => {
   it.each([
     ['a', true],
     ['#', true],
@@ -38,11 +38,11 @@ describe('topic filters [MQTT-4.7.1]', () => {
     ['$SYS/#', true],
     ['a//#', true],
     ['', false],
-    ['a/#/c', false], // [MQTT-4.7.1-2] # only last
+    ['a/#/c', false], // [MQTT-5-4.7.1-2] # only last
     ['a#', false],
     ['a/b#', false],
     ['#/', false],
-    ['a+', false], // [MQTT-4.7.1-3] + alone in its level
+    ['a+', false], // [MQTT-5-4.7.1-3] + alone in its level
     ['a/+b/c', false],
     ['++', false],
     ['a/\u0000', false],
@@ -51,7 +51,7 @@ describe('topic filters [MQTT-4.7.1]', () => {
   });
 });
 
-describe('matching [MQTT-4.7]', () => {
+describe('matching [MQTT-5-4.7]', () => {
   it.each([
     // filter, topic, matches
     ['a/b', 'a/b', true],
@@ -77,7 +77,7 @@ describe('matching [MQTT-4.7]', () => {
     ['a/+/#', 'a/b', true],
     ['a/+/#', 'a', false],
     ['A/b', 'a/b', false], // case sensitive
-    // [MQTT-4.7.2-1] leading wildcards do not match $-topics
+    // [MQTT-5-4.7.2-1] leading wildcards do not match $-topics
     ['#', '$SYS/broker/uptime', false],
     ['+/broker/uptime', '$SYS/broker/uptime', false],
     ['+', '$SYS', false],
@@ -91,7 +91,7 @@ describe('matching [MQTT-4.7]', () => {
   });
 });
 
-describe('shared subscriptions [MQTT-4.8.2]', () => {
+describe('shared subscriptions [MQTT-5-4.8.2]', () => {
   it.each([
     ['$share/g/a/b', { group: 'g', filter: 'a/b' }],
     ['$share/group-1/#', { group: 'group-1', filter: '#' }],
@@ -104,8 +104,8 @@ describe('shared subscriptions [MQTT-4.8.2]', () => {
   it.each([
     '$share/g', // no filter
     '$share/g/', // empty filter
-    '$share//a', // empty share name [MQTT-4.8.2-1]
-    '$share/g+/a', // wildcard in share name [MQTT-4.8.2-2]
+    '$share//a', // empty share name [MQTT-5-4.8.2-1]
+    '$share/g+/a', // wildcard in share name [MQTT-5-4.8.2-2]
     '$share/#/a',
     '$share/g/a/#/b', // invalid inner filter
   ])('%j is a malformed shared filter', (input) => {

@@ -124,7 +124,7 @@ function openConnection(core: BrokerCore, client: MqttClient, packet: IConnectPa
   client.resumeInput(); // what arrived behind the CONNECT
 }
 
-/** CONNACK with a failure code, then close [MQTT-3.2.2-5] (3.1.1) / [MQTT-5-3.2.2-7]. */
+/** CONNACK with a failure code, then close [MQTT-3.1.1-3.2.2-5] / [MQTT-5-3.2.2-7]. */
 function refuse(core: BrokerCore, client: MqttClient, reasonCode: number, reason: string): undefined {
   core.log.info({ clientId: client.clientId, address: client.remoteAddress, reason }, 'connection refused');
   if (client.isV5) {

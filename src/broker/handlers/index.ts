@@ -21,7 +21,7 @@ import { handleUnsubscribe } from './unsubscribe.js';
 export function handlePacket(core: BrokerCore, client: MqttClient, packet: Packet, frame: Buffer): void {
   core.countPacket(packet.cmd, true);
   if (client.state === 'new') {
-    if (packet.cmd !== 'connect') return client.protocolViolation(RC.PROTOCOL_ERROR, 'first packet must be CONNECT'); // [MQTT-3.1.0-1]
+    if (packet.cmd !== 'connect') return client.protocolViolation(RC.PROTOCOL_ERROR, 'first packet must be CONNECT'); // [MQTT-5-3.1.0-1]
     return handleConnect(core, client, packet, frame);
   }
   const idProblem = packetIdProblem(packet);
@@ -48,7 +48,7 @@ export function handlePacket(core: BrokerCore, client: MqttClient, packet: Packe
     case 'auth':
       return handleAuth(client);
     case 'connect':
-      // [MQTT-3.1.0-2] a second CONNECT is a protocol error
+      // [MQTT-5-3.1.0-2] a second CONNECT is a protocol error
       return client.protocolViolation(RC.PROTOCOL_ERROR, 'second CONNECT');
     default:
       return client.protocolViolation(RC.PROTOCOL_ERROR, `unexpected ${packet.cmd}`);

@@ -17,7 +17,7 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
   if (problem !== undefined) return client.protocolViolation(problem.reasonCode, problem.reason);
   let topic = packet.topic;
   if (v5 && props?.topicAlias !== undefined) {
-    // a topic with an alias sets it; an empty topic uses the one set before (MQTT 5.0, 3.3.2.3.4)
+    // a topic with an alias sets it; an empty topic uses the one set before [MQTT-5-3.3.2.3.4]
     const alias = props.topicAlias;
     if (topic.length > 0) (client.aliasesIn ??= new Map()).set(alias, topic);
     else {
@@ -42,11 +42,11 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
 
   if (qos === 2) {
     if (session.incomingQos2.has(id)) {
-      // a resent QoS 2 PUBLISH we already own: answer, do not deliver twice [MQTT-4.3.3-10]
+      // a resent QoS 2 PUBLISH we already own: answer, do not deliver twice [MQTT-5-4.3.3-10]
       client.out.writePacket({ cmd: 'pubrec', messageId: id });
       return;
     }
-    // [MQTT-5-3.3.4-9] more unacknowledged QoS 2 than our Receive Maximum
+    // [MQTT-5-3.3.4-7] more unacknowledged QoS 2 than our Receive Maximum: 0x93
     if (session.incomingQos2.size >= core.config.maxInflight) return client.protocolViolation(RC.RECEIVE_MAXIMUM_EXCEEDED, 'receive maximum exceeded');
   }
 
@@ -64,7 +64,7 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
   const verdict = core.authorizePublish(client, message);
   if (verdict !== 0) {
     core.countDrop('not_authorized');
-    // 3.1.1 has no way to say no: acknowledge and drop [MQTT-3.3.5-2]
+    // 3.1.1 has no way to say no: acknowledge and drop [MQTT-3.1.1-3.3.5-2]
     return ackPublish(client, qos, id, v5 ? verdict : 0);
   }
   const durable = core.durable;
@@ -77,6 +77,7 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
   // [durable] what was stored for it is acknowledged once its batch is on disk; QoS 0 and
   // messages nothing durable needed are answered at once
   if (durable && qos > 0 && durable.writes !== writes) {
+    durable.flushUrgent();
     durable.onDurable((err) => {
       if (client.state !== 'open') return; // gone: the client sends it again on its next connection
       if (err) refuseStorage(core, client, qos, id);

@@ -18,8 +18,26 @@ export function handleSubscribe(core: BrokerCore, client: MqttClient, packet: IS
   const retained: Delivery[] = [];
   const codes = packet.subscriptions.map((s) => subscribeOne(core, client, s, subId, retained));
   const granted = client.isV5 ? codes : codes.map((c) => (c >= 0x80 ? 0x80 : c));
+  const session = client.session!;
+  const durable = core.durable;
+  if (durable && session.expiryInterval > 0) {
+    // [durable] a persistent session: its subscriptions and the retained messages they get
+    // are on disk before the SUBACK says so
+    for (let i = 0; i < retained.length; i++) retained[i] = durable.reserveRetained(session, retained[i]!);
+    durable.flushSessions();
+    durable.onDurable(() => {
+      // gone meanwhile: the retained messages wait in its session for the next connection
+      if (client.state !== 'open' || client.session !== session) {
+        for (const d of retained) if (d.qos > 0) session.enqueue(d);
+        return;
+      }
+      client.out.writePacket({ cmd: 'suback', messageId: packet.messageId!, granted });
+      for (const d of retained) client.out.deliverRetained(d);
+    });
+    return;
+  }
   client.out.writePacket({ cmd: 'suback', messageId: packet.messageId!, granted });
-  // [MQTT-3.8.4-4] retained messages after the SUBACK
+  // retained messages follow the SUBACK [MQTT-5-3.3.1-9] (Retain Handling, below)
   for (const d of retained) client.out.deliverRetained(d);
 }
 
@@ -43,12 +61,12 @@ function subscribeOne(core: BrokerCore, client: MqttClient, s: ISubscription, su
     ...(subscriptionId !== undefined ? { subscriptionIdentifier: subscriptionId } : {}),
     ...(shared ? { shareGroup: shared.group } : {}),
   };
-  // [MQTT-3.8.4-3] a subscription to the same filter replaces the old one
+  // [MQTT-5-3.8.4-3] a subscription to the same filter replaces the old one
   session.subscriptions.set(s.topic, sub);
   core.addSubscription(session, sub);
   core.subscribed(client, s.topic, granted as QoS);
-  // [MQTT-5-3.3.1-9..11] Retain Handling 0: always, 1: only for a new subscription, 2: never;
-  // shared subscriptions get no retained messages (MQTT 5.0, 4.8.2)
+  // [MQTT-5-3.3.1-9] [MQTT-5-3.3.1-10] [MQTT-5-3.3.1-11] Retain Handling 0: always, 1: only for a new subscription, 2: never;
+  // shared subscriptions get no retained messages [MQTT-5-4.8.2]
   if (!shared && (sub.retainHandling === 0 || (sub.retainHandling === 1 && !existed))) {
     for (const m of core.retained.match(filter)) {
       if (!core.mayDeliver(client, m)) continue;

@@ -1,0 +1,468 @@
+/**
+ * One bridge: a client connection to a remote broker (MQTT.js), the topic lines that say
+ * what goes out and what comes in, and the backlog of what the remote has not acknowledged.
+ *
+ * out: the service hands every local message matching an out line to `offer`; QoS 0 goes to
+ *   a bounded memory buffer, QoS 1/2 to the backlog (stored in the durable log first, by the
+ *   service). Sent in order, at most maxInflight unacknowledged; released on PUBACK/PUBCOMP.
+ *   A lost connection rewinds: everything not acknowledged goes again, in order.
+ * in:  subscriptions on the remote (a persistent session unless cleanSession), published
+ *   here with origin "bridge:<name>"; a QoS 1 message is acknowledged to the remote after it
+ *   is stored (durable storage) or delivered here.
+ * No loops: v5 subscriptions carry No Local; with 3.1.1 a message we sent that comes back on
+ *   our own subscription is recognised by its topic and payload and dropped ("echo"). What
+ *   came in over a bridge never goes out over the same bridge (its origin).
+ * Reconnects back off from reconnectMin, doubling up to reconnectMax, with +-20 % jitter.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { Logger } from 'pino';
+import type { IClientOptions, IClientPublishOptions, MqttClient } from 'mqtt';
+import type { BridgeConfig, BridgeTopic } from '../config/bridges.js';
+import type { Message, QoS } from '../mqtt/message.js';
+import { matchLevels } from '../topics/match.js';
+import { Backlog, type BacklogEntry, type DropCounts } from './backlog.js';
+
+export type BridgeState = 'connecting' | 'connected' | 'disconnected' | 'stopped';
+
+/** What a bridge needs of the broker it runs in (BridgeService provides it). */
+export interface BridgeHost {
+  readonly log: Logger;
+  /** Publish a message that came in over a bridge; calls `done(reasonCode)` once it may be acknowledged. */
+  publishIncoming(bridge: Bridge, message: Message, done: (reasonCode: number) => void): void;
+  /** The backlog's head moved (the durable position should follow). */
+  positionChanged(bridge: Bridge): void;
+  /** MQTT.js, loaded on first use. */
+  readonly mqtt: typeof import('mqtt');
+}
+
+interface CompiledLine {
+  topic: BridgeTopic;
+  /** Local filter levels (localPrefix + pattern), for out. */
+  localLevels: string[];
+  localAll: boolean;
+  /** Remote filter levels (remotePrefix + pattern), for in. */
+  remoteLevels: string[];
+}
+
+/** Counters per bridge, for metrics, the API and `edb bridge show`. Monotonic. */
+export interface BridgeCounters {
+  messagesOut: number;
+  messagesIn: number;
+  bytesOut: number;
+  bytesIn: number;
+  reconnects: number;
+  connects: number;
+  /** Incoming messages the local ACL refused. */
+  inNotAuthorized: number;
+  /** Our own messages that came back from a 3.1.1 remote. */
+  echoesDropped: number;
+}
+
+const ECHO_TTL_MS = 60_000;
+
+function compile(t: BridgeTopic): CompiledLine {
+  const local = t.localPrefix + t.pattern;
+  const remote = t.remotePrefix + t.pattern;
+  return { topic: t, localLevels: local.split('/'), localAll: local === '#', remoteLevels: remote.split('/') };
+}
+
+export class Bridge {
+  state: BridgeState = 'disconnected';
+  /** Why the link is down (the last error), for the API and the log. */
+  lastError: string | undefined;
+  connectedSince: number | undefined;
+  readonly counters: BridgeCounters = { messagesOut: 0, messagesIn: 0, bytesOut: 0, bytesIn: 0, reconnects: 0, connects: 0, inNotAuthorized: 0, echoesDropped: 0 };
+  /** QoS 1/2 towards the remote. */
+  readonly backlog: Backlog;
+  /** QoS 0 towards the remote (memory only). */
+  readonly buffer: Backlog;
+  private outLines: CompiledLine[] = [];
+  private inLines: CompiledLine[] = [];
+  private client: MqttClient | undefined;
+  /** Bumped per connection: callbacks of an older connection are ignored. */
+  private generation = 0;
+  private attempts = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private ageTimer: NodeJS.Timeout | undefined;
+  private inflight = 0;
+  private window = 1;
+  private qos0Writing = 0;
+  private pumping = false;
+  private readonly echoes = new Map<string, { n: number; at: number }>();
+  private readonly log: Logger;
+
+  constructor(
+    public config: BridgeConfig,
+    private readonly host: BridgeHost,
+  ) {
+    this.log = host.log.child({ bridge: config.name });
+    const bounds = { maxMessages: config.maxOutgoingBufferedMessages, maxBytes: config.maxOutgoingBufferedBytes, maxAgeMs: config.maxOutgoingBufferedAgeMs };
+    this.backlog = new Backlog({ ...bounds });
+    this.buffer = new Backlog({ ...bounds });
+    this.setLines(config.topics);
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+  /** The origin of messages that came in over this bridge. */
+  get origin(): string {
+    return `bridge:${this.config.name}`;
+  }
+  get dropped(): DropCounts {
+    return { buffer_full: this.backlog.dropped.buffer_full + this.buffer.dropped.buffer_full, too_old: this.backlog.dropped.too_old + this.buffer.dropped.too_old };
+  }
+
+  private setLines(topics: BridgeTopic[]): void {
+    const lines = topics.map(compile);
+    this.outLines = lines.filter((l) => l.topic.direction !== 'in');
+    this.inLines = lines.filter((l) => l.topic.direction !== 'out');
+  }
+
+  /** A changed configuration: the backlog stays; the connection is made again if it matters. */
+  reconfigure(next: BridgeConfig): void {
+    const old = this.config;
+    this.config = next;
+    this.setLines(next.topics);
+    const bounds = { maxMessages: next.maxOutgoingBufferedMessages, maxBytes: next.maxOutgoingBufferedBytes, maxAgeMs: next.maxOutgoingBufferedAgeMs };
+    this.backlog.bounds = { ...bounds };
+    this.buffer.bounds = { ...bounds };
+    this.backlog.enforce(Date.now());
+    this.buffer.enforce(Date.now());
+    const { topics: _a, maxOutgoingBufferedMessages: _b, maxOutgoingBufferedBytes: _c, maxOutgoingBufferedAgeMs: _d, ...rest } = next;
+    const { topics: _e, maxOutgoingBufferedMessages: _f, maxOutgoingBufferedBytes: _g, maxOutgoingBufferedAgeMs: _h, ...restOld } = old;
+    const sameLink = JSON.stringify(rest) === JSON.stringify(restOld);
+    const sameIn = JSON.stringify(old.topics.filter((t) => t.direction !== 'out')) === JSON.stringify(next.topics.filter((t) => t.direction !== 'out'));
+    if (!sameLink || !sameIn) {
+      this.log.info(`bridge ${this.name}: settings changed; connecting again`);
+      this.restart();
+    }
+  }
+
+  /**
+   * The out line a local message goes by, and the QoS towards the remote, or undefined.
+   * `levels` is the topic split on '/', done once by the caller for all bridges.
+   */
+  route(message: Message, levels: string[] | undefined): { line: BridgeTopic; qos: 0 | 1 | 2 } | undefined {
+    if (message.origin === this.origin) return undefined; // [no loops] it came in over this bridge
+    for (const l of this.outLines) {
+      if (l.localAll ? message.topic.charCodeAt(0) !== 36 /* $ */ : matchLevels(l.localLevels, levels ?? message.topic.split('/'))) {
+        return { line: l.topic, qos: Math.min(message.qos, l.topic.qos) as 0 | 1 | 2 };
+      }
+    }
+    return undefined;
+  }
+
+  get wantsLevels(): boolean {
+    return this.outLines.some((l) => !l.localAll);
+  }
+
+  /** Take a local message for the remote (route() said which line and QoS). */
+  offer(message: Message, line: BridgeTopic, qos: 0 | 1 | 2, pos: BacklogEntry['pos'], storedAt = Date.now()): void {
+    const remoteTopic = line.remotePrefix + message.topic.slice(line.localPrefix.length);
+    const entry: BacklogEntry = { message, pos, qos, remoteTopic, bytes: message.payload.length + remoteTopic.length, storedAt, state: 0 };
+    const queue = qos === 0 ? this.buffer : this.backlog;
+    if (queue.push(entry) > 0 && qos > 0) this.host.positionChanged(this);
+    if (this.state === 'connected') this.pump();
+  }
+
+  // ------------------------------------------------------------ the connection
+
+  start(): void {
+    if (this.state === 'stopped') return;
+    this.connect();
+    this.ageTimer ??= setInterval(() => {
+      const n = this.backlog.enforce(Date.now()) + this.buffer.enforce(Date.now());
+      if (n > 0) this.host.positionChanged(this);
+    }, 1000);
+    this.ageTimer.unref();
+  }
+
+  private setState(state: BridgeState, detail?: string): void {
+    if (this.state === state) return;
+    this.state = state;
+    const msg = `bridge ${this.name}: ${state}${detail ? ` (${detail})` : ''}`;
+    // one line per state change
+    if (state === 'disconnected') this.log.warn({ state, endpoint: this.config.url, err: detail }, msg);
+    else this.log.info({ state, endpoint: this.config.url }, msg);
+  }
+
+  private options(): IClientOptions {
+    const c = this.config;
+    const url = new URL(c.url);
+    const o: IClientOptions = {
+      protocol: url.protocol === 'mqtts:' ? 'mqtts' : 'mqtt',
+      host: url.hostname,
+      port: Number(url.port),
+      protocolVersion: c.protocolVersion,
+      clientId: c.clientId,
+      keepalive: c.keepAlive,
+      clean: c.cleanSession,
+      reconnectPeriod: 0, // our own back-off
+      connectTimeout: 10_000,
+      queueQoSZero: false,
+      resubscribe: false,
+    };
+    if (c.protocolVersion === 5) {
+      o.properties = { receiveMaximum: 65535, ...(c.cleanSession ? {} : { sessionExpiryInterval: c.sessionExpiry }) };
+    }
+    if (c.username !== undefined) o.username = c.username;
+    if (c.password !== undefined) o.password = c.password;
+    if (url.protocol === 'mqtts:') {
+      o.rejectUnauthorized = c.tls.verify;
+      if (c.tls.ca) o.ca = readFileSync(c.tls.ca);
+      if (c.tls.cert) o.cert = readFileSync(c.tls.cert);
+      if (c.tls.key) o.key = readFileSync(c.tls.key);
+      o.servername = c.tls.serverName ?? url.hostname;
+    }
+    return o;
+  }
+
+  private connect(): void {
+    this.timer = undefined;
+    const gen = ++this.generation;
+    let client: MqttClient;
+    try {
+      client = this.host.mqtt.connect(this.options());
+    } catch (err) {
+      // unreadable certificate files and the like: the broker keeps running, the bridge retries
+      this.lastError = (err as Error).message;
+      this.setState('disconnected', this.lastError);
+      this.scheduleReconnect();
+      return;
+    }
+    this.client = client;
+    this.setState('connecting');
+    client.on('connect', (connack) => {
+      if (gen !== this.generation) return;
+      this.onConnected(client, connack.sessionPresent, connack.properties?.receiveMaximum);
+    });
+    // every incoming message passes here before MQTT.js answers it: QoS 1 is acknowledged
+    // (PUBACK) and QoS 2 completed (PUBCOMP, after PUBREL: once per connection) only when the
+    // callback runs, which is once it is stored or delivered here
+    client.handleMessage = (packet, callback) => {
+      if (gen !== this.generation) return callback();
+      this.incoming(packet as never, () => callback());
+    };
+    client.on('error', (err) => {
+      if (gen !== this.generation) return;
+      this.lastError = err.message;
+    });
+    client.on('close', () => {
+      if (gen !== this.generation) return;
+      this.onClosed(client);
+    });
+    client.on('offline', () => undefined);
+  }
+
+  private onConnected(client: MqttClient, sessionPresent: boolean, receiveMaximum: number | undefined): void {
+    this.attempts = 0;
+    this.lastError = undefined;
+    this.connectedSince = Date.now();
+    this.counters.connects++;
+    this.window = Math.max(1, Math.min(this.config.maxInflight, receiveMaximum ?? 65535));
+    this.setState('connected');
+    const subs = this.inLines.map((l) => l.topic);
+    if (subs.length > 0 && (!sessionPresent || this.config.cleanSession)) {
+      const v5 = this.config.protocolVersion === 5;
+      const map: Record<string, { qos: QoS; nl?: boolean; rap?: boolean }> = {};
+      for (const t of subs) map[t.remotePrefix + t.pattern] = v5 ? { qos: t.qos, nl: true, rap: true } : { qos: t.qos };
+      client.subscribe(map, (err, granted) => {
+        if (err) {
+          this.log.error({ err: err.message }, `bridge ${this.name}: subscribing on the remote failed`);
+          return;
+        }
+        for (const g of granted ?? []) if (g.qos >= 0x80) this.log.error({ filter: g.topic, reasonCode: g.qos }, `bridge ${this.name}: the remote refused the subscription to ${g.topic}`);
+      });
+    }
+    this.backlog.rewind();
+    this.inflight = 0;
+    this.qos0Writing = 0;
+    this.pump();
+  }
+
+  private onClosed(client: MqttClient): void {
+    client.removeAllListeners('message');
+    client.end(true);
+    this.client = undefined;
+    this.connectedSince = undefined;
+    this.backlog.rewind();
+    this.inflight = 0;
+    this.qos0Writing = 0;
+    if (this.state === 'stopped') return;
+    this.setState('disconnected', this.lastError ?? 'connection closed');
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.state === 'stopped' || this.timer) return;
+    const c = this.config;
+    const base = Math.min(c.reconnectMaxMs, c.reconnectMinMs * 2 ** Math.min(this.attempts, 30));
+    this.attempts++;
+    const delay = Math.round(base * (0.8 + Math.random() * 0.4));
+    this.counters.reconnects++;
+    this.timer = setTimeout(() => this.connect(), delay);
+    this.timer.unref();
+  }
+
+  /** Drop the connection and make it again now (settings changed). */
+  private restart(): void {
+    if (this.state === 'stopped') return;
+    const client = this.client;
+    this.generation++;
+    if (client) {
+      client.removeAllListeners();
+      client.on('error', () => undefined);
+      client.end(true);
+    }
+    this.client = undefined;
+    this.backlog.rewind();
+    this.inflight = 0;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.attempts = 0;
+    this.connect();
+  }
+
+  /** Stop for good (removed, or the broker stops). */
+  async stop(): Promise<void> {
+    this.setState('stopped');
+    this.generation++;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.ageTimer) clearInterval(this.ageTimer);
+    this.timer = this.ageTimer = undefined;
+    const client = this.client;
+    this.client = undefined;
+    if (client) {
+      client.removeAllListeners();
+      client.on('error', () => undefined);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          client.end(true);
+          resolve();
+        }, 1000);
+        client.end(false, {}, () => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  // ------------------------------------------------------------ out
+
+  private pump(): void {
+    const client = this.client;
+    if (!client || this.state !== 'connected' || this.pumping) return;
+    this.pumping = true;
+    try {
+      const gen = this.generation;
+      // QoS 1/2 first (the backlog is what must not be lost), within the window
+      while (this.inflight < this.window) {
+        const e = this.backlog.nextToSend();
+        if (!e) break;
+        this.inflight++;
+        this.send(client, e, gen);
+      }
+      // QoS 0 while the socket takes it
+      while (this.qos0Writing < 1024) {
+        const e = this.buffer.nextToSend();
+        if (!e) break;
+        this.buffer.done(e);
+        this.qos0Writing++;
+        this.send(client, e, gen);
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private send(client: MqttClient, e: BacklogEntry, gen: number): void {
+    const m = e.message;
+    const opts: IClientPublishOptions = { qos: e.qos, retain: m.retain };
+    if (this.config.protocolVersion === 5) {
+      const p = m.properties;
+      const props: NonNullable<IClientPublishOptions['properties']> = {};
+      if (p?.payloadFormatIndicator !== undefined) props.payloadFormatIndicator = p.payloadFormatIndicator;
+      if (p?.contentType !== undefined) props.contentType = p.contentType;
+      if (p?.responseTopic !== undefined) props.responseTopic = p.responseTopic;
+      if (p?.correlationData !== undefined) props.correlationData = p.correlationData;
+      if (p?.userProperties !== undefined) props.userProperties = p.userProperties;
+      if (m.expiresAt !== undefined) props.messageExpiryInterval = Math.max(1, Math.ceil((m.expiresAt - Date.now()) / 1000));
+      opts.properties = props;
+    } else if (this.inLines.length > 0) this.rememberEcho(e.remoteTopic, m.payload);
+    this.counters.messagesOut++;
+    this.counters.bytesOut += m.payload.length;
+    client.publish(e.remoteTopic, m.payload, opts, (err) => {
+      if (gen !== this.generation) return; // an older connection: rewound and sent again already
+      if (e.qos === 0) {
+        this.qos0Writing--;
+        if (!this.pumping && this.qos0Writing === 0) this.pump();
+        return;
+      }
+      if (err) return; // the connection is going; the close rewinds
+      this.inflight--;
+      const head = this.backlog.headPosition;
+      this.backlog.done(e);
+      if (this.backlog.headPosition !== head) this.host.positionChanged(this);
+      this.pump();
+    });
+  }
+
+  // ------------------------------------------------------------ in
+
+  private echoKey(topic: string, payload: Buffer): string {
+    return `${topic}\u0000${payload.length}\u0000${createHash('sha1').update(payload).digest('base64')}`;
+  }
+
+  private rememberEcho(topic: string, payload: Buffer): void {
+    const now = Date.now();
+    const key = this.echoKey(topic, payload);
+    const known = this.echoes.get(key);
+    if (known) {
+      known.n++;
+      known.at = now;
+    } else this.echoes.set(key, { n: 1, at: now });
+    if (this.echoes.size > 100_000) for (const [k, v] of this.echoes) if (now - v.at > ECHO_TTL_MS || this.echoes.size > 100_000) this.echoes.delete(k);
+  }
+
+  /** 3.1.1 has no No Local: is this our own message coming back? */
+  private isEcho(topic: string, payload: Buffer): boolean {
+    if (this.config.protocolVersion === 5 || this.echoes.size === 0) return false;
+    const key = this.echoKey(topic, payload);
+    const known = this.echoes.get(key);
+    if (!known || Date.now() - known.at > ECHO_TTL_MS) return false;
+    if (--known.n === 0) this.echoes.delete(key);
+    return true;
+  }
+
+  private incoming(packet: { topic: string; payload: Buffer | string; qos: QoS; retain: boolean; properties?: Record<string, unknown> }, done: (code: number) => void): void {
+    const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+    if (this.isEcho(packet.topic, payload)) {
+      this.counters.echoesDropped++;
+      return done(0);
+    }
+    const levels = packet.topic.split('/');
+    const line = this.inLines.find((l) => matchLevels(l.remoteLevels, levels));
+    if (!line || !packet.topic.startsWith(line.topic.remotePrefix)) return done(0); // not ours (a stale subscription of the persistent session)
+    const topic = line.topic.localPrefix + packet.topic.slice(line.topic.remotePrefix.length);
+    const message: Message = { topic, payload, qos: packet.qos, retain: packet.retain, origin: this.origin };
+    const p = packet.properties as
+      | { payloadFormatIndicator?: boolean; contentType?: string; responseTopic?: string; correlationData?: Buffer; userProperties?: Message['properties'] extends infer P ? P extends { userProperties?: infer U } ? U : never : never; messageExpiryInterval?: number }
+      | undefined;
+    if (p) {
+      const props: NonNullable<Message['properties']> = {};
+      if (p.payloadFormatIndicator !== undefined) props.payloadFormatIndicator = p.payloadFormatIndicator;
+      if (p.contentType !== undefined) props.contentType = p.contentType;
+      if (p.responseTopic !== undefined) props.responseTopic = p.responseTopic;
+      if (p.correlationData !== undefined) props.correlationData = p.correlationData;
+      if (p.userProperties !== undefined) props.userProperties = p.userProperties;
+      if (Object.keys(props).length > 0) message.properties = props;
+      if (p.messageExpiryInterval !== undefined) message.expiresAt = Date.now() + p.messageExpiryInterval * 1000;
+    }
+    this.counters.messagesIn++;
+    this.counters.bytesIn += payload.length;
+    this.host.publishIncoming(this, message, done);
+  }
+}
