@@ -65,9 +65,9 @@ function toPlain(d: Session): Session {
   s.expiresAt = d.expiresAt;
   s.pendingWill = d.pendingWill;
   s.willDueAt = d.willDueAt;
-  for (const [k, sub] of d.subscriptions) s.subscriptions.set(k, sub);
-  for (const id of d.incomingQos2) s.incomingQos2.add(id);
-  for (const e of d.inflight.values()) s.addInflight({ ...e });
+  for (const [k, sub] of d.subscriptions) s.setSubscription(k, sub);
+  for (const id of d.incomingQos2) s.restoreQos2(id);
+  for (const e of d.inflight.values()) s.restoreInflight({ ...e });
   for (let i = d.queueHead; i < d.queue.length; i++) s.enqueue(d.queue[i]!);
   return s;
 }
