@@ -21,11 +21,12 @@ import { requiredAccess } from './http/access.js';
 import { startTopicTree } from './http/topic-tree.js';
 import { mountConsoleApi } from './http/console-api.js';
 import { json } from './http/server.js';
-import { loadConfig } from './config/load.js';
+import { ConfigError, loadConfig } from './config/load.js';
 import { openStorage, type BrokerStorage } from './storage/index.js';
 import { PersistentRetainedStore } from './storage/retained.js';
 import { storageStatusLine } from './storage/status.js';
 import { DurableSession, DurableSessionStore, SessionLog } from './storage/sessions.js';
+import type { ClusterService } from './cluster/index.js';
 
 import { BridgeService } from './bridge/service.js';
 import { adminOpenApiDocument, bridgesHandler } from './bridge/http.js';
@@ -94,6 +95,8 @@ export interface EdbServer {
   readonly storage: BrokerStorage;
   /** Links to other brokers (config/bridges.ts, bridge/). */
   readonly bridges: BridgeService;
+  /** Cluster mode (EDB_CLUSTER_NATS): this node's membership, or undefined on a single node. */
+  readonly cluster: ClusterService | undefined;
   /** Port of the named listener ("mqtt", "mqtts", "ws", "wss", "http", "rules"). */
   port(name: string): number;
   /** Graceful stop: listeners closed, clients told (v5 0x8B), services saved and closed. */
@@ -112,6 +115,10 @@ interface Service {
 export async function startEdb(config: Config, log: Logger): Promise<EdbServer> {
   // unusable settings, files and folders fail here with one line each, before anything starts
   checkStartup(config);
+  // cluster settings are checked here too; the module is loaded only in cluster mode
+  const clusterModule = config.clusterNats ? await import('./cluster/index.js') : undefined;
+  const clusterProblem = clusterModule?.clusterConfigProblem(config);
+  if (clusterProblem) throw new ConfigError(clusterProblem);
   // an unusable storage folder fails here too (StorageOpenError: exit code 2), before any listener
   const storage = openStorage(config, log);
   const durable = storage.kind === 'durable';
@@ -168,6 +175,14 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   // bridges to other brokers: their hook sees what the rules publish too; they connect after the restore
   const bridges = new BridgeService(broker, config.bridges, sessionLog, storage);
   services.push(bridges);
+
+  // cluster mode: its hooks come last (after the state store has consumed its requests and the
+  // rules have seen every message); loaded only with EDB_CLUSTER_NATS (idle memory matters)
+  let cluster: ClusterService | undefined;
+  if (config.clusterNats) {
+    cluster = clusterModule!.startCluster(broker, config, log, VERSION, { stateStore });
+    services.push(cluster);
+  }
 
   // Backup: every part with state registers a section; restored before listeners open,
   // written on a graceful stop (and periodically with EDB_BACKUP_INTERVAL).
@@ -256,6 +271,14 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   http.router.get('/api/openapi.json', () => json(200, adminOpenApiDocument(VERSION)));
   http.addMetrics(async (registry) => (await import('./bridge/metrics.js')).registerBridgeMetrics(registry, bridges));
   http.addStatusSection('bridges', () => ({ summary: bridges.statusLine(), rows: bridges.summaries().map((b) => ({ name: b.name, endpoint: b.endpoint, state: b.state, buffered: b.bufferSize, dropped: b.bufferDropped, oldestMs: b.oldestMs, sentPerSecond: b.sentPerSecond, receivedPerSecond: b.receivedPerSecond })) }));
+  // GET /api/cluster answers on a single node too (the console's Cluster page says so)
+  http.router.get('/api/cluster', () => json(200, cluster ? { enabled: true, ...cluster.status() } : { enabled: false }));
+  if (cluster) {
+    const c = cluster;
+    http.addReadinessCheck('cluster', () => c.notReady());
+    http.addStatusSection('cluster', () => c.statusSection());
+    http.addMetrics(async (registry) => (await import('./cluster/metrics.js')).registerClusterMetrics(registry, c));
+  }
 
   // the document from EDB_RULES_FILE (or the data folder) is active before clients arrive
   try {
@@ -319,6 +342,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     backup,
     storage,
     bridges,
+    cluster,
     port(name: string): number {
       const l = listeners.find((x) => x.name === name);
       if (!l) throw new Error(`no listener named ${name}`);

@@ -5,7 +5,7 @@ import type { Config } from '../config/schema.js';
 import type { Connection, ConnectionAcceptor, ConnectionEvents } from '../transport/connection.js';
 import { newBrokerStats, type BrokerApi, type BrokerStats, type ClientSummary, type SubscriptionSummary } from './api.js';
 import type { AuthenticateResult, BrokerHooks, ClientInfo, PublishLimiter } from './hooks.js';
-import type { Message, QoS } from '../mqtt/message.js';
+import { shareKey, type Message, type QoS } from '../mqtt/message.js';
 import type { Session, Delivery, PendingWill, QueueAccount, Subscription } from '../session/session.js';
 import { MemorySessionStore, type RetainedMessages, type SessionPersistence, type SessionStore } from '../session/store.js';
 import { TopicTrie, type MatchVisitor, type SharedGroup } from '../topics/trie.js';
@@ -67,6 +67,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     onConnect: [],
     onDisconnect: [],
     onSubscribe: [],
+    onRoutingChange: [],
   };
   private readonly sweepTimer: NodeJS.Timeout;
   private readonly dropLoggedAt = new Map<string, number>();
@@ -264,7 +265,9 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   }
 
   private destroySession(session: Session): void {
-    for (const sub of session.subscriptions.values()) this.trie.remove(sub.filter, session.clientId, sub.shareGroup);
+    for (const sub of session.subscriptions.values()) {
+      if (this.trie.remove(sub.filter, session.clientId, sub.shareGroup) !== undefined) this.routingChanged(false, sub, session.clientId);
+    }
     session.subscriptions.clear();
     session.clearQueue();
     session.inflight.clear();
@@ -301,7 +304,9 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     for (const hook of this.hooks.onPublish) {
       if (hook(message, info) === true) return true;
     }
-    if (message.retain) this.retained.set(message);
+    // a message another cluster node forwarded was stored as retained there (and reaches this
+    // node's retained store through the cluster's replicated set)
+    if (message.retain && message.fromNode === undefined) this.retained.set(message);
     // the collector is reused; a route() from inside a delivery hook gets one of its own
     const collector = this.collector.message === undefined ? this.collector : new RouteCollector(this);
     collector.message = message;
@@ -386,13 +391,27 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   }
 
   addSubscription(session: Session, sub: Subscription): void {
-    this.trie.add(sub.filter, session.clientId, { session, sub }, sub.shareGroup);
+    if (this.trie.add(sub.filter, session.clientId, { session, sub }, sub.shareGroup)) this.routingChanged(true, sub, session.clientId);
     this.persistence?.changed(session);
   }
 
   removeSubscription(session: Session, sub: Subscription): void {
-    this.trie.remove(sub.filter, session.clientId, sub.shareGroup);
+    if (this.trie.remove(sub.filter, session.clientId, sub.shareGroup) !== undefined) this.routingChanged(false, sub, session.clientId);
     this.persistence?.changed(session);
+  }
+
+  private routingChanged(added: boolean, sub: Subscription, clientId: string): void {
+    for (const hook of this.hooks.onRoutingChange) this.notify(hook, added, sub.filter, sub.shareGroup, clientId);
+  }
+
+  /** End a session that is not connected here (cluster: the client connected on another node). */
+  endSession(clientId: string): boolean {
+    const session = this.sessions.get(clientId);
+    if (!session || this.online.has(clientId)) return false;
+    session.pendingWill = undefined; // the client is back, elsewhere: its will is cancelled [MQTT-3.1.3-9]
+    session.willDueAt = undefined;
+    this.destroySession(session);
+    return true;
   }
 
   /** Would routing `message` store it for a persistent session? (Asked only when storage is full.) */
@@ -555,7 +574,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
 
   /** A message from inside the broker: counted by origin, apart from client publishes. */
   private countBrokerMessage(message: Message): void {
-    const origin = message.origin === undefined ? 'broker' : message.origin === '$SYS' ? 'sys' : message.origin;
+    const origin = message.fromNode !== undefined ? 'cluster' : message.origin === undefined ? 'broker' : message.origin === '$SYS' ? 'sys' : message.origin;
     const counts = this.stats.messagesPublishedByBroker;
     counts[origin] = (counts[origin] ?? 0) + 1;
     if (message.retain && message.topic.startsWith('$SYS/')) this.sysRetainedTopics.add(message.topic);
@@ -581,7 +600,9 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     if (old) this.destroySession(old);
     session.attach(this.queueAccount);
     this.sessions.set(session.clientId, session);
-    for (const sub of session.subscriptions.values()) this.trie.add(sub.filter, session.clientId, { session, sub }, sub.shareGroup);
+    for (const sub of session.subscriptions.values()) {
+      if (this.trie.add(sub.filter, session.clientId, { session, sub }, sub.shareGroup)) this.routingChanged(true, sub, session.clientId);
+    }
   }
 
   // ------------------------------------------------------------ shutdown
@@ -625,6 +646,9 @@ class RouteCollector implements MatchVisitor<SubRef> {
   }
 
   shared(group: SharedGroup<SubRef>): void {
+    // cluster: the message is delivered to this group by another node
+    const only = this.message!.shareGroups;
+    if (only !== undefined && !only.has(shareKey(group.group, group.filter))) return;
     const ref = this.broker.pickShareMember(group, this.message!);
     // [MQTT-5-4.8.2] each shared subscription delivers its own copy, even to a member that also
     // has a plain (or another shared) subscription matching: never merged with those

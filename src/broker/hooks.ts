@@ -58,6 +58,11 @@ export interface BrokerHooks {
   /** `graceful` is true after a normal DISCONNECT. */
   onDisconnect?(client: ClientInfo, graceful: boolean): void;
   onSubscribe?(client: ClientInfo, filter: string, qos: QoS): void;
+  /**
+   * A filter entered (`added`) or left the routing table for one session: every subscribe,
+   * unsubscribe, ended session and restored session (the cluster shares this interest).
+   */
+  onRoutingChange?(added: boolean, filter: string, shareGroup: string | undefined, clientId: string): void;
 }
 
 export const HOOK_NAMES = [
@@ -69,6 +74,7 @@ export const HOOK_NAMES = [
   'onConnect',
   'onDisconnect',
   'onSubscribe',
+  'onRoutingChange',
 ] as const satisfies readonly (keyof BrokerHooks)[];
 
 /**

@@ -41,6 +41,8 @@ export interface HttpService {
   trackListener(listener: Listener): void;
   /** Marks start-up done: /readyz answers 200 while every tracked listener is up. */
   setReady(ready: boolean): void;
+  /** A part that can hold /readyz at 503: `check` returns why (shown under "waiting"), or undefined when fine. */
+  addReadinessCheck(name: string, check: () => string | undefined): void;
   close(): Promise<void>;
 }
 
@@ -105,6 +107,7 @@ export async function startHttpService(broker: BrokerApi, config: Config, log: L
   const router = new HttpRouter(log);
   const tracked: Listener[] = [];
   const sections = new Map<string, StatusSection>();
+  const readinessChecks = new Map<string, () => string | undefined>();
   let ready = false;
   const listeners = (): ListenerState[] => tracked.map(listenerState);
   const metricParts: Array<(registry: Registry) => void | Promise<void>> = [];
@@ -136,7 +139,14 @@ export async function startHttpService(broker: BrokerApi, config: Config, log: L
     .route('POST', '/api/login', (req) => access.login(req))
     .route('POST', '/api/logout', (req) => access.logout(req))
     .get('/api/session', (req) => access.session(req))
-    .get('/readyz', readyzHandler({ get ready() { return ready; }, listeners }))
+    .get('/readyz', readyzHandler({ get ready() { return ready; }, listeners, checks: () => {
+      const out: Record<string, string> = {};
+      for (const [name, check] of readinessChecks) {
+        const why = check();
+        if (why !== undefined) out[name] = why;
+      }
+      return out;
+    } }))
     .get('/api/clients', clientsHandler(broker))
     .get('/api/subscriptions', subscriptionsHandler(broker))
     .get('/api/status', statusHandler(broker, { version, listeners, rates, sections }));
@@ -166,6 +176,9 @@ export async function startHttpService(broker: BrokerApi, config: Config, log: L
     },
     setReady(value) {
       ready = value;
+    },
+    addReadinessCheck(name, check) {
+      readinessChecks.set(name, check);
     },
     async close() {
       ready = false;

@@ -42,6 +42,22 @@ export interface Message {
    * bad stored item cannot fail every later subscriber (Broker.quarantine).
    */
   quarantined?: boolean;
+  /**
+   * Cluster mode: the node that forwarded this message here. It was already seen by the
+   * services of the node where it arrived (rules, retained set), so here it is only delivered.
+   */
+  fromNode?: string;
+  /**
+   * Cluster mode: when set, only the shared subscriptions named here (shareKey(group, filter))
+   * deliver this message on this node; the cluster gave the other groups to other nodes, so a
+   * `$share` group receives each message once cluster-wide.
+   */
+  shareGroups?: ReadonlySet<string>;
+}
+
+/** The name of one shared subscription (`$share/{group}/{filter}`) in Message.shareGroups. */
+export function shareKey(group: string, filter: string): string {
+  return `${group}\u0000${filter}`;
 }
 
 /** The application-message properties of a PUBLISH (or a will), or undefined when it has none. */

@@ -214,6 +214,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
   broker.addHooks({
     onPublish(message: Message): void {
       if (message.origin === RULES_ORIGIN || writing) return; // no loops: never feed our own output (or writes) back
+      if (message.fromNode !== undefined) return; // cluster: filters ran on the node where the message arrived
       const p = program;
       if (p === undefined) return;
       let outputs;

@@ -68,7 +68,7 @@ export function executeRequest(space: StateKeyspace, authorizer: StateStoreAutho
         // a key that had expired and is now set again: the SET notification tells it all
         if (table.last.expired) counters.expired++;
         const stored = space.record({ op: OP_SET, now: t, flags, version, expiresAt, ft, key, value });
-        space.keyNotify.notify(key, value, version);
+        space.changed(key, value, version);
         return { payload: OK, version, stored };
       }
       if (table.last.expired) space.notifyExpired(key);
@@ -84,7 +84,7 @@ export function executeRequest(space: StateKeyspace, authorizer: StateStoreAutho
       if (r === codes.RESULT_OK) {
         const version = clock.tick(ts);
         const stored = space.record({ op: verb === 'VDEL' ? OP_VDEL : OP_DEL, now: t, flags: 0, version, expiresAt: 0, ft, key, value: match });
-        space.keyNotify.notify(key, undefined, version);
+        space.changed(key, undefined, version);
         return { payload: encodeInteger(1), version, stored };
       }
       if (r === codes.RESULT_NONE) return { payload: encodeInteger(0) };

@@ -7,7 +7,7 @@ import { ERRORS } from './protocol.js';
 import { formatHlc } from './hlc.js';
 import type { StateKeyspace } from './keyspace.js';
 import { codes, recordLength } from './table.js';
-import { OP_SET } from './write-log.js';
+import { OP_DEL, OP_SET } from './write-log.js';
 
 export interface StateKeyInfo {
   key: Buffer;
@@ -65,7 +65,8 @@ export function writeKey(space: StateKeyspace, key: Buffer, value: Buffer, ttlMs
   if (r !== codes.RESULT_OK) return { ok: false, error: errorText(space, r) };
   if (table.last.expired) space.counters.expired++;
   space.counters.op('SET');
-  space.keyNotify.notify(key, value, version);
+  if (space.replica) void space.replica.replicate({ op: OP_SET, now: t, flags: 0, version, expiresAt: ttlMs > 0 ? t + ttlMs : 0, ft: undefined, key, value }).catch(() => undefined);
+  space.changed(key, value, version);
   return { ok: true, version: formatHlc(version) };
 }
 
@@ -77,7 +78,9 @@ export function deleteKey(space: StateKeyspace, key: Buffer): { ok: true; delete
   if (r === codes.RESULT_NONE) return { ok: true, deleted: false };
   if (r !== codes.RESULT_OK) return { ok: false, error: errorText(space, r) };
   space.counters.op('DEL');
-  space.keyNotify.notify(key, undefined, space.clock.tick());
+  const version = space.clock.tick();
+  if (space.replica) void space.replica.replicate({ op: OP_DEL, now: space.now(), flags: 0, version, expiresAt: 0, ft: undefined, key, value: undefined }).catch(() => undefined);
+  space.changed(key, undefined, version);
   return { ok: true, deleted: true };
 }
 
@@ -104,7 +107,9 @@ export function writeValue(space: StateKeyspace, key: Buffer, value: Buffer, px?
     if (table.last.expired) space.counters.expired++;
     // durable: stored with the next batch (a rule's write has no client waiting for its answer)
     space.record({ op: OP_SET, now: t, flags: 0, version, expiresAt, ft: undefined, key, value });
-    space.keyNotify.notify(key, value, version);
+    space.pending?.catch(() => undefined); // cluster: nobody waits for a rule's write; a failure is logged by the replica
+    space.pending = undefined;
+    space.changed(key, value, version);
     return 'OK';
   }
   if (table.last.expired) space.notifyExpired(key);

@@ -56,14 +56,52 @@ export class InvokeHandler {
       log.debug({ clientId: client.clientId, responseTopic }, 'state store: the client may not subscribe to its response topic; request dropped');
       return true;
     }
-    let answer: Answer;
-    try {
-      answer = this.answer(message.payload, client, props?.userProperties);
-    } catch (err) {
-      // a bug here must not take the connection or the broker down
-      log.error({ err: (err as Error).message, clientId: client.clientId }, 'state store: request failed');
-      answer = space.counters.error(ERRORS.syntax);
+    const compute = (): Answer => {
+      try {
+        return this.answer(message.payload, client, props?.userProperties);
+      } catch (err) {
+        // a bug here must not take the connection or the broker down
+        log.error({ err: (err as Error).message, clientId: client.clientId }, 'state store: request failed');
+        space.pending = undefined;
+        return space.counters.error(ERRORS.syntax);
+      }
+    };
+    const answer = compute();
+    const pending = space.pending;
+    space.pending = undefined;
+    if (pending && answer.stored) {
+      // cluster mode: answered once the write is replicated
+      void this.whenReplicated(pending, answer, compute).then((final) => this.reply(final, responseTopic, correlationData));
+      return true;
     }
+    this.reply(answer, responseTopic, correlationData, client);
+    return true;
+  }
+
+  /** Cluster mode: the answer once replicated; a conflict (another node wrote the key first) runs the request again, a few times. */
+  private async whenReplicated(pending: Promise<'ok' | 'conflict'>, answer: Answer, compute: () => Answer): Promise<Answer> {
+    const { space } = this;
+    for (let attempt = 0; attempt < 8; attempt++) {
+      let outcome: 'ok' | 'conflict';
+      try {
+        outcome = await pending;
+      } catch (err) {
+        space.log.warn({ err: (err as Error).message }, 'state store: a write could not be replicated; answered with an error');
+        return space.counters.error(ERRORS.clusterUnavailable);
+      }
+      if (outcome === 'ok') return answer;
+      answer = compute();
+      const next = space.pending;
+      space.pending = undefined;
+      if (!next || !answer.stored) return answer; // refused now (NX on a key another node set, say)
+      pending = next;
+    }
+    return space.counters.error(ERRORS.clusterUnavailable);
+  }
+
+  private reply(answer: Answer, responseTopic: string, correlationData: Buffer, client?: ClientInfo): void {
+    const { broker, space } = this;
+    const log = space.log;
     const userProperties: UserProperties = { __stat: '200' };
     if (answer.version) userProperties['__ts'] = formatHlc(answer.version);
     const reply = {
@@ -75,19 +113,18 @@ export class InvokeHandler {
       origin: 'state',
     };
     const storage = space.durable?.storage;
-    if (!answer.stored || !storage) broker.publish(reply);
+    if (!answer.stored || !storage || space.replica) broker.publish(reply);
     else {
       // [durable] the answer says OK only once the write is on disk
       storage.onDurable((err) => {
         if (err) {
-          log.error({ err: err.message, clientId: client.clientId }, 'state store: a write could not be stored; answered with an error');
+          log.error({ err: err.message, clientId: client?.clientId }, 'state store: a write could not be stored; answered with an error');
           reply.payload = space.counters.error(ERRORS.quota).payload;
           delete userProperties['__ts'];
         }
         broker.publish(reply);
       });
     }
-    return true;
   }
 
   private answer(payload: Buffer, client: ClientInfo, props: UserProperties | undefined): Answer {

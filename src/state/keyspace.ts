@@ -12,6 +12,19 @@ import { ERRORS } from './protocol.js';
 import { codes, type StateTable } from './table.js';
 import type { StateWrite } from './write-log.js';
 
+/**
+ * Cluster mode: the cluster-wide copy of the keyspace (src/cluster/state.ts). The table is
+ * then this node's mirror of it; a write is answered once the replica has it.
+ */
+export interface StateReplica {
+  /**
+   * A write the table just made. Resolves "ok" once replicated; "conflict" when another node
+   * wrote the key first (the table now holds that write: run the request again); rejects
+   * when it cannot be replicated now (the key is back as it was in the table).
+   */
+  replicate(w: StateWrite): Promise<'ok' | 'conflict'>;
+}
+
 export class StateKeyspace {
   constructor(
     readonly table: StateTable,
@@ -23,6 +36,11 @@ export class StateKeyspace {
     readonly log: Logger,
   ) {}
 
+  /** Cluster mode (set at start): writes are replicated, and KEYNOTIFY is told by the replica. */
+  replica: StateReplica | undefined;
+  /** The replication of the last write record() handed over (taken by the request's answer). */
+  pending: Promise<'ok' | 'conflict'> | undefined;
+
   /** Durable storage refuses appends now: a write that could not be made durable is refused before it is made. */
   get storageFull(): boolean {
     return this.durable?.full === true;
@@ -30,9 +48,18 @@ export class StateKeyspace {
 
   /** Hand a write to durable storage; false without one. */
   record(w: StateWrite): boolean {
+    if (this.replica) {
+      this.pending = this.replica.replicate(w);
+      return true;
+    }
     if (!this.durable) return false;
     this.durable.record(w);
     return true;
+  }
+
+  /** A key changed here: its watchers are told (in cluster mode the replica tells them, once the write is replicated). */
+  changed(key: Buffer, value: Buffer | undefined, version: Hlc): void {
+    if (!this.replica) this.keyNotify.notify(key, value, version);
   }
 
   /** The version of the entry the last table call found. */

@@ -23,6 +23,8 @@ export const ERRORS = {
   fencingRequired: 'a fencing token is required for this request',
   fencingStale: 'the request fencing token is a lower version than the fencing token protecting the resource',
   timestampFuture: 'the request timestamp is too far in the future; ensure that the client and broker system clocks are synchronized',
+  /** Cluster mode: the write could not be replicated (no JetStream quorum reachable: a partition, say). */
+  clusterUnavailable: 'the cluster cannot replicate this write now; try again',
   fencingFuture: 'the request fencing token timestamp is too far in the future; ensure that the client and broker system clocks are synchronized',
 } as const;
 

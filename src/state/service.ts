@@ -25,7 +25,7 @@ import { HybridLogicalClock } from './hlc.js';
 import { deleteKey, listKeys, readKey, readValue, writeKey, writeValue, type StateKeyInfo } from './in-process.js';
 import { InvokeHandler } from './invoke.js';
 import { KeyNotifyRegistry } from './key-notify.js';
-import { StateKeyspace } from './keyspace.js';
+import { StateKeyspace, type StateReplica } from './keyspace.js';
 import { restoreStateSection, saveStateSection } from './section.js';
 import { createStateTable, type StateTable } from './table.js';
 
@@ -85,6 +85,11 @@ export interface StateStoreService {
    * quotas as for a client's SET; `px` ms expiry. Returns "OK" or the error the request would get.
    */
   write(key: Buffer, value: Buffer, px?: number): string;
+  /**
+   * Cluster mode (before listeners open): the keyspace becomes this node's mirror of the
+   * cluster-wide store `make` builds over it; writes are answered once it has them.
+   */
+  attachReplica(make: (space: StateKeyspace) => StateReplica): void;
   close(): Promise<void>;
 }
 
@@ -187,6 +192,9 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
     sweep,
     read: (key) => readValue(space, key),
     write: (key, value, px) => writeValue(space, key, value, px),
+    attachReplica(make) {
+      space.replica = make(space);
+    },
     async close() {
       clearInterval(sweepTimer);
       // the next start loads one snapshot instead of replaying every write

@@ -53,14 +53,14 @@ describe('edb command', () => {
     }
   });
 
-  it('a SIGTERM during start-up is honoured once the broker is up: exit 0, and the backup is written', async () => {
+  it('a SIGTERM during start-up is honoured once the broker is up: exit 0, and the backup is written (EDB_STORAGE=memory)', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'edb-cli-early-'));
     // a rules document big enough that start-up spends a while compiling it
     const rules = { filters: Array.from({ length: 400 }, (_, i) => ({ topic: `site/${i}/#`, subtopic: 'alert/', statements: [{ condition: `$t > ${i}`, new_payload: 'x' }] })), rules: [] };
     const rulesFile = join(dataDir, 'rules-in.json');
     writeFileSync(rulesFile, JSON.stringify(rules));
     const child = spawn(process.execPath, [CLI, 'start'], {
-      env: { ...process.env, EDB_MQTT_PORT: '0', EDB_HTTP_PORT: '-1', EDB_WS_PORT: '-1', EDB_RULES_PORT: '-1', EDB_LOG_FORMAT: 'json', EDB_DATA_DIR: dataDir, EDB_RULES_FILE: rulesFile },
+      env: { ...process.env, EDB_MQTT_PORT: '0', EDB_HTTP_PORT: '-1', EDB_WS_PORT: '-1', EDB_RULES_PORT: '-1', EDB_LOG_FORMAT: 'json', EDB_DATA_DIR: dataDir, EDB_RULES_FILE: rulesFile, EDB_STORAGE: 'memory' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';

@@ -1,7 +1,8 @@
 // What an idle broker loads (issue 15, section 3): with every listener on, `edb start` must not
 // load what only some uses need (MQTT.js for `edb state`, yaml for YAML config files, `ws` when
-// uWebSockets.js runs, prom-client before /metrics is scraped, lmdb with memory storage). A
-// real process, a real scrape; the modules loaded are read from the process itself.
+// uWebSockets.js runs, prom-client before /metrics is scraped, lmdb with memory storage). With
+// the default durable storage lmdb is loaded at start (it holds the data), and nothing else more.
+// A real process, a real scrape; the modules loaded are read from the process itself.
 import { afterEach, describe, expect, it } from 'vitest';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,7 +29,7 @@ async function loadedPackages(b: BrokerProcess, out: string): Promise<string[]> 
 }
 
 describe('idle footprint', () => {
-  it('loads prom-client on the first scrape, and never MQTT.js, yaml, lmdb or an unused WebSocket engine at idle', async () => {
+  it('default (durable) storage: lmdb is loaded at start, and nothing else an idle broker does not need', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'edb-footprint-'));
     dirs.push(dir);
     const out = join(dir, 'modules.txt');
@@ -37,8 +38,25 @@ describe('idle footprint', () => {
       ['mqtt', 'ws', 'http', 'rules'],
     );
     const idle = await loadedPackages(broker, out);
+    expect(idle).toContain('lmdb');
+    for (const name of ['mqtt', 'yaml', 'prom-client']) expect(idle, name).not.toContain(name);
+    for (const name of idle) expect(name).not.toMatch(/^@nats-io[\\/]/);
+    expect(broker.logs.some((l) => typeof l['msg'] === 'string' && /^storage: loaded from/.test(l['msg']))).toBe(true);
+  });
+
+  it('EDB_STORAGE=memory: loads prom-client on the first scrape, and never MQTT.js, yaml, lmdb, the NATS client or an unused WebSocket engine at idle', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'edb-footprint-'));
+    dirs.push(dir);
+    const out = join(dir, 'modules.txt');
+    broker = await startBrokerProcess(
+      { EDB_STORAGE: 'memory', EDB_WS_PORT: '0', EDB_HTTP_PORT: '0', EDB_RULES_PORT: '0', EDB_MQTTS_PORT: '-1', NODE_OPTIONS: `--import=${PROBE}`, EDB_TEST_MODULES_OUT: out },
+      ['mqtt', 'ws', 'http', 'rules'],
+    );
+    const idle = await loadedPackages(broker, out);
     expect(idle).toContain('pino'); // the probe sees what the broker loaded
     for (const name of ['mqtt', 'yaml', 'prom-client', 'lmdb']) expect(idle, name).not.toContain(name);
+    // the NATS client is for cluster mode (EDB_CLUSTER_NATS) only
+    for (const name of idle) expect(name).not.toMatch(/^@nats-io[\\/]/);
     const wsLine = broker.logs.find((l) => l['listener'] === 'ws' && typeof l['engine'] === 'string');
     if (wsLine?.['engine'] === 'uWebSockets.js') expect(idle).not.toContain('ws');
 

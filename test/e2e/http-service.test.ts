@@ -154,7 +154,7 @@ describe('HTTP service on a running broker', () => {
     expect(s.rates.intervalMs).toBeGreaterThan(0);
     // the rules engine, the state store and storage add their summaries
     expect(Object.keys(s.sections).sort()).toEqual(['bridges', 'rules', 'state', 'storage']);
-    expect(s.sections.storage.summary).toMatch(/^Storage: memory/);
+    expect(s.sections.storage.summary).toMatch(/^Storage: durable/); // the default
     expect(s.sections.rules.filters).toBe(0);
     expect(s.sections.state.summary).toMatch(/key/);
   });

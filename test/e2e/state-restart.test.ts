@@ -29,11 +29,13 @@ async function cli(port: number, ...args: string[]): Promise<{ code: number; std
   }
 }
 
-describe('backup across a real restart', () => {
+// the backup is what keeps state in memory mode; durable storage (the default) is covered by
+// test/e2e/storage-process.test.ts and test/fault/storage-kill.test.ts
+describe('backup across a real restart (EDB_STORAGE=memory)', () => {
   it('keeps keys, versions, fencing tokens, retained and queued messages; a corrupted backup leads to a clean start', { timeout: 300_000 }, async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'edb-restart-'));
     const backupFile = join(dataDir, 'backup', 'snapshot.edb');
-    const env = { EDB_DATA_DIR: dataDir };
+    const env = { EDB_DATA_DIR: dataDir, EDB_STORAGE: 'memory' };
 
     // ---- first life
     const p1 = await startBrokerProcess(env);

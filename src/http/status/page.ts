@@ -47,8 +47,8 @@ function duration(s) {
 }
 // the fields of the rules and state-store sections (/api/status keeps its short names), in words with units
 const FIELD_LABELS = { filters: ['filters', ''], statements: ['statements', ''], logic: ['logic entries', ''], fires: ['rules fired', ''], evaluations: ['messages evaluated', ''],
-  compileMillis: ['last compile time', 'ms'], wasmBytes: ['compiled module size', 'bytes'], summary: ['usage', ''] };
-const SECTION_NAMES = { rules: 'rules', state: 'state store', bridges: 'bridges' };
+  compileMillis: ['last compile time', 'ms'], wasmBytes: ['compiled module size', 'bytes'], summary: ['usage', ''], nats: ['NATS', ''], nodes: ['nodes', ''], jetstream: ['JetStream', ''], crossNode: ['cross-node messages', ''] };
+const SECTION_NAMES = { rules: 'rules', state: 'state store', cluster: 'cluster', bridges: 'bridges' };
 function el(tag, text, cls) { const e = document.createElement(tag); if (text !== undefined) e.textContent = String(text); if (cls) e.className = cls; return e; }
 function fillTable(tbody, rows, cells) {
   const frag = document.createDocumentFragment();

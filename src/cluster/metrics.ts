@@ -1,0 +1,55 @@
+/**
+ * Prometheus metrics of cluster mode (prom-client), read from the node when scraped:
+ *   edb_cluster_connected, edb_cluster_nodes, edb_cluster_retained_keys (gauges);
+ *   edb_cluster_messages_forwarded_total, edb_cluster_messages_received_total,
+ *   edb_cluster_takeovers_total, edb_cluster_nats_errors_total,
+ *   edb_cluster_jetstream_errors_total (counters);
+ *   edb_cluster_latency_seconds (histogram of cross-node delivery latency, sender's clock to
+ *   receiver's: meaningful when the nodes' clocks agree, as on one machine or with NTP).
+ */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { ClusterService } from './index.js';
+
+export function registerClusterMetrics(registry: Registry, cluster: ClusterService): void {
+  const registers = [registry];
+  const node = cluster.node;
+  const gauge = (name: string, help: string, read: () => number) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(read());
+      },
+    });
+  gauge('edb_cluster_connected', 'Cluster: 1 while this node is connected to NATS', () => (node.isConnected ? 1 : 0));
+  gauge('edb_cluster_nodes', 'Cluster: broker nodes running, this one included', () => node.status().nodes.length);
+  gauge('edb_cluster_retained_keys', 'Cluster: retained messages in the JetStream bucket', () => node.status().jetstream.retainedKeys);
+  const mirror = (name: string, help: string, read: () => number) =>
+    new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  const s = node.stats;
+  mirror('edb_cluster_messages_forwarded_total', 'Cluster: messages sent to other nodes (one per node that had a matching subscriber)', () => s.forwarded);
+  mirror('edb_cluster_messages_received_total', 'Cluster: messages received from other nodes', () => s.received);
+  mirror('edb_cluster_takeovers_total', 'Cluster: clients disconnected here (0x8E) because they connected on another node', () => s.takeovers);
+  mirror('edb_cluster_nats_errors_total', 'Cluster: NATS connection errors and lost connections', () => s.natsErrors);
+  mirror('edb_cluster_jetstream_errors_total', 'Cluster: JetStream writes that failed', () => s.jetstreamErrors);
+  const histogram = new Histogram({
+    name: 'edb_cluster_latency_seconds',
+    help: 'Cluster: delivery latency of messages received from other nodes (the last 1024 at each scrape)',
+    registers,
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
+    collect() {
+      this.reset();
+      for (const ms of s.recent()) this.observe(ms / 1000);
+    },
+  });
+  void histogram;
+}

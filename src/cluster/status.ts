@@ -1,0 +1,90 @@
+/** What a cluster node reports: GET /api/cluster, `edb cluster show`, the status page, /metrics. */
+
+export interface PeerStatus {
+  name: string;
+  running: boolean;
+  self?: boolean;
+  clients: number;
+  /** Subscriptions held on that node. */
+  subscriptions: number;
+  /** Distinct filters that node announced (what the others route on). */
+  interest: number;
+  /** The NATS server the node is connected to. */
+  natsServer: string;
+  version: string;
+  /** Milliseconds since its last heartbeat (0 for this node). */
+  lastSeenMs: number;
+}
+
+export interface JetStreamState {
+  /** The retained-messages bucket: "ready", "connecting" or "error: ...". */
+  retained: string;
+  retainedKeys: number;
+  replicas: number;
+  /** Writes to JetStream not yet confirmed (retained messages). */
+  pendingWrites: number;
+  /** The state-store bucket: "ready", "connecting" or "error: ...". */
+  state: string;
+  stateKeys: number;
+}
+
+export interface ClusterStatus {
+  cluster: string;
+  node: string;
+  connected: boolean;
+  natsServer: string | undefined;
+  lastError: string | undefined;
+  jetstream: JetStreamState;
+  nodes: PeerStatus[];
+  stats: ClusterStatsSnapshot;
+}
+
+export interface ClusterStatsSnapshot {
+  forwarded: number;
+  received: number;
+  takeovers: number;
+  natsErrors: number;
+  jetstreamErrors: number;
+  badMessages: number;
+  /** Cross-node delivery latency (sender's clock to receiver's), ms, over the last 1024 messages. */
+  latencyP50Ms: number | undefined;
+  latencyP99Ms: number | undefined;
+}
+
+const WINDOW = 1024;
+
+export class ClusterStats {
+  forwarded = 0;
+  received = 0;
+  takeovers = 0;
+  natsErrors = 0;
+  jetstreamErrors = 0;
+  badMessages = 0;
+  /** Cross-node latencies, ms, for the metrics histogram (read and cleared by the scrape). */
+  readonly latencies = new Float64Array(WINDOW);
+  private count = 0;
+
+  latency(ms: number): void {
+    this.latencies[this.count++ % WINDOW] = ms < 0 ? 0 : ms;
+  }
+
+  /** The recent latencies, for a histogram (oldest first is not needed). */
+  recent(): number[] {
+    return Array.from(this.latencies.subarray(0, Math.min(this.count, WINDOW)));
+  }
+
+  snapshot(): ClusterStatsSnapshot {
+    const sorted = this.recent().sort((a, b) => a - b);
+    const q = (p: number) => (sorted.length === 0 ? undefined : sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]);
+    return {
+      forwarded: this.forwarded,
+      received: this.received,
+      takeovers: this.takeovers,
+      natsErrors: this.natsErrors,
+      jetstreamErrors: this.jetstreamErrors,
+      badMessages: this.badMessages,
+      latencyP50Ms: q(0.5),
+      latencyP99Ms: q(0.99),
+    };
+  }
+}

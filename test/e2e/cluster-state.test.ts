@@ -1,0 +1,123 @@
+/**
+ * The state store cluster-wide (issue 12): three nats-server processes with JetStream, three
+ * broker nodes, the project's StateStoreClient (MQTT 5) on different nodes. One keyspace:
+ * a SET on one node is read on another; versions only grow; NX and fencing tokens hold across
+ * nodes (revision compare-and-set); concurrent SET NX on three nodes: exactly one wins;
+ * KEYNOTIFY reaches a client on another node; PX expiry; the bucket is R3.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import mqtt, { type MqttClient } from 'mqtt';
+import { startBroker, until, type TestBroker } from '../helpers/broker.js';
+import { startNats, type NatsCluster } from '../helpers/nats.js';
+import { StateStoreClient, type KeyNotification } from '../../src/state/client.js';
+import { compareHlc, formatHlc } from '../../src/state/hlc.js';
+
+let nats: NatsCluster;
+const nodes: TestBroker[] = [];
+const open: MqttClient[] = [];
+const stores: StateStoreClient[] = [];
+let seq = 0;
+
+beforeAll(async () => {
+  nats = await startNats(3);
+  for (let i = 0; i < 3; i++) nodes.push(await startBroker({ clusterNats: nats.servers[i]!.url, nodeName: `s${i + 1}`, clusterName: 'state', clusterReplicas: 3 }));
+  await until(() => nodes.every((n) => n.server.cluster!.status().jetstream.state === 'ready' && n.server.cluster!.status().nodes.length === 3), 30_000, 'state buckets ready on every node');
+});
+
+afterAll(async () => {
+  for (const s of stores) await s.close().catch(() => undefined);
+  await Promise.all(open.map((c) => c.endAsync(true).catch(() => undefined)));
+  for (const n of nodes) await n.stop();
+  await nats?.stop();
+});
+
+async function storeOn(i: number): Promise<StateStoreClient> {
+  const client = await mqtt.connectAsync(nodes[i]!.url, { protocolVersion: 5, clientId: `state-${++seq}`, reconnectPeriod: 0 });
+  open.push(client);
+  const store = await StateStoreClient.create(client);
+  stores.push(store);
+  return store;
+}
+
+describe('cluster: state store', () => {
+  it('reads on one node what was set on another, with one growing version', async () => {
+    const [a, b, c] = [await storeOn(0), await storeOn(1), await storeOn(2)];
+    const set = await a.set('site/mode', 'auto');
+    expect(set.applied).toBe(true);
+    // OK means replicated: the bucket has it; the other nodes' mirrors follow the watch
+    await until(() => nodes[1]!.server.stateStore.read(Buffer.from('site/mode'))?.toString() === 'auto', 5000, 'mirror on s2');
+    const got = await b.get('site/mode');
+    expect(got.value?.toString()).toBe('auto');
+    expect(formatHlc(got.version!).split(':').slice(0, 2)).toEqual(formatHlc(set.version!).split(':').slice(0, 2));
+    const again = await c.set('site/mode', 'manual');
+    expect(compareHlc(again.version!, set.version!)).toBeGreaterThan(0);
+    await until(() => nodes[0]!.server.stateStore.read(Buffer.from('site/mode'))?.toString() === 'manual', 5000, 'mirror on s1');
+    expect((await a.get('site/mode')).value?.toString()).toBe('manual');
+  });
+
+  it('lets exactly one of three concurrent SET NX on three nodes win', async () => {
+    const clients = [await storeOn(0), await storeOn(1), await storeOn(2)];
+    for (let round = 0; round < 5; round++) {
+      const key = `lock/${round}`;
+      const results = await Promise.all(clients.map((s, i) => s.set(key, `holder-${i}`, { condition: 'nx' })));
+      expect(results.filter((r) => r.applied)).toHaveLength(1);
+      const winner = results.findIndex((r) => r.applied);
+      for (const s of clients) {
+        await until(() => nodes.every((n) => n.server.stateStore.read(Buffer.from(key))?.toString() === `holder-${winner}`), 5000, 'winner everywhere');
+        expect((await s.get(key)).value?.toString()).toBe(`holder-${winner}`);
+      }
+    }
+  });
+
+  it('keeps fencing tokens across nodes: an older token is refused on another node', async () => {
+    const [a, b] = [await storeOn(0), await storeOn(1)];
+    const lock = await a.set('fence/lock', 'me', { condition: 'nx', expiresInMs: 60_000 });
+    expect(lock.applied).toBe(true);
+    const token = lock.version!;
+    await a.set('fence/data', 'v1', { fencingToken: token });
+    await until(() => nodes[1]!.server.stateStore.read(Buffer.from('fence/data'))?.toString() === 'v1', 5000, 'fenced key on s2');
+    // a newer token (from a later SET) replaces it; the old one is then stale, on any node
+    const newer = await b.set('fence/lock2', 'x');
+    await b.set('fence/data', 'v2', { fencingToken: newer.version! });
+    await until(() => nodes[0]!.server.stateStore.read(Buffer.from('fence/data'))?.toString() === 'v2', 5000, 'v2 on s1');
+    await expect(a.set('fence/data', 'v3', { fencingToken: token })).rejects.toThrow(/lower version than the fencing token/);
+    await expect(a.del('fence/data')).rejects.toThrow(/fencing token is required/);
+  });
+
+  it('sends KEYNOTIFY to a client on another node, for SET and DEL', async () => {
+    const [watcher, writer] = [await storeOn(2), await storeOn(0)];
+    const seen: KeyNotification[] = [];
+    watcher.on('notification', (n) => seen.push(n));
+    await watcher.observe('notify/k');
+    await writer.set('notify/k', 'hello');
+    await until(() => seen.length === 1, 5000, 'SET notification');
+    expect(seen[0]!.operation).toBe('SET');
+    expect(seen[0]!.value?.toString()).toBe('hello');
+    expect((await writer.del('notify/k')).deleted).toBe(1);
+    await until(() => seen.length === 2, 5000, 'DELETE notification');
+    expect(seen[1]!.operation).toBe('DELETE');
+  });
+
+  it('expires a PX key on every node', async () => {
+    const [a, b] = [await storeOn(0), await storeOn(1)];
+    await a.set('ttl/k', 'brief', { expiresInMs: 300 });
+    await until(() => nodes[1]!.server.stateStore.read(Buffer.from('ttl/k'))?.toString() === 'brief', 5000, 'mirrored');
+    await until(() => nodes.every((n) => n.server.stateStore.read(Buffer.from('ttl/k')) === undefined), 5000, 'expired everywhere');
+    expect((await b.get('ttl/k')).value).toBeUndefined();
+    // and can be set again (NX) after expiry, from another node
+    expect((await b.set('ttl/k', 'again', { condition: 'nx' })).applied).toBe(true);
+  });
+
+  it('keeps the state bucket at three replicas', async () => {
+    const { connect } = await import('@nats-io/transport-node');
+    const { Kvm } = await import('@nats-io/kv');
+    const nc = await connect({ servers: nats.servers[0]!.url });
+    try {
+      const st = await (await new Kvm(nc).open('edb_state_state')).status();
+      expect(st.replicas).toBe(3);
+      expect(st.values).toBeGreaterThan(0);
+    } finally {
+      await nc.close();
+    }
+  });
+});
