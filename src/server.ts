@@ -135,6 +135,9 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
         return storage.full;
       },
       onDurable: (cb) => storage.onDurable(cb),
+      reserveRetained: (session, d) => sessionLog.reserveRetained(session, d),
+      flushSessions: () => sessionLog.flush(),
+      flushUrgent: () => sessionLog.flushUrgent(),
     };
   }
   const services: Service[] = [];
@@ -198,12 +201,20 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   });
   // durable: what storage holds first; then a pending backup (written in memory mode, or by a
   // graceful stop) is imported over it and stored
+  let willsTaken = false;
   const loadDurable = (): void => {
     if (!retained) return;
     const started = performance.now();
     const n = retained.load();
     const restored = sessions!.load(config.maxOfflineMessages);
     for (const s of restored.sessions) broker.restoreSession(s);
+    // wills of clients connected when the broker stopped without closing them (a crash); once
+    const wills = willsTaken ? new Map() : sessionLog!.takeLiveWills();
+    willsTaken = true;
+    for (const [clientId, w] of wills) {
+      const pending = { message: w.message, expirySeconds: w.expirySeconds, username: w.username };
+      broker.recoverWill(clientId, pending, w.delaySeconds);
+    }
     const state = stateStore.loadFromStorage();
     const buffer = storage.document(RULE_BUFFER);
     if (buffer) {
@@ -214,8 +225,9 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
       }
     }
     log.info(
-      { retained: n, sessions: restored.sessions.length, queued: restored.messages, stateKeys: state.keys, stateWrites: state.writes, ms: Math.round(performance.now() - started) },
-      `storage: loaded from ${config.dataDir}: ${n} retained messages, ${restored.sessions.length} sessions (${restored.messages} queued messages), ${state.keys} state store keys`,
+      { retained: n, sessions: restored.sessions.length, queued: restored.messages, wills: wills.size, stateKeys: state.keys, stateWrites: state.writes, ms: Math.round(performance.now() - started) },
+      `storage: loaded from ${config.dataDir}: ${n} retained messages, ${restored.sessions.length} sessions (${restored.messages} queued messages), ${state.keys} state store keys` +
+        (wills.size > 0 ? `; ${wills.size} wills of clients connected at a crash handled (published, or pending their Will Delay)` : ''),
     );
   };
   loadDurable();

@@ -28,6 +28,8 @@ interface Target {
   qos: QoS;
   retain: boolean;
   subscriptionIds: number[] | undefined;
+  /** Through a shared subscription (one member of the group gets it). */
+  shared: boolean;
 }
 
 type HookLists = { [K in keyof BrokerHooks]-?: NonNullable<BrokerHooks[K]>[] };
@@ -180,6 +182,8 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     session.expiresAt = undefined;
     this.online.set(id, client);
     this.persistence?.changed(session);
+    // durable: the will is kept while connected, for a crash that never closes the connection
+    this.persistence?.liveWill(id, client.will ? { message: client.will, delaySeconds: client.willDelay, expirySeconds: client.willExpirySeconds, username: client.username } : undefined);
     return { session, present };
   }
 
@@ -207,6 +211,8 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
       for (const d of kept) session.enqueue(d);
     }
     const will = client.will;
+    // published or made pending just below, in this turn: the stored copy goes
+    if (will && !this.online.has(id)) this.persistence?.liveWill(id, undefined);
     const sessionEnds = session.expiryInterval === 0 && this.sessions.get(id) === session;
     if (will) {
       const pending: PendingWill = { message: will, expirySeconds: client.willExpirySeconds, username: client.username };
@@ -214,7 +220,8 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
       // server shutdown closes the connection without the client's DISCONNECT, so the will stands:
       // a delayed one waits in the session, which the backup carries over the restart (where the
       // client may still come back in time); without a backup every session ends now.
-      const endsWithServer = cause === 'shutdown' && !this.config.backupEnabled;
+      // (durable storage keeps every persistent session, backup or not)
+      const endsWithServer = cause === 'shutdown' && !this.config.backupEnabled && !this.persistence;
       const delay = endsWithServer ? 0 : Math.min(client.willDelay, session.expiryInterval);
       if (delay === 0) this.publishWill(pending, client);
       else {
@@ -326,7 +333,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   private deliverTo(t: Target, message: Message, publisher: CoreClient | undefined): void {
     const d: Delivery = { message, qos: t.qos, retain: t.retain, subscriptionIds: t.subscriptionIds };
     // durable: stored once in the log (the first persistent session it reaches stores it)
-    if (t.qos > 0 && this.persistence) this.persistence.storeFor(t.session, message);
+    if (t.qos > 0 && this.persistence) this.persistence.storeFor(t.session, message, t.shared);
     const client = this.online.get(t.session.clientId);
     if (client && client.session === t.session) {
       if (this.mayDeliver(client, message)) client.out.deliver(d, publisher);
@@ -408,7 +415,7 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   endSession(clientId: string): boolean {
     const session = this.sessions.get(clientId);
     if (!session || this.online.has(clientId)) return false;
-    session.pendingWill = undefined; // the client is back, elsewhere: its will is cancelled [MQTT-3.1.3-9]
+    session.pendingWill = undefined; // the client is back, elsewhere: its will is cancelled [MQTT-5-3.1.3-9]
     session.willDueAt = undefined;
     this.destroySession(session);
     return true;
@@ -594,6 +601,20 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     this.retained.clear();
   }
 
+  /**
+   * The will of a client that was connected when the broker last stopped without closing its
+   * connection (a crash): handled as if the connection closed now [MQTT-5-3.1.2-8]: published, or
+   * pending in its session for the Will Delay (a reconnect before then cancels it).
+   */
+  recoverWill(clientId: string, will: PendingWill, delaySeconds: number): void {
+    const session = this.sessions.get(clientId);
+    const delay = session ? Math.min(delaySeconds, session.expiryInterval) : 0;
+    if (!session || delay === 0) return this.publishWill(will, undefined);
+    session.pendingWill = will;
+    session.willDueAt = Date.now() + delay * 1000;
+    this.persistence?.changed(session);
+  }
+
   /** Install a session read from a snapshot (before listeners open). */
   restoreSession(session: Session): void {
     const old = this.sessions.get(session.clientId);
@@ -652,19 +673,19 @@ class RouteCollector implements MatchVisitor<SubRef> {
     const ref = this.broker.pickShareMember(group, this.message!);
     // [MQTT-5-4.8.2] each shared subscription delivers its own copy, even to a member that also
     // has a plain (or another shared) subscription matching: never merged with those
-    if (ref) this.add(`$share/${group.group}/${group.filter}\u0000${ref.session.clientId}`, ref.session, ref.sub);
+    if (ref) this.add(`$share/${group.group}/${group.filter}\u0000${ref.session.clientId}`, ref.session, ref.sub, true);
   }
 
-  private add(key: string, session: Session, sub: Subscription): void {
+  private add(key: string, session: Session, sub: Subscription, shared = false): void {
     const message = this.message!;
-    if (this.targets) return mergeTarget(this.targets, key, session, sub, message);
+    if (this.targets) return mergeTarget(this.targets, key, session, sub, message, shared);
     if (this.first === undefined) {
       this.firstKey = key;
-      this.first = newTarget(session, sub, message);
+      this.first = newTarget(session, sub, message, shared);
       return;
     }
     this.targets = new Map([[this.firstKey!, this.first]]);
-    mergeTarget(this.targets, key, session, sub, message);
+    mergeTarget(this.targets, key, session, sub, message, shared);
   }
 
   /** What matched (one target, or several by key), and ready for the next message. */
@@ -678,15 +699,15 @@ class RouteCollector implements MatchVisitor<SubRef> {
   }
 }
 
-function newTarget(session: Session, sub: Subscription, message: Message): Target {
+function newTarget(session: Session, sub: Subscription, message: Message, shared: boolean): Target {
   const qos = (sub.qos < message.qos ? sub.qos : message.qos) as QoS;
   // [MQTT-5-3.3.1-12] [MQTT-5-3.3.1-13] Retain As Published keeps the flag; otherwise it is cleared on forward
   const retain = sub.retainAsPublished ? message.retain : false;
-  return { session, qos, retain, subscriptionIds: sub.subscriptionIdentifier !== undefined ? [sub.subscriptionIdentifier] : undefined };
+  return { session, qos, retain, subscriptionIds: sub.subscriptionIdentifier !== undefined ? [sub.subscriptionIdentifier] : undefined, shared };
 }
 
-function mergeTarget(targets: Map<string, Target>, key: string, session: Session, sub: Subscription, message: Message): void {
-  const t = newTarget(session, sub, message);
+function mergeTarget(targets: Map<string, Target>, key: string, session: Session, sub: Subscription, message: Message, shared: boolean): void {
+  const t = newTarget(session, sub, message, shared);
   const existing = targets.get(key);
   if (!existing) {
     targets.set(key, t);

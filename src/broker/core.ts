@@ -1,6 +1,6 @@
 import type { IConnectPacket } from 'mqtt-packet';
 import type { Message, QoS } from '../mqtt/message.js';
-import type { Session, Subscription } from '../session/session.js';
+import type { Delivery, Session, Subscription } from '../session/session.js';
 import type { RetainedMessages } from '../session/store.js';
 import type { AuthenticateResult, ClientInfo, PublishLimiter } from './hooks.js';
 import type { ClientState, CloseCause } from './lifecycle.js';
@@ -35,6 +35,18 @@ export interface DurableAcks {
   readonly writes: number;
   readonly full: boolean;
   onDurable(cb: (err?: Error) => void): void;
+  /**
+   * A retained message for a new subscription of a persistent session: stored as a copy and
+   * tracked by the session before it is sent. Returns the delivery to send.
+   */
+  reserveRetained(session: Session, d: Delivery): Delivery;
+  /** Write the session records and positions changed so far now, not at the end of the turn. */
+  flushSessions(): void;
+  /**
+   * Before an acknowledgement waits with onDurable: write now the positions it depends on (a
+   * shared subscription's delivery, which a replay by topic would not find). Cheap otherwise.
+   */
+  flushUrgent(): void;
 }
 
 /**

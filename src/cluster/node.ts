@@ -434,7 +434,7 @@ export class ClusterNode {
     if (typeof r.id !== 'string' || r.n === this.name) return;
     const local = this.broker.client(r.id);
     if (local) {
-      // [MQTT-3.1.4-3] the same client id on two nodes: the older connection is taken over
+      // [MQTT-5-3.1.4-3] the same client id on two nodes: the older connection is taken over
       const older = local.connectedAt < r.at || (local.connectedAt === r.at && this.name < r.n);
       if (!older) return;
       this.log.info({ clientId: r.id, node: r.n }, `cluster: session taken over by node ${r.n}`);

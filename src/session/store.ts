@@ -56,10 +56,21 @@ export interface RetainedMessages {
 /**
  * What a durable session store needs to hear from the broker core besides the Session methods
  * (EDB_STORAGE=durable): a QoS 1/2 message is about to reach `session` (stored once, before the
- * publisher's ack), a session's record changed (subscriptions, expiry, will), or it ended.
+ * publisher's ack; `shared`: through a shared subscription, so a replay by topic would not
+ * find it), a session's record changed (subscriptions, expiry, will), or it ended.
  */
 export interface SessionPersistence {
-  storeFor(session: Session, message: Message): void;
+  storeFor(session: Session, message: Message, shared?: boolean): void;
   changed(session: Session): void;
   ended(session: Session): void;
+  /** The will of the connection now holding `clientId` (undefined: none): kept until it closes. */
+  liveWill(clientId: string, will: LiveWill | undefined): void;
+}
+
+/** A connected client's will, as the broker keeps it for a crash. */
+export interface LiveWill {
+  message: Message;
+  delaySeconds: number;
+  expirySeconds: number | undefined;
+  username: string | undefined;
 }

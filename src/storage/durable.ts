@@ -12,7 +12,7 @@ import { StorageFullError } from './errors.js';
 import { openKv, type KvStores } from './kv.js';
 import { MessageLog, type LogEntry, type LogPosition } from './log.js';
 import { decodeMessage, encodeMessage } from './record.js';
-import type { BrokerStorage, IteratorRecord, SessionRecord, StorageInfo } from './store.js';
+import type { BrokerStorage, IteratorRecord, LiveWillRecord, SessionRecord, StorageInfo } from './store.js';
 
 export interface DurableStorageOptions {
   dir: string;
@@ -113,8 +113,8 @@ export class DurableStorage implements BrokerStorage {
     this.track(this.kv.iterators.put(clientId, it));
   }
 
-  append(message: Message): LogPosition {
-    return this.messages.append(message);
+  append(message: Message, direct = false): LogPosition {
+    return this.messages.append(message, undefined, direct);
   }
   read(from: LogPosition, max: number): { entries: LogEntry[]; next: LogPosition } {
     return this.messages.read(from, max);
@@ -143,6 +143,18 @@ export class DurableStorage implements BrokerStorage {
         for (const key of this.kv.stateOps.getKeys({ end: upTo })) void this.kv.stateOps.remove(key);
       }),
     );
+  }
+
+  liveWills(): Map<string, LiveWillRecord> {
+    const out = new Map<string, LiveWillRecord>();
+    for (const { key, value } of this.kv.wills.getRange()) {
+      const w = value as LiveWillRecord;
+      out.set(key, { ...w, message: { ...w.message, payload: Buffer.from(w.message.payload) } });
+    }
+    return out;
+  }
+  setLiveWill(clientId: string, will: LiveWillRecord | undefined): void {
+    this.track(will ? this.kv.wills.put(clientId, will) : this.kv.wills.remove(clientId));
   }
 
   document(name: string): Buffer | undefined {

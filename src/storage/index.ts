@@ -11,7 +11,7 @@ import { DurableStorage } from './durable.js';
 import { MemoryStorage } from './memory.js';
 import type { BrokerStorage } from './store.js';
 
-export type { BrokerStorage, IteratorRecord, SessionRecord, StorageInfo, WillRecord } from './store.js';
+export type { BrokerStorage, DirectDelivery, IteratorRecord, LiveWillRecord, SessionRecord, StorageInfo, WillRecord } from './store.js';
 export { StorageFullError, StorageOpenError } from './errors.js';
 export { DurableStorage } from './durable.js';
 export { MemoryStorage } from './memory.js';

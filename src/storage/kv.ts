@@ -56,6 +56,8 @@ export interface KvStores {
   readonly sessions: Database<unknown, string>;
   /** client id -> log position of the next message not yet acknowledged */
   readonly iterators: Database<unknown, string>;
+  /** client id -> the will of a client connected now (published at start after a crash) */
+  readonly wills: Database<unknown, string>;
   /** sequence -> state store write */
   readonly stateOps: Database<Buffer, number>;
   /** name -> small document (state snapshot, rules document, rule buffer, import markers) */
@@ -84,6 +86,7 @@ export function openKv(dir: string): KvStores {
       retained: root.openDB<Buffer, string>({ name: 'retained', encoding: 'binary' }),
       sessions: root.openDB<unknown, string>({ name: 'sessions', encoding: 'msgpack' }),
       iterators: root.openDB<unknown, string>({ name: 'iterators', encoding: 'msgpack' }),
+      wills: root.openDB<unknown, string>({ name: 'wills', encoding: 'msgpack' }),
       stateOps: root.openDB<Buffer, number>({ name: 'state-ops', encoding: 'binary' }),
       blobs: root.openDB<Buffer, string>({ name: 'blobs', encoding: 'binary' }),
     };

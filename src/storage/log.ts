@@ -52,6 +52,8 @@ export interface LogEntry {
   readonly next: LogPosition;
   readonly message: Message;
   readonly storedAt: number;
+  /** Stored for the sessions whose iterators name it (record.ts flag 16), not for a replay by topic. */
+  readonly direct: boolean;
 }
 
 export interface GenerationInfo {
@@ -312,7 +314,7 @@ export class MessageLog {
    * Append a message. Returns its position, or throws StorageFullError when the disk is full
    * or the size cap is reached (nothing is stored then).
    */
-  append(message: Message, storedAt = this.now()): LogPosition {
+  append(message: Message, storedAt = this.now(), direct = false): LogPosition {
     if (this.closed) throw new StorageFullError('storage is closed');
     if (this.full) {
       this.metrics.refused++;
@@ -320,7 +322,7 @@ export class MessageLog {
       throw new StorageFullError('storage full');
     }
     if (storedAt - this.current.createdAt >= this.opts.generationMs) this.roll();
-    const body = encodeMessage(message, storedAt);
+    const body = encodeMessage(message, storedAt, direct);
     const frame = Buffer.allocUnsafe(FRAME);
     frame.writeUInt32LE(body.length, 0);
     frame.writeUInt32LE(crc32(body) >>> 0, 4);
@@ -559,7 +561,7 @@ export class MessageLog {
         continue;
       }
       const next = { gen: g.id, offset: r.end };
-      entries.push({ pos, next, message: r.message, storedAt: r.storedAt });
+      entries.push({ pos, next, message: r.message, storedAt: r.storedAt, direct: r.direct });
       budget -= r.end - pos.offset;
       pos = next;
     }
@@ -579,7 +581,7 @@ export class MessageLog {
     return p;
   }
 
-  private readRecord(g: Generation, offset: number): { end: number; message: Message; storedAt: number } | undefined {
+  private readRecord(g: Generation, offset: number): { end: number; message: Message; storedAt: number; direct: boolean } | undefined {
     if (!g.created || offset + FRAME > g.durable) return undefined;
     const fd = this.readFd(g);
     const head = Buffer.allocUnsafe(FRAME);
@@ -590,8 +592,8 @@ export class MessageLog {
     if (readSync(fd, body, 0, len, offset + FRAME) !== len) return undefined;
     if ((crc32(body) >>> 0) !== head.readUInt32LE(4)) return undefined;
     try {
-      const { message, storedAt } = decodeMessage(body, g.layout);
-      return { end: offset + FRAME + len, message, storedAt };
+      const { message, storedAt, direct } = decodeMessage(body, g.layout);
+      return { end: offset + FRAME + len, message, storedAt, direct };
     } catch {
       return undefined;
     }

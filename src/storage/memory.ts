@@ -5,7 +5,7 @@
  */
 import type { Message } from '../mqtt/message.js';
 import type { LogEntry, LogMetrics, LogPosition } from './log.js';
-import type { BrokerStorage, IteratorRecord, SessionRecord, StorageInfo } from './store.js';
+import type { BrokerStorage, IteratorRecord, LiveWillRecord, SessionRecord, StorageInfo } from './store.js';
 
 const clone = <T>(v: T): T => structuredClone(v);
 
@@ -14,10 +14,11 @@ export class MemoryStorage implements BrokerStorage {
   private readonly retainedByTopic = new Map<string, Message>();
   private readonly sessionRecords = new Map<string, SessionRecord>();
   private readonly iterators = new Map<string, IteratorRecord>();
-  private readonly entries: { message: Message; storedAt: number }[] = [];
+  private readonly entries: { message: Message; storedAt: number; direct: boolean }[] = [];
   private stateSnapshot: Buffer | undefined;
   private stateOps: Buffer[] = [];
   private readonly docs = new Map<string, Buffer>();
+  private readonly wills = new Map<string, LiveWillRecord>();
 
   retained(): Message[] {
     return [...this.retainedByTopic.values()];
@@ -48,8 +49,8 @@ export class MemoryStorage implements BrokerStorage {
     this.iterators.set(clientId, clone(it));
   }
 
-  append(message: Message): LogPosition {
-    this.entries.push({ message, storedAt: Date.now() });
+  append(message: Message, direct = false): LogPosition {
+    this.entries.push({ message, storedAt: Date.now(), direct });
     return { gen: 1, offset: this.entries.length - 1 };
   }
   read(from: LogPosition, max: number): { entries: LogEntry[]; next: LogPosition } {
@@ -57,7 +58,7 @@ export class MemoryStorage implements BrokerStorage {
     let i = Math.max(0, from.offset);
     while (out.length < max && i < this.entries.length) {
       const e = this.entries[i]!;
-      out.push({ pos: { gen: 1, offset: i }, next: { gen: 1, offset: i + 1 }, message: e.message, storedAt: e.storedAt });
+      out.push({ pos: { gen: 1, offset: i }, next: { gen: 1, offset: i + 1 }, message: e.message, storedAt: e.storedAt, direct: e.direct });
       i++;
     }
     return { entries: out, next: { gen: 1, offset: i } };
@@ -78,6 +79,14 @@ export class MemoryStorage implements BrokerStorage {
   compactState(snapshot: Buffer): void {
     this.stateSnapshot = snapshot;
     this.stateOps = [];
+  }
+
+  liveWills(): Map<string, LiveWillRecord> {
+    return new Map([...this.wills].map(([k, v]) => [k, { ...v, message: { ...v.message } }]));
+  }
+  setLiveWill(clientId: string, will: LiveWillRecord | undefined): void {
+    if (will) this.wills.set(clientId, will);
+    else this.wills.delete(clientId);
   }
 
   document(name: string): Buffer | undefined {

@@ -6,7 +6,9 @@
  *   0   f64  storedAt (ms since epoch)
  *   8   f64  expiresAt (NaN: none)
  *   16  u8   qos
- *   17  u8   flags: 1 retain, 2 has senderId, 4 has origin, 8 has properties
+ *   17  u8   flags: 1 retain, 2 has senderId, 4 has origin, 8 has properties, 16 direct (a
+ *            copy for the sessions whose iterators name it, such as a retained message sent
+ *            to a new subscription: a replay by topic passes over it)
  *   18  u16  topic length, topic
  *       u16  senderId length, senderId        (flag 2)
  *       u16  origin length, origin            (flag 4)
@@ -30,7 +32,7 @@ export function propertiesFromJson(s: string): MessageProperties {
   return out;
 }
 
-export function encodeMessage(m: Message, storedAt: number): Buffer {
+export function encodeMessage(m: Message, storedAt: number, direct = false): Buffer {
   const topic = Buffer.from(m.topic, 'utf8');
   const sender = m.senderId !== undefined ? Buffer.from(m.senderId, 'utf8') : undefined;
   const origin = m.origin !== undefined ? Buffer.from(m.origin, 'utf8') : undefined;
@@ -40,7 +42,7 @@ export function encodeMessage(m: Message, storedAt: number): Buffer {
   b.writeDoubleLE(storedAt, 0);
   b.writeDoubleLE(m.expiresAt ?? Number.NaN, 8);
   b[16] = m.qos;
-  b[17] = (m.retain ? 1 : 0) | (sender ? 2 : 0) | (origin ? 4 : 0) | (props ? 8 : 0);
+  b[17] = (m.retain ? 1 : 0) | (sender ? 2 : 0) | (origin ? 4 : 0) | (props ? 8 : 0) | (direct ? 16 : 0);
   let p = 18;
   b.writeUInt16LE(topic.length, p);
   p += 2 + topic.copy(b, p + 2);
@@ -64,6 +66,7 @@ export function encodeMessage(m: Message, storedAt: number): Buffer {
 export interface StoredMessage {
   message: Message;
   storedAt: number;
+  direct: boolean;
 }
 
 /** Decode a layout 1 body; throws RangeError on a body that runs short (caught as corruption). */
@@ -95,5 +98,5 @@ export function decodeMessage(b: Buffer, layout = LAYOUT_VERSION): StoredMessage
   if (p + 4 + n !== b.length) throw new RangeError('payload length does not match the record');
   message.payload = Buffer.from(b.subarray(p + 4, p + 4 + n));
   if (!Number.isNaN(expiresAt)) message.expiresAt = expiresAt;
-  return { message, storedAt };
+  return { message, storedAt, direct: (flags & 16) !== 0 };
 }

@@ -13,17 +13,22 @@
  *   is written at the end of the turn in which it changed;
  * - the session record (subscriptions, expiry, will, QoS 2 ids received) when it changes.
  * At start, each stored session is rebuilt and its queue refilled by reading the log from its
- * iterator, matching each message against its subscriptions (shared subscriptions excepted).
+ * iterator, matching each message against its subscriptions. What such a replay would not
+ * make is listed in the iterator by position (`direct`): a shared subscription's copy (only one
+ * member of the group got it) and the retained messages sent to a new subscription (stored as
+ * direct copies, which a replay by topic passes over).
+ * A connected client's will is stored too (liveWills), and published at the next start if the
+ * connection never closed (a crash), as if it had closed then.
  * QoS 1 may come twice after a crash; QoS 2 never.
  */
 import type { Logger } from 'pino';
 import type { Message, QoS } from '../mqtt/message.js';
 import { Session, type Delivery, type InflightEntry, type Subscription } from '../session/session.js';
-import { MemorySessionStore, type SessionPersistence } from '../session/store.js';
+import { MemorySessionStore, type LiveWill, type SessionPersistence } from '../session/store.js';
 import { topicMatches } from '../topics/match.js';
 import { StorageFullError } from './errors.js';
 import { comparePositions, type LogPosition } from './log.js';
-import type { BrokerStorage, IteratorRecord, SessionRecord } from './store.js';
+import type { BrokerStorage, DirectDelivery, IteratorRecord, LiveWillRecord, SessionRecord } from './store.js';
 
 const QUEUED = 0;
 const INFLIGHT = 1;
@@ -35,6 +40,8 @@ interface Tracked {
   readonly qos: QoS;
   readonly message: Message;
   state: number;
+  /** Listed in the iterator as recorded (a replay by subscriptions would not make it). */
+  readonly direct: Delivery | undefined;
 }
 
 const FOREVER = 0xffffffff;
@@ -50,6 +57,10 @@ export class SessionLog implements SessionPersistence {
   private readonly dirtyIterators = new Set<DurableSession>();
   private flushScheduled = false;
   private fullLoggedAt = 0;
+  /** A delivery only the iterator can name was tracked: write before the publisher's ack. */
+  private urgent = false;
+  /** Client ids with a stored live will. */
+  private readonly wills = new Set<string>();
 
   constructor(
     readonly storage: BrokerStorage,
@@ -61,10 +72,10 @@ export class SessionLog implements SessionPersistence {
    * full (the delivery then lives in memory only; the publish was refused before routing if
    * the broker could tell).
    */
-  store(message: Message): boolean {
+  store(message: Message, direct = false): boolean {
     if (this.positions.has(message)) return true;
     try {
-      this.positions.set(message, this.storage.append(message));
+      this.positions.set(message, this.storage.append(message, direct));
       this.writes++;
       return true;
     } catch (err) {
@@ -79,8 +90,51 @@ export class SessionLog implements SessionPersistence {
     }
   }
 
-  storeFor(session: Session, message: Message): void {
-    if (session.expiryInterval > 0 && session instanceof DurableSession) this.store(message);
+  storeFor(session: Session, message: Message, shared = false): void {
+    if (session.expiryInterval > 0 && session instanceof DurableSession && this.store(message) && shared) session.expectDirect(message);
+  }
+
+  /**
+   * A retained message for a new subscription of a persistent session: stored as a direct copy
+   * of its own (at the tail, so the session's positions stay in log order) and tracked at once,
+   * so that the iterator written before the SUBACK lists it. Returns the delivery to send.
+   */
+  reserveRetained(session: Session, d: Delivery): Delivery {
+    if (d.qos === 0 || session.expiryInterval === 0 || !(session instanceof DurableSession)) return d;
+    const copy: Message = { ...d.message };
+    delete copy.wire;
+    if (!this.store(copy, true)) return d;
+    session.expectDirect(copy);
+    const out: Delivery = { ...d, message: copy };
+    session.reserve(out);
+    return out;
+  }
+
+  liveWill(clientId: string, will: LiveWill | undefined): void {
+    if (!will) {
+      if (this.wills.delete(clientId)) this.storage.setLiveWill(clientId, undefined);
+      return;
+    }
+    const m = will.message;
+    const message: Message = { topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain };
+    if (m.properties) message.properties = m.properties;
+    if (m.senderId !== undefined) message.senderId = m.senderId;
+    if (m.origin !== undefined) message.origin = m.origin;
+    const rec: LiveWillRecord = { message, delaySeconds: will.delaySeconds };
+    if (will.expirySeconds !== undefined) rec.expirySeconds = will.expirySeconds;
+    if (will.username !== undefined) rec.username = will.username;
+    this.wills.add(clientId);
+    this.storage.setLiveWill(clientId, rec);
+  }
+
+  /**
+   * The wills of clients that were connected when the broker last stopped without closing their
+   * connections (a crash; a graceful stop closes them), forgotten in storage as they are handed out.
+   */
+  takeLiveWills(): Map<string, LiveWillRecord> {
+    const wills = this.storage.liveWills();
+    for (const id of wills.keys()) this.storage.setLiveWill(id, undefined);
+    return wills;
   }
 
   changed(session: Session): void {
@@ -89,9 +143,14 @@ export class SessionLog implements SessionPersistence {
     this.schedule();
   }
 
-  iteratorChanged(session: DurableSession): void {
+  iteratorChanged(session: DurableSession, urgent = false): void {
     this.dirtyIterators.add(session);
+    if (urgent) this.urgent = true;
     this.schedule();
+  }
+
+  flushUrgent(): void {
+    if (this.urgent) this.flush();
   }
 
   ended(session: Session): void {
@@ -110,6 +169,7 @@ export class SessionLog implements SessionPersistence {
   /** Write what changed this turn: session records, then iterators. */
   flush(): void {
     this.flushScheduled = false;
+    this.urgent = false;
     for (const s of this.dirty) {
       if (s.expiryInterval > 0) {
         this.storage.setSession(s.record());
@@ -129,6 +189,8 @@ export class DurableSession extends Session {
   private head = 0;
   private readonly byMessage = new Map<Message, Tracked>();
   private readonly byPacket = new Map<number, Tracked>();
+  /** Messages stored for this session alone (a shared subscription's copy, a retained copy) about to be delivered. */
+  private readonly directs = new WeakSet<Message>();
 
   constructor(
     clientId: string,
@@ -141,16 +203,23 @@ export class DurableSession extends Session {
     return this.expiryInterval > 0;
   }
 
+  /** The next delivery of `message` is one a replay by subscriptions would not make. */
+  expectDirect(message: Message): void {
+    this.directs.add(message);
+  }
+
   private track(d: Delivery): Tracked | undefined {
     if (d.qos === 0) return undefined;
     const known = this.byMessage.get(d.message);
     if (known) return known;
     const pos = this.sessionLog.positions.get(d.message);
     if (!pos || !this.persistent) return undefined;
-    const t: Tracked = { pos, qos: d.qos, message: d.message, state: QUEUED };
+    const direct = this.directs.has(d.message) ? d : undefined;
+    if (direct) this.directs.delete(d.message);
+    const t: Tracked = { pos, qos: d.qos, message: d.message, state: QUEUED, direct };
     this.tracked.push(t);
     this.byMessage.set(d.message, t);
-    this.sessionLog.iteratorChanged(this);
+    this.sessionLog.iteratorChanged(this, direct !== undefined);
     return t;
   }
 
@@ -256,7 +325,25 @@ export class DurableSession extends Session {
     if (first?.state === PUBREL) done.unshift(first.pos);
     const pubrel: number[] = [];
     for (const e of this.inflight.values()) if (e.state === 'pubrel') pubrel.push(e.packetId);
-    return { next: first ? first.pos : tail, done, pubrel };
+    const rec: IteratorRecord = { next: first ? first.pos : tail, done, pubrel };
+    let direct: DirectDelivery[] | undefined;
+    for (let i = this.head; i < this.tracked.length; i++) {
+      const t = this.tracked[i]!;
+      if (!t.direct || (t.state !== QUEUED && t.state !== INFLIGHT)) continue;
+      const dd: DirectDelivery = { pos: t.pos, qos: t.qos as 1 | 2, retain: t.direct.retain };
+      if (t.direct.subscriptionIds) dd.ids = t.direct.subscriptionIds;
+      (direct ??= []).push(dd);
+    }
+    if (direct) rec.direct = direct;
+    return rec;
+  }
+
+  /**
+   * Track deliveries before they are sent (the retained messages of a new subscription, whose
+   * SUBACK waits for the disk): the iterator written next lists them.
+   */
+  reserve(d: Delivery): void {
+    this.track(d);
   }
 
   /** Rebuild from storage (at start): record, iterator, and the queue refilled from the log. */
@@ -278,9 +365,11 @@ export class DurableSession extends Session {
       const placeholder: Message = { topic: '', payload: Buffer.alloc(0), qos: 2, retain: false };
       super.addInflight({ message: placeholder, qos: 2, retain: false, subscriptionIds: undefined, packetId: id, state: 'pubrel' });
     }
-    const skip = new Set(it.done.map((p) => `${p.gen}:${p.offset}`));
+    const key = (p: LogPosition): string => `${p.gen}:${p.offset}`;
+    const skip = new Set(it.done.map(key));
+    const direct = new Map((it.direct ?? []).map((d) => [key(d.pos), d]));
     const plain = [...this.subscriptions.values()].filter((s) => s.shareGroup === undefined);
-    if (plain.length === 0) return 0;
+    if (plain.length === 0 && direct.size === 0) return 0;
     let from = it.next;
     let queued = 0;
     const log = this.sessionLog.storage;
@@ -288,13 +377,18 @@ export class DurableSession extends Session {
       const { entries, next } = log.read(from, 512);
       if (entries.length === 0) break;
       for (const e of entries) {
-        if (skip.has(`${e.pos.gen}:${e.pos.offset}`)) continue;
+        const k = key(e.pos);
+        if (skip.has(k)) continue;
         const m = e.message;
         if (m.expiresAt !== undefined && m.expiresAt <= now) continue;
-        const d = deliveryFor(plain, m, this.clientId);
+        const dd = direct.get(k);
+        let d: Delivery | undefined;
+        if (dd) d = { message: m, qos: dd.qos, retain: dd.retain, subscriptionIds: dd.ids };
+        else if (!e.direct) d = deliveryFor(plain, m, this.clientId);
         if (!d) continue;
         if (queued >= maxQueued) return queued;
         this.sessionLog.positions.set(m, e.pos);
+        if (dd) this.directs.add(m);
         this.enqueue(d);
         queued++;
       }

@@ -41,6 +41,28 @@ export interface IteratorRecord {
   next: LogPosition;
   done: LogPosition[];
   pubrel: number[];
+  /**
+   * Deliveries past `next` that a replay by the session's subscriptions would not make: a
+   * shared subscription's copy (one member of the group got it) and retained messages sent to
+   * a new subscription (stored as direct copies). Replayed as recorded.
+   */
+  direct?: DirectDelivery[];
+}
+
+export interface DirectDelivery {
+  pos: LogPosition;
+  qos: 1 | 2;
+  retain: boolean;
+  ids?: number[];
+}
+
+/** The will of a client connected now: published at the next start if the broker never saw the connection close (a crash). */
+export interface LiveWillRecord {
+  message: Message;
+  /** Will Delay Interval (seconds). */
+  delaySeconds: number;
+  expirySeconds?: number;
+  username?: string;
 }
 
 export interface StorageInfo {
@@ -69,8 +91,11 @@ export interface BrokerStorage {
   iterator(clientId: string): IteratorRecord | undefined;
   setIterator(clientId: string, it: IteratorRecord): void;
 
-  /** Store a message once; throws StorageFullError when there is no room (answer 0x97). */
-  append(message: Message): LogPosition;
+  /**
+   * Store a message once; throws StorageFullError when there is no room (answer 0x97).
+   * `direct`: a copy only the sessions whose iterators list it will read (IteratorRecord.direct).
+   */
+  append(message: Message, direct?: boolean): LogPosition;
   read(from: LogPosition, max: number): { entries: LogEntry[]; next: LogPosition };
   readonly tail: LogPosition;
   /** Appends are refused now (disk full or EDB_STORAGE_MAX_BYTES reached). */
@@ -81,6 +106,10 @@ export interface BrokerStorage {
   appendStateOp(op: Buffer): void;
   /** Replace the snapshot and forget the writes it includes. */
   compactState(snapshot: Buffer): void;
+
+  /** Wills of connected clients (LiveWillRecord), by client id. */
+  liveWills(): Map<string, LiveWillRecord>;
+  setLiveWill(clientId: string, will: LiveWillRecord | undefined): void;
 
   document(name: string): Buffer | undefined;
   setDocument(name: string, data: Buffer | undefined): void;

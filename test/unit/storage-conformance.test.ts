@@ -142,6 +142,39 @@ for (const impl of impls) {
       expect(r.read(all.next, 10).entries.map((e) => [e.pos, e.message.payload.toString()])).toEqual([[q, 'late']]);
     });
 
+    it('marks direct copies (read back as such) and keeps direct deliveries in iterators', async () => {
+      const h = setup();
+      const s = h.store;
+      const a = s.append(msg('t/a', 'routed'));
+      const b = s.append(msg('t/b', 'copy', { retain: true }), true);
+      s.setIterator('c1', { next: a, done: [], pubrel: [], direct: [{ pos: b, qos: 1, retain: true, ids: [4] }] });
+      await durably(s);
+      const r = await h.reopen();
+      expect(r.read(a, 10).entries.map((e) => [e.message.payload.toString(), e.direct])).toEqual([
+        ['routed', false],
+        ['copy', true],
+      ]);
+      expect(r.iterator('c1')).toEqual({ next: a, done: [], pubrel: [], direct: [{ pos: b, qos: 1, retain: true, ids: [4] }] });
+    });
+
+    it('keeps the wills of connected clients until they are removed', async () => {
+      const h = setup();
+      const s = h.store;
+      s.setLiveWill('dev-1', { message: msg('status/1', 'gone', { qos: 1, senderId: 'dev-1', properties: { contentType: 'text/plain' } }), delaySeconds: 5, expirySeconds: 60, username: 'u' });
+      s.setLiveWill('dev-2', { message: msg('status/2', 'gone'), delaySeconds: 0 });
+      s.setLiveWill('dev-2', undefined);
+      await durably(s);
+      const r = await h.reopen();
+      const wills = r.liveWills();
+      expect([...wills.keys()]).toEqual(['dev-1']);
+      const w = wills.get('dev-1')!;
+      expect([w.message.topic, w.message.payload.toString(), w.message.qos, w.message.senderId, w.message.properties?.contentType]).toEqual(['status/1', 'gone', 1, 'dev-1', 'text/plain']);
+      expect([w.delaySeconds, w.expirySeconds, w.username]).toEqual([5, 60, 'u']);
+      r.setLiveWill('dev-1', undefined);
+      await durably(r);
+      expect((await h.reopen()).liveWills().size).toBe(0);
+    });
+
     it('keeps the state store log: snapshot plus writes since, compaction forgets older writes', async () => {
       const h = setup();
       const s = h.store;

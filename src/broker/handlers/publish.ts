@@ -77,6 +77,7 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
   // [durable] what was stored for it is acknowledged once its batch is on disk; QoS 0 and
   // messages nothing durable needed are answered at once
   if (durable && qos > 0 && durable.writes !== writes) {
+    durable.flushUrgent();
     durable.onDurable((err) => {
       if (client.state !== 'open') return; // gone: the client sends it again on its next connection
       if (err) refuseStorage(core, client, qos, id);

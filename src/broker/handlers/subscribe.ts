@@ -18,6 +18,24 @@ export function handleSubscribe(core: BrokerCore, client: MqttClient, packet: IS
   const retained: Delivery[] = [];
   const codes = packet.subscriptions.map((s) => subscribeOne(core, client, s, subId, retained));
   const granted = client.isV5 ? codes : codes.map((c) => (c >= 0x80 ? 0x80 : c));
+  const session = client.session!;
+  const durable = core.durable;
+  if (durable && session.expiryInterval > 0) {
+    // [durable] a persistent session: its subscriptions and the retained messages they get
+    // are on disk before the SUBACK says so
+    for (let i = 0; i < retained.length; i++) retained[i] = durable.reserveRetained(session, retained[i]!);
+    durable.flushSessions();
+    durable.onDurable(() => {
+      // gone meanwhile: the retained messages wait in its session for the next connection
+      if (client.state !== 'open' || client.session !== session) {
+        for (const d of retained) if (d.qos > 0) session.enqueue(d);
+        return;
+      }
+      client.out.writePacket({ cmd: 'suback', messageId: packet.messageId!, granted });
+      for (const d of retained) client.out.deliverRetained(d);
+    });
+    return;
+  }
   client.out.writePacket({ cmd: 'suback', messageId: packet.messageId!, granted });
   // retained messages follow the SUBACK [MQTT-5-3.3.1-9] (Retain Handling, below)
   for (const d of retained) client.out.deliverRetained(d);
