@@ -42,6 +42,8 @@ export const MAX_TOPICS = 100_000;
 /** Rates are sampled this often while a console is looking, and it counts as looking this long after its last call. */
 export const SAMPLE_MS = 2000;
 const LOOKING_MS = 30_000;
+/** How stale a topic's "last message at" may be. */
+const CLOCK_MS = 1000;
 
 export class TopicTree {
   readonly entries = new Map<string, TopicEntry>();
@@ -49,8 +51,27 @@ export class TopicTree {
   private timer: NodeJS.Timeout | undefined;
   private lastLook = 0;
   private lastSample = 0;
+  /** now(), refreshed every CLOCK_MS while started; what record() stamps messages with. */
+  private clock: number;
+  private clockTimer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly now: () => number = Date.now) {}
+  constructor(private readonly now: () => number = Date.now) {
+    this.clock = now();
+  }
+
+  /** Keeps the clock of record() current (to within CLOCK_MS); without it, now() is read per message. */
+  startClock(): void {
+    if (this.clockTimer) return;
+    this.clock = this.now();
+    this.clockTimer = setInterval(() => {
+      this.clock = this.now();
+    }, CLOCK_MS);
+    this.clockTimer.unref();
+  }
+
+  private stamp(): number {
+    return this.clockTimer ? this.clock : this.now();
+  }
 
   /** The hook: called for every message before routing. */
   record(message: Message): void {
@@ -58,14 +79,14 @@ export class TopicTree {
     if (e !== undefined) {
       e.messages++;
       e.last = message;
-      e.lastAt = this.now();
+      e.lastAt = this.stamp();
       return;
     }
     if (this.entries.size >= MAX_TOPICS) {
       this.overflow++;
       return;
     }
-    this.entries.set(message.topic, { topic: message.topic, messages: 1, rate: 0, last: message, lastAt: this.now(), sampled: 0 });
+    this.entries.set(message.topic, { topic: message.topic, messages: 1, rate: 0, last: message, lastAt: this.stamp(), sampled: 0 });
   }
 
   /** Called by each console request: keeps the rate sampler running while someone looks. */
@@ -144,11 +165,14 @@ export class TopicTree {
   close(): void {
     clearInterval(this.timer);
     this.timer = undefined;
+    clearInterval(this.clockTimer);
+    this.clockTimer = undefined;
   }
 }
 
 export function startTopicTree(broker: BrokerApi): TopicTree {
   const tree = new TopicTree();
+  tree.startClock();
   broker.addHooks({
     onPublish(message) {
       tree.record(message);
