@@ -349,8 +349,8 @@ export class DurableSession extends Session {
   /** Rebuild from storage (at start): record, iterator, and the queue refilled from the log. */
   restore(rec: SessionRecord, it: IteratorRecord | undefined, maxQueued: number, now: number): number {
     this.expiryInterval = rec.expiryInterval;
-    for (const sub of rec.subscriptions) this.subscriptions.set(sub.topic, sub);
-    for (const id of rec.incomingQos2) this.incomingQos2.add(id);
+    for (const sub of rec.subscriptions) this.setSubscription(sub.topic, sub);
+    for (const id of rec.incomingQos2) this.restoreQos2(id);
     // offline from now on (it may have been connected when the broker stopped)
     this.expiresAt = rec.expiresAt ?? (rec.expiryInterval >= FOREVER ? undefined : now + rec.expiryInterval * 1000);
     if (rec.will) {
@@ -438,8 +438,8 @@ export class DurableSessionStore extends MemorySessionStore {
     s.expiresAt = plain.expiresAt;
     s.pendingWill = plain.pendingWill;
     s.willDueAt = plain.willDueAt;
-    for (const [k, sub] of plain.subscriptions) s.subscriptions.set(k, sub);
-    for (const id of plain.incomingQos2) s.incomingQos2.add(id);
+    for (const [k, sub] of plain.subscriptions) s.setSubscription(k, sub);
+    for (const id of plain.incomingQos2) s.restoreQos2(id);
     for (const e of plain.inflight.values()) {
       if (e.state === 'publish') this.sessionLog.storeFor(s, e.message);
       s.addInflight({ ...e });
