@@ -9,6 +9,7 @@ import { register as registerPasswd } from './passwd.js';
 import { register as registerToken } from './token.js';
 import { register as registerStorage } from './storage.js';
 import { register as registerBridge } from './bridge.js';
+import { register as registerCluster } from './cluster.js';
 import { EXIT, EXIT_CODES_HELP } from './exit-codes.js';
 import { VERSION } from '../version.js'; // not server.js: `edb state get` must not load the broker
 
@@ -33,6 +34,7 @@ registerPasswd(program); // edb passwd FILE USER [--role]
 registerToken(program); // edb token create|list|revoke
 registerStorage(program); // edb storage show
 registerBridge(program); // edb bridge show
+registerCluster(program); // edb cluster show
 
 try {
   await program.parseAsync(process.argv);
