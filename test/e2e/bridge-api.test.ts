@@ -121,7 +121,7 @@ describe('SIGHUP re-reads the bridges of the config file', () => {
         await new Promise((r) => setTimeout(r, 100));
       }
       expect(got).toEqual(['keep:k/# out 1,k2/# out 1', 'new:n/# in 1']);
-      expect(edb.logs.some((l) => /SIGHUP: bridges reloaded: 1 added, 1 changed, 1 removed/.test(String(l['msg'])))).toBe(true);
+      await until(() => edb.logs.some((l) => /SIGHUP: bridges reloaded: 1 added, 1 changed, 1 removed/.test(String(l['msg']))), 10_000, 'the reload log line');
       // a bad file leaves the bridges as they are, with a log line naming the problem
       write(['  keep:', `    url: ${remote.url}`, '    keepAlive: 0']);
       edb.child.kill('SIGHUP');
