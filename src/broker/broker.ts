@@ -275,9 +275,9 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     for (const sub of session.subscriptions.values()) {
       if (this.trie.remove(sub.filter, session.clientId, sub.shareGroup) !== undefined) this.routingChanged(false, sub, session.clientId);
     }
-    session.subscriptions.clear();
+    session.clearSubscriptions();
     session.clearQueue();
-    session.inflight.clear();
+    session.clearInflight();
     if (this.sessions.get(session.clientId) === session) {
       this.sessions.delete(session.clientId);
       this.persistence?.ended(session);

@@ -170,8 +170,7 @@ export class MqttClient implements ConnectionEvents, CoreClient {
 
   /** Stop reading this publisher until `subscriber` drains. */
   holdFor(subscriber: Outbound): void {
-    if (subscriber.blockedPublishers.has(this)) return;
-    subscriber.blockedPublishers.add(this);
+    if (!subscriber.holdPublisher(this)) return;
     if (this.blockers++ === 0) this.conn.pause();
   }
 

@@ -14,6 +14,8 @@ import type { ClientState, CloseCause } from './lifecycle.js';
 /** First byte of PUBACK, PUBREC, PUBREL (flags 0010 [MQTT-5-3.6.1-1]) and PUBCOMP. */
 const ACK_FIRST_BYTE: Partial<Record<string, number>> = { puback: 0x40, pubrec: 0x50, pubrel: 0x62, pubcomp: 0x70 };
 
+const NO_PUBLISHERS: ReadonlySet<HeldPublisher> = new Set<HeldPublisher>();
+
 /** What the outbound side needs of the broker: settings, counters, read access. */
 export interface DeliveryContext {
   readonly config: Config;
@@ -56,8 +58,8 @@ export class Outbound {
   private topicAliasMax = 0;
   /** Topic aliases we announced (v5), created when first used: most clients never use them. */
   private aliases: Map<string, number> | undefined;
-  /** Publishers paused because this client's queue passed the high-water mark. */
-  readonly blockedPublishers = new Set<HeldPublisher>();
+  /** Publishers paused because this client's queue passed the high-water mark (created on first hold). */
+  private held: Set<HeldPublisher> | undefined;
   /** Since when the queue has stayed above the high-water mark (0 = not). */
   congestedSince = 0;
   /** The queue stayed full past the stall bound: publishers are not held back for it. */
@@ -308,10 +310,24 @@ export class Outbound {
 
   // ---------------------------------------------------------------- hold / release
 
+  /** Publishers held back for this client. */
+  get blockedPublishers(): ReadonlySet<HeldPublisher> {
+    return this.held ?? NO_PUBLISHERS;
+  }
+
+  /** Records `p` as held for this client; false when it already was. */
+  holdPublisher(p: HeldPublisher): boolean {
+    const held = (this.held ??= new Set());
+    if (held.has(p)) return false;
+    held.add(p);
+    return true;
+  }
+
   releasePublishers(): void {
-    if (this.blockedPublishers.size === 0) return;
-    for (const p of this.blockedPublishers) p.release();
-    this.blockedPublishers.clear();
+    const held = this.held;
+    if (held === undefined || held.size === 0) return;
+    for (const p of held) p.release();
+    held.clear();
   }
 
   /** Called by the housekeeping sweep: a subscriber congested too long stops holding publishers. */

@@ -300,15 +300,15 @@ export function restoreBroker(dst: SnapshotSource, buf: Buffer, now = Date.now()
         ...(subId ? { subscriptionIdentifier: subId } : {}),
         ...(shared ? { shareGroup: shared.group } : {}),
       };
-      s.subscriptions.set(topic, sub);
+      s.setSubscription(topic, sub);
     }
     for (let k = r.u32(), j = 0; j < k; j++) {
       const packetId = r.u16();
       const state = r.u8() === 1 ? 'pubrel' : 'publish';
-      s.inflight.set(packetId, { ...readDelivery(), packetId, state });
+      s.restoreInflight({ ...readDelivery(), packetId, state });
     }
     for (let k = r.u32(), j = 0; j < k; j++) s.enqueue(readDelivery());
-    for (let k = r.u32(), j = 0; j < k; j++) s.incomingQos2.add(r.u16());
+    for (let k = r.u32(), j = 0; j < k; j++) s.restoreQos2(r.u16());
     if (r.u8() === 1) {
       const message = msg(r.u32());
       const dueIn = r.f64();

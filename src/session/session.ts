@@ -42,6 +42,10 @@ export interface QueueAccount {
   bytes: number;
 }
 
+/** Shared by every session without subscriptions / inflight messages / QoS 2 ids: never written. */
+const EMPTY_MAP: ReadonlyMap<never, never> = new Map<never, never>();
+const EMPTY_SET: ReadonlySet<never> = new Set<never>();
+
 /** What a queued delivery counts for in queueBytes and the account. */
 function deliveryBytes(d: Delivery): number {
   return d.message.payload.length + d.message.topic.length;
@@ -52,14 +56,16 @@ function deliveryBytes(d: Delivery): number {
  * subscriptions, the outbound queue, inflight QoS 1/2 messages, QoS 2 packet ids received.
  */
 export class Session {
-  readonly subscriptions = new Map<string, Subscription>();
+  // The Maps and the Set below are created on first write: an idle connection (most of them,
+  // at 10,000 connections) would otherwise hold three empty hash tables, ~450 bytes. Until
+  // then the getters return one shared empty instance, read-only by its type.
+  private subs: Map<string, Subscription> | undefined;
+  private inflightById: Map<number, InflightEntry> | undefined;
+  private qos2Received: Set<number> | undefined;
   /** Messages not yet written to the client, oldest first. */
   readonly queue: Delivery[] = [];
   queueHead = 0;
   queueBytes = 0;
-  readonly inflight = new Map<number, InflightEntry>();
-  /** [MQTT-5-4.3.3] QoS 2 packet ids received and answered with PUBREC, awaiting PUBREL. */
-  readonly incomingQos2 = new Set<number>();
   private nextPacketId = 1;
   /** Seconds; 0 ends the session with the connection. */
   expiryInterval = 0;
@@ -73,6 +79,50 @@ export class Session {
   private account: QueueAccount | undefined;
 
   constructor(readonly clientId: string) {}
+
+  /** Subscriptions by filter as the client sent it (`$share/...` included). */
+  get subscriptions(): ReadonlyMap<string, Subscription> {
+    return this.subs ?? EMPTY_MAP;
+  }
+
+  /** QoS 1/2 deliveries in flight, by packet identifier. */
+  get inflight(): ReadonlyMap<number, InflightEntry> {
+    return this.inflightById ?? EMPTY_MAP;
+  }
+
+  /** [MQTT-5-4.3.3] QoS 2 packet ids received and answered with PUBREC, awaiting PUBREL. */
+  get incomingQos2(): ReadonlySet<number> {
+    return this.qos2Received ?? EMPTY_SET;
+  }
+
+  setSubscription(topic: string, sub: Subscription): void {
+    (this.subs ??= new Map()).set(topic, sub);
+  }
+
+  /** Returns whether the filter was subscribed. */
+  deleteSubscription(topic: string): boolean {
+    return this.subs?.delete(topic) ?? false;
+  }
+
+  clearSubscriptions(): void {
+    this.subs = undefined;
+  }
+
+  clearInflight(): void {
+    this.inflightById = undefined;
+  }
+
+  /**
+   * Restoring a session (snapshot, durable storage): the entry and the QoS 2 id are put back
+   * as they were, bypassing addInflight / receivedQos2 and what subclasses do there.
+   */
+  restoreInflight(entry: InflightEntry): void {
+    (this.inflightById ??= new Map()).set(entry.packetId, entry);
+  }
+
+  restoreQos2(packetId: number): void {
+    (this.qos2Received ??= new Set()).add(packetId);
+  }
 
   /** Counts this session's queue, now and from now on, in the broker's total. */
   attach(account: QueueAccount): void {
@@ -134,12 +184,12 @@ export class Session {
 
   /** A QoS 1/2 delivery written with its packet identifier, awaiting its acknowledgement. */
   addInflight(entry: InflightEntry): void {
-    this.inflight.set(entry.packetId, entry);
+    (this.inflightById ??= new Map()).set(entry.packetId, entry);
   }
 
   /** The exchange for `packetId` ended (PUBACK, PUBCOMP, a failed PUBREC, or never sent). */
   removeInflight(packetId: number): boolean {
-    return this.inflight.delete(packetId);
+    return this.inflightById?.delete(packetId) ?? false;
   }
 
   /** [MQTT-5-4.3.3] PUBREC received: the entry now awaits PUBCOMP, and PUBREL is what a reconnect resends. */
@@ -149,12 +199,12 @@ export class Session {
 
   /** [MQTT-5-4.3.3-8] a QoS 2 PUBLISH answered with PUBREC: its id is owned until PUBREL. */
   receivedQos2(packetId: number): void {
-    this.incomingQos2.add(packetId);
+    (this.qos2Received ??= new Set()).add(packetId);
   }
 
   /** PUBREL for `packetId`: returns whether it was known. */
   releasedQos2(packetId: number): boolean {
-    return this.incomingQos2.delete(packetId);
+    return this.qos2Received?.delete(packetId) ?? false;
   }
 
   /** A packet identifier not in use by an inflight message [MQTT-5-2.2.1-3]. */
@@ -162,7 +212,7 @@ export class Session {
     for (let tries = 0; tries < 65535; tries++) {
       const id = this.nextPacketId;
       this.nextPacketId = id === 65535 ? 1 : id + 1;
-      if (!this.inflight.has(id)) return id;
+      if (this.inflightById?.has(id) !== true) return id;
     }
     throw new Error('no free packet identifier');
   }

@@ -59,6 +59,12 @@ export class SessionLog implements SessionPersistence {
   private fullLoggedAt = 0;
   /** A delivery only the iterator can name was tracked: write before the publisher's ack. */
   private urgent = false;
+  /**
+   * The iterator last written for each session (its JSON): an unchanged one is not written
+   * again. An offline session's iterator stays put while messages queue up for it, so fan-out
+   * to offline sessions writes nothing per session (store-once on disk, not only in the log).
+   */
+  private readonly written = new WeakMap<DurableSession, string>();
   /** Client ids with a stored live will. */
   private readonly wills = new Set<string>();
 
@@ -157,6 +163,7 @@ export class SessionLog implements SessionPersistence {
     if (!(session instanceof DurableSession)) return;
     this.dirty.delete(session);
     this.dirtyIterators.delete(session);
+    this.written.delete(session);
     this.storage.deleteSession(session.clientId);
   }
 
@@ -174,11 +181,21 @@ export class SessionLog implements SessionPersistence {
       if (s.expiryInterval > 0) {
         this.storage.setSession(s.record());
         this.dirtyIterators.add(s); // a new session gets its iterator (at the tail) at once
-      } else this.storage.deleteSession(s.clientId); // ends with its connection: nothing to keep
+      } else {
+        this.storage.deleteSession(s.clientId); // ends with its connection: nothing to keep
+        this.written.delete(s);
+      }
     }
     this.dirty.clear();
     const tail = this.storage.tail;
-    for (const s of this.dirtyIterators) if (s.expiryInterval > 0) this.storage.setIterator(s.clientId, s.iteratorRecord(tail));
+    for (const s of this.dirtyIterators) {
+      if (s.expiryInterval === 0) continue;
+      const it = s.iteratorRecord(tail);
+      const text = JSON.stringify(it);
+      if (this.written.get(s) === text) continue;
+      this.written.set(s, text);
+      this.storage.setIterator(s.clientId, it);
+    }
     this.dirtyIterators.clear();
   }
 }
@@ -349,8 +366,8 @@ export class DurableSession extends Session {
   /** Rebuild from storage (at start): record, iterator, and the queue refilled from the log. */
   restore(rec: SessionRecord, it: IteratorRecord | undefined, maxQueued: number, now: number): number {
     this.expiryInterval = rec.expiryInterval;
-    for (const sub of rec.subscriptions) this.subscriptions.set(sub.topic, sub);
-    for (const id of rec.incomingQos2) this.incomingQos2.add(id);
+    for (const sub of rec.subscriptions) this.setSubscription(sub.topic, sub);
+    for (const id of rec.incomingQos2) this.restoreQos2(id);
     // offline from now on (it may have been connected when the broker stopped)
     this.expiresAt = rec.expiresAt ?? (rec.expiryInterval >= FOREVER ? undefined : now + rec.expiryInterval * 1000);
     if (rec.will) {
@@ -438,8 +455,8 @@ export class DurableSessionStore extends MemorySessionStore {
     s.expiresAt = plain.expiresAt;
     s.pendingWill = plain.pendingWill;
     s.willDueAt = plain.willDueAt;
-    for (const [k, sub] of plain.subscriptions) s.subscriptions.set(k, sub);
-    for (const id of plain.incomingQos2) s.incomingQos2.add(id);
+    for (const [k, sub] of plain.subscriptions) s.setSubscription(k, sub);
+    for (const id of plain.incomingQos2) s.restoreQos2(id);
     for (const e of plain.inflight.values()) {
       if (e.state === 'publish') this.sessionLog.storeFor(s, e.message);
       s.addInflight({ ...e });

@@ -98,8 +98,8 @@ describe('Session', () => {
     expect(s.allocatePacketId()).toBe(1);
     expect(s.allocatePacketId()).toBe(2);
     const entry = (packetId: number): InflightEntry => ({ ...delivery('t', 'x', 1), packetId, state: 'publish' });
-    s.inflight.set(3, entry(3));
-    s.inflight.set(4, entry(4));
+    s.addInflight(entry(3));
+    s.addInflight(entry(4));
     expect(s.allocatePacketId()).toBe(5);
     for (let id = 6; id <= 65535; id++) expect(s.allocatePacketId()).toBe(id);
     // wraps to 1, never 0, and skips 3 and 4 which are still in flight
@@ -110,7 +110,7 @@ describe('Session', () => {
 
   it('throws when all 65535 ids are in flight', () => {
     const s = new Session('c');
-    for (let id = 1; id <= 65535; id++) s.inflight.set(id, { ...delivery('t', 'x', 1), packetId: id, state: 'publish' });
+    for (let id = 1; id <= 65535; id++) s.addInflight({ ...delivery('t', 'x', 1), packetId: id, state: 'publish' });
     expect(() => s.allocatePacketId()).toThrow(/no free packet identifier/);
   });
 });

@@ -62,7 +62,7 @@ function subscribeOne(core: BrokerCore, client: MqttClient, s: ISubscription, su
     ...(shared ? { shareGroup: shared.group } : {}),
   };
   // [MQTT-5-3.8.4-3] a subscription to the same filter replaces the old one
-  session.subscriptions.set(s.topic, sub);
+  session.setSubscription(s.topic, sub);
   core.addSubscription(session, sub);
   core.subscribed(client, s.topic, granted as QoS);
   // [MQTT-5-3.3.1-9] [MQTT-5-3.3.1-10] [MQTT-5-3.3.1-11] Retain Handling 0: always, 1: only for a new subscription, 2: never;

@@ -11,7 +11,7 @@ export function handleUnsubscribe(core: BrokerCore, client: MqttClient, packet: 
   const codes = packet.unsubscriptions.map((topic) => {
     const sub = session.subscriptions.get(topic);
     if (!sub) return RC.NO_SUBSCRIPTION_EXISTED;
-    session.subscriptions.delete(topic);
+    session.deleteSubscription(topic);
     core.removeSubscription(session, sub);
     return RC.SUCCESS;
   });
