@@ -82,6 +82,8 @@ export interface StateStoreService {
    * (before listeners open). Returns the keys loaded and the writes replayed.
    */
   loadFromStorage(): { keys: number; writes: number };
+  /** EDB_STORAGE=memory after durable: take the table from that storage once (its snapshot and writes). */
+  importFrom(storage: BrokerStorage): { keys: number; writes: number };
   /** Durable storage: store the whole table now as its snapshot (after a backup was imported). */
   checkpoint(): void;
   /** In-process read, no round trip (the rules engine's state()): the current value, or undefined. */
@@ -174,6 +176,9 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
     loadFromStorage() {
       if (!durable) return { keys: 0, writes: 0 };
       return durable.load(table, clock, restore, slog);
+    },
+    importFrom(storage) {
+      return new DurableStateLog(storage, save).load(table, clock, restore, slog);
     },
     metrics(): StateStoreMetrics {
       const s = table.stats();
