@@ -22,13 +22,15 @@ import { startTopicTree } from './http/topic-tree.js';
 import { mountConsoleApi } from './http/console-api.js';
 import { json } from './http/server.js';
 import { ConfigError, loadConfig } from './config/load.js';
-import { openStorage, type BrokerStorage } from './storage/index.js';
+import { openStorage, storageDir, type BrokerStorage } from './storage/index.js';
+import { hasDurableData, openHandOver } from './storage/to-memory.js';
 import { PersistentRetainedStore } from './storage/retained.js';
 import { storageStatusLine } from './storage/status.js';
 import { DurableSession, DurableSessionStore, SessionLog } from './storage/sessions.js';
 import type { ClusterService } from './cluster/index.js';
 
 import { BridgeService } from './bridge/service.js';
+import { adminOpenApiDocument, bridgesHandler } from './bridge/http.js';
 import { VERSION } from './version.js';
 
 export { VERSION };
@@ -81,6 +83,34 @@ function checkpointRuleBuffer(storage: BrokerStorage, section: { save(): Buffer 
       await save().catch(() => undefined);
     },
   };
+}
+
+/**
+ * EDB_STORAGE=memory with a durable storage folder in the data folder (the setting was
+ * durable before): start from what it holds, once (storage/to-memory.ts), then a pending
+ * backup (if any) is restored over it as usual.
+ */
+async function takeOverDurable(config: Config, log: Logger, broker: Broker, stateStore: StateStoreService, ruleSection: { restore(data: Buffer): void | Promise<void> }): Promise<void> {
+  const dir = storageDir(config);
+  if (!hasDurableData(dir)) return;
+  const started = performance.now();
+  const h = openHandOver(dir, log.child({ part: 'storage' }), config.maxOfflineMessages, RULE_BUFFER);
+  for (const m of h.retained) broker.retained.set(m);
+  for (const s of h.sessions) broker.restoreSession(s);
+  for (const [clientId, w] of h.wills) broker.recoverWill(clientId, { message: w.message, expirySeconds: w.expirySeconds, username: w.username }, w.delaySeconds);
+  const state = stateStore.importFrom(h.storage);
+  if (h.ruleBuffer) {
+    try {
+      await ruleSection.restore(h.ruleBuffer);
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'storage: the stored rule buffer is unreadable; starting with an empty one');
+    }
+  }
+  const moved = await h.retire();
+  log.info(
+    { retained: h.retained.length, sessions: h.sessions.length, queued: h.queued, wills: h.wills.size, stateKeys: state.keys, movedTo: moved, ms: Math.round(performance.now() - started) },
+    `storage: EDB_STORAGE=memory: started from the durable storage in ${dir} (${h.retained.length} retained messages, ${h.sessions.length} sessions with ${h.queued} queued messages, ${state.keys} state store keys), once; the folder is now ${moved}`,
+  );
 }
 
 /** A running broker with its listeners and services. */
@@ -230,6 +260,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     );
   };
   loadDurable();
+  if (!durable) await takeOverDurable(config, log, broker, stateStore, rules.snapshotSection());
   const restored = await backup.restore();
   logRestore(log, config, backup, restored, broker, stateStore);
   if (durable && restored.status === 'restored') {
@@ -277,6 +308,11 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   http.addStatusSection('state', () => ({ summary: stateStore.statusLine() }));
   http.addStatusSection('storage', () => ({ summary: storageStatusLine(storage) }));
   if (durable) http.addMetrics(async (registry) => (await import('./storage/metrics.js')).registerStorageMetrics(registry, storage));
+  // bridges: GET/POST/PUT/DELETE /api/bridges[/NAME] (operator changes, viewer reads), their metrics and status line
+  http.router.mount('/api/bridges', bridgesHandler(bridges));
+  http.router.get('/api/openapi.json', () => json(200, adminOpenApiDocument(VERSION)));
+  http.addMetrics(async (registry) => (await import('./bridge/metrics.js')).registerBridgeMetrics(registry, bridges));
+  http.addStatusSection('bridges', () => ({ summary: bridges.statusLine(), rows: bridges.summaries().map((b) => ({ name: b.name, endpoint: b.endpoint, state: b.state, buffered: b.bufferSize, dropped: b.bufferDropped, oldestMs: b.oldestMs, sentPerSecond: b.sentPerSecond, receivedPerSecond: b.receivedPerSecond })) }));
   // GET /api/cluster answers on a single node too (the console's Cluster page says so)
   http.router.get('/api/cluster', () => json(200, cluster ? { enabled: true, ...cluster.status() } : { enabled: false }));
   if (cluster) {
@@ -319,6 +355,22 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     throw await explainListenError(err, config);
   }
   await bridges.start(); // an unreachable remote never stops the start: each bridge retries on its own
+  // SIGHUP: the bridges of the config file (and environment) again; others are not touched
+  const onSighup = (): void => {
+    let next: Config['bridges'];
+    try {
+      next = loadConfig().bridges;
+    } catch (err) {
+      log.error({ err: (err as Error).message }, `SIGHUP: bridges not reloaded: ${(err as Error).message}`);
+      return;
+    }
+    bridges.reload(next).then(
+      (r) => log.info(r, `SIGHUP: bridges reloaded: ${r.added.length} added, ${r.changed.length} changed, ${r.removed.length} removed`),
+      (err: Error) => log.error({ err: err.message }, 'SIGHUP: reloading the bridges failed'),
+    );
+  };
+  process.on('SIGHUP', onSighup);
+  services.push({ close: () => void process.off('SIGHUP', onSighup) });
   for (const l of listeners) log.info({ listener: l.name, engine: l.engine, host: config.host, port: l.port }, `listening: ${l.name} on port ${l.port} (${l.engine})`);
   for (const l of listeners) http.trackListener(l); // web
   http.setReady(true); // web

@@ -60,7 +60,7 @@ export function subscriptionsTable(rows: readonly SubscriptionSummary[]): string
   ]);
 }
 
-interface ApiOptions {
+export interface ApiOptions {
   url?: string;
   json?: boolean;
   clientId?: string;
@@ -72,7 +72,7 @@ function baseUrl(opts: ApiOptions): string {
   return `http://127.0.0.1:${process.env['EDB_HTTP_PORT'] ?? '8888'}`;
 }
 
-async function fetchJson<T>(opts: ApiOptions, path: string): Promise<T> {
+export async function fetchJson<T>(opts: ApiOptions, path: string): Promise<T> {
   const query = opts.clientId ? `?clientId=${encodeURIComponent(opts.clientId)}` : '';
   const url = `${baseUrl(opts)}${path}${query}`;
   let res: Response;

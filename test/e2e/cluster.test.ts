@@ -6,6 +6,8 @@
  * one replicated bucket, session takeover across nodes, and GET /api/cluster.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { startBroker, until, delay, type TestBroker } from '../helpers/broker.js';
 import { startNats, type NatsCluster } from '../helpers/nats.js';
@@ -139,6 +141,41 @@ describe('cluster: routing', () => {
     expect(body.jetstream.replicas).toBe(3);
     const ready = await fetch(`http://127.0.0.1:${nodes[0]!.server.port('http')}/readyz`);
     expect(ready.status).toBe(200);
+    const metrics = await (await fetch(`http://127.0.0.1:${nodes[0]!.server.port('http')}/metrics`)).text();
+    expect(metrics).toMatch(/^edb_cluster_connected 1$/m);
+    expect(metrics).toMatch(/^edb_cluster_nodes 3$/m);
+    expect(metrics).toMatch(/^edb_cluster_messages_forwarded_total [1-9]/m);
+    // n2 received messages from n1: their cross-node latency
+    const n2metrics = await (await fetch(`http://127.0.0.1:${nodes[1]!.server.port('http')}/metrics`)).text();
+    expect(n2metrics).toMatch(/^edb_cluster_messages_received_total [1-9]/m);
+    expect(n2metrics).toMatch(/^edb_cluster_latency_seconds_count [1-9]/m);
+  });
+
+  it('prints the cluster with `edb cluster show` (exit 0), and exit 1 on a broker that runs alone', async () => {
+    const cli = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
+    // asynchronously: the brokers run in this process and must answer meanwhile
+    const run = (url: string) =>
+      new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+        const p = spawn(process.execPath, [cli, 'cluster', 'show', '--url', url]);
+        let stdout = '';
+        let stderr = '';
+        p.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+        p.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+        p.on('close', (status) => resolve({ status, stdout, stderr }));
+      });
+    const shown = await run(`http://127.0.0.1:${nodes[1]!.server.port('http')}`);
+    expect(shown.status, shown.stderr).toBe(0);
+    expect(shown.stdout).toMatch(/cluster routing, seen from node n2: connected to NATS server nats2/);
+    expect(shown.stdout).toMatch(/^NODE\s+RUNNING\s+CLIENTS\s+SUBSCRIPTIONS/m);
+    for (const name of ['n1', 'n2 \\*', 'n3']) expect(shown.stdout).toMatch(new RegExp(`^${name}\\s+true`, 'm'));
+    const alone = await startBroker({ httpPort: 0 });
+    try {
+      const r = await run(`http://127.0.0.1:${alone.server.port('http')}`);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/edb cluster show: this broker runs alone/);
+    } finally {
+      await alone.stop();
+    }
   });
 });
 

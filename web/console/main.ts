@@ -9,6 +9,7 @@ import { explorerPage } from './explorer.js';
 import { rulesPage } from './rules.js';
 import { statePage } from './state.js';
 import { clientsPage, notConfiguredPage } from './clients.js';
+import { clusterPage } from './cluster.js';
 
 const PAGES: [string, string][] = [
   ['topics', 'Topics'],
@@ -108,7 +109,7 @@ function route(): void {
       stopPage = notConfiguredPage(main, 'Bridges', 'This broker has no bridges API yet; bridges will be listed here when it does.');
       break;
     case 'cluster':
-      stopPage = notConfiguredPage(main, 'Cluster', 'This broker runs alone: no cluster API yet.');
+      stopPage = clusterPage(main);
       break;
     default:
       stopPage = explorerPage(main, session);
