@@ -22,7 +22,8 @@ import { startTopicTree } from './http/topic-tree.js';
 import { mountConsoleApi } from './http/console-api.js';
 import { json } from './http/server.js';
 import { ConfigError, loadConfig } from './config/load.js';
-import { openStorage, type BrokerStorage } from './storage/index.js';
+import { openStorage, storageDir, type BrokerStorage } from './storage/index.js';
+import { hasDurableData, openHandOver } from './storage/to-memory.js';
 import { PersistentRetainedStore } from './storage/retained.js';
 import { storageStatusLine } from './storage/status.js';
 import { DurableSession, DurableSessionStore, SessionLog } from './storage/sessions.js';
@@ -81,6 +82,34 @@ function checkpointRuleBuffer(storage: BrokerStorage, section: { save(): Buffer 
       await save().catch(() => undefined);
     },
   };
+}
+
+/**
+ * EDB_STORAGE=memory with a durable storage folder in the data folder (the setting was
+ * durable before): start from what it holds, once (storage/to-memory.ts), then a pending
+ * backup (if any) is restored over it as usual.
+ */
+async function takeOverDurable(config: Config, log: Logger, broker: Broker, stateStore: StateStoreService, ruleSection: { restore(data: Buffer): void | Promise<void> }): Promise<void> {
+  const dir = storageDir(config);
+  if (!hasDurableData(dir)) return;
+  const started = performance.now();
+  const h = openHandOver(dir, log.child({ part: 'storage' }), config.maxOfflineMessages, RULE_BUFFER);
+  for (const m of h.retained) broker.retained.set(m);
+  for (const s of h.sessions) broker.restoreSession(s);
+  for (const [clientId, w] of h.wills) broker.recoverWill(clientId, { message: w.message, expirySeconds: w.expirySeconds, username: w.username }, w.delaySeconds);
+  const state = stateStore.importFrom(h.storage);
+  if (h.ruleBuffer) {
+    try {
+      await ruleSection.restore(h.ruleBuffer);
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'storage: the stored rule buffer is unreadable; starting with an empty one');
+    }
+  }
+  const moved = await h.retire();
+  log.info(
+    { retained: h.retained.length, sessions: h.sessions.length, queued: h.queued, wills: h.wills.size, stateKeys: state.keys, movedTo: moved, ms: Math.round(performance.now() - started) },
+    `storage: EDB_STORAGE=memory: started from the durable storage in ${dir} (${h.retained.length} retained messages, ${h.sessions.length} sessions with ${h.queued} queued messages, ${state.keys} state store keys), once; the folder is now ${moved}`,
+  );
 }
 
 /** A running broker with its listeners and services. */
@@ -230,6 +259,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     );
   };
   loadDurable();
+  if (!durable) await takeOverDurable(config, log, broker, stateStore, rules.snapshotSection());
   const restored = await backup.restore();
   logRestore(log, config, backup, restored, broker, stateStore);
   if (durable && restored.status === 'restored') {

@@ -49,6 +49,12 @@
 //   [8] topics held in statements' memory  [9] topics forgotten  [10] window samples merged
 //   then three u32 at countersPtr() + 88: the current output records, output JSON and template
 //   values addresses (they move when those buffers grow), so the host reads them without a call
+//   +100 u32 timing flag: the host sets it to time the next message (cleared by it)
+//   +104 u32 timing records address  +108 i32 timing records of the last timed message
+//   +112 f64 the last timed message's whole time (ms)
+// Timing records (a timed message only; metrics per filter and per rule), TIMING_SIZE = 16 bytes:
+//   +0 i32 part: a statement index, or statements + a logic entry index  +8 f64 ms from the
+//   start of that statement (or logic entry) to the start of the next one or the message's end
 // Statement counters (statementCountersPtr), f64 each, per statement (filter statements, then
 //   rule statements): +0 evaluations  +8 true  +16 unknown; then per logic entry: +0 fires.
 
@@ -59,7 +65,7 @@ import { initBuffer, beginTopic, commitTopic, clearBuffer, outputJsonReset, appe
 import { invalidateSlots } from "./json";
 import { initMemory, memoryMessage, memTopics, memEvicted, memMerged, currentStatement, setStatement as setMemoryStatement } from "./memory";
 import { regPtr, setString, setUnknown, setNumber, setBool, setNull, V_NUMBER, V_STRING, V_BOOL, V_NULL, V_UNKNOWN, FALSE, TRUE } from "./values";
-import { hostStateRead } from "./host";
+import { hostStateRead, hostClock } from "./host";
 
 export {
   memoryOldest, memoryAlloc, memoryRestore, memoryClear, ringReserve, setMemoryLimits,
@@ -74,8 +80,10 @@ const VALUE_SIZE: usize = 16;
 const TOPIC_NODE_SIZE: usize = 32;
 const SLOT_SIZE: usize = 32;
 
-const counters = memory.data(11 * 8 + 16, 8);
+const counters = memory.data(11 * 8 + 32, 8);
 const PTRS: usize = 88;
+const TIMING: usize = 100;
+const TIMING_SIZE: usize = 16;
 let statementCounters: usize = 0;
 let logicCounters: usize = 0;
 let statementTotal: i32 = 0;
@@ -173,6 +181,8 @@ export function loadTables(ruleStatements: i32): i32 {
   outputCap = 64;
   store<u32>(counters, <u32>outputs, PTRS);
   initBuffer(ruleStatements);
+  timingRecords = heap.alloc((<usize>(statementTotal + logicEntries + 1)) * TIMING_SIZE);
+  store<u32>(counters, <u32>timingRecords, TIMING + 4);
   return 1;
 }
 
@@ -342,6 +352,8 @@ const LOGIC_SIZE: usize = 20;
 
 // @ts-ignore: decorator
 @inline export function logicParams(j: i32): usize {
+  // the generated evalLogic reads its parameters first: where a timed logic entry starts
+  if (timing) timingMark(statementTotal + j);
   return tables + <usize>load<u32>(logicTable + (<usize>j) * LOGIC_SIZE, 4);
 }
 
@@ -356,6 +368,7 @@ const LOGIC_SIZE: usize = 20;
 
 /** Starts a message on a learnt topic slot; returns how many targets its topic matched. */
 export function beginMessage(slot: i32, plen: i32, now: f64): i32 {
+  if (load<u32>(counters, TIMING) != 0) timingBegin();
   store<f64>(counters, load<f64>(counters) + 1);
   const s = topicSlots + (<usize>slot) * TOPIC_SLOT_SIZE;
   matchedList = <usize>load<u32>(s);
@@ -422,6 +435,7 @@ export function statementCountersPtr(): usize {
 /** Which statement runs now (its memory record and counters). */
 // @ts-ignore: decorator
 @inline export function setStatement(s: i32): void {
+  if (timing) timingMark(s);
   setMemoryStatement(s);
   stateUsed = 0;
 }
@@ -579,12 +593,14 @@ export function ruleStatement(s: i32, satisfied: bool): void {
 
 /** After the targets: whether rule logic must run (a rule statement's topic matched). */
 export function ruleLogicDue(): bool {
+  if (timing) timingMark(-1);
   if (!ruleTouched) return false;
   commitTopic(payloadPtr, payloadLen);
   return true;
 }
 
 export function finishMessage(fired: bool): i32 {
+  if (timing) timingEnd();
   if (fired) clearBuffer();
   store<f64>(counters, load<f64>(counters, 32) + missingCount, 32);
   store<f64>(counters, load<f64>(counters, 40) + kindCount, 40);
@@ -596,6 +612,47 @@ export function finishMessage(fired: bool): i32 {
   return outputCount;
 }
 
+
+// Timing ------------------------------------------------------------------------------------
+// One message in many (the host picks it) is timed: a clock read where each statement and
+// logic entry starts and where the message ends. The others pay one load and branch per
+// statement; nothing is allocated.
+
+let timing = false;
+let timingRecords: usize = 0;
+let timingCount: i32 = 0;
+let timingPart: i32 = -1;
+let timingAt: f64 = 0;
+let timingStart: f64 = 0;
+
+function timingBegin(): void {
+  store<u32>(counters, 0, TIMING);
+  timing = true;
+  timingCount = 0;
+  timingPart = -1;
+  timingStart = hostClock();
+  timingAt = timingStart;
+}
+
+/** The part running until now ends; `next` (-1: none) starts. */
+function timingMark(next: i32): void {
+  const t = hostClock();
+  if (timingPart >= 0 && timingCount <= statementTotal + logicEntries) {
+    const r = timingRecords + (<usize>timingCount) * TIMING_SIZE;
+    store<i32>(r, timingPart);
+    store<f64>(r, t - timingAt, 8);
+    timingCount++;
+  }
+  timingPart = next;
+  timingAt = t;
+}
+
+function timingEnd(): void {
+  timingMark(-1);
+  timing = false;
+  store<i32>(counters, timingCount, TIMING + 8);
+  store<f64>(counters, timingAt - timingStart, TIMING + 12);
+}
 
 /** POST/DELETE empty the buffer: a fresh module does. PATCH restores entries through this. */
 export function restoreEntry(tlen: i32, plen: i32, statement: i32): void {

@@ -1,5 +1,6 @@
-// Functions the host (src/rules/runtime.ts) provides to the rules module. Both are on rare
-// paths only: numbers outside Clinger's fast path, and numbers turned into text.
+// Functions the host (src/rules/runtime.ts) provides to the rules module. All are on rare
+// paths only: numbers outside Clinger's fast path, numbers turned into text, state() reads,
+// and the clock of the messages sampled for timing.
 
 /** f64 of the ASCII number at [ptr, ptr+len), as JavaScript's Number() reads it. */
 // @ts-ignore: decorator
@@ -20,3 +21,8 @@ export declare function hostFormatNumber(value: f64, dst: usize): i32;
 // @ts-ignore: decorator
 @external("env", "stateRead")
 export declare function hostStateRead(key: i32, dst: usize, cap: i32): i32;
+
+/** A monotonic clock in milliseconds (performance.now()): read only on messages sampled for timing. */
+// @ts-ignore: decorator
+@external("env", "clock")
+export declare function hostClock(): f64;

@@ -9,6 +9,7 @@
  *   POST   /api/publish                      {topic, payload, encoding?, qos?, retain?}
  *   GET    /api/state/keys?prefix=&after=&limit=   keys with version and expiry, paged
  *   GET    /api/state/key?key=               value, version, expiry
+ *   GET    /api/state/watch?key=             server-sent events: the key now, then after each change
  *   PUT    /api/state/key?key=               {value, encoding?, ttlMs?}
  *   DELETE /api/state/key?key=
  *   DELETE /api/clients?clientId=            disconnect a client (v5: 0x98 Administrative action)
@@ -16,7 +17,7 @@
 import type { BrokerApi } from '../broker/api.js';
 import type { StateStoreService } from '../state/service.js';
 import type { TopicTree } from './topic-tree.js';
-import { json, type HttpRequest, type HttpRouter } from './server.js';
+import { eventStream, json, type HttpRequest, type HttpRouter } from './server.js';
 
 export interface ConsoleApiOptions {
   /** The ACL for a console user: publishing from the console is bounded by the user's ACL like an MQTT client's. */
@@ -24,6 +25,10 @@ export interface ConsoleApiOptions {
 }
 
 const MAX_PAGE = 1000;
+/** Watch streams open at once (each holds a connection and a listener on its key). */
+export const MAX_STATE_WATCHES = 256;
+/** A comment line this often keeps proxies and browsers from closing an idle stream. */
+const WATCH_PING_MS = 25_000;
 
 function params(req: HttpRequest): URLSearchParams {
   return new URLSearchParams(req.query);
@@ -125,6 +130,7 @@ export function mountConsoleApi(router: HttpRouter, broker: BrokerApi, tree: Top
     });
 
   if (!state) return;
+  let watches = 0;
   router
     .get('/api/state/keys', (req) => {
       const p = params(req);
@@ -143,6 +149,41 @@ export function mountConsoleApi(router: HttpRouter, broker: BrokerApi, tree: Top
       const v = state.readKey(Buffer.from(key, 'utf8'));
       if (!v) return json(404, { error: 'not_found', message: `no key ${JSON.stringify(key)}` });
       return json(200, { key, value: bytesJson(v.value), bytes: v.value.length, version: v.version, expiresAt: v.expiresAt || null });
+    })
+    // "watch a key" in the console: pushed from the state store's own notifications (the
+    // same changes KEYNOTIFY reports), not polled. Event "value": {key, value, bytes, version,
+    // expiresAt} or {key, absent: true}; first the key as it is now, then after each change.
+    .get('/api/state/watch', (req) => {
+      const key = params(req).get('key');
+      if (!key) return bad('key: the key');
+      if (watches >= MAX_STATE_WATCHES) return json(503, { error: 'busy', message: `${MAX_STATE_WATCHES} keys are watched already; close a watch first` });
+      const k = Buffer.from(key, 'utf8');
+      return eventStream((out) => {
+        watches++;
+        const send = (value: Buffer | undefined, version: string | undefined, expiresAt: number): void => {
+          const data = value === undefined ? { key, absent: true } : { key, value: bytesJson(value), bytes: value.length, version, expiresAt: expiresAt || null };
+          out.write(`event: value\ndata: ${JSON.stringify(data)}\n\n`);
+        };
+        const current = state.readKey(k);
+        send(current?.value, current?.version, current?.expiresAt ?? 0);
+        // told in the middle of a write (or of the expiry sweep): the expiry is read once it is done
+        const stop = state.watchKey(k, (value, version) => {
+          if (value === undefined) send(undefined, version, 0);
+          else
+            queueMicrotask(() => {
+              if (out.closed) return;
+              const now = state.readKey(k);
+              send(value, version, now && now.version === version ? now.expiresAt : 0);
+            });
+        });
+        const ping = setInterval(() => out.write(': ping\n\n'), WATCH_PING_MS);
+        ping.unref();
+        out.onClose(() => {
+          watches--;
+          stop();
+          clearInterval(ping);
+        });
+      });
     })
     .route('PUT', '/api/state/key', (req) => {
       const key = params(req).get('key');

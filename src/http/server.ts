@@ -2,7 +2,9 @@
  * One HTTP server for operators (status page, /metrics, health, REST API), on
  * uWebSockets.js when it loads and on node:http otherwise, with a tiny router other parts
  * mount handlers on. Handlers see a plain request (method, path, query, headers, whole
- * body) and return a plain response; the engine never leaks into them.
+ * body) and return a plain response; the engine never leaks into them. A response may
+ * instead be a stream of server-sent events (`eventStream`): the handler gets a small sink,
+ * the same on both engines.
  */
 import { listenServer } from '../transport/listen.js';
 import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -32,6 +34,53 @@ export interface HttpResponse {
   status: number;
   headers?: Record<string, string>;
   body?: string | Buffer;
+  /** Instead of a body: the response stays open and `open` writes to it (server-sent events). */
+  stream?: (out: ResponseStream) => void;
+}
+
+/** An open response (server-sent events). */
+export interface ResponseStream {
+  /**
+   * Sends text now. A client that does not read is not buffered for: a write while the
+   * previous one is still waiting for the socket closes the stream (an EventSource reconnects).
+   */
+  write(text: string): void;
+  close(): void;
+  /** Called once when the stream ends: closed here, by the client, or by the server stopping. */
+  onClose(callback: () => void): void;
+  readonly closed: boolean;
+}
+
+/** A text/event-stream response: `open` gets the stream once the headers are sent. */
+export function eventStream(open: (out: ResponseStream) => void): HttpResponse {
+  return {
+    status: 200,
+    headers: { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' },
+    stream: open,
+  };
+}
+
+/** The engine-independent half of a stream: close-once and the close callbacks. */
+class StreamState {
+  closed = false;
+  private readonly callbacks: (() => void)[] = [];
+  onClose(callback: () => void): void {
+    if (this.closed) callback();
+    else this.callbacks.push(callback);
+  }
+  /** Marks the stream closed; true the first time. */
+  end(): boolean {
+    if (this.closed) return false;
+    this.closed = true;
+    for (const cb of this.callbacks.splice(0)) {
+      try {
+        cb();
+      } catch {
+        // a callback's failure must not keep the others from running
+      }
+    }
+    return true;
+  }
 }
 
 export type HttpHandler = (req: HttpRequest) => Promise<HttpResponse> | HttpResponse;
@@ -174,12 +223,50 @@ async function startUwsHttp(options: HttpServerOptions): Promise<HttpListener> {
     });
     const remoteAddress = uwsAddressText(res.getRemoteAddressAsText());
     let aborted = false;
+    let stream: StreamState | undefined;
     res.onAborted(() => {
       aborted = true;
+      stream?.end();
     });
 
     const respond = (response: HttpResponse): void => {
       if (aborted) return;
+      if (response.stream && method !== 'HEAD') {
+        const state = (stream = new StreamState());
+        let waiting = false;
+        res.onWritable(() => {
+          waiting = false;
+          return true;
+        });
+        const send = (text: string): void => {
+          if (state.closed) return;
+          if (waiting) {
+            out.close();
+            return;
+          }
+          res.cork(() => {
+            waiting = !res.write(text);
+          });
+        };
+        const out: ResponseStream = {
+          write: send,
+          close() {
+            if (state.end() && !aborted) res.cork(() => res.end());
+          },
+          onClose: (cb) => state.onClose(cb),
+          get closed() {
+            return state.closed;
+          },
+        };
+        res.cork(() => {
+          res.writeStatus(statusLine(response.status));
+          for (const [k, v] of Object.entries(response.headers ?? {})) res.writeHeader(k, v);
+          // a comment line sends the headers now
+          res.write(': open\n\n');
+        });
+        response.stream(out);
+        return;
+      }
       const body = bodyBytes(response.body);
       res.cork(() => {
         res.writeStatus(statusLine(response.status));
@@ -262,6 +349,28 @@ async function startNodeHttp(options: HttpServerOptions, fallbackReason: string 
 
     const respond = (response: HttpResponse): void => {
       if (res.destroyed) return;
+      if (response.stream && method !== 'HEAD') {
+        const state = new StreamState();
+        res.on('close', () => state.end());
+        res.writeHead(response.status, response.headers);
+        res.write(': open\n\n'); // sends the headers now
+        response.stream({
+          write(text) {
+            if (state.closed) return;
+            // still waiting for the socket to take the last write: the client is not reading
+            if (res.writableNeedDrain) this.close();
+            else res.write(text);
+          },
+          close() {
+            if (state.end()) res.end();
+          },
+          onClose: (cb) => state.onClose(cb),
+          get closed() {
+            return state.closed;
+          },
+        });
+        return;
+      }
       const body = bodyBytes(response.body);
       res.writeHead(response.status, { ...response.headers, 'content-length': String(body.length) });
       res.end(method === 'HEAD' ? undefined : body);

@@ -2,8 +2,8 @@
  * Prometheus metrics of the rules engine (prom-client), read from the service's counters at
  * scrape time: nothing is updated on the hot path except the counters inside the Wasm module.
  */
-import { Counter, type Registry } from 'prom-client';
-import type { RulesService } from './service.js';
+import { Counter, type Metric, type MetricValue, type Registry } from 'prom-client';
+import { TIME_BUCKETS, type RulesService } from './service.js';
 import { mirroredCounter, mirroredGauge } from '../metrics-mirror.js';
 
 export function registerRulesMetrics(registry: Registry, service: RulesService): void {
@@ -48,6 +48,12 @@ export function registerRulesMetrics(registry: Registry, service: RulesService):
       },
     });
   }
+  histogram(registry, 'edb_rules_part_seconds', 'Time spent per message by each filter and rule (its statements and logic entries), estimated from one message in 32', () =>
+    service.partMetrics().map((p) => ({ labels: { part: p.part, topic: p.topic }, ...p.seconds })),
+  );
+  histogram(registry, 'edb_rules_message_seconds', 'Time the rules engine spends per message (topic match, payload scan, every filter and rule), estimated from one message in 32', () => [
+    { labels: {}, ...service.messageSeconds() },
+  ]);
   counter('edb_rules_buffer_full_total', 'Rule buffer entries not stored because the buffer was full', () => m().bufferFull);
   counter('edb_rules_engine_errors_total', 'Messages on which the engine failed (a bug; the message was routed normally)', () => m().engineErrors);
   counter('edb_rules_compiles_total', 'Documents compiled', () => m().compiles);
@@ -60,4 +66,42 @@ export function registerRulesMetrics(registry: Registry, service: RulesService):
   gauge('edb_rules_source_bytes', 'Size of the generated AssemblyScript of the active document', () => m().sourceBytes);
   gauge('edb_rules_filters', 'Filters in the active document', () => m().filters);
   gauge('edb_rules_statements', 'Filter and rule statements in the active document', () => m().filterStatements + m().ruleStatements);
+}
+
+interface HistogramSeries {
+  labels: Record<string, string>;
+  /** Per bucket of TIME_BUCKETS (not cumulative), then +Inf. */
+  counts: number[];
+  sum: number;
+}
+
+/**
+ * A histogram whose buckets live in the rules engine (fixed buckets filled on the timed
+ * messages, src/rules/runtime.ts): formatted at scrape time; prom-client's own Histogram
+ * could only be fed one observation at a time.
+ */
+function histogram(registry: Registry, name: string, help: string, read: () => HistogramSeries[]): void {
+  const metric = {
+    name,
+    help,
+    type: 'histogram',
+    aggregator: 'sum',
+    // prom-client's typings say `type` is an enum; its registry prints the string
+    async get() {
+      const values: (MetricValue<string> & { metricName: string })[] = [];
+      for (const series of read()) {
+        let total = 0;
+        series.counts.forEach((c, b) => {
+          total += c;
+          const le = b < TIME_BUCKETS.length ? String(TIME_BUCKETS[b]) : '+Inf';
+          values.push({ metricName: `${name}_bucket`, labels: { ...series.labels, le }, value: total });
+        });
+        values.push({ metricName: `${name}_sum`, labels: series.labels, value: series.sum });
+        values.push({ metricName: `${name}_count`, labels: series.labels, value: total });
+      }
+      return { name, help, type: 'histogram', aggregator: 'sum', values };
+    },
+    reset(): void {},
+  };
+  registry.registerMetric(metric as unknown as Metric);
 }

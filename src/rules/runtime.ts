@@ -13,7 +13,12 @@
  * `inputPtr(size)`, `outputPtr()`, `outputJsonPtr()`, `countersPtr()`,
  * `tablesPtr(size)`, `loadTables(ruleStatements)`, `restoreEntry(topicLen, payloadLen, s)`,
  * `bufferEntries()`, `bufferEntry(i)`, `bufferWords()`, `clearRuleBuffer()`; imports
- * `env.parseNumber`, `env.formatNumber`, `env.abort`.
+ * `env.parseNumber`, `env.formatNumber`, `env.stateRead`, `env.clock`, `env.abort`.
+ *
+ * Timing (metrics per filter and per rule): one message in `timingEvery` is timed. The host
+ * sets a flag beside the counters, the module reads the clock where each statement and logic
+ * entry starts and leaves (part, ms) records, and the host adds them, per filter and per rule,
+ * into fixed histogram buckets (typed arrays allocated once): no allocation per message.
  */
 import type { MemoryCell } from './ast.js';
 import type { OutputTemplates, ProgramMeta } from './pipeline.js';
@@ -93,6 +98,25 @@ const OUT_FILTER = 1;
 const OUTPUT_SIZE = 24;
 /** Where the output, JSON and template value addresses sit after the counters (assembly/rules/engine.ts). */
 const PTRS = 88;
+/** The timing flag, records address, record count and message time after the counters (assembly/rules/engine.ts). */
+const TIMING = 100;
+const TIMING_SIZE = 16;
+/** Upper bounds (seconds) of the time histograms' buckets; a last bucket holds the rest (+Inf). */
+export const TIME_BUCKETS: readonly number[] = [1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3, 1e-2];
+const NB = TIME_BUCKETS.length + 1;
+
+/**
+ * Time histograms of sampled messages, each sample weighted by the sampling interval so that
+ * counts and sums estimate all messages: `counts` per part (filters, then rules) NB buckets
+ * each (not cumulative; the last is +Inf), `sums` per part in seconds; the same for whole messages.
+ */
+export interface TimeHistograms {
+  parts: number;
+  counts: Float64Array;
+  sums: Float64Array;
+  messageCounts: Float64Array;
+  messageSum: number;
+}
 // memory layouts (assembly/rules/memory.ts)
 const REC_HEADER = 32;
 const CELL_SIZE = 32;
@@ -166,6 +190,15 @@ export class RulesProgram {
   private currentTopic = '';
   /** Reads the state store for state() (same process, no round trip); none: every key absent. */
   stateReader: (key: string) => Buffer | undefined = () => undefined;
+  /** Timing: 0 off, else one message in this many is timed. */
+  private timingEvery = 0;
+  private untilTimed = 0;
+  /** Part of each statement, then of each logic entry (filters first, then rules). */
+  private partOf = new Int32Array(0);
+  private times: TimeHistograms = { parts: 0, counts: new Float64Array(0), sums: new Float64Array(0), messageCounts: new Float64Array(NB), messageSum: 0 };
+  /** Per part: its time in the timed message (ms), and which parts ran (scratch, reused). */
+  private partMs = new Float64Array(0);
+  private touched = new Int32Array(0);
 
   private constructor(
     instance: WasmInstance,
@@ -209,6 +242,7 @@ export class RulesProgram {
     const imports = {
       env: {
         stateRead: (key: number, dst: number, cap: number): number => self!.readState(key, dst, cap),
+        clock: (): number => performance.now(),
         parseNumber: (ptr: number, len: number): number => Number(self!.bytes.toString('latin1', ptr, ptr + len)),
         formatNumber: (value: number, dst: number): number => self!.bytes.write(String(value), dst, 32, 'latin1'),
         abort: (): never => {
@@ -274,7 +308,14 @@ export class RulesProgram {
       bytes = this.bytes;
     }
     bytes.set(payload, this.inputAddress);
+    let timed = false;
+    if (this.timingEvery > 0 && --this.untilTimed <= 0) {
+      this.untilTimed = this.timingEvery;
+      this.view.setUint32(this.countersAt + TIMING, 1, true);
+      timed = true;
+    }
     const records = this.exports.process(entry.slot, payload.length, now);
+    if (timed) this.addTiming();
     if (records === 0) return NO_OUTPUT;
     return this.readOutputs(records, topic, payload, entry);
   }
@@ -383,6 +424,60 @@ export class RulesProgram {
       at += 16 + ((len + 7) & ~7);
     }
     return values;
+  }
+
+  /**
+   * Time one message in `every` (0: none), adding it to the part of each statement and logic
+   * entry: filter statements to their filter (parts 0 .. filters-1), rule statements and logic
+   * entries (`logicRule`: the rule of each) to `filters` + their rule.
+   */
+  enableTiming(every: number, filters: number, rules: number, logicRule: readonly number[]): void {
+    const st = this.meta.statements;
+    const partOf = new Int32Array(st.length + logicRule.length);
+    st.forEach((s, i) => (partOf[i] = s.filter >= 0 ? s.filter : filters + s.rule));
+    logicRule.forEach((r, j) => (partOf[st.length + j] = filters + r));
+    const parts = filters + rules;
+    this.partOf = partOf;
+    this.times = { parts, counts: new Float64Array(parts * NB), sums: new Float64Array(parts), messageCounts: new Float64Array(NB), messageSum: 0 };
+    this.partMs = new Float64Array(parts);
+    this.touched = new Int32Array(parts);
+    this.timingEvery = every;
+    this.untilTimed = 1; // the first message is timed: a quiet broker shows figures at once
+  }
+
+  /** The time histograms so far (live arrays: copy what must not change). */
+  timeHistograms(): TimeHistograms {
+    return this.times;
+  }
+
+  /** Adds the timed message's records to the histograms. */
+  private addTiming(): void {
+    if (this.bytes.length === 0) this.refresh();
+    const v = this.view;
+    const at = v.getUint32(this.countersAt + TIMING + 4, true);
+    const n = v.getInt32(this.countersAt + TIMING + 8, true);
+    const weight = this.timingEvery;
+    const t = this.times;
+    const partMs = this.partMs;
+    const touched = this.touched;
+    let ran = 0;
+    for (let i = 0; i < n; i++) {
+      const index = v.getInt32(at + i * TIMING_SIZE, true);
+      const part = this.partOf[index];
+      if (part === undefined || part >= t.parts) continue;
+      if (partMs[part] === 0) touched[ran++] = part;
+      partMs[part] += v.getFloat64(at + i * TIMING_SIZE + 8, true) || Number.MIN_VALUE;
+    }
+    for (let k = 0; k < ran; k++) {
+      const part = touched[k]!;
+      const seconds = partMs[part]! / 1000;
+      partMs[part] = 0;
+      t.counts[part * NB + bucketOf(seconds)]! += weight;
+      t.sums[part]! += seconds * weight;
+    }
+    const message = v.getFloat64(this.countersAt + TIMING + 12, true) / 1000;
+    t.messageCounts[bucketOf(message)]! += weight;
+    t.messageSum += message * weight;
   }
 
   /** Per statement (filter statements, then rule statements) and per logic entry (fires). */
@@ -598,4 +693,10 @@ export class RulesProgram {
   clearBuffer(): void {
     this.exports.clearRuleBuffer();
   }
+}
+
+function bucketOf(seconds: number): number {
+  let b = 0;
+  while (b < TIME_BUCKETS.length && seconds > TIME_BUCKETS[b]!) b++;
+  return b;
 }

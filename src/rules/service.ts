@@ -19,7 +19,7 @@ import { documentText, etagOf, type CompileRequest, type DocumentStats } from '.
 
 export { etagOf };
 import { RulesError, RulesErrorCode } from './errors.js';
-import type { BufferedEntry, EngineCounters, RulesProgram, StatementCounters, StatementMemory } from './runtime.js';
+import { TIME_BUCKETS, type BufferedEntry, type EngineCounters, type RulesProgram, type StatementCounters, type StatementMemory } from './runtime.js';
 import { decodeMemory, encodeMemory } from './memory-codec.js';
 import { dryRun, type DryRunOutput } from './dry-run.js';
 import type { SnapshotSection } from '../persistence/snapshot.js';
@@ -84,6 +84,8 @@ export interface RulesService {
   test(body: string): { outputs: DryRunOutput[] };
   /** Evaluations, fires and condition errors per filter and per rule of the active document. */
   partMetrics(): PartMetrics[];
+  /** Time the engine spends per message (all of it: matching, payload scan, every part), like PartMetrics.seconds. */
+  messageSeconds(): { counts: number[]; sum: number };
   /** Generated AssemblyScript of the active document (for review and the status page). */
   source(): string;
   /**
@@ -119,7 +121,17 @@ export interface PartMetrics {
   evaluations: number;
   fires: number;
   conditionErrors: number;
+  /**
+   * Time spent on messages by this filter or rule (its statements and logic entries),
+   * estimated from one message in TIMING_EVERY: per message it ran on, a histogram over
+   * TIME_BUCKETS (counts not cumulative, the last +Inf) and the sum, in seconds.
+   */
+  seconds: { counts: number[]; sum: number };
 }
+
+/** One message in this many is timed (metrics per filter and per rule; docs/rules.md#metrics). */
+export const TIMING_EVERY = 32;
+export { TIME_BUCKETS };
 
 interface Options {
   compiler?: RulesCompiler;
@@ -306,6 +318,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       // statements whose topic and condition are unchanged keep their memory
       compiled.program.restoreMemory(old.memorySnapshot());
     }
+    enableTiming(compiled.program, compiled.documentText);
     program = compiled.program;
     retire(old);
     activeText = compiled.documentText;
@@ -320,6 +333,14 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     stats.sourceBytes = Buffer.byteLength(compiled.source);
     rlog.info({ etag, ...compiled.counts, compileMs: Math.round(compiled.millis), wasmBytes: compiled.wasmBytes, fromCache: compiled.fromCache }, 'rules document active');
     return { etag, ...compiled.counts, compileMillis: Math.round(compiled.millis) };
+  }
+
+  /** Parts for the time histograms: filters, then rules; the rule of each logic entry. */
+  function enableTiming(p: RulesProgram, text: string): void {
+    const doc = JSON.parse(text) as RulesDocument;
+    const logicRule: number[] = [];
+    doc.rules.forEach((r, ri) => r.logic.forEach(() => logicRule.push(ri)));
+    p.enableTiming(TIMING_EVERY, doc.filters.length, doc.rules.length, logicRule);
   }
 
   // One write at a time, in arrival order.
@@ -522,9 +543,17 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       const meta = p.meta;
       const parts = new Map<string, PartMetrics>();
       const doc = (activeParsed ??= JSON.parse(activeText) as RulesDocument);
+      const times = p.timeHistograms();
+      const nb = TIME_BUCKETS.length + 1;
       const part = (name: string, topic: string): PartMetrics => {
         let m = parts.get(name);
-        if (!m) parts.set(name, (m = { part: name, topic, evaluations: 0, fires: 0, conditionErrors: 0 }));
+        if (!m) {
+          // parts are numbered filters first, then rules (RulesProgram.enableTiming)
+          const [kind, n] = name.split('/');
+          const index = kind === 'filters' ? Number(n) : doc.filters.length + Number(n);
+          const counts = index < times.parts ? Array.from(times.counts.subarray(index * nb, index * nb + nb)) : new Array<number>(nb).fill(0);
+          parts.set(name, (m = { part: name, topic, evaluations: 0, fires: 0, conditionErrors: 0, seconds: { counts, sum: times.sums[index] ?? 0 } }));
+        }
         return m;
       };
       meta.statements.forEach((st, i) => {
@@ -539,6 +568,10 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
         for (let k = 0; k < r.logic.length; k++) part(`rules/${ri}`, r.statements.map((s) => s.topic).join(' ')).fires += logicFires[j++] ?? 0;
       });
       return [...parts.values()];
+    },
+    messageSeconds() {
+      const t = program?.timeHistograms();
+      return t ? { counts: Array.from(t.messageCounts), sum: t.messageSum } : { counts: new Array<number>(TIME_BUCKETS.length + 1).fill(0), sum: 0 };
     },
     source: () => source,
     snapshotSection: () => snapshotSection,

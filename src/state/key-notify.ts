@@ -1,6 +1,7 @@
 /**
  * KEYNOTIFY: which clients watch which keys, and the notifications a change of a watched key
- * sends them ([state-store: Notifications]).
+ * sends them ([state-store: Notifications]); also in-process watchers (the console's "watch a
+ * key", pushed to the browser), told of the same changes without going through MQTT.
  */
 import type { BrokerApi } from '../broker/api.js';
 import type { StateCounters } from './counters.js';
@@ -11,11 +12,16 @@ import { DELETE_NOTIFICATION, encodeSetNotification } from './resp.js';
 /** KEYNOTIFY registrations one client may hold; more are refused as over quota. */
 export const MAX_REGISTRATIONS_PER_CLIENT = 10_000;
 
+/** An in-process watcher: the new value after a SET, undefined after a delete or expiry. */
+export type KeyListener = (value: Buffer | undefined, version: string) => void;
+
 export class KeyNotifyRegistry {
   /** key (latin1) -> client ids */
   private readonly watchers = new Map<string, Set<string>>();
   /** client id -> keys (latin1) */
   private readonly watchedBy = new Map<string, Set<string>>();
+  /** In-process watchers by key (latin1). */
+  private readonly listeners = new Map<string, Set<KeyListener>>();
   /** Registrations held, over all clients. */
   registrations = 0;
 
@@ -26,7 +32,20 @@ export class KeyNotifyRegistry {
 
   /** Someone watches `key`. */
   watches(key: Buffer): boolean {
-    return this.watchers.has(key.toString('latin1'));
+    const k = key.toString('latin1');
+    return this.watchers.has(k) || this.listeners.has(k);
+  }
+
+  /** Calls `listener` after each change of `key`, until the returned function is called. */
+  listen(key: Buffer, listener: KeyListener): () => void {
+    const k = key.toString('latin1');
+    let set = this.listeners.get(k);
+    if (!set) this.listeners.set(k, (set = new Set()));
+    set.add(listener);
+    return () => {
+      const s = this.listeners.get(k);
+      if (s?.delete(listener) && s.size === 0) this.listeners.delete(k);
+    };
   }
 
   /**
@@ -34,6 +53,7 @@ export class KeyNotifyRegistry {
    * The notification is encoded only when someone watches the key (most writes have no watcher).
    */
   notify(key: Buffer, value: Buffer | undefined, version: Hlc): void {
+    if (this.listeners.size > 0) this.tellListeners(key, value, version);
     if (this.watchers.size === 0) return;
     const ids = this.watchers.get(key.toString('latin1'));
     if (!ids || ids.size === 0) return;
@@ -49,6 +69,19 @@ export class KeyNotifyRegistry {
         properties: { contentType: CONTENT_TYPE, userProperties: { __ts: ts } },
         origin: 'state',
       });
+    }
+  }
+
+  private tellListeners(key: Buffer, value: Buffer | undefined, version: Hlc): void {
+    const set = this.listeners.get(key.toString('latin1'));
+    if (!set) return;
+    const ts = formatHlc(version);
+    for (const listener of [...set]) {
+      try {
+        listener(value, ts);
+      } catch {
+        // a watcher's failure (a closed stream) is its own: the write stands
+      }
     }
   }
 
@@ -94,6 +127,7 @@ export class KeyNotifyRegistry {
   }
 
   clear(): void {
+    this.listeners.clear();
     this.watchers.clear();
     this.watchedBy.clear();
     this.registrations = 0;

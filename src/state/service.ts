@@ -24,7 +24,7 @@ import { DurableStateLog } from './durable-log.js';
 import { HybridLogicalClock } from './hlc.js';
 import { deleteKey, listKeys, readKey, readValue, writeKey, writeValue, type StateKeyInfo } from './in-process.js';
 import { InvokeHandler } from './invoke.js';
-import { KeyNotifyRegistry } from './key-notify.js';
+import { KeyNotifyRegistry, type KeyListener } from './key-notify.js';
 import { StateKeyspace, type StateReplica } from './keyspace.js';
 import { restoreStateSection, saveStateSection } from './section.js';
 import { createStateTable, type StateTable } from './table.js';
@@ -67,6 +67,12 @@ export interface StateStoreService {
   readKey(key: Buffer): { value: Buffer; version: string; expiresAt: number } | undefined;
   /** SET from the console: versioned and notified to watchers like an MQTT SET. */
   writeKey(key: Buffer, value: Buffer, ttlMs: number): { ok: true; version: string } | { ok: false; error: string };
+  /**
+   * The console's "watch a key": `listener` after each change of the key (the value after a
+   * SET, undefined after DEL, VDEL or expiry), as KEYNOTIFY would tell a client; returns the
+   * function that stops it.
+   */
+  watchKey(key: Buffer, listener: KeyListener): () => void;
   /** DEL from the console: true deleted, false absent. */
   deleteKey(key: Buffer): { ok: true; deleted: boolean } | { ok: false; error: string };
   /** Run the expiry sweep now (the timer does it every stateSweepIntervalMs). */
@@ -76,6 +82,8 @@ export interface StateStoreService {
    * (before listeners open). Returns the keys loaded and the writes replayed.
    */
   loadFromStorage(): { keys: number; writes: number };
+  /** EDB_STORAGE=memory after durable: take the table from that storage once (its snapshot and writes). */
+  importFrom(storage: BrokerStorage): { keys: number; writes: number };
   /** Durable storage: store the whole table now as its snapshot (after a backup was imported). */
   checkpoint(): void;
   /** In-process read, no round trip (the rules engine's state()): the current value, or undefined. */
@@ -151,6 +159,7 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
     readKey: (key) => readKey(space, key),
     writeKey: (key, value, ttlMs) => writeKey(space, key, value, ttlMs),
     deleteKey: (key) => deleteKey(space, key),
+    watchKey: (key, listener) => keyNotify.listen(key, listener),
     snapshotSection(): SnapshotSection {
       return {
         name: 'state',
@@ -167,6 +176,9 @@ export function createStateStoreService(broker: BrokerApi, config: Config, log: 
     loadFromStorage() {
       if (!durable) return { keys: 0, writes: 0 };
       return durable.load(table, clock, restore, slog);
+    },
+    importFrom(storage) {
+      return new DurableStateLog(storage, save).load(table, clock, restore, slog);
     },
     metrics(): StateStoreMetrics {
       const s = table.stats();

@@ -188,6 +188,8 @@ describe.skipIf(!existsSync(CHROMIUM))('the console in Chromium', () => {
     // the live counts move, in total and for the filter
     await page.waitForFunction(() => Number((globalThis as any).document.querySelector('#rules-counts [data-count="fires"] b')?.textContent ?? '0') >= 1, undefined, { timeout: 10_000 });
     await page.waitForFunction(() => Number((globalThis as any).document.querySelector('#rules-parts [data-part="filters/0"] td.fires')?.textContent ?? '0') >= 1, undefined, { timeout: 10_000 });
+    // and the time it spent (the first message is always timed)
+    expect(await page.textContent('#rules-parts [data-part="filters/0"] td.time')).toMatch(/^[0-9.]+ µs$/);
   }, 180_000); // the first document compiles with asc: seconds on a loaded machine
 
   it('sets a state key that an MQTT client then reads, and watches it change', async () => {
@@ -202,11 +204,20 @@ describe.skipIf(!existsSync(CHROMIUM))('the console in Chromium', () => {
       const state = await StateStoreClient.create(mqttClient);
       const read = await state.get('line1/setpoint');
       expect(read.value?.toString()).toBe('{"celsius": 42}');
-      // watch in the console; a write over MQTT shows there
+      // watch in the console; a write over MQTT shows there, pushed by the broker (no reload,
+      // no polling: the page asks for the key once, over the event stream)
       await page.waitForSelector('[data-key="line1/setpoint"]');
+      const asked: string[] = [];
+      const onRequest = (r: { url(): string }): void => void asked.push(new URL(r.url()).pathname);
+      page.on('request', onRequest);
       await page.click('#state-watch');
+      await page.waitForSelector('#state-watching');
       await state.set('line1/setpoint', '{"celsius": 43}');
       await page.waitForFunction(() => ((globalThis as any).document.getElementById('state-value')?.textContent ?? '').includes('43'), undefined, { timeout: 10_000 });
+      await state.set('line1/setpoint', '{"celsius": 44}');
+      await page.waitForFunction(() => ((globalThis as any).document.getElementById('state-value')?.textContent ?? '').includes('44'), undefined, { timeout: 10_000 });
+      page.off('request', onRequest);
+      expect(asked).toEqual(['/api/state/watch']);
       await shot('state');
     } finally {
       await closeAll(mqttClient);

@@ -11,6 +11,7 @@ import { startEdb, type EdbServer } from '../../src/server.js';
 import { testConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log.js';
 import { StateStoreClient } from '../../src/state/client.js';
+import { formatHlc } from '../../src/state/hlc.js';
 import { collect, connectClient, closeAll } from '../helpers/mqttjs.js';
 import { newToken, writeTokenFile } from '../../src/auth/admin-users.js';
 
@@ -121,6 +122,72 @@ describe('state store', () => {
       expect((await api('PUT', '/api/state/key?key=x', { value: 'v', ttlMs: -1 })).status).toBe(400);
     } finally {
       await closeAll(mq);
+    }
+  });
+});
+
+/** Reads server-sent events from a fetch response: `next()` resolves with the next event's data. */
+function sseReader(res: Response): { next(): Promise<any>; close(): Promise<void> } {
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let buffered = '';
+  return {
+    async next() {
+      for (;;) {
+        const end = buffered.indexOf('\n\n');
+        if (end >= 0) {
+          const block = buffered.slice(0, end);
+          buffered = buffered.slice(end + 2);
+          const data = block.split('\n').find((l) => l.startsWith('data: '));
+          if (data === undefined) continue; // a comment (": open", ": ping")
+          expect(block).toContain('event: value');
+          return JSON.parse(data.slice(6));
+        }
+        const { value, done } = await reader.read();
+        if (done) throw new Error('the stream ended');
+        buffered += decoder.decode(value, { stream: true });
+      }
+    },
+    close: () => reader.cancel(),
+  };
+}
+
+async function watchOverSse(http: number, mqtt: number): Promise<void> {
+  const res = await fetch(`http://127.0.0.1:${http}/api/state/watch?key=line/7`);
+  expect(res.status).toBe(200);
+  expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+  const events = sseReader(res);
+  const mq = await connectClient(mqtt, { protocolVersion: 5, clientId: `sse-writer-${http}` });
+  try {
+    // first the key as it is now: absent
+    expect(await events.next()).toEqual({ key: 'line/7', absent: true });
+    const state = await StateStoreClient.create(mq);
+    const set = await state.set('line/7', '{"speed": 3}', { expiresInMs: 60_000 });
+    const first = await events.next();
+    expect(first).toMatchObject({ key: 'line/7', value: { text: '{"speed": 3}' }, bytes: 12 });
+    expect(first.version).toBe(formatHlc(set.version!));
+    expect(first.expiresAt, JSON.stringify(first)).toBeGreaterThan(Date.now());
+    await state.set('line/7', 'stopped');
+    expect(await events.next()).toMatchObject({ value: { text: 'stopped' }, expiresAt: null });
+    await state.del('line/7');
+    expect(await events.next()).toEqual({ key: 'line/7', absent: true });
+  } finally {
+    await events.close();
+    await closeAll(mq);
+  }
+}
+
+describe('watch a key (server-sent events)', () => {
+  it('pushes the key now, then each change made by an MQTT client', async () => {
+    await watchOverSse(server.port('http'), server.port('mqtt'));
+    expect((await api('GET', '/api/state/watch')).status).toBe(400);
+  });
+  it('the same on the node:http engine', async () => {
+    const other = await startEdb(testConfig({ host: '127.0.0.1', httpPort: 0, wsEngine: 'ws', dataDir: mkdtempSync(join(tmpdir(), 'edb-console-sse-')) }), silentLogger());
+    try {
+      await watchOverSse(other.port('http'), other.port('mqtt'));
+    } finally {
+      await other.stop();
     }
   });
 });

@@ -232,7 +232,7 @@ export function rulesPage(root: HTMLElement, session: Session): () => void {
   const stop = every(2000, async () => {
     const [s, p] = await Promise.all([
       get<{ sections: { rules?: Record<string, number> } }>('/api/status'),
-      get<{ part: string; topic: string; evaluations: number; fires: number; conditionErrors: number }[]>('/api/rules/parts').catch(() => []),
+      get<{ part: string; topic: string; evaluations: number; fires: number; conditionErrors: number; seconds?: { counts: number[]; sum: number } }[]>('/api/rules/parts').catch(() => []),
     ]);
     const r = s.sections.rules ?? {};
     clear(counts, Object.entries(r).map(([k, v]) => h('span', { 'data-count': k }, h('b', {}, String(v)), ` ${k}`)));
@@ -243,10 +243,30 @@ export function rulesPage(root: HTMLElement, session: Session): () => void {
         : h(
             'table',
             {},
-            h('tr', {}, ['part', 'topic', 'evaluations', 'fires', 'condition errors'].map((x) => h('th', {}, x))),
-            p.map((x) => h('tr', { 'data-part': x.part }, h('td', { class: 'mono' }, x.part), h('td', { class: 'mono' }, x.topic), h('td', {}, String(x.evaluations)), h('td', { class: 'fires' }, String(x.fires)), h('td', {}, String(x.conditionErrors)))),
+            h('tr', {}, ['part', 'topic', 'evaluations', 'fires', 'condition errors', 'time per message', 'time in all'].map((x) => h('th', {}, x))),
+            p.map((x) =>
+              h(
+                'tr',
+                { 'data-part': x.part },
+                h('td', { class: 'mono' }, x.part),
+                h('td', { class: 'mono' }, x.topic),
+                h('td', {}, String(x.evaluations)),
+                h('td', { class: 'fires' }, String(x.fires)),
+                h('td', {}, String(x.conditionErrors)),
+                ...timeCells(x.seconds),
+              ),
+            ),
           ),
     );
   });
   return stop;
+}
+
+/** Mean time per message a filter or rule ran on, and the total (estimated from sampled messages: docs/rules.md#metrics). */
+function timeCells(seconds: { counts: number[]; sum: number } | undefined): HTMLElement[] {
+  const n = seconds ? seconds.counts.reduce((a, b) => a + b, 0) : 0;
+  if (!seconds || n === 0) return [h('td', { class: 'time' }, '-'), h('td', {}, '-')];
+  const mean = (seconds.sum / n) * 1e6;
+  const total = seconds.sum * 1000;
+  return [h('td', { class: 'time' }, `${mean < 10 ? mean.toFixed(2) : Math.round(mean)} µs`), h('td', {}, `${total < 10 ? total.toFixed(2) : Math.round(total)} ms`)];
 }

@@ -1,6 +1,6 @@
 /** State store: keys by prefix (paged), a key's value, version and expiry, set and delete (admin), watch. */
 import { call, get, type Session } from './api.js';
-import { clear, every, fromBase64, h, showPayload } from './dom.js';
+import { clear, fromBase64, h, showPayload } from './dom.js';
 
 interface KeyRow {
   key: { text?: string; base64: string };
@@ -50,28 +50,46 @@ export function statePage(root: HTMLElement, session: Session): () => void {
     );
   };
 
+  interface KeyValue {
+    key: string;
+    value?: { text?: string; base64: string };
+    bytes?: number;
+    version?: string;
+    expiresAt?: number | null;
+    absent?: boolean;
+  }
+
   const show = (key: string, watch = false): void => {
     stopWatch?.();
+    stopWatch = undefined;
     let lastVersion = '';
-    const render = async (): Promise<void> => {
-      try {
-        const v = await get<{ key: string; value: { text?: string; base64: string }; bytes: number; version: string; expiresAt: number | null }>(`/api/state/key?key=${encodeURIComponent(key)}`);
-        const shown = showPayload(fromBase64(v.value.base64));
-        const changed = lastVersion !== '' && lastVersion !== v.version;
-        lastVersion = v.version;
-        clear(
-          detail,
-          h('h3', { class: 'mono', id: 'state-key' }, key),
-          h('div', { class: 'facts' }, h('span', { class: changed ? 'flash' : '' }, `version ${v.version}`), h('span', {}, `${v.bytes} bytes`), h('span', {}, v.expiresAt ? `expires ${new Date(v.expiresAt).toLocaleString()}` : 'no expiry')),
-          h('pre', { class: `payload ${shown.kind}`, id: 'state-value' }, shown.text),
-          h('div', { class: 'row' }, h('button', { id: 'state-watch', onclick: () => show(key, !watch) }, watch ? 'Stop watching' : 'Watch'), isAdmin ? h('button', { class: 'danger', id: 'state-delete', onclick: () => void del(key) }, 'Delete') : null),
-        );
-      } catch (err) {
-        clear(detail, h('h3', { class: 'mono' }, key), h('p', { class: 'muted' }, (err as Error).message), h('div', { class: 'row' }, watch ? h('button', { onclick: () => show(key, false) }, 'Stop watching') : null));
+    const watchButton = (): HTMLElement => h('button', { id: 'state-watch', onclick: () => show(key, !watch) }, watch ? 'Stop watching' : 'Watch');
+    const paint = (v: KeyValue): void => {
+      if (v.absent || !v.value) {
+        clear(detail, h('h3', { class: 'mono', id: 'state-key' }, key), h('p', { class: 'muted', id: 'state-absent' }, `no key ${JSON.stringify(key)}`), h('div', { class: 'row' }, watchButton()));
+        return;
       }
+      const shown = showPayload(fromBase64(v.value.base64));
+      const changed = lastVersion !== '' && lastVersion !== v.version;
+      lastVersion = v.version ?? '';
+      clear(
+        detail,
+        h('h3', { class: 'mono', id: 'state-key' }, key),
+        h('div', { class: 'facts' }, h('span', { class: changed ? 'flash' : '' }, `version ${v.version}`), h('span', {}, `${v.bytes} bytes`), h('span', {}, v.expiresAt ? `expires ${new Date(v.expiresAt).toLocaleString()}` : 'no expiry'), watch ? h('span', { id: 'state-watching' }, 'watching') : null),
+        h('pre', { class: `payload ${shown.kind}`, id: 'state-value' }, shown.text),
+        h('div', { class: 'row' }, watchButton(), isAdmin ? h('button', { class: 'danger', id: 'state-delete', onclick: () => void del(key) }, 'Delete') : null),
+      );
     };
-    if (watch) stopWatch = every(1000, render);
-    else void render();
+    if (watch) {
+      // pushed by the broker on each change (server-sent events); the browser reconnects by itself
+      const events = new EventSource(`/api/state/watch?key=${encodeURIComponent(key)}`);
+      events.addEventListener('value', (e) => paint(JSON.parse((e as MessageEvent<string>).data) as KeyValue));
+      stopWatch = () => events.close();
+      return;
+    }
+    get<KeyValue>(`/api/state/key?key=${encodeURIComponent(key)}`).then(paint, (err: Error) => {
+      clear(detail, h('h3', { class: 'mono' }, key), h('p', { class: 'muted' }, err.message));
+    });
   };
 
   const del = async (key: string): Promise<void> => {
