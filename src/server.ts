@@ -30,6 +30,7 @@ import { DurableSession, DurableSessionStore, SessionLog } from './storage/sessi
 import type { ClusterService } from './cluster/index.js';
 
 import { BridgeService } from './bridge/service.js';
+import { adminOpenApiDocument, bridgesHandler } from './bridge/http.js';
 import { VERSION } from './version.js';
 
 export { VERSION };
@@ -307,6 +308,11 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   http.addStatusSection('state', () => ({ summary: stateStore.statusLine() }));
   http.addStatusSection('storage', () => ({ summary: storageStatusLine(storage) }));
   if (durable) http.addMetrics(async (registry) => (await import('./storage/metrics.js')).registerStorageMetrics(registry, storage));
+  // bridges: GET/POST/PUT/DELETE /api/bridges[/NAME] (operator changes, viewer reads), their metrics and status line
+  http.router.mount('/api/bridges', bridgesHandler(bridges));
+  http.router.get('/api/openapi.json', () => json(200, adminOpenApiDocument(VERSION)));
+  http.addMetrics(async (registry) => (await import('./bridge/metrics.js')).registerBridgeMetrics(registry, bridges));
+  http.addStatusSection('bridges', () => ({ summary: bridges.statusLine(), rows: bridges.summaries().map((b) => ({ name: b.name, endpoint: b.endpoint, state: b.state, buffered: b.bufferSize, dropped: b.bufferDropped, oldestMs: b.oldestMs, sentPerSecond: b.sentPerSecond, receivedPerSecond: b.receivedPerSecond })) }));
   // GET /api/cluster answers on a single node too (the console's Cluster page says so)
   http.router.get('/api/cluster', () => json(200, cluster ? { enabled: true, ...cluster.status() } : { enabled: false }));
   if (cluster) {
@@ -349,6 +355,22 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     throw await explainListenError(err, config);
   }
   await bridges.start(); // an unreachable remote never stops the start: each bridge retries on its own
+  // SIGHUP: the bridges of the config file (and environment) again; others are not touched
+  const onSighup = (): void => {
+    let next: Config['bridges'];
+    try {
+      next = loadConfig().bridges;
+    } catch (err) {
+      log.error({ err: (err as Error).message }, `SIGHUP: bridges not reloaded: ${(err as Error).message}`);
+      return;
+    }
+    bridges.reload(next).then(
+      (r) => log.info(r, `SIGHUP: bridges reloaded: ${r.added.length} added, ${r.changed.length} changed, ${r.removed.length} removed`),
+      (err: Error) => log.error({ err: err.message }, 'SIGHUP: reloading the bridges failed'),
+    );
+  };
+  process.on('SIGHUP', onSighup);
+  services.push({ close: () => void process.off('SIGHUP', onSighup) });
   for (const l of listeners) log.info({ listener: l.name, engine: l.engine, host: config.host, port: l.port }, `listening: ${l.name} on port ${l.port} (${l.engine})`);
   for (const l of listeners) http.trackListener(l); // web
   http.setReady(true); // web

@@ -8,6 +8,7 @@ import { register as registerRules } from './rules.js';
 import { register as registerPasswd } from './passwd.js';
 import { register as registerToken } from './token.js';
 import { register as registerStorage } from './storage.js';
+import { register as registerBridge } from './bridge.js';
 import { register as registerCluster } from './cluster.js';
 import { EXIT, EXIT_CODES_HELP } from './exit-codes.js';
 import { VERSION } from '../version.js'; // not server.js: `edb state get` must not load the broker
@@ -32,6 +33,7 @@ registerState(program); // edb state get|set|del|watch
 registerPasswd(program); // edb passwd FILE USER [--role]
 registerToken(program); // edb token create|list|revoke
 registerStorage(program); // edb storage show
+registerBridge(program); // edb bridge show
 registerCluster(program); // edb cluster show
 
 try {

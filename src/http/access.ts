@@ -63,6 +63,8 @@ export function requiredAccess(method: string, path: string, metricsAuth: boolea
     return 'operator';
   }
   if (path === '/api/publish') return 'operator';
+  // bridges are added, changed and removed by operators
+  if (path === '/api/bridges' || path.startsWith('/api/bridges/')) return 'operator';
   // state-store writes, disconnecting clients, anything else that changes: admins
   return 'admin';
 }

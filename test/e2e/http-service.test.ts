@@ -153,7 +153,7 @@ describe('HTTP service on a running broker', () => {
     expect(s.listeners.find((l) => l.name === 'ws')!.engine).toMatch(/uWebSockets\.js|ws/);
     expect(s.rates.intervalMs).toBeGreaterThan(0);
     // the rules engine, the state store and storage add their summaries
-    expect(Object.keys(s.sections).sort()).toEqual(['rules', 'state', 'storage']);
+    expect(Object.keys(s.sections).sort()).toEqual(['bridges', 'rules', 'state', 'storage']);
     expect(s.sections.storage.summary).toMatch(/^Storage: durable/); // the default
     expect(s.sections.rules.filters).toBe(0);
     expect(s.sections.state.summary).toMatch(/key/);

@@ -27,6 +27,8 @@ export interface MosquittoOptions {
   /** Extra lines for mosquitto.conf (a bridge section, say). */
   extra?: string[];
   port?: number;
+  /** Keep sessions and queued messages across a stop (written on SIGTERM). */
+  persistence?: boolean;
 }
 
 export async function freePort(): Promise<number> {
@@ -62,7 +64,7 @@ export async function startMosquitto(opts: MosquittoOptions = {}): Promise<Mosqu
   const dir = mkdtempSync(join(tmpdir(), 'edb-mosquitto-'));
   const port = opts.port ?? (await freePort());
   const tlsPort = opts.tls ? await freePort() : undefined;
-  const lines = ['per_listener_settings false', 'persistence false', 'log_dest stderr', 'log_type error', 'log_type warning', 'max_queued_messages 2000000', 'max_inflight_messages 0'];
+  const lines = ['per_listener_settings false', opts.persistence ? `persistence true\npersistence_location ${dir}/` : 'persistence false', 'log_dest stderr', 'log_type error', 'log_type warning', 'max_queued_messages 2000000', 'max_inflight_messages 0'];
   // as root mosquitto drops to the user "mosquitto", which may not read our temporary folder
   if (process.getuid?.() === 0) lines.push('user root');
   lines.push(`listener ${port} 127.0.0.1`);

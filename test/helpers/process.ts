@@ -83,7 +83,7 @@ export async function startBrokerProcess(env: Record<string, string> = {}, waitF
     ports,
     logs,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
-      if (child.exitCode !== null) return child.exitCode;
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode; // ended already (a signal leaves exitCode null)
       child.kill(signal);
       const [code] = (await once(child, 'exit')) as [number | null];
       return code;

@@ -40,6 +40,11 @@ describe('requiredAccess', () => {
     ['POST', '/api/publish', 'operator'],
     ['PUT', '/api/state/key', 'admin'],
     ['DELETE', '/api/clients/c1', 'admin'],
+    ['GET', '/api/bridges', 'viewer'],
+    ['GET', '/api/bridges/br0', 'viewer'],
+    ['POST', '/api/bridges', 'operator'],
+    ['PUT', '/api/bridges/br0', 'operator'],
+    ['DELETE', '/api/bridges/br0', 'operator'],
   ])('%s %s needs %s', (method, path, need) => {
     expect(requiredAccess(method, path, false)).toBe(need);
   });

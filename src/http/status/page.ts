@@ -48,7 +48,7 @@ function duration(s) {
 // the fields of the rules and state-store sections (/api/status keeps its short names), in words with units
 const FIELD_LABELS = { filters: ['filters', ''], statements: ['statements', ''], logic: ['logic entries', ''], fires: ['rules fired', ''], evaluations: ['messages evaluated', ''],
   compileMillis: ['last compile time', 'ms'], wasmBytes: ['compiled module size', 'bytes'], summary: ['usage', ''], nats: ['NATS', ''], nodes: ['nodes', ''], jetstream: ['JetStream', ''], crossNode: ['cross-node messages', ''] };
-const SECTION_NAMES = { rules: 'rules', state: 'state store', cluster: 'cluster' };
+const SECTION_NAMES = { rules: 'rules', state: 'state store', cluster: 'cluster', bridges: 'bridges' };
 function el(tag, text, cls) { const e = document.createElement(tag); if (text !== undefined) e.textContent = String(text); if (cls) e.className = cls; return e; }
 function fillTable(tbody, rows, cells) {
   const frag = document.createDocumentFragment();
@@ -119,6 +119,21 @@ function render(s) {
     sections.appendChild(el('h3', SECTION_NAMES[name] || name));
     const body = s.sections[name] || {};
     const t = el('table', undefined, 'kv'), tb = el('tbody');
+    // bridges: one row per bridge, as edb bridge show prints them
+    if (Array.isArray(body.rows)) {
+      const head = el('tr');
+      for (const h of ['name', 'endpoint', 'state', 'buffered', 'dropped', 'oldest', 'sent/s', 'received/s']) head.appendChild(el('th', h));
+      tb.appendChild(head);
+      for (const r of body.rows) {
+        const tr = el('tr');
+        for (const [v, cls] of [[r.name], [r.endpoint], [r.state, r.state === 'connected' ? '' : 'warn'], [num(r.buffered), 'num'], [num(r.dropped), 'num'], [r.oldestMs ? duration(Math.round(r.oldestMs / 1000)) : '-', 'num'], [num(r.sentPerSecond), 'num'], [num(r.receivedPerSecond), 'num']]) tr.appendChild(el('td', v, cls));
+        tb.appendChild(tr);
+      }
+      sections.appendChild(el('p', body.summary, 'muted'));
+      t.appendChild(tb);
+      const wrapRows = el('div', undefined, 'scroll'); wrapRows.appendChild(t); sections.appendChild(wrapRows);
+      continue;
+    }
     for (const [k, v] of Object.entries(body)) {
       const [label, unit] = FIELD_LABELS[k] || [k, ''];
       const tr = el('tr'); tr.appendChild(el('th', label));
