@@ -132,6 +132,7 @@ export class ClusterNode {
     this.interest = new ClusterInterest(this.name);
     this.retainedSet = new ClusterRetained(broker, this.name, this.clusterName, config.clusterReplicas, log, this.stats);
     this.registerHooks();
+    broker.forwardAcks = this;
   }
 
   // ------------------------------------------------------------ connection
@@ -152,6 +153,8 @@ export class ClusterNode {
       maxReconnectAttempts: -1,
       reconnectTimeWait: 1000,
       waitOnFirstConnect: true,
+      // the servers in the order given: list the board's own NATS server first
+      noRandomize: true,
       pingInterval: 2000,
       maxPingOut: 2,
       timeout: 2000,
@@ -398,15 +401,64 @@ export class ClusterNode {
     if (message.fromNode !== undefined) return;
     if (message.topic.charCodeAt(0) === 36 /* $ */ && message.topic.startsWith('$SYS')) return; // $SYS is per node
     if (message.retain) this.retainedSet.stored(message);
-    if (!this.connected) return;
     const plan = this.interest.plan(message.topic);
     if (!plan) return;
     if (plan.localShares) message.shareGroups = plan.localShares;
     let plain: Uint8Array | undefined;
+    let failed = false;
     for (const [node, shares] of plan.nodes) {
       const data = shares.length > 0 ? encodeMessage(message, this.name, shares) : (plain ??= encodeMessage(message, this.name));
       if (this.publish(`${this.prefix}.msg.${node}`, data)) this.stats.forwarded++;
+      else failed = true;
     }
+    if (message.qos > 0 && plan.nodes.size > 0) {
+      if (failed) this.unsentCount++;
+      else this.sentCount++;
+    }
+  }
+
+  // ForwardAcks (broker/core.ts): the publish flow acknowledges forwarded QoS 1/2 messages
+  // once NATS has them: one flush (PING/PONG) per turn of the event loop covers them all
+  private sentCount = 0;
+  private unsentCount = 0;
+  private flushWaiters: ((err?: Error) => void)[] = [];
+  private flushQueued = false;
+
+  get sent(): number {
+    return this.sentCount;
+  }
+
+  get unsent(): number {
+    return this.unsentCount;
+  }
+
+  onSent(cb: (err?: Error) => void): void {
+    this.flushWaiters.push(cb);
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    setImmediate(() => {
+      this.flushQueued = false;
+      const waiters = this.flushWaiters;
+      this.flushWaiters = [];
+      const nc = this.nc;
+      const done = (err?: Error): void => {
+        for (const w of waiters) w(err);
+      };
+      if (!nc || nc.isClosed()) return done(new Error('not connected to NATS'));
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('NATS did not confirm in 2 s')), 2000);
+      });
+      Promise.race([nc.flush(), timeout])
+        .then(
+          () => done(),
+          (err: Error) => {
+            this.noteError('forwarded messages not confirmed', err);
+            done(err);
+          },
+        )
+        .finally(() => clearTimeout(timer));
+    });
   }
 
   private onForwarded(m: Msg): void {

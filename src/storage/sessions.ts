@@ -59,6 +59,12 @@ export class SessionLog implements SessionPersistence {
   private fullLoggedAt = 0;
   /** A delivery only the iterator can name was tracked: write before the publisher's ack. */
   private urgent = false;
+  /**
+   * The iterator last written for each session (its JSON): an unchanged one is not written
+   * again. An offline session's iterator stays put while messages queue up for it, so fan-out
+   * to offline sessions writes nothing per session (store-once on disk, not only in the log).
+   */
+  private readonly written = new WeakMap<DurableSession, string>();
   /** Client ids with a stored live will. */
   private readonly wills = new Set<string>();
 
@@ -157,6 +163,7 @@ export class SessionLog implements SessionPersistence {
     if (!(session instanceof DurableSession)) return;
     this.dirty.delete(session);
     this.dirtyIterators.delete(session);
+    this.written.delete(session);
     this.storage.deleteSession(session.clientId);
   }
 
@@ -174,11 +181,21 @@ export class SessionLog implements SessionPersistence {
       if (s.expiryInterval > 0) {
         this.storage.setSession(s.record());
         this.dirtyIterators.add(s); // a new session gets its iterator (at the tail) at once
-      } else this.storage.deleteSession(s.clientId); // ends with its connection: nothing to keep
+      } else {
+        this.storage.deleteSession(s.clientId); // ends with its connection: nothing to keep
+        this.written.delete(s);
+      }
     }
     this.dirty.clear();
     const tail = this.storage.tail;
-    for (const s of this.dirtyIterators) if (s.expiryInterval > 0) this.storage.setIterator(s.clientId, s.iteratorRecord(tail));
+    for (const s of this.dirtyIterators) {
+      if (s.expiryInterval === 0) continue;
+      const it = s.iteratorRecord(tail);
+      const text = JSON.stringify(it);
+      if (this.written.get(s) === text) continue;
+      this.written.set(s, text);
+      this.storage.setIterator(s.clientId, it);
+    }
     this.dirtyIterators.clear();
   }
 }

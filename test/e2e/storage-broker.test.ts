@@ -3,6 +3,7 @@
  * fan-out, `edb storage show` against the live folder, metrics, refusing when full.
  */
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import mqtt from 'mqtt';
 import pino from 'pino';
@@ -29,32 +30,54 @@ async function persistentSubscribers(port: number, n: number, filter: string): P
   }
 }
 
-/** Log bytes appended per message for `messages` QoS 1 publishes to offline persistent sessions. */
-async function bytesPerMessage(subscribers: number, messages: number): Promise<number> {
+/** Bytes this process has had written to storage (Linux /proc/self/io: page cache dirtied, LMDB and log alike). */
+function diskWritten(): number | undefined {
+  try {
+    return Number(/write_bytes: (\d+)/.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Bytes per message for `messages` QoS 1 publishes to offline persistent sessions: appended to
+ * the log, and written to disk in all (the log, LMDB's session records and iterators).
+ */
+async function bytesPerMessage(subscribers: number, messages: number): Promise<{ log: number; disk: number | undefined }> {
   const srv = await durableServer();
   try {
     const port = srv.port('mqtt');
     await persistentSubscribers(port, subscribers, 'fan/#');
+    await srv.storage.flushed();
+    await new Promise((r) => setTimeout(r, 200)); // the subscribers' own records written first
     const log = (srv.storage as DurableStorage).messages;
     const before = log.metrics.bytesAppended;
+    const diskBefore = diskWritten();
     const pub = await mqtt.connectAsync({ port, protocolVersion: 5, clientId: 'fan-pub', reconnectPeriod: 0 });
     for (let i = 0; i < messages; i++) await pub.publishAsync(`fan/${i}`, Buffer.alloc(100, i & 0xff), { qos: 1 });
+    await new Promise((r) => setTimeout(r, 200)); // what the last turn wrote
+    const diskAfter = diskWritten();
     await pub.endAsync();
     // every subscriber has every message queued: nothing was dropped on the way
     for (let i = 0; i < subscribers; i++) expect(srv.broker.sessions.get(`keeper-${i}`)!.queued).toBe(messages);
-    return (log.metrics.bytesAppended - before) / messages;
+    return { log: (log.metrics.bytesAppended - before) / messages, disk: diskBefore === undefined ? undefined : (diskAfter! - diskBefore) / messages };
   } finally {
     await srv.stop();
   }
 }
 
 describe('durable storage in a running broker', () => {
-  it('stores each message once: bytes per message with 50 persistent subscribers = with 1', { timeout: 60_000 }, async () => {
+  it('stores each message once: bytes per message with 50 persistent subscribers = with 1 in the log, at most 1.2x on disk', { timeout: 90_000 }, async () => {
     const one = await bytesPerMessage(1, 100);
     const fifty = await bytesPerMessage(50, 100);
-    expect(one).toBeGreaterThan(100); // the payload is in there
-    expect(fifty / one).toBeLessThanOrEqual(1.2);
-    expect(fifty).toBe(one);
+    expect(one.log).toBeGreaterThan(100); // the payload is in there
+    expect(fifty.log).toBe(one.log);
+    // on disk in all (the issue's bound: at most 1.2x); only where the kernel counts this
+    // process's writes to a block device (not on tmpfs, not outside Linux)
+    if (one.disk !== undefined && one.disk >= 100) {
+      console.log(`bytes written to disk per message: ${Math.round(one.disk)} with 1 persistent subscriber, ${Math.round(fifty.disk!)} with 50 (log: ${one.log})`);
+      expect(fifty.disk! / one.disk).toBeLessThanOrEqual(1.2);
+    } else console.log(`bytes written to disk per message not counted here (/proc/self/io: ${one.disk}); the log's bytes checked only`);
   });
 
   it('edb storage show reads the live folder: generations, sessions and their lag; metrics count commits', { timeout: 60_000 }, async () => {
