@@ -521,21 +521,70 @@ class Words {
 /** Comments list at most this many statements (the tables hold all of them). */
 const LISTED = 200;
 
+/** A statement's compiled condition, shared by statements that differ only in slots and constants. */
+interface StatementShapes {
+  shapes: Map<string, Shape>;
+  /** Per statement (filter statements, then rule statements): its shape and parameters. */
+  statementShape: { shape: Shape; params: Param[] }[];
+  /** Per statement: where it is in the document (comments). */
+  where: string[];
+}
+
+interface TemplateShape {
+  id: number;
+  body: string;
+  registers: number;
+  example: string;
+  uses: number;
+}
+
+interface LogicShape {
+  id: number;
+  body: string;
+  example: string;
+  uses: number;
+}
+
+/** What the generated source and the tables blob are made from (the parts below). */
+interface ProgramParts {
+  doc: CheckedDocument;
+  topicOrder: TopicNode[];
+  keyOrder: KeyNode[];
+  slots: Map<string, number>;
+  literals: LiteralPool;
+  stateKeys: Map<string, number>;
+  statements: StatementShapes;
+  templateShapes: Map<string, TemplateShape>;
+  logicTemplates: ({ shape: number; params: Param[] } | undefined)[];
+  logicShapes: Map<string, LogicShape>;
+  logicEntries: { shape: number; params: number[] }[];
+  registers: number;
+}
+
 /** Generates the program for a checked document. Deterministic: same document, same output. */
 export function generateProgram(doc: CheckedDocument): GeneratedProgram {
-  const F = doc.filters.length;
-  const FS = doc.filterStatements.length;
   const topicOrder = buildTopicTree([...doc.filters.map((f) => f.topic), ...doc.ruleStatements.map((s) => s.topic)]);
   const { order: keyOrder, slots } = buildKeyTrie(doc.variables);
-
-  // shapes
+  // one literal pool and one state key numbering, statements first: the source lists them in that order
   const literals = new LiteralPool();
+  const stateKeys = new Map<string, number>();
+  const statements = statementShapes(doc, slots, literals, stateKeys);
+  const { templateShapes, logicTemplates } = logicTemplateShapes(doc, slots, literals, stateKeys);
+  const registers = Math.max(0, ...[...statements.shapes.values()].map((s) => s.registers), ...[...templateShapes.values()].map((s) => s.registers));
+  const { logicShapes, logicEntries } = logicShapesOf(doc);
+  const parts: ProgramParts = { doc, topicOrder, keyOrder, slots, literals, stateKeys, statements, templateShapes, logicTemplates, logicShapes, logicEntries, registers };
+  const blob = tablesBlob(parts);
+  const source = programSource(parts, blob.length);
+  return { source, tables: new Uint8Array(blob.buffer, blob.byteOffset, blob.length), registers, targets: doc.filters.length + doc.ruleStatements.length, stateKeys: [...stateKeys.keys()] };
+}
+
+/** Conditions as shapes: one function per distinct body, the slots and constants as parameters. */
+function statementShapes(doc: CheckedDocument, slots: Map<string, number>, literals: LiteralPool, stateKeys: Map<string, number>): StatementShapes {
   const shapes = new Map<string, Shape>();
   const statementShape: { shape: Shape; params: Param[] }[] = [];
   const where: string[] = [];
   const ruleOf = new Map<number, string>();
   doc.document.rules.forEach((r, ri) => r.statements.forEach((s, si) => ruleOf.set(s.id, `rules/${ri}/statements/${si}`)));
-  const stateKeys = new Map<string, number>();
   const addStatement = (condition: Expr, type: string, title: string, source: string, cells: readonly MemoryCell[] = [], templates?: Templates): void => {
     const w = new ShapeWriter(slots, literals, type, cells, stateKeys);
     const prologue = w.memoryPrologue('  ');
@@ -577,8 +626,12 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
   doc.filters.forEach((f) => f.statements.forEach((st, si) => addStatement(st.condition, TYPE_CODE.none, `filters/${f.index}/statements/${si}`, st.source, st.cells, st.templates)));
   for (const st of doc.ruleStatements) addStatement(st.condition, TYPE_CODE[st.payloadType], `${ruleOf.get(st.id)} ($${st.id}, ${st.payloadType})`, st.source, st.cells);
 
-  // logic entries' templates: evaluated against the message that triggered the logic, no memory
-  const templateShapes = new Map<string, { id: number; body: string; registers: number; example: string; uses: number }>();
+  return { shapes, statementShape, where };
+}
+
+/** Logic entries' templates: evaluated against the message that triggered the logic, no memory. */
+function logicTemplateShapes(doc: CheckedDocument, slots: Map<string, number>, literals: LiteralPool, stateKeys: Map<string, number>): { templateShapes: Map<string, TemplateShape>; logicTemplates: ({ shape: number; params: Param[] } | undefined)[] } {
+  const templateShapes = new Map<string, TemplateShape>();
   const logicTemplates: ({ shape: number; params: Param[] } | undefined)[] = doc.logic.map((l) => {
     if (!l.templates) return undefined;
     const w = new ShapeWriter(slots, literals, TYPE_CODE.none, [], stateKeys);
@@ -592,10 +645,13 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
     shape.uses++;
     return { shape: shape.id, params: w.params };
   });
-  const registers = Math.max(0, ...[...shapes.values()].map((s) => s.registers), ...[...templateShapes.values()].map((s) => s.registers));
+  return { templateShapes, logicTemplates };
+}
 
+/** Rule logic entries as shapes over statement indices. */
+function logicShapesOf(doc: CheckedDocument): { logicShapes: Map<string, LogicShape>; logicEntries: { shape: number; params: number[] }[] } {
   const indexById = new Map(doc.ruleStatements.map((s) => [s.id, s.index]));
-  const logicShapes = new Map<string, { id: number; body: string; example: string; uses: number }>();
+  const logicShapes = new Map<string, LogicShape>();
   const logicEntries: { shape: number; params: number[] }[] = [];
   for (const l of doc.logic) {
     const params: number[] = [];
@@ -609,8 +665,12 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
     logicEntries.push({ shape: shape.id, params });
   }
 
-  // tables blob
-  const pool = new StringPool();
+  return { logicShapes, logicEntries };
+}
+
+/** The tables blob (layout: assembly/rules/layout.ts, fields described in assembly/rules/engine.ts). */
+/** The topic decision tree as word sections: nodes, edges, target lists, level hash tables. */
+function topicTreeWords(topicOrder: TopicNode[], pool: StringPool): { topicNodes: Words; topicEdges: Words; targetList: Words; levelTables: Words } {
   const levelTables = new Words();
   const topicNodes = new Words();
   const topicEdges = new Words();
@@ -640,6 +700,11 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
     }
     targetList.push(...n.targets);
   }
+  return { topicNodes, topicEdges, targetList, levelTables };
+}
+
+/** The key trie of the variables as word sections: nodes and edges. */
+function keyTrieWords(keyOrder: KeyNode[], pool: StringPool): { keyNodes: Words; keyEdges: Words } {
   const keyNodes = new Words();
   const keyEdges = new Words();
   for (const n of keyOrder) {
@@ -653,6 +718,17 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
       keyEdges.push(s.offset, s.length, c.id);
     }
   }
+  return { keyNodes, keyEdges };
+}
+
+function tablesBlob(parts: ProgramParts): Buffer {
+  const { doc, topicOrder, keyOrder, slots, logicTemplates, logicEntries } = parts;
+  const statementShape = parts.statements.statementShape;
+  const F = doc.filters.length;
+  const FS = doc.filterStatements.length;
+  const pool = new StringPool();
+  const { topicNodes, topicEdges, targetList, levelTables } = topicTreeWords(topicOrder, pool);
+  const { keyNodes, keyEdges } = keyTrieWords(keyOrder, pool);
   const targetTable = new Words();
   let first = 0;
   for (const f of doc.filters) {
@@ -755,6 +831,15 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
   });
   strings.copy(blob, stringsAt);
 
+  return blob;
+}
+
+/** The AssemblyScript entry file: commented tables summary, imports, dispatch, one function per shape. */
+function programSource(parts: ProgramParts, blobBytes: number): string {
+  const { doc, topicOrder, keyOrder, slots, literals, stateKeys, templateShapes, logicShapes, registers } = parts;
+  const { shapes, statementShape, where } = parts.statements;
+  const F = doc.filters.length;
+  const FS = doc.filterStatements.length;
   // AssemblyScript (documents without the functions of fr-script-state.md import nothing new)
   const usesMemory = doc.filterStatements.some((st) => st.cells.length > 0 || st.templates) || doc.ruleStatements.some((st) => st.cells.length > 0) || templateShapes.size > 0 || stateKeys.size > 0;
   const shapeList = [...shapes.values()];
@@ -770,9 +855,9 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
   const slotComments = [...slots.entries()].sort((a, b) => a[1] - b[1]).map(([path, slot]) => `//   ${String(slot).padStart(5)}  $${commentText((JSON.parse(path) as string[]).join('.'))}`);
   const listed = (lines: string[]): string[] => (lines.length <= LISTED ? lines : [...lines.slice(0, LISTED), `//   ... ${lines.length - LISTED} more (in the tables)`]);
 
-  const source = [
+  return [
     '// GENERATED by src/rules/codegen.ts from an fr_script document. Do not edit: change the',
-    '// document and let the broker compile it. Alongside it, the tables blob (' + blob.length + ' bytes) holds the',
+    '// document and let the broker compile it. Alongside it, the tables blob (' + blobBytes + ' bytes) holds the',
     `// topic tree (${topicOrder.length} nodes), the key trie of the variables (${keyOrder.length} nodes), each`,
     '// statement\'s shape and parameters, and the logic entries (layout: assembly/rules/engine.ts).',
     '//',
@@ -889,5 +974,4 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
       : []),
     ...logicList.flatMap((l) => [`// logic ${l.id}, used by ${l.uses} entr${l.uses === 1 ? 'y' : 'ies'}; first: ${commentText(l.example)}`, `function logic${l.id}(p: usize): bool {`, `  return ${l.body};`, '}', '']),
   ].join('\n');
-  return { source, tables: new Uint8Array(blob.buffer, blob.byteOffset, blob.length), registers, targets: F + doc.ruleStatements.length, stateKeys: [...stateKeys.keys()] };
 }
