@@ -21,7 +21,7 @@
 //
 //   counts    u32 per rule statement: entries with its bit set
 
-const ENTRY_HEADER: usize = 32;
+import { ENTRY_HEADER } from "./layout";
 const BUCKETS: u32 = 4096;
 /** Entries beyond this are not stored (counted as bufferFull). */
 const MAX_ENTRIES: i32 = 65536;

@@ -2,7 +2,8 @@
 // 12 bytes each: +0 offset of the label in the string pool, +4 label length, +8 child node;
 // a node's edges are sorted by (length, bytes). This is the search both use.
 
-export const EDGE_SIZE: usize = 12;
+import { EDGE_SIZE } from "./layout";
+export { EDGE_SIZE };
 
 /** Binary search of `count` edges from index `first` for the label [ptr, ptr+len): the child, or -1. */
 // @ts-ignore: decorator

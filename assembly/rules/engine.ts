@@ -2,9 +2,12 @@
 // output records and counters. The generated program (src/rules/codegen.ts) imports this
 // and exports `process`.
 //
+// The sizes and positions below are defined once, in ./layout.ts, which the host side
+// (src/rules/codegen.ts, src/rules/runtime.ts) imports too.
+//
 // Tables blob (written once by the host at tablesPtr(size), then loadTables()), built by
 // src/rules/codegen.ts; u32 words, offsets relative to the blob:
-//   header (HEADER_WORDS = 20 u32)
+//   header (HEADER_WORDS = 20 u32, indices H_*)
 //     [0] magic 0x33545246 ("FRT3")  [1] targets  [2] filter targets (targets below are filters)
 //     [3] topic nodes  [4] topic node offset  [5] topic edge offset  [6] target list offset
 //     [7] key nodes    [8] key node offset    [9] key edge offset    [10] string pool offset
@@ -66,6 +69,13 @@ import { invalidateSlots } from "./json";
 import { initMemory, memoryMessage, memTopics, memEvicted, memMerged, currentStatement, setStatement as setMemoryStatement } from "./memory";
 import { regPtr, setString, setUnknown, setNumber, setBool, setNull, V_NUMBER, V_STRING, V_BOOL, V_NULL, V_UNKNOWN, FALSE, TRUE } from "./values";
 import { hostStateRead, hostClock } from "./host";
+import {
+  TABLES_MAGIC, H_MAGIC, H_TARGETS, H_FILTER_TARGETS, H_TOPIC_NODES, H_TOPIC_NODE_AT, H_TOPIC_EDGE_AT,
+  H_TARGET_LIST_AT, H_KEY_NODES, H_KEY_NODE_AT, H_KEY_EDGE_AT, H_STRINGS_AT, H_SLOTS, H_TARGET_TABLE_AT,
+  H_STATEMENTS, H_STATEMENT_TABLE_AT, H_LOGIC_ENTRIES, H_LOGIC_TABLE_AT, TOPIC_NODE_SIZE, TARGET_SIZE,
+  STATEMENT_SIZE, LOGIC_SIZE, OUTPUT_SIZE, VALUE_SIZE, COUNTERS_SIZE, PTRS, TIMING, TIMING_SIZE,
+  STATEMENT_COUNTERS_SIZE, LOGIC_COUNTERS_SIZE, OUT_FILTER, OUT_RULE,
+} from "./layout";
 
 export {
   memoryOldest, memoryAlloc, memoryRestore, memoryClear, ringReserve, setMemoryLimits,
@@ -73,17 +83,9 @@ export {
 
 export { outputJsonPtr, bufferEntries, bufferEntry, bufferWords } from "./buffer";
 
-export const OUT_FILTER: i32 = 1;
-export const OUT_RULE: i32 = 2;
-const OUTPUT_SIZE: usize = 24;
-const VALUE_SIZE: usize = 16;
-const TOPIC_NODE_SIZE: usize = 32;
 const SLOT_SIZE: usize = 32;
 
-const counters = memory.data(11 * 8 + 32, 8);
-const PTRS: usize = 88;
-const TIMING: usize = 100;
-const TIMING_SIZE: usize = 16;
+const counters = memory.data(COUNTERS_SIZE, 8);
 let statementCounters: usize = 0;
 let logicCounters: usize = 0;
 let statementTotal: i32 = 0;
@@ -148,25 +150,25 @@ export function tablesPtr(size: usize): usize {
 
 /** Reads the blob's header; returns 0 when it is not a tables blob. */
 export function loadTables(ruleStatements: i32): i32 {
-  if (word(0) != 0x33545246) return 0;
-  targetTotal = <i32>word(1);
-  filterTargets = <i32>word(2);
-  topicNodeCount = <i32>word(3);
-  topicNodes = tables + <usize>word(4);
-  topicEdges = tables + <usize>word(5);
-  targetLists = tables + <usize>word(6);
-  strings = tables + <usize>word(10);
-  slotCount = <i32>word(11);
-  targetTable = tables + <usize>word(12);
-  statementTable = tables + <usize>word(14);
-  logicEntries = <i32>word(16);
-  logicTable = tables + <usize>word(17);
-  statementTotal = <i32>word(13);
+  if (word(H_MAGIC) != TABLES_MAGIC) return 0;
+  targetTotal = <i32>word(H_TARGETS);
+  filterTargets = <i32>word(H_FILTER_TARGETS);
+  topicNodeCount = <i32>word(H_TOPIC_NODES);
+  topicNodes = tables + <usize>word(H_TOPIC_NODE_AT);
+  topicEdges = tables + <usize>word(H_TOPIC_EDGE_AT);
+  targetLists = tables + <usize>word(H_TARGET_LIST_AT);
+  strings = tables + <usize>word(H_STRINGS_AT);
+  slotCount = <i32>word(H_SLOTS);
+  targetTable = tables + <usize>word(H_TARGET_TABLE_AT);
+  statementTable = tables + <usize>word(H_STATEMENT_TABLE_AT);
+  logicEntries = <i32>word(H_LOGIC_ENTRIES);
+  logicTable = tables + <usize>word(H_LOGIC_TABLE_AT);
+  statementTotal = <i32>word(H_STATEMENTS);
   initMemory(statementTotal);
-  const sc = (<usize>(statementTotal > 0 ? statementTotal : 1)) * 24 + (<usize>(logicEntries > 0 ? logicEntries : 1)) * 8;
+  const sc = (<usize>(statementTotal > 0 ? statementTotal : 1)) * STATEMENT_COUNTERS_SIZE + (<usize>(logicEntries > 0 ? logicEntries : 1)) * LOGIC_COUNTERS_SIZE;
   statementCounters = heap.alloc(sc);
   memory.fill(statementCounters, 0, sc);
-  logicCounters = statementCounters + (<usize>statementTotal) * 24;
+  logicCounters = statementCounters + (<usize>statementTotal) * STATEMENT_COUNTERS_SIZE;
   values = heap.alloc(1024);
   valuesCap = 1024;
   store<u32>(counters, <u32>values, PTRS + 8);
@@ -175,7 +177,7 @@ export function loadTables(ruleStatements: i32): i32 {
   const slotBytes = (<usize>(slotCount > 0 ? slotCount : 1)) * SLOT_SIZE;
   const slots = heap.alloc(slotBytes);
   memory.fill(slots, 0, slotBytes);
-  setKeyTables(tables + <usize>word(8), tables + <usize>word(9), strings, <i32>word(7), slots, slotCount);
+  setKeyTables(tables + <usize>word(H_KEY_NODE_AT), tables + <usize>word(H_KEY_EDGE_AT), strings, <i32>word(H_KEY_NODES), slots, slotCount);
   matched = heap.alloc((<usize>(targetTotal > 0 ? targetTotal : 1)) * 4);
   outputs = heap.alloc(64 * OUTPUT_SIZE);
   outputCap = 64;
@@ -304,30 +306,29 @@ function step(child: i32, end: usize, stop: usize): void {
 
 // @ts-ignore: decorator
 @inline export function targetIsFilter(t: i32): bool {
-  return load<u32>(targetTable + (<usize>t) * 12) != 0;
+  return load<u32>(targetTable + (<usize>t) * TARGET_SIZE) != 0;
 }
 
 // @ts-ignore: decorator
 @inline export function targetFirst(t: i32): i32 {
-  return load<i32>(targetTable + (<usize>t) * 12, 4);
+  return load<i32>(targetTable + (<usize>t) * TARGET_SIZE, 4);
 }
 
 // @ts-ignore: decorator
 @inline export function targetCount(t: i32): i32 {
-  return load<i32>(targetTable + (<usize>t) * 12, 8);
+  return load<i32>(targetTable + (<usize>t) * TARGET_SIZE, 8);
 }
 
 // @ts-ignore: decorator
 @inline export function statementShape(s: i32): i32 {
-  return load<i32>(statementTable + (<usize>s) * 8);
+  return load<i32>(statementTable + (<usize>s) * STATEMENT_SIZE);
 }
 
 // @ts-ignore: decorator
 @inline export function statementParams(s: i32): usize {
-  return tables + <usize>load<u32>(statementTable + (<usize>s) * 8, 4);
+  return tables + <usize>load<u32>(statementTable + (<usize>s) * STATEMENT_SIZE, 4);
 }
 
-const LOGIC_SIZE: usize = 20;
 
 /** The logic entry's template function, or -1 when it has no templates. */
 // @ts-ignore: decorator
@@ -416,7 +417,7 @@ export function payloadIsObject(): bool {
 // @ts-ignore: decorator
 @inline export function evaluated(): void {
   store<f64>(counters, load<f64>(counters, 16) + 1, 16);
-  const p = statementCounters + (<usize>currentStatement) * 24;
+  const p = statementCounters + (<usize>currentStatement) * STATEMENT_COUNTERS_SIZE;
   store<f64>(p, load<f64>(p) + 1);
 }
 
@@ -424,7 +425,7 @@ export function payloadIsObject(): bool {
 // @ts-ignore: decorator
 @inline export function statementResult(r: i32): void {
   if (r == FALSE) return;
-  const p = statementCounters + (<usize>currentStatement) * 24 + (r == TRUE ? 8 : 16);
+  const p = statementCounters + (<usize>currentStatement) * STATEMENT_COUNTERS_SIZE + (r == TRUE ? 8 : 16);
   store<f64>(p, load<f64>(p) + 1);
 }
 
@@ -562,7 +563,7 @@ function pushOutput(kind: i32, index: i32, jsonStart: i32, jsonLen: i32): void {
   outputCount++;
   store<f64>(counters, load<f64>(counters, 24) + 1, 24);
   if (kind == OUT_RULE) {
-    const l = logicCounters + (<usize>index) * 8;
+    const l = logicCounters + (<usize>index) * LOGIC_COUNTERS_SIZE;
     store<f64>(l, load<f64>(l) + 1);
   }
 }

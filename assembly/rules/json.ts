@@ -34,7 +34,7 @@ export const JSON_STRING: i32 = 5;
 export const JSON_OBJECT: i32 = 6;
 export const JSON_ARRAY: i32 = 7;
 
-export const KEY_NODE_SIZE: usize = 24;
+import { KEY_NODE_SIZE } from "./layout";
 export const SLOT_SIZE: usize = 32;
 export const FLAG_ESCAPED: u32 = 1;
 export const FLAG_DECODED: u32 = 2;

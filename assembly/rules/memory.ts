@@ -29,12 +29,9 @@
 
 import { V_UNKNOWN, V_NULL, V_BOOL, V_NUMBER, V_STRING, regPtr, setNumber, setBool, setUnknown, setString, setTri, TRUE, FALSE, UNKNOWN } from "./values";
 
-export const REC_HEADER: usize = 32;
-export const CELL_SIZE: usize = 32;
+import { REC_HEADER, CELL_SIZE, BUCKET_SIZE, BUCKET_CAP } from "./layout";
 const LIST_SIZE: usize = 16;
 const RING_ENTRY: usize = 16;
-export const BUCKET_SIZE: usize = 56;
-export const BUCKET_CAP: i32 = 65;
 const BUCKETS: f64 = 64;
 
 let table: usize = 0;

@@ -24,11 +24,8 @@ export const FALSE: i32 = 0;
 export const TRUE: i32 = 1;
 export const UNKNOWN: i32 = 2;
 
-export const V_UNKNOWN: i32 = 0;
-export const V_NULL: i32 = 1;
-export const V_BOOL: i32 = 2;
-export const V_NUMBER: i32 = 3;
-export const V_STRING: i32 = 4;
+import { V_UNKNOWN, V_NULL, V_BOOL, V_NUMBER, V_STRING } from "./layout";
+export { V_UNKNOWN, V_NULL, V_BOOL, V_NUMBER, V_STRING };
 
 // Comparison operators
 export const EQ: i32 = 0;

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { Ajv, type ValidateFunction } from 'ajv';
+import type { ValidateFunction } from 'ajv';
+import { createAjv } from '../config/ajv.js';
 import { filterWithin, matchLevels } from '../topics/match.js';
 import { isValidTopicFilter, parseSharedFilter } from '../topics/validate.js';
 
@@ -180,7 +181,7 @@ interface AclSection {
  */
 export function parseAclSection(section: unknown, source = 'acl (config file)'): AclDocument {
   if (typeof section === 'string') return parseAcl(section, source);
-  const validateAclSection = (aclSectionValidator ??= new Ajv({ allErrors: false }).compile(aclSectionSchema));
+  const validateAclSection = (aclSectionValidator ??= createAjv({ allErrors: false }).compile(aclSectionSchema));
   if (!validateAclSection(section)) {
     const e = validateAclSection.errors![0]!;
     const path = e.instancePath.replace(/^\//, '').replace(/\//g, '.');

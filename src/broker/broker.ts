@@ -12,7 +12,7 @@ import { TopicTrie, type MatchVisitor, type SharedGroup } from '../topics/trie.j
 import { RC, reasonName } from '../mqtt/reason-codes.js';
 import { RetainedStore } from './retained.js';
 import { MqttClient } from './client.js';
-import type { DurableAcks, BrokerCore, CoreClient } from './core.js';
+import type { DurableAcks, BrokerCore, CoreClient, ForwardAcks } from './core.js';
 import type { CloseCause } from './lifecycle.js';
 import { handlePacket } from './handlers/index.js';
 
@@ -59,6 +59,8 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   readonly retained: RetainedMessages;
   /** Set at start-up with EDB_STORAGE=durable: a QoS 1/2 PUBLISH it stored is acknowledged after the commit. */
   durable: DurableAcks | undefined;
+  /** Set at start-up in cluster mode: a QoS 1/2 PUBLISH forwarded to other nodes is acknowledged once NATS has it. */
+  forwardAcks: ForwardAcks | undefined;
   private readonly trie = new TopicTrie<SubRef>();
   private readonly hooks: HookLists = {
     authenticate: [],

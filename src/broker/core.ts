@@ -50,6 +50,20 @@ export interface DurableAcks {
 }
 
 /**
+ * Cluster mode (src/cluster/): a QoS 1/2 PUBLISH that was forwarded to other nodes is
+ * acknowledged once the NATS server has it; one that had to go to other nodes while this
+ * node cannot reach NATS is refused (v5: 0x80; 3.1.1: no ack, the client sends it again).
+ */
+export interface ForwardAcks {
+  /** QoS 1/2 messages handed to NATS so far. */
+  readonly sent: number;
+  /** QoS 1/2 messages that matched other nodes' subscribers but could not be sent. */
+  readonly unsent: number;
+  /** Once NATS has everything handed to it so far (err: it did not answer in time). */
+  onSent(cb: (err?: Error) => void): void;
+}
+
+/**
  * The narrow view of the broker that packet handlers (handlers/*.ts) and connections work
  * over: settings, log and counters (DeliveryContext), hooks, sessions and the router. The
  * Broker class implements it; nothing below the broker wiring imports Broker itself.
@@ -60,6 +74,8 @@ export interface BrokerCore extends DeliveryContext {
   readonly retained: RetainedMessages;
   /** With EDB_STORAGE=durable: what the publish flow stored is acknowledged after its commit. */
   readonly durable: DurableAcks | undefined;
+  /** Cluster mode: forwarded QoS 1/2 messages are acknowledged once NATS has them. */
+  readonly forwardAcks: ForwardAcks | undefined;
 
   // hooks
   /** The authenticate hooks, in order; the first refusal wins. */

@@ -1,5 +1,6 @@
 import type { BrokerApi } from '../broker/api.js';
 import type { Message } from '../mqtt/message.js';
+import type { ForwardAcks } from '../broker/core.js';
 
 /** The broker as the cluster uses it. */
 export interface ClusterBroker extends BrokerApi {
@@ -7,4 +8,6 @@ export interface ClusterBroker extends BrokerApi {
   endSession(clientId: string): boolean;
   readonly retained: { set(message: Message): void; get(topic: string): Message | undefined; all(): IterableIterator<Message> };
   subscriptionCount(): number;
+  /** Set by the cluster: forwarded QoS 1/2 messages are acknowledged once NATS has them. */
+  forwardAcks: ForwardAcks | undefined;
 }

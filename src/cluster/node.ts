@@ -28,6 +28,7 @@ import { ClusterInterest, type InterestEntry } from './interest.js';
 import { decodeMessage, encodeMessage } from './wire.js';
 import { ClusterRetained } from './retained.js';
 import type { ClusterStateStore } from './state.js';
+import type { ClusterRules } from './rules.js';
 import { ClusterStats, type ClusterStatus, type PeerStatus } from './status.js';
 
 export const HEARTBEAT_MS = 1000;
@@ -119,6 +120,8 @@ export class ClusterNode {
   private readonly endAfterClose = new Set<string>();
   /** The cluster-wide state store, when the node has one (set before start()). */
   stateStore: ClusterStateStore | undefined;
+  /** The cluster-wide rules document, when the node has a rules service (set before start()). */
+  rules: ClusterRules | undefined;
 
   constructor(
     private readonly broker: ClusterBroker,
@@ -132,6 +135,7 @@ export class ClusterNode {
     this.interest = new ClusterInterest(this.name);
     this.retainedSet = new ClusterRetained(broker, this.name, this.clusterName, config.clusterReplicas, log, this.stats);
     this.registerHooks();
+    broker.forwardAcks = this;
   }
 
   // ------------------------------------------------------------ connection
@@ -152,6 +156,8 @@ export class ClusterNode {
       maxReconnectAttempts: -1,
       reconnectTimeWait: 1000,
       waitOnFirstConnect: true,
+      // the servers in the order given: list the board's own NATS server first
+      noRandomize: true,
       pingInterval: 2000,
       maxPingOut: 2,
       timeout: 2000,
@@ -248,7 +254,7 @@ export class ClusterNode {
     this.heartbeatTimer ??= setInterval(() => this.tick(), HEARTBEAT_MS);
     this.heartbeatTimer.unref();
     this.announce();
-    await Promise.all([this.retainedSet.attach(nc), this.stateStore?.attach(nc)]);
+    await Promise.all([this.retainedSet.attach(nc), this.stateStore?.attach(nc), this.rules?.attach(nc)]);
   }
 
   private setConnected(up: boolean): void {
@@ -398,15 +404,64 @@ export class ClusterNode {
     if (message.fromNode !== undefined) return;
     if (message.topic.charCodeAt(0) === 36 /* $ */ && message.topic.startsWith('$SYS')) return; // $SYS is per node
     if (message.retain) this.retainedSet.stored(message);
-    if (!this.connected) return;
     const plan = this.interest.plan(message.topic);
     if (!plan) return;
     if (plan.localShares) message.shareGroups = plan.localShares;
     let plain: Uint8Array | undefined;
+    let failed = false;
     for (const [node, shares] of plan.nodes) {
       const data = shares.length > 0 ? encodeMessage(message, this.name, shares) : (plain ??= encodeMessage(message, this.name));
       if (this.publish(`${this.prefix}.msg.${node}`, data)) this.stats.forwarded++;
+      else failed = true;
     }
+    if (message.qos > 0 && plan.nodes.size > 0) {
+      if (failed) this.unsentCount++;
+      else this.sentCount++;
+    }
+  }
+
+  // ForwardAcks (broker/core.ts): the publish flow acknowledges forwarded QoS 1/2 messages
+  // once NATS has them: one flush (PING/PONG) per turn of the event loop covers them all
+  private sentCount = 0;
+  private unsentCount = 0;
+  private flushWaiters: ((err?: Error) => void)[] = [];
+  private flushQueued = false;
+
+  get sent(): number {
+    return this.sentCount;
+  }
+
+  get unsent(): number {
+    return this.unsentCount;
+  }
+
+  onSent(cb: (err?: Error) => void): void {
+    this.flushWaiters.push(cb);
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    setImmediate(() => {
+      this.flushQueued = false;
+      const waiters = this.flushWaiters;
+      this.flushWaiters = [];
+      const nc = this.nc;
+      const done = (err?: Error): void => {
+        for (const w of waiters) w(err);
+      };
+      if (!nc || nc.isClosed()) return done(new Error('not connected to NATS'));
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('NATS did not confirm in 2 s')), 2000);
+      });
+      Promise.race([nc.flush(), timeout])
+        .then(
+          () => done(),
+          (err: Error) => {
+            this.noteError('forwarded messages not confirmed', err);
+            done(err);
+          },
+        )
+        .finally(() => clearTimeout(timer));
+    });
   }
 
   private onForwarded(m: Msg): void {
@@ -494,7 +549,7 @@ export class ClusterNode {
       connected: this.connected,
       natsServer: this.connected ? this.natsServer : undefined,
       lastError: this.lastError,
-      jetstream: { ...this.retainedSet.state(), state: this.stateStore?.stateText ?? 'off', stateKeys: this.stateStore?.keys ?? 0 },
+      jetstream: { ...this.retainedSet.state(), state: this.stateStore?.stateText ?? 'off', stateKeys: this.stateStore?.keys ?? 0, rules: this.rules?.stateText ?? 'off', rulesEtag: this.rules?.etag },
       nodes: [self, ...peers].sort((a, b) => a.name.localeCompare(b.name)),
       stats: this.stats.snapshot(),
     };
@@ -508,6 +563,7 @@ export class ClusterNode {
     if (!nc) return;
     this.publish(`${this.prefix}.bye`, JSON.stringify({ n: this.name }));
     this.stateStore?.close();
+    this.rules?.close();
     await this.retainedSet.close();
     for (const s of this.subs) s.unsubscribe();
     try {

@@ -1,10 +1,10 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Ajv, type ErrorObject } from 'ajv';
 import { createRequire } from 'node:module';
 import { SETTINGS, type Config, type SettingName, type SettingSpec } from './schema.js';
 import { didYouMean } from './suggest.js';
+import { validateSettings, type SettingsError } from './validate-settings.js';
 import { BridgeConfigError, parseBridges } from './bridges.js';
 
 /** The YAML parser, loaded only when a YAML config file is read (72 modules a broker configured by EDB_* variables never needs). */
@@ -26,30 +26,7 @@ export class EnvironmentError extends Error {
   readonly code = 'EDB_ENVIRONMENT';
 }
 
-function jsonSchemaFor(spec: SettingSpec): Record<string, unknown> {
-  switch (spec.type) {
-    case 'boolean':
-      return { type: 'boolean' };
-    case 'integer':
-      return { type: 'integer', minimum: spec.minimum ?? Number.MIN_SAFE_INTEGER, maximum: spec.maximum ?? Number.MAX_SAFE_INTEGER };
-    case 'port':
-      return { type: 'integer', minimum: -1, maximum: 65535 }; // -1 turns the listener off
-    case 'enum':
-      return { type: 'string', enum: [...(spec.values ?? [])] };
-    case 'string':
-      return spec.default === null ? { type: ['string', 'null'] } : { type: 'string', minLength: 1 };
-  }
-}
-
 const names = Object.keys(SETTINGS) as SettingName[];
-const settingsSchema = {
-  type: 'object',
-  additionalProperties: false,
-  properties: Object.fromEntries(names.map((n) => [n, jsonSchemaFor(SETTINGS[n])])),
-};
-
-const ajv = new Ajv({ allErrors: false, coerceTypes: false, useDefaults: false });
-const validateSettings = ajv.compile(settingsSchema);
 
 /** Sections only the config file carries; each part that owns one validates it itself. */
 const FILE_SECTIONS = new Set(['stateStore', 'acl', 'users', 'rules', 'bridges']);
@@ -100,7 +77,7 @@ function coerceText(spec: SettingSpec, raw: string, where: string): unknown {
   }
 }
 
-function describe(error: ErrorObject, origin: Map<string, string>, file: string | undefined, values: Record<string, unknown>): string {
+function describe(error: SettingsError, origin: Map<string, string>, file: string | undefined, values: Record<string, unknown>): string {
   if (error.keyword === 'additionalProperties') {
     const key = String(error.params['additionalProperty']);
     return `unknown setting "${key}" in the config file ${file ?? ''}`.trimEnd() + (didYouMean(key, [...names, ...FILE_SECTIONS]) || `; the README lists the settings`);
@@ -168,9 +145,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
   }
 
-  if (!validateSettings(values)) {
-    throw new ConfigError(describe(validateSettings.errors![0]!, origin, file, values));
-  }
+  const problem = validateSettings(values);
+  if (problem) throw new ConfigError(describe(problem, origin, file, values));
   const config = Object.fromEntries(names.map((n) => [n, n in values ? values[n] : SETTINGS[n].default])) as unknown as Config;
   config.sections = sections;
   // bridges: the file's bridges: section and EDB_BRIDGE_<NAME>* (config/bridges.ts)

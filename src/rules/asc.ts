@@ -4,16 +4,20 @@
  * assembly/rules/, read from the package (found from this file's URL, so it works from src/
  * under vitest and from dist/ once installed). Used inside the compile worker.
  */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** The package root: the nearest folder above this file holding assembly/rules. */
+/**
+ * The package root: the nearest folder above this file holding the library's sources
+ * (assembly/rules/engine.ts; dist/assembly/rules holds only the compiled layout.js that the
+ * host side imports, so a folder alone is not enough).
+ */
 export function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 6; i++) {
     try {
-      readdirSync(join(dir, 'assembly', 'rules'));
+      statSync(join(dir, 'assembly', 'rules', 'engine.ts'));
       return dir;
     } catch {
       dir = resolve(dir, '..');

@@ -3,7 +3,8 @@
  *  - AssemblyScript source for the whole document (conditions, per-topic dispatch, rule
  *    logic over the statement results), deterministic and commented for review, and
  *  - the tables blob (topic decision tree, key trie of the variables, string pool) that the
- *    runtime copies into the module's memory; its layout is documented in
+ *    runtime copies into the module's memory; its sizes and offsets come from
+ *    assembly/rules/layout.ts (shared with the module), its fields are described in
  *    assembly/rules/engine.ts and assembly/rules/json.ts.
  *
  * Targets are numbered filters first (target = filter index), then rule statements
@@ -11,6 +12,7 @@
  */
 import type { CheckedDocument, CompareOp, Expr, LogicExpr, MemoryCell, PayloadType, Templates } from './ast.js';
 import { cellIndex } from './check.js';
+import * as layout from '../../assembly/rules/layout.js';
 
 export interface GeneratedProgram {
   /** AssemblyScript source of the entry file (imports ./rules/*). */
@@ -24,7 +26,10 @@ export interface GeneratedProgram {
   stateKeys: string[];
 }
 
-const TABLES_MAGIC = 0x33545246; // "FRT3"
+// the blob's layout, shared with the module that reads it
+const { TABLES_MAGIC, HEADER_WORDS, TOPIC_NODE_SIZE, TOPIC_NODE_TABLE_WORD, EDGE_SIZE, STATEMENT_SIZE, LOGIC_SIZE, PARAM_SIZE } = layout;
+const NODE_WORDS = TOPIC_NODE_SIZE / 4;
+const EDGE_WORDS = EDGE_SIZE / 4;
 
 // ------------------------------------------------------------------------------------------
 // Condition shapes
@@ -612,7 +617,7 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
   const targetList = new Words();
   for (const n of topicOrder) {
     const children = sortedChildren(n.children);
-    const firstEdge = topicEdges.length / 3;
+    const firstEdge = topicEdges.length / EDGE_WORDS;
     let table = -1;
     let mask = 0;
     if (children.length >= HASHED_LEVELS) {
@@ -642,7 +647,7 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
     // +20: which key lengths the edges have (bit min(length, 31)), so most keys skip the search
     let lengths = 0;
     for (const [k] of children) lengths |= 1 << Math.min(Buffer.byteLength(k, 'utf8'), 31);
-    keyNodes.push(keyEdges.length / 3, children.length, n.slot, n.lo, n.hi, lengths >>> 0);
+    keyNodes.push(keyEdges.length / EDGE_WORDS, children.length, n.slot, n.lo, n.hi, lengths >>> 0);
     for (const [k, c] of children) {
       const s = pool.add(k);
       keyEdges.push(s.offset, s.length, c.id);
@@ -684,53 +689,69 @@ export function generateProgram(doc: CheckedDocument): GeneratedProgram {
     return at;
   });
 
-  const HEADER = 20;
   const sections = [topicNodes, topicEdges, targetList, keyNodes, keyEdges, targetTable, levelTables];
   const offsets: number[] = [];
-  let offset = HEADER * 4;
+  let offset = HEADER_WORDS * 4;
   for (const w of sections) {
     offsets.push(offset);
     offset += w.length * 4;
   }
   const statementTableAt = offset;
-  offset += statementShape.length * 8;
+  offset += statementShape.length * STATEMENT_SIZE;
   const logicTableAt = offset;
-  offset += logicEntries.length * 20;
+  offset += logicEntries.length * LOGIC_SIZE;
   const masksAt = offset;
   offset += masks.length * 4;
   offset = (offset + 7) & ~7;
   const cellsAt = offset;
-  offset += cells.length * 8;
+  offset += cells.length * PARAM_SIZE;
   const stringsAt = offset;
   const strings = pool.bytes();
   const blob = Buffer.alloc(stringsAt + strings.length);
-  const header = [
-    TABLES_MAGIC, F + doc.ruleStatements.length, F, topicOrder.length, offsets[0]!, offsets[1]!, offsets[2]!,
-    keyOrder.length, offsets[3]!, offsets[4]!, stringsAt, slots.size,
-    offsets[5]!, statementShape.length, statementTableAt, FS, logicEntries.length, logicTableAt, words, 0,
-  ];
+  const header = new Array<number>(HEADER_WORDS).fill(0);
+  header[layout.H_MAGIC] = TABLES_MAGIC;
+  header[layout.H_TARGETS] = F + doc.ruleStatements.length;
+  header[layout.H_FILTER_TARGETS] = F;
+  header[layout.H_TOPIC_NODES] = topicOrder.length;
+  header[layout.H_TOPIC_NODE_AT] = offsets[0]!;
+  header[layout.H_TOPIC_EDGE_AT] = offsets[1]!;
+  header[layout.H_TARGET_LIST_AT] = offsets[2]!;
+  header[layout.H_KEY_NODES] = keyOrder.length;
+  header[layout.H_KEY_NODE_AT] = offsets[3]!;
+  header[layout.H_KEY_EDGE_AT] = offsets[4]!;
+  header[layout.H_STRINGS_AT] = stringsAt;
+  header[layout.H_SLOTS] = slots.size;
+  header[layout.H_TARGET_TABLE_AT] = offsets[5]!;
+  header[layout.H_STATEMENTS] = statementShape.length;
+  header[layout.H_STATEMENT_TABLE_AT] = statementTableAt;
+  header[layout.H_FILTER_STATEMENTS] = FS;
+  header[layout.H_LOGIC_ENTRIES] = logicEntries.length;
+  header[layout.H_LOGIC_TABLE_AT] = logicTableAt;
+  header[layout.H_MASK_WORDS] = words;
   header.forEach((v, i) => blob.writeUInt32LE(v >>> 0, i * 4));
   // a node's level hash table: word index in levelTables -> byte offset in the blob
   for (let i = 0; i < topicOrder.length; i++) {
-    const at = i * 8 + 6;
+    const at = i * NODE_WORDS + TOPIC_NODE_TABLE_WORD;
     topicNodes.values[at] = topicNodes.values[at]! < 0 ? 0 : offsets[6]! + topicNodes.values[at]! * 4;
   }
   sections.forEach((w, i) => w.values.forEach((v, j) => blob.writeInt32LE(v | 0, offsets[i]! + j * 4)));
   statementShape.forEach((s, i) => {
-    blob.writeUInt32LE(s.shape.id, statementTableAt + i * 8);
-    blob.writeUInt32LE(cellsAt + statementParamCell[i]! * 8, statementTableAt + i * 8 + 4);
+    const at = statementTableAt + i * STATEMENT_SIZE;
+    blob.writeUInt32LE(s.shape.id, at);
+    blob.writeUInt32LE(cellsAt + statementParamCell[i]! * PARAM_SIZE, at + 4);
   });
   logicEntries.forEach((l, i) => {
-    blob.writeUInt32LE(l.shape, logicTableAt + i * 20);
-    blob.writeUInt32LE(cellsAt + logicParamCell[i]! * 8, logicTableAt + i * 20 + 4);
-    blob.writeInt32LE(maskAt[i]! < 0 ? -1 : masksAt + maskAt[i]! * 4, logicTableAt + i * 20 + 8);
-    blob.writeInt32LE(logicTemplates[i] ? logicTemplates[i]!.shape : -1, logicTableAt + i * 20 + 12);
-    blob.writeUInt32LE(cellsAt + templateParamCell[i]! * 8, logicTableAt + i * 20 + 16);
+    const at = logicTableAt + i * LOGIC_SIZE;
+    blob.writeUInt32LE(l.shape, at);
+    blob.writeUInt32LE(cellsAt + logicParamCell[i]! * PARAM_SIZE, at + 4);
+    blob.writeInt32LE(maskAt[i]! < 0 ? -1 : masksAt + maskAt[i]! * 4, at + 8);
+    blob.writeInt32LE(logicTemplates[i] ? logicTemplates[i]!.shape : -1, at + 12);
+    blob.writeUInt32LE(cellsAt + templateParamCell[i]! * PARAM_SIZE, at + 16);
   });
   masks.values.forEach((v, j) => blob.writeUInt32LE(v >>> 0, masksAt + j * 4));
   cells.forEach((c, j) => {
-    if ('slot' in c) blob.writeInt32LE(c.slot, cellsAt + j * 8);
-    else blob.writeDoubleLE(c.num, cellsAt + j * 8);
+    if ('slot' in c) blob.writeInt32LE(c.slot, cellsAt + j * PARAM_SIZE);
+    else blob.writeDoubleLE(c.num, cellsAt + j * PARAM_SIZE);
   });
   strings.copy(blob, stringsAt);
 

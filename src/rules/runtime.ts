@@ -24,6 +24,7 @@ import type { MemoryCell } from './ast.js';
 import type { OutputTemplates, ProgramMeta } from './pipeline.js';
 import { DEFAULT_MEMORY_LIMITS, type MemoryLimits } from './limits.js';
 import { renderKey, renderTemplate, type TemplateValue } from './template.js';
+import * as layout from '../../assembly/rules/layout.js';
 
 export interface RuleOutput {
   topic: string;
@@ -94,13 +95,8 @@ interface Exports {
   clearRuleBuffer(): void;
 }
 
-const OUT_FILTER = 1;
-const OUTPUT_SIZE = 24;
-/** Where the output, JSON and template value addresses sit after the counters (assembly/rules/engine.ts). */
-const PTRS = 88;
-/** The timing flag, records address, record count and message time after the counters (assembly/rules/engine.ts). */
-const TIMING = 100;
-const TIMING_SIZE = 16;
+// byte layouts shared with the module: assembly/rules/layout.ts
+const { OUT_FILTER, OUTPUT_SIZE, PTRS, TIMING, TIMING_SIZE, REC_HEADER, CELL_SIZE, BUCKET_SIZE, BUCKET_CAP, V_NULL, V_BOOL, V_NUMBER, V_STRING, ENTRY_HEADER, STATEMENT_COUNTERS_SIZE, LOGIC_COUNTERS_SIZE, VALUE_SIZE } = layout;
 /** Upper bounds (seconds) of the time histograms' buckets; a last bucket holds the rest (+Inf). */
 export const TIME_BUCKETS: readonly number[] = [1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3, 1e-2];
 const NB = TIME_BUCKETS.length + 1;
@@ -117,15 +113,6 @@ export interface TimeHistograms {
   messageCounts: Float64Array;
   messageSum: number;
 }
-// memory layouts (assembly/rules/memory.ts)
-const REC_HEADER = 32;
-const CELL_SIZE = 32;
-const BUCKET_SIZE = 56;
-const BUCKET_CAP = 65;
-const V_NULL = 1;
-const V_BOOL = 2;
-const V_NUMBER = 3;
-const V_STRING = 4;
 
 /** Per-statement counters (metrics per filter and per rule). */
 export interface StatementCounters {
@@ -152,7 +139,6 @@ export interface StatementMemory {
   topics: TopicMemory[];
 }
 const NO_OUTPUT: readonly RuleOutput[] = Object.freeze([]);
-const ENTRY_HEADER = 32;
 /** Topics kept, matched, in the module (topics repeat: devices publish to the same few topics). */
 export const TOPIC_CACHE = 16384;
 /** The module's slot for topics matched but not kept. */
@@ -417,11 +403,11 @@ export class RulesProgram {
       const len = view.getInt32(at + 4, true);
       const num = view.getFloat64(at + 8, true);
       if (kind === V_NUMBER) values.push(num);
-      else if (kind === V_STRING) values.push(this.bytes.toString('utf8', at + 16, at + 16 + len));
+      else if (kind === V_STRING) values.push(this.bytes.toString('utf8', at + VALUE_SIZE, at + VALUE_SIZE + len));
       else if (kind === V_BOOL) values.push(num !== 0);
       else if (kind === V_NULL) values.push(null);
       else values.push(undefined);
-      at += 16 + ((len + 7) & ~7);
+      at += VALUE_SIZE + ((len + 7) & ~7);
     }
     return values;
   }
@@ -486,12 +472,12 @@ export class RulesProgram {
     const p = this.exports.statementCountersPtr();
     const v = this.view;
     const statements = this.meta.statements.map((_, i) => ({
-      evaluations: v.getFloat64(p + i * 24, true),
-      trueResults: v.getFloat64(p + i * 24 + 8, true),
-      unknown: v.getFloat64(p + i * 24 + 16, true),
+      evaluations: v.getFloat64(p + i * STATEMENT_COUNTERS_SIZE, true),
+      trueResults: v.getFloat64(p + i * STATEMENT_COUNTERS_SIZE + 8, true),
+      unknown: v.getFloat64(p + i * STATEMENT_COUNTERS_SIZE + 16, true),
     }));
-    const l = p + this.meta.statements.length * 24;
-    return { statements, logicFires: this.meta.logicOutputs.map((_, j) => v.getFloat64(l + j * 8, true)) };
+    const l = p + this.meta.statements.length * STATEMENT_COUNTERS_SIZE;
+    return { statements, logicFires: this.meta.logicOutputs.map((_, j) => v.getFloat64(l + j * LOGIC_COUNTERS_SIZE, true)) };
   }
 
   /** Every statement's memory (for the backup and PATCH). */

@@ -18,7 +18,8 @@
  * Keys are bytes: patterns match the key's bytes (a `?` is one byte; a pattern's own text
  * is taken as UTF-8). When authorization is enabled, what no rule grants is denied.
  */
-import { Ajv, type ValidateFunction } from 'ajv';
+import type { ValidateFunction } from 'ajv';
+import { createAjv } from '../config/ajv.js';
 import type { ClientInfo } from '../broker/hooks.js';
 
 export type Access = 'read' | 'write';
@@ -85,7 +86,7 @@ export class StateStoreConfigError extends Error {
 /** Validate `config.sections.stateStore`; throws StateStoreConfigError naming the problem. */
 export function parseStateStoreSection(raw: unknown): StateStoreSection {
   if (raw === undefined || raw === null) return {};
-  const validateSection = (sectionValidator ??= new Ajv({ allErrors: false }).compile(sectionSchema));
+  const validateSection = (sectionValidator ??= createAjv({ allErrors: false }).compile(sectionSchema));
   if (!validateSection(raw)) {
     const e = validateSection.errors![0]!;
     const where = `stateStore${e.instancePath.replace(/\//g, '.')}`;

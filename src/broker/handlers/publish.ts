@@ -72,8 +72,29 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
   if (durable && qos > 0 && durable.full && (message.retain || core.needsStorage(message))) return refuseStorage(core, client, qos, id);
   if (qos === 2) session.receivedQos2(id);
   const writes = durable?.writes ?? 0;
+  const fwd = core.forwardAcks;
+  const sent = fwd?.sent ?? 0;
+  const unsent = fwd?.unsent ?? 0;
   const matched = core.route(message, client);
   const code = matched || !v5 ? 0 : RC.NO_MATCHING_SUBSCRIBERS;
+  // [cluster] subscribers on other nodes: acknowledged once NATS has the message; refused when
+  // it could not be sent (this node cut off from NATS: the client keeps it and sends it again)
+  if (fwd && qos > 0 && fwd.unsent !== unsent) return refuseForward(core, client, qos, id);
+  if (fwd && qos > 0 && fwd.sent !== sent) {
+    fwd.onSent((err) => {
+      if (client.state !== 'open') return;
+      if (err) return refuseForward(core, client, qos, id);
+      if (durable && durable.writes !== writes) {
+        durable.flushUrgent();
+        durable.onDurable((e) => {
+          if (client.state !== 'open') return;
+          if (e) refuseStorage(core, client, qos, id);
+          else ackPublish(client, qos, id, code);
+        });
+      } else ackPublish(client, qos, id, code);
+    });
+    return;
+  }
   // [durable] what was stored for it is acknowledged once its batch is on disk; QoS 0 and
   // messages nothing durable needed are answered at once
   if (durable && qos > 0 && durable.writes !== writes) {
@@ -84,6 +105,13 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
       else ackPublish(client, qos, id, code);
     });
   } else ackPublish(client, qos, id, code);
+}
+
+/** Cluster: the message could not reach NATS. v5 answers 0x80; 3.1.1 sends no ack, so the client retries. */
+function refuseForward(core: BrokerCore, client: MqttClient, qos: QoS, id: number): void {
+  core.countDrop('cluster_unreachable');
+  if (qos === 2) client.session?.releasedQos2(id);
+  if (client.isV5) ackPublish(client, qos, id, RC.UNSPECIFIED_ERROR);
 }
 
 /** Storage is full: v5 answers 0x97 (Quota exceeded); 3.1.1 sends no ack, so the client retries. */
