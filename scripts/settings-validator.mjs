@@ -2,9 +2,10 @@
 // JSON Schema (settingsSchema in src/config/validate-settings.ts, made from SETTINGS). The
 // broker then validates its settings with code Ajv generated, without loading or compiling
 // Ajv at start (issue 15: ~100 ms of CPU and 63 modules an idle broker kept).
-// test/unit/config-validate.test.ts fails when the committed file is not what this makes.
-// Run after `npm run build`:  node scripts/settings-validator.mjs --write
-import { writeFileSync } from 'node:fs';
+// `npm run build:ts` runs it after tsc (`--write`): it rewrites the committed source when the
+// schema changed, and the compiled copy in dist/, so a new setting is never refused by a stale
+// validator; test/unit/config-validate.test.ts fails when the committed file is stale.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { Ajv } from 'ajv';
 import standalone from 'ajv/dist/standalone/index.js';
 
@@ -33,6 +34,12 @@ export function settingsValidatorSource(schema) {
 
 if (process.argv.includes('--write')) {
   const { settingsSchema } = await import('../dist/src/config/validate-settings.js');
-  writeFileSync(GENERATED, settingsValidatorSource(settingsSchema));
-  console.log(`wrote ${GENERATED}`);
+  const source = settingsValidatorSource(settingsSchema);
+  const current = existsSync(GENERATED) ? readFileSync(GENERATED, 'utf8') : '';
+  if (current !== source) {
+    writeFileSync(GENERATED, source);
+    console.log(`settings-validator: the settings changed; wrote ${GENERATED} (commit it)`);
+  }
+  // what tsc made of the old source: replaced by the new code (plain JavaScript either way)
+  writeFileSync(`dist/${GENERATED.replace(/\.ts$/, '.js')}`, source);
 }
