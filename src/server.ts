@@ -212,7 +212,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   // rules have seen every message); loaded only with EDB_CLUSTER_NATS (idle memory matters)
   let cluster: ClusterService | undefined;
   if (config.clusterNats) {
-    cluster = clusterModule!.startCluster(broker, config, log, VERSION, { stateStore });
+    cluster = clusterModule!.startCluster(broker, config, log, VERSION, { stateStore, rules });
     services.push(cluster);
   }
 

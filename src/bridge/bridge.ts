@@ -20,6 +20,7 @@ import type { Logger } from 'pino';
 import type { IClientOptions, IClientPublishOptions, MqttClient } from 'mqtt';
 import type { BridgeConfig, BridgeTopic } from '../config/bridges.js';
 import type { Message, QoS } from '../mqtt/message.js';
+import { encodePublish, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
 import { matchLevels } from '../topics/match.js';
 import { Backlog, type BacklogEntry, type DropCounts } from './backlog.js';
 
@@ -57,6 +58,8 @@ export interface BridgeCounters {
   inNotAuthorized: number;
   /** Our own messages that came back from a 3.1.1 remote. */
   echoesDropped: number;
+  /** v5: QoS 1 messages the remote answered with a refusal (>= 0x80); released, not sent again. */
+  refusedByRemote: number;
 }
 
 const ECHO_TTL_MS = 60_000;
@@ -72,7 +75,7 @@ export class Bridge {
   /** Why the link is down (the last error), for the API and the log. */
   lastError: string | undefined;
   connectedSince: number | undefined;
-  readonly counters: BridgeCounters = { messagesOut: 0, messagesIn: 0, bytesOut: 0, bytesIn: 0, reconnects: 0, connects: 0, inNotAuthorized: 0, echoesDropped: 0 };
+  readonly counters: BridgeCounters = { messagesOut: 0, messagesIn: 0, bytesOut: 0, bytesIn: 0, reconnects: 0, connects: 0, inNotAuthorized: 0, echoesDropped: 0, refusedByRemote: 0 };
   /** QoS 1/2 towards the remote. */
   readonly backlog: Backlog;
   /** QoS 0 towards the remote (memory only). */
@@ -87,8 +90,12 @@ export class Bridge {
   private ageTimer: NodeJS.Timeout | undefined;
   private inflight = 0;
   private window = 1;
-  private qos0Writing = 0;
   private pumping = false;
+  private pumpScheduled = false;
+  /** The socket's buffer is full: wait for its drain before writing QoS 0. */
+  private blocked = false;
+  /** QoS 1 messages written, by packet id, until their PUBACK. */
+  private readonly acks = new Map<number, BacklogEntry>();
   private readonly echoes = new Map<string, { n: number; at: number }>();
   private readonly log: Logger;
 
@@ -245,6 +252,9 @@ export class Bridge {
       if (gen !== this.generation) return callback();
       this.incoming(packet as never, () => callback());
     };
+    client.on('packetreceive', (packet) => {
+      if (gen === this.generation) this.onPacket(packet as never);
+    });
     client.on('error', (err) => {
       if (gen !== this.generation) return;
       this.lastError = err.message;
@@ -278,7 +288,8 @@ export class Bridge {
     }
     this.backlog.rewind();
     this.inflight = 0;
-    this.qos0Writing = 0;
+    this.acks.clear();
+    this.blocked = false;
     this.pump();
   }
 
@@ -289,7 +300,8 @@ export class Bridge {
     this.connectedSince = undefined;
     this.backlog.rewind();
     this.inflight = 0;
-    this.qos0Writing = 0;
+    this.acks.clear();
+    this.blocked = false;
     if (this.state === 'stopped') return;
     this.setState('disconnected', this.lastError ?? 'connection closed');
     this.scheduleReconnect();
@@ -319,6 +331,8 @@ export class Bridge {
     this.client = undefined;
     this.backlog.rewind();
     this.inflight = 0;
+    this.acks.clear();
+    this.blocked = false;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     this.attempts = 0;
@@ -356,6 +370,7 @@ export class Bridge {
     const client = this.client;
     if (!client || this.state !== 'connected' || this.pumping) return;
     this.pumping = true;
+    const batch: Buffer[] = [];
     try {
       const gen = this.generation;
       // QoS 1/2 first (the backlog is what must not be lost), within the window
@@ -363,19 +378,105 @@ export class Bridge {
         const e = this.backlog.nextToSend();
         if (!e) break;
         this.inflight++;
-        this.send(client, e, gen);
+        if (e.qos === 2) this.send(client, e, gen);
+        else batch.push(this.encode(client, e));
       }
       // QoS 0 while the socket takes it
-      while (this.qos0Writing < 1024) {
+      while (!this.blocked) {
         const e = this.buffer.nextToSend();
         if (!e) break;
         this.buffer.done(e);
-        this.qos0Writing++;
-        this.send(client, e, gen);
+        batch.push(this.encode(client, e));
+        if (batch.length >= 1024) this.flush(client, batch);
       }
     } finally {
+      this.flush(client, batch);
       this.pumping = false;
     }
+  }
+
+  /**
+   * QoS 0 and 1 go out on our own encoder, in one write per pump (MQTT.js's per-message publish
+   * was the cost of the drain: bench/RESULTS.md); PUBACKs are taken from MQTT.js's
+   * 'packetreceive' event by packet id (ids from MQTT.js's own provider, so they never collide
+   * with its SUBSCRIBE or QoS 2 ids; it ignores acks it did not ask for). QoS 2, rare, goes
+   * through MQTT.js's publish, which runs the PUBREC/PUBREL/PUBCOMP exchange.
+   */
+  private encode(client: MqttClient, e: BacklogEntry): Buffer {
+    const m = e.message;
+    const v5 = this.config.protocolVersion === 5;
+    const f: PublishFields = { topic: e.remoteTopic, payload: m.payload, qos: e.qos, retain: m.retain, dup: false };
+    if (e.qos > 0) {
+      const id = client.messageIdProvider.allocate() ?? 1;
+      f.messageId = id;
+      this.acks.set(id, e);
+    }
+    if (v5) {
+      const props = this.publishProperties(m);
+      if (props) f.properties = props;
+    } else if (this.inLines.length > 0) this.rememberEcho(e.remoteTopic, m.payload);
+    this.counters.messagesOut++;
+    this.counters.bytesOut += m.payload.length;
+    return encodePublish(f, v5 ? 5 : 4);
+  }
+
+  private flush(client: MqttClient, batch: Buffer[]): void {
+    if (batch.length === 0) return;
+    const data = batch.length === 1 ? batch[0]! : Buffer.concat(batch);
+    batch.length = 0;
+    const stream = client.stream;
+    if (!stream.write(data) && !this.blocked) {
+      // the socket's buffer is full: QoS 0 waits for the drain (QoS 1/2 are held by the window)
+      this.blocked = true;
+      const gen = this.generation;
+      stream.once('drain', () => {
+        this.blocked = false;
+        if (gen === this.generation) this.pump();
+      });
+    }
+  }
+
+  /** A PUBACK from the remote for a QoS 1 message we wrote. */
+  private onPacket(packet: { cmd: string; messageId?: number; reasonCode?: number }): void {
+    if (packet.cmd !== 'puback' || packet.messageId === undefined) return;
+    const e = this.acks.get(packet.messageId);
+    if (!e) return;
+    this.acks.delete(packet.messageId);
+    this.client?.messageIdProvider.deallocate(packet.messageId);
+    // v5: a refusal (>= 0x80, say not authorized there) releases it too: sending it again would not help
+    if (packet.reasonCode !== undefined && packet.reasonCode >= 0x80) this.counters.refusedByRemote++;
+    this.released(e);
+  }
+
+  private released(e: BacklogEntry): void {
+    this.inflight--;
+    const head = this.backlog.headPosition;
+    this.backlog.done(e);
+    if (this.backlog.headPosition !== head) this.host.positionChanged(this);
+    if (!this.pumping) this.schedulePump();
+  }
+
+  /** Acks arrive in bursts: one pump after the burst, not one per ack. */
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
+  private publishProperties(m: Message): PublishProperties | undefined {
+    const p = m.properties;
+    if (!p && m.expiresAt === undefined) return undefined;
+    const props: PublishProperties = {};
+    if (p?.payloadFormatIndicator !== undefined) props.payloadFormatIndicator = p.payloadFormatIndicator;
+    if (p?.contentType !== undefined) props.contentType = p.contentType;
+    if (p?.responseTopic !== undefined) props.responseTopic = p.responseTopic;
+    if (p?.correlationData !== undefined) props.correlationData = p.correlationData;
+    if (p?.userProperties !== undefined) props.userProperties = p.userProperties;
+    if (m.expiresAt !== undefined) props.messageExpiryInterval = Math.max(1, Math.ceil((m.expiresAt - Date.now()) / 1000));
+    return props;
   }
 
   private send(client: MqttClient, e: BacklogEntry, gen: number): void {
@@ -396,17 +497,8 @@ export class Bridge {
     this.counters.bytesOut += m.payload.length;
     client.publish(e.remoteTopic, m.payload, opts, (err) => {
       if (gen !== this.generation) return; // an older connection: rewound and sent again already
-      if (e.qos === 0) {
-        this.qos0Writing--;
-        if (!this.pumping && this.qos0Writing === 0) this.pump();
-        return;
-      }
       if (err) return; // the connection is going; the close rewinds
-      this.inflight--;
-      const head = this.backlog.headPosition;
-      this.backlog.done(e);
-      if (this.backlog.headPosition !== head) this.host.positionChanged(this);
-      this.pump();
+      this.released(e);
     });
   }
 

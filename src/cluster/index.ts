@@ -9,6 +9,7 @@ import type { ClusterBroker } from './broker-view.js';
 import type { ClusterStatus } from './status.js';
 import type { StateStoreService } from '../state/service.js';
 import { ClusterStateStore } from './state.js';
+import { ClusterRules, type ClusterRulesView } from './rules.js';
 
 export type { ClusterStatus } from './status.js';
 export { clusterConfigProblem } from './node.js';
@@ -24,10 +25,11 @@ export interface ClusterService {
 }
 
 /** Register the cluster's hooks (before listeners open) and start joining in the background. */
-export function startCluster(broker: ClusterBroker, config: Config, log: Logger, version: string, parts: { stateStore?: StateStoreService } = {}): ClusterService {
+export function startCluster(broker: ClusterBroker, config: Config, log: Logger, version: string, parts: { stateStore?: StateStoreService; rules?: ClusterRulesView } = {}): ClusterService {
   const clog = log.child({ part: 'cluster' });
   const node = new ClusterNode(broker, config, clog, version);
   parts.stateStore?.attachReplica((space) => (node.stateStore = new ClusterStateStore(space, node.name, config.clusterName, config.clusterReplicas, clog, node.stats)));
+  if (parts.rules) node.rules = new ClusterRules(parts.rules, node.name, config.clusterName, config.clusterReplicas, clog, node.stats);
   node.start();
   return {
     node,
@@ -44,7 +46,7 @@ export function startCluster(broker: ClusterBroker, config: Config, log: Logger,
         summary: s.connected ? `node ${s.node} of cluster ${s.cluster}, ${others.length + 1} node${others.length === 0 ? '' : 's'} running` : `node ${s.node} of cluster ${s.cluster}: NOT CONNECTED to NATS, retrying; serving local clients only`,
         nats: s.connected ? `connected to ${s.natsServer}` : `unreachable (${config.clusterNats})${s.lastError ? `: ${s.lastError}` : ''}`,
         nodes: s.nodes.map((n) => `${n.name}${n.self ? ' (this node)' : ''}: ${n.clients} clients, ${n.subscriptions} subscriptions`).join('; '),
-        jetstream: `retained bucket ${s.jetstream.retained} (${s.jetstream.retainedKeys} keys), state bucket ${s.jetstream.state} (${s.jetstream.stateKeys} keys), R${s.jetstream.replicas}`,
+        jetstream: `retained bucket ${s.jetstream.retained} (${s.jetstream.retainedKeys} keys), state bucket ${s.jetstream.state} (${s.jetstream.stateKeys} keys), rules bucket ${s.jetstream.rules}${s.jetstream.rulesEtag ? ` (document ${s.jetstream.rulesEtag})` : ''}, R${s.jetstream.replicas}`,
         crossNode: `${s.stats.forwarded} sent, ${s.stats.received} received${s.stats.latencyP50Ms !== undefined ? `, latency p50 ${s.stats.latencyP50Ms.toFixed(2)} ms` : ''}`,
       };
     },

@@ -28,6 +28,7 @@ import { ClusterInterest, type InterestEntry } from './interest.js';
 import { decodeMessage, encodeMessage } from './wire.js';
 import { ClusterRetained } from './retained.js';
 import type { ClusterStateStore } from './state.js';
+import type { ClusterRules } from './rules.js';
 import { ClusterStats, type ClusterStatus, type PeerStatus } from './status.js';
 
 export const HEARTBEAT_MS = 1000;
@@ -119,6 +120,8 @@ export class ClusterNode {
   private readonly endAfterClose = new Set<string>();
   /** The cluster-wide state store, when the node has one (set before start()). */
   stateStore: ClusterStateStore | undefined;
+  /** The cluster-wide rules document, when the node has a rules service (set before start()). */
+  rules: ClusterRules | undefined;
 
   constructor(
     private readonly broker: ClusterBroker,
@@ -251,7 +254,7 @@ export class ClusterNode {
     this.heartbeatTimer ??= setInterval(() => this.tick(), HEARTBEAT_MS);
     this.heartbeatTimer.unref();
     this.announce();
-    await Promise.all([this.retainedSet.attach(nc), this.stateStore?.attach(nc)]);
+    await Promise.all([this.retainedSet.attach(nc), this.stateStore?.attach(nc), this.rules?.attach(nc)]);
   }
 
   private setConnected(up: boolean): void {
@@ -546,7 +549,7 @@ export class ClusterNode {
       connected: this.connected,
       natsServer: this.connected ? this.natsServer : undefined,
       lastError: this.lastError,
-      jetstream: { ...this.retainedSet.state(), state: this.stateStore?.stateText ?? 'off', stateKeys: this.stateStore?.keys ?? 0 },
+      jetstream: { ...this.retainedSet.state(), state: this.stateStore?.stateText ?? 'off', stateKeys: this.stateStore?.keys ?? 0, rules: this.rules?.stateText ?? 'off', rulesEtag: this.rules?.etag },
       nodes: [self, ...peers].sort((a, b) => a.name.localeCompare(b.name)),
       stats: this.stats.snapshot(),
     };
@@ -560,6 +563,7 @@ export class ClusterNode {
     if (!nc) return;
     this.publish(`${this.prefix}.bye`, JSON.stringify({ n: this.name }));
     this.stateStore?.close();
+    this.rules?.close();
     await this.retainedSet.close();
     for (const s of this.subs) s.unsubscribe();
     try {

@@ -140,7 +140,7 @@ export class ClusterRetained {
     }
   }
 
-  state(): Omit<JetStreamState, 'state' | 'stateKeys'> {
+  state(): Omit<JetStreamState, 'state' | 'stateKeys' | 'rules' | 'rulesEtag'> {
     return { retained: this.stateText, retainedKeys: this.keys.size, replicas: this.replicas, pendingWrites: this.inflight + this.pending.size };
   }
 

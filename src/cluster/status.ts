@@ -26,6 +26,10 @@ export interface JetStreamState {
   /** The state-store bucket: "ready", "connecting" or "error: ...". */
   state: string;
   stateKeys: number;
+  /** The rules bucket: "ready", "connecting", "error: ..." or "off". */
+  rules: string;
+  /** The rules document's version (ETag) the cluster holds, as far as this node knows. */
+  rulesEtag: string | undefined;
 }
 
 export interface ClusterStatus {

@@ -251,3 +251,31 @@ describe('bridge to a second Edge Data Broker', () => {
     for (const c of [edgeSub, remoteSub, edgePub, remotePub]) c.end(true);
   });
 });
+
+describe('bridge backlog with EDB_STORAGE=memory', () => {
+  it('is saved in the backup on a graceful stop and sent after the next start', async () => {
+    const { mkdtempSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const remote = await startBroker();
+    const dataDir = mkdtempSync(join(tmpdir(), 'edb-bridge-mem-'));
+    const settings = { storage: 'memory' as const, backupEnabled: true, dataDir };
+    const first = await startBroker({ ...settings, bridges: [parseBridge('br0', { url: 'mqtt://127.0.0.1:1', ...fast, topics: ['mem/# out 1'] })] });
+    const pub = await client(first.url);
+    for (let i = 0; i < 3; i++) await pub.publishAsync(`mem/${i}`, String(i), { qos: 1 });
+    pub.end(true);
+    expect(first.server.bridges.get('br0')!.backlog.size).toBe(3);
+    await first.stop();
+    const sub = await client(remote.url);
+    await sub.subscribeAsync('mem/#', { qos: 1 });
+    const second = await startBroker({ ...settings, bridges: [parseBridge('br0', { url: remote.url, ...fast, topics: ['mem/# out 1'] })] });
+    try {
+      await until(() => sub.got.length === 3, 15_000, 'the saved backlog on the remote');
+      expect(sub.got.map((g) => g.payload)).toEqual(['0', '1', '2']);
+    } finally {
+      sub.end(true);
+      await second.stop();
+      await remote.stop();
+    }
+  });
+});

@@ -224,7 +224,7 @@ describe.skipIf(!existsSync(CHROMIUM))('the console in Chromium', () => {
     }
   });
 
-  it('lists clients with a disconnect action for admins; bridges and cluster say not configured', async () => {
+  it('lists clients with a disconnect action for admins; bridges can be added, edited and removed; cluster says not configured', async () => {
     const c = await connectClient(server.port('mqtt'), { clientId: 'press-7' });
     try {
       await page.goto(`${base}/#/clients`);
@@ -232,8 +232,24 @@ describe.skipIf(!existsSync(CHROMIUM))('the console in Chromium', () => {
       expect(await page.locator('#clients-table button:text("Disconnect")').count()).toBeGreaterThan(0);
       await shot('clients');
       await page.goto(`${base}/#/bridges`);
-      expect(await page.textContent('#not-configured')).toContain('Not configured');
+      await page.waitForSelector('#no-bridges');
+      await page.fill('#bridge-name', 'site-a');
+      await page.fill('#bridge-url', 'mqtt://127.0.0.1:1');
+      await page.fill('#bridge-topics', 'sensors/# out 1 "" site-a/\ncmd/# in 1');
+      await page.click('#bridge-submit');
+      await page.waitForSelector('#bridges-table td:text("site-a")');
+      expect(server.bridges.get('site-a')!.config.topics.map((t) => t.line)).toEqual(['sensors/# out 1 "" site-a/', 'cmd/# in 1']);
       await shot('bridges');
+      // edit: the backlog stays, the settings the form does not show are kept
+      await page.click('#bridges-table button:text("Edit")');
+      await page.fill('#bridge-topics', 'sensors/# out 1 "" site-a/');
+      await page.click('#bridge-submit');
+      await page.waitForSelector('#bridge-note span.ok');
+      expect(server.bridges.get('site-a')!.config.topics.map((t) => t.line)).toEqual(['sensors/# out 1 "" site-a/']);
+      page.once('dialog', (d) => void d.accept());
+      await page.click('#bridges-table button:text("Remove")');
+      await page.waitForSelector('#no-bridges');
+      expect(server.bridges.get('site-a')).toBeUndefined();
       await page.goto(`${base}/#/cluster`);
       expect(await page.textContent('#not-configured')).toContain('Not configured');
     } finally {
@@ -257,6 +273,9 @@ describe.skipIf(!existsSync(CHROMIUM))('the console in Chromium', () => {
       await v.goto(`${base}/#/state`);
       await v.waitForSelector('[data-key="line1/setpoint"]');
       expect(await v.locator('#state-set-form').count()).toBe(0);
+      await v.goto(`${base}/#/bridges`);
+      await v.waitForSelector('#bridges-table table');
+      expect(await v.locator('#bridge-form').count()).toBe(0);
       await v.goto(`${base}/#/clients`);
       await v.waitForSelector('#clients-table table');
       expect(await v.locator('#clients-table button').count()).toBe(0);
@@ -267,9 +286,10 @@ describe.skipIf(!existsSync(CHROMIUM))('the console in Chromium', () => {
         const put = await fetch('/api/state/key?key=line1/setpoint', { method: 'PUT', headers: h, body: JSON.stringify({ value: 'x' }) });
         const rules = await fetch('/rules', { method: 'POST', headers: h, body: '{"filters":[],"rules":[]}' });
         const publish = await fetch('/api/publish', { method: 'POST', headers: h, body: JSON.stringify({ topic: 'a', payload: 'b' }) });
-        return [put.status, rules.status, publish.status];
+        const bridge = await fetch('/api/bridges', { method: 'POST', headers: h, body: JSON.stringify({ name: 'x', url: 'mqtt://127.0.0.1:1' }) });
+        return [put.status, rules.status, publish.status, bridge.status];
       });
-      expect(statuses).toEqual([403, 403, 403]);
+      expect(statuses).toEqual([403, 403, 403, 403]);
     } finally {
       await viewerContext.close();
     }

@@ -9,6 +9,7 @@ import { explorerPage } from './explorer.js';
 import { rulesPage } from './rules.js';
 import { statePage } from './state.js';
 import { clientsPage, notConfiguredPage } from './clients.js';
+import { bridgesPage } from './bridges.js';
 import { clusterPage } from './cluster.js';
 
 const PAGES: [string, string][] = [
@@ -106,7 +107,7 @@ function route(): void {
       stopPage = clientsPage(main, session);
       break;
     case 'bridges':
-      stopPage = notConfiguredPage(main, 'Bridges', 'This broker has no bridges API yet; bridges will be listed here when it does.');
+      stopPage = bridgesPage(main, session);
       break;
     case 'cluster':
       stopPage = clusterPage(main);
