@@ -38,7 +38,7 @@ const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
 
 // ------------------------------------------------------------------ options
 
-interface Options {
+export interface Options {
   quick: boolean;
   runs: number;
   warmupMs: number;
@@ -52,7 +52,7 @@ interface Options {
   outstanding: number;
 }
 
-function parseArgs(argv: string[]): Options {
+export function parseArgs(argv: string[]): Options {
   const quick = argv.includes('--quick');
   const o: Options = {
     quick,
@@ -124,7 +124,7 @@ function parseArgs(argv: string[]): Options {
 
 // ------------------------------------------------------------------ brokers
 
-interface RunningPeer {
+export interface RunningPeer {
   name: string;
   label: string;
   port: number;
@@ -187,17 +187,17 @@ function version(cmd: string, args: string[]): string {
   }
 }
 
-async function startPeer(name: string, dir: string, opts: Options): Promise<RunningPeer | undefined> {
+export async function startPeer(name: string, dir: string, opts: Options): Promise<RunningPeer | undefined> {
   const port = await freePort();
   const logFile = path.join(dir, `${name}.log`);
   const log = createWriteStream(logFile);
   let proc: ChildProcess;
   let label: string;
-  if (name === 'edb') {
+  if (name === 'edb' || name === 'edb-durable' || name === 'edb-memory') {
     const main = path.join(ROOT, 'dist/src/cli/main.js');
     if (!existsSync(main)) throw new Error(`${main} is missing: run npm run build first`);
     const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
-    label = `edge-data-broker ${pkg.version}`;
+    label = `edge-data-broker ${pkg.version}${name === 'edb' ? '' : name.slice(3).replace('-', ' (EDB_STORAGE=') + ')'}`;
     const nodeArgs = opts.profile ? ['--cpu-prof', '--cpu-prof-dir', path.join(ROOT, 'bench/profiles')] : [];
     proc = spawn(process.execPath, [...nodeArgs, main, 'start'], {
       cwd: dir,
@@ -210,7 +210,8 @@ async function startPeer(name: string, dir: string, opts: Options): Promise<Runn
         EDB_RULES_PORT: '-1',
         EDB_LOG_LEVEL: 'warn',
         EDB_LOG_FORMAT: 'json',
-        EDB_DATA_DIR: path.join(dir, 'edb-data'),
+        EDB_DATA_DIR: path.join(dir, `${name}-data`),
+        ...(name === 'edb-durable' ? { EDB_STORAGE: 'durable' } : name === 'edb-memory' ? { EDB_STORAGE: 'memory', EDB_BACKUP: 'false' } : {}),
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -218,7 +219,7 @@ async function startPeer(name: string, dir: string, opts: Options): Promise<Runn
     const pkg = JSON.parse(readFileSync(path.join(ROOT, 'node_modules/aedes/package.json'), 'utf8')) as { version: string };
     label = `aedes ${pkg.version}`;
     proc = spawn(process.execPath, [path.join(ROOT, 'bench/peers/aedes-server.mjs'), String(port)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  } else if (name === 'mosquitto') {
+  } else if (name === 'mosquitto' || name === 'mosquitto-persist') {
     const bin = which('mosquitto');
     if (!bin) {
       process.stdout.write('mosquitto is not installed: running without it (apt-get install mosquitto)\n');
@@ -227,7 +228,13 @@ async function startPeer(name: string, dir: string, opts: Options): Promise<Runn
     label = version(bin, ['-h']).replace(/^mosquitto version/, 'mosquitto') || 'mosquitto';
     const conf = path.join(dir, 'mosquitto.conf');
     // mosquitto 2 listens on loopback only and refuses anonymous clients unless told otherwise
-    writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n`);
+    const persist = name === 'mosquitto-persist';
+    if (persist) {
+      label += ' (persistence true)';
+      mkdirSync(path.join(dir, 'mosquitto-data'), { recursive: true });
+    }
+    const persistence = persist ? `persistence true\npersistence_location ${path.join(dir, 'mosquitto-data')}/\n` : 'persistence false\n';
+    writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\n${persistence}log_dest stderr\nlog_type error\nlog_type warning\n`);
     proc = spawn(bin, ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
   } else {
     throw new Error(`unknown broker ${name}`);
@@ -239,7 +246,7 @@ async function startPeer(name: string, dir: string, opts: Options): Promise<Runn
   return { name, label, port, proc, logFile };
 }
 
-async function stopPeer(peer: RunningPeer): Promise<void> {
+export async function stopPeer(peer: RunningPeer): Promise<void> {
   if (peer.proc.exitCode !== null) return;
   const exited = new Promise<void>((resolve) => peer.proc.once('exit', () => resolve()));
   peer.proc.kill('SIGTERM');
@@ -342,7 +349,7 @@ function split<T>(items: T[], parts: number): T[][] {
 
 // ------------------------------------------------------------------ scenarios
 
-interface FlowScenario {
+export interface FlowScenario {
   name: string;
   title: string;
   publishers: number;
@@ -353,6 +360,8 @@ interface FlowScenario {
   filter: string;
   /** Open loop: publishers are held back only by TCP back-pressure (to measure loss under overload). */
   openLoop?: boolean;
+  /** Subscribers have persistent sessions (clean session off); topics get a per-trial prefix so no later trial feeds them. */
+  persistent?: boolean;
 }
 
 const FLOWS: FlowScenario[] = [
@@ -362,7 +371,7 @@ const FLOWS: FlowScenario[] = [
   { name: 'fan-out-qos0', title: 'fan-out QoS 0 (1 pub -> 50 subs)', publishers: 1, subscribers: 50, qos: 0, topic: () => 'bench/out/t', filter: 'bench/out/t' },
 ];
 
-interface FlowResult {
+export interface FlowResult {
   broker: string;
   scenario: string;
   run: number;
@@ -384,7 +393,7 @@ interface FlowResult {
 
 let trialSeq = 0;
 
-async function runFlow(peer: RunningPeer, sc: FlowScenario, run: number, opts: Options): Promise<FlowResult> {
+export async function runFlow(peer: RunningPeer, sc: FlowScenario, run: number, opts: Options): Promise<FlowResult> {
   const trial = ++trialSeq;
   // one generator process: publishers and subscribers share it so the closed loop costs nothing
   const worker = new Worker(`gen${trial}`);
@@ -395,10 +404,11 @@ async function runFlow(peer: RunningPeer, sc: FlowScenario, run: number, opts: O
         role: 'flow',
         port: peer.port,
         pubIds: Array.from({ length: sc.publishers }, (_, i) => `bench-${trial}-p${i}`),
-        topics: Array.from({ length: sc.publishers }, (_, i) => sc.topic(i)),
+        topics: Array.from({ length: sc.publishers }, (_, i) => (sc.persistent ? `t${trial}/` : '') + sc.topic(i)),
         subIds: Array.from({ length: sc.subscribers }, (_, i) => `bench-${trial}-s${i}`),
-        filter: sc.filter,
+        filter: (sc.persistent ? `t${trial}/` : '') + sc.filter,
         qos: sc.qos,
+        persistentSubscribers: sc.persistent === true,
         payloadSize: opts.payloadSize,
         inflight: 64,
         outstanding: sc.openLoop ? 1e12 : opts.outstanding,
@@ -510,7 +520,7 @@ async function runIdleMemory(peer: RunningPeer, opts: Options): Promise<MemoryRe
 
 // ------------------------------------------------------------------ report
 
-function median(xs: number[]): number {
+export function median(xs: number[]): number {
   const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   if (v.length === 0) return NaN;
   const m = v.length >> 1;
@@ -635,7 +645,7 @@ function summarize(flows: FlowResult[], memory: MemoryResult[], peers: RunningPe
   return { markdown: parts.join('\n'), verdicts };
 }
 
-function machine(): string {
+export function machine(): string {
   const cpus = os.cpus();
   return `${cpus.length} x ${cpus[0]?.model ?? 'cpu'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}, Node ${process.version} (shared machine: numbers are noisy; compare ratios from the same run)`;
 }
@@ -749,7 +759,8 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
+// run as a program (bench/storage.ts imports the parts above)
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) main().catch((err: unknown) => {
   process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
   for (const c of children) c.kill('SIGKILL');
   process.exit(1);

@@ -29,6 +29,8 @@ export type WorkerSetup =
       payloadSize: number;
       /** QoS 1: PUBLISH packets awaiting PUBACK per publisher. */
       inflight: number;
+      /** Subscribers connect with clean session off (3.1.1: persistent sessions). */
+      persistentSubscribers?: boolean;
       /** Messages per publisher sent but not yet seen by every subscriber (closed loop). */
       outstanding: number;
       batch: number;
@@ -108,8 +110,8 @@ function packet(p: object): Buffer {
   return mqttPacket.generate(p as mqttPacket.Packet);
 }
 
-/** Open a TCP connection and complete CONNECT/CONNACK (MQTT 3.1.1, clean session). */
-function connectClient(port: number, clientId: string, onPacket: (first: number, buf: Buffer, body: number, end: number) => void): Promise<net.Socket> {
+/** Open a TCP connection and complete CONNECT/CONNACK (MQTT 3.1.1, clean session unless `clean` is false). */
+function connectClient(port: number, clientId: string, onPacket: (first: number, buf: Buffer, body: number, end: number) => void, clean = true): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, '127.0.0.1');
     socket.setNoDelay(true);
@@ -130,7 +132,7 @@ function connectClient(port: number, clientId: string, onPacket: (first: number,
       if (!connected) reject(new Error(`${clientId}: ${err.message}`));
     });
     socket.on('connect', () => {
-      socket.write(packet({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId, clean: true, keepalive: 0 }));
+      socket.write(packet({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId, clean, keepalive: 0 }));
     });
   });
 }
@@ -286,7 +288,7 @@ class Publisher {
   };
 }
 
-async function setupSubscriber(port: number, id: string, filter: string, qos: 0 | 1): Promise<void> {
+async function setupSubscriber(port: number, id: string, filter: string, qos: 0 | 1, clean = true): Promise<void> {
   let subscribed: (() => void) | undefined;
   const acks: Buffer[] = [];
   let arrival = 0;
@@ -316,7 +318,7 @@ async function setupSubscriber(port: number, id: string, filter: string, qos: 0 
     } else if (type === 9) {
       subscribed?.();
     }
-  });
+  }, clean);
   // one arrival time, one ack write and one closed-loop check per chunk read
   socket.prependListener('data', () => {
     arrival = nowMicros();
@@ -339,7 +341,7 @@ async function setupFlow(s: Extract<WorkerSetup, { role: 'flow' }>): Promise<voi
   subscriberCount = s.subIds.length;
   deliveredFrom = new Float64Array(s.pubIds.length);
   // subscribers first, so no message is published before every subscription is in place
-  await Promise.all(s.subIds.map((id) => setupSubscriber(s.port, id, s.filter, s.qos)));
+  await Promise.all(s.subIds.map((id) => setupSubscriber(s.port, id, s.filter, s.qos, !s.persistentSubscribers)));
   for (let i = 0; i < s.pubIds.length; i++) {
     let pub: Publisher | undefined;
     const socket = await connectClient(s.port, s.pubIds[i]!, (first) => {

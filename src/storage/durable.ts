@@ -74,6 +74,14 @@ export class DurableStorage implements BrokerStorage {
     this.kvLast = tracked;
   }
 
+  /** A write acknowledgements do not wait for: only its failure is noted. */
+  private watch(p: Promise<unknown>): void {
+    p.catch((err: Error) => {
+      this.kvError = err;
+      this.opts.log.error({ err: err.message }, 'storage: a write to the keyed store failed');
+    });
+  }
+
   retained(): Message[] {
     const out: Message[] = [];
     for (const { value } of this.kv.retained.getRange()) {
@@ -109,8 +117,10 @@ export class DurableStorage implements BrokerStorage {
   iterator(clientId: string): IteratorRecord | undefined {
     return this.kv.iterators.get(clientId) as IteratorRecord | undefined;
   }
-  setIterator(clientId: string, it: IteratorRecord): void {
-    this.track(this.kv.iterators.put(clientId, it));
+  setIterator(clientId: string, it: IteratorRecord, lazy = false): void {
+    const p = this.kv.iterators.put(clientId, it);
+    if (lazy) this.watch(p);
+    else this.track(p);
   }
 
   append(message: Message, direct = false): LogPosition {

@@ -45,7 +45,7 @@ export class MemoryStorage implements BrokerStorage {
     const it = this.iterators.get(clientId);
     return it && clone(it);
   }
-  setIterator(clientId: string, it: IteratorRecord): void {
+  setIterator(clientId: string, it: IteratorRecord, _lazy?: boolean): void {
     this.iterators.set(clientId, clone(it));
   }
 

@@ -176,6 +176,9 @@ export class SessionLog implements SessionPersistence {
   /** Write what changed this turn: session records, then iterators. */
   flush(): void {
     this.flushScheduled = false;
+    // positions naming direct deliveries are waited for (the acks that depend on them); the
+    // rest only move forward, and a lost one replays from earlier: written lazily
+    const lazy = !this.urgent;
     this.urgent = false;
     for (const s of this.dirty) {
       if (s.expiryInterval > 0) {
@@ -192,9 +195,11 @@ export class SessionLog implements SessionPersistence {
       if (s.expiryInterval === 0) continue;
       const it = s.iteratorRecord(tail);
       const text = JSON.stringify(it);
-      if (this.written.get(s) === text) continue;
+      const before = this.written.get(s);
+      if (before === text) continue;
       this.written.set(s, text);
-      this.storage.setIterator(s.clientId, it);
+      // a session's first position is waited for: without it a replay would not know where to start
+      this.storage.setIterator(s.clientId, it, lazy && before !== undefined && !it.direct);
     }
     this.dirtyIterators.clear();
   }

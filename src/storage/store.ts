@@ -89,7 +89,12 @@ export interface BrokerStorage {
   setSession(record: SessionRecord): void;
   deleteSession(clientId: string): void;
   iterator(clientId: string): IteratorRecord | undefined;
-  setIterator(clientId: string, it: IteratorRecord): void;
+  /**
+   * `lazy`: acknowledgements need not wait for this write (onDurable does not). True for a
+   * position that only moved forward over plain deliveries: if a crash loses it, the older one
+   * on disk replays from earlier (QoS 1 may come twice), never past anything unacknowledged.
+   */
+  setIterator(clientId: string, it: IteratorRecord, lazy?: boolean): void;
 
   /**
    * Store a message once; throws StorageFullError when there is no room (answer 0x97).

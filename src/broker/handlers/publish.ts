@@ -82,21 +82,22 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
   if (fwd && qos > 0 && fwd.unsent !== unsent) return refuseForward(core, client, qos, id);
   if (fwd && qos > 0 && fwd.sent !== sent) {
     fwd.onSent((err) => {
-      if (client.state !== 'open') return;
-      if (err) return refuseForward(core, client, qos, id);
-      if (durable && durable.writes !== writes) {
-        durable.flushUrgent();
-        durable.onDurable((e) => {
-          if (client.state !== 'open') return;
-          if (e) refuseStorage(core, client, qos, id);
-          else ackPublish(client, qos, id, code);
-        });
-      } else ackPublish(client, qos, id, code);
+      if (client.state !== 'open') return; // gone: the client sends it again on its next connection
+      if (err) refuseForward(core, client, qos, id);
+      else ackWhenStored(core, client, qos, id, code, writes);
     });
     return;
   }
-  // [durable] what was stored for it is acknowledged once its batch is on disk; QoS 0 and
-  // messages nothing durable needed are answered at once
+  ackWhenStored(core, client, qos, id, code, writes);
+}
+
+/**
+ * [durable] what was stored for the message (durable.writes moved past `writes`) is
+ * acknowledged once its batch is on disk; QoS 0 and messages nothing durable needed are
+ * answered at once.
+ */
+function ackWhenStored(core: BrokerCore, client: MqttClient, qos: QoS, id: number, code: number, writes: number): void {
+  const durable = core.durable;
   if (durable && qos > 0 && durable.writes !== writes) {
     durable.flushUrgent();
     durable.onDurable((err) => {
