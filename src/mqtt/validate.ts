@@ -117,6 +117,30 @@ export function checkConnect(packet: IConnectPacket, frame: Buffer): PacketProbl
     // [MQTT-5-3.1.3.2.5] the will's Response Topic is a topic name, no wildcards (as [MQTT-5-3.3.2-14])
     const responseTopic = packet.will.properties?.responseTopic;
     if (responseTopic !== undefined && !isValidTopicName(responseTopic)) return new PacketProblem(RC.PROTOCOL_ERROR, 'invalid will response topic');
+    const bad = controlCharacterProperty(packet.will.properties as Parameters<typeof controlCharacterProperty>[0]);
+    if (bad !== undefined) return new PacketProblem(RC.MALFORMED_PACKET, `control character in the will's ${bad}`);
+  }
+  return undefined;
+}
+
+/**
+ * The first string property of an application message (content type, user property names and
+ * values) holding a control character U+0001-U+001F or U+007F-U+009F. [MQTT-5-1.5.4] a
+ * receiver may treat those as malformed, and libmosquitto does: a subscriber on it drops the
+ * connection on the first such property it receives (and gets the retained one again on every
+ * reconnect). So, as for topics, the broker refuses them on the way in and never forwards one.
+ * (The Response Topic is a topic name: isValidTopicName refuses them there.)
+ */
+export function controlCharacterProperty(props: { contentType?: string; userProperties?: Record<string, string | string[]> } | undefined): string | undefined {
+  if (!props) return undefined;
+  if (props.contentType !== undefined && hasControlCharacter(props.contentType)) return 'content type';
+  const users = props.userProperties;
+  if (users) {
+    for (const name in users) {
+      if (hasControlCharacter(name)) return 'user property name';
+      const v = users[name]!;
+      if (Array.isArray(v) ? v.some(hasControlCharacter) : hasControlCharacter(v)) return 'user property value';
+    }
   }
   return undefined;
 }
@@ -139,6 +163,10 @@ export function checkPublish(packet: IPublishPacket, version: Version, topicAlia
   if (!aliased && !isValidTopicName(packet.topic)) return new PacketProblem(RC.TOPIC_NAME_INVALID, 'invalid topic name');
   // [MQTT-5-3.3.2-14] a Response Topic is a topic name: wildcards in it are a protocol error
   if (props?.responseTopic !== undefined && !isValidTopicName(props.responseTopic)) return new PacketProblem(RC.PROTOCOL_ERROR, 'invalid response topic');
+  if (version === 5 && props && (props.contentType !== undefined || props.userProperties !== undefined)) {
+    const bad = controlCharacterProperty(props as Parameters<typeof controlCharacterProperty>[0]);
+    if (bad !== undefined) return new PacketProblem(RC.MALFORMED_PACKET, `control character in the ${bad}`);
+  }
   const id = packet.messageId ?? 0;
   // [MQTT-3.1.1-2.3.1-1] / [MQTT-5-2.2.1-3] a QoS 1/2 PUBLISH carries a non-zero packet
   // identifier. mqtt-packet reads one cut short by the Remaining Length as -1: malformed, and
