@@ -191,6 +191,9 @@ export class BridgeService {
 
   private onPublish(message: Message): void {
     if (this.bridges.size === 0) return;
+    // cluster: a message forwarded from another node was offered to that node's bridges
+    // already; each node's bridges carry what arrives at it (docs/bridges.md, Cluster)
+    if (message.fromNode !== undefined) return;
     let levels: string[] | undefined;
     for (const bridge of this.bridges.values()) {
       if (this.needLevels && levels === undefined) levels = message.topic.split('/');

@@ -144,6 +144,19 @@ describe('bridge to mosquitto', () => {
     });
   }
 
+  it('does not forward what another cluster node forwarded here (that node bridged it)', async () => {
+    const b = await edb({ clientId: 'cluster-skip', topics: ['cl/# out 1'] });
+    const sub = await client(`mqtt://127.0.0.1:${remote.port}`);
+    open.push(sub);
+    await sub.subscribeAsync('cl/#', { qos: 1 });
+    // as the cluster delivers a message that arrived at another node
+    b.server.broker.publish({ topic: 'cl/from-node-b', payload: Buffer.from('b'), qos: 1, retain: false, fromNode: 'node-b' });
+    b.server.broker.publish({ topic: 'cl/local', payload: Buffer.from('a'), qos: 1, retain: false });
+    await until(() => sub.got.length >= 1, 10_000, 'the local message on the remote');
+    await until(() => b.server.bridges.get('br0')!.backlog.size === 0, 10_000, 'the backlog to drain');
+    expect(sub.got.map((g) => g.topic)).toEqual(['cl/local']);
+  });
+
   it('the ACL applies to what the bridge publishes locally, as its local identity', async () => {
     const { mkdtempSync, writeFileSync } = await import('node:fs');
     const { join } = await import('node:path');
