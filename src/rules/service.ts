@@ -44,6 +44,8 @@ export interface RulesMetrics extends EngineCounters {
   deniedOutputs: number;
   /** set_state writes dropped because the author may not write their key (state store authorization). */
   deniedStateWrites: number;
+  /** state() reads answered "absent" because the author may not read their key (state store authorization). */
+  deniedStateReads: number;
   /** set_state writes done, and refused by the state store (quota, fencing). */
   stateWrites: number;
   stateWriteErrors: number;
@@ -81,7 +83,8 @@ export interface RulesService {
   author(): (RulesAuthor & { at: string }) | undefined;
   metrics(): RulesMetrics;
   /** POST /test: what a document (default: the active one) would do with the messages; touches nothing live. */
-  test(body: string): { outputs: DryRunOutput[] };
+  /** POST /test; `author`: the caller, whose state-key read rights apply to the live store's values. */
+  test(body: string, author?: RulesAuthor): { outputs: DryRunOutput[] };
   /** Evaluations, fires and condition errors per filter and per rule of the active document. */
   partMetrics(): PartMetrics[];
   /** Time the engine spends per message (all of it: matching, payload scan, every part), like PartMetrics.seconds. */
@@ -195,7 +198,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
   const outputs = new RuleOutputs(broker, options.stateStore, rlog);
   const author = new DocumentAuthor(join(config.dataDir, AUTHOR_FILE), outputs, rlog, options.authorAccess, options.stateAccess);
   const backup = new RulesBackup(() => active, rlog);
-  const stats = { engineErrors: 0, compiles: 0, compileErrors: 0, rejectedWrites: 0, lastCompileMillis: 0, lastAscMillis: 0, wasmBytes: 0, sourceBytes: 0 };
+  const stats = { engineErrors: 0, compiles: 0, compileErrors: 0, rejectedWrites: 0, deniedStateReads: 0, lastCompileMillis: 0, lastAscMillis: 0, wasmBytes: 0, sourceBytes: 0 };
   let closed = false;
   let lastEngineErrorLog = 0;
 
@@ -253,7 +256,16 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     // swap between two messages: nothing below awaits
     const old = active.program;
     const states = options.stateStore;
-    compiled.program.stateReader = states ? (key) => states.read(Buffer.from(key, 'utf8')) : () => undefined;
+    compiled.program.stateReader = states
+      ? (key) => {
+          const allowed = author.stateReadAllowed;
+          if (allowed !== undefined && !allowed(key)) {
+            stats.deniedStateReads++;
+            return undefined;
+          }
+          return states.read(Buffer.from(key, 'utf8'));
+        }
+      : () => undefined;
     if (old && keepBuffer) {
       const patched = new Set(compiled.patchedIds);
       const keep = new Set(compiled.statementIds.filter((id) => !patched.has(id)));
@@ -347,10 +359,12 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
         ...active.stats,
       };
     },
-    test(body: string) {
+    test(body: string, by?: RulesAuthor) {
       const states = options.stateStore;
+      // keys the caller may not read are absent to a trial too, as they are to a document of theirs
+      const keys = by?.user !== undefined && options.stateAccess?.enabled() ? options.stateAccess.forUser(by.user) : undefined;
       // the live store is only read: a copy of each value, nothing written
-      return dryRun(body, active.text, (key) => states?.read(Buffer.from(key, 'utf8')), limits);
+      return dryRun(body, active.text, (key) => (keys && !keys.canReadKey(key) ? undefined : states?.read(Buffer.from(key, 'utf8'))), limits);
     },
     partMetrics: () => (active.program ? partMetrics(active.program, active.document()) : []),
     messageSeconds: () => messageSeconds(active.program),
