@@ -29,6 +29,7 @@ import { decodeMessage, encodeMessage } from './wire.js';
 import { ClusterRetained } from './retained.js';
 import type { ClusterStateStore } from './state.js';
 import type { ClusterRules } from './rules.js';
+import type { ClusterRuleBuffer } from './rule-buffer.js';
 import { ClusterStats, type ClusterStatus, type PeerStatus } from './status.js';
 
 export const HEARTBEAT_MS = 1000;
@@ -122,6 +123,8 @@ export class ClusterNode {
   stateStore: ClusterStateStore | undefined;
   /** The cluster-wide rules document, when the node has a rules service (set before start()). */
   rules: ClusterRules | undefined;
+  /** The lease: which node holds the rule buffer and sweeps expired state keys (set before start()). */
+  ruleBuffer: ClusterRuleBuffer | undefined;
 
   constructor(
     private readonly broker: ClusterBroker,
@@ -254,7 +257,7 @@ export class ClusterNode {
     this.heartbeatTimer ??= setInterval(() => this.tick(), HEARTBEAT_MS);
     this.heartbeatTimer.unref();
     this.announce();
-    await Promise.all([this.retainedSet.attach(nc), this.stateStore?.attach(nc), this.rules?.attach(nc)]);
+    await Promise.all([this.retainedSet.attach(nc), this.stateStore?.attach(nc), this.rules?.attach(nc), this.ruleBuffer?.attach(nc)]);
   }
 
   private setConnected(up: boolean): void {
@@ -549,7 +552,7 @@ export class ClusterNode {
       connected: this.connected,
       natsServer: this.connected ? this.natsServer : undefined,
       lastError: this.lastError,
-      jetstream: { ...this.retainedSet.state(), state: this.stateStore?.stateText ?? 'off', stateKeys: this.stateStore?.keys ?? 0, rules: this.rules?.stateText ?? 'off', rulesEtag: this.rules?.etag },
+      jetstream: { ...this.retainedSet.state(), state: this.stateStore?.stateText ?? 'off', stateKeys: this.stateStore?.keys ?? 0, rules: this.rules?.stateText ?? 'off', rulesEtag: this.rules?.etag, lease: this.ruleBuffer?.stateText ?? 'off', ruleBufferHolder: this.ruleBuffer?.state().holder, ruleBufferFence: this.ruleBuffer?.state().fence ?? 0 },
       nodes: [self, ...peers].sort((a, b) => a.name.localeCompare(b.name)),
       stats: this.stats.snapshot(),
     };
@@ -562,6 +565,7 @@ export class ClusterNode {
     const nc = this.nc;
     if (!nc) return;
     this.publish(`${this.prefix}.bye`, JSON.stringify({ n: this.name }));
+    await this.ruleBuffer?.close();
     this.stateStore?.close();
     this.rules?.close();
     await this.retainedSet.close();
