@@ -53,6 +53,12 @@ export interface Message {
    * `$share` group receives each message once cluster-wide.
    */
   shareGroups?: ReadonlySet<string>;
+  /**
+   * Cluster mode: the message's sequence in the cluster's replicated session-message stream
+   * (src/cluster/sessions.ts), set once JetStream has it; persistent sessions on any node
+   * track their position by it.
+   */
+  clusterSeq?: number;
 }
 
 /** The name of one shared subscription (`$share/{group}/{filter}`) in Message.shareGroups. */
