@@ -22,7 +22,7 @@ import { startTopicTree } from './http/topic-tree.js';
 import { mountConsoleApi } from './http/console-api.js';
 import { json } from './http/server.js';
 import { ConfigError, loadConfig } from './config/load.js';
-import { openStorage, storageDir, type BrokerStorage } from './storage/index.js';
+import { DurableStorage, openStorage, storageDir, type BrokerStorage } from './storage/index.js';
 import { hasDurableData, openHandOver } from './storage/to-memory.js';
 import { PersistentRetainedStore } from './storage/retained.js';
 import { storageStatusLine } from './storage/status.js';
@@ -207,6 +207,8 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   // bridges to other brokers: their hook sees what the rules publish too; they connect after the restore
   const bridges = new BridgeService(broker, config.bridges, sessionLog, storage);
   services.push(bridges);
+  // retention and the size cap at start: now that the bridges hold their positions and hear of drops
+  if (storage instanceof DurableStorage) storage.messages.sweep();
 
   // cluster mode: its hooks come last (after the state store has consumed its requests and the
   // rules have seen every message); loaded only with EDB_CLUSTER_NATS (idle memory matters)
