@@ -338,8 +338,12 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     }
     const found = collector.take();
     if (found === undefined) return false;
-    if (found instanceof Map) for (const t of found.values()) this.deliverTo(t, message, publisher);
-    else this.deliverTo(found, message, publisher);
+    if (found instanceof Map) {
+      // several receivers: their QoS 0 copies share one encoding (Outbound.writePublish); a
+      // message for one is encoded straight into that connection's output
+      message.wire ??= [];
+      for (const t of found.values()) this.deliverTo(t, message, publisher);
+    } else this.deliverTo(found, message, publisher);
     return true;
   }
 
