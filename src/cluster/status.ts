@@ -35,6 +35,10 @@ export interface JetStreamState {
   /** The node that holds the rule buffer (the lease), as far as this node knows, and the lease's fencing number. */
   ruleBufferHolder: string | undefined;
   ruleBufferFence: number;
+  /** The persistent-sessions bucket and message stream: "ready", "connecting", "error: ..." or "off". */
+  sessions?: string;
+  /** Persistent sessions of the cluster (records in the bucket). */
+  sessionRecords?: number;
 }
 
 export interface ClusterStatus {
