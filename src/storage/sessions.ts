@@ -320,10 +320,21 @@ export class DurableSession extends Session {
     const direct = this.directs.has(d.message) ? d : undefined;
     if (direct) this.directs.delete(d.message);
     const t: Tracked = { pos, qos: d.qos, message: d.message, state: QUEUED, direct };
-    this.tracked.push(t);
+    this.insertTracked(t);
     this.byMessage.set(d.message, t);
     this.sessionLog.iteratorChanged(this, direct !== undefined);
     return t;
+  }
+
+  /**
+   * In log order. Deliveries arrive in log order on one node; in cluster mode a message read
+   * back from the stream (a session's catch-up) can be older than one already tracked.
+   */
+  private insertTracked(t: Tracked): void {
+    let i = this.tracked.length;
+    while (i > this.head && comparePositions(this.tracked[i - 1]!.pos, t.pos) > 0) i--;
+    if (i === this.tracked.length) this.tracked.push(t);
+    else this.tracked.splice(i, 0, t);
   }
 
   private settle(t: Tracked, state: number): void {
@@ -592,7 +603,7 @@ export class DurableSession extends Session {
 }
 
 /** What a subscription set makes of a message (merged as routing does), or undefined / QoS 0. */
-function deliveryFor(subs: Subscription[], m: Message, clientId: string): Delivery | undefined {
+export function deliveryFor(subs: Subscription[], m: Message, clientId: string): Delivery | undefined {
   let qos = -1;
   let retain = false;
   let ids: number[] | undefined;

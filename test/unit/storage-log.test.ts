@@ -132,7 +132,10 @@ describe('message log', () => {
     const p3 = log.append(msg(3));
     await log.flushed();
     now += 4000; // generation 1 ended at +1500, now older than 5 s; generation 2 not yet
+    const heard: unknown[] = [];
+    log.onDropped((d) => heard.push(d));
     expect(log.sweep()).toBe(1);
+    expect(heard).toEqual([{ gen: 1, reason: 'retention', bytes: expect.any(Number) }]);
     expect(log.metrics.generationsDropped).toBe(1);
     expect(lines.some((l) => /generation 1 dropped \(retention\)/.test(l.msg))).toBe(true);
     expect(log.generations().map((g) => g.id)).toEqual([2, 3]);

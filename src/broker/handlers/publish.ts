@@ -87,6 +87,21 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
   // [cluster] subscribers on other nodes: acknowledged once NATS has the message; refused when
   // it could not be sent (this node cut off from NATS: the client keeps it and sends it again)
   if (fwd && qos > 0 && fwd.unsent !== unsent) return refuseForward(core, client, qos, id);
+  // [cluster] a persistent session somewhere wants it: acknowledged once the replicated
+  // stream has it (a JetStream quorum) and the nodes it was forwarded to have it
+  const stored = fwd && qos > 0 ? fwd.stored?.(message) : undefined;
+  if (stored) {
+    void stored.then((ok) => {
+      if (client.state !== 'open') return;
+      if (!ok) return refuseForward(core, client, qos, id);
+      fwd!.onSent((err) => {
+        if (client.state !== 'open') return;
+        if (err) refuseForward(core, client, qos, id);
+        else ackWhenStored(core, client, qos, id, 0, writes);
+      });
+    });
+    return;
+  }
   if (fwd && qos > 0 && fwd.sent !== sent) {
     fwd.onSent((err) => {
       if (client.state !== 'open') return; // gone: the client sends it again on its next connection
