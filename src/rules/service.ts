@@ -29,6 +29,7 @@ import { RULES_ORIGIN, RuleOutputs, type RulesStateAccess } from './outputs.js';
 import { DocumentAuthor, type AuthorKeyRights, type AuthorTopicRights } from './author.js';
 import { RulesBackup } from './backup-section.js';
 import { enablePartTiming, messageSeconds, partMetrics, TIMING_EVERY, type PartMetrics } from './part-metrics.js';
+import { RUN_ALL, RUN_FILTERS, RUN_RULES } from '../../assembly/rules/layout.js';
 
 export { etagOf, RULES_ORIGIN, TIMING_EVERY, TIME_BUCKETS };
 export type { PartMetrics, RulesStateAccess };
@@ -67,6 +68,18 @@ export interface WriteResult {
   compileMillis: number;
 }
 
+/**
+ * Cluster mode: where the one rule buffer of the cluster is (src/cluster/rule-buffer.ts). On
+ * the node that holds it every message runs filters and rules; on the others only filters,
+ * and a message that rule statements match goes to the holder.
+ */
+export interface RuleBufferPlacement {
+  /** Whether this node holds the cluster's rule buffer now. */
+  holds(): boolean;
+  /** A message that arrived here and that rule statements match, for the holder (called on the other nodes). */
+  toHolder(message: Message): void;
+}
+
 export interface RulesService {
   /** Settles when the document from EDB_RULES_FILE or the data folder is active; rejects when EDB_RULES_FILE is invalid. */
   readonly ready: Promise<void>;
@@ -96,6 +109,12 @@ export interface RulesService {
    * the same document is active again (a different document starts with an empty buffer).
    */
   snapshotSection(): SnapshotSection;
+  /** Cluster mode: where the rule buffer is; undefined (a single node): here. */
+  placeRuleBuffer(placement: RuleBufferPlacement | undefined): void;
+  /** On the holder: a message that arrived on another node, through the rule statements only. */
+  runRules(message: Message): void;
+  /** Empty the rule buffer (a node that takes the cluster's buffer over starts from an empty one). */
+  clearRuleBuffer(): void;
   close(): Promise<void>;
 }
 
@@ -202,6 +221,26 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
   let closed = false;
   let lastEngineErrorLog = 0;
 
+  let placement: RuleBufferPlacement | undefined;
+
+  /** One message through the program in `mode` (RUN_*); outputs queued. */
+  function run(p: RulesProgram, message: Message, mode: number): void {
+    let fired;
+    try {
+      fired = p.process(message.topic, message.payload, Date.now(), mode);
+    } catch (err) {
+      stats.engineErrors++;
+      const now = Date.now();
+      if (now - lastEngineErrorLog > 10_000) {
+        lastEngineErrorLog = now;
+        rlog.error({ err, topic: message.topic }, 'rules engine failed on a message; the message is routed normally');
+      }
+      return;
+    }
+    if (fired.length > 0) outputs.queue(fired, message.qos, message.retain);
+    if (mode === RUN_FILTERS && p.rulesSkipped()) placement?.toHolder(message);
+  }
+
   // The hot path: synchronous, one Wasm call per message.
   broker.addHooks({
     onPublish(message: Message): void {
@@ -209,19 +248,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       if (message.fromNode !== undefined) return; // cluster: filters ran on the node where the message arrived
       const p = active.program;
       if (p === undefined) return;
-      let fired;
-      try {
-        fired = p.process(message.topic, message.payload);
-      } catch (err) {
-        stats.engineErrors++;
-        const now = Date.now();
-        if (now - lastEngineErrorLog > 10_000) {
-          lastEngineErrorLog = now;
-          rlog.error({ err, topic: message.topic }, 'rules engine failed on a message; the message is routed normally');
-        }
-        return;
-      }
-      if (fired.length > 0) outputs.queue(fired, message.qos, message.retain);
+      run(p, message, placement === undefined || placement.holds() ? RUN_ALL : RUN_FILTERS);
     },
   });
 
@@ -370,6 +397,16 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     messageSeconds: () => messageSeconds(active.program),
     source: () => active.source,
     snapshotSection: () => backup,
+    placeRuleBuffer(p) {
+      placement = p;
+    },
+    runRules(message) {
+      const p = active.program;
+      if (p !== undefined && message.origin !== RULES_ORIGIN) run(p, message, RUN_RULES);
+    },
+    clearRuleBuffer() {
+      active.program?.clearBuffer();
+    },
     async close(): Promise<void> {
       closed = true;
       await queue.catch(() => undefined);
