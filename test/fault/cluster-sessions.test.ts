@@ -91,7 +91,7 @@ describe('cluster: persistent sessions resume on any node', () => {
     await waitCluster(2, (s) => (s.jetstream.sessionRecords ?? 0) >= 1, 'the session known on s3');
 
     const onB = await client(1, 'pub-b');
-    const onC = await client(2, 'pub-c');
+    const onC = await client(2, 'pub-c', persistent); // a persistent publisher: its QoS 2 ids are kept in its session too
     for (let n = 1; n <= 20; n++) {
       await onB.publishAsync('roam/q1', `b1-${n}`, { qos: 1 });
       await onC.publishAsync('roam/q1', `c1-${n}`, { qos: 1 });
