@@ -67,6 +67,11 @@ export class Outbound {
   congestedSince = 0;
   /** The queue stayed full past the stall bound: publishers are not held back for it. */
   stalled = false;
+  /**
+   * Durable: QoS 2 PUBLISHes waiting for their packet ids to be on disk (Session.holdFirstSend).
+   * Meanwhile QoS 0/1 deliveries queue behind them, so the order of deliveries is kept.
+   */
+  private holding = 0;
 
   constructor(
     private readonly core: DeliveryContext,
@@ -88,7 +93,7 @@ export class Outbound {
   /** Deliver now if the window and the socket allow, else queue (bounded). */
   deliver(d: Delivery, publisher: HeldPublisher | undefined): void {
     const session = this.owner.session!;
-    const canSend = this.writable && session.queued === 0 && (d.qos === 0 || session.inflight.size < this.sendWindow);
+    const canSend = this.writable && session.queued === 0 && (d.qos === 0 || session.inflight.size < this.sendWindow) && (this.holding === 0 || d.qos === 2);
     if (canSend) {
       this.sendDelivery(d);
       return;
@@ -125,7 +130,7 @@ export class Outbound {
    */
   deliverRetained(d: Delivery): void {
     const session = this.owner.session!;
-    if (this.writable && session.queued === 0 && (d.qos === 0 || session.inflight.size < this.sendWindow)) this.sendDelivery(d);
+    if (this.writable && session.queued === 0 && (d.qos === 0 || session.inflight.size < this.sendWindow) && (this.holding === 0 || d.qos === 2)) this.sendDelivery(d);
     else session.enqueue(d);
   }
 
@@ -164,6 +169,7 @@ export class Outbound {
       const d = session.peek();
       if (!d) break;
       if (d.qos > 0 && session.inflight.size >= this.sendWindow) break;
+      if (this.holding > 0 && d.qos !== 2) break;
       session.shift();
       if (d.message.expiresAt !== undefined && d.message.expiresAt <= now) {
         this.core.countDrop('expired');
@@ -193,7 +199,20 @@ export class Outbound {
     const session = this.owner.session!;
     const entry: InflightEntry = { message: d.message, qos: d.qos, retain: d.retain, subscriptionIds: d.subscriptionIds, packetId: session.allocatePacketId(), state: 'publish' };
     session.addInflight(entry);
+    // durable: a QoS 2 PUBLISH goes out once its packet id is on disk, so that a restart resends
+    // it with the same id (the client then knows it) rather than as a new message
+    if (session.holdFirstSend(entry, () => this.sendHeld(session, entry))) {
+      this.holding++;
+      return;
+    }
     this.writePublish(entry, entry.packetId, false);
+  }
+
+  private sendHeld(session: Session, entry: InflightEntry): void {
+    this.holding--;
+    // gone meanwhile: a reconnect resends it (resendInflight); acknowledged or dropped: nothing to do
+    if (this.owner.state === 'open' && this.owner.session === session && session.inflight.get(entry.packetId) === entry && entry.state === 'publish') this.writePublish(entry, entry.packetId, false);
+    if (this.holding === 0) this.pump();
   }
 
   private writePublish(d: Delivery, packetId: number, dup: boolean): void {
