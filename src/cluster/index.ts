@@ -10,6 +10,21 @@ import type { ClusterStatus } from './status.js';
 import type { StateStoreService } from '../state/service.js';
 import { ClusterStateStore } from './state.js';
 import { ClusterRules, type ClusterRulesView } from './rules.js';
+import { ClusterSessions } from './sessions.js';
+import { parseDuration } from '../storage/index.js';
+import type { BrokerStorage } from '../storage/store.js';
+import { nodeNameOf } from './node.js';
+
+export { ClusterSessions } from './sessions.js';
+
+/** The cluster's persistent sessions over the node's own storage (before the broker is made: it is its session store). */
+export function createClusterSessions(local: BrokerStorage, config: Config, log: Logger): ClusterSessions {
+  return new ClusterSessions(
+    local,
+    { cluster: config.clusterName, node: nodeNameOf(config), replicas: config.clusterReplicas, retentionMs: parseDuration(config.storageRetention, 'EDB_STORAGE_RETENTION'), maxQueued: config.maxOfflineMessages },
+    log.child({ part: 'cluster' }),
+  );
+}
 
 export type { ClusterStatus } from './status.js';
 export { clusterConfigProblem } from './node.js';
@@ -25,11 +40,12 @@ export interface ClusterService {
 }
 
 /** Register the cluster's hooks (before listeners open) and start joining in the background. */
-export function startCluster(broker: ClusterBroker, config: Config, log: Logger, version: string, parts: { stateStore?: StateStoreService; rules?: ClusterRulesView } = {}): ClusterService {
+export function startCluster(broker: ClusterBroker, config: Config, log: Logger, version: string, parts: { stateStore?: StateStoreService; rules?: ClusterRulesView; sessions?: ClusterSessions } = {}): ClusterService {
   const clog = log.child({ part: 'cluster' });
   const node = new ClusterNode(broker, config, clog, version);
   parts.stateStore?.attachReplica((space) => (node.stateStore = new ClusterStateStore(space, node.name, config.clusterName, config.clusterReplicas, clog, node.stats)));
   if (parts.rules) node.rules = new ClusterRules(parts.rules, node.name, config.clusterName, config.clusterReplicas, clog, node.stats);
+  if (parts.sessions) node.useSessions(parts.sessions);
   node.start();
   return {
     node,

@@ -30,6 +30,10 @@ export interface JetStreamState {
   rules: string;
   /** The rules document's version (ETag) the cluster holds, as far as this node knows. */
   rulesEtag: string | undefined;
+  /** The persistent-sessions bucket and message stream: "ready", "connecting", "error: ..." or "off". */
+  sessions?: string;
+  /** Persistent sessions of the cluster (records in the bucket). */
+  sessionRecords?: number;
 }
 
 export interface ClusterStatus {
