@@ -42,7 +42,7 @@ async function cuttingProxy(upstreamPort: number) {
       sockets.delete(up);
     };
     const pipe = (from: net.Socket, to: net.Socket, dir: 'up' | 'down') => {
-      let buf = Buffer.alloc(0);
+      let buf: Buffer = Buffer.alloc(0);
       from.on('data', (d: Buffer) => {
         if (cut) return;
         buf = buf.length ? Buffer.concat([buf, d]) : d;
