@@ -91,7 +91,7 @@ describe('cluster: persistent sessions resume on any node', () => {
     await waitCluster(2, (s) => (s.jetstream.sessionRecords ?? 0) >= 1, 'the session known on s3');
 
     const onB = await client(1, 'pub-b');
-    const onC = await client(2, 'pub-c');
+    const onC = await client(2, 'pub-c', persistent); // a persistent publisher: its QoS 2 ids are kept in its session too
     for (let n = 1; n <= 20; n++) {
       await onB.publishAsync('roam/q1', `b1-${n}`, { qos: 1 });
       await onC.publishAsync('roam/q1', `c1-${n}`, { qos: 1 });
@@ -118,6 +118,11 @@ describe('cluster: persistent sessions resume on any node', () => {
     const fromB = q1.filter((m) => m.payload.startsWith('b1-')).map((m) => Number(m.payload.slice(3)));
     expect(fromB).toEqual([...fromB].sort((a, b) => a - b));
 
+    // counted: stored on s2 and s3 (where they were published), resumed on s3
+    const metrics = async (i: number): Promise<string> => (await fetch(`http://127.0.0.1:${nodes[i]!.ports['http']}/metrics`)).text();
+    expect(await metrics(2)).toMatch(/^edb_cluster_sessions_resumed_total [1-9]/m);
+    expect(await metrics(1)).toMatch(/^edb_cluster_session_messages_stored_total [1-9]/m);
+    expect(await metrics(1)).toMatch(/^edb_cluster_sessions [1-9]/m);
     // its subscriptions came along: a message published on s1 now reaches it on s3
     const onA = await client(0, 'pub-a');
     await waitCluster(0, (s) => (s.nodes.find((n) => n.name === 's3')?.interest ?? 0) >= 2, 's3 interest known on s1');
