@@ -22,7 +22,7 @@ import { startTopicTree } from './http/topic-tree.js';
 import { mountConsoleApi } from './http/console-api.js';
 import { json } from './http/server.js';
 import { ConfigError, loadConfig } from './config/load.js';
-import { openStorage, storageDir, type BrokerStorage } from './storage/index.js';
+import { DurableStorage, openStorage, storageDir, type BrokerStorage } from './storage/index.js';
 import { hasDurableData, openHandOver } from './storage/to-memory.js';
 import { PersistentRetainedStore } from './storage/retained.js';
 import { storageStatusLine } from './storage/status.js';
@@ -154,8 +154,26 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   const retained = durable ? new PersistentRetainedStore(storage, log) : undefined;
   const sessionLog = durable ? new SessionLog(storage, log) : undefined;
   const sessions = sessionLog ? new DurableSessionStore(sessionLog) : undefined;
-  const broker = new Broker(config, log, { ...(retained ? { retained } : {}), ...(sessions ? { sessions } : {}), ...(sessionLog ? { persistence: sessionLog } : {}) });
-  if (retained && sessionLog) {
+  // cluster mode: persistent sessions live in JetStream (src/cluster/sessions.ts), whatever EDB_STORAGE says
+  const clusterSessions = clusterModule?.createClusterSessions(storage, config, log);
+  const brokerSessions = clusterSessions?.store ?? sessions;
+  const persistence = clusterSessions?.sessionLog ?? sessionLog;
+  const broker = new Broker(config, log, { ...(retained ? { retained } : {}), ...(brokerSessions ? { sessions: brokerSessions } : {}), ...(persistence ? { persistence } : {}) });
+  if (clusterSessions) {
+    const csl = clusterSessions.sessionLog;
+    broker.durable = {
+      get writes() {
+        return (retained?.writes ?? 0) + csl.writes;
+      },
+      get full() {
+        return storage.full;
+      },
+      onDurable: (cb) => clusterSessions.storage.onDurable(cb),
+      reserveRetained: (session, d) => csl.reserveRetained(session, d),
+      flushSessions: () => csl.flush(),
+      flushUrgent: () => csl.flushUrgent(),
+    };
+  } else if (retained && sessionLog) {
     broker.durable = {
       get writes() {
         return retained.writes + sessionLog.writes;
@@ -198,6 +216,8 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
       return {
         canWriteKey: (key: string) => stateAuthorizer.allowed(who, Buffer.from(key, 'utf8'), 'write'),
         canWriteSomeKey: (glob: string) => stateAuthorizer.allowedSome(who, glob, 'write'),
+        canReadKey: (key: string) => stateAuthorizer.allowed(who, Buffer.from(key, 'utf8'), 'read'),
+        canReadSomeKey: (glob: string) => stateAuthorizer.allowedSome(who, glob, 'read'),
       };
     },
   };
@@ -207,12 +227,14 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   // bridges to other brokers: their hook sees what the rules publish too; they connect after the restore
   const bridges = new BridgeService(broker, config.bridges, sessionLog, storage);
   services.push(bridges);
+  // retention and the size cap at start: now that the bridges hold their positions and hear of drops
+  if (storage instanceof DurableStorage) storage.messages.sweep();
 
   // cluster mode: its hooks come last (after the state store has consumed its requests and the
   // rules have seen every message); loaded only with EDB_CLUSTER_NATS (idle memory matters)
   let cluster: ClusterService | undefined;
   if (config.clusterNats) {
-    cluster = clusterModule!.startCluster(broker, config, log, VERSION, { stateStore, rules });
+    cluster = clusterModule!.startCluster(broker, config, log, VERSION, { stateStore, rules, ...(clusterSessions ? { sessions: clusterSessions } : {}) });
     services.push(cluster);
   }
 
@@ -235,7 +257,8 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
     if (!retained) return;
     const started = performance.now();
     const n = retained.load();
-    const restored = sessions!.load(config.maxOfflineMessages);
+    // cluster mode: the sessions are in the cluster's bucket, loaded when their client connects
+    const restored = clusterSessions ? { sessions: [], messages: 0 } : sessions!.load(config.maxOfflineMessages);
     for (const s of restored.sessions) broker.restoreSession(s);
     // wills of clients connected when the broker stopped without closing them (a crash); once
     const wills = willsTaken ? new Map() : sessionLog!.takeLiveWills();
@@ -263,9 +286,10 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   if (!durable) await takeOverDurable(config, log, broker, stateStore, rules.snapshotSection());
   const restored = await backup.restore();
   logRestore(log, config, backup, restored, broker, stateStore);
-  if (durable && restored.status === 'restored') {
+  if ((durable || clusterSessions) && restored.status === 'restored') {
     // imported: the backup's sessions become durable ones, its state store a stored snapshot
-    for (const plain of [...broker.sessions.values()]) if (!(plain instanceof DurableSession)) broker.restoreSession(sessions!.adopt(plain));
+    const adopter = (clusterSessions?.store ?? sessions)!;
+    for (const plain of [...broker.sessions.values()]) if (!(plain instanceof DurableSession)) broker.restoreSession(adopter.adopt(plain));
     stateStore.checkpoint();
   }
   if (durable && restored.status === 'discarded') loadDurable(); // a bad backup leaves the stored data as it was
@@ -411,6 +435,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
         await Promise.all(closing);
         try {
           sessionLog?.flush(); // what the disconnects just changed
+          clusterSessions?.sessionLog.flush();
           await storage.close();
         } catch (err) {
           log.error({ err }, 'storage failed to close');

@@ -37,18 +37,27 @@ export interface Bounds {
   maxAgeMs: number;
 }
 
-/** Counts of dropped messages by reason: "buffer_full" (messages or bytes) and "too_old". */
-export type DropCounts = Record<'buffer_full' | 'too_old', number>;
+/**
+ * Counts of dropped messages by reason: "buffer_full" (messages or bytes), "too_old" (age),
+ * and for the QoS 1/2 backlog "retention" and "size_cap": the durable log dropped the
+ * generation holding them (EDB_STORAGE_RETENTION, EDB_STORAGE_MAX_BYTES) before the remote
+ * acknowledged them.
+ */
+export type DropReason = 'buffer_full' | 'too_old' | 'retention' | 'size_cap';
+export type DropCounts = Record<DropReason, number>;
+export const DROP_REASONS: readonly DropReason[] = ['buffer_full', 'too_old', 'retention', 'size_cap'];
 
 /** A FIFO of entries with bounds, a send cursor and a head that moves past acknowledged entries. */
 export class Backlog {
   private items: BacklogEntry[] = [];
+  /** Index of the oldest entry not done (or items.length). */
   private head = 0;
   /** Next entry to send (index into items, >= head). */
   private cursor = 0;
+  /** Entries not done, and their bytes. */
   private count = 0;
   private byteCount = 0;
-  readonly dropped: DropCounts = { buffer_full: 0, too_old: 0 };
+  readonly dropped: DropCounts = { buffer_full: 0, too_old: 0, retention: 0, size_cap: 0 };
 
   constructor(public bounds: Bounds) {}
 
@@ -93,27 +102,44 @@ export class Backlog {
     return n;
   }
 
-  private dropHead(reason: keyof DropCounts): void {
-    const e = this.items[this.head]!;
-    e.state = DONE;
-    this.dropped[reason]++;
-    this.removeHead();
+  /**
+   * The durable log dropped generation `gen` (and so every older one): the entries stored
+   * there that are waiting to be sent are dropped and counted under `reason`; the next one
+   * sent is the oldest message the log still holds. Entries in flight stay until their
+   * acknowledgement (the remote may have them). Entries are in log order, so this walks
+   * only the dropped ones. Returns how many went.
+   */
+  dropStoredThrough(gen: number, reason: 'retention' | 'size_cap'): number {
+    let n = 0;
+    for (let i = this.head; i < this.items.length; i++) {
+      const e = this.items[i]!;
+      if (!e.pos) continue; // kept in memory only (storage was full)
+      if (e.pos.gen > gen) break;
+      if (e.state !== WAITING) continue;
+      this.release(e);
+      this.dropped[reason]++;
+      n++;
+    }
+    this.advance();
+    return n;
   }
 
-  private removeHead(): void {
-    const e = this.items[this.head]!;
+  private dropHead(reason: DropReason): void {
+    this.release(this.items[this.head]!);
+    this.dropped[reason]++;
+    this.advance();
+  }
+
+  private release(e: BacklogEntry): void {
+    e.state = DONE;
     this.count--;
     this.byteCount -= e.bytes;
-    this.head++;
+  }
+
+  /** Move the head past entries done (acknowledged out of order, or dropped). */
+  private advance(): void {
+    while (this.head < this.items.length && this.items[this.head]!.state === DONE) this.head++;
     if (this.cursor < this.head) this.cursor = this.head;
-    // skip entries acknowledged out of order
-    while (this.head < this.items.length && this.items[this.head]!.state === DONE) {
-      const d = this.items[this.head]!;
-      this.count--;
-      this.byteCount -= d.bytes;
-      this.head++;
-      if (this.cursor < this.head) this.cursor = this.head;
-    }
     if (this.head > 4096 && this.head * 2 > this.items.length) {
       this.items = this.items.slice(this.head);
       this.cursor -= this.head;
@@ -142,8 +168,8 @@ export class Backlog {
   /** The remote acknowledged `entry` (or it is not wanted any more): released. */
   done(entry: BacklogEntry): void {
     if (entry.state === DONE) return;
-    entry.state = DONE;
-    if (this.items[this.head] === entry) this.removeHead();
+    this.release(entry);
+    if (this.items[this.head] === entry) this.advance();
   }
 
   /** The link went down: everything sent and not acknowledged is sent again, in order. */
@@ -161,6 +187,7 @@ export class Backlog {
   }
 
   clear(): void {
+    for (const e of this.items) e.state = DONE; // a late acknowledgement of one is ignored
     this.items = [];
     this.head = this.cursor = this.count = this.byteCount = 0;
   }

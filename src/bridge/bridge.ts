@@ -22,7 +22,7 @@ import type { BridgeConfig, BridgeTopic } from '../config/bridges.js';
 import type { Message, QoS } from '../mqtt/message.js';
 import { encodePublish, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
 import { matchLevels } from '../topics/match.js';
-import { Backlog, type BacklogEntry, type DropCounts } from './backlog.js';
+import { Backlog, DROP_REASONS, type BacklogEntry, type DropCounts } from './backlog.js';
 
 export type BridgeState = 'connecting' | 'connected' | 'disconnected' | 'stopped';
 
@@ -118,7 +118,23 @@ export class Bridge {
     return `bridge:${this.config.name}`;
   }
   get dropped(): DropCounts {
-    return { buffer_full: this.backlog.dropped.buffer_full + this.buffer.dropped.buffer_full, too_old: this.backlog.dropped.too_old + this.buffer.dropped.too_old };
+    const out = { ...this.backlog.dropped };
+    for (const r of DROP_REASONS) out[r] += this.buffer.dropped[r];
+    return out;
+  }
+
+  /**
+   * The durable log dropped generation `gen` (retention or its size cap): what this bridge
+   * held there and had not sent is gone; counted, logged, and the bridge goes on with the
+   * next stored message. Returns how many.
+   */
+  storedDropped(gen: number, reason: 'retention' | 'size_cap'): number {
+    const n = this.backlog.dropStoredThrough(gen, reason);
+    if (n > 0) {
+      const why = reason === 'retention' ? 'EDB_STORAGE_RETENTION' : 'EDB_STORAGE_MAX_BYTES';
+      this.log.warn({ generation: gen, reason, messages: n }, `bridge ${this.name}: ${n} messages of its backlog dropped: the log dropped generation ${gen} (${why}) before the remote had them`);
+    }
+    return n;
   }
 
   private setLines(topics: BridgeTopic[]): void {

@@ -6,6 +6,7 @@
  *   edb_bridge_reconnects_total, edb_bridge_in_not_authorized_total (counters).
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { DROP_REASONS } from './backlog.js';
 import type { Bridge } from './bridge.js';
 import type { BridgeService } from './service.js';
 
@@ -59,15 +60,14 @@ export function registerBridgeMetrics(registry: Registry, service: BridgeService
   counter('edb_bridge_in_not_authorized_total', 'Bridge: incoming messages the local ACL refused', (b) => b.counters.inNotAuthorized);
   new Counter({
     name: 'edb_bridge_dropped_total',
-    help: 'Bridge: messages dropped, oldest first, by reason (buffer_full: the message or byte bound; too_old: the age bound)',
+    help: 'Bridge: messages dropped, oldest first, by reason (buffer_full: the message or byte bound; too_old: the age bound; retention, size_cap: the durable log dropped the generation holding them)',
     labelNames: ['bridge', 'reason'],
     registers,
     collect() {
       this.reset();
       for (const b of service.list()) {
         const d = b.dropped;
-        this.inc({ bridge: b.name, reason: 'buffer_full' }, d.buffer_full);
-        this.inc({ bridge: b.name, reason: 'too_old' }, d.too_old);
+        for (const reason of DROP_REASONS) this.inc({ bridge: b.name, reason }, d[reason]);
       }
     },
   });

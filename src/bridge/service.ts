@@ -15,9 +15,11 @@ import type { BridgeConfig } from '../config/bridges.js';
 import type { Message } from '../mqtt/message.js';
 import { RC } from '../mqtt/reason-codes.js';
 import type { SnapshotSection } from '../persistence/snapshot.js';
-import type { LogPosition } from '../storage/log.js';
+import { DurableStorage } from '../storage/durable.js';
+import { comparePositions, type DroppedGeneration, type LogPosition } from '../storage/log.js';
 import { decodeMessage, encodeMessage } from '../storage/record.js';
 import type { BrokerStorage } from '../storage/store.js';
+import type { DropCounts } from './backlog.js';
 import { Bridge, type BridgeHost, type BridgeState } from './bridge.js';
 
 /** What the bridges need of the broker. */
@@ -50,7 +52,7 @@ export interface BridgeSummary {
   bufferSize: number;
   bufferMax: number;
   bufferDropped: number;
-  dropped: { buffer_full: number; too_old: number };
+  dropped: DropCounts;
   backlogMessages: number;
   backlogBytes: number;
   qos0Buffered: number;
@@ -115,6 +117,9 @@ export class BridgeService {
       },
     };
     broker.addHooks({ onPublish: (message) => this.onPublish(message) });
+    // retention and the size cap are hard limits of the log: what a bridge held in a dropped
+    // generation is counted as dropped for it, and it goes on from the next stored message
+    if (durableLog && storage instanceof DurableStorage) storage.messages.onDropped((d) => this.generationDropped(d));
     const api = this.storedApiBridges();
     for (const c of configs) if (!api.some((a) => a.name === c.name)) this.create(c, 'config');
     for (const c of api) this.create(c, 'api');
@@ -167,6 +172,15 @@ export class BridgeService {
       this.markDirty(bridge);
       return;
     }
+    if (this.storage instanceof DurableStorage) {
+      const head = this.storage.messages.head;
+      if (comparePositions(from, head) < 0) {
+        // dropped before this bridge's new position was saved (a crash right after a drop):
+        // counted by the process that dropped it; here it goes on from the oldest kept
+        this.log.warn({ bridge: bridge.name, position: from, head }, `bridge ${bridge.name}: its position is in a generation the log has dropped (retention or size cap); going on from the oldest message kept`);
+        from = head;
+      }
+    }
     const started = performance.now();
     let n = 0;
     const tail = this.storage.tail;
@@ -216,6 +230,10 @@ export class BridgeService {
     bridge.offer(message, line, qos, pos, storedAt);
   }
 
+  private generationDropped(d: DroppedGeneration): void {
+    for (const b of this.bridges.values()) if (b.storedDropped(d.gen, d.reason) > 0) this.markDirty(b);
+  }
+
   private markDirty(bridge: Bridge): void {
     if (!this.durableLog) return;
     this.dirty.add(bridge);
@@ -230,7 +248,9 @@ export class BridgeService {
     this.flushTimer = undefined;
     for (const b of this.dirty) {
       if (this.bridges.get(b.name) !== b) continue;
-      const pos = b.backlog.headPosition ?? this.storage.tail;
+      let pos = b.backlog.headPosition ?? this.storage.tail;
+      // in flight from a generation the log dropped: the restart goes on from the oldest kept
+      if (this.storage instanceof DurableStorage && comparePositions(pos, this.storage.messages.head) < 0) pos = this.storage.messages.head;
       this.storage.setDocument(positionKey(b.name), Buffer.from(JSON.stringify({ gen: pos.gen, offset: pos.offset })));
     }
     this.dirty.clear();
@@ -371,7 +391,7 @@ export class BridgeService {
       topics: bridge.config.topics.map((t) => t.line),
       bufferSize: bridge.backlog.size + bridge.buffer.size,
       bufferMax: bridge.config.maxOutgoingBufferedMessages,
-      bufferDropped: dropped.buffer_full + dropped.too_old,
+      bufferDropped: dropped.buffer_full + dropped.too_old + dropped.retention + dropped.size_cap,
       dropped,
       backlogMessages: bridge.backlog.size,
       backlogBytes: bridge.backlog.bytes + bridge.buffer.bytes,

@@ -12,7 +12,7 @@ import { TopicTrie, type MatchVisitor, type SharedGroup } from '../topics/trie.j
 import { RC, reasonName } from '../mqtt/reason-codes.js';
 import { RetainedStore } from './retained.js';
 import { MqttClient } from './client.js';
-import type { DurableAcks, BrokerCore, CoreClient, ForwardAcks } from './core.js';
+import type { DurableAcks, BrokerCore, CoreClient, ForwardAcks, SessionLoader } from './core.js';
 import type { CloseCause } from './lifecycle.js';
 import { handlePacket } from './handlers/index.js';
 
@@ -61,6 +61,8 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   durable: DurableAcks | undefined;
   /** Set at start-up in cluster mode: a QoS 1/2 PUBLISH forwarded to other nodes is acknowledged once NATS has it. */
   forwardAcks: ForwardAcks | undefined;
+  /** Set at start-up in cluster mode: a persistent session held on another node (or only in the cluster) is brought here before CONNACK. */
+  sessionLoader: SessionLoader | undefined;
   private readonly trie = new TopicTrie<SubRef>();
   private readonly hooks: HookLists = {
     authenticate: [],
@@ -313,6 +315,15 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     for (const hook of this.hooks.onPublish) {
       if (hook(message, info) === true) return true;
     }
+    return this.routeLocal(message, publisher);
+  }
+
+  /**
+   * Route without the onPublish hooks (they have seen the message): the retained store and
+   * the subscribers of this broker. The cluster calls it for a message it held back until the
+   * replicated session-message stream had it.
+   */
+  routeLocal(message: Message, publisher: CoreClient | undefined): boolean {
     // a message another cluster node forwarded was stored as retained there (and reaches this
     // node's retained store through the cluster's replicated set)
     if (message.retain && message.fromNode === undefined) this.retained.set(message);
@@ -327,8 +338,12 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     }
     const found = collector.take();
     if (found === undefined) return false;
-    if (found instanceof Map) for (const t of found.values()) this.deliverTo(t, message, publisher);
-    else this.deliverTo(found, message, publisher);
+    if (found instanceof Map) {
+      // several receivers: their QoS 0 copies share one encoding (Outbound.writePublish); a
+      // message for one is encoded straight into that connection's output
+      message.wire ??= [];
+      for (const t of found.values()) this.deliverTo(t, message, publisher);
+    } else this.deliverTo(found, message, publisher);
     return true;
   }
 
@@ -340,6 +355,16 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     if (client && client.session === t.session) {
       if (this.mayDeliver(client, message)) client.out.deliver(d, publisher);
     } else this.queueOffline(t.session, d);
+  }
+
+  /** Cluster: a stored message read back for one session (its catch-up after it moved here). */
+  deliverStored(session: Session, d: Delivery): void {
+    if (this.sessions.get(session.clientId) !== session) return;
+    if (d.qos > 0 && this.persistence) this.persistence.storeFor(session, d.message, false);
+    const client = this.online.get(session.clientId);
+    if (client && client.session === session) {
+      if (this.mayDeliver(client, d.message)) client.out.deliver(d, undefined);
+    } else this.queueOffline(session, d);
   }
 
   private queueOffline(session: Session, d: Delivery): void {

@@ -61,6 +61,20 @@ export interface ForwardAcks {
   readonly unsent: number;
   /** Once NATS has everything handed to it so far (err: it did not answer in time). */
   onSent(cb: (err?: Error) => void): void;
+  /**
+   * A message held back until the cluster's replicated stream has it (a persistent session
+   * somewhere wants it): resolves true once JetStream acknowledged it (a quorum) and it was
+   * routed, false when it could not be stored (the PUBLISH is refused). Undefined: not held.
+   */
+  stored?(message: Message): Promise<boolean> | undefined;
+}
+
+/**
+ * Cluster mode: before CONNACK, a persistent session that lives on another node (or only in
+ * the cluster's bucket, its node gone) is brought to this broker, so that it resumes here.
+ */
+export interface SessionLoader {
+  load(clientId: string, clean: boolean): Promise<void>;
 }
 
 /**
@@ -76,6 +90,8 @@ export interface BrokerCore extends DeliveryContext {
   readonly durable: DurableAcks | undefined;
   /** Cluster mode: forwarded QoS 1/2 messages are acknowledged once NATS has them. */
   readonly forwardAcks: ForwardAcks | undefined;
+  /** Cluster mode: brings a persistent session from the cluster before CONNACK. */
+  readonly sessionLoader: SessionLoader | undefined;
 
   // hooks
   /** The authenticate hooks, in order; the first refusal wins. */

@@ -6,7 +6,7 @@ import type { Connection } from '../transport/connection.js';
 import type { Message } from '../mqtt/message.js';
 import type { Delivery, InflightEntry, Session } from '../session/session.js';
 import { RC } from '../mqtt/reason-codes.js';
-import { encodePublish, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
+import { encodePublish, measurePublish, writePublishAt, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
 import type { BrokerStats } from './api.js';
 import type { ClientInfo } from './hooks.js';
 import type { ClientState, CloseCause } from './lifecycle.js';
@@ -15,6 +15,9 @@ import type { ClientState, CloseCause } from './lifecycle.js';
 const ACK_FIRST_BYTE: Partial<Record<string, number>> = { puback: 0x40, pubrec: 0x50, pubrel: 0x62, pubcomp: 0x70 };
 
 const NO_PUBLISHERS: ReadonlySet<HeldPublisher> = new Set<HeldPublisher>();
+
+/** The fields of the PUBLISH being encoded (Outbound.fields). */
+const SCRATCH: PublishFields = { topic: '', payload: Buffer.alloc(0), qos: 0, retain: false, dup: false, messageId: undefined, properties: undefined };
 
 /** What the outbound side needs of the broker: settings, counters, read access. */
 export interface DeliveryContext {
@@ -64,6 +67,11 @@ export class Outbound {
   congestedSince = 0;
   /** The queue stayed full past the stall bound: publishers are not held back for it. */
   stalled = false;
+  /**
+   * Durable: QoS 2 PUBLISHes waiting for their packet ids to be on disk (Session.holdFirstSend).
+   * Meanwhile QoS 0/1 deliveries queue behind them, so the order of deliveries is kept.
+   */
+  private holding = 0;
 
   constructor(
     private readonly core: DeliveryContext,
@@ -85,7 +93,7 @@ export class Outbound {
   /** Deliver now if the window and the socket allow, else queue (bounded). */
   deliver(d: Delivery, publisher: HeldPublisher | undefined): void {
     const session = this.owner.session!;
-    const canSend = this.writable && session.queued === 0 && (d.qos === 0 || session.inflight.size < this.sendWindow);
+    const canSend = this.writable && session.queued === 0 && (d.qos === 0 || session.inflight.size < this.sendWindow) && (this.holding === 0 || d.qos === 2);
     if (canSend) {
       this.sendDelivery(d);
       return;
@@ -122,7 +130,7 @@ export class Outbound {
    */
   deliverRetained(d: Delivery): void {
     const session = this.owner.session!;
-    if (this.writable && session.queued === 0 && (d.qos === 0 || session.inflight.size < this.sendWindow)) this.sendDelivery(d);
+    if (this.writable && session.queued === 0 && (d.qos === 0 || session.inflight.size < this.sendWindow) && (this.holding === 0 || d.qos === 2)) this.sendDelivery(d);
     else session.enqueue(d);
   }
 
@@ -161,6 +169,7 @@ export class Outbound {
       const d = session.peek();
       if (!d) break;
       if (d.qos > 0 && session.inflight.size >= this.sendWindow) break;
+      if (this.holding > 0 && d.qos !== 2) break;
       session.shift();
       if (d.message.expiresAt !== undefined && d.message.expiresAt <= now) {
         this.core.countDrop('expired');
@@ -190,80 +199,141 @@ export class Outbound {
     const session = this.owner.session!;
     const entry: InflightEntry = { message: d.message, qos: d.qos, retain: d.retain, subscriptionIds: d.subscriptionIds, packetId: session.allocatePacketId(), state: 'publish' };
     session.addInflight(entry);
+    // durable: a QoS 2 PUBLISH goes out once its packet id is on disk, so that a restart resends
+    // it with the same id (the client then knows it) rather than as a new message
+    if (session.holdFirstSend(entry, () => this.sendHeld(session, entry))) {
+      this.holding++;
+      return;
+    }
     this.writePublish(entry, entry.packetId, false);
   }
 
-  private writePublish(d: Delivery, packetId: number, dup: boolean): void {
-    let bytes: Buffer;
-    try {
-      bytes = this.encodeDelivery(d, packetId, dup);
-    } catch (err) {
-      // A stored message this broker cannot encode (which the inbound checks should have made
-      // impossible): it is taken out of service, and this receiver stays connected.
-      if (d.qos > 0) this.owner.session!.removeInflight(packetId);
-      this.core.quarantine(d.message, err, this.owner);
-      return this.core.countDrop('quarantined', this.owner);
-    }
-    this.sendPublishBytes(bytes, d, packetId);
+  private sendHeld(session: Session, entry: InflightEntry): void {
+    this.holding--;
+    // gone meanwhile: a reconnect resends it (resendInflight); acknowledged or dropped: nothing to do
+    if (this.owner.state === 'open' && this.owner.session === session && session.inflight.get(entry.packetId) === entry && entry.state === 'publish') this.writePublish(entry, entry.packetId, false);
+    if (this.holding === 0) this.pump();
   }
 
-  private encodeDelivery(d: Delivery, packetId: number, dup: boolean): Buffer {
+  private writePublish(d: Delivery, packetId: number, dup: boolean): void {
+    // [MQTT-5-3.1.2-25] never send a packet over the client's Maximum Packet Size, and nothing once closed
+    if (this.owner.state === 'closed') return;
     const m = d.message;
     const version = this.owner.protocolVersion;
     const v5 = version === 5;
-    // Fast path: a QoS 0 delivery with nothing per subscriber is encoded once per message.
-    if (d.qos === 0 && m.expiresAt === undefined && (!v5 || (this.topicAliasMax === 0 && !d.subscriptionIds))) {
+    // A QoS 0 delivery with nothing per subscriber, of a message route() found several
+    // subscribers for (it gave the message its `wire` cache): encoded once for all of them.
+    if (m.wire !== undefined && d.qos === 0 && m.expiresAt === undefined && (!v5 || (this.topicAliasMax === 0 && !d.subscriptionIds))) {
       const slot = (v5 ? 2 : 0) + (d.retain ? 1 : 0);
-      const wire = (m.wire ??= []);
-      return (wire[slot] ??= encodePublish({ topic: m.topic, payload: m.payload, qos: 0, retain: d.retain, dup: false, ...(v5 && m.properties ? { properties: m.properties } : {}) }, version));
-    }
-    const packet: PublishFields = { topic: m.topic, payload: m.payload, qos: d.qos, retain: d.retain, dup };
-    if (d.qos > 0) packet.messageId = packetId;
-    if (v5) {
-      const properties: PublishProperties = m.properties ? { ...m.properties } : {};
-      if (m.expiresAt !== undefined) {
-        // [MQTT-5-3.3.2-6] the remaining lifetime
-        properties.messageExpiryInterval = Math.max(0, Math.ceil((m.expiresAt - Date.now()) / 1000));
-      }
-      if (d.subscriptionIds && d.subscriptionIds.length > 0) {
-        properties.subscriptionIdentifier = d.subscriptionIds.length === 1 ? d.subscriptionIds[0]! : d.subscriptionIds;
-      }
-      if (this.topicAliasMax > 0) {
-        const aliases = (this.aliases ??= new Map());
-        const alias = aliases.get(m.topic);
-        if (alias !== undefined) {
-          packet.topic = '';
-          properties.topicAlias = alias;
-        } else if (aliases.size < this.topicAliasMax) {
-          const next = aliases.size + 1;
-          aliases.set(m.topic, next);
-          properties.topicAlias = next;
+      let bytes = m.wire[slot];
+      if (bytes === undefined) {
+        try {
+          bytes = m.wire[slot] = encodePublish(this.fields(d, 0, false, v5 ? m.properties : undefined), version);
+        } catch (err) {
+          return this.encodeFailed(d, packetId, err);
         }
       }
-      packet.properties = properties;
-    }
-    const newAlias = packet.properties?.topicAlias !== undefined && packet.topic !== '';
-    let bytes: Buffer;
-    try {
-      bytes = encodePublish(packet, version);
-    } catch (err) {
-      if (newAlias) this.aliases?.delete(m.topic); // the alias was never announced
-      throw err;
-    }
-    if (bytes.length > this.maxPacketSize && newAlias) this.aliases?.delete(m.topic); // never announced either
-    return bytes;
-  }
-
-  private sendPublishBytes(bytes: Buffer, d: Delivery, packetId: number): void {
-    // [MQTT-5-3.1.2-25] never send a packet over the client's Maximum Packet Size: drop it
-    if (bytes.length > this.maxPacketSize) {
-      if (d.qos > 0) this.owner.session!.removeInflight(packetId);
-      this.core.countDrop('too_large');
+      if (bytes.length > this.maxPacketSize) return this.core.countDrop('too_large');
+      this.countPublish(bytes.length);
+      if (!this.conn.write(bytes)) this.writable = false;
       return;
     }
-    this.core.stats.publishSent++;
-    this.core.stats.messagesSent++;
-    this.rawWrite(bytes, 'publish');
+    // Otherwise encoded for this delivery, in place in the connection's output where the
+    // transport stages it (TCP, TLS): no buffer of its own per packet.
+    let f: PublishFields;
+    let size: number;
+    let newAlias = false;
+    try {
+      f = v5 ? this.fieldsV5(d, packetId, dup) : this.fields(d, packetId, dup, undefined);
+      newAlias = f.properties?.topicAlias !== undefined && f.topic !== '';
+      size = measurePublish(f, version);
+    } catch (err) {
+      if (newAlias) this.aliases?.delete(m.topic); // the alias was never announced
+      return this.encodeFailed(d, packetId, err);
+    }
+    if (size > this.maxPacketSize) {
+      if (newAlias) this.aliases?.delete(m.topic); // never announced either
+      if (d.qos > 0) this.owner.session!.removeInflight(packetId);
+      return this.core.countDrop('too_large');
+    }
+    const conn = this.conn;
+    const staged = conn.reserve?.(size);
+    try {
+      if (staged !== undefined) writePublishAt(staged, conn.reservedAt!, f, version);
+      else {
+        const bytes = Buffer.allocUnsafe(size);
+        writePublishAt(bytes, 0, f, version);
+        this.countPublish(size);
+        if (!conn.write(bytes)) this.writable = false;
+        return;
+      }
+    } catch (err) {
+      if (newAlias) this.aliases?.delete(m.topic);
+      return this.encodeFailed(d, packetId, err);
+    }
+    this.countPublish(size);
+    if (!conn.commit!(size)) this.writable = false;
+  }
+
+  /**
+   * A stored message this broker cannot encode (which the inbound checks should have made
+   * impossible): it is taken out of service, and this receiver stays connected.
+   */
+  private encodeFailed(d: Delivery, packetId: number, err: unknown): void {
+    if (d.qos > 0) this.owner.session!.removeInflight(packetId);
+    this.core.quarantine(d.message, err, this.owner);
+    this.core.countDrop('quarantined', this.owner);
+  }
+
+  /** The PUBLISH fields of a delivery, in one object reused for every packet (encoding is synchronous). */
+  private fields(d: Delivery, packetId: number, dup: boolean, properties: PublishProperties | undefined): PublishFields {
+    const f = SCRATCH;
+    const m = d.message;
+    f.topic = m.topic;
+    f.payload = m.payload;
+    f.qos = d.qos;
+    f.retain = d.retain;
+    f.dup = dup;
+    f.messageId = d.qos > 0 ? packetId : undefined;
+    f.properties = properties;
+    return f;
+  }
+
+  /** v5: the message's properties plus what is per delivery (remaining expiry, subscription ids, topic alias). */
+  private fieldsV5(d: Delivery, packetId: number, dup: boolean): PublishFields {
+    const m = d.message;
+    const perDelivery = m.expiresAt !== undefined || (d.subscriptionIds !== undefined && d.subscriptionIds.length > 0) || this.topicAliasMax > 0;
+    if (!perDelivery) return this.fields(d, packetId, dup, m.properties);
+    const properties: PublishProperties = m.properties ? { ...m.properties } : {};
+    if (m.expiresAt !== undefined) {
+      // [MQTT-5-3.3.2-6] the remaining lifetime
+      properties.messageExpiryInterval = Math.max(0, Math.ceil((m.expiresAt - Date.now()) / 1000));
+    }
+    if (d.subscriptionIds && d.subscriptionIds.length > 0) {
+      properties.subscriptionIdentifier = d.subscriptionIds.length === 1 ? d.subscriptionIds[0]! : d.subscriptionIds;
+    }
+    const f = this.fields(d, packetId, dup, properties);
+    if (this.topicAliasMax > 0) {
+      const aliases = (this.aliases ??= new Map());
+      const alias = aliases.get(m.topic);
+      if (alias !== undefined) {
+        f.topic = '';
+        properties.topicAlias = alias;
+      } else if (aliases.size < this.topicAliasMax) {
+        const next = aliases.size + 1;
+        aliases.set(m.topic, next);
+        properties.topicAlias = next;
+      }
+    }
+    return f;
+  }
+
+  private countPublish(size: number): void {
+    const stats = this.core.stats;
+    stats.publishSent++;
+    stats.messagesSent++;
+    stats.bytesSent += size;
+    this.core.countPacket('publish', false);
   }
 
   // ---------------------------------------------------------------- packets
@@ -275,11 +345,19 @@ export class Outbound {
     if (ackType !== undefined) {
       const ack = packet as { messageId?: number; reasonCode?: number; properties?: object };
       if (!ack.reasonCode && !ack.properties && ack.messageId !== undefined) {
-        const bytes = Buffer.allocUnsafe(4);
-        bytes[0] = ackType;
-        bytes[1] = 2;
-        bytes.writeUInt16BE(ack.messageId, 2);
-        return this.rawWrite(bytes, packet.cmd);
+        if (this.owner.state === 'closed') return;
+        const conn = this.conn;
+        const staged = conn.reserve?.(4);
+        const bytes = staged ?? Buffer.allocUnsafe(4);
+        const at = staged !== undefined ? conn.reservedAt! : 0;
+        bytes[at] = ackType;
+        bytes[at + 1] = 2;
+        bytes[at + 2] = ack.messageId >> 8;
+        bytes[at + 3] = ack.messageId & 0xff;
+        this.core.countPacket(packet.cmd, false);
+        this.core.stats.bytesSent += 4;
+        if (!(staged !== undefined ? conn.commit!(4) : conn.write(bytes))) this.writable = false;
+        return;
       }
     }
     let bytes: Buffer | undefined;

@@ -29,6 +29,8 @@ import { decodeMessage, encodeMessage } from './wire.js';
 import { ClusterRetained } from './retained.js';
 import type { ClusterStateStore } from './state.js';
 import type { ClusterRules } from './rules.js';
+import type { ClusterRuleBuffer } from './rule-buffer.js';
+import type { ClusterSessions } from './sessions.js';
 import { ClusterStats, type ClusterStatus, type PeerStatus } from './status.js';
 
 export const HEARTBEAT_MS = 1000;
@@ -122,6 +124,10 @@ export class ClusterNode {
   stateStore: ClusterStateStore | undefined;
   /** The cluster-wide rules document, when the node has a rules service (set before start()). */
   rules: ClusterRules | undefined;
+  /** The lease: which node holds the rule buffer and sweeps expired state keys (set before start()). */
+  ruleBuffer: ClusterRuleBuffer | undefined;
+  /** Persistent sessions cluster-wide (set with useSessions() before start()). */
+  sessions: ClusterSessions | undefined;
 
   constructor(
     private readonly broker: ClusterBroker,
@@ -136,6 +142,20 @@ export class ClusterNode {
     this.retainedSet = new ClusterRetained(broker, this.name, this.clusterName, config.clusterReplicas, log, this.stats);
     this.registerHooks();
     broker.forwardAcks = this;
+  }
+
+  /** Persistent sessions resume on any node (sessions.ts): before start(). */
+  useSessions(sessions: ClusterSessions): void {
+    this.sessions = sessions;
+    sessions.bind(this.broker, { stats: this.stats, forward: (m) => this.forward(m), connected: () => this.connected, alive: (n) => this.peers.has(n) });
+  }
+
+  /** End the local copy of a session that went to another node; the cluster's bucket keeps it. */
+  private endHere(clientId: string): boolean {
+    this.sessions?.storage.handOver(clientId);
+    const ended = this.broker.endSession(clientId);
+    if (!ended) this.sessions?.storage.cancelHandOver(clientId);
+    return ended;
   }
 
   // ------------------------------------------------------------ connection
@@ -247,6 +267,8 @@ export class ClusterNode {
       on(`${p}.online`, 'online', (m) => this.onRemoteConnect(m.json<{ id: string; n: string; at: number }>())),
       on(`${p}.bye`, 'bye', (m) => this.lose(m.json<{ n: string }>().n, 'left')),
     ];
+    const sessions = this.sessions;
+    if (sessions) this.subs.push(on(`${p}.release.${this.name}`, 'release', (m) => void sessions.onRelease(m).catch((err) => this.noteError('releasing a session', err))));
     await nc.flush();
     this.natsServer = nc.info?.server_name ?? '';
     this.setConnected(true);
@@ -254,7 +276,7 @@ export class ClusterNode {
     this.heartbeatTimer ??= setInterval(() => this.tick(), HEARTBEAT_MS);
     this.heartbeatTimer.unref();
     this.announce();
-    await Promise.all([this.retainedSet.attach(nc), this.stateStore?.attach(nc), this.rules?.attach(nc)]);
+    await Promise.all([this.retainedSet.attach(nc), this.stateStore?.attach(nc), this.rules?.attach(nc), this.ruleBuffer?.attach(nc), this.sessions?.attach(nc)]);
   }
 
   private setConnected(up: boolean): void {
@@ -364,7 +386,9 @@ export class ClusterNode {
         const entry: InterestEntry = group === undefined ? { filter } : { filter, group };
         if (added ? node.interest.addLocal(entry) : node.interest.removeLocal(entry)) node.queueDelta(added, entry);
       },
-      onPublish(message) {
+      onPublish(message, info) {
+        // a message a persistent session (on any node) wants waits for the replicated stream
+        if (node.sessions?.intercept(message, info)) return true;
         node.forward(message);
         return false;
       },
@@ -374,7 +398,7 @@ export class ClusterNode {
       onDisconnect(client: ClientInfo) {
         if (!node.endAfterClose.delete(client.clientId)) return;
         const id = client.clientId;
-        setImmediate(() => node.broker.endSession(id));
+        setImmediate(() => node.endHere(id));
       },
     });
   }
@@ -433,6 +457,10 @@ export class ClusterNode {
 
   get unsent(): number {
     return this.unsentCount;
+  }
+
+  stored(message: Message): Promise<boolean> | undefined {
+    return this.sessions?.stored(message);
   }
 
   onSent(cb: (err?: Error) => void): void {
@@ -499,7 +527,7 @@ export class ClusterNode {
       return;
     }
     // an offline session here is superseded by the one on that node
-    if (this.broker.endSession(r.id)) this.log.debug({ clientId: r.id, node: r.n }, 'cluster: session here ended (the client is on another node)');
+    if (this.endHere(r.id)) this.log.debug({ clientId: r.id, node: r.n }, 'cluster: session here ended (the client is on another node)');
   }
 
   /** Publish on NATS unless disconnected; errors are counted, never thrown. */
@@ -549,7 +577,7 @@ export class ClusterNode {
       connected: this.connected,
       natsServer: this.connected ? this.natsServer : undefined,
       lastError: this.lastError,
-      jetstream: { ...this.retainedSet.state(), state: this.stateStore?.stateText ?? 'off', stateKeys: this.stateStore?.keys ?? 0, rules: this.rules?.stateText ?? 'off', rulesEtag: this.rules?.etag },
+      jetstream: { ...this.retainedSet.state(), state: this.stateStore?.stateText ?? 'off', stateKeys: this.stateStore?.keys ?? 0, rules: this.rules?.stateText ?? 'off', rulesEtag: this.rules?.etag, lease: this.ruleBuffer?.stateText ?? 'off', ruleBufferHolder: this.ruleBuffer?.state().holder, ruleBufferFence: this.ruleBuffer?.state().fence ?? 0, sessions: this.sessions?.stateText ?? 'off', sessionRecords: this.sessions?.sessionCount ?? 0 },
       nodes: [self, ...peers].sort((a, b) => a.name.localeCompare(b.name)),
       stats: this.stats.snapshot(),
     };
@@ -562,8 +590,10 @@ export class ClusterNode {
     const nc = this.nc;
     if (!nc) return;
     this.publish(`${this.prefix}.bye`, JSON.stringify({ n: this.name }));
+    await this.ruleBuffer?.close();
     this.stateStore?.close();
     this.rules?.close();
+    await this.sessions?.close();
     await this.retainedSet.close();
     for (const s of this.subs) s.unsubscribe();
     try {

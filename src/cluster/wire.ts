@@ -5,7 +5,8 @@
  *   u32 BE  length H of the header
  *   H bytes UTF-8 JSON header: { t: topic, q: qos, r?: 1 (retain), e?: expiresAt (ms),
  *           s?: senderId, o?: origin, g?: shared groups this node delivers (shareKey),
- *           p?: properties (correlationData as base64 in p.cd), n: from node, at: sent (ms) }
+ *           p?: properties (correlationData as base64 in p.cd), n: from node, at: sent (ms),
+ *           sq?: sequence in the session-message stream (sessions.ts) }
  *   rest    the payload, as published
  * JSON keeps the header readable with `nats sub` when debugging; the payload is not copied
  * into it, so a large payload costs one copy into the NATS buffer.
@@ -26,6 +27,8 @@ interface WireHeader {
   p?: Omit<MessageProperties, 'correlationData'> & { cd?: string };
   n: string;
   at: number;
+  /** Its sequence in the session-message stream (Message.clusterSeq), once stored there. */
+  sq?: number;
 }
 
 export interface WireMessage {
@@ -43,6 +46,7 @@ export function encodeMessage(message: Message, from: string, shares?: readonly 
   if (message.senderId !== undefined) h.s = message.senderId;
   if (message.origin !== undefined) h.o = message.origin;
   if (shares && shares.length > 0) h.g = [...shares];
+  if (message.clusterSeq !== undefined) h.sq = message.clusterSeq;
   const props = message.properties;
   if (props) {
     const { correlationData, ...rest } = props;
@@ -74,6 +78,7 @@ export function decodeMessage(data: Uint8Array): WireMessage & { shares: string[
   if (typeof h.e === 'number') message.expiresAt = h.e;
   if (typeof h.s === 'string') message.senderId = h.s;
   if (typeof h.o === 'string') message.origin = h.o;
+  if (typeof h.sq === 'number') message.clusterSeq = h.sq;
   if (h.p && typeof h.p === 'object') {
     const { cd, ...rest } = h.p;
     message.properties = cd !== undefined ? { ...rest, correlationData: Buffer.from(cd, 'base64') } : rest;

@@ -38,7 +38,7 @@ export function decodeFast(bytes: Buffer, protocolVersion: 3 | 4 | 5): Packet | 
   const topicLength = bytes.readUInt16BE(pos);
   pos += 2;
   if (pos + topicLength > bytes.length) return undefined;
-  const topic = bytes.toString('utf8', pos, pos + topicLength);
+  const topic = topicLength <= TOPIC_CACHE_MAX_BYTES ? cachedTopic(bytes, pos, topicLength) : bytes.toString('utf8', pos, pos + topicLength);
   pos += topicLength;
   let messageId: number | undefined;
   if (qos > 0) {
@@ -150,6 +150,33 @@ function decodeProperties(bytes: Buffer, pos: number, end: number): PublishPrope
   // done, ~0.1 µs.
   if (props.userProperties !== undefined) Object.setPrototypeOf(props.userProperties, null);
   return props;
+}
+
+/**
+ * Recently decoded topic names, by their bytes: a publisher sends the same few topics again and
+ * again, and the same string each time saves its decoding, and lets everything after that keys
+ * a Map by the topic (the match cache, the console's topic tree) reuse the string's hash instead
+ * of computing it again. Direct-mapped on a hash of the bytes; a miss decodes and takes the slot.
+ */
+const TOPIC_CACHE_SLOTS = 256;
+const TOPIC_CACHE_MAX_BYTES = 96;
+const cachedBytes: (Buffer | undefined)[] = new Array<Buffer | undefined>(TOPIC_CACHE_SLOTS).fill(undefined);
+const cachedStrings: string[] = new Array<string>(TOPIC_CACHE_SLOTS).fill('');
+
+function cachedTopic(bytes: Buffer, pos: number, length: number): string {
+  let h = length;
+  for (let i = 0; i < length; i++) h = (Math.imul(h, 31) + bytes[pos + i]!) | 0;
+  const slot = (h ^ (h >>> 8)) & (TOPIC_CACHE_SLOTS - 1);
+  const known = cachedBytes[slot];
+  if (known !== undefined && known.length === length) {
+    let i = 0;
+    while (i < length && known[i] === bytes[pos + i]) i++;
+    if (i === length) return cachedStrings[slot]!;
+  }
+  const topic = bytes.toString('utf8', pos, pos + length);
+  cachedBytes[slot] = copyOut(bytes, pos, pos + length);
+  cachedStrings[slot] = topic;
+  return topic;
 }
 
 /** A copy of bytes[start, end). Buffer#copy spends ~80 ns checking its arguments: a loop is cheaper for short fields. */

@@ -141,32 +141,68 @@ function writeProperties(buf: Buffer, pos: number, p: PublishProperties, pairs: 
   return pos;
 }
 
-/** Encode a PUBLISH for protocol version 3, 4 or 5. */
-export function encodePublish(f: PublishFields, protocolVersion: 3 | 4 | 5): Buffer {
+// What the last measurePublish found, for the writePublishAt that follows it (no result object
+// per packet on the delivery path).
+let mRemaining = 0;
+let mTopicLen = 0;
+let mPropsLen = 0;
+let mPairs: [string, string][] | undefined;
+
+/**
+ * Size in bytes of the PUBLISH `f` would encode to. The next call must be writePublishAt for
+ * the same `f` and version (it uses what this measured).
+ */
+export function measurePublish(f: PublishFields, protocolVersion: 3 | 4 | 5): number {
   const topicLen = Buffer.byteLength(f.topic);
   let length = 2 + topicLen + f.payload.length + (f.qos > 0 ? 2 : 0);
   let propsLen = 0;
   let pairs: [string, string][] | undefined;
-  const v5 = protocolVersion === 5;
-  if (v5) {
+  if (protocolVersion === 5) {
     if (f.properties) {
       if (f.properties.userProperties) pairs = userPropertyPairs(f.properties.userProperties);
       propsLen = propertiesLength(f.properties, pairs);
     }
     length += varintSize(propsLen) + propsLen;
   }
-  const buf = Buffer.allocUnsafe(1 + varintSize(length) + length);
-  buf[0] = 0x30 | (f.dup ? 8 : 0) | (f.qos << 1) | (f.retain ? 1 : 0);
-  let pos = writeVarint(buf, 1, length);
-  pos = writeString(buf, pos, f.topic, topicLen);
+  mRemaining = length;
+  mTopicLen = topicLen;
+  mPropsLen = propsLen;
+  mPairs = pairs;
+  return 1 + varintSize(length) + length;
+}
+
+/**
+ * Writes the PUBLISH measured by the measurePublish just before into `buf` at `pos` (room for
+ * the measured size is the caller's business); returns the position after it.
+ */
+export function writePublishAt(buf: Buffer, pos: number, f: PublishFields, protocolVersion: 3 | 4 | 5): number {
+  const pairs = mPairs;
+  mPairs = undefined;
+  buf[pos] = 0x30 | (f.dup ? 8 : 0) | (f.qos << 1) | (f.retain ? 1 : 0);
+  pos = writeVarint(buf, pos + 1, mRemaining);
+  pos = writeString(buf, pos, f.topic, mTopicLen);
   if (f.qos > 0) {
-    buf.writeUInt16BE(f.messageId ?? 0, pos);
+    const id = f.messageId ?? 0;
+    buf[pos] = id >> 8;
+    buf[pos + 1] = id & 0xff;
     pos += 2;
   }
-  if (v5) {
+  if (protocolVersion === 5) {
+    const propsLen = mPropsLen;
     pos = writeVarint(buf, pos, propsLen);
     if (f.properties && propsLen > 0) pos = writeProperties(buf, pos, f.properties, pairs);
   }
-  buf.set(f.payload, pos); // TypedArray#set: Buffer#copy spends longer checking its arguments
+  const payload = f.payload;
+  const n = payload.length;
+  // TypedArray#set: Buffer#copy spends longer checking its arguments; a loop beats both for a few bytes
+  if (n > 32) buf.set(payload, pos);
+  else for (let i = 0; i < n; i++) buf[pos + i] = payload[i]!;
+  return pos + n;
+}
+
+/** Encode a PUBLISH for protocol version 3, 4 or 5. */
+export function encodePublish(f: PublishFields, protocolVersion: 3 | 4 | 5): Buffer {
+  const buf = Buffer.allocUnsafe(measurePublish(f, protocolVersion));
+  writePublishAt(buf, 0, f, protocolVersion);
   return buf;
 }

@@ -31,9 +31,15 @@ export interface Message {
    */
   origin?: string;
   /**
+   * A QoS 2 PUBLISH from a client: its packet id. Durable storage writes it with the message,
+   * so that after a crash a resent PUBLISH with that id is not taken for a new message.
+   */
+  inboundQos2Id?: number;
+  /**
    * Encoded QoS 0 PUBLISH packets for deliveries without per-subscriber properties,
-   * indexed by (v5 ? 2 : 0) + (retain ? 1 : 0): fan-out encodes each form once.
-   * Filled lazily by the broker; services leave it alone.
+   * indexed by (v5 ? 2 : 0) + (retain ? 1 : 0): fan-out encodes each form once. The broker
+   * creates it for a message routed to several subscribers (a message for one is encoded
+   * into that connection's output instead) and fills it lazily; services leave it alone.
    */
   wire?: (Buffer | undefined)[];
   /**
@@ -53,6 +59,12 @@ export interface Message {
    * `$share` group receives each message once cluster-wide.
    */
   shareGroups?: ReadonlySet<string>;
+  /**
+   * Cluster mode: the message's sequence in the cluster's replicated session-message stream
+   * (src/cluster/sessions.ts), set once JetStream has it; persistent sessions on any node
+   * track their position by it.
+   */
+  clusterSeq?: number;
 }
 
 /** The name of one shared subscription (`$share/{group}/{filter}`) in Message.shareGroups. */

@@ -207,6 +207,28 @@ export class Session {
     return this.qos2Received?.delete(packetId) ?? false;
   }
 
+  /**
+   * Durable storage: run `cb` once what this session changed so far (its record, its position
+   * in the log, with the QoS 2 states and packet ids) is on disk, and return true. False: nothing
+   * of this session is stored (memory mode, a session that ends with its connection): go on now.
+   * PUBREC, PUBREL and PUBCOMP wait with it, so a crash never makes a QoS 2 message come twice.
+   */
+  afterStored(cb: (err?: Error) => void): boolean {
+    void cb;
+    return false;
+  }
+
+  /**
+   * Durable storage: a QoS 2 PUBLISH about to be sent for the first time (`entry` just added
+   * with addInflight) is written once its packet id is on disk: `write` is called then and true
+   * returned. False: write it now.
+   */
+  holdFirstSend(entry: InflightEntry, write: (err?: Error) => void): boolean {
+    void entry;
+    void write;
+    return false;
+  }
+
   /** A packet identifier not in use by an inflight message [MQTT-5-2.2.1-3]. */
   allocatePacketId(): number {
     for (let tries = 0; tries < 65535; tries++) {

@@ -3,7 +3,8 @@
  * read it. Sessions keep positions (generation, byte offset) in it, never copies.
  *
  * Generations: one file per period of time (`gen-00000001.log`, ...). New messages go only to
- * the newest; older ones are read-only and leave whole, by retention or the size cap. Each
+ * the newest; older ones are read-only and leave whole, by retention or the size cap (never
+ * while opening; readers holding positions there hear of it through onDropped). Each
  * file starts with a header naming its layout version, so a later layout starts a new
  * generation while older files stay readable. Layout 1 has one stream per generation.
  *
@@ -56,6 +57,13 @@ export interface LogEntry {
   readonly storedAt: number;
   /** Stored for the sessions whose iterators name it (record.ts flag 16), not for a replay by topic. */
   readonly direct: boolean;
+}
+
+/** A generation the log dropped: readers holding positions in it lost what they had not read. */
+export interface DroppedGeneration {
+  readonly gen: number;
+  readonly reason: 'retention' | 'size_cap';
+  readonly bytes: number;
 }
 
 export interface GenerationInfo {
@@ -160,6 +168,7 @@ export class MessageLog {
   private fullUntil = 0;
   private fullLoggedAt = 0;
   private closed = false;
+  private readonly dropListeners: ((d: DroppedGeneration) => void)[] = [];
   readonly metrics: LogMetrics = {
     bytes: 0, generations: 0, messagesAppended: 0, bytesAppended: 0, commits: 0, commitMillisTotal: 0, commitMillisMax: 0,
     lastBatchMessages: 0, generationsDropped: 0, bytesDropped: 0, tornBytes: 0, refused: 0, replayMillis: 0,
@@ -205,7 +214,8 @@ export class MessageLog {
       this.current = last;
       if (last.layout !== LAYOUT_VERSION) this.startGeneration();
     } else this.startGeneration();
-    this.sweep();
+    // no sweep here: retention and the size cap drop generations once the readers that hold
+    // positions (bridges) have registered with onDropped (the owner's first sweep, or an append)
     this.updateSize();
   }
 
@@ -546,13 +556,18 @@ export class MessageLog {
     let dropped = 0;
     while (cap > 0 && this.metrics.bytes + this.pendingBytes() >= cap && this.gens.length > 1 && this.gens[0] !== this.current) {
       if (this.queue.some((b) => b.gen === this.gens[0])) break; // still being written
-      this.dropOldest('size cap');
+      this.dropOldest('size_cap');
       dropped++;
     }
     return dropped;
   }
 
-  private dropOldest(reason: string): void {
+  /** `listener` runs after each generation dropped by retention or the size cap. */
+  onDropped(listener: (d: DroppedGeneration) => void): void {
+    this.dropListeners.push(listener);
+  }
+
+  private dropOldest(reason: DroppedGeneration['reason']): void {
     const g = this.gens.shift()!;
     if (g.readFd !== undefined) closeSync(g.readFd);
     g.readFd = undefined;
@@ -566,7 +581,14 @@ export class MessageLog {
     this.metrics.generationsDropped++;
     this.metrics.bytesDropped += g.durable;
     this.updateSize();
-    this.opts.log.info({ generation: g.id, bytes: g.durable, reason }, `storage: generation ${g.id} dropped (${reason})`);
+    this.opts.log.info({ generation: g.id, bytes: g.durable, reason }, `storage: generation ${g.id} dropped (${reason === 'size_cap' ? 'size cap' : reason})`);
+    for (const listener of this.dropListeners) {
+      try {
+        listener({ gen: g.id, reason, bytes: g.durable });
+      } catch (err) {
+        this.opts.log.error({ err: (err as Error).message }, 'storage: a reader failed on a dropped generation');
+      }
+    }
   }
 
   /**

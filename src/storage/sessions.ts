@@ -19,7 +19,14 @@
  * direct copies, which a replay by topic passes over).
  * A connected client's will is stored too (liveWills), and published at the next start if the
  * connection never closed (a crash), as if it had closed then.
- * QoS 1 may come twice after a crash; QoS 2 never.
+ * QoS 1 may come twice after a crash; QoS 2 never:
+ * - outbound, a QoS 2 PUBLISH is written once its packet id is on disk (the iterator's `sent`),
+ *   a PUBREL once the PUBREC that moved it on is, so a restart resends PUBLISH with DUP and the
+ *   same id, or PUBREL, never the message under a new id;
+ * - inbound, PUBREC waits for the message's batch and the session record naming its packet id,
+ *   PUBCOMP for the record without it. The id is also written in the message's log record: a
+ *   crash between the log's fdatasync and the record's commit is repaired at start by reading
+ *   the log from the last position the records were known complete at (QOS2_MARK).
  */
 import type { Logger } from 'pino';
 import type { Message, QoS } from '../mqtt/message.js';
@@ -28,14 +35,14 @@ import { MemorySessionStore, type LiveWill, type SessionPersistence } from '../s
 import { topicMatches } from '../topics/match.js';
 import { StorageFullError } from './errors.js';
 import { comparePositions, type LogPosition } from './log.js';
-import type { BrokerStorage, DirectDelivery, IteratorRecord, LiveWillRecord, SessionRecord } from './store.js';
+import type { BrokerStorage, DirectDelivery, IteratorRecord, LiveWillRecord, SentQos2, SessionRecord } from './store.js';
 
 const QUEUED = 0;
 const INFLIGHT = 1;
 const PUBREL = 2;
 const DONE = 3;
 
-interface Tracked {
+interface Tracked extends Tracked2 {
   readonly pos: LogPosition;
   readonly qos: QoS;
   readonly message: Message;
@@ -45,6 +52,17 @@ interface Tracked {
 }
 
 const FOREVER = 0xffffffff;
+
+/**
+ * Document holding the log position before which every message's QoS 2 packet id (inbound) is
+ * reflected in the stored session records: written with them, read at start.
+ */
+export const QOS2_MARK = 'sessions.qos2-mark';
+
+interface Tracked2 {
+  /** The packet id while it is in flight (QoS 2: written with the iterator's `sent`). */
+  id?: number;
+}
 
 /** The log and the stored records behind every DurableSession of one broker. */
 export class SessionLog implements SessionPersistence {
@@ -67,6 +85,10 @@ export class SessionLog implements SessionPersistence {
   private readonly written = new WeakMap<DurableSession, string>();
   /** Client ids with a stored live will. */
   private readonly wills = new Set<string>();
+  /** Waiting for what has changed so far to be on disk (afterStored): run after the next flush's commit. */
+  private waiting: ((err?: Error) => void)[] = [];
+  private markAt = 0;
+  private markText = '';
 
   constructor(
     readonly storage: BrokerStorage,
@@ -109,6 +131,7 @@ export class SessionLog implements SessionPersistence {
     if (d.qos === 0 || session.expiryInterval === 0 || !(session instanceof DurableSession)) return d;
     const copy: Message = { ...d.message };
     delete copy.wire;
+    delete copy.inboundQos2Id;
     if (!this.store(copy, true)) return d;
     session.expectDirect(copy);
     const out: Delivery = { ...d, message: copy };
@@ -159,6 +182,27 @@ export class SessionLog implements SessionPersistence {
     if (this.urgent) this.flush();
   }
 
+  /** Inbound QoS 2 messages received whose ids are not in the stored records yet, by token, oldest first. */
+  private readonly pendingQos2 = new Map<object, LogPosition>();
+
+  /** An inbound QoS 2 message is being received: QOS2_MARK stays before it until qos2Done(token). */
+  qos2Pending(): object {
+    const token = {};
+    this.pendingQos2.set(token, this.storage.tail);
+    return token;
+  }
+
+  qos2Done(token: object): void {
+    this.pendingQos2.delete(token);
+  }
+
+  /** `cb` runs once everything changed so far (records, iterators, the log) is on disk. */
+  afterStored(cb: (err?: Error) => void): void {
+    this.waiting.push(cb);
+    this.urgent = true;
+    this.schedule();
+  }
+
   ended(session: Session): void {
     if (!(session instanceof DurableSession)) return;
     this.dirty.delete(session);
@@ -189,8 +233,24 @@ export class SessionLog implements SessionPersistence {
         this.written.delete(s);
       }
     }
+    const wroteRecords = this.dirty.size > 0;
     this.dirty.clear();
     const tail = this.storage.tail;
+    // every inbound QoS 2 id of a message before `tail` is in the records written so far
+    const now = Date.now();
+    if (wroteRecords || now - this.markAt >= 1000) {
+      let mark = tail;
+      for (const p of this.pendingQos2.values()) {
+        mark = p; // the oldest: positions are handed out in order
+        break;
+      }
+      const text = JSON.stringify(mark);
+      if (text !== this.markText) {
+        this.storage.setDocument(QOS2_MARK, Buffer.from(text));
+        this.markText = text;
+        this.markAt = now;
+      }
+    }
     for (const s of this.dirtyIterators) {
       if (s.expiryInterval === 0) continue;
       const it = s.iteratorRecord(tail);
@@ -202,6 +262,13 @@ export class SessionLog implements SessionPersistence {
       this.storage.setIterator(s.clientId, it, lazy && before !== undefined && !it.direct);
     }
     this.dirtyIterators.clear();
+    if (this.waiting.length > 0) {
+      const cbs = this.waiting;
+      this.waiting = [];
+      this.storage.onDurable((err) => {
+        for (const cb of cbs) cb(err);
+      });
+    }
   }
 }
 
@@ -253,10 +320,21 @@ export class DurableSession extends Session {
     const direct = this.directs.has(d.message) ? d : undefined;
     if (direct) this.directs.delete(d.message);
     const t: Tracked = { pos, qos: d.qos, message: d.message, state: QUEUED, direct };
-    this.tracked.push(t);
+    this.insertTracked(t);
     this.byMessage.set(d.message, t);
     this.sessionLog.iteratorChanged(this, direct !== undefined);
     return t;
+  }
+
+  /**
+   * In log order. Deliveries arrive in log order on one node; in cluster mode a message read
+   * back from the stream (a session's catch-up) can be older than one already tracked.
+   */
+  private insertTracked(t: Tracked): void {
+    let i = this.tracked.length;
+    while (i > this.head && comparePositions(this.tracked[i - 1]!.pos, t.pos) > 0) i--;
+    if (i === this.tracked.length) this.tracked.push(t);
+    else this.tracked.splice(i, 0, t);
   }
 
   private settle(t: Tracked, state: number): void {
@@ -296,8 +374,23 @@ export class DurableSession extends Session {
     const t = this.byMessage.get(entry.message) ?? this.track(entry);
     if (!t) return;
     t.state = entry.state === 'pubrel' ? PUBREL : INFLIGHT;
+    t.id = entry.packetId;
     this.byPacket.set(entry.packetId, t);
     this.sessionLog.iteratorChanged(this);
+  }
+
+  override afterStored(cb: (err?: Error) => void): boolean {
+    if (!this.persistent) return false;
+    // a QoS 2 id whose message is not on disk yet: first that, then the record naming the id
+    if (this.unstoredQos2 !== undefined && this.unstoredQos2.size > 0) (this.storedWaiters ??= []).push(cb);
+    else this.sessionLog.afterStored(cb);
+    return true;
+  }
+
+  override holdFirstSend(entry: InflightEntry, write: (err?: Error) => void): boolean {
+    if (entry.qos !== 2 || !this.persistent || this.byPacketMap?.get(entry.packetId) === undefined) return false;
+    this.sessionLog.afterStored(write);
+    return true;
   }
 
   override removeInflight(packetId: number): boolean {
@@ -317,12 +410,43 @@ export class DurableSession extends Session {
     this.sessionLog.iteratorChanged(this);
   }
 
+  /**
+   * Inbound QoS 2 ids whose message may not be on disk yet: the stored record leaves them out
+   * until it is (a record naming an id whose message a crash lost would make the resent PUBLISH
+   * look like a duplicate, and the message would be dropped). Meanwhile the log holds the id
+   * with the message, and QOS2_MARK stays before it.
+   */
+  private unstoredQos2: Map<number, object> | undefined;
+  private storedWaiters: ((err?: Error) => void)[] | undefined;
+
   override receivedQos2(packetId: number): void {
     super.receivedQos2(packetId);
-    if (this.persistent) this.sessionLog.changed(this);
+    if (!this.persistent) return;
+    const token = this.sessionLog.qos2Pending();
+    (this.unstoredQos2 ??= new Map()).set(packetId, token);
+    // after the handler's route: the batch that holds the message (if it was stored)
+    queueMicrotask(() =>
+      this.sessionLog.storage.onDurable(() => {
+        if (this.unstoredQos2?.get(packetId) === token) this.qos2Stored(packetId);
+      }),
+    );
+  }
+
+  private qos2Stored(packetId: number): void {
+    const token = this.unstoredQos2?.get(packetId);
+    if (token === undefined) return;
+    this.unstoredQos2!.delete(packetId);
+    this.sessionLog.qos2Done(token);
+    this.sessionLog.changed(this);
+    if (this.unstoredQos2!.size === 0 && this.storedWaiters) {
+      const waiters = this.storedWaiters;
+      this.storedWaiters = undefined;
+      for (const cb of waiters) this.sessionLog.afterStored(cb);
+    }
   }
 
   override releasedQos2(packetId: number): boolean {
+    this.qos2Stored(packetId);
     const known = super.releasedQos2(packetId);
     if (known && this.persistent) this.sessionLog.changed(this);
     return known;
@@ -334,7 +458,7 @@ export class DurableSession extends Session {
       clientId: this.clientId,
       expiryInterval: this.expiryInterval,
       subscriptions: [...this.subscriptions.values()],
-      incomingQos2: [...this.incomingQos2],
+      incomingQos2: this.unstoredQos2?.size ? [...this.incomingQos2].filter((id) => !this.unstoredQos2!.has(id)) : [...this.incomingQos2],
     };
     if (this.expiresAt !== undefined) r.expiresAt = this.expiresAt;
     if (this.pendingWill && this.willDueAt !== undefined) {
@@ -362,10 +486,20 @@ export class DurableSession extends Session {
     const pubrel: number[] = [];
     for (const e of this.inflight.values()) if (e.state === 'pubrel') pubrel.push(e.packetId);
     const rec: IteratorRecord = { next: first ? first.pos : tail, done, pubrel };
+    let sent: SentQos2[] | undefined;
+    for (const e of this.inflight.values()) {
+      if (e.qos !== 2 || e.state !== 'publish') continue;
+      const t = this.byPacketMap?.get(e.packetId);
+      if (!t || t.state !== INFLIGHT) continue;
+      const s: SentQos2 = { pos: t.pos, id: e.packetId, retain: e.retain };
+      if (e.subscriptionIds) s.ids = e.subscriptionIds;
+      (sent ??= []).push(s);
+    }
+    if (sent) rec.sent = sent;
     let direct: DirectDelivery[] | undefined;
     for (let i = this.head; i < this.tracked.length; i++) {
       const t = this.tracked[i]!;
-      if (!t.direct || (t.state !== QUEUED && t.state !== INFLIGHT)) continue;
+      if (!t.direct || (t.state !== QUEUED && t.state !== INFLIGHT) || (t.state === INFLIGHT && t.qos === 2)) continue;
       const dd: DirectDelivery = { pos: t.pos, qos: t.qos as 1 | 2, retain: t.direct.retain };
       if (t.direct.subscriptionIds) dd.ids = t.direct.subscriptionIds;
       (direct ??= []).push(dd);
@@ -403,12 +537,45 @@ export class DurableSession extends Session {
     }
     const key = (p: LogPosition): string => `${p.gen}:${p.offset}`;
     const skip = new Set(it.done.map(key));
+    const log = this.sessionLog.storage;
+    let queued = 0;
+    for (const s of it.sent ?? []) {
+      // [MQTT-4.3.3] sent, no PUBREC yet: resent on reconnect with DUP and the same packet id
+      const e = log.read(s.pos, 1).entries[0];
+      skip.add(key(s.pos));
+      if (!e || comparePositions(e.pos, s.pos) !== 0) continue; // dropped with its generation
+      const entry: InflightEntry = { message: e.message, qos: 2, retain: s.retain, subscriptionIds: s.ids, packetId: s.id, state: 'publish' };
+      this.restoreInflight(entry);
+      this.sessionLog.positions.set(e.message, e.pos);
+      const t: Tracked = { pos: e.pos, qos: 2, message: e.message, state: INFLIGHT, direct: undefined, id: s.id };
+      this.tracked.push(t);
+      this.byMessage.set(e.message, t);
+      this.byPacket.set(s.id, t);
+      queued++;
+    }
     const direct = new Map((it.direct ?? []).map((d) => [key(d.pos), d]));
     const plain = [...this.subscriptions.values()].filter((s) => s.shareGroup === undefined);
-    if (plain.length === 0 && direct.size === 0) return 0;
-    let from = it.next;
-    let queued = 0;
-    const log = this.sessionLog.storage;
+    if (plain.length === 0 && direct.size === 0) return queued;
+    try {
+      queued = this.replay(log, it.next, skip, direct, plain, maxQueued, now, key, queued);
+    } finally {
+      // the resent ones and the replayed ones, in log order: the iterator's `next` is the first not done
+      this.tracked.sort((a, b) => comparePositions(a.pos, b.pos));
+    }
+    return queued;
+  }
+
+  private replay(
+    log: BrokerStorage,
+    from: LogPosition,
+    skip: Set<string>,
+    direct: Map<string, DirectDelivery>,
+    plain: Subscription[],
+    maxQueued: number,
+    now: number,
+    key: (p: LogPosition) => string,
+    queued: number,
+  ): number {
     for (;;) {
       const { entries, next } = log.read(from, 512);
       if (entries.length === 0) break;
@@ -436,7 +603,7 @@ export class DurableSession extends Session {
 }
 
 /** What a subscription set makes of a message (merged as routing does), or undefined / QoS 0. */
-function deliveryFor(subs: Subscription[], m: Message, clientId: string): Delivery | undefined {
+export function deliveryFor(subs: Subscription[], m: Message, clientId: string): Delivery | undefined {
   let qos = -1;
   let retain = false;
   let ids: number[] | undefined;
@@ -495,6 +662,7 @@ export class DurableSessionStore extends MemorySessionStore {
     const out: DurableSession[] = [];
     let messages = 0;
     const storage = this.sessionLog.storage;
+    const received = this.qos2PastMark();
     for (const rec of storage.sessions()) {
       if (rec.expiresAt !== undefined && rec.expiresAt <= now) {
         storage.deleteSession(rec.clientId);
@@ -502,8 +670,45 @@ export class DurableSessionStore extends MemorySessionStore {
       }
       const s = new DurableSession(rec.clientId, this.sessionLog);
       messages += s.restore(rec, storage.iterator(rec.clientId), maxQueued, now);
+      const ids = received.get(rec.clientId);
+      if (ids) {
+        // stored with their messages, PUBREC maybe not sent: a resent PUBLISH is the same message
+        for (const id of ids) s.restoreQos2(id);
+        this.sessionLog.changed(s);
+      }
       out.push(s);
     }
     return { sessions: out, messages };
+  }
+
+  /**
+   * Inbound QoS 2 packet ids written with their messages past QOS2_MARK (a crash came before
+   * the session records naming them were committed), by publisher.
+   */
+  private qos2PastMark(): Map<string, number[]> {
+    const out = new Map<string, number[]>();
+    const storage = this.sessionLog.storage;
+    const text = storage.document(QOS2_MARK)?.toString();
+    if (!text) return out;
+    let from: LogPosition;
+    try {
+      from = JSON.parse(text) as LogPosition;
+    } catch {
+      return out;
+    }
+    for (;;) {
+      const { entries, next } = storage.read(from, 512);
+      if (entries.length === 0) break;
+      for (const e of entries) {
+        const m = e.message;
+        if (e.direct || m.inboundQos2Id === undefined || m.senderId === undefined) continue;
+        let ids = out.get(m.senderId);
+        if (!ids) out.set(m.senderId, (ids = []));
+        ids.push(m.inboundQos2Id);
+      }
+      if (comparePositions(next, from) <= 0) break;
+      from = next;
+    }
+    return out;
   }
 }

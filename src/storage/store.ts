@@ -35,18 +35,28 @@ export interface SessionRecord {
 /**
  * A session's place in the log: `next` is the oldest message it has not acknowledged; `done`
  * lists QoS 2 messages past `next` already answered (PUBREC or PUBCOMP), which a replay must
- * not send again; `pubrel` the packet ids awaiting PUBCOMP.
+ * not send again; `pubrel` the packet ids awaiting PUBCOMP; `sent` the QoS 2 messages sent
+ * and not yet answered with PUBREC, with their packet ids (resent with DUP and the same id).
  */
 export interface IteratorRecord {
   next: LogPosition;
   done: LogPosition[];
   pubrel: number[];
+  sent?: SentQos2[];
   /**
    * Deliveries past `next` that a replay by the session's subscriptions would not make: a
    * shared subscription's copy (one member of the group got it) and retained messages sent to
    * a new subscription (stored as direct copies). Replayed as recorded.
    */
   direct?: DirectDelivery[];
+}
+
+/** [MQTT-4.3.3] a QoS 2 PUBLISH sent with `id`, awaiting PUBREC: a reconnect resends it with DUP and that id. */
+export interface SentQos2 {
+  pos: LogPosition;
+  id: number;
+  retain: boolean;
+  ids?: number[];
 }
 
 export interface DirectDelivery {

@@ -41,13 +41,20 @@ export function encodable(s: string): boolean {
 
 /** [MQTT-5-4.7.3-1] at least one character; no control characters (above); names carry no wildcards [MQTT-5-3.3.2-2]. */
 export function isValidTopicName(topic: string): boolean {
+  // the topic checked last, when it is the same string again (decode-fast hands a publisher's
+  // repeated topic out as one string): a pointer comparison instead of the scan
+  if (topic === lastValidTopic) return true;
   if (typeof topic !== 'string' || topic.length === 0 || topic.length > MAX_TOPIC_BYTES) return false;
   for (let i = 0; i < topic.length; i++) {
     const c = topic.charCodeAt(i);
     if (c === 0x23 /* # */ || c === 0x2b /* + */ || isControl(c)) return false;
   }
-  return encodable(topic);
+  if (!encodable(topic)) return false;
+  lastValidTopic = topic;
+  return true;
 }
+
+let lastValidTopic = '\u0000'; // never valid itself
 
 /**
  * [MQTT-5-4.7.1-2] `#` only alone as the last level; [MQTT-5-4.7.1-3] `+` only alone in a level;

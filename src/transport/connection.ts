@@ -19,6 +19,16 @@ export interface Connection {
    * high-water mark: the caller should stop writing until `onDrain`.
    */
   write(data: Uint8Array): boolean;
+  /**
+   * Optional (TCP and TLS): room for `size` bytes in this turn's output, to encode a packet in
+   * place instead of into a buffer of its own. Returns the buffer to write them into, starting
+   * at `reservedAt`, then `commit(size)` sends them (after everything written before, with the
+   * batch); undefined when the packet is too large to stage (use write()).
+   */
+  reserve?(size: number): Buffer | undefined;
+  readonly reservedAt?: number;
+  /** The `size` bytes written at `reservedAt` go out; the result is write()'s. */
+  commit?(size: number): boolean;
   /** Bytes accepted by write() and not yet handed to the kernel. */
   bufferedAmount(): number;
   /** Stop / restart reading from the peer (flow control towards a fast publisher). */

@@ -11,10 +11,13 @@ export interface PeerIdentity {
 }
 
 /**
- * Connections written to during this turn of the event loop. They are flushed together in
- * the check phase, after every socket that was readable has been served (as Redis writes its
- * replies before it sleeps): a peer process with many connections is then woken once for a
- * burst of answers instead of once per answer, and each connection still gets one writev.
+ * Output is batched per connection and per turn of the event loop: every packet written during
+ * one turn is copied (or encoded in place, reserve/commit) into the connection's staging buffer,
+ * and the connections written to are flushed together in the check phase, after every socket
+ * that was readable has been served (as Redis writes its replies before it sleeps): a peer with
+ * many connections is woken once for a burst of answers instead of once per answer, and each
+ * connection makes one write a turn, of one buffer, rather than a writev of one buffer object
+ * (and a stream write request) per packet.
  */
 let toFlush: SocketConnection[] = [];
 let flushScheduled = false;
@@ -23,7 +26,30 @@ function flushAll(): void {
   const list = toFlush;
   toFlush = [];
   flushScheduled = false;
-  for (const c of list) c.uncork();
+  for (const c of list) c.flush();
+}
+
+/** Staging buffer of a connection: what one write carries at most (also the socket's default high-water mark). */
+const STAGE_BYTES = 16 * 1024;
+/** Packets larger than this are written as they are (after what is staged), not copied. */
+const STAGE_MAX_PACKET = 4 * 1024;
+
+/**
+ * Connections holding a staging buffer. The sweep drops the buffer of those that wrote nothing
+ * since the last sweep, so an idle connection holds none (memory per idle connection).
+ */
+const staging = new Set<SocketConnection>();
+let sweepTimer: NodeJS.Timeout | undefined;
+const SWEEP_MS = 2000;
+
+function sweepStaging(): void {
+  for (const c of staging) {
+    if (c.dropIdleStage()) staging.delete(c);
+  }
+  if (staging.size === 0 && sweepTimer) {
+    clearInterval(sweepTimer);
+    sweepTimer = undefined;
+  }
 }
 
 /** The socket's SocketConnection, for the shared listeners below. */
@@ -39,6 +65,15 @@ class SocketConnection implements Connection {
   events: ConnectionEvents | undefined;
   /** onClose was called (by 'error' or 'close', whichever came first). */
   closed = false;
+  /** This turn's output, not yet given to the socket: out[0, outLen). */
+  private out: Buffer | undefined;
+  private outLen = 0;
+  /** In the flush list for this turn. */
+  private queued = false;
+  /** Wrote since the last sweep (the staging buffer is in use). */
+  private used = false;
+  /** The socket's buffer was past its high-water mark after our last write: until 'drain'. */
+  blocked = false;
 
   constructor(
     private readonly socket: net.Socket,
@@ -51,36 +86,97 @@ class SocketConnection implements Connection {
   }
 
   write(data: Uint8Array): boolean {
-    const socket = this.socket;
-    if (socket.destroyed) return false;
-    // Packets written in one turn of the event loop leave in one writev: cork on the
-    // first write, uncork with every other connection after this turn's I/O (flushAll).
-    if (!this.corked) {
-      this.corked = true;
-      socket.cork();
+    if (this.socket.destroyed) return false;
+    const n = data.length;
+    if (n > STAGE_MAX_PACKET) {
+      // large: after what is staged, as it is
+      if (this.outLen > 0) this.flush();
+      this.socket.write(data);
+      this.blocked = this.socket.writableLength >= this.socket.writableHighWaterMark;
+      return !this.blocked;
+    }
+    const out = this.room(n);
+    if (n > 32) out.set(data, this.outLen);
+    else for (let i = 0, p = this.outLen; i < n; i++) out[p + i] = data[i]!;
+    this.outLen += n;
+    return !this.blocked;
+  }
+
+  /**
+   * Room for `size` bytes at the end of this turn's output, to encode a packet in place: the
+   * buffer to write them into at `reservedAt`; commit(size) then sends them with the batch.
+   * Undefined for a packet too large to stage (use write()) or a destroyed socket.
+   */
+  reserve(size: number): Buffer | undefined {
+    if (size > STAGE_MAX_PACKET || this.socket.destroyed) return undefined;
+    return this.room(size);
+  }
+
+  get reservedAt(): number {
+    return this.outLen;
+  }
+
+  commit(size: number): boolean {
+    this.outLen += size;
+    return !this.blocked;
+  }
+
+  /** The staging buffer with room for `n` more bytes (n <= STAGE_MAX_PACKET), this connection queued for the flush. */
+  private room(n: number): Buffer {
+    let out = this.out;
+    if (out !== undefined && this.outLen + n > out.length) {
+      this.flush();
+      out = this.out;
+    }
+    if (out === undefined) {
+      out = this.out = Buffer.allocUnsafeSlow(STAGE_BYTES);
+      staging.add(this);
+      sweepTimer ??= setInterval(sweepStaging, SWEEP_MS).unref();
+    }
+    this.used = true;
+    if (!this.queued) {
+      this.queued = true;
       toFlush.push(this);
       if (!flushScheduled) {
         flushScheduled = true;
         setImmediate(flushAll);
       }
     }
-    if (socket.write(data)) return true;
-    // Only this turn's batching went past the high-water mark: send the batch now rather than
-    // report a backpressure the peer did not cause (publishers would be held for nothing).
-    this.uncork();
-    return socket.writableLength < socket.writableHighWaterMark;
+    return out;
   }
 
-  private corked = false;
+  /** @internal Gives what is staged to the socket (one write); called by flushAll. */
+  flush(): void {
+    this.queued = false;
+    const n = this.outLen;
+    if (n === 0) return;
+    const out = this.out!;
+    this.outLen = 0;
+    const socket = this.socket;
+    if (socket.destroyed) return;
+    socket.write(n === out.length ? out : out.subarray(0, n));
+    // The buffer is written again only once the socket no longer holds any of it: a write the
+    // kernel took at once leaves nothing queued; otherwise the stream keeps these bytes until
+    // sent, and the next turn stages into a new buffer.
+    const queued = socket.writableLength;
+    if (queued !== 0) this.out = undefined;
+    this.blocked = queued >= socket.writableHighWaterMark;
+  }
 
-  /** @internal Sends what this turn wrote (one writev); called by flushAll. */
-  uncork(): void {
-    this.corked = false;
-    this.socket.uncork();
+  /** @internal The sweep: true (and the staging buffer dropped) when nothing was written since the last one. */
+  dropIdleStage(): boolean {
+    if (this.used && !this.closed && !this.socket.destroyed) {
+      this.used = false;
+      return false;
+    }
+    if (this.outLen > 0 && !this.socket.destroyed) return false;
+    this.out = undefined;
+    this.outLen = 0;
+    return true;
   }
 
   bufferedAmount(): number {
-    return this.socket.writableLength;
+    return this.socket.writableLength + this.outLen;
   }
 
   pause(): void {
@@ -92,12 +188,14 @@ class SocketConnection implements Connection {
   }
 
   close(): void {
+    this.flush();
     this.socket.end();
     // a peer that never reads must not keep the socket half-open forever
     setTimeout(() => this.socket.destroy(), 2000).unref();
   }
 
   destroy(): void {
+    this.outLen = 0;
     this.socket.destroy();
   }
 }
@@ -109,7 +207,9 @@ function onSocketData(this: AttachedSocket, chunk: Buffer): void {
 }
 
 function onSocketDrain(this: AttachedSocket): void {
-  this[kConnection].events!.onDrain();
+  const c = this[kConnection];
+  c.blocked = false;
+  c.events!.onDrain();
 }
 
 function onSocketError(this: AttachedSocket, err: Error): void {

@@ -158,7 +158,7 @@ describe('bridge store-and-forward under faults', () => {
     expect(during, 'messages published while the remote was away').toBeGreaterThan(100);
     expect(bridge.counters.reconnects).toBeGreaterThan(0);
     await until(() => bridge.backlog.size === 0, 10_000, 'backlog released');
-    expect(bridge.dropped).toEqual({ buffer_full: 0, too_old: 0 });
+    expect(bridge.dropped).toEqual({ buffer_full: 0, too_old: 0, retention: 0, size_cap: 0 });
   });
 
   it('the link black-holed (no close, only keep alive notices): nothing acknowledged is lost', async () => {

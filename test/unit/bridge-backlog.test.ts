@@ -66,4 +66,29 @@ describe('bridge backlog', () => {
     expect([b.nextToSend(), b.nextToSend(), b.nextToSend()].map((e) => e?.message.topic)).toEqual(['t/1', 't/2', undefined]);
     expect(b.size).toBe(2);
   });
+
+  it('a generation the log dropped: its waiting entries are counted by reason, in-flight ones stay, sending goes on with the next stored', () => {
+    const b = new Backlog({ maxMessages: 100, maxBytes: 0, maxAgeMs: 0 });
+    const at = (gen: number, n: number): BacklogEntry => ({ ...entry(n), pos: { gen, offset: n } });
+    const es = [at(1, 0), at(1, 1), at(2, 2), at(2, 3), at(3, 4)];
+    const memoryOnly: BacklogEntry = { ...entry(9), pos: undefined };
+    b.push(es[0]!);
+    b.push(es[1]!);
+    b.push(memoryOnly);
+    for (const e of es.slice(2)) b.push(e);
+    expect(b.nextToSend()).toBe(es[0]); // in flight
+    expect(b.dropStoredThrough(2, 'size_cap')).toBe(3); // 1/1, 2/2, 2/3
+    expect(b.dropped).toEqual({ buffer_full: 0, too_old: 0, retention: 0, size_cap: 3 });
+    expect(b.size).toBe(3); // the one in flight, the memory-only one, 3/4
+    expect([b.nextToSend(), b.nextToSend(), b.nextToSend()].map((e) => e?.message.topic)).toEqual(['t/9', 't/4', undefined]);
+    b.done(es[0]!); // the in-flight one acknowledged after all
+    expect(b.headPosition).toBeUndefined(); // the memory-only one has no position
+    b.done(memoryOnly);
+    expect(b.headPosition).toEqual({ gen: 3, offset: 4 });
+    expect(b.dropStoredThrough(2, 'retention')).toBe(0);
+    b.rewind();
+    expect(b.dropStoredThrough(3, 'retention')).toBe(1); // sent, not acknowledged, rewound: waiting again
+    expect(b.size).toBe(0);
+    expect(b.dropped.retention).toBe(1);
+  });
 });

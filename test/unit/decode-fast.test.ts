@@ -214,3 +214,31 @@ describe('decodeFast agrees with mqtt-packet', () => {
     expect([(q.payload as Buffer).toString(), q.properties!.correlationData!.toString()]).toEqual(['abc', 'id']);
   });
 });
+
+describe('decodeFast topic cache', () => {
+  it('gives the topic of every PUBLISH from a small repeating set, including topics that differ in one byte, of one length, or collide in the cache', () => {
+    // more topics than the cache has slots, many of one length: collisions and evictions happen
+    const topics: string[] = [];
+    for (let i = 0; i < 600; i++) topics.push(`s/${String(i).padStart(3, '0')}`);
+    topics.push('ü/x', 'u/x', 'a'.repeat(96), 'a'.repeat(95) + 'b', 'a'.repeat(97), '\uFFFD', 'x/\u00e9');
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: topics.length - 1 }), { minLength: 50, maxLength: 400 }), (picks) => {
+        for (const k of picks) {
+          const topic = topics[k]!;
+          const bytes = mqttPacket.generate({ cmd: 'publish', topic, payload: Buffer.from('p'), qos: 0, retain: false, dup: false });
+          const p = decodeFast(bytes, 4) as mqttPacket.IPublishPacket;
+          expect(p.topic).toBe(topic);
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('hands a repeated topic out as the same string', () => {
+    const bytes = mqttPacket.generate({ cmd: 'publish', topic: 'plant/line1/temp', payload: Buffer.from('1'), qos: 0, retain: false, dup: false });
+    const a = (decodeFast(bytes, 4) as mqttPacket.IPublishPacket).topic;
+    const b = (decodeFast(Buffer.from(bytes), 4) as mqttPacket.IPublishPacket).topic;
+    expect(b).toBe(a);
+    expect(b).toBe('plant/line1/temp');
+  });
+});

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import mqttPacket from 'mqtt-packet';
-import { encodePublish, type PublishFields } from '../../src/mqtt/encode-publish.js';
+import { encodePublish, measurePublish, writePublishAt, type PublishFields } from '../../src/mqtt/encode-publish.js';
 
 // any text, and ASCII around the 64-character boundary of the encoder's copy loop
 const text = fc.oneof(fc.string({ unit: 'grapheme', maxLength: 40 }), fc.string({ unit: 'grapheme-ascii', minLength: 55, maxLength: 75 }), fc.string({ unit: 'grapheme-ascii', maxLength: 130 }));
@@ -56,5 +56,25 @@ describe('encodePublish', () => {
     expect(pk.retain).toBe(true);
     expect((pk.payload as Buffer).equals(payload)).toBe(true);
     expect(pk.properties?.contentType).toBe('x');
+  });
+});
+
+describe('measurePublish + writePublishAt (in place)', () => {
+  it('write at an offset of a larger buffer what encodePublish returns, and nothing outside it', () => {
+    fc.assert(
+      fc.property(publish, fc.constantFrom(4 as const, 5 as const), fc.integer({ min: 0, max: 40 }), (p, version, at) => {
+        const fields: PublishFields = { ...p } as PublishFields;
+        if (p.qos === 0) delete fields.messageId;
+        const expected = encodePublish(fields, version);
+        const size = measurePublish(fields, version);
+        expect(size).toBe(expected.length);
+        const buf = Buffer.alloc(at + size + 8, 0xee);
+        expect(writePublishAt(buf, at, fields, version)).toBe(at + size);
+        expect(buf.subarray(at, at + size).equals(expected)).toBe(true);
+        expect(buf.subarray(0, at).every((b) => b === 0xee)).toBe(true);
+        expect(buf.subarray(at + size).every((b) => b === 0xee)).toBe(true);
+      }),
+      { numRuns: 1000 },
+    );
   });
 });

@@ -12,6 +12,8 @@ import { HEADER_BYTES, MessageLog, type MessageLogOptions } from '../../src/stor
 import { StorageFullError, StorageOpenError } from '../../src/storage/errors.js';
 import { DurableStorage } from '../../src/storage/durable.js';
 import { checkLmdbFile } from '../../src/storage/kv.js';
+import { decodeMessage, encodeMessage, LAYOUT_VERSION } from '../../src/storage/record.js';
+import { crc32 } from '../../src/persistence/snapshot.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -130,7 +132,10 @@ describe('message log', () => {
     const p3 = log.append(msg(3));
     await log.flushed();
     now += 4000; // generation 1 ended at +1500, now older than 5 s; generation 2 not yet
+    const heard: unknown[] = [];
+    log.onDropped((d) => heard.push(d));
     expect(log.sweep()).toBe(1);
+    expect(heard).toEqual([{ gen: 1, reason: 'retention', bytes: expect.any(Number) }]);
     expect(log.metrics.generationsDropped).toBe(1);
     expect(lines.some((l) => /generation 1 dropped \(retention\)/.test(l.msg))).toBe(true);
     expect(log.generations().map((g) => g.id)).toEqual([2, 3]);
@@ -160,6 +165,41 @@ describe('message log', () => {
     expect(log.metrics.refused).toBeGreaterThan(0);
     expect(lines.filter((l) => /EDB_STORAGE_MAX_BYTES/.test(l.msg))).toHaveLength(1); // once per minute
     expect(log.metrics.bytes).toBeLessThan(8000);
+    await log.close();
+  });
+
+  it('layout 2 keeps a QoS 2 publisher packet id with the message; a layout 1 generation stays readable and new messages go to a new generation', async () => {
+    expect(LAYOUT_VERSION).toBe(2);
+    const dir = tempDir();
+    // a generation as the previous release wrote it: layout 1 header, one record (no flag 32)
+    const h = Buffer.alloc(HEADER_BYTES);
+    Buffer.from('EDBLOG01', 'latin1').copy(h, 0);
+    h.writeUInt32LE(1, 8);
+    h.writeUInt32LE(1, 12);
+    h.writeDoubleLE(Date.now(), 16);
+    h.writeUInt32LE(crc32(h.subarray(0, 28)) >>> 0, 28);
+    const body = encodeMessage({ ...msg(1), senderId: 'old' }, Date.now());
+    const frame = Buffer.alloc(8);
+    frame.writeUInt32LE(body.length, 0);
+    frame.writeUInt32LE(crc32(body) >>> 0, 4);
+    writeFileSync(join(dir, 'gen-00000001.log'), Buffer.concat([h, frame, body]));
+    const { log } = openLog(dir);
+    const p = log.append({ ...msg(2), qos: 2, senderId: 'pub', inboundQos2Id: 4321 });
+    const d = log.append({ ...msg(3), qos: 2, senderId: 'pub', inboundQos2Id: 99 }, undefined, true);
+    await log.flushed();
+    expect(p.gen).toBe(2);
+    expect(log.generations().map((g) => g.layout)).toEqual([1, 2]);
+    const { entries } = log.read({ gen: 1, offset: HEADER_BYTES }, 10);
+    expect(entries.map((e) => [e.message.topic, e.message.senderId, e.message.inboundQos2Id])).toEqual([
+      ['t/1', 'old', undefined],
+      ['t/2', 'pub', 4321],
+      ['t/3', 'pub', undefined], // a direct copy never carries it: it is not the publisher's message
+    ]);
+    expect(d.gen).toBe(2);
+    // flag 32 in a layout 1 record is damage, not a packet id
+    const withId = encodeMessage({ ...msg(4), inboundQos2Id: 7 }, 0);
+    expect(decodeMessage(withId, 2).message.inboundQos2Id).toBe(7);
+    expect(() => decodeMessage(withId, 1)).toThrow(RangeError);
     await log.close();
   });
 

@@ -39,12 +39,20 @@ export function handlePubrec(client: MqttClient, packet: IPubrecPacket): void {
     return;
   }
   session.setPubrel(entry);
-  client.out.writePacket({ cmd: 'pubrel', messageId: id });
+  // durable: PUBREL once the PUBREC is on disk, or a restart would send the PUBLISH again after
+  // the client released (and forgot) its packet id
+  const pubrel = () => client.out.writePacket({ cmd: 'pubrel', messageId: id });
+  if (!session.afterStored(() => client.state === 'open' && client.session === session && pubrel())) pubrel();
 }
 
 export function handlePubrel(client: MqttClient, packet: IPubrelPacket): void {
   const id = packet.messageId!;
-  const known = client.session!.releasedQos2(id);
-  if (client.isV5 && !known) client.out.writePacket({ cmd: 'pubcomp', messageId: id, reasonCode: RC.PACKET_IDENTIFIER_NOT_FOUND });
-  else client.out.writePacket({ cmd: 'pubcomp', messageId: id });
+  const session = client.session!;
+  const known = session.releasedQos2(id);
+  const pubcomp = () => {
+    if (client.isV5 && !known) client.out.writePacket({ cmd: 'pubcomp', messageId: id, reasonCode: RC.PACKET_IDENTIFIER_NOT_FOUND });
+    else client.out.writePacket({ cmd: 'pubcomp', messageId: id });
+  };
+  // durable: PUBCOMP once the id is forgotten on disk too, so the client may use it again
+  if (!known || !session.afterStored(() => client.state === 'open' && pubcomp())) pubcomp();
 }

@@ -30,7 +30,18 @@ export function handleConnect(core: BrokerCore, client: MqttClient, packet: ICon
       if (client.state !== 'authenticating') return; // closed meanwhile
       if (!verdict.ok) return void refuse(core, client, verdict.reasonCode, verdict.reasonString ?? reasonName(verdict.reasonCode));
       if (verdict.username !== undefined) client.username = verdict.username;
-      openConnection(core, client, packet, terms);
+      // [cluster] a persistent session held elsewhere in the cluster is brought here first
+      const loader = core.sessionLoader;
+      if (!loader) return openConnection(core, client, packet, terms);
+      return loader.load(client.clientId, terms.clean).then(
+        () => {
+          if (client.state === 'authenticating') openConnection(core, client, packet, terms);
+        },
+        (err: unknown) => {
+          core.log.warn({ err: (err as Error).message, clientId: client.clientId }, 'cluster: could not bring the session from the cluster; it starts here as the node holds it');
+          if (client.state === 'authenticating') openConnection(core, client, packet, terms);
+        },
+      );
     })
     .catch((err: unknown) => client.internalError(err, packet));
 }

@@ -43,7 +43,9 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
   if (qos === 2) {
     if (session.incomingQos2.has(id)) {
       // a resent QoS 2 PUBLISH we already own: answer, do not deliver twice [MQTT-5-4.3.3-10]
-      client.out.writePacket({ cmd: 'pubrec', messageId: id });
+      // (durable: once the id is on disk, as for the first PUBREC)
+      const pubrec = () => client.out.writePacket({ cmd: 'pubrec', messageId: id });
+      if (!session.afterStored(() => client.state === 'open' && pubrec())) pubrec();
       return;
     }
     // [MQTT-5-3.3.4-7] more unacknowledged QoS 2 than our Receive Maximum: 0x93
@@ -70,7 +72,12 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
   const durable = core.durable;
   // [durable] no room to store it: refused (0x97; 3.1.1 has no way to say no, so no ack)
   if (durable && qos > 0 && durable.full && (message.retain || core.needsStorage(message))) return refuseStorage(core, client, qos, id);
-  if (qos === 2) session.receivedQos2(id);
+  if (qos === 2) {
+    session.receivedQos2(id);
+    // durable: stored with the message, so a crash before the session record is written cannot
+    // make a resent PUBLISH with this id a second message
+    if (durable) message.inboundQos2Id = id;
+  }
   const writes = durable?.writes ?? 0;
   const fwd = core.forwardAcks;
   const sent = fwd?.sent ?? 0;
@@ -80,6 +87,21 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
   // [cluster] subscribers on other nodes: acknowledged once NATS has the message; refused when
   // it could not be sent (this node cut off from NATS: the client keeps it and sends it again)
   if (fwd && qos > 0 && fwd.unsent !== unsent) return refuseForward(core, client, qos, id);
+  // [cluster] a persistent session somewhere wants it: acknowledged once the replicated
+  // stream has it (a JetStream quorum) and the nodes it was forwarded to have it
+  const stored = fwd && qos > 0 ? fwd.stored?.(message) : undefined;
+  if (stored) {
+    void stored.then((ok) => {
+      if (client.state !== 'open') return;
+      if (!ok) return refuseForward(core, client, qos, id);
+      fwd!.onSent((err) => {
+        if (client.state !== 'open') return;
+        if (err) refuseForward(core, client, qos, id);
+        else ackWhenStored(core, client, qos, id, 0, writes);
+      });
+    });
+    return;
+  }
   if (fwd && qos > 0 && fwd.sent !== sent) {
     fwd.onSent((err) => {
       if (client.state !== 'open') return; // gone: the client sends it again on its next connection
@@ -98,6 +120,17 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
  */
 function ackWhenStored(core: BrokerCore, client: MqttClient, qos: QoS, id: number, code: number, writes: number): void {
   const durable = core.durable;
+  // QoS 2 to a persistent session: PUBREC once the message and the session record naming its
+  // packet id are on disk, or a crash could take a resent PUBLISH for a new message
+  const waited =
+    durable !== undefined &&
+    qos === 2 &&
+    client.session!.afterStored((err) => {
+      if (client.state !== 'open') return;
+      if (err && durable.writes !== writes) refuseStorage(core, client, qos, id);
+      else ackPublish(client, qos, id, code);
+    });
+  if (waited) return;
   if (durable && qos > 0 && durable.writes !== writes) {
     durable.flushUrgent();
     durable.onDurable((err) => {

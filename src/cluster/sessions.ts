@@ -1,0 +1,779 @@
+/**
+ * Persistent sessions cluster-wide (issue 12): a session resumes on whichever node its client
+ * reconnects to, with its subscriptions and its QoS 1/2 messages not yet acknowledged.
+ *
+ * This is the JetStream backend of the storage interface (storage/store.ts, BrokerStorage)
+ * for the session part; the broker keeps using DurableSession and SessionLog
+ * (storage/sessions.ts) unchanged: a message is stored once, a session keeps a position.
+ *  - messages: one stream, edb_<cluster>_session_msgs (subject edb.<cluster>.smsg,
+ *    R EDB_CLUSTER_REPLICAS, kept EDB_STORAGE_RETENTION). A QoS 1/2 message that a
+ *    persistent session anywhere in the cluster wants is published there once, by the node
+ *    where it arrives, before it is delivered anywhere; its stream sequence (Message.clusterSeq)
+ *    is its position, carried to the other nodes in the forwarded copy. The publisher's PUBACK /
+ *    PUBREC waits for the stream's publish ack (a JetStream quorum).
+ *  - records and positions: one key-value bucket, edb_<cluster>_sessions: `r.<id>` the session
+ *    record (subscriptions, expiry, will, QoS 2 ids received) and the node holding it, `i.<id>`
+ *    its iterator (oldest sequence not acknowledged, answered QoS 2 past it, PUBRELs pending),
+ *    written by the holding node as the client acknowledges.
+ *  - every node watches the records: the subscriptions of every persistent session of the
+ *    cluster (connected, offline, or left behind by a dead node) decide what is stored, so a
+ *    message published while a session's node is down is still kept for it.
+ *  - a client that connects on node C with a session held elsewhere: C asks the holding node
+ *    to let it go (it disconnects the client with 0x8E, writes its last position and ends its
+ *    copy without touching the bucket; a dead node does not answer), reads the record and
+ *    position, reads the stream from that position and filters it by the session's
+ *    subscriptions (as the local log's replay does: nats-server 2.9 allows one filter subject
+ *    per consumer), installs the session (CONNACK with session present 1), and reads the stream
+ *    once or twice more for what was stored while the subscriptions moved.
+ * The single-node durable log stays the default; without EDB_CLUSTER_NATS none of this loads.
+ */
+import type { Logger } from 'pino';
+import type { Msg, NatsConnection } from '@nats-io/nats-core';
+import type { KV, KvEntry, KvWatchEntry } from '@nats-io/kv';
+import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
+import type { ClientInfo } from '../broker/hooks.js';
+import type { SessionLoader } from '../broker/core.js';
+import type { Message } from '../mqtt/message.js';
+import { RC } from '../mqtt/reason-codes.js';
+import type { Session } from '../session/session.js';
+import { StorageFullError } from '../storage/errors.js';
+import type { LogEntry, LogPosition } from '../storage/log.js';
+import { DurableSession, DurableSessionStore, SessionLog, deliveryFor } from '../storage/sessions.js';
+import type { BrokerStorage, IteratorRecord, LiveWillRecord, SessionRecord, StorageInfo } from '../storage/store.js';
+import { TopicTrie } from '../topics/trie.js';
+import type { ClusterBroker } from './broker-view.js';
+import type { ClusterStats } from './status.js';
+import { decodeMessage, encodeMessage, keyTopic, topicKey } from './wire.js';
+
+const FOREVER = 0xffffffff;
+/** Iterator writes that only moved forward are coalesced for this long (a lost one replays from earlier: QoS 1 may come twice). */
+const LAZY_MS = 50;
+/** After a session moved here, the stream is read again at these delays for what was stored while its subscriptions moved. */
+const CATCH_UP_MS = [1000, 3000];
+/** A position written before the stream's end was known: "the end, once known". */
+const TAIL_UNKNOWN = 0;
+
+interface StoredRecord {
+  v: 1;
+  node: string;
+  rec: Omit<SessionRecord, 'will'> & { will?: Omit<NonNullable<SessionRecord['will']>, 'message'> & { m: string } };
+}
+
+function encodeRecord(rec: SessionRecord, node: string): string {
+  const { will, ...rest } = rec;
+  const out: StoredRecord = { v: 1, node, rec: rest };
+  if (will) {
+    const { message, ...w } = will;
+    out.rec.will = { ...w, m: Buffer.from(encodeMessage(message, node)).toString('base64') };
+  }
+  return JSON.stringify(out);
+}
+
+function decodeRecord(data: Uint8Array): { rec: SessionRecord; node: string } {
+  const r = JSON.parse(Buffer.from(data).toString('utf8')) as StoredRecord;
+  if (!r || typeof r.node !== 'string' || !r.rec || typeof r.rec.clientId !== 'string' || !Array.isArray(r.rec.subscriptions)) throw new Error('not a session record');
+  const { will, ...rest } = r.rec;
+  const rec: SessionRecord = { ...rest, incomingQos2: Array.isArray(rest.incomingQos2) ? rest.incomingQos2 : [] };
+  if (will) {
+    const { m, ...w } = will;
+    rec.will = { ...w, message: decodeMessage(Buffer.from(m, 'base64')).message };
+  }
+  return { rec, node: r.node };
+}
+
+const idKey = (clientId: string): string => topicKey(clientId);
+const recordKey = (clientId: string): string => `r.${idKey(clientId)}`;
+const iteratorKey = (clientId: string): string => `i.${idKey(clientId)}`;
+
+/**
+ * BrokerStorage with the session part in JetStream; everything else (retained messages, the
+ * state store's log, live wills, documents) is the node's own storage, as on one node.
+ */
+export class ClusterSessionStorage implements BrokerStorage {
+  kv: KV | undefined;
+  /** The stream's last sequence as far as this node knows (publish acks, forwarded copies, its info). */
+  lastSeq = 0;
+  tailKnown = false;
+  /** What a session's restore reads (storage.read), filled from the stream by the loader. */
+  reading: LogEntry[] | undefined;
+  /** Client ids whose local session ends because the session went to another node: the bucket is left alone. */
+  private readonly handedOver = new Set<string>();
+  /** Client ids this node wrote a record for (a delete of any other id is not sent). */
+  private readonly written = new Set<string>();
+  /** Writes waiting for the bucket (not attached, or a failed write), latest per key; null: a delete. */
+  private readonly waiting = new Map<string, string | null>();
+  private readonly lazy = new Map<string, IteratorRecord>();
+  private lazyTimer: NodeJS.Timeout | undefined;
+  private last: Promise<unknown> | undefined;
+  private lastErrorLog = 0;
+  /** Known records in the bucket (mirror), to skip deletes of ids the cluster never held. */
+  hasRecord: (clientId: string) => boolean = () => false;
+
+  constructor(
+    readonly local: BrokerStorage,
+    private readonly node: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** Counts a failed JetStream write (set by ClusterSessions to the node's metrics). */
+  countError: () => void = () => undefined;
+
+  get kind(): 'memory' | 'durable' {
+    return this.local.kind;
+  }
+
+  // ---------------------------------------------------------------- the session part
+
+  sessions(): SessionRecord[] {
+    return []; // loaded when their client connects (ClusterSessions.load)
+  }
+
+  setSession(record: SessionRecord): void {
+    this.written.add(record.clientId);
+    this.put(recordKey(record.clientId), encodeRecord(record, this.node), true);
+  }
+
+  deleteSession(clientId: string): void {
+    this.lazy.delete(clientId);
+    if (this.handedOver.delete(clientId)) return;
+    if (!this.written.delete(clientId) && !this.hasRecord(clientId)) return;
+    this.put(recordKey(clientId), null, true);
+    this.put(iteratorKey(clientId), null, true);
+  }
+
+  /** The local session of `clientId` ends because it went elsewhere: no write to the bucket. */
+  handOver(clientId: string): void {
+    this.handedOver.add(clientId);
+    this.written.delete(clientId);
+    this.lazy.delete(clientId);
+  }
+
+  cancelHandOver(clientId: string): void {
+    this.handedOver.delete(clientId);
+  }
+
+  /** Restore reads its position from the loader, not from here. */
+  iterator(): IteratorRecord | undefined {
+    return undefined;
+  }
+
+  setIterator(clientId: string, it: IteratorRecord, lazy = false): void {
+    if (!this.tailKnown && it.next.offset === this.tail.offset) it = { ...it, next: { gen: 0, offset: TAIL_UNKNOWN } };
+    if (lazy) {
+      this.lazy.set(clientId, it);
+      this.lazyTimer ??= setTimeout(() => this.flushLazy(), LAZY_MS);
+      return;
+    }
+    this.lazy.delete(clientId);
+    this.put(iteratorKey(clientId), JSON.stringify(it), true);
+  }
+
+  flushLazy(): void {
+    if (this.lazyTimer) clearTimeout(this.lazyTimer);
+    this.lazyTimer = undefined;
+    const list = [...this.lazy];
+    this.lazy.clear();
+    for (const [id, it] of list) this.put(iteratorKey(id), JSON.stringify(it), false);
+  }
+
+  /** Messages reach a session's position only through the stream (ClusterSessions.persist). */
+  append(message: Message, direct = false): LogPosition {
+    if (direct || message.clusterSeq === undefined) throw new StorageFullError('not in the cluster stream');
+    return { gen: 0, offset: message.clusterSeq };
+  }
+
+  read(from: LogPosition, max: number): { entries: LogEntry[]; next: LogPosition } {
+    const list = this.reading ?? [];
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid]!.pos.offset < from.offset) lo = mid + 1;
+      else hi = mid;
+    }
+    const entries = list.slice(lo, lo + max);
+    const next = entries.length > 0 ? entries[entries.length - 1]!.next : from;
+    return { entries, next };
+  }
+
+  get tail(): LogPosition {
+    return { gen: 0, offset: this.lastSeq + 1 };
+  }
+
+  noteSeq(seq: number): void {
+    if (seq > this.lastSeq) this.lastSeq = seq;
+  }
+
+  get full(): boolean {
+    return this.local.full;
+  }
+
+  /** The stream's end is known (attached): positions written meanwhile get it. */
+  attached(kv: KV, lastSeq: number): void {
+    this.kv = kv;
+    this.noteSeq(lastSeq);
+    this.tailKnown = true;
+    this.retry();
+  }
+
+  /** Write what waited (not attached, or failed). */
+  retry(): void {
+    if (!this.kv || this.waiting.size === 0) return;
+    const list = [...this.waiting];
+    this.waiting.clear();
+    for (const [key, value] of list) {
+      let v = value;
+      if (v !== null && key.startsWith('i.')) {
+        const it = JSON.parse(v) as IteratorRecord;
+        if (it.next.offset === TAIL_UNKNOWN) v = JSON.stringify({ ...it, next: this.tail });
+      }
+      this.put(key, v, false);
+    }
+  }
+
+  private put(key: string, value: string | null, track: boolean): void {
+    const kv = this.kv;
+    if (!kv) {
+      this.waiting.set(key, value);
+      return;
+    }
+    const p = (value === null ? kv.delete(key) : kv.put(key, value)).catch((err: Error) => {
+      this.countError();
+      if (!this.waiting.has(key)) this.waiting.set(key, value);
+      const now = Date.now();
+      if (now - this.lastErrorLog >= 10_000) {
+        this.lastErrorLog = now;
+        this.log.warn({ err: err.message, key }, 'cluster: a session record could not be written to JetStream; it will be written again');
+      }
+      throw err;
+    });
+    p.catch(() => undefined);
+    if (track) {
+      const tracked = p.finally(() => {
+        if (this.last === tracked) this.last = undefined;
+      });
+      tracked.catch(() => undefined);
+      this.last = tracked;
+    }
+  }
+
+  /** Every tracked write so far is in the bucket (or failed). */
+  async settled(): Promise<void> {
+    for (let i = 0; i < 100 && this.last; i++) await this.last.catch(() => undefined);
+  }
+
+  onDurable(cb: (err?: Error) => void): void {
+    const last = this.last;
+    this.local.onDurable((err) => {
+      if (err) return cb(err);
+      if (!last) return cb();
+      last.then(
+        () => cb(),
+        (e: Error) => cb(e),
+      );
+    });
+  }
+
+  // ---------------------------------------------------------------- the node's own storage
+
+  retained(): Message[] {
+    return this.local.retained();
+  }
+  setRetained(message: Message): void {
+    this.local.setRetained(message);
+  }
+  clearRetained(): void {
+    this.local.clearRetained();
+  }
+  stateLog(): { snapshot: Buffer | undefined; ops: Buffer[] } {
+    return this.local.stateLog();
+  }
+  appendStateOp(op: Buffer): void {
+    this.local.appendStateOp(op);
+  }
+  compactState(snapshot: Buffer): void {
+    this.local.compactState(snapshot);
+  }
+  liveWills(): Map<string, LiveWillRecord> {
+    return this.local.liveWills();
+  }
+  setLiveWill(clientId: string, will: LiveWillRecord | undefined): void {
+    this.local.setLiveWill(clientId, will);
+  }
+  document(name: string): Buffer | undefined {
+    return this.local.document(name);
+  }
+  setDocument(name: string, data: Buffer | undefined): void {
+    this.local.setDocument(name, data);
+  }
+  async flushed(): Promise<void> {
+    this.flushLazy();
+    await this.local.flushed();
+    await this.settled();
+  }
+  info(): StorageInfo {
+    return this.local.info();
+  }
+  async close(): Promise<void> {
+    this.flushLazy();
+    await this.settled();
+  }
+}
+
+/** SessionLog over the cluster storage: a message has its position once the stream has it. */
+export class ClusterSessionLog extends SessionLog {
+  /** Sessions that just moved here: the sequences delivered to them live (their catch-up skips these). */
+  readonly catchingUp = new Map<Session, Set<number>>();
+
+  constructor(
+    readonly clusterStorage: ClusterSessionStorage,
+    log: Logger,
+  ) {
+    super(clusterStorage, log);
+  }
+
+  override store(message: Message, direct = false): boolean {
+    if (this.positions.has(message)) return true;
+    const seq = message.clusterSeq;
+    if (direct || seq === undefined) return false; // held in memory only (see docs/cluster.md)
+    this.positions.set(message, { gen: 0, offset: seq });
+    this.clusterStorage.noteSeq(seq);
+    return true;
+  }
+
+  override storeFor(session: Session, message: Message, shared = false): void {
+    super.storeFor(session, message, shared);
+    const seq = message.clusterSeq;
+    if (seq === undefined || session.expiryInterval === 0) return;
+    this.catchingUp.get(session)?.add(seq);
+    // a shared delivery is named in the session's position, written before the publisher's ack
+    if (shared) this.writes++;
+  }
+}
+
+interface MirrorEntry {
+  filters: { filter: string; group: string | undefined }[];
+  node: string;
+  expiresAt: number | undefined;
+  expiryInterval: number;
+  /** When this node first saw it held by no running node. */
+  orphanSince?: number;
+}
+
+export interface ClusterSessionsOptions {
+  cluster: string;
+  node: string;
+  replicas: number;
+  /** Stream retention (ms, 0: no limit). */
+  retentionMs: number;
+  maxQueued: number;
+}
+
+/** The cluster's persistent sessions as one node serves them (see the file comment). */
+export class ClusterSessions implements SessionLoader {
+  readonly storage: ClusterSessionStorage;
+  readonly sessionLog: ClusterSessionLog;
+  readonly store: DurableSessionStore;
+  readonly counts = { stored: 0, storeErrors: 0, resumed: 0, caughtUp: 0 };
+  private broker: ClusterBroker | undefined;
+  private nc: NatsConnection | undefined;
+  private js: JetStreamClient | undefined;
+  private jsm: JetStreamManager | undefined;
+  private kv: KV | undefined;
+  private readonly mirror = new Map<string, MirrorEntry>();
+  private readonly trie = new TopicTrie<true>();
+  private readonly pending = new WeakMap<Message, Promise<boolean>>();
+  private attaching = false;
+  private closed = false;
+  private watcher: { stop(): void } | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private lastErrorLog = 0;
+  stateText = 'connecting';
+  private forward: (m: Message) => void = () => undefined;
+  private connected: () => boolean = () => false;
+  private alive: (node: string) => boolean = () => false;
+  private stats: Pick<ClusterStats, 'jetstreamErrors' | 'takeovers'> = { jetstreamErrors: 0, takeovers: 0 };
+
+  constructor(
+    local: BrokerStorage,
+    readonly opts: ClusterSessionsOptions,
+    private readonly log: Logger,
+  ) {
+    this.storage = new ClusterSessionStorage(local, opts.node, log);
+    this.storage.countError = () => void this.stats.jetstreamErrors++;
+    this.storage.hasRecord = (id) => this.mirror.has(id);
+    this.sessionLog = new ClusterSessionLog(this.storage, log);
+    this.store = new DurableSessionStore(this.sessionLog);
+  }
+
+  get bucketName(): string {
+    return `edb_${this.opts.cluster}_sessions`;
+  }
+  get streamName(): string {
+    return `edb_${this.opts.cluster}_session_msgs`;
+  }
+  get subject(): string {
+    return `edb.${this.opts.cluster}.smsg`;
+  }
+  /** Persistent sessions in the cluster (records in the bucket). */
+  get sessionCount(): number {
+    return this.mirror.size;
+  }
+
+  /** Wire to the node (before it starts). */
+  bind(broker: ClusterBroker, parts: { stats: ClusterStats; forward: (m: Message) => void; connected: () => boolean; alive: (node: string) => boolean }): void {
+    this.broker = broker;
+    this.stats = parts.stats;
+    this.forward = parts.forward;
+    this.connected = parts.connected;
+    this.alive = parts.alive;
+    broker.sessionLoader = this;
+  }
+
+  async attach(nc: NatsConnection): Promise<void> {
+    if (this.attaching || this.kv) return;
+    this.attaching = true;
+    this.nc = nc;
+    const { Kvm } = await import('@nats-io/kv');
+    const { jetstream, jetstreamManager } = await import('@nats-io/jetstream');
+    let wait = 250;
+    while (!this.closed && !nc.isClosed()) {
+      try {
+        const jsm = await jetstreamManager(nc);
+        let last = 0;
+        try {
+          last = (await jsm.streams.info(this.streamName)).state.last_seq;
+        } catch {
+          const created = await jsm.streams.add({
+            name: this.streamName,
+            subjects: [this.subject],
+            num_replicas: this.opts.replicas,
+            max_age: this.opts.retentionMs * 1_000_000,
+            description: 'Edge Data Broker: QoS 1/2 messages persistent sessions need, stored once',
+          });
+          last = created.state.last_seq;
+        }
+        const kv = await new Kvm(nc).create(this.bucketName, { replicas: this.opts.replicas, history: 1, description: 'Edge Data Broker: persistent sessions (r.<id> record, i.<id> position)' });
+        const iter = await kv.watch({ key: 'r.>' });
+        this.watcher = iter;
+        this.jsm = jsm;
+        this.js = jetstream(nc);
+        this.kv = kv;
+        this.storage.attached(kv, last);
+        this.stateText = 'ready';
+        void this.mirrorLoop(iter);
+        this.timer = setInterval(() => this.tick(), 2000);
+        this.timer.unref();
+        this.log.info({ bucket: this.bucketName, stream: this.streamName, replicas: this.opts.replicas }, `cluster: persistent sessions in JetStream bucket ${this.bucketName} and stream ${this.streamName} (R${this.opts.replicas})`);
+        break;
+      } catch (err) {
+        this.error(`sessions bucket or stream not available (JetStream may still be electing a leader); retrying`, err);
+        await new Promise((r) => setTimeout(r, wait).unref());
+        wait = Math.min(wait * 2, 4000);
+      }
+    }
+    this.attaching = false;
+  }
+
+  private async mirrorLoop(iter: AsyncIterable<KvWatchEntry>): Promise<void> {
+    try {
+      for await (const e of iter) this.applyMirror(e);
+    } catch (err) {
+      if (!this.closed) this.error('the sessions bucket watch stopped', err);
+    }
+  }
+
+  private applyMirror(e: KvWatchEntry): void {
+    const id = keyTopic(e.key.slice(2));
+    const old = this.mirror.get(id);
+    if (old) for (const f of old.filters) this.trie.remove(f.filter, id, f.group);
+    if (e.operation !== 'PUT') {
+      this.mirror.delete(id);
+      return;
+    }
+    try {
+      const { rec, node } = decodeRecord(e.value);
+      const filters = rec.expiryInterval > 0 ? rec.subscriptions.filter((s) => s.qos > 0).map((s) => ({ filter: s.filter, group: s.shareGroup })) : [];
+      for (const f of filters) this.trie.add(f.filter, id, true, f.group);
+      this.mirror.set(id, { filters, node, expiresAt: rec.expiresAt, expiryInterval: rec.expiryInterval });
+    } catch (err) {
+      this.mirror.delete(id);
+      this.error(`a malformed session record under ${e.key}`, err);
+    }
+  }
+
+  /** Every 2 s: the stream's end, writes that waited, and sessions whose node is gone past their expiry. */
+  private tick(): void {
+    this.storage.retry();
+    const jsm = this.jsm;
+    if (jsm && this.connected()) {
+      jsm.streams.info(this.streamName).then(
+        (i) => this.storage.noteSeq(i.state.last_seq),
+        () => undefined,
+      );
+    }
+    const now = Date.now();
+    for (const [id, e] of this.mirror) {
+      const held = e.node === this.opts.node ? this.broker?.sessions.has(id) === true : this.alive(e.node);
+      if (held) {
+        delete e.orphanSince;
+        continue;
+      }
+      e.orphanSince ??= now;
+      const due = e.expiresAt ?? (e.expiryInterval >= FOREVER ? Infinity : e.orphanSince + e.expiryInterval * 1000);
+      if (due <= now && this.kv) {
+        // [MQTT-5-3.1.2-23] its node is gone and nobody resumed it in time: it ends
+        this.log.info({ clientId: id, node: e.node }, 'cluster: a persistent session left by a stopped node expired');
+        this.mirror.delete(id);
+        this.kv.delete(recordKey(id)).catch(() => undefined);
+        this.kv.delete(iteratorKey(id)).catch(() => undefined);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- publish side
+
+  /** Does a persistent session anywhere in the cluster want this QoS 1/2 message? */
+  private wanted(message: Message): boolean {
+    if (this.broker?.needsStorage(message)) return true;
+    if (this.mirror.size === 0) return false;
+    let found = false;
+    this.trie.match(message.topic, {
+      subscription: () => {
+        found = true;
+      },
+      shared: () => {
+        found = true;
+      },
+    });
+    return found;
+  }
+
+  /**
+   * From the onPublish hook: a message a persistent session wants is held back (true) until
+   * the stream has it, then routed here and forwarded with its sequence.
+   */
+  intercept(message: Message, publisher: ClientInfo | undefined): boolean {
+    if (message.qos === 0 || message.clusterSeq !== undefined || message.fromNode !== undefined || !this.broker) return false;
+    if (message.topic.startsWith('$SYS')) return false;
+    if (!this.wanted(message)) return false;
+    const p = this.persist(message, publisher !== undefined);
+    this.pending.set(message, p);
+    return true;
+  }
+
+  stored(message: Message): Promise<boolean> | undefined {
+    return this.pending.get(message);
+  }
+
+  private async persist(message: Message, fromClient: boolean): Promise<boolean> {
+    try {
+      const js = this.js;
+      if (!js || !this.connected()) throw new Error('not connected to NATS');
+      const ack = await js.publish(this.subject, encodeMessage(message, this.opts.node), { timeout: 5000 });
+      message.clusterSeq = ack.seq;
+      this.storage.noteSeq(ack.seq);
+      this.counts.stored++;
+    } catch (err) {
+      this.counts.storeErrors++;
+      this.stats.jetstreamErrors++;
+      this.error('a message for a persistent session could not be stored in JetStream', err);
+      // a client's PUBLISH is refused (it sends it again); a message of the broker's own (a
+      // will, a rule's output) is delivered without the stream
+      if (fromClient) return false;
+    }
+    try {
+      this.forward(message);
+      this.broker!.routeLocal(message, undefined);
+    } catch (err) {
+      this.error('routing a stored message', err);
+    }
+    return message.clusterSeq !== undefined;
+  }
+
+  // ---------------------------------------------------------------- resuming here
+
+  /** Before CONNACK (SessionLoader): bring a session held elsewhere, or left in the bucket. */
+  async load(clientId: string, clean: boolean): Promise<void> {
+    if (clean || !this.kv || !this.connected() || !this.broker) return;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('the cluster did not answer in 10 s')), 10_000);
+    });
+    try {
+      await Promise.race([this.loadNow(clientId), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async getRecord(clientId: string): Promise<{ rec: SessionRecord; node: string } | undefined> {
+    const e: KvEntry | null = await this.kv!.get(recordKey(clientId));
+    if (!e || e.operation !== 'PUT') return undefined;
+    return decodeRecord(e.value);
+  }
+
+  private async loadNow(clientId: string): Promise<void> {
+    const broker = this.broker!;
+    let found = await this.getRecord(clientId);
+    if (!found) return;
+    const local = broker.sessions.get(clientId);
+    if (found.node === this.opts.node && local) return; // held here already
+    if (found.node !== this.opts.node) {
+      await this.release(found.node, clientId);
+      found = await this.getRecord(clientId);
+      if (!found) return;
+    }
+    const { rec } = found;
+    const now = Date.now();
+    if (rec.expiresAt !== undefined && rec.expiresAt <= now) {
+      this.storage.deleteSession(clientId);
+      return;
+    }
+    const ie = await this.kv!.get(iteratorKey(clientId));
+    let it = ie && ie.operation === 'PUT' ? (JSON.parse(Buffer.from(ie.value).toString('utf8')) as IteratorRecord) : undefined;
+    if (it && it.next.offset === TAIL_UNKNOWN) it = { ...it, next: this.storage.tail };
+    let entries: LogEntry[] = [];
+    let last = this.storage.lastSeq;
+    if (it) ({ entries, last } = await this.readStream(it.next.offset));
+    if (broker.client(clientId)) return; // connected here meanwhile (a slow load that timed out)
+    const s = new DurableSession(clientId, this.sessionLog);
+    this.storage.reading = entries;
+    let queued: number;
+    try {
+      queued = s.restore(rec, it, this.opts.maxQueued, now);
+    } finally {
+      this.storage.reading = undefined;
+    }
+    if (broker.sessions.get(clientId)) this.storage.handOver(clientId); // a stale copy here is replaced, the bucket kept
+    broker.restoreSession(s);
+    this.sessionLog.catchingUp.set(s, new Set());
+    this.counts.resumed++;
+    this.log.info({ clientId, from: found.node, queued, position: it?.next.offset }, `cluster: session ${clientId} resumed here (it was on node ${found.node}), ${queued} messages queued`);
+    void this.catchUp(s, last, 0);
+  }
+
+  /** Ask the node holding the session to let it go; a node that is gone does not answer. */
+  private async release(node: string, clientId: string): Promise<void> {
+    const nc = this.nc;
+    if (!nc || !this.alive(node)) return;
+    try {
+      await nc.request(`edb.${this.opts.cluster}.release.${node}`, JSON.stringify({ id: clientId, n: this.opts.node }), { timeout: 3000 });
+    } catch (err) {
+      this.error(`node ${node} did not release session ${clientId}; resuming from its last stored position`, err);
+    }
+  }
+
+  /** Subject edb.<cluster>.release.<this node>: another node resumes a session held here. */
+  async onRelease(m: Msg): Promise<void> {
+    const broker = this.broker;
+    let req: { id: string; n: string };
+    try {
+      req = m.json<{ id: string; n: string }>();
+    } catch {
+      return;
+    }
+    if (!broker || typeof req.id !== 'string') return;
+    const id = req.id;
+    if (broker.client(id)) {
+      this.stats.takeovers++;
+      broker.disconnectClient(id, RC.SESSION_TAKEN_OVER, `session taken over on node ${req.n}`);
+      for (let i = 0; i < 100 && broker.client(id); i++) await new Promise((r) => setTimeout(r, 10));
+    }
+    if (broker.sessions.has(id)) {
+      // its last position and record, then its copy here ends without touching the bucket
+      this.sessionLog.flush();
+      this.storage.flushLazy();
+      await this.storage.settled();
+      this.storage.handOver(id);
+      if (!broker.endSession(id)) this.storage.cancelHandOver(id);
+    }
+    m.respond(JSON.stringify({ ok: true }));
+  }
+
+  /** Read the stream from `from` to its end now, as log entries. */
+  private async readStream(from: number): Promise<{ entries: LogEntry[]; last: number }> {
+    const jsm = this.jsm!;
+    const js = this.js!;
+    const end = (await jsm.streams.info(this.streamName)).state.last_seq;
+    this.storage.noteSeq(end);
+    const entries: LogEntry[] = [];
+    if (end < from) return { entries, last: end };
+    const { DeliverPolicy } = await import('@nats-io/jetstream');
+    const consumer = await js.consumers.get(this.streamName, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: Math.max(1, from) });
+    let seq = from - 1;
+    try {
+      while (seq < end) {
+        const batch = await consumer.fetch({ max_messages: Math.min(1000, end - seq), expires: 2000 });
+        let got = 0;
+        for await (const m of batch) {
+          got++;
+          seq = m.seq;
+          try {
+            const { message } = decodeMessage(m.data);
+            message.clusterSeq = m.seq;
+            entries.push({ pos: { gen: 0, offset: m.seq }, next: { gen: 0, offset: m.seq + 1 }, message, storedAt: Math.round(Number(m.info.timestampNanos) / 1e6), direct: false });
+          } catch (err) {
+            this.error(`a malformed message at ${m.seq} in ${this.streamName}`, err);
+          }
+          if (m.seq >= end) break;
+        }
+        if (got === 0) break;
+      }
+    } finally {
+      await consumer.delete().catch(() => undefined);
+    }
+    return { entries, last: Math.max(end, seq) };
+  }
+
+  /** What was stored past `from` while the session's subscriptions moved here, not yet delivered live. */
+  private async catchUp(s: DurableSession, from: number, round: number): Promise<void> {
+    await new Promise((r) => setTimeout(r, CATCH_UP_MS[round]!).unref());
+    const seen = this.sessionLog.catchingUp.get(s);
+    const broker = this.broker;
+    if (!seen || !broker || this.closed || broker.sessions.get(s.clientId) !== s) {
+      this.sessionLog.catchingUp.delete(s);
+      return;
+    }
+    let last = from;
+    try {
+      const r = await this.readStream(from + 1);
+      last = r.last;
+      const plain = [...s.subscriptions.values()].filter((x) => x.shareGroup === undefined);
+      const now = Date.now();
+      for (const e of r.entries) {
+        const seq = e.pos.offset;
+        if (seen.has(seq)) continue;
+        if (e.message.expiresAt !== undefined && e.message.expiresAt <= now) continue;
+        const d = deliveryFor(plain, e.message, s.clientId);
+        if (!d) continue;
+        seen.add(seq);
+        this.sessionLog.positions.set(e.message, e.pos);
+        broker.deliverStored(s, d);
+        this.counts.caughtUp++;
+      }
+    } catch (err) {
+      this.error(`reading the stream again for session ${s.clientId}`, err);
+    }
+    if (round + 1 < CATCH_UP_MS.length) void this.catchUp(s, last, round + 1);
+    else this.sessionLog.catchingUp.delete(s);
+  }
+
+  private error(what: string, err: unknown): void {
+    const text = err instanceof Error ? err.message : String(err);
+    if (!this.kv) this.stateText = `error: ${text}`;
+    const now = Date.now();
+    if (now - this.lastErrorLog >= 10_000) {
+      this.lastErrorLog = now;
+      this.log.warn({ err: text }, `cluster: ${what}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    this.sessionLog.flush();
+    await this.storage.close();
+    this.watcher?.stop();
+  }
+}
