@@ -7,7 +7,7 @@
  *      (the bridge points at a closed port while the backlog is published, then is switched to
  *      the remote through PUT /api/bridges/br0, which keeps the backlog).
  *
- *   node dist/bench/bridge.js [--runs 3] [--seconds 5] [--backlog 1000000] [--skip-backlog]
+ *   node dist/bench/bridge.js [--runs 3] [--seconds 5] [--backlog 1000000] [--skip-backlog] [--qos 0|1]
  *
  * Load: one raw MQTT 3.1.1 publisher (packets built once with mqtt-packet, written in batches)
  * on the local broker and one raw subscriber on the remote that counts PUBLISH packets.
@@ -34,6 +34,8 @@ const RUNS = opt('runs', 3);
 const SECONDS = opt('seconds', 5);
 const BACKLOG = opt('backlog', 1_000_000);
 const SKIP_BACKLOG = args.includes('--skip-backlog');
+/** --qos 0 or --qos 1: forwarding at that QoS only. */
+const ONLY_QOS = args.includes('--qos') ? opt('qos', 0) : undefined;
 const PAYLOAD = 64;
 const AHEAD = 20_000;
 const INFLIGHT = 1000;
@@ -239,7 +241,7 @@ async function main(): Promise<void> {
   await waitPort(remotePort);
   const results: Record<string, { edb: number[]; mosquitto: number[] }> = {};
   const perCpu: Record<string, { edb: number[]; mosquitto: number[] }> = {};
-  for (const qos of [0, 1] as const) {
+  for (const qos of ([0, 1] as const).filter((q) => ONLY_QOS === undefined || q === ONLY_QOS)) {
     results[`QoS ${qos}`] = { edb: [], mosquitto: [] };
     perCpu[`QoS ${qos}`] = { edb: [], mosquitto: [] };
     for (let run = 0; run < RUNS; run++) {
