@@ -167,6 +167,10 @@ describe('cluster: persistent sessions resume on any node', () => {
       subs.push(c);
     }
     await waitCluster(1, (s) => (s.nodes.find((n) => n.name === 's1')?.interest ?? 0) >= 1 && (s.jetstream.sessionRecords ?? 0) >= SUBS, 's1 interest and sessions on s2');
+    // connected on s1 when it dies, with a short expiry: nobody resumes it (the next test)
+    const orphan = await client(0, 'orphan', { clean: false, properties: { sessionExpiryInterval: 3 } });
+    await orphan.subscribeAsync('orphan/t', { qos: 1 });
+    await waitCluster(1, (s) => (s.jetstream.sessionRecords ?? 0) >= SUBS + 1, 'the orphan known on s2');
     const pub = await client(1, 'load-publisher');
     const acked = new Set<number>();
     const COUNT = 600;
@@ -195,4 +199,14 @@ describe('cluster: persistent sessions resume on any node', () => {
       await until(() => [...acked].every((n) => set.has(n)), 30_000, `every acknowledged message at subscriber ${k} (missing: ${[...acked].filter((n) => !set.has(n)).slice(0, 10).join(',')})`);
     }
   }, 120_000);
+
+  it('ends a session left by the killed node once its expiry has passed', async () => {
+    // s1 is gone (previous test): the others end its session 3 s after they noticed
+    await waitCluster(1, (s) => s.nodes.length === 2, 's1 dropped by s2', 15_000);
+    // left: roamer, pub-c and the three subscribers that moved to s3 (short-lived expired earlier)
+    await waitCluster(1, (s) => (s.jetstream.sessionRecords ?? 0) <= 5, 'the orphan session ended', 20_000);
+    const { c, present } = await resume(1, 'orphan', { clean: false, properties: { sessionExpiryInterval: 3 } });
+    expect(present).toBe(false);
+    await c.endAsync();
+  }, 60_000);
 });
