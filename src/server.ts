@@ -216,6 +216,8 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
       return {
         canWriteKey: (key: string) => stateAuthorizer.allowed(who, Buffer.from(key, 'utf8'), 'write'),
         canWriteSomeKey: (glob: string) => stateAuthorizer.allowedSome(who, glob, 'write'),
+        canReadKey: (key: string) => stateAuthorizer.allowed(who, Buffer.from(key, 'utf8'), 'read'),
+        canReadSomeKey: (glob: string) => stateAuthorizer.allowedSome(who, glob, 'read'),
       };
     },
   };

@@ -55,6 +55,7 @@
 //   +100 u32 timing flag: the host sets it to time the next message (cleared by it)
 //   +104 u32 timing records address  +108 i32 timing records of the last timed message
 //   +112 f64 the last timed message's whole time (ms)
+//   +120 u32 RULES_SKIPPED: 1 when the last message matched rule statements its mode did not run
 // Timing records (a timed message only; metrics per filter and per rule), TIMING_SIZE = 16 bytes:
 //   +0 i32 part: a statement index, or statements + a logic entry index  +8 f64 ms from the
 //   start of that statement (or logic entry) to the start of the next one or the message's end
@@ -74,7 +75,7 @@ import {
   H_TARGET_LIST_AT, H_KEY_NODES, H_KEY_NODE_AT, H_KEY_EDGE_AT, H_STRINGS_AT, H_SLOTS, H_TARGET_TABLE_AT,
   H_STATEMENTS, H_STATEMENT_TABLE_AT, H_LOGIC_ENTRIES, H_LOGIC_TABLE_AT, TOPIC_NODE_SIZE, TARGET_SIZE,
   STATEMENT_SIZE, LOGIC_SIZE, OUTPUT_SIZE, VALUE_SIZE, COUNTERS_SIZE, PTRS, TIMING, TIMING_SIZE,
-  STATEMENT_COUNTERS_SIZE, LOGIC_COUNTERS_SIZE, OUT_FILTER, OUT_RULE,
+  STATEMENT_COUNTERS_SIZE, LOGIC_COUNTERS_SIZE, OUT_FILTER, OUT_RULE, RULES_SKIPPED, RUN_FILTERS, RUN_RULES,
 } from "./layout";
 
 export {
@@ -382,6 +383,7 @@ export function beginMessage(slot: i32, plen: i32, now: f64): i32 {
   scanned = false;
   isObject = false;
   ruleTouched = false;
+  store<u32>(counters, 0, RULES_SKIPPED);
   outputJsonReset();
   valuesUsed = 0;
   valueCount = 0;
@@ -393,6 +395,14 @@ export function beginMessage(slot: i32, plen: i32, now: f64): i32 {
 // @ts-ignore: decorator
 @inline export function matchedTarget(i: i32): i32 {
   return load<i32>(matchedList + (<usize>i) * 4);
+}
+
+/** Whether a matched target runs in `mode` (RUN_* bits); a rule statement left out is noted (RULES_SKIPPED). */
+export function targetRuns(t: i32, mode: i32): bool {
+  if (targetIsFilter(t)) return (mode & RUN_FILTERS) != 0;
+  if ((mode & RUN_RULES) != 0) return true;
+  store<u32>(counters, 1, RULES_SKIPPED);
+  return false;
 }
 
 /** Whether the payload is a JSON object (scanned once per message, on first use). */

@@ -69,7 +69,17 @@ export const COUNTERS = 11;
 export const PTRS = 88;
 /** Then the timing flag (u32), records address (u32), record count (i32), message time (f64 ms). */
 export const TIMING = 100;
-export const COUNTERS_SIZE = 120;
+/** Then a u32 the module sets: 1 when the last message matched rule statements that its mode skipped. */
+export const RULES_SKIPPED = 120;
+export const COUNTERS_SIZE = 128;
+/**
+ * What `process` runs of a message (its `mode` argument, bits): the filter statements, the
+ * rule statements and logic. A cluster node that does not hold the cluster's rule buffer runs
+ * the filters only; the holder runs only the rules for a message that arrived on another node.
+ */
+export const RUN_FILTERS = 1;
+export const RUN_RULES = 2;
+export const RUN_ALL = 3;
 /** Timing record: i32 part (statement, or statements + logic entry), f64 ms at +8. */
 export const TIMING_SIZE = 16;
 /** Per statement: f64 evaluations, true, unknown; then per logic entry: f64 fires. */

@@ -172,11 +172,14 @@ export class Backlog {
     if (this.items[this.head] === entry) this.advance();
   }
 
-  /** The link went down: everything sent and not acknowledged is sent again, in order. */
-  rewind(): void {
+  /**
+   * The link went down: everything sent and not acknowledged is sent again, in order; except
+   * `keep` (QoS 2 in flight, which the bridge completes with its own packet ids).
+   */
+  rewind(keep?: ReadonlySet<BacklogEntry>): void {
     for (let i = this.head; i < this.items.length; i++) {
       const e = this.items[i]!;
-      if (e.state === SENT) e.state = WAITING;
+      if (e.state === SENT && !keep?.has(e)) e.state = WAITING;
     }
     this.cursor = this.head;
   }

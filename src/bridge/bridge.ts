@@ -5,10 +5,12 @@
  * out: the service hands every local message matching an out line to `offer`; QoS 0 goes to
  *   a bounded memory buffer, QoS 1/2 to the backlog (stored in the durable log first, by the
  *   service). Sent in order, at most maxInflight unacknowledged; released on PUBACK/PUBCOMP.
- *   A lost connection rewinds: everything not acknowledged goes again, in order.
+ *   A lost connection rewinds: everything not acknowledged goes again, in order; except QoS 2
+ *   in flight, which a resumed session completes with the same packet ids (exactly once).
  * in:  subscriptions on the remote (a persistent session unless cleanSession), published
  *   here with origin "bridge:<name>"; a QoS 1 message is acknowledged to the remote after it
- *   is stored (durable storage) or delivered here.
+ *   is stored (durable storage) or delivered here; QoS 2 awaiting PUBREL is kept across
+ *   connections (link-state.ts).
  * No loops: v5 subscriptions carry No Local; with 3.1.1 a message we sent that comes back on
  *   our own subscription is recognised by its topic and payload and dropped ("echo"). What
  *   came in over a bridge never goes out over the same bridge (its origin).
@@ -17,12 +19,13 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import type { IClientOptions, IClientPublishOptions, MqttClient } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
 import type { BridgeConfig, BridgeTopic } from '../config/bridges.js';
 import type { Message, QoS } from '../mqtt/message.js';
 import { encodePublish, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
 import { matchLevels } from '../topics/match.js';
-import { Backlog, DROP_REASONS, type BacklogEntry, type DropCounts } from './backlog.js';
+import { Backlog, DROP_REASONS, WAITING, type BacklogEntry, type DropCounts } from './backlog.js';
+import { InboundQos2Store, PacketIds } from './link-state.js';
 
 export type BridgeState = 'connecting' | 'connected' | 'disconnected' | 'stopped';
 
@@ -94,8 +97,19 @@ export class Bridge {
   private pumpScheduled = false;
   /** The socket's buffer is full: wait for its drain before writing QoS 0. */
   private blocked = false;
-  /** QoS 1 messages written, by packet id, until their PUBACK. */
+  /** QoS 1 messages written, by packet id, until their PUBACK (one connection). */
   private readonly acks = new Map<number, BacklogEntry>();
+  /**
+   * QoS 2 messages in flight on the session with the remote, by packet id, in send order:
+   * stage 1 PUBLISH sent (awaiting PUBREC), 2 PUBREL sent (awaiting PUBCOMP). Kept across
+   * connections: when the remote resumes the session, stage 1 goes again as the same PUBLISH
+   * (DUP) and stage 2 as PUBREL, never as a new message [MQTT-4.4.0-1].
+   */
+  private readonly qos2 = new Map<number, { entry: BacklogEntry; stage: 1 | 2 }>();
+  /** QoS 2 from the remote awaiting its PUBREL, across connections (link-state.ts). */
+  private readonly inStore = new InboundQos2Store();
+  /** Incoming QoS 2 being published here, by packet id: a PUBREL sent again meanwhile waits for it. */
+  private readonly inDelivering = new Map<number, (() => void)[]>();
   private readonly echoes = new Map<string, { n: number; at: number }>();
   private readonly log: Logger;
 
@@ -226,6 +240,8 @@ export class Bridge {
       connectTimeout: 10_000,
       queueQoSZero: false,
       resubscribe: false,
+      messageIdProvider: new PacketIds(() => this.qos2.keys()),
+      incomingStore: this.inStore as unknown as IClientOptions['incomingStore'],
     };
     if (c.protocolVersion === 5) {
       o.properties = { receiveMaximum: 65535, ...(c.cleanSession ? {} : { sessionExpiryInterval: c.sessionExpiry }) };
@@ -266,7 +282,19 @@ export class Bridge {
     // callback runs, which is once it is stored or delivered here
     client.handleMessage = (packet, callback) => {
       if (gen !== this.generation) return callback();
-      this.incoming(packet as never, () => callback());
+      const id = (packet as { qos?: number; messageId?: number }).qos === 2 ? (packet as { messageId?: number }).messageId : undefined;
+      if (id === undefined) return this.incoming(packet as never, () => callback());
+      // QoS 2 (at its PUBREL): a PUBREL the remote sends again after a reconnect, while the
+      // first one's message is still being stored here, completes with it, not a second copy
+      const waiting = this.inDelivering.get(id);
+      if (waiting) return void waiting.push(() => callback());
+      this.inDelivering.set(id, []);
+      this.incoming(packet as never, () => {
+        const more = this.inDelivering.get(id) ?? [];
+        this.inDelivering.delete(id);
+        callback();
+        for (const f of more) f();
+      });
     };
     client.on('packetreceive', (packet) => {
       if (gen === this.generation) this.onPacket(packet as never);
@@ -289,6 +317,20 @@ export class Bridge {
     this.counters.connects++;
     this.window = Math.max(1, Math.min(this.config.maxInflight, receiveMaximum ?? 65535));
     this.setState('connected');
+    this.acks.clear();
+    this.blocked = false;
+    const resumed = sessionPresent && !this.config.cleanSession;
+    if (!resumed) {
+      // a new session on the remote: what it held of ours and of its own is gone with the old one
+      this.inStore.clear();
+      for (const q of this.qos2.values()) {
+        // PUBREC'd: the remote took it over (it answered for it) and must not get it again
+        if (q.stage === 2) this.settle(q.entry);
+        else q.entry.state = WAITING;
+      }
+      this.qos2.clear();
+      client.messageIdProvider.clear(); // before the SUBSCRIBE takes an id
+    }
     const subs = this.inLines.map((l) => l.topic);
     if (subs.length > 0 && (!sessionPresent || this.config.cleanSession)) {
       const v5 = this.config.protocolVersion === 5;
@@ -302,11 +344,17 @@ export class Bridge {
         for (const g of granted ?? []) if (g.qos >= 0x80) this.log.error({ filter: g.topic, reasonCode: g.qos }, `bridge ${this.name}: the remote refused the subscription to ${g.topic}`);
       });
     }
-    this.backlog.rewind();
-    this.inflight = 0;
-    this.acks.clear();
-    this.blocked = false;
+    this.backlog.rewind(this.keptQos2());
+    this.inflight = this.qos2.size;
+    // the session resumed: QoS 2 in flight completes with the same packet ids, first
+    const batch: Buffer[] = [];
+    for (const [id, q] of this.qos2) batch.push(q.stage === 1 ? this.encode(client, q.entry, id, true) : pubrel(id));
+    this.flush(client, batch);
     this.pump();
+  }
+
+  private keptQos2(): Set<BacklogEntry> | undefined {
+    return this.qos2.size > 0 ? new Set([...this.qos2.values()].map((q) => q.entry)) : undefined;
   }
 
   private onClosed(client: MqttClient): void {
@@ -314,7 +362,7 @@ export class Bridge {
     client.end(true);
     this.client = undefined;
     this.connectedSince = undefined;
-    this.backlog.rewind();
+    this.backlog.rewind(this.keptQos2());
     this.inflight = 0;
     this.acks.clear();
     this.blocked = false;
@@ -345,7 +393,7 @@ export class Bridge {
       client.end(true);
     }
     this.client = undefined;
-    this.backlog.rewind();
+    this.backlog.rewind(this.keptQos2());
     this.inflight = 0;
     this.acks.clear();
     this.blocked = false;
@@ -388,14 +436,12 @@ export class Bridge {
     this.pumping = true;
     const batch: Buffer[] = [];
     try {
-      const gen = this.generation;
       // QoS 1/2 first (the backlog is what must not be lost), within the window
       while (this.inflight < this.window) {
         const e = this.backlog.nextToSend();
         if (!e) break;
         this.inflight++;
-        if (e.qos === 2) this.send(client, e, gen);
-        else batch.push(this.encode(client, e));
+        batch.push(this.encode(client, e));
       }
       // QoS 0 while the socket takes it
       while (!this.blocked) {
@@ -412,25 +458,27 @@ export class Bridge {
   }
 
   /**
-   * QoS 0 and 1 go out on our own encoder, in one write per pump (MQTT.js's per-message publish
-   * was the cost of the drain: bench/RESULTS.md); PUBACKs are taken from MQTT.js's
-   * 'packetreceive' event by packet id (ids from MQTT.js's own provider, so they never collide
-   * with its SUBSCRIBE or QoS 2 ids; it ignores acks it did not ask for). QoS 2, rare, goes
-   * through MQTT.js's publish, which runs the PUBREC/PUBREL/PUBCOMP exchange.
+   * QoS 0, 1 and 2 go out on our own encoder, in one write per pump (MQTT.js's per-message
+   * publish was the cost of the drain: bench/RESULTS.md); PUBACK, PUBREC and PUBCOMP are taken
+   * from MQTT.js's 'packetreceive' event by packet id (ids from the connection's PacketIds,
+   * which MQTT.js's SUBSCRIBE uses too, so they never collide; it ignores acks it did not ask
+   * for). `resendId`: a QoS 2 message in flight sent again on a resumed session (DUP).
    */
-  private encode(client: MqttClient, e: BacklogEntry): Buffer {
+  private encode(client: MqttClient, e: BacklogEntry, resendId?: number, dup = false): Buffer {
     const m = e.message;
     const v5 = this.config.protocolVersion === 5;
-    const f: PublishFields = { topic: e.remoteTopic, payload: m.payload, qos: e.qos, retain: m.retain, dup: false };
-    if (e.qos > 0) {
+    const f: PublishFields = { topic: e.remoteTopic, payload: m.payload, qos: e.qos, retain: m.retain, dup };
+    if (resendId !== undefined) f.messageId = resendId;
+    else if (e.qos > 0) {
       const id = client.messageIdProvider.allocate() ?? 1;
       f.messageId = id;
-      this.acks.set(id, e);
+      if (e.qos === 1) this.acks.set(id, e);
+      else this.qos2.set(id, { entry: e, stage: 1 });
     }
     if (v5) {
       const props = this.publishProperties(m);
       if (props) f.properties = props;
-    } else if (this.inLines.length > 0) this.rememberEcho(e.remoteTopic, m.payload);
+    } else if (this.inLines.length > 0 && resendId === undefined) this.rememberEcho(e.remoteTopic, m.payload);
     this.counters.messagesOut++;
     this.counters.bytesOut += m.payload.length;
     return encodePublish(f, v5 ? 5 : 4);
@@ -452,24 +500,54 @@ export class Bridge {
     }
   }
 
-  /** A PUBACK from the remote for a QoS 1 message we wrote. */
+  /**
+   * PUBACK for a QoS 1 message we wrote; PUBREC (answered with PUBREL) and PUBCOMP for QoS 2.
+   * MQTT.js ignores these acks: it did not send the messages.
+   */
   private onPacket(packet: { cmd: string; messageId?: number; reasonCode?: number }): void {
-    if (packet.cmd !== 'puback' || packet.messageId === undefined) return;
-    const e = this.acks.get(packet.messageId);
-    if (!e) return;
-    this.acks.delete(packet.messageId);
-    this.client?.messageIdProvider.deallocate(packet.messageId);
+    const id = packet.messageId;
+    if (id === undefined) return;
     // v5: a refusal (>= 0x80, say not authorized there) releases it too: sending it again would not help
-    if (packet.reasonCode !== undefined && packet.reasonCode >= 0x80) this.counters.refusedByRemote++;
-    this.released(e);
+    const refused = packet.reasonCode !== undefined && packet.reasonCode >= 0x80;
+    if (packet.cmd === 'puback') {
+      const e = this.acks.get(id);
+      if (!e) return;
+      this.acks.delete(id);
+      this.client?.messageIdProvider.deallocate(id);
+      if (refused) this.counters.refusedByRemote++;
+      this.released(e);
+    } else if (packet.cmd === 'pubrec') {
+      const q = this.qos2.get(id);
+      if (!q) return;
+      if (refused) {
+        this.qos2.delete(id);
+        this.client?.messageIdProvider.deallocate(id);
+        this.counters.refusedByRemote++;
+        this.released(q.entry);
+        return;
+      }
+      q.stage = 2; // a PUBREC again (after our DUP PUBLISH) is answered again
+      this.client?.stream.write(pubrel(id));
+    } else if (packet.cmd === 'pubcomp') {
+      const q = this.qos2.get(id);
+      if (!q || q.stage !== 2) return;
+      this.qos2.delete(id);
+      this.client?.messageIdProvider.deallocate(id);
+      this.released(q.entry);
+    }
   }
 
   private released(e: BacklogEntry): void {
     this.inflight--;
+    this.settle(e);
+    if (!this.pumping) this.schedulePump();
+  }
+
+  /** Done with for good: out of the backlog, the position follows. */
+  private settle(e: BacklogEntry): void {
     const head = this.backlog.headPosition;
     this.backlog.done(e);
     if (this.backlog.headPosition !== head) this.host.positionChanged(this);
-    if (!this.pumping) this.schedulePump();
   }
 
   /** Acks arrive in bursts: one pump after the burst, not one per ack. */
@@ -493,29 +571,6 @@ export class Bridge {
     if (p?.userProperties !== undefined) props.userProperties = p.userProperties;
     if (m.expiresAt !== undefined) props.messageExpiryInterval = Math.max(1, Math.ceil((m.expiresAt - Date.now()) / 1000));
     return props;
-  }
-
-  private send(client: MqttClient, e: BacklogEntry, gen: number): void {
-    const m = e.message;
-    const opts: IClientPublishOptions = { qos: e.qos, retain: m.retain };
-    if (this.config.protocolVersion === 5) {
-      const p = m.properties;
-      const props: NonNullable<IClientPublishOptions['properties']> = {};
-      if (p?.payloadFormatIndicator !== undefined) props.payloadFormatIndicator = p.payloadFormatIndicator;
-      if (p?.contentType !== undefined) props.contentType = p.contentType;
-      if (p?.responseTopic !== undefined) props.responseTopic = p.responseTopic;
-      if (p?.correlationData !== undefined) props.correlationData = p.correlationData;
-      if (p?.userProperties !== undefined) props.userProperties = p.userProperties;
-      if (m.expiresAt !== undefined) props.messageExpiryInterval = Math.max(1, Math.ceil((m.expiresAt - Date.now()) / 1000));
-      opts.properties = props;
-    } else if (this.inLines.length > 0) this.rememberEcho(e.remoteTopic, m.payload);
-    this.counters.messagesOut++;
-    this.counters.bytesOut += m.payload.length;
-    client.publish(e.remoteTopic, m.payload, opts, (err) => {
-      if (gen !== this.generation) return; // an older connection: rewound and sent again already
-      if (err) return; // the connection is going; the close rewinds
-      this.released(e);
-    });
   }
 
   // ------------------------------------------------------------ in
@@ -573,4 +628,9 @@ export class Bridge {
     this.counters.bytesIn += payload.length;
     this.host.publishIncoming(this, message, done);
   }
+}
+
+/** PUBREL (v3.1.1 and v5: a Remaining Length of 2 means reason code 0). */
+function pubrel(id: number): Buffer {
+  return Buffer.from([0x62, 2, id >> 8, id & 0xff]);
 }

@@ -15,7 +15,8 @@ export function clusterTable(s: ClusterStatus): string {
   const head =
     `cluster ${s.cluster}, seen from node ${s.node}: ` +
     (s.connected ? `connected to NATS server ${s.natsServer}` : `NOT connected to NATS${s.lastError ? ` (${s.lastError})` : ''}`) +
-    `\nJetStream: retained bucket ${s.jetstream.retained} (${s.jetstream.retainedKeys} keys), state bucket ${s.jetstream.state} (${s.jetstream.stateKeys} keys), rules bucket ${s.jetstream.rules}${s.jetstream.rulesEtag ? ` (document ${s.jetstream.rulesEtag})` : ''}, replicas ${s.jetstream.replicas}\n` +
+    `\nJetStream: retained bucket ${s.jetstream.retained} (${s.jetstream.retainedKeys} keys), state bucket ${s.jetstream.state} (${s.jetstream.stateKeys} keys), rules bucket ${s.jetstream.rules}${s.jetstream.rulesEtag ? ` (document ${s.jetstream.rulesEtag})` : ''}${s.jetstream.sessions !== undefined ? `, sessions ${s.jetstream.sessions} (${s.jetstream.sessionRecords ?? 0} persistent)` : ''}, replicas ${s.jetstream.replicas}\n` +
+    `rule buffer: ${s.jetstream.ruleBufferHolder ? `on node ${s.jetstream.ruleBufferHolder} (lease ${s.jetstream.ruleBufferFence})` : `held by no node (lease bucket ${s.jetstream.lease ?? 'off'})`}; ${s.stats.ruleMessagesSent ?? 0} messages sent to it, ${s.stats.ruleMessagesReceived ?? 0} received as holder, ${s.stats.ruleMessagesDropped ?? 0} dropped\n` +
     `cross-node: ${s.stats.forwarded} messages sent, ${s.stats.received} received` +
     (s.stats.latencyP50Ms !== undefined ? `, latency p50 ${s.stats.latencyP50Ms.toFixed(2)} ms p99 ${s.stats.latencyP99Ms!.toFixed(2)} ms` : '') +
     `; NATS errors ${s.stats.natsErrors}, JetStream errors ${s.stats.jetstreamErrors}\n\n`;

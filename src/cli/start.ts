@@ -4,6 +4,7 @@ import type { Config } from '../config/schema.js';
 import type { EdbServer } from '../server.js';
 import { EXIT } from './exit-codes.js';
 import { releaseYoungGeneration } from './young-generation.js';
+import { releaseTiering } from './start-tiering.js';
 
 /**
  * A start-up failure as one line on stderr, and its exit code: 2 for a setting or a file
@@ -102,6 +103,7 @@ export function registerStart(program: Command): void {
         startFailure(err, wantsDebug(config));
       }
       releaseYoungGeneration(); // started: traffic may grow V8's young generation again
+      releaseTiering(); // and V8 may optimise the hot path
       if (requested) stop(requested);
     });
 }

@@ -10,6 +10,7 @@ import type { ClusterStatus } from './status.js';
 import type { StateStoreService } from '../state/service.js';
 import { ClusterStateStore } from './state.js';
 import { ClusterRules, type ClusterRulesView } from './rules.js';
+import { ClusterRuleBuffer, type RuleBufferView } from './rule-buffer.js';
 import { ClusterSessions } from './sessions.js';
 import { parseDuration } from '../storage/index.js';
 import type { BrokerStorage } from '../storage/store.js';
@@ -40,11 +41,12 @@ export interface ClusterService {
 }
 
 /** Register the cluster's hooks (before listeners open) and start joining in the background. */
-export function startCluster(broker: ClusterBroker, config: Config, log: Logger, version: string, parts: { stateStore?: StateStoreService; rules?: ClusterRulesView; sessions?: ClusterSessions } = {}): ClusterService {
+export function startCluster(broker: ClusterBroker, config: Config, log: Logger, version: string, parts: { stateStore?: StateStoreService; rules?: ClusterRulesView & RuleBufferView; sessions?: ClusterSessions } = {}): ClusterService {
   const clog = log.child({ part: 'cluster' });
   const node = new ClusterNode(broker, config, clog, version);
   parts.stateStore?.attachReplica((space) => (node.stateStore = new ClusterStateStore(space, node.name, config.clusterName, config.clusterReplicas, clog, node.stats)));
   if (parts.rules) node.rules = new ClusterRules(parts.rules, node.name, config.clusterName, config.clusterReplicas, clog, node.stats);
+  node.ruleBuffer = new ClusterRuleBuffer(parts.rules, node.name, config.clusterName, config.clusterReplicas, `edb.${config.clusterName}`, clog, node.stats);
   if (parts.sessions) node.useSessions(parts.sessions);
   node.start();
   return {
@@ -62,7 +64,7 @@ export function startCluster(broker: ClusterBroker, config: Config, log: Logger,
         summary: s.connected ? `node ${s.node} of cluster ${s.cluster}, ${others.length + 1} node${others.length === 0 ? '' : 's'} running` : `node ${s.node} of cluster ${s.cluster}: NOT CONNECTED to NATS, retrying; serving local clients only`,
         nats: s.connected ? `connected to ${s.natsServer}` : `unreachable (${config.clusterNats})${s.lastError ? `: ${s.lastError}` : ''}`,
         nodes: s.nodes.map((n) => `${n.name}${n.self ? ' (this node)' : ''}: ${n.clients} clients, ${n.subscriptions} subscriptions`).join('; '),
-        jetstream: `retained bucket ${s.jetstream.retained} (${s.jetstream.retainedKeys} keys), state bucket ${s.jetstream.state} (${s.jetstream.stateKeys} keys), rules bucket ${s.jetstream.rules}${s.jetstream.rulesEtag ? ` (document ${s.jetstream.rulesEtag})` : ''}, R${s.jetstream.replicas}`,
+        jetstream: `retained bucket ${s.jetstream.retained} (${s.jetstream.retainedKeys} keys), state bucket ${s.jetstream.state} (${s.jetstream.stateKeys} keys), rules bucket ${s.jetstream.rules}${s.jetstream.rulesEtag ? ` (document ${s.jetstream.rulesEtag})` : ''}, rule buffer ${s.jetstream.ruleBufferHolder ? `on ${s.jetstream.ruleBufferHolder} (lease ${s.jetstream.ruleBufferFence})` : 'held by no node yet'}, R${s.jetstream.replicas}`,
         crossNode: `${s.stats.forwarded} sent, ${s.stats.received} received${s.stats.latencyP50Ms !== undefined ? `, latency p50 ${s.stats.latencyP50Ms.toFixed(2)} ms` : ''}`,
       };
     },

@@ -29,6 +29,7 @@ import { decodeMessage, encodeMessage } from './wire.js';
 import { ClusterRetained } from './retained.js';
 import type { ClusterStateStore } from './state.js';
 import type { ClusterRules } from './rules.js';
+import type { ClusterRuleBuffer } from './rule-buffer.js';
 import type { ClusterSessions } from './sessions.js';
 import { ClusterStats, type ClusterStatus, type PeerStatus } from './status.js';
 
@@ -123,6 +124,8 @@ export class ClusterNode {
   stateStore: ClusterStateStore | undefined;
   /** The cluster-wide rules document, when the node has a rules service (set before start()). */
   rules: ClusterRules | undefined;
+  /** The lease: which node holds the rule buffer and sweeps expired state keys (set before start()). */
+  ruleBuffer: ClusterRuleBuffer | undefined;
   /** Persistent sessions cluster-wide (set with useSessions() before start()). */
   sessions: ClusterSessions | undefined;
 
@@ -273,7 +276,7 @@ export class ClusterNode {
     this.heartbeatTimer ??= setInterval(() => this.tick(), HEARTBEAT_MS);
     this.heartbeatTimer.unref();
     this.announce();
-    await Promise.all([this.retainedSet.attach(nc), this.stateStore?.attach(nc), this.rules?.attach(nc), this.sessions?.attach(nc)]);
+    await Promise.all([this.retainedSet.attach(nc), this.stateStore?.attach(nc), this.rules?.attach(nc), this.ruleBuffer?.attach(nc), this.sessions?.attach(nc)]);
   }
 
   private setConnected(up: boolean): void {
@@ -574,7 +577,7 @@ export class ClusterNode {
       connected: this.connected,
       natsServer: this.connected ? this.natsServer : undefined,
       lastError: this.lastError,
-      jetstream: { ...this.retainedSet.state(), state: this.stateStore?.stateText ?? 'off', stateKeys: this.stateStore?.keys ?? 0, rules: this.rules?.stateText ?? 'off', rulesEtag: this.rules?.etag, sessions: this.sessions?.stateText ?? 'off', sessionRecords: this.sessions?.sessionCount ?? 0 },
+      jetstream: { ...this.retainedSet.state(), state: this.stateStore?.stateText ?? 'off', stateKeys: this.stateStore?.keys ?? 0, rules: this.rules?.stateText ?? 'off', rulesEtag: this.rules?.etag, lease: this.ruleBuffer?.stateText ?? 'off', ruleBufferHolder: this.ruleBuffer?.state().holder, ruleBufferFence: this.ruleBuffer?.state().fence ?? 0, sessions: this.sessions?.stateText ?? 'off', sessionRecords: this.sessions?.sessionCount ?? 0 },
       nodes: [self, ...peers].sort((a, b) => a.name.localeCompare(b.name)),
       stats: this.stats.snapshot(),
     };
@@ -587,6 +590,7 @@ export class ClusterNode {
     const nc = this.nc;
     if (!nc) return;
     this.publish(`${this.prefix}.bye`, JSON.stringify({ n: this.name }));
+    await this.ruleBuffer?.close();
     this.stateStore?.close();
     this.rules?.close();
     await this.sessions?.close();

@@ -140,7 +140,7 @@ export class ClusterRetained {
     }
   }
 
-  state(): Omit<JetStreamState, 'state' | 'stateKeys' | 'rules' | 'rulesEtag'> {
+  state(): Pick<JetStreamState, 'retained' | 'retainedKeys' | 'replicas' | 'pendingWrites'> {
     return { retained: this.stateText, retainedKeys: this.keys.size, replicas: this.replicas, pendingWrites: this.inflight + this.pending.size };
   }
 

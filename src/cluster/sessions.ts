@@ -59,7 +59,7 @@ interface StoredRecord {
   rec: Omit<SessionRecord, 'will'> & { will?: Omit<NonNullable<SessionRecord['will']>, 'message'> & { m: string } };
 }
 
-function encodeRecord(rec: SessionRecord, node: string): string {
+export function encodeRecord(rec: SessionRecord, node: string): string {
   const { will, ...rest } = rec;
   const out: StoredRecord = { v: 1, node, rec: rest };
   if (will) {
@@ -69,7 +69,7 @@ function encodeRecord(rec: SessionRecord, node: string): string {
   return JSON.stringify(out);
 }
 
-function decodeRecord(data: Uint8Array): { rec: SessionRecord; node: string } {
+export function decodeRecord(data: Uint8Array): { rec: SessionRecord; node: string } {
   const r = JSON.parse(Buffer.from(data).toString('utf8')) as StoredRecord;
   if (!r || typeof r.node !== 'string' || !r.rec || typeof r.rec.clientId !== 'string' || !Array.isArray(r.rec.subscriptions)) throw new Error('not a session record');
   const { will, ...rest } = r.rec;
@@ -615,6 +615,10 @@ export class ClusterSessions implements SessionLoader {
 
   private async loadNow(clientId: string): Promise<void> {
     const broker = this.broker!;
+    // the watch of the bucket answers most connections without a round trip: no record of
+    // this id in the cluster, or one this node holds
+    const known = this.mirror.get(clientId);
+    if (!known || (known.node === this.opts.node && broker.sessions.has(clientId))) return;
     let found = await this.getRecord(clientId);
     if (!found) return;
     const local = broker.sessions.get(clientId);

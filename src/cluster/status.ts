@@ -30,6 +30,11 @@ export interface JetStreamState {
   rules: string;
   /** The rules document's version (ETag) the cluster holds, as far as this node knows. */
   rulesEtag: string | undefined;
+  /** The lease bucket (rule-buffer.ts): "ready", "connecting", "error: ..." or "off". */
+  lease: string;
+  /** The node that holds the rule buffer (the lease), as far as this node knows, and the lease's fencing number. */
+  ruleBufferHolder: string | undefined;
+  ruleBufferFence: number;
   /** The persistent-sessions bucket and message stream: "ready", "connecting", "error: ..." or "off". */
   sessions?: string;
   /** Persistent sessions of the cluster (records in the bucket). */
@@ -54,6 +59,14 @@ export interface ClusterStatsSnapshot {
   natsErrors: number;
   jetstreamErrors: number;
   badMessages: number;
+  /** Messages that rule statements match, sent to the rule buffer's holder, received as holder, and dropped (no holder known, or sent for an earlier lease). */
+  ruleMessagesSent: number;
+  ruleMessagesReceived: number;
+  ruleMessagesDropped: number;
+  /** Times this node took the lease. */
+  leaseAcquired: number;
+  /** Expired state-store keys this node removed from the bucket (as lease holder). */
+  expiredSwept: number;
   /** Cross-node delivery latency (sender's clock to receiver's), ms, over the last 1024 messages. */
   latencyP50Ms: number | undefined;
   latencyP99Ms: number | undefined;
@@ -68,6 +81,11 @@ export class ClusterStats {
   natsErrors = 0;
   jetstreamErrors = 0;
   badMessages = 0;
+  ruleMessagesSent = 0;
+  ruleMessagesReceived = 0;
+  ruleMessagesDropped = 0;
+  leaseAcquired = 0;
+  expiredSwept = 0;
   /** Cross-node latencies, ms, for the metrics histogram (read and cleared by the scrape). */
   readonly latencies = new Float64Array(WINDOW);
   private count = 0;
@@ -91,6 +109,11 @@ export class ClusterStats {
       natsErrors: this.natsErrors,
       jetstreamErrors: this.jetstreamErrors,
       badMessages: this.badMessages,
+      ruleMessagesSent: this.ruleMessagesSent,
+      ruleMessagesReceived: this.ruleMessagesReceived,
+      ruleMessagesDropped: this.ruleMessagesDropped,
+      leaseAcquired: this.leaseAcquired,
+      expiredSwept: this.expiredSwept,
       latencyP50Ms: q(0.5),
       latencyP99Ms: q(0.99),
     };

@@ -28,7 +28,7 @@ import type { Config } from '../config/schema.js';
 import { AdminUsers, roleAtLeast, TokenStore, type Role } from '../auth/admin-users.js';
 import { addressKey, createLoginLimiter, type LoginLimiter } from '../auth/rate-limit.js';
 import { VerifyQueue } from '../auth/verify-queue.js';
-import { json, type HttpRequest, type HttpResponse } from './server.js';
+import { json, type HttpRequest, type HttpResponse, type ResponseStream } from './server.js';
 
 export type { Role };
 
@@ -127,6 +127,19 @@ function sameText(a: string, b: string): boolean {
 
 export const MAX_SESSIONS = 10_000;
 
+/** How often the credentials of open streams (server-sent events) are checked again. */
+export const STREAM_RECHECK_MS = 5_000;
+
+/** An open stream and what it was allowed by, so it can end when that ends. */
+interface OpenStream {
+  req: HttpRequest;
+  need: Need;
+  principal: Principal;
+  /** The users-file entry of a Basic login when the stream opened (a new password ends it). */
+  hashAtOpen: string | undefined;
+  out: ResponseStream;
+}
+
 export interface HttpAccessOptions {
   now?: () => number;
   /** Sessions cookies get `Secure` (the listener speaks HTTPS). */
@@ -144,6 +157,8 @@ export class HttpAccess {
   private readonly limiter: LoginLimiter;
   private readonly verifyQueue: VerifyQueue;
   private readonly sessions = new Map<string, Session>();
+  private readonly streams = new Set<OpenStream>();
+  private streamTimer: NodeJS.Timeout | undefined;
   private readonly now: () => number;
   private users: AdminUsers | undefined;
   private usersStamp = '';
@@ -343,6 +358,7 @@ export class HttpAccess {
     else {
       req.principal = decision.principal;
       response = await run(req);
+      if (response.stream && need !== 'open' && decision.principal) response = this.tracked(req, need, decision.principal, response);
     }
     if (!SAFE_METHODS.has(req.method) && req.path !== '/api/login' && req.path !== '/api/logout') this.audit(req, decision.principal, response.status);
     return response;
@@ -407,6 +423,80 @@ export class HttpAccess {
     return json(200, { user: creds.user, role: checked.role, csrf }, { 'set-cookie': this.sessionCookie(id, this.config.adminSessionTtl) });
   }
 
+  /**
+   * A stream (server-sent events) lives as long as what allowed it: it is closed when its
+   * session is logged out (at once), and when a check every STREAM_RECHECK_MS finds its
+   * session expired, its user gone, demoted below what the path needs or given a new
+   * password, or its token revoked. A trusted address stays trusted.
+   */
+  private tracked(req: HttpRequest, need: Need, principal: Principal, response: HttpResponse): HttpResponse {
+    const open = response.stream!;
+    const hashAtOpen = principal.via === 'password' && principal.aclUser !== undefined ? this.hashOf(principal.aclUser) : undefined;
+    return {
+      ...response,
+      stream: (out) => {
+        const entry: OpenStream = { req, need, principal, hashAtOpen, out };
+        this.streams.add(entry);
+        out.onClose(() => {
+          this.streams.delete(entry);
+          if (this.streams.size === 0 && this.streamTimer) {
+            clearInterval(this.streamTimer);
+            this.streamTimer = undefined;
+          }
+        });
+        if (!this.streamTimer) {
+          this.streamTimer = setInterval(() => this.recheckStreams(), STREAM_RECHECK_MS);
+          this.streamTimer.unref();
+        }
+        open(out);
+      },
+    };
+  }
+
+  private hashOf(user: string): string | undefined {
+    const h = this.readUsers()?.users.get(user)?.hash;
+    return h ? `${h.kind}:${h.salt.toString('base64')}:${h.hash.toString('base64')}` : undefined;
+  }
+
+  /** Whether an open stream's credentials still allow it (no password is hashed again). */
+  private stillAllowed(s: OpenStream): boolean {
+    const need = s.need as Role;
+    switch (s.principal.via) {
+      case 'session': {
+        const id = cookie(s.req, SESSION_COOKIE);
+        const session = id === undefined ? undefined : this.sessions.get(id);
+        if (!session || this.now() >= session.expiresAt) return false;
+        const role = this.readUsers()?.users.get(session.user)?.role;
+        return role !== undefined && roleAtLeast(role, need);
+      }
+      case 'token': {
+        const authz = s.req.headers['authorization'] ?? '';
+        const record = this.tokens.verify(authz.slice(authz.indexOf(' ') + 1).trim());
+        return record !== undefined && roleAtLeast(record.role, need);
+      }
+      case 'password': {
+        const user = s.principal.aclUser!;
+        const role = this.readUsers()?.users.get(user)?.role;
+        return role !== undefined && roleAtLeast(role, need) && this.hashOf(user) === s.hashAtOpen;
+      }
+      default:
+        return true;
+    }
+  }
+
+  private recheckStreams(): void {
+    for (const s of [...this.streams]) {
+      if (this.stillAllowed(s)) continue;
+      this.alog.info({ user: s.principal.user, path: s.req.path }, 'an open stream ended: its credentials no longer allow it');
+      s.out.close();
+    }
+  }
+
+  /** Number of open streams (server-sent events) tracked (tests, status). */
+  get openStreams(): number {
+    return this.streams.size;
+  }
+
   /** POST /api/logout: ends the session. */
   logout(req: HttpRequest): HttpResponse {
     if (req.method !== 'POST') return json(405, { error: 'method_not_allowed', message: 'POST' }, { allow: 'POST' });
@@ -417,6 +507,8 @@ export class HttpAccess {
       if (csrf === undefined || !sameText(csrf, s.session.csrf)) return json(403, { error: 'csrf', message: `logout needs the ${CSRF_HEADER} header` });
       this.sessions.delete(s.id);
       this.audit(req, { user: s.session.user, role: s.role, via: 'session', aclUser: s.session.user }, 200, 'logged out');
+      // the session's open streams end with it
+      for (const open of [...this.streams]) if (open.principal.via === 'session' && cookie(open.req, SESSION_COOKIE) === s.id) open.out.close();
     }
     return json(200, { ok: true }, { 'set-cookie': this.sessionCookie('', 0) });
   }

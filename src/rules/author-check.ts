@@ -13,8 +13,17 @@
  * writable key; at run time each concrete key is checked (denied writes are dropped and
  * counted). Globs cannot always tell whether every key of a template is granted, so the
  * upload refuses what can never be written and the run time refuses the rest.
+ *
+ * `state('key')` reads (in conditions and payload templates) are checked the same way for
+ * read access, so a document cannot republish a key its author may not read: at upload
+ * against the key or its glob, at run time per concrete key (a denied read is an absent
+ * key, unknown to the condition, and counted).
  */
+import type { Expr } from './ast.js';
+import { callsOf } from './check.js';
 import { RulesError, RulesErrorCode } from './errors.js';
+import { parseCondition } from './parse.js';
+import { parseTextTemplate, parseValueTemplate } from './template.js';
 
 /** What the ACL allows one user, as the rules engine needs it. */
 export interface AuthorAccess {
@@ -30,6 +39,10 @@ export interface AuthorKeyAccess {
   canWriteKey(key: string): boolean;
   /** May the user write at least one key matching this glob (`*`, `?`, `[...]`)? */
   canWriteSomeKey(glob: string): boolean;
+  /** May the user read this key? */
+  canReadKey(key: string): boolean;
+  /** May the user read at least one key matching this glob? */
+  canReadSomeKey(glob: string): boolean;
 }
 
 /** Who uploaded a document; `user` undefined for a trusted address or the rules file (not checked). */
@@ -142,18 +155,57 @@ function checkTopics(doc: object, access: AuthorAccess, user: string): void {
   }
 }
 
-/** set_state keys of filter statements (placeholders from the filter's topic) and of rule logic entries (any topic). */
+/** The keys of the `state('key')` calls in a condition or template (none when it does not parse: the compiler reports that). */
+function stateReadsIn(parse: (exprs: Expr[]) => void): string[] {
+  const exprs: Expr[] = [];
+  try {
+    parse(exprs);
+  } catch {
+    return [];
+  }
+  const keys: string[] = [];
+  for (const e of exprs) for (const c of callsOf(e)) if (c.fn === 'state') keys.push(c.key);
+  return keys;
+}
+
+function conditionReads(text: unknown): string[] {
+  return typeof text === 'string' ? stateReadsIn((exprs) => exprs.push(parseCondition(text))) : [];
+}
+
+function templateReads(v: unknown, path: string): string[] {
+  if (v === undefined) return [];
+  return stateReadsIn((exprs) => (typeof v === 'string' ? parseTextTemplate(v, path, exprs) : parseValueTemplate(v, path, exprs)));
+}
+
+type StatementLike = { condition?: unknown; new_payload?: unknown; set_state?: { key?: unknown; value?: unknown } };
+
+/**
+ * set_state keys (write) and state() keys (read) of filter statements (placeholders from the
+ * filter's topic), rule statements (from the statement's topic) and rule logic entries (any topic).
+ */
 function checkStateKeys(doc: object, keys: AuthorKeyAccess, user: string): void {
-  const check = (path: string, template: unknown, filter: string): void => {
+  const check = (path: string, template: unknown, filter: string, need: 'read' | 'write'): void => {
     if (typeof template !== 'string') return;
     const pattern = stateKeyPattern(template, filter);
     if (pattern === undefined) return;
+    const verb = need === 'read' ? 'read' : 'write';
     if ('key' in pattern) {
-      if (!keys.canWriteKey(pattern.key)) {
-        throw new RulesError(RulesErrorCode.forbidden, path, `${user} may not write the state key "${pattern.key}" (state store authorization)`);
+      if (!(need === 'read' ? keys.canReadKey(pattern.key) : keys.canWriteKey(pattern.key))) {
+        throw new RulesError(RulesErrorCode.forbidden, path, `${user} may not ${verb} the state key "${pattern.key}" (state store authorization)`);
       }
-    } else if (!keys.canWriteSomeKey(pattern.glob)) {
-      throw new RulesError(RulesErrorCode.forbidden, path, `${user} may write no state key "${template}" can name (${pattern.glob}; state store authorization)`);
+    } else if (!(need === 'read' ? keys.canReadSomeKey(pattern.glob) : keys.canWriteSomeKey(pattern.glob))) {
+      throw new RulesError(RulesErrorCode.forbidden, path, `${user} may ${verb} no state key "${template}" can name (${pattern.glob}; state store authorization)`);
+    }
+  };
+  /** A statement or logic entry: its reads (condition, payload, set_state value), then its set_state key. */
+  const checkEntry = (base: string, s: StatementLike | undefined, filter: string): void => {
+    if (typeof s !== 'object' || s === null) return;
+    for (const key of conditionReads(s.condition)) check(`${base}/condition`, key, filter, 'read');
+    for (const key of templateReads(s.new_payload, `${base}/new_payload`)) check(`${base}/new_payload`, key, filter, 'read');
+    const set = s.set_state;
+    if (typeof set === 'object' && set !== null) {
+      for (const key of templateReads(set.value, `${base}/set_state/value`)) check(`${base}/set_state/value`, key, filter, 'read');
+      check(`${base}/set_state/key`, set.key, filter, 'write');
     }
   };
   const { filters, rules } = doc as { filters?: unknown; rules?: unknown };
@@ -161,14 +213,19 @@ function checkStateKeys(doc: object, keys: AuthorKeyAccess, user: string): void 
     filters.forEach((f: { topic?: unknown; statements?: unknown }, i) => {
       const topic = str(f?.topic);
       if (topic === undefined || !Array.isArray(f.statements)) return;
-      f.statements.forEach((s: { set_state?: { key?: unknown } }, j) => check(`filters/${i}/statements/${j}/set_state/key`, s?.set_state?.key, topic));
+      f.statements.forEach((s: StatementLike, j) => checkEntry(`filters/${i}/statements/${j}`, s, topic));
     });
   }
   if (Array.isArray(rules)) {
-    rules.forEach((r: { logic?: unknown }, i) => {
-      if (!Array.isArray(r?.logic)) return;
+    rules.forEach((r: { statements?: unknown; logic?: unknown }, i) => {
+      if (Array.isArray(r?.statements)) {
+        r.statements.forEach((s: StatementLike & { topic?: unknown }, j) => {
+          const topic = str(s?.topic);
+          if (topic !== undefined) checkEntry(`rules/${i}/statements/${j}`, s, topic);
+        });
+      }
       // a logic entry's placeholders take the topic of whichever message triggered it
-      r.logic.forEach((l: { set_state?: { key?: unknown } }, k) => check(`rules/${i}/logic/${k}/set_state/key`, l?.set_state?.key, '#'));
+      if (Array.isArray(r?.logic)) r.logic.forEach((l: StatementLike, k) => checkEntry(`rules/${i}/logic/${k}`, l, '#'));
     });
   }
 }

@@ -24,8 +24,26 @@ export interface AuthorKeyRights {
 /** Concrete keys decided per author before the cache starts again (devices repeat their keys). */
 const KEY_DECISIONS = 4096;
 
+/** A per-key decision, remembered for the keys seen last (devices repeat their keys). */
+function decider(decide: (key: string) => boolean): (key: string) => boolean {
+  const decided = new Map<string, boolean>();
+  return (key) => {
+    let ok = decided.get(key);
+    if (ok === undefined) {
+      if (decided.size >= KEY_DECISIONS) decided.clear();
+      decided.set(key, (ok = decide(key)));
+    }
+    return ok;
+  };
+}
+
 export class DocumentAuthor {
   current: (RulesAuthor & { at: string }) | undefined;
+  /**
+   * Set while the active document has an author and the state store authorizes keys: may it
+   * read this key with state()? A denied read is an absent key (counted by the service).
+   */
+  stateReadAllowed: ((key: string) => boolean) | undefined;
 
   constructor(
     /** Where the record is kept (rules-author.json in the data folder). */
@@ -67,18 +85,13 @@ export class DocumentAuthor {
       this.outputs.outputAllowed = (topic) => !topics.enabled() || view.canWrite(topic);
     }
     const keys = this.keys;
-    if (user === undefined || !keys || !keys.enabled()) this.outputs.stateWriteAllowed = undefined;
-    else {
+    if (user === undefined || !keys || !keys.enabled()) {
+      this.outputs.stateWriteAllowed = undefined;
+      this.stateReadAllowed = undefined;
+    } else {
       const view = keys.forUser(user);
-      const decided = new Map<string, boolean>();
-      this.outputs.stateWriteAllowed = (key) => {
-        let ok = decided.get(key);
-        if (ok === undefined) {
-          if (decided.size >= KEY_DECISIONS) decided.clear();
-          decided.set(key, (ok = view.canWriteKey(key)));
-        }
-        return ok;
-      };
+      this.outputs.stateWriteAllowed = decider((key) => view.canWriteKey(key));
+      this.stateReadAllowed = decider((key) => view.canReadKey(key));
     }
   }
 

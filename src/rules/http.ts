@@ -150,7 +150,7 @@ export function createRulesHttpHandler(service: RulesService, options: { basePat
       if (path === '/test') {
         if (method !== 'POST') return json(405, { error: { code: 'EDB_METHOD_NOT_ALLOWED', message: `${method} is not supported on /test` } }, { allow: 'POST' });
         if (req.body.length > MAX_BODY_BYTES) throw new RulesError(RulesErrorCode.tooLarge, '', `a test is at most ${MAX_BODY_BYTES} bytes`);
-        return json(200, service.test(req.body.toString('utf8')));
+        return json(200, service.test(req.body.toString('utf8'), author));
       }
       if (method !== 'GET' && method !== 'HEAD') return json(405, { error: { code: 'EDB_METHOD_NOT_ALLOWED', message: `${method} is not supported on ${path}` } }, { allow: 'GET, HEAD' });
       if (path === '/source') return { status: 200, headers: { 'content-type': 'text/plain; charset=utf-8', etag: service.current().etag }, body: service.source() };

@@ -61,6 +61,7 @@ export function registerRulesMetrics(registry: Registry, service: RulesService):
   counter('edb_rules_rejected_writes_total', 'Document writes refused (invalid document, stale If-Match)', () => m().rejectedWrites);
   counter('edb_rules_denied_outputs_total', "Outputs dropped because the document's author may not publish to their topic (ACL)", () => m().deniedOutputs);
   counter('edb_rules_denied_state_writes_total', "set_state writes dropped because the document's author may not write their key (state store authorization)", () => m().deniedStateWrites);
+  counter('edb_rules_denied_state_reads_total', "state() reads answered as an absent key because the document's author may not read it (state store authorization)", () => m().deniedStateReads);
   gauge('edb_rules_compile_seconds', 'Time to compile the active document (check, codegen, asc, instantiate)', () => m().lastCompileMillis / 1000);
   gauge('edb_rules_wasm_bytes', 'Size of the active compiled module', () => m().wasmBytes);
   gauge('edb_rules_source_bytes', 'Size of the generated AssemblyScript of the active document', () => m().sourceBytes);

@@ -72,7 +72,7 @@ const WA = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
 interface Exports {
   memory: WasmMemory;
-  process(topicSlot: number, payloadLen: number, now: number): number;
+  process(topicSlot: number, payloadLen: number, now: number, mode: number): number;
   statementCountersPtr(): number;
   memoryOldest(s: number): number;
   memoryAlloc(size: number): number;
@@ -96,7 +96,7 @@ interface Exports {
 }
 
 // byte layouts shared with the module: assembly/rules/layout.ts
-const { OUT_FILTER, OUTPUT_SIZE, PTRS, TIMING, TIMING_SIZE, REC_HEADER, CELL_SIZE, BUCKET_SIZE, BUCKET_CAP, V_NULL, V_BOOL, V_NUMBER, V_STRING, ENTRY_HEADER, STATEMENT_COUNTERS_SIZE, LOGIC_COUNTERS_SIZE, VALUE_SIZE } = layout;
+const { OUT_FILTER, OUTPUT_SIZE, PTRS, TIMING, RULES_SKIPPED, RUN_ALL, TIMING_SIZE, REC_HEADER, CELL_SIZE, BUCKET_SIZE, BUCKET_CAP, V_NULL, V_BOOL, V_NUMBER, V_STRING, ENTRY_HEADER, STATEMENT_COUNTERS_SIZE, LOGIC_COUNTERS_SIZE, VALUE_SIZE } = layout;
 /** Upper bounds (seconds) of the time histograms' buckets; a last bucket holds the rest (+Inf). */
 export const TIME_BUCKETS: readonly number[] = [1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3, 1e-2];
 const NB = TIME_BUCKETS.length + 1;
@@ -280,8 +280,12 @@ export class RulesProgram {
     }
   }
 
-  /** Runs one message; returns what to publish (a shared empty array when nothing fired). */
-  process(topic: string, payload: Buffer, now: number = Date.now()): readonly RuleOutput[] {
+  /**
+   * Runs one message; returns what to publish (a shared empty array when nothing fired).
+   * `mode` (RUN_* of assembly/rules/layout.ts): everything, or only the filters or only the
+   * rules (a cluster keeps one rule buffer, on one node: see src/cluster/rule-buffer.ts).
+   */
+  process(topic: string, payload: Buffer, now: number = Date.now(), mode: number = RUN_ALL): readonly RuleOutput[] {
     this.currentTopic = topic;
     let entry = this.bypass > 0 ? undefined : this.topics.get(topic);
     if (entry === undefined) entry = this.learn(topic);
@@ -300,7 +304,7 @@ export class RulesProgram {
       this.view.setUint32(this.countersAt + TIMING, 1, true);
       timed = true;
     }
-    const records = this.exports.process(entry.slot, payload.length, now);
+    const records = this.exports.process(entry.slot, payload.length, now, mode);
     if (timed) this.addTiming();
     if (records === 0) return NO_OUTPUT;
     return this.readOutputs(records, topic, payload, entry);
@@ -678,6 +682,12 @@ export class RulesProgram {
 
   clearBuffer(): void {
     this.exports.clearRuleBuffer();
+  }
+
+  /** Whether the last message matched rule statements that its mode did not run. */
+  rulesSkipped(): boolean {
+    if (this.bytes.length === 0) this.refresh();
+    return this.view.getUint32(this.countersAt + RULES_SKIPPED, true) !== 0;
   }
 }
 

@@ -2,7 +2,8 @@
  * JSON Schema of an fr_script document (also published in /openapi.json), validated with ajv.
  * Unknown keys are errors: a typo must not silently disable a rule.
  */
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import type { ErrorObject, ValidateFunction } from 'ajv';
+import { createAjv } from '../config/ajv.js';
 import type { RulesDocument } from './ast.js';
 import { RulesError, RulesErrorCode } from './errors.js';
 import { didYouMean } from '../config/suggest.js';
@@ -217,7 +218,7 @@ export function validateDocument(input: unknown): RulesDocument {
     throw new RulesError(RulesErrorCode.schema, '', 'a document is a JSON object with "filters" and "rules"');
   }
   const copy = structuredClone(input);
-  const validate = (validator ??= new Ajv({ allErrors: true, verbose: true, useDefaults: true, coerceTypes: false, strict: true, allowUnionTypes: true }).compile(documentSchema));
+  const validate = (validator ??= createAjv({ allErrors: true, verbose: true, useDefaults: true, coerceTypes: false, strict: true, allowUnionTypes: true }).compile(documentSchema));
   if (!validate(copy)) throw describe(mostTelling(validate.errors!));
   const doc = copy as RulesDocument;
   // new_payload defaults to "" unless the statement only writes state

@@ -29,6 +29,7 @@ import { RULES_ORIGIN, RuleOutputs, type RulesStateAccess } from './outputs.js';
 import { DocumentAuthor, type AuthorKeyRights, type AuthorTopicRights } from './author.js';
 import { RulesBackup } from './backup-section.js';
 import { enablePartTiming, messageSeconds, partMetrics, TIMING_EVERY, type PartMetrics } from './part-metrics.js';
+import { RUN_ALL, RUN_FILTERS, RUN_RULES } from '../../assembly/rules/layout.js';
 
 export { etagOf, RULES_ORIGIN, TIMING_EVERY, TIME_BUCKETS };
 export type { PartMetrics, RulesStateAccess };
@@ -44,6 +45,8 @@ export interface RulesMetrics extends EngineCounters {
   deniedOutputs: number;
   /** set_state writes dropped because the author may not write their key (state store authorization). */
   deniedStateWrites: number;
+  /** state() reads answered "absent" because the author may not read their key (state store authorization). */
+  deniedStateReads: number;
   /** set_state writes done, and refused by the state store (quota, fencing). */
   stateWrites: number;
   stateWriteErrors: number;
@@ -65,6 +68,18 @@ export interface WriteResult {
   compileMillis: number;
 }
 
+/**
+ * Cluster mode: where the one rule buffer of the cluster is (src/cluster/rule-buffer.ts). On
+ * the node that holds it every message runs filters and rules; on the others only filters,
+ * and a message that rule statements match goes to the holder.
+ */
+export interface RuleBufferPlacement {
+  /** Whether this node holds the cluster's rule buffer now. */
+  holds(): boolean;
+  /** A message that arrived here and that rule statements match, for the holder (called on the other nodes). */
+  toHolder(message: Message): void;
+}
+
 export interface RulesService {
   /** Settles when the document from EDB_RULES_FILE or the data folder is active; rejects when EDB_RULES_FILE is invalid. */
   readonly ready: Promise<void>;
@@ -81,7 +96,8 @@ export interface RulesService {
   author(): (RulesAuthor & { at: string }) | undefined;
   metrics(): RulesMetrics;
   /** POST /test: what a document (default: the active one) would do with the messages; touches nothing live. */
-  test(body: string): { outputs: DryRunOutput[] };
+  /** POST /test; `author`: the caller, whose state-key read rights apply to the live store's values. */
+  test(body: string, author?: RulesAuthor): { outputs: DryRunOutput[] };
   /** Evaluations, fires and condition errors per filter and per rule of the active document. */
   partMetrics(): PartMetrics[];
   /** Time the engine spends per message (all of it: matching, payload scan, every part), like PartMetrics.seconds. */
@@ -93,6 +109,12 @@ export interface RulesService {
    * the same document is active again (a different document starts with an empty buffer).
    */
   snapshotSection(): SnapshotSection;
+  /** Cluster mode: where the rule buffer is; undefined (a single node): here. */
+  placeRuleBuffer(placement: RuleBufferPlacement | undefined): void;
+  /** On the holder: a message that arrived on another node, through the rule statements only. */
+  runRules(message: Message): void;
+  /** Empty the rule buffer (a node that takes the cluster's buffer over starts from an empty one). */
+  clearRuleBuffer(): void;
   close(): Promise<void>;
 }
 
@@ -195,9 +217,29 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
   const outputs = new RuleOutputs(broker, options.stateStore, rlog);
   const author = new DocumentAuthor(join(config.dataDir, AUTHOR_FILE), outputs, rlog, options.authorAccess, options.stateAccess);
   const backup = new RulesBackup(() => active, rlog);
-  const stats = { engineErrors: 0, compiles: 0, compileErrors: 0, rejectedWrites: 0, lastCompileMillis: 0, lastAscMillis: 0, wasmBytes: 0, sourceBytes: 0 };
+  const stats = { engineErrors: 0, compiles: 0, compileErrors: 0, rejectedWrites: 0, deniedStateReads: 0, lastCompileMillis: 0, lastAscMillis: 0, wasmBytes: 0, sourceBytes: 0 };
   let closed = false;
   let lastEngineErrorLog = 0;
+
+  let placement: RuleBufferPlacement | undefined;
+
+  /** One message through the program in `mode` (RUN_*); outputs queued. */
+  function run(p: RulesProgram, message: Message, mode: number): void {
+    let fired;
+    try {
+      fired = p.process(message.topic, message.payload, Date.now(), mode);
+    } catch (err) {
+      stats.engineErrors++;
+      const now = Date.now();
+      if (now - lastEngineErrorLog > 10_000) {
+        lastEngineErrorLog = now;
+        rlog.error({ err, topic: message.topic }, 'rules engine failed on a message; the message is routed normally');
+      }
+      return;
+    }
+    if (fired.length > 0) outputs.queue(fired, message.qos, message.retain);
+    if (mode === RUN_FILTERS && p.rulesSkipped()) placement?.toHolder(message);
+  }
 
   // The hot path: synchronous, one Wasm call per message.
   broker.addHooks({
@@ -206,19 +248,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
       if (message.fromNode !== undefined) return; // cluster: filters ran on the node where the message arrived
       const p = active.program;
       if (p === undefined) return;
-      let fired;
-      try {
-        fired = p.process(message.topic, message.payload);
-      } catch (err) {
-        stats.engineErrors++;
-        const now = Date.now();
-        if (now - lastEngineErrorLog > 10_000) {
-          lastEngineErrorLog = now;
-          rlog.error({ err, topic: message.topic }, 'rules engine failed on a message; the message is routed normally');
-        }
-        return;
-      }
-      if (fired.length > 0) outputs.queue(fired, message.qos, message.retain);
+      run(p, message, placement === undefined || placement.holds() ? RUN_ALL : RUN_FILTERS);
     },
   });
 
@@ -253,7 +283,16 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
     // swap between two messages: nothing below awaits
     const old = active.program;
     const states = options.stateStore;
-    compiled.program.stateReader = states ? (key) => states.read(Buffer.from(key, 'utf8')) : () => undefined;
+    compiled.program.stateReader = states
+      ? (key) => {
+          const allowed = author.stateReadAllowed;
+          if (allowed !== undefined && !allowed(key)) {
+            stats.deniedStateReads++;
+            return undefined;
+          }
+          return states.read(Buffer.from(key, 'utf8'));
+        }
+      : () => undefined;
     if (old && keepBuffer) {
       const patched = new Set(compiled.patchedIds);
       const keep = new Set(compiled.statementIds.filter((id) => !patched.has(id)));
@@ -347,15 +386,27 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
         ...active.stats,
       };
     },
-    test(body: string) {
+    test(body: string, by?: RulesAuthor) {
       const states = options.stateStore;
+      // keys the caller may not read are absent to a trial too, as they are to a document of theirs
+      const keys = by?.user !== undefined && options.stateAccess?.enabled() ? options.stateAccess.forUser(by.user) : undefined;
       // the live store is only read: a copy of each value, nothing written
-      return dryRun(body, active.text, (key) => states?.read(Buffer.from(key, 'utf8')), limits);
+      return dryRun(body, active.text, (key) => (keys && !keys.canReadKey(key) ? undefined : states?.read(Buffer.from(key, 'utf8'))), limits);
     },
     partMetrics: () => (active.program ? partMetrics(active.program, active.document()) : []),
     messageSeconds: () => messageSeconds(active.program),
     source: () => active.source,
     snapshotSection: () => backup,
+    placeRuleBuffer(p) {
+      placement = p;
+    },
+    runRules(message) {
+      const p = active.program;
+      if (p !== undefined && message.origin !== RULES_ORIGIN) run(p, message, RUN_RULES);
+    },
+    clearRuleBuffer() {
+      active.program?.clearBuffer();
+    },
     async close(): Promise<void> {
       closed = true;
       await queue.catch(() => undefined);

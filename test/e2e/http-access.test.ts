@@ -265,6 +265,47 @@ describe('with admin users and an ACL', () => {
     }
   }, 120_000);
 
+  it('an open state watch (server-sent events) ends with what allowed it: a logout, a revoked token, a deleted user', async () => {
+    /** Opens a watch and reads its first event; `ended` settles when the server closes the stream. */
+    const watch = async (headers: Record<string, string>): Promise<{ first: string; ended: Promise<'ended'> }> => {
+      const res = await fetch(`http://127.0.0.1:${http}/api/state/watch?key=plant/mode`, { headers });
+      expect(res.status).toBe(200);
+      const reader = res.body!.getReader();
+      const first = Buffer.from((await reader.read()).value ?? []).toString();
+      const ended = (async () => {
+        for (;;) if ((await reader.read()).done) return 'ended' as const;
+      })();
+      return { first, ended };
+    };
+    /** Whether the stream ended within `ms` (the server checks open streams every STREAM_RECHECK_MS, 5 s). */
+    const endsWithin = (p: Promise<'ended'>, ms: number) => Promise.race([p, new Promise<'still open'>((r) => setTimeout(() => r('still open'), ms).unref())]);
+
+    // a console session: logging out ends its stream at once
+    const login = await call(http, 'POST', '/api/login', {}, JSON.stringify({ user: 'ada', password: PASSWORDS.ada }));
+    const cookie = login.headers.get('set-cookie')!.split(';')[0]!;
+    const bySession = await watch({ cookie });
+    expect(bySession.first).toContain('event: value');
+    expect(await endsWithin(bySession.ended, 1_000)).toBe('still open');
+    expect((await call(http, 'POST', '/api/logout', { cookie, 'x-edb-csrf': login.json.csrf as string })).status).toBe(200);
+    expect(await endsWithin(bySession.ended, 5_000)).toBe('ended');
+
+    // a token: revoked with the CLI, the stream ends at the next check
+    const file = join(dir, 'admin-tokens.json');
+    const created = await cli(['token', 'create', '--role', 'viewer', '--name', 'watcher', '--file', file]);
+    expect(created.code, created.stderr).toBe(0);
+    const byToken = await watch({ authorization: `Bearer ${created.stdout.trim()}` });
+    expect((await cli(['token', 'revoke', 'watcher', '--file', file])).code).toBe(0);
+    expect(await endsWithin(byToken.ended, 15_000)).toBe('ended');
+
+    // HTTP Basic: the user deleted from the users file, the stream ends at the next check
+    const users = join(dir, 'admin-users');
+    expect((await cli(['passwd', users, 'walt', '--role', 'viewer', '--password', 'walt pw!'])).code).toBe(0);
+    const byPassword = await watch(basic('walt', 'walt pw!'));
+    expect(await endsWithin(byPassword.ended, 1_000)).toBe('still open');
+    expect((await cli(['passwd', users, 'walt', '--delete'])).code).toBe(0);
+    expect(await endsWithin(byPassword.ended, 15_000)).toBe('ended');
+  }, 60_000);
+
   it('failed logins back off per address (429 with Retry-After), like MQTT logins', async () => {
     // EDB_LOGIN_FAILURE_LIMIT=3 failures are free; the next starts a back-off (1 s, doubling)
     const statuses: number[] = [];

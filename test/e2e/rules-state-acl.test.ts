@@ -118,3 +118,101 @@ describe('set_state keys act for the document\'s uploader', () => {
     expect(metrics).toMatch(/^edb_rules_state_writes_total 1$/m);
   }, 120_000); // the first non-empty document compiles with asc
 });
+
+describe("state() reads act for the document's uploader", () => {
+  let dir: string;
+  let server: EdbServer;
+  let rulesApi: string;
+  const clients: MqttClient[] = [];
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'edb-rules-state-read-'));
+    const users = join(dir, 'admin-users');
+    const made = await run(process.execPath, [CLI, 'passwd', users, 'otto', '--role', 'operator', '--password', OTTO], 30_000);
+    expect(made.code, made.stderr).toBe(0);
+    server = await startEdb(
+      testConfig({
+        httpPort: 0,
+        rulesPort: 0,
+        adminUsersFile: users,
+        dataDir: dir,
+        sections: {
+          stateStore: {
+            authorization: {
+              rules: [
+                // the uploader may read the limits of lines 1 to 5, nothing else
+                { username: 'otto', access: 'read', patterns: ['limits/[1-5]'] },
+                { clientId: 'admin-*', access: 'readwrite', patterns: ['*'] },
+              ],
+            },
+          },
+        },
+      }),
+      silentLogger(),
+    );
+    rulesApi = `http://127.0.0.1:${server.port('rules')}`;
+  }, 120_000);
+  afterAll(async () => {
+    await closeAll(...clients);
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('at upload: a key the uploader may never read gets 403 naming the JSON path and key; the old document stays', async () => {
+    const before = await call(rulesApi, 'GET');
+    const inCondition = await call(rulesApi, 'POST', {
+      filters: [{ topic: 'plant/+/temp', subtopic: 'alert', statements: [{ condition: "$c > state('secret/master')" }] }],
+    });
+    expect(inCondition.status).toBe(403);
+    expect(inCondition.json.error).toMatchObject({ code: 'EDB_RULES_FORBIDDEN', path: 'filters/0/statements/0/condition' });
+    expect(inCondition.json.error.message).toContain('may not read the state key "secret/master"');
+    // in a payload template, with a placeholder under "+": no key of secret/* is readable
+    const inTemplate = await call(rulesApi, 'POST', {
+      filters: [{ topic: 'plant/+/temp', subtopic: 'alert', statements: [{ condition: '$c > 30', new_payload: { limit: "{{ state('secret/{2}') }}" } }] }],
+    });
+    expect(inTemplate.status).toBe(403);
+    expect(inTemplate.json.error.path).toBe('filters/0/statements/0/new_payload');
+    expect(inTemplate.json.error.message).toContain('secret/{2}');
+    // a rule statement's condition, made concrete by the statement's own topic
+    const inRule = await call(rulesApi, 'POST', {
+      rules: [{ statements: [{ id: 1, topic: 'plant/9/temp', payload_type: 'float', condition: "$c > state('limits/{2}')" }], logic: [{ operations: '$1', new_topic: 'hot', new_payload: '' }] }],
+    });
+    expect(inRule.status).toBe(403);
+    expect(inRule.json.error.path).toBe('rules/0/statements/0/condition');
+    expect(inRule.json.error.message).toContain('"limits/9"');
+    expect((await call(rulesApi, 'GET')).etag).toBe(before.etag);
+  });
+
+  it('at run time and in /test: a concrete key outside the grants reads as absent, and is counted', async () => {
+    const store = await StateStoreClient.create(await connectClient(server.port('mqtt'), { clientId: 'admin-store' }).then((c) => (clients.push(c), c)));
+    await store.set('limits/3', '30');
+    await store.set('limits/7', '30');
+    const doc = { filters: [{ topic: 'plant/+/temp', subtopic: 'alert', statements: [{ condition: "$c > state('limits/{2}')" }] }] };
+    const up = await call(rulesApi, 'POST', doc);
+    expect(up.status, JSON.stringify(up.json)).toBe(200);
+    const sub = await connectClient(server.port('mqtt'), { clientId: 'admin-sub' });
+    clients.push(sub);
+    const got: string[] = [];
+    sub.on('message', (topic, payload) => got.push(`${topic} ${payload.toString()}`));
+    await sub.subscribeAsync('plant/+/temp/alert', { qos: 1 });
+    const pub = await connectClient(server.port('mqtt'), { clientId: 'admin-plant' });
+    clients.push(pub);
+    // line 7 first: outputs keep the order of their messages, so once line 3's is here line 7's would be too
+    await pub.publishAsync('plant/7/temp', '{"c": 41}', { qos: 1 });
+    await pub.publishAsync('plant/3/temp', '{"c": 33}', { qos: 1 });
+    await waitFor(() => got.length > 0, "line 3's alert");
+    expect(got).toEqual(['plant/3/temp/alert {"c": 33}']);
+    const metrics = await (await fetch(`http://127.0.0.1:${server.port('http')}/metrics`)).text();
+    expect(metrics).toMatch(/^edb_rules_denied_state_reads_total 1$/m);
+    // a trial by the same user sees the live store through the same rights
+    const trial = await call(`${rulesApi}/test`, 'POST', {
+      document: doc,
+      messages: [
+        { topic: 'plant/7/temp', payload: '{"c": 41}', t: 0 },
+        { topic: 'plant/3/temp', payload: '{"c": 33}', t: 1 },
+      ],
+    });
+    expect(trial.status, JSON.stringify(trial.json)).toBe(200);
+    expect(trial.json.outputs.map((o: { topic: string }) => o.topic)).toEqual(['plant/3/temp/alert']);
+  }, 120_000);
+});

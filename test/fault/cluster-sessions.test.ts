@@ -91,7 +91,7 @@ describe('cluster: persistent sessions resume on any node', () => {
     await waitCluster(2, (s) => (s.jetstream.sessionRecords ?? 0) >= 1, 'the session known on s3');
 
     const onB = await client(1, 'pub-b');
-    const onC = await client(2, 'pub-c');
+    const onC = await client(2, 'pub-c', persistent); // a persistent publisher: its QoS 2 ids are kept in its session too
     for (let n = 1; n <= 20; n++) {
       await onB.publishAsync('roam/q1', `b1-${n}`, { qos: 1 });
       await onC.publishAsync('roam/q1', `c1-${n}`, { qos: 1 });
@@ -118,6 +118,11 @@ describe('cluster: persistent sessions resume on any node', () => {
     const fromB = q1.filter((m) => m.payload.startsWith('b1-')).map((m) => Number(m.payload.slice(3)));
     expect(fromB).toEqual([...fromB].sort((a, b) => a - b));
 
+    // counted: stored on s2 and s3 (where they were published), resumed on s3
+    const metrics = async (i: number): Promise<string> => (await fetch(`http://127.0.0.1:${nodes[i]!.ports['http']}/metrics`)).text();
+    expect(await metrics(2)).toMatch(/^edb_cluster_sessions_resumed_total [1-9]/m);
+    expect(await metrics(1)).toMatch(/^edb_cluster_session_messages_stored_total [1-9]/m);
+    expect(await metrics(1)).toMatch(/^edb_cluster_sessions [1-9]/m);
     // its subscriptions came along: a message published on s1 now reaches it on s3
     const onA = await client(0, 'pub-a');
     await waitCluster(0, (s) => (s.nodes.find((n) => n.name === 's3')?.interest ?? 0) >= 2, 's3 interest known on s1');
@@ -162,6 +167,10 @@ describe('cluster: persistent sessions resume on any node', () => {
       subs.push(c);
     }
     await waitCluster(1, (s) => (s.nodes.find((n) => n.name === 's1')?.interest ?? 0) >= 1 && (s.jetstream.sessionRecords ?? 0) >= SUBS, 's1 interest and sessions on s2');
+    // connected on s1 when it dies, with a short expiry: nobody resumes it (the next test)
+    const orphan = await client(0, 'orphan', { clean: false, properties: { sessionExpiryInterval: 3 } });
+    await orphan.subscribeAsync('orphan/t', { qos: 1 });
+    await waitCluster(1, (s) => (s.jetstream.sessionRecords ?? 0) >= SUBS + 1, 'the orphan known on s2');
     const pub = await client(1, 'load-publisher');
     const acked = new Set<number>();
     const COUNT = 600;
@@ -190,4 +199,14 @@ describe('cluster: persistent sessions resume on any node', () => {
       await until(() => [...acked].every((n) => set.has(n)), 30_000, `every acknowledged message at subscriber ${k} (missing: ${[...acked].filter((n) => !set.has(n)).slice(0, 10).join(',')})`);
     }
   }, 120_000);
+
+  it('ends a session left by the killed node once its expiry has passed', async () => {
+    // s1 is gone (previous test): the others end its session 3 s after they noticed
+    await waitCluster(1, (s) => s.nodes.length === 2, 's1 dropped by s2', 15_000);
+    // left: roamer, pub-c and the three subscribers that moved to s3 (short-lived expired earlier)
+    await waitCluster(1, (s) => (s.jetstream.sessionRecords ?? 0) <= 5, 'the orphan session ended', 20_000);
+    const { c, present } = await resume(1, 'orphan', { clean: false, properties: { sessionExpiryInterval: 3 } });
+    expect(present).toBe(false);
+    await c.endAsync();
+  }, 60_000);
 });

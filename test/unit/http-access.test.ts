@@ -169,7 +169,7 @@ describe('set_state keys and the state store authorization', () => {
   });
 
   it('checkAuthorAccess names the JSON path and key of the first set_state key outside the grants', () => {
-    const keys = { canWriteKey: (k: string) => authorizer.allowed(who, Buffer.from(k), 'write'), canWriteSomeKey: (g: string) => authorizer.allowedSome(who, g, 'write') };
+    const keys = { canWriteKey: (k: string) => authorizer.allowed(who, Buffer.from(k), 'write'), canWriteSomeKey: (g: string) => authorizer.allowedSome(who, g, 'write'), canReadKey: (k: string) => authorizer.allowed(who, Buffer.from(k), 'read'), canReadSomeKey: (g: string) => authorizer.allowedSome(who, g, 'read') };
     const run = (d: object): RulesError | undefined => {
       try {
         checkAuthorAccess(d, undefined, 'otto', keys);

@@ -264,4 +264,23 @@ describe('keyed store (LMDB) file checks', () => {
     truncateSync(file, Math.floor(statSync(file).size / 2));
     expect(() => new DurableStorage({ dir, log: pino({ level: 'silent' }), batchSize: 8, flushIntervalMs: 1, generationMs: 3_600_000, retentionMs: 0, maxBytes: 0 })).toThrow(/truncated/);
   });
+
+  it('reads the meta pages of a 32-bit build (armhf) too: whole is fine, truncated is refused', () => {
+    // the first 96 bytes of both meta pages of a data.mdb written by lmdb-js on armhf
+    // (Debian 13, emulated): 3 keys, 11 pages of 4096 bytes, the newest meta (txn 4) on page 0
+    const meta0 = '00000000000000000000080000000000dec0efbe02000000000000000000020000100000080001000000000001000000' +
+      '00000000020000000a000000000000000000010000000000010000000000000001000000020000000a00000004000000';
+    const meta1 = '01000000000000000000080000000000dec0efbe02000000000000000000020000100000080001000000000001000000' +
+      '000000000200000008000000000000000000010000000000010000000000000001000000060000000800000003000000';
+    const dir = tempDir();
+    const file = join(dir, 'data.mdb');
+    const image = Buffer.alloc(11 * 4096);
+    Buffer.from(meta0, 'hex').copy(image, 0);
+    Buffer.from(meta1, 'hex').copy(image, 4096);
+    writeFileSync(file, image);
+    checkLmdbFile(dir);
+    // page 1's meta (txn 3) ends at page 8: the newest one's last page (10) decides
+    truncateSync(file, 10 * 4096);
+    expect(() => checkLmdbFile(dir)).toThrow(/truncated: 40960 bytes, its last page ends at 45056/);
+  });
 });

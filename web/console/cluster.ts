@@ -22,7 +22,7 @@ type ClusterAnswer =
       connected: boolean;
       natsServer?: string;
       lastError?: string;
-      jetstream: { retained: string; retainedKeys: number; state: string; stateKeys: number; replicas: number };
+      jetstream: { retained: string; retainedKeys: number; state: string; stateKeys: number; replicas: number; sessions?: string; sessionRecords?: number };
       nodes: NodeRow[];
       stats: { forwarded: number; received: number; natsErrors: number; jetstreamErrors: number; latencyP50Ms?: number; latencyP99Ms?: number };
     };
@@ -42,7 +42,7 @@ export function clusterPage(root: HTMLElement): () => void {
     clear(
       head,
       h('p', {}, `cluster ${s.cluster}, seen from node ${s.node}: `, s.connected ? h('span', { class: 'ok' }, `connected to NATS server ${s.natsServer ?? ''}`) : h('span', { class: 'error' }, `not connected to NATS${s.lastError ? ` (${s.lastError})` : ''}: serving local clients only`)),
-      h('p', { class: 'muted' }, `JetStream: retained bucket ${s.jetstream.retained} (${s.jetstream.retainedKeys} keys), state bucket ${s.jetstream.state} (${s.jetstream.stateKeys} keys), replicas ${s.jetstream.replicas}`),
+      h('p', { class: 'muted' }, `JetStream: retained bucket ${s.jetstream.retained} (${s.jetstream.retainedKeys} keys), state bucket ${s.jetstream.state} (${s.jetstream.stateKeys} keys)${s.jetstream.sessions !== undefined ? `, sessions ${s.jetstream.sessions} (${s.jetstream.sessionRecords ?? 0} persistent)` : ''}, replicas ${s.jetstream.replicas}`),
       h('p', { class: 'muted' }, `cross-node: ${s.stats.forwarded} sent, ${s.stats.received} received, latency p50 ${ms(s.stats.latencyP50Ms)}, p99 ${ms(s.stats.latencyP99Ms)}; NATS errors ${s.stats.natsErrors}, JetStream errors ${s.stats.jetstreamErrors}`),
     );
     clear(

@@ -1,0 +1,341 @@
+/**
+ * One rule buffer for the cluster: the node that holds the cluster's lease runs the rules
+ * (rule statements and logic) on every node's messages; every other node runs only the
+ * filters on its messages and sends the messages that rule statements match to the holder.
+ * So outputs of rules are published once, from the holder, and messages published on
+ * different nodes meet in one buffer.
+ *
+ * The lease: key `holder` in the JetStream bucket edb_<cluster>_lease (R EDB_CLUSTER_REPLICAS,
+ * history 1, max age LEASE_TTL_MS: a value not renewed is removed by the servers).
+ *  - acquire: create the key (succeeds only when it is absent: one node wins); the revision
+ *    of that create is the lease's fencing number (JetStream revisions only grow);
+ *  - renew: every RENEW_MS, update with compare-and-set on the revision last written, which
+ *    also restarts the value's age;
+ *  - the holder acts as holder only until HOLD_MS after the last renewal it sent that the
+ *    bucket confirmed (before the servers can remove the key, LEASE_TTL_MS after they stored
+ *    it): a holder cut off from the quorum stops before another node can take over;
+ *  - the other nodes watch the key; when no renewal has come for TAKEOVER_AFTER_MS they try
+ *    to create it (it is there until it expires: the create fails until then), so a dead
+ *    holder is replaced within about LEASE_TTL_MS + TICK_MS;
+ *  - a node that stops (SIGTERM) deletes the key, and another takes over at once.
+ * A node that takes the lease starts from an empty buffer: what the dead holder's buffer
+ * held is lost (see docs/cluster.md). The holder also sweeps the state store's expired keys
+ * (state.ts: one node at a time).
+ *
+ * Messages for the holder: core NATS subject edb.<cluster>.rulebuf.<holder>.<fence>, the
+ * wire.ts layout. The holder takes a message only for its current fencing number: one sent
+ * for an earlier lease (of this node or another) is dropped, never folded into a new buffer.
+ */
+import type { Logger } from 'pino';
+import type { NatsConnection, Subscription as NatsSubscription } from '@nats-io/nats-core';
+import type { KV, KvEntry } from '@nats-io/kv';
+import type { Message } from '../mqtt/message.js';
+import type { ClusterStats } from './status.js';
+import { decodeMessage, encodeMessage } from './wire.js';
+
+/** The part of the rules service the cluster's rule buffer uses (RulesService has it). */
+export interface RuleBufferView {
+  placeRuleBuffer(placement: { holds(): boolean; toHolder(message: Message): void } | undefined): void;
+  runRules(message: Message): void;
+  clearRuleBuffer(): void;
+}
+
+export const LEASE_TTL_MS = 3000;
+export const RENEW_MS = 1000;
+export const HOLD_MS = 2500;
+const TICK_MS = 250;
+const TAKEOVER_AFTER_MS = 2 * RENEW_MS;
+const KEY = 'holder';
+
+interface LeaseValue {
+  /** The holder's node name. */
+  n: string;
+  /** The lease's fencing number (0 in the create: its own revision). */
+  f: number;
+}
+
+export interface RuleBufferState {
+  /** "ready", "connecting", "error: ..." */
+  state: string;
+  /** The node holding the lease, as far as this node knows. */
+  holder: string | undefined;
+  /** Its fencing number (the revision of the create that started the lease). */
+  fence: number;
+  /** This node holds it now. */
+  held: boolean;
+}
+
+/** Called with the holder's state every tick (the state store's sweep runs on the holder). */
+export type HolderTask = () => void;
+
+export class ClusterRuleBuffer {
+  private kv: KV | undefined;
+  private nc: NatsConnection | undefined;
+  private sub: NatsSubscription | undefined;
+  private watcher: { stop(): void } | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private lastErrorLog = 0;
+  stateText = 'connecting';
+  /** The holder as far as this node knows, and its fencing number. */
+  private holder: string | undefined;
+  private fence = 0;
+  /** This node's lease: the revision it last wrote, and until when it may act as holder. */
+  private ownRev = 0;
+  private heldUntil = 0;
+  private renewing = false;
+  private acquiring = false;
+  private lastRenewAt = 0;
+  /** When this node last saw the key change (a renewal, a new holder). */
+  private lastChange = 0;
+  private lastRev = 0;
+  private readonly tasks: HolderTask[] = [];
+
+  constructor(
+    private readonly rules: RuleBufferView | undefined,
+    private readonly node: string,
+    private readonly cluster: string,
+    private readonly replicas: number,
+    private readonly prefix: string,
+    private readonly log: Logger,
+    private readonly stats: ClusterStats,
+  ) {
+    rules?.placeRuleBuffer(this);
+  }
+
+  get bucketName(): string {
+    return `edb_${this.cluster}_lease`;
+  }
+
+  /** Run `task` every tick while this node holds the lease. */
+  onHolder(task: HolderTask): void {
+    this.tasks.push(task);
+  }
+
+  /** Whether this node holds the cluster's lease now (the rules service asks on every message). */
+  holds(): boolean {
+    return this.holder === this.node && Date.now() < this.heldUntil;
+  }
+
+  /** A message here that rule statements match: to the holder (nothing when none is known). */
+  toHolder(message: Message): void {
+    const holder = this.holder;
+    const nc = this.nc;
+    if (holder === undefined || holder === this.node || !nc || nc.isClosed()) {
+      this.stats.ruleMessagesDropped++;
+      return;
+    }
+    try {
+      nc.publish(`${this.prefix}.rulebuf.${holder}.${this.fence}`, encodeMessage(message, this.node));
+      this.stats.ruleMessagesSent++;
+    } catch {
+      this.stats.ruleMessagesDropped++;
+    }
+  }
+
+  state(): RuleBufferState {
+    return { state: this.stateText, holder: this.holder, fence: this.fence, held: this.holds() };
+  }
+
+  async attach(nc: NatsConnection): Promise<void> {
+    this.nc = nc;
+    if (this.kv) return;
+    const { Kvm } = await import('@nats-io/kv');
+    let wait = 250;
+    while (!this.closed && !nc.isClosed()) {
+      try {
+        const kv = await new Kvm(nc).create(this.bucketName, { replicas: this.replicas, history: 1, ttl: LEASE_TTL_MS, description: 'Edge Data Broker: which node holds the rule buffer (and sweeps expired state keys)' });
+        this.kv = kv;
+        this.sub = nc.subscribe(`${this.prefix}.rulebuf.${this.node}.*`, {
+          callback: (err, m) => {
+            if (err) return;
+            this.onMessage(m.subject, m.data);
+          },
+        });
+        const iter = await kv.watch({ key: KEY });
+        this.watcher = iter;
+        void (async () => {
+          try {
+            for await (const e of iter) this.onEntry(e);
+          } catch (err) {
+            if (!this.closed) this.error('the lease bucket watch stopped', err);
+          }
+        })();
+        this.stateText = 'ready';
+        this.timer = setInterval(() => this.tick(), TICK_MS);
+        this.timer.unref();
+        this.tick();
+        return;
+      } catch (err) {
+        this.error(`bucket ${this.bucketName} not available; retrying`, err);
+        await new Promise((r) => setTimeout(r, wait).unref());
+        wait = Math.min(wait * 2, 4000);
+      }
+    }
+  }
+
+  private onMessage(subject: string, data: Uint8Array): void {
+    const fence = Number(subject.slice(subject.lastIndexOf('.') + 1));
+    if (!this.holds() || fence !== this.fence) {
+      // sent for an earlier lease, or this node no longer holds it
+      this.stats.ruleMessagesDropped++;
+      return;
+    }
+    let decoded;
+    try {
+      decoded = decodeMessage(data);
+    } catch {
+      this.stats.badMessages++;
+      return;
+    }
+    decoded.message.fromNode = decoded.from;
+    this.stats.ruleMessagesReceived++;
+    try {
+      this.rules?.runRules(decoded.message);
+    } catch (err) {
+      this.error('the rules failed on a message from another node', err);
+    }
+  }
+
+  /** The key as the watch sees it: a renewal, a new holder, or gone. */
+  private onEntry(e: KvEntry): void {
+    if (e.revision > this.lastRev) {
+      this.lastRev = e.revision;
+      this.lastChange = Date.now();
+    }
+    if (e.operation !== 'PUT') {
+      if (this.holder !== this.node) this.setHolder(undefined, 0);
+      this.lastChange = 0; // released: try at once
+      this.tick();
+      return;
+    }
+    let v: LeaseValue;
+    try {
+      v = e.json<LeaseValue>();
+    } catch {
+      return;
+    }
+    if (typeof v.n !== 'string') return;
+    const fence = v.f > 0 ? v.f : e.revision;
+    if (v.n === this.node) return; // this node's own write: settled by acquire()/renew()
+    if (this.holder === this.node) this.stepDown(`node ${v.n} holds the lease now`);
+    this.setHolder(v.n, fence);
+  }
+
+  private setHolder(holder: string | undefined, fence: number): void {
+    if (holder === this.holder && fence === this.fence) return;
+    this.holder = holder;
+    this.fence = fence;
+    if (holder !== undefined && holder !== this.node) this.log.info({ holder, fence }, `cluster: rule buffer on node ${holder} (lease ${fence})`);
+  }
+
+  private tick(): void {
+    if (this.closed || !this.kv) return;
+    const now = Date.now();
+    if (this.holder === this.node) {
+      if (now >= this.heldUntil) this.stepDown('its renewals were not confirmed in time');
+      else {
+        if (now - this.lastRenewAt >= RENEW_MS) void this.renew();
+        for (const t of this.tasks) {
+          try {
+            t();
+          } catch (err) {
+            this.error('a task of the lease holder failed', err);
+          }
+        }
+        return;
+      }
+    }
+    if (this.holder === undefined || now - this.lastChange >= TAKEOVER_AFTER_MS) void this.acquire();
+  }
+
+  private async acquire(): Promise<void> {
+    const kv = this.kv;
+    if (!kv || this.acquiring || this.closed) return;
+    this.acquiring = true;
+    const sent = Date.now();
+    try {
+      const rev = await kv.create(KEY, JSON.stringify({ n: this.node, f: 0 } satisfies LeaseValue));
+      if (this.closed) return;
+      this.ownRev = rev;
+      this.lastRev = Math.max(this.lastRev, rev);
+      this.lastChange = Date.now();
+      this.heldUntil = sent + HOLD_MS;
+      this.lastRenewAt = sent;
+      // a new lease starts from an empty buffer (what this node buffered before is stale)
+      this.rules?.clearRuleBuffer();
+      this.setHolder(this.node, rev);
+      this.stats.leaseAcquired++;
+      this.log.info({ fence: rev }, `cluster: this node holds the rule buffer (lease ${rev})`);
+    } catch (err) {
+      if (!isConflict(err)) this.error('cannot take the lease', err);
+      // held by another node: learn which (the watch tells too)
+      try {
+        const e = await kv.get(KEY);
+        if (e) this.onEntry(e);
+      } catch {
+        /* next tick */
+      }
+    } finally {
+      this.acquiring = false;
+    }
+  }
+
+  private async renew(): Promise<void> {
+    const kv = this.kv;
+    if (!kv || this.renewing) return;
+    this.renewing = true;
+    const sent = Date.now();
+    this.lastRenewAt = sent;
+    try {
+      const rev = await kv.update(KEY, JSON.stringify({ n: this.node, f: this.fence } satisfies LeaseValue), this.ownRev, 1000);
+      if (this.holder !== this.node) return;
+      this.ownRev = rev;
+      this.lastRev = Math.max(this.lastRev, rev);
+      this.lastChange = Date.now();
+      this.heldUntil = sent + HOLD_MS;
+    } catch (err) {
+      if (isConflict(err)) this.stepDown('another node took the lease');
+      else this.error('cannot renew the lease', err);
+    } finally {
+      this.renewing = false;
+    }
+  }
+
+  private stepDown(why: string): void {
+    if (this.holder !== this.node) return;
+    this.log.warn({ fence: this.fence, why }, `cluster: this node no longer holds the rule buffer (${why})`);
+    this.heldUntil = 0;
+    this.rules?.clearRuleBuffer();
+    this.setHolder(undefined, 0);
+  }
+
+  private error(what: string, err: unknown): void {
+    const text = err instanceof Error ? err.message : String(err);
+    if (!this.kv) this.stateText = `error: ${text}`;
+    const now = Date.now();
+    if (now - this.lastErrorLog >= 10_000) {
+      this.lastErrorLog = now;
+      this.log.warn({ err: text, bucket: this.bucketName }, `cluster: ${what}`);
+    }
+  }
+
+  /** A graceful stop: the lease is handed back at once (another node takes it without waiting). */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    this.watcher?.stop();
+    this.sub?.unsubscribe();
+    this.rules?.placeRuleBuffer(undefined);
+    const kv = this.kv;
+    if (kv && this.holder === this.node && this.ownRev > 0) {
+      this.heldUntil = 0;
+      await kv.delete(KEY, { previousSeq: this.ownRev }).catch(() => undefined);
+    }
+  }
+}
+
+function isConflict(err: unknown): boolean {
+  const e = err as { code?: number; message?: string };
+  return e?.code === 10071 || /wrong last sequence|key exists/i.test(e?.message ?? '');
+}
