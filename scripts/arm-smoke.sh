@@ -68,6 +68,25 @@ make_rootfs() { # $1 = arch, $2 = rootfs
   umount_all "$2"
 }
 
+# Seed the rootfs's npm cache from the host's: the host's cache has every package of the lock
+# file but the ARM binaries of the optional ones, which are added to it first. Under emulation
+# npm's TLS downloads are about 20x slower, and armhf hit ERR_SOCKET_TIMEOUT without this.
+seed_npm_cache() { # $1 = arch, $2 = rootfs
+  case "$1" in arm64) want='linux-arm64|lmdb-linux-arm64|extract-linux-arm64|binding-linux-arm64-gnu' ;;
+               armhf) want='esbuild/linux-arm"|lmdb-linux-arm"|extract-linux-arm"|binding-linux-arm-gnueabihf' ;; esac
+  specs=$(cd "$HERE" && node -e '
+    const lock = require("./package-lock.json").packages, re = new RegExp(process.argv[1]);
+    for (const [k, v] of Object.entries(lock)) if (k.startsWith("node_modules/") && re.test(JSON.stringify(k))) console.log(k.slice(13) + "@" + v.version);
+  ' "$want" 2>/dev/null) || specs=""
+  for s in $specs; do npm cache add "$s" >/dev/null 2>&1 || echo "arm-smoke: could not add $s to the npm cache (npm ci will fetch it)"; done
+  host_cache=$(npm config get cache 2>/dev/null || echo "$HOME/.npm")
+  if [ -d "$host_cache/_cacache" ]; then
+    mkdir -p "$2/root/.npm"
+    rm -rf "$2/root/.npm/_cacache"
+    cp -a "$host_cache/_cacache" "$2/root/.npm/_cacache"
+  fi
+}
+
 run_arch() { # $1 = arch
   R="$ARM_ROOT/rootfs-$1"
   LOG="$ARM_ROOT/smoke-$1.log"
@@ -78,12 +97,15 @@ run_arch() { # $1 = arch
   # the working tree as it is (committed or not), without host build outputs and modules
   tar -C "$HERE" --exclude=./node_modules --exclude=./dist --exclude=./build --exclude=./.git -cf - . | tar -C "$R/project" -xf -
   mount_pseudo "$R"
+  seed_npm_cache "$1" "$R"
   rc=0
   {
     echo "arm-smoke: $1, $(date -u +%FT%TZ), host $(uname -m)"
     in_root "$R" 'echo "uname -m: $(uname -m); node $(node --version); npm $(npm --version); $(ldd --version | head -1)"'
     start=$(date +%s)
-    in_root "$R" 'cd /project && npm ci --no-audit --no-fund' || rc=$?
+    # --prefer-offline: the tarballs come from the seeded cache; npm's registry fetches under
+    # emulation are slow enough to hit its default socket timeout (seen on armhf).
+    in_root "$R" 'cd /project && npm ci --no-audit --no-fund --prefer-offline --fetch-timeout=600000 --fetch-retries=5' || rc=$?
     echo "arm-smoke: npm ci (install + TypeScript + Wasm build) exit $rc after $(( $(date +%s) - start )) s"
     if [ $rc -eq 0 ]; then
       in_root "$R" 'cd /project && node -e "import(\"./dist/src/transport/uws.js\").then(m => console.log(\"uWebSockets.js:\", JSON.stringify(m.loadUws().ok ? \"loads\" : m.loadUws().reason)))"' || true

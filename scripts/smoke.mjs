@@ -6,7 +6,7 @@
 //      published on the other; a retained message is stored;
 //   3. a rule (a filter uploaded to the rules API, compiled to WebAssembly) republishes a message;
 //   4. the state store: `edb state set` then `edb state get` (the CLI, MQTT v5);
-//   5. SIGTERM: the broker writes its backup and exits 0; started again, the retained message,
+//   5. SIGTERM (EDB_STORAGE=memory for steps 1-5): the broker writes its backup and exits 0; started again, the retained message,
 //      the state-store key and the rules document are back;
 //   6. EDB_STORAGE=durable (lmdb, a native addon): SET/GET, restart, GET.
 // Prints one line per step and a JSON summary (engine of each listener, Node, arch, times);
@@ -121,7 +121,7 @@ try {
   dirs.push(data);
 
   step('start (every listener)');
-  let b = startBroker(data);
+  let b = startBroker(data, { EDB_STORAGE: 'memory' });
   await withTimeout(b.ready, 120_000 * SCALE, 'start');
   summary.engines = { ...b.engines };
   done(JSON.stringify(b.engines));
@@ -167,7 +167,7 @@ try {
   done();
 
   step('restart: retained, state and rules restored');
-  b = startBroker(data);
+  b = startBroker(data, { EDB_STORAGE: 'memory' });
   await withTimeout(b.ready, 120_000 * SCALE, 'restart');
   const again = await connect(`mqtt://127.0.0.1:${b.ports.mqtt}`, { clientId: 'smoke-again' });
   const kept = nextMessage(again, 'smoke/retained');

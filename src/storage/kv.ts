@@ -17,8 +17,18 @@ import type { Database, RootDatabase } from 'lmdb';
 import { StorageOpenError } from './errors.js';
 
 const MAGIC = 0xbeefc0de;
-/** lmdb-js's LMDB: a 24-byte page header, then the meta (magic, version, address, map size, 2 dbs, last page, txn id). */
-const META = 24;
+
+/**
+ * Where the meta fields sit in lmdb-js's LMDB, by word size (the file is native: a 64-bit
+ * and a 32-bit build, such as armhf, lay it out differently). `meta`: after the page header;
+ * then magic, version, address and map size (pointer-sized), two MDB_db (page size in the
+ * first one's pad), last page and transaction id (pointer-sized). Taken from data.mdb files
+ * written on linux x64 and on armhf (Debian 13, emulated).
+ */
+const LAYOUTS = [
+  { bits: 64, meta: 24, psize: 24, last: 120, txn: 128, word: 8 },
+  { bits: 32, meta: 16, psize: 16, last: 72, txn: 76, word: 4 },
+] as const;
 
 /** Check data.mdb's meta pages; throws StorageOpenError naming the problem. */
 export function checkLmdbFile(dir: string): void {
@@ -30,15 +40,18 @@ export function checkLmdbFile(dir: string): void {
   try {
     const page0 = Buffer.alloc(256);
     readSync(fd, page0, 0, 256, 0);
-    if (page0.readUInt32LE(META) !== MAGIC) throw new StorageOpenError(dir, `${file} is not an LMDB file (garbage or a foreign file)`);
-    const psize = page0.readUInt32LE(META + 24);
+    const layout = LAYOUTS.find((l) => page0.readUInt32LE(l.meta) === MAGIC);
+    if (!layout) throw new StorageOpenError(dir, `${file} is not an LMDB file (garbage or a foreign file)`);
+    const { meta, word } = layout;
+    const read = (page: Buffer, at: number): bigint => (word === 8 ? page.readBigUInt64LE(meta + at) : BigInt(page.readUInt32LE(meta + at)));
+    const psize = page0.readUInt32LE(meta + layout.psize);
     if (psize < 512 || psize > 65536 || (psize & (psize - 1)) !== 0) throw new StorageOpenError(dir, `${file}: damaged meta page (page size ${psize})`);
     let best = { txn: -1n, last: 0n };
     for (const base of [0, psize]) {
       const page = Buffer.alloc(256);
-      if (readSync(fd, page, 0, 256, base) < 256 || page.readUInt32LE(META) !== MAGIC) continue;
-      const last = page.readBigUInt64LE(META + 120);
-      const txn = page.readBigUInt64LE(META + 128);
+      if (readSync(fd, page, 0, 256, base) < 256 || page.readUInt32LE(meta) !== MAGIC) continue;
+      const last = read(page, layout.last);
+      const txn = read(page, layout.txn);
       if (txn > best.txn) best = { txn, last };
     }
     const needed = (Number(best.last) + 1) * psize;

@@ -1,7 +1,7 @@
 /**
  * The console's Cluster page in a real browser (Debian's chromium, playwright-core) against
  * two broker nodes joined through a real nats-server with JetStream: the page lists both
- * nodes from GET /api/cluster, with this node marked. Screenshot: docs/console/cluster.png.
+ * nodes from GET /api/cluster, with this node marked. Screenshot: docs/console/cluster.png (with EDB_UPDATE_SCREENSHOTS=1).
  */
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chromium, type BrowserContext } from 'playwright-core';
 import { startBroker, until, type TestBroker } from '../helpers/broker.js';
 import { startNats, type NatsCluster } from '../helpers/nats.js';
+import { screenshotDir } from '../helpers/screenshots.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
@@ -48,7 +49,7 @@ describe.skipIf(!existsSync(CHROMIUM))('the console Cluster page in Chromium', (
     expect(rows[2]![0]).toBe('edge-b');
     expect(rows[2]![1]).toBe('yes');
     expect(await page.textContent('#cluster-summary')).toContain('cluster console, seen from node edge-a: connected to NATS server nats1');
-    await page.screenshot({ path: join(process.cwd(), 'docs', 'console', 'cluster.png') });
+    await page.screenshot({ path: join(screenshotDir(), 'cluster.png') });
     expect(errors).toEqual([]);
   });
 });

@@ -2,7 +2,8 @@
  * The console (web/console, served at / on the HTTP port) in a real headless Chromium
  * (Debian's /usr/bin/chromium, driven by playwright-core), against a real broker with admin
  * users, real MQTT.js clients over TCP and the real state-store client. Takes the
- * screenshots of docs/console.md (docs/console/*.png) on the way.
+ * screenshots of docs/console.md on the way (written to docs/console/*.png with
+ * EDB_UPDATE_SCREENSHOTS=1, else to a temp folder).
  */
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,11 +16,12 @@ import { silentLogger } from '../../src/log.js';
 import { runPasswd } from '../../src/cli/passwd.js';
 import { StateStoreClient } from '../../src/state/client.js';
 import { collect, connectClient, closeAll } from '../helpers/mqttjs.js';
+import { screenshotDir } from '../helpers/screenshots.js';
 
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-const SHOTS = join(process.cwd(), 'docs', 'console');
+const SHOTS = screenshotDir();
 const PASSWORDS = { ada: 'ada console pw!', vera: 'vera console pw!' } as const;
 
 const FIRE_RULE = {

@@ -18,10 +18,13 @@ export interface BrokerProcess {
 
 /**
  * Start `edb start` as a real process with EDB_* settings (ports default to 0 / off) and
- * wait until the listeners named in `waitFor` have logged their ports.
+ * wait until the listeners named in `waitFor` have logged their ports. `wrap`: a command the
+ * broker runs under, which must exec it (`ip netns exec NS`, `setpriv ...`).
  */
-export async function startBrokerProcess(env: Record<string, string> = {}, waitFor: string[] = ['mqtt'], startTimeoutMs = 60_000): Promise<BrokerProcess> {
-  const child = spawn(process.execPath, [CLI, 'start'], {
+export async function startBrokerProcess(env: Record<string, string> = {}, waitFor: string[] = ['mqtt'], startTimeoutMs = 60_000, wrap: string[] = []): Promise<BrokerProcess> {
+  // `wrap`: a command that execs the broker (`ip netns exec NS ...`): the pid stays the broker's
+  const argv = [...wrap, process.execPath, CLI, 'start'];
+  const child = spawn(argv[0]!, argv.slice(1), {
     env: {
       ...process.env,
       EDB_MQTT_PORT: '0',

@@ -51,6 +51,41 @@ describe('message log', () => {
     await log.close();
   });
 
+  it('writes up to three batches at once and hands them out as durable in log order, each callback after every earlier one', async () => {
+    const dir = tempDir();
+    const { log } = openLog(dir, { batchSize: 4, flushIntervalMs: 50 });
+    const order: number[] = [];
+    const durableAt: number[] = [];
+    const done: Promise<void>[] = [];
+    for (let turn = 0; turn < 12; turn++) {
+      for (let i = 0; i < 4; i++) log.append(msg(turn * 4 + i)); // one full batch per turn: it starts writing at once
+      done.push(
+        new Promise<void>((resolve) =>
+          log.onDurable((err) => {
+            expect(err).toBeUndefined();
+            order.push(turn);
+            durableAt.push(log.generations().at(-1)!.bytes);
+            resolve();
+          }),
+        ),
+      );
+      await new Promise((r) => setImmediate(r));
+    }
+    await Promise.all(done);
+    expect(order).toEqual([...Array(12).keys()]);
+    // what is durable only grows, and covers the batch whose callback runs
+    for (let i = 1; i < durableAt.length; i++) expect(durableAt[i]!).toBeGreaterThan(durableAt[i - 1]!);
+    expect(log.metrics.commits).toBe(12);
+    const { entries } = log.read(log.head, 100);
+    expect(entries.map((e) => e.message.topic)).toEqual([...Array(48).keys()].map((i) => `t/${i}`));
+    await log.close();
+    // and the file reads back whole
+    const again = openLog(dir);
+    expect(again.log.read(again.log.head, 100).entries).toHaveLength(48);
+    expect(again.log.metrics.tornBytes).toBe(0);
+    await again.log.close();
+  });
+
   it('cuts a torn tail (a record cut short) with one log line, keeping every whole record', async () => {
     const dir = tempDir();
     const a = openLog(dir);
@@ -228,5 +263,24 @@ describe('keyed store (LMDB) file checks', () => {
     const file = join(kv, 'data.mdb');
     truncateSync(file, Math.floor(statSync(file).size / 2));
     expect(() => new DurableStorage({ dir, log: pino({ level: 'silent' }), batchSize: 8, flushIntervalMs: 1, generationMs: 3_600_000, retentionMs: 0, maxBytes: 0 })).toThrow(/truncated/);
+  });
+
+  it('reads the meta pages of a 32-bit build (armhf) too: whole is fine, truncated is refused', () => {
+    // the first 96 bytes of both meta pages of a data.mdb written by lmdb-js on armhf
+    // (Debian 13, emulated): 3 keys, 11 pages of 4096 bytes, the newest meta (txn 4) on page 0
+    const meta0 = '00000000000000000000080000000000dec0efbe02000000000000000000020000100000080001000000000001000000' +
+      '00000000020000000a000000000000000000010000000000010000000000000001000000020000000a00000004000000';
+    const meta1 = '01000000000000000000080000000000dec0efbe02000000000000000000020000100000080001000000000001000000' +
+      '000000000200000008000000000000000000010000000000010000000000000001000000060000000800000003000000';
+    const dir = tempDir();
+    const file = join(dir, 'data.mdb');
+    const image = Buffer.alloc(11 * 4096);
+    Buffer.from(meta0, 'hex').copy(image, 0);
+    Buffer.from(meta1, 'hex').copy(image, 4096);
+    writeFileSync(file, image);
+    checkLmdbFile(dir);
+    // page 1's meta (txn 3) ends at page 8: the newest one's last page (10) decides
+    truncateSync(file, 10 * 4096);
+    expect(() => checkLmdbFile(dir)).toThrow(/truncated: 40960 bytes, its last page ends at 45056/);
   });
 });

@@ -1,0 +1,332 @@
+/**
+ * A network partition (issue 12, section 3): one NATS server and one broker node cut off
+ * from the other two of each, with real processes in a network namespace of the test's own.
+ *
+ * The namespace has only `lo` (up): NATS servers on 127.0.0.1, .2 and .3, three `edb start`
+ * processes, each listing its own NATS server first. The minority (nats3 and broker b3) run
+ * with group id 65534 (setpriv; still uid 0), and the partition is an nftables table in the
+ * namespace that drops the NATS traffic between the sockets of that group and the others:
+ * processes on loopback pick 127.0.0.1 as source whatever address they reach, so the
+ * addresses alone cannot tell the sides apart; the sockets' group can. The test process stays
+ * outside and reaches the brokers through Unix sockets (test/fixtures/netns-relay.mjs).
+ *
+ * Checked, during the partition: the minority answers state-store writes with the protocol's
+ * "try again" error (never OK), does not acknowledge a QoS 1 message that a persistent session
+ * needs stored in JetStream (0x80), and still delivers QoS 0 between its own clients; the
+ * majority goes on writing. After healing: every node converges on the majority's values,
+ * and no key has two different values at the same version on any two nodes.
+ *
+ * Needs root (network namespaces, nftables) and the `ip`, `nft` and `setpriv` commands
+ * (Debian iproute2, nftables, util-linux; .ci/run installs nftables): skipped otherwise, with
+ * the reason in the test's name.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createServer, connect, type Server } from 'node:net';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startBrokerProcess, type BrokerProcess } from '../helpers/process.js';
+import { freePort } from '../helpers/nats.js';
+import { delay } from '../helpers/broker.js';
+import { StateStoreClient } from '../../src/state/client.js';
+
+const NS = `edbpart${process.pid}`;
+const MINORITY_GID = 65534;
+const RELAY = fileURLToPath(new URL('../fixtures/netns-relay.mjs', import.meta.url));
+const TRY_AGAIN = 'the cluster cannot replicate this write now; try again';
+
+/** Why this machine cannot run the test, or undefined. */
+function unsupported(): string | undefined {
+  if (process.platform !== 'linux') return 'network namespaces need Linux';
+  if (process.getuid?.() !== 0) return 'needs root (network namespaces and nftables)';
+  for (const cmd of [['ip', '-V'], ['nft', '--version'], ['setpriv', '--version'], ['nats-server', '--version']]) {
+    const r = spawnSync(cmd[0]!, cmd.slice(1), { stdio: 'ignore' });
+    if (r.error || r.status !== 0) return `needs the ${cmd[0]} command (Debian ${cmd[0] === 'nft' ? 'nftables' : cmd[0] === 'ip' ? 'iproute2' : cmd[0] === 'setpriv' ? 'util-linux' : 'nats-server'})`;
+  }
+  const probe = `edbprobe${process.pid}`;
+  const add = spawnSync('ip', ['netns', 'add', probe], { encoding: 'utf8' });
+  if (add.status !== 0) return `cannot create a network namespace: ${add.stderr.trim()}`;
+  const nft = spawnSync('ip', ['netns', 'exec', probe, 'nft', 'add', 'table', 'inet', 'probe'], { encoding: 'utf8' });
+  spawnSync('ip', ['netns', 'del', probe]);
+  if (nft.status !== 0) return `nftables does not work in a network namespace here: ${nft.stderr.trim()}`;
+  return undefined;
+}
+
+const skip = unsupported();
+
+function sh(args: string[], input?: string): void {
+  const r = spawnSync(args[0]!, args.slice(1), { encoding: 'utf8', input });
+  if (r.status !== 0) throw new Error(`${args.join(' ')}: ${r.stderr || r.error?.message}`);
+}
+const inNs = (...args: string[]): string[] => ['ip', 'netns', 'exec', NS, ...args];
+const asMinority = (...args: string[]): string[] => inNs('setpriv', `--regid=${MINORITY_GID}`, '--clear-groups', ...args);
+
+interface Nats {
+  name: string;
+  host: string;
+  port: number;
+  cport: number;
+  proc?: ChildProcess;
+  out: string;
+}
+
+const dir = skip ? '' : mkdtempSync(join(tmpdir(), 'edb-part-'));
+const natsServers: Nats[] = [];
+const brokers: BrokerProcess[] = [];
+const relays: ChildProcess[] = [];
+const hostServers: Server[] = [];
+const open: MqttClient[] = [];
+/** Per broker: the host-side ports that reach its MQTT and HTTP listeners. */
+const reach: { mqtt: number; http: number }[] = [];
+
+async function startNatsInNs(): Promise<void> {
+  for (let i = 0; i < 3; i++) natsServers.push({ name: `nats${i + 1}`, host: `127.0.0.${i + 1}`, port: await freePort(), cport: await freePort(), out: '' });
+  const routes = natsServers.map((s) => `nats://${s.host}:${s.cport}`).join(',');
+  await Promise.all(
+    natsServers.map(
+      (s, i) =>
+        new Promise<void>((resolve, reject) => {
+          const args = ['nats-server', '-js', '-sd', join(dir, s.name), '-a', s.host, '-p', String(s.port), '--server_name', s.name, '--cluster_name', 'part', '--cluster', `nats://${s.host}:${s.cport}`, '--routes', routes];
+          const argv = i === 2 ? asMinority(...args) : inNs(...args);
+          const p = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+          s.proc = p;
+          const timer = setTimeout(() => reject(new Error(`${s.name} did not start: ${s.out}`)), 30_000);
+          const keep = (b: Buffer): void => {
+            s.out = (s.out + b.toString()).slice(-20_000);
+            if (s.out.includes('Server is ready')) {
+              clearTimeout(timer);
+              resolve();
+            }
+          };
+          p.stdout!.on('data', keep);
+          p.stderr!.on('data', keep);
+          p.once('exit', (code) => reject(new Error(`${s.name} exited with ${code}: ${s.out}`)));
+        }),
+    ),
+  );
+}
+
+/** Host-side TCP ports piped to host:port inside the namespace (through the relay's Unix sockets). */
+async function relayInto(targets: { host: string; port: number }[]): Promise<number[]> {
+  const argv = inNs(process.execPath, RELAY, dir, ...targets.map((t) => `${t.host}:${t.port}`));
+  const p = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  relays.push(p);
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    p.stdout!.on('data', (b: Buffer) => {
+      out += b.toString();
+      if (out.includes('ready')) resolve();
+    });
+    p.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+    p.once('exit', (code) => reject(new Error(`relay exited with ${code}: ${out}`)));
+  });
+  const ports: number[] = [];
+  for (const t of targets) {
+    const path = join(dir, `${t.host}_${t.port}.sock`);
+    const server = createServer((inbound) => {
+      const outbound = connect({ path });
+      inbound.pipe(outbound).pipe(inbound);
+      const end = (): void => {
+        inbound.destroy();
+        outbound.destroy();
+      };
+      for (const s of [inbound, outbound]) {
+        s.on('error', end);
+        s.on('close', end);
+      }
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    hostServers.push(server);
+    ports.push((server.address() as { port: number }).port);
+  }
+  return ports;
+}
+
+/** The partition: NATS traffic between the minority's sockets (group 65534) and the others is dropped. */
+function cut(): void {
+  const majority = natsServers.slice(0, 2).flatMap((s) => [s.port, s.cport]);
+  const minority = [natsServers[2]!.port, natsServers[2]!.cport];
+  sh(
+    inNs('nft', '-f', '-'),
+    `table inet edbpart {
+      chain out {
+        type filter hook output priority 0; policy accept;
+        meta skgid ${MINORITY_GID} tcp dport { ${majority.join(', ')} } drop
+        meta skgid != ${MINORITY_GID} tcp dport { ${minority.join(', ')} } drop
+      }
+    }\n`,
+  );
+}
+
+function heal(): void {
+  sh(inNs('nft', 'delete', 'table', 'inet', 'edbpart'));
+}
+
+interface Status {
+  nodes: { name: string }[];
+  connected: boolean;
+  jetstream: { state: string; sessions?: string; retained: string };
+}
+
+async function status(i: number): Promise<Status> {
+  return (await (await fetch(`http://127.0.0.1:${reach[i]!.http}/api/cluster`)).json()) as Status;
+}
+
+async function waitFor(what: string, ok: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (await ok()) return;
+    } catch {
+      /* not answering yet */
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await delay(200);
+  }
+}
+
+async function client(i: number, id: string, extra: IClientOptions = {}): Promise<MqttClient> {
+  const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${reach[i]!.mqtt}`, { protocolVersion: 5, clientId: id, reconnectPeriod: 0, connectTimeout: 10_000, ...extra });
+  open.push(c);
+  return c;
+}
+
+/** A SET that only the protocol's "try again" error may refuse, retried until accepted. */
+async function setEventually(store: StateStoreClient, key: string, value: string, timeoutMs = 40_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      expect((await store.set(key, value)).applied).toBe(true);
+      return;
+    } catch (err) {
+      expect((err as Error).message).toBe(TRY_AGAIN);
+      if (Date.now() > deadline) throw new Error(`SET ${key} not accepted in ${timeoutMs} ms`);
+      await delay(300);
+    }
+  }
+}
+
+/** A QoS 1 PUBLISH: 'acked', or 'refused' (reason code >= 0x80, or no PUBACK within `ms`). */
+async function publishQos1(c: MqttClient, topic: string, payload: string, ms = 20_000): Promise<'acked' | 'refused'> {
+  try {
+    const packet = await Promise.race([c.publishAsync(topic, payload, { qos: 1 }), delay(ms).then(() => 'timeout' as const)]);
+    if (packet === 'timeout') return 'refused';
+    return ((packet as { reasonCode?: number } | undefined)?.reasonCode ?? 0) < 0x80 ? 'acked' : 'refused';
+  } catch {
+    return 'refused';
+  }
+}
+
+beforeAll(async () => {
+  if (skip) return;
+  chmodSync(dir, 0o777);
+  sh(['ip', 'netns', 'add', NS]);
+  sh(inNs('ip', 'link', 'set', 'lo', 'up'));
+  await startNatsInNs();
+  for (let i = 0; i < 3; i++) {
+    const order = [i, ...[0, 1, 2].filter((j) => j !== i)].map((j) => `nats://${natsServers[j]!.host}:${natsServers[j]!.port}`).join(',');
+    const env = { EDB_CLUSTER_NATS: order, EDB_NODE_NAME: `b${i + 1}`, EDB_CLUSTER_NAME: 'part', EDB_HOST: `127.0.0.${i + 1}`, EDB_HTTP_PORT: '0', EDB_MQTTS_PORT: '-1' };
+    brokers.push(await startBrokerProcess(env, ['mqtt', 'http'], 90_000, i === 2 ? asMinority() : inNs()));
+  }
+  const ports = await relayInto(brokers.flatMap((b, i) => [{ host: `127.0.0.${i + 1}`, port: b.ports['mqtt']! }, { host: `127.0.0.${i + 1}`, port: b.ports['http']! }]));
+  for (let i = 0; i < 3; i++) reach.push({ mqtt: ports[2 * i]!, http: ports[2 * i + 1]! });
+  await waitFor('three nodes with their buckets ready', async () => (await Promise.all([0, 1, 2].map(status))).every((s) => s.connected && s.nodes.length === 3 && s.jetstream.state === 'ready' && s.jetstream.sessions === 'ready'), 90_000);
+}, 180_000);
+
+afterAll(async () => {
+  for (const c of open) c.end(true);
+  for (const b of brokers) await b.stop('SIGKILL').catch(() => undefined);
+  for (const p of [...relays, ...natsServers.map((s) => s.proc)]) if (p && p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  for (const s of hostServers) s.close();
+  if (!skip) {
+    await delay(200);
+    spawnSync('ip', ['netns', 'del', NS]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+describe.skipIf(skip !== undefined)(`cluster: a partition of one NATS server and one broker node${skip ? ` (skipped: ${skip})` : ''}`, () => {
+  it('minority refuses replicated writes and keeps local QoS 0; after healing, no split brain', async () => {
+    const stores = await Promise.all([0, 1, 2].map(async (i) => StateStoreClient.create(await client(i, `state-${i}`), { timeoutMs: 60_000 })));
+    const [s1, , s3] = stores as [StateStoreClient, StateStoreClient, StateStoreClient];
+    await setEventually(s1, 'part/k0', 'before');
+    await setEventually(s1, 'part/k1', 'before');
+    // the minority's clients: a persistent session (its QoS 1 messages go to JetStream first),
+    // a QoS 0 subscriber, a publisher
+    const persistent = await client(2, 'minority-persistent', { clean: false, properties: { sessionExpiryInterval: 600 } });
+    const persistentGot: string[] = [];
+    persistent.on('message', (_t, p) => persistentGot.push(p.toString()));
+    await persistent.subscribeAsync('part/q1', { qos: 1 });
+    const q0 = await client(2, 'minority-q0');
+    const q0Got: string[] = [];
+    q0.on('message', (_t, p) => q0Got.push(p.toString()));
+    await q0.subscribeAsync('part/q0', { qos: 0 });
+    const pub = await client(2, 'minority-pub');
+    expect(await publishQos1(pub, 'part/q1', 'before')).toBe('acked');
+    await waitFor('the persistent session has the message before the partition', async () => persistentGot.includes('before'), 10_000);
+
+    cut();
+
+    // the minority: state-store writes refused with the "try again" error, never OK
+    for (const [key, value] of [['part/k1', 'minority'], ['part/m1', 'minority']] as const) {
+      const t0 = Date.now();
+      await expect(s3.set(key, value)).rejects.toThrow(TRY_AGAIN);
+      console.log(`minority: SET ${key} refused after ${Date.now() - t0} ms`);
+    }
+    await expect(s3.set('part/nx', 'minority', { condition: 'nx' })).rejects.toThrow(TRY_AGAIN);
+    // a QoS 1 message the persistent session needs in JetStream is not acknowledged
+    expect(await publishQos1(pub, 'part/q1', 'during')).toBe('refused');
+    // local QoS 0 keeps flowing on the minority
+    for (let n = 0; n < 20; n++) pub.publish('part/q0', String(n), { qos: 0 });
+    await waitFor('local QoS 0 on the minority', async () => q0Got.length === 20, 10_000);
+    expect(q0Got).toEqual(Array.from({ length: 20 }, (_, n) => String(n)));
+
+    // the majority goes on (after a leader election if the bucket's leader was nats3)
+    await setEventually(s1, 'part/k1', 'majority');
+    await setEventually(s1, 'part/k2', 'majority');
+    expect((await s1.set('part/nx', 'majority', { condition: 'nx' })).applied).toBe(true);
+    // still refused on the minority while cut off
+    await expect(s3.set('part/k2', 'minority')).rejects.toThrow(TRY_AGAIN);
+
+    heal();
+
+    // the minority writes again once it is back in the quorum
+    await setEventually(s3, 'part/k3', 'after', 90_000);
+    expect(await publishQos1(pub, 'part/q1', 'after')).toBe('acked');
+    await waitFor('the persistent session gets the message sent after healing', async () => persistentGot.includes('after'), 20_000);
+    expect(persistentGot).not.toContain('during');
+
+    // convergence, and no split brain: each key has one value per version on every node
+    const keys = ['part/k0', 'part/k1', 'part/k2', 'part/k3', 'part/m1', 'part/nx'];
+    const expected: Record<string, string | undefined> = { 'part/k0': 'before', 'part/k1': 'majority', 'part/k2': 'majority', 'part/k3': 'after', 'part/m1': undefined, 'part/nx': 'majority' };
+    const versionKey = (v: { wall: number; counter: number } | undefined): string => (v ? `${v.wall}.${v.counter}` : '-');
+    await waitFor(
+      'every node with the same values',
+      async () => {
+        for (const k of keys) {
+          for (const s of stores) {
+            const got = await s.get(k);
+            if (got.value?.toString() !== expected[k]) return false;
+          }
+        }
+        return true;
+      },
+      30_000,
+    );
+    for (const k of keys) {
+      const seen = new Map<string, string | undefined>();
+      for (const s of stores) {
+        const got = await s.get(k);
+        const v = versionKey(got.version);
+        if (seen.has(v)) expect(got.value?.toString()).toBe(seen.get(v));
+        seen.set(v, got.value?.toString());
+      }
+      // one version per key across the three nodes
+      if (expected[k] !== undefined) expect(seen.size).toBe(1);
+    }
+    for (const s of stores) await s.close();
+  }, 240_000);
+});
