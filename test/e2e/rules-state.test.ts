@@ -188,3 +188,54 @@ describe('the fr-script-state example over HTTP and MQTT', () => {
     expect(got.length).toBe(1);
   });
 });
+
+// The inline examples of fr-script-state.md (a string template, an object template, a
+// state() key with a placeholder, a set_state with px and no new_payload) over MQTT, and the
+// same document through POST /test.
+describe('the inline examples of fr-script-state.md', () => {
+  const DOC = {
+    filters: [
+      { topic: 'house/+/temp', subtopic: 'hot', statements: [{ condition: "$temperature > state('limits/{2}/max')", new_payload: 'hot: {{ $temperature }} C in {{ topic(2) }}' }] },
+      { topic: 'house/+/temp', subtopic: 'summary', statements: [{ condition: 'true', new_payload: { house: '{{ topic(2) }}', avg5m: "{{ avg($temperature, '5m') }}", unit: 'C' } }] },
+      { topic: 'house/+/temp', subtopic: 'last', statements: [{ condition: 'true', set_state: { key: 'last/{topic}', value: '{{ $temperature }}', px: 600000 } }] },
+    ],
+  };
+  const expected = [
+    { after: 0, topic: 'house/1/temp/summary', payload: '{"house":"1","avg5m":21.5,"unit":"C"}' },
+    { after: 1, topic: 'house/1/temp/hot', payload: 'hot: 31 C in 1' },
+    { after: 1, topic: 'house/1/temp/summary', payload: '{"house":"1","avg5m":26.25,"unit":"C"}' },
+  ];
+
+  test('over MQTT: the templates published, last/house/1/temp written, nothing published for the write-only statement', async () => {
+    const server = await start();
+    const api = `http://127.0.0.1:${server.port('rules')}`;
+    expect((await call(`${api}/`, 'POST', DOC)).status).toBe(200);
+    const admin = await StateStoreClient.create(await connect(server, 'inline-admin'));
+    expect((await admin.set('limits/1/max', '30')).applied).toBe(true);
+    const sub = await connect(server, 'inline-sub');
+    const got: { after: number; topic: string; payload: string }[] = [];
+    let current = -1;
+    sub.on('message', (topic, payload) => got.push({ after: current, topic, payload: payload.toString() }));
+    await sub.subscribeAsync('house/+/temp/+', { qos: 1 });
+    const pub = await connect(server, 'inline-pub');
+    for (const [i, temperature] of [21.5, 31].entries()) {
+      current = i;
+      await pub.publishAsync('house/1/temp', JSON.stringify({ temperature }), { qos: 1 });
+      await until(() => got.length === (i === 0 ? 1 : 3), `the outputs of message ${i}`);
+      await new Promise((r) => setTimeout(r, 150)); // time for anything unexpected
+    }
+    expect(got).toEqual(expected);
+    expect((await admin.get('last/house/1/temp')).value?.toString()).toBe('31');
+
+    // the same through /test, with the limit given
+    const messages = [21.5, 31].map((temperature, i) => ({ topic: 'house/1/temp', payload: { temperature }, t: i * 1000 }));
+    const r = await call(`${api}/test`, 'POST', { document: DOC, messages, state: { 'limits/1/max': 30 } });
+    expect(r.status).toBe(200);
+    const outputs = r.json.outputs as { after: number; topic?: string; payload?: string; set_state?: { key: string; value: string } }[];
+    expect(outputs.filter((o) => o.topic !== undefined)).toEqual(expected);
+    expect(outputs.filter((o) => o.set_state !== undefined).map((o) => [o.after, o.set_state!.key, o.set_state!.value])).toEqual([
+      [0, 'last/house/1/temp', '21.5'],
+      [1, 'last/house/1/temp', '31'],
+    ]);
+  });
+});
