@@ -239,3 +239,32 @@ describe('the inline examples of fr-script-state.md', () => {
     ]);
   });
 });
+
+// The bounds of the memory are settings with metrics: a broker started with 2 topics per
+// statement and 2 exact samples per window forgets and merges, and says so on /metrics.
+describe('memory bounds as settings, with their metrics', () => {
+  test('EDB_RULES_MEMORY_TOPICS=2 and EDB_RULES_WINDOW_SAMPLES=2: topics forgotten, samples merged, condition errors per filter', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'edb-rules-bounds-'));
+    const server = await startEdb(testConfig({ host: '127.0.0.1', rulesPort: 0, httpPort: 0, shutdownTimeoutMs: 500, dataDir, rulesMemoryTopics: 2, rulesWindowSamples: 2 }), silentLogger());
+    servers.push(server);
+    const api = `http://127.0.0.1:${server.port('rules')}`;
+    expect((await call(`${api}/`, 'POST', { filters: [{ topic: 'm/+', subtopic: 'o', statements: [{ condition: 'avg($v, 10) > 0 and $v > 0', new_payload: 'x' }] }] })).status).toBe(200);
+    const sub = await connect(server, 'bounds-sub');
+    let outputs = 0;
+    sub.on('message', () => outputs++);
+    await sub.subscribeAsync('m/+/o', { qos: 1 });
+    const pub = await connect(server, 'bounds-pub');
+    // m/3 makes the statement forget m/1, m/1 again forgets m/2; then m/1's window of 2 exact
+    // samples merges one per message; the last has no $v: unknown (a condition error)
+    const sent: [string, string][] = [['m/1', '{"v":1}'], ['m/2', '{"v":1}'], ['m/3', '{"v":1}'], ['m/1', '{"v":2}'], ['m/1', '{"v":3}'], ['m/1', '{"v":4}'], ['m/1', '{"w":1}']];
+    for (const [topic, body] of sent) await pub.publishAsync(topic, body, { qos: 1 });
+    await until(() => outputs === 6, 'six outputs');
+    const metrics = await (await fetch(`http://127.0.0.1:${server.port('http')}/metrics`)).text();
+    expect(metrics).toMatch(/^edb_rules_memory_topics 2$/m);
+    expect(metrics).toMatch(/^edb_rules_memory_evicted_total 2$/m);
+    expect(metrics).toMatch(/^edb_rules_window_samples_merged_total 2$/m);
+    expect(metrics).toMatch(/^edb_rules_part_evaluations_total\{part="filters\/0",topic="m\/\+"\} 7$/m);
+    expect(metrics).toMatch(/^edb_rules_part_fires_total\{part="filters\/0",topic="m\/\+"\} 6$/m);
+    expect(metrics).toMatch(/^edb_rules_part_condition_errors_total\{part="filters\/0",topic="m\/\+"\} 1$/m);
+  });
+});
