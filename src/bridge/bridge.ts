@@ -106,7 +106,7 @@ export class Bridge {
    * QoS 2 messages in flight on the session with the remote, by packet id, in send order:
    * stage 1 PUBLISH sent (awaiting PUBREC), 2 PUBREL sent (awaiting PUBCOMP). Kept across
    * connections: when the remote resumes the session, stage 1 goes again as the same PUBLISH
-   * (DUP) and stage 2 as PUBREL, never as a new message [MQTT-4.4.0-1].
+   * (DUP) and stage 2 as PUBREL, never as a new message [MQTT-5-4.4.0-1].
    */
   private readonly qos2 = new Map<number, { entry: BacklogEntry; stage: 1 | 2 }>();
   /** QoS 2 from the remote awaiting its PUBREL, across connections (link-state.ts). */

@@ -562,7 +562,7 @@ export class DurableSession extends Session {
     const log = this.sessionLog.storage;
     let queued = 0;
     for (const s of it.sent ?? []) {
-      // [MQTT-4.3.3] sent, no PUBREC yet: resent on reconnect with DUP and the same packet id
+      // [MQTT-5-4.3.3] sent, no PUBREC yet: resent on reconnect with DUP and the same packet id
       const e = log.read(s.pos, 1).entries[0];
       skip.add(key(s.pos));
       if (!e || comparePositions(e.pos, s.pos) !== 0) continue; // dropped with its generation
