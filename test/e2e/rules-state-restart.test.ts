@@ -92,5 +92,4 @@ describe('fr_script memory across a graceful restart', () => {
     const broken = await run(process.execPath, [CLI, 'rules', '--url', `http://127.0.0.1:${second.ports['rules']}`, 'test', join(dir, 'messages.jsonl'), join(dir, 'messages.jsonl')], 30_000);
     expect(broken.code).toBe(2); // a document file that is not JSON: a usage error (the exit-code table, src/cli/exit-codes.ts)
   }, 300_000);
-
 });
