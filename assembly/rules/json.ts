@@ -104,7 +104,12 @@ export function setScratch(ptr: usize): void {
 
 // @ts-ignore: decorator
 @inline function skipWs(pos: usize): usize {
-  while (pos < end && isWs(<u32>load<u8>(pos))) pos++;
+  // one comparison for the usual case (no white space: most payloads are written compact)
+  while (pos < end) {
+    const c = <u32>load<u8>(pos);
+    if (c > 0x20 || !isWs(c)) break;
+    pos++;
+  }
   return pos;
 }
 
@@ -126,7 +131,7 @@ export function scanObject(ptr: usize, len: usize): bool {
   if (epoch == 0) epoch = 1;
   let pos = skipWs(base);
   if (pos >= end || load<u8>(pos) != 0x7b) return false;
-  const after = value(pos, keyNodeCount > 0 ? 0 : -1, 0);
+  const after = keyNodeCount > 0 ? value(pos, 0, 0) : skipValue(pos, 0);
   if (after == 0) return false;
   return skipWs(after) == end;
 }
@@ -144,7 +149,8 @@ export function scanObject(ptr: usize, len: usize): bool {
   if (kind == JSON_NUMBER) store<f64>(p, parseNumber(ptr, len), 16);
 }
 
-function clearSubtree(node: i32): void {
+// @ts-ignore: decorator
+@inline function clearSubtree(node: i32): void {
   const n = keyNodes + (<usize>node) * KEY_NODE_SIZE;
   const lo = load<i32>(n, 12);
   const hi = load<i32>(n, 16);
@@ -153,6 +159,7 @@ function clearSubtree(node: i32): void {
 
 /** Parses one value at pos (after white space); returns the position after it, or 0 when invalid. */
 function value(pos: usize, node: i32, depth: i32): usize {
+  if (node < 0) return skipValue(pos, depth);
   pos = skipWs(pos);
   if (pos >= end) return 0;
   const c = <u32>load<u8>(pos);
@@ -205,16 +212,23 @@ const HIGHS: u64 = 0x8080808080808080;
 // @ts-ignore: decorator
 @inline function stringEnd(pos: usize): usize {
   stringFlags = 0;
-  // eight bytes at a time while none is a quote, a backslash or a control character
-  // (SWAR: a byte b < n shows up in (w - n * ONES) & ~w & HIGHS when b < 0x80)
-  while (pos + 8 <= end) {
-    const w = load<u64>(pos);
-    const quote = w ^ 0x2222222222222222;
-    const slash = w ^ 0x5c5c5c5c5c5c5c5c;
-    if ((((quote - ONES) & ~quote) | ((slash - ONES) & ~slash) | ((w - 0x2020202020202020) & ~w)) & HIGHS) break;
-    pos += 8;
-  }
-  while (pos < end) {
+  for (;;) {
+    // eight bytes at a time up to the first quote, backslash or control character (SWAR: a
+    // byte b < n shows up in (w - n * ONES) & ~w & HIGHS when b < 0x80; a borrow can only
+    // flag bytes above a true one, so the lowest flagged byte is exact: ctz finds it)
+    while (pos + 8 <= end) {
+      const w = load<u64>(pos);
+      const quote = w ^ 0x2222222222222222;
+      const slash = w ^ 0x5c5c5c5c5c5c5c5c;
+      const m = (((quote - ONES) & ~quote) | ((slash - ONES) & ~slash) | ((w - 0x2020202020202020) & ~w)) & HIGHS;
+      if (m != 0) {
+        pos += <usize>(ctz(m) >> 3);
+        break;
+      }
+      pos += 8;
+    }
+    // a special byte, or one of the last seven bytes of the payload
+    if (pos >= end) return 0;
     const c = <u32>load<u8>(pos);
     if (c == 0x22) return pos + 1;
     if (c == 0x5c) {
@@ -295,7 +309,7 @@ function object(pos: usize, node: i32, depth: i32): usize {
     }
     pos = skipWs(after);
     if (pos >= end || load<u8>(pos) != 0x3a) return 0;
-    pos = value(pos + 1, child, depth);
+    pos = child >= 0 ? value(pos + 1, child, depth) : skipValue(pos + 1, depth);
     if (pos == 0) return 0;
     pos = skipWs(pos);
     if (pos >= end) return 0;
@@ -306,6 +320,89 @@ function object(pos: usize, node: i32, depth: i32): usize {
     }
     if (c == 0x7d) return pos + 1;
     return 0;
+  }
+  return 0;
+}
+
+// Values no condition reads (most of a payload) are only validated: one loop with an
+// explicit stack of open containers (1: object, 0: array), no calls and no key lookups.
+const openKinds = memory.data(MAX_DEPTH + 1);
+
+/** A member's key and its colon from pos; returns the position after the colon, or 0. */
+// @ts-ignore: decorator
+@inline function skipKey(pos: usize): usize {
+  pos = skipWs(pos);
+  if (pos >= end || load<u8>(pos) != 0x22) return 0;
+  pos = stringEnd(pos + 1);
+  if (pos == 0) return 0;
+  pos = skipWs(pos);
+  if (pos >= end || load<u8>(pos) != 0x3a) return 0;
+  return pos + 1;
+}
+
+/**
+ * Validates one value at pos (white space first) inside `depth` open containers, as value()
+ * does with no key trie node (same grammar, same depth limit); returns the position after
+ * it, or 0 when invalid.
+ */
+function skipValue(pos: usize, depth: i32): usize {
+  let level: i32 = 0; // containers opened here and not closed yet
+  for (;;) {
+    pos = skipWs(pos);
+    if (pos >= end) return 0;
+    let c = <u32>load<u8>(pos);
+    if (c == 0x22) {
+      pos = stringEnd(pos + 1);
+      if (pos == 0) return 0;
+    } else if (c == 0x7b || c == 0x5b) {
+      if (depth + level >= MAX_DEPTH) return 0;
+      const obj = c == 0x7b;
+      store<u8>(openKinds + <usize>level, obj ? 1 : 0);
+      level++;
+      pos = skipWs(pos + 1);
+      if (pos >= end) return 0;
+      if (<u32>load<u8>(pos) == (obj ? 0x7d : 0x5d)) {
+        pos++; // empty
+        level--;
+      } else {
+        if (obj) {
+          pos = skipKey(pos);
+          if (pos == 0) return 0;
+        }
+        continue; // the first member
+      }
+    } else if (c == 0x2d || isDigit(c)) {
+      pos = numberEnd(pos);
+      if (pos == 0) return 0;
+    } else if (c == 0x74) {
+      if (pos + 4 > end || load<u32>(pos) != 0x65757274) return 0; // "true"
+      pos += 4;
+    } else if (c == 0x6e) {
+      if (pos + 4 > end || load<u32>(pos) != 0x6c6c756e) return 0; // "null"
+      pos += 4;
+    } else if (c == 0x66) {
+      if (pos + 5 > end || load<u32>(pos, 1) != 0x65736c61) return 0; // "false"
+      pos += 5;
+    } else return 0;
+    // after a value: the next member, or the end of containers
+    for (;;) {
+      if (level == 0) return pos;
+      pos = skipWs(pos);
+      if (pos >= end) return 0;
+      c = <u32>load<u8>(pos);
+      const obj = load<u8>(openKinds + <usize>(level - 1)) != 0;
+      if (c == 0x2c) {
+        pos++;
+        if (obj) {
+          pos = skipKey(pos);
+          if (pos == 0) return 0;
+        }
+        break;
+      }
+      if (c != (obj ? 0x7d : 0x5d)) return 0;
+      pos++;
+      level--;
+    }
   }
   return 0;
 }
@@ -352,7 +449,8 @@ function array(pos: usize, node: i32, depth: i32): usize {
 }
 
 /** The child of `node` under the key [ptr, ptr+len), or -1. */
-export function findKey(node: i32, ptr: usize, len: usize): i32 {
+// @ts-ignore: decorator
+@inline export function findKey(node: i32, ptr: usize, len: usize): i32 {
   const n = keyNodes + (<usize>node) * KEY_NODE_SIZE;
   return searchEdges(keyEdges, load<i32>(n), load<i32>(n, 4), strings, ptr, len);
 }

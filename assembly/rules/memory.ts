@@ -473,20 +473,47 @@ export function windowAggregate(out: i32, r: usize, c: i32, fn: i32): void {
     sum += load<f64>(b, 24);
     k += bc;
   }
+  // the exact samples, oldest first: the ring from its head to the end of its array, then
+  // from the start (the same order as one index at a time, so the same sum); count() needs
+  // only how many there are, avg() and sum() no minimum or maximum
   const ne = load<i32>(p, 12);
-  for (let i = 0; i < ne; i++) {
-    const v = load<f64>(ringAt(p, i), 8);
-    n += 1;
-    if (isNaN(v)) continue;
-    if (k == 0) {
-      min = v;
-      max = v;
-    } else {
-      if (v < min) min = v;
-      if (v > max) max = v;
+  n += <f64>ne;
+  if (fn != AGG_COUNT && ne > 0) {
+    const ring = <usize>load<u32>(p);
+    const head = load<i32>(p, 8);
+    let first = load<i32>(p, 4) - head;
+    if (first > ne) first = ne;
+    let e = ring + (<usize>head) * RING_ENTRY;
+    let stop = e + (<usize>first) * RING_ENTRY;
+    let left = ne - first;
+    const extremes = fn == AGG_MIN || fn == AGG_MAX;
+    for (;;) {
+      if (extremes) {
+        for (; e < stop; e += RING_ENTRY) {
+          const v = load<f64>(e, 8);
+          if (isNaN(v)) continue;
+          if (k == 0) {
+            min = v;
+            max = v;
+          } else {
+            if (v < min) min = v;
+            if (v > max) max = v;
+          }
+          k += 1;
+        }
+      } else {
+        for (; e < stop; e += RING_ENTRY) {
+          const v = load<f64>(e, 8);
+          if (isNaN(v)) continue;
+          sum += v;
+          k += 1;
+        }
+      }
+      if (left == 0) break;
+      e = ring;
+      stop = ring + (<usize>left) * RING_ENTRY;
+      left = 0;
     }
-    sum += v;
-    k += 1;
   }
   if (fn == AGG_COUNT) setNumber(out, n);
   else if (fn == AGG_SUM) setNumber(out, sum);

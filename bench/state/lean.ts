@@ -3,6 +3,7 @@
 // frame reader) against the broker, and redis-benchmark (C) against redis-server, 50 clients
 // each, one request in flight per client, SET/GET of 100-byte values, rounds alternating.
 //   npm run build && node dist/bench/state/lean.js      (CLIENTS=50 SECONDS=5 ROUNDS=3)
+//   EDB_STORAGE=durable REDIS_FSYNC=always node dist/bench/state/lean.js   (both answer a write once on disk)
 // Prints req/s, the server's and the loader's CPU per request (from /proc), and the ratio.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { readFileSync, mkdtempSync } from 'node:fs';
@@ -51,7 +52,11 @@ async function startBroker(): Promise<{ child: ChildProcess; port: number }> {
 
 async function startRedis(): Promise<{ child: ChildProcess; port: number }> {
   const port = await freePort();
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  // REDIS_FSYNC=always: Redis writes its append-only file and fsyncs it before answering (one
+  // fsync per event-loop turn, for every client's writes of that turn): what a durable broker
+  // (EDB_STORAGE=durable, a SET answered once committed) compares with
+  const durable = process.env['REDIS_FSYNC'] === 'always' ? ['--appendonly', 'yes', '--appendfsync', 'always', '--dir', mkdtempSync(join(tmpdir(), 'edb-lean-redis-'))] : ['--appendonly', 'no'];
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...durable], { stdio: 'ignore' });
   for (let i = 0; i < 100; i++) {
     const ok = await new Promise<boolean>((resolve) => {
       const s = connect(port, '127.0.0.1', () => (s.destroy(), resolve(true)));

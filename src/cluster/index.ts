@@ -47,6 +47,8 @@ export function startCluster(broker: ClusterBroker, config: Config, log: Logger,
   parts.stateStore?.attachReplica((space) => (node.stateStore = new ClusterStateStore(space, node.name, config.clusterName, config.clusterReplicas, clog, node.stats)));
   if (parts.rules) node.rules = new ClusterRules(parts.rules, node.name, config.clusterName, config.clusterReplicas, clog, node.stats);
   node.ruleBuffer = new ClusterRuleBuffer(parts.rules, node.name, config.clusterName, config.clusterReplicas, `edb.${config.clusterName}`, clog, node.stats);
+  // one node at a time removes expired state keys from the bucket: the lease holder
+  node.ruleBuffer.onHolder(() => node.stateStore?.sweepExpired());
   if (parts.sessions) node.useSessions(parts.sessions);
   node.start();
   return {

@@ -18,8 +18,13 @@
  *
  * KEYNOTIFY: every node tells its own registered clients of every change it sees in the
  * bucket (its own writes once replicated, other nodes' through the watch); expiry is
- * noticed by each node's sweep and told to its own clients. Expired keys stay in the
- * bucket until written again (the mirror treats them as absent).
+ * noticed by each node's sweep and told to its own clients, once, as on a single node.
+ *
+ * Expired keys leave the bucket: the node holding the cluster's lease (rule-buffer.ts: one
+ * node at a time) deletes them every SWEEP_MS, a delete marker with compare-and-set on the
+ * revision it saw (a key written again meanwhile is left alone), at most SWEEP_BATCH at a
+ * time. Every node's watch sees the marker: the key leaves its mirror, and a node whose own
+ * sweep had not yet removed it tells its clients of the expiry then (never twice).
  */
 import type { Logger } from 'pino';
 import type { NatsConnection } from '@nats-io/nats-core';
@@ -116,6 +121,10 @@ function tableRecord(key: Uint8Array, s: KeyState): Buffer {
 
 const keyOf = (key: Uint8Array): string => Buffer.from(key).toString('base64url');
 
+/** How often the lease holder removes expired keys from the bucket, and how many per round. */
+export const SWEEP_MS = 1000;
+const SWEEP_BATCH = 512;
+
 function isConflict(err: unknown): boolean {
   const e = err as { code?: number; message?: string };
   // JetStream 10071: wrong last sequence (someone else wrote the key since the revision given)
@@ -130,6 +139,10 @@ export class ClusterStateStore implements StateReplica {
   private watcher: { stop(): void } | undefined;
   private lastErrorLog = 0;
   stateText = 'connecting';
+  /** Keys with an expiry, as the bucket holds them: key -> expiresAt (what the sweep looks at). */
+  private readonly expiring = new Map<string, number>();
+  private sweeping = false;
+  private lastSweep = 0;
 
   constructor(
     private readonly space: StateKeyspace,
@@ -181,7 +194,7 @@ export class ClusterStateStore implements StateReplica {
   }
 
   private applyEntry(e: KvEntry): void {
-    if (e.operation !== 'PUT') return; // this store never deletes keys from the bucket
+    if (e.operation !== 'PUT') return this.removed(e.key, e.revision); // the sweep's delete marker (or a purge)
     try {
       this.apply(Buffer.from(e.key, 'base64url'), e.key, e.revision, decodeKeyState(e.value));
     } catch (err) {
@@ -195,11 +208,72 @@ export class ClusterStateStore implements StateReplica {
     const known = this.seen.get(k);
     if (known && known.rev >= rev) return; // this node has it already (its own write, acknowledged first)
     this.seen.set(k, { rev, state });
+    if (!state.deleted && state.expiresAt !== 0) this.expiring.set(k, state.expiresAt);
+    else this.expiring.delete(k);
     this.put(key, state);
     const version: Hlc = { wall: state.wall, counter: state.counter, node: state.node };
     this.space.clock.observe(version);
     if (state.deleted) this.space.keyNotify.notify(key, undefined, version);
     else if (state.expiresAt === 0 || state.expiresAt > this.space.now()) this.space.keyNotify.notify(key, state.value, version);
+  }
+
+  /** A key deleted in the bucket (delete marker at `rev`): out of the mirror; its watchers told once. */
+  private removed(k: string, rev: number): void {
+    const known = this.seen.get(k);
+    if (known && known.rev >= rev) return;
+    const key = Buffer.from(k, 'base64url');
+    const base = known?.state;
+    this.seen.set(k, { rev, state: { deleted: true, wall: base?.wall ?? 0, counter: base?.counter ?? 0, node: base?.node ?? this.node, expiresAt: 0, ft: undefined, value: Buffer.alloc(0) } });
+    this.expiring.delete(k);
+    const { table } = this.space;
+    const now = this.space.now();
+    // an expired key still in the table goes the way of a local expiry (counted, watchers told);
+    // one this node's sweep removed already was told then
+    const live = table.get(key, now);
+    if (table.last.expired) this.space.notifyExpired(key);
+    else if (live !== undefined) {
+      table.delete(key, undefined, ANY_TOKEN, now);
+      this.space.notifyExpired(key);
+    }
+  }
+
+  /**
+   * On the lease holder, every tick: delete the keys whose expiry has passed from the bucket
+   * (at most every SWEEP_MS, SWEEP_BATCH at a time, one round at a time).
+   */
+  sweepExpired(): void {
+    const kv = this.kv;
+    const now = Date.now();
+    if (!kv || this.sweeping || now - this.lastSweep < SWEEP_MS) return;
+    this.lastSweep = now;
+    const at = this.space.now();
+    const due: [string, number][] = [];
+    for (const [k, expiresAt] of this.expiring) {
+      if (expiresAt > at) continue;
+      const known = this.seen.get(k);
+      if (known && !known.state.deleted) due.push([k, known.rev]);
+      if (due.length >= SWEEP_BATCH) break;
+    }
+    if (due.length === 0) return;
+    this.sweeping = true;
+    void Promise.all(
+      due.map(([k, rev]) =>
+        kv.delete(k, { previousSeq: rev }).then(
+          () => {
+            this.stats.expiredSwept++;
+          },
+          (err: unknown) => {
+            // written again since (a conflict): the new value stays
+            if (!isConflict(err)) {
+              this.stats.jetstreamErrors++;
+              this.error('an expired state key could not be removed from the bucket', err);
+            }
+          },
+        ),
+      ),
+    ).finally(() => {
+      this.sweeping = false;
+    });
   }
 
   /** Make the mirror's key `state` whatever it holds now. */

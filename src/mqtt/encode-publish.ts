@@ -67,18 +67,43 @@ function writeString(buf: Buffer, pos: number, s: string, len: number): number {
   return pos + len;
 }
 
-function userPropertyPairs(up: UserProperties): [string, string][] {
-  const pairs: [string, string][] = [];
-  for (const key of Object.keys(up)) {
+/** Bytes of the user properties, each 0x26 + two length-prefixed strings (a name with several values: one pair each). */
+function userPropertiesLength(up: UserProperties): number {
+  let n = 0;
+  for (const key in up) {
+    if (!Object.hasOwn(up, key)) continue;
     const v = up[key]!;
-    if (Array.isArray(v)) for (const item of v) pairs.push([key, String(item)]);
-    else pairs.push([key, String(v)]);
+    const k = 5 + Buffer.byteLength(key);
+    if (Array.isArray(v)) for (const item of v) n += k + Buffer.byteLength(String(item));
+    else n += k + Buffer.byteLength(String(v));
   }
-  return pairs;
+  return n;
+}
+
+function writeUserProperties(buf: Buffer, pos: number, up: UserProperties): number {
+  for (const key in up) {
+    if (!Object.hasOwn(up, key)) continue;
+    const v = up[key]!;
+    const keyLen = Buffer.byteLength(key);
+    if (Array.isArray(v)) {
+      for (const item of v) {
+        const value = String(item);
+        buf[pos++] = UP;
+        pos = writeString(buf, pos, key, keyLen);
+        pos = writeString(buf, pos, value, Buffer.byteLength(value));
+      }
+    } else {
+      const value = String(v);
+      buf[pos++] = UP;
+      pos = writeString(buf, pos, key, keyLen);
+      pos = writeString(buf, pos, value, Buffer.byteLength(value));
+    }
+  }
+  return pos;
 }
 
 /** Size of the properties block (without its length prefix). */
-function propertiesLength(p: PublishProperties, pairs: [string, string][] | undefined): number {
+function propertiesLength(p: PublishProperties): number {
   let n = 0;
   if (p.payloadFormatIndicator !== undefined) n += 2;
   if (p.messageExpiryInterval !== undefined) n += 5;
@@ -90,11 +115,11 @@ function propertiesLength(p: PublishProperties, pairs: [string, string][] | unde
     for (const id of ids) n += 1 + varintSize(id);
   }
   if (p.topicAlias !== undefined) n += 3;
-  if (pairs) for (const [k, v] of pairs) n += 5 + Buffer.byteLength(k) + Buffer.byteLength(v);
+  if (p.userProperties) n += userPropertiesLength(p.userProperties);
   return n;
 }
 
-function writeProperties(buf: Buffer, pos: number, p: PublishProperties, pairs: [string, string][] | undefined): number {
+function writeProperties(buf: Buffer, pos: number, p: PublishProperties): number {
   // order follows mqtt-packet's encoder so the bytes are identical
   if (p.payloadFormatIndicator !== undefined) {
     buf[pos++] = PFI;
@@ -120,13 +145,7 @@ function writeProperties(buf: Buffer, pos: number, p: PublishProperties, pairs: 
     buf.set(p.correlationData, pos + 2);
     pos += 2 + p.correlationData.length;
   }
-  if (pairs) {
-    for (const [k, v] of pairs) {
-      buf[pos++] = UP;
-      pos = writeString(buf, pos, k, Buffer.byteLength(k));
-      pos = writeString(buf, pos, v, Buffer.byteLength(v));
-    }
-  }
+  if (p.userProperties) pos = writeUserProperties(buf, pos, p.userProperties);
   if (p.subscriptionIdentifier !== undefined) {
     const ids = Array.isArray(p.subscriptionIdentifier) ? p.subscriptionIdentifier : [p.subscriptionIdentifier];
     for (const id of ids) {
@@ -146,7 +165,6 @@ function writeProperties(buf: Buffer, pos: number, p: PublishProperties, pairs: 
 let mRemaining = 0;
 let mTopicLen = 0;
 let mPropsLen = 0;
-let mPairs: [string, string][] | undefined;
 
 /**
  * Size in bytes of the PUBLISH `f` would encode to. The next call must be writePublishAt for
@@ -156,18 +174,13 @@ export function measurePublish(f: PublishFields, protocolVersion: 3 | 4 | 5): nu
   const topicLen = Buffer.byteLength(f.topic);
   let length = 2 + topicLen + f.payload.length + (f.qos > 0 ? 2 : 0);
   let propsLen = 0;
-  let pairs: [string, string][] | undefined;
   if (protocolVersion === 5) {
-    if (f.properties) {
-      if (f.properties.userProperties) pairs = userPropertyPairs(f.properties.userProperties);
-      propsLen = propertiesLength(f.properties, pairs);
-    }
+    if (f.properties) propsLen = propertiesLength(f.properties);
     length += varintSize(propsLen) + propsLen;
   }
   mRemaining = length;
   mTopicLen = topicLen;
   mPropsLen = propsLen;
-  mPairs = pairs;
   return 1 + varintSize(length) + length;
 }
 
@@ -176,8 +189,6 @@ export function measurePublish(f: PublishFields, protocolVersion: 3 | 4 | 5): nu
  * the measured size is the caller's business); returns the position after it.
  */
 export function writePublishAt(buf: Buffer, pos: number, f: PublishFields, protocolVersion: 3 | 4 | 5): number {
-  const pairs = mPairs;
-  mPairs = undefined;
   buf[pos] = 0x30 | (f.dup ? 8 : 0) | (f.qos << 1) | (f.retain ? 1 : 0);
   pos = writeVarint(buf, pos + 1, mRemaining);
   pos = writeString(buf, pos, f.topic, mTopicLen);
@@ -190,7 +201,7 @@ export function writePublishAt(buf: Buffer, pos: number, f: PublishFields, proto
   if (protocolVersion === 5) {
     const propsLen = mPropsLen;
     pos = writeVarint(buf, pos, propsLen);
-    if (f.properties && propsLen > 0) pos = writeProperties(buf, pos, f.properties, pairs);
+    if (f.properties && propsLen > 0) pos = writeProperties(buf, pos, f.properties);
   }
   const payload = f.payload;
   const n = payload.length;

@@ -172,6 +172,8 @@ export class RulesProgram {
   private readonly filterTemplates: (OutputTemplates | undefined)[];
   private readonly logicTemplates: (OutputTemplates | undefined)[];
   readonly meta: ProgramMeta;
+  /** Whether a statement keeps a window (samples are timed): the only use of a message's time. */
+  private readonly usesClock: boolean;
   /** The topic of the message being processed (state() keys are rendered for it). */
   private currentTopic = '';
   /** Reads the state store for state() (same process, no round trip); none: every key absent. */
@@ -194,6 +196,7 @@ export class RulesProgram {
   ) {
     this.exports = instance.exports as unknown as Exports;
     this.meta = meta;
+    this.usesClock = meta.statements.some((st) => st.cells.some((c) => c.kind === 'window'));
     this.refresh();
     const at = this.exports.tablesPtr(tables.length);
     this.refresh();
@@ -281,11 +284,13 @@ export class RulesProgram {
   }
 
   /**
-   * Runs one message; returns what to publish (a shared empty array when nothing fired).
-   * `mode` (RUN_* of assembly/rules/layout.ts): everything, or only the filters or only the
-   * rules (a cluster keeps one rule buffer, on one node: see src/cluster/rule-buffer.ts).
+   * Runs one message at `now` (ms; the clock when absent, read only when a statement keeps a
+   * window: nothing else in the module uses the time); returns what to publish (a shared
+   * empty array when nothing fired). `mode` (RUN_* of assembly/rules/layout.ts): everything,
+   * or only the filters or only the rules (a cluster keeps one rule buffer, on one node: see
+   * src/cluster/rule-buffer.ts).
    */
-  process(topic: string, payload: Buffer, now: number = Date.now(), mode: number = RUN_ALL): readonly RuleOutput[] {
+  process(topic: string, payload: Buffer, now?: number, mode: number = RUN_ALL): readonly RuleOutput[] {
     this.currentTopic = topic;
     let entry = this.bypass > 0 ? undefined : this.topics.get(topic);
     if (entry === undefined) entry = this.learn(topic);
@@ -304,7 +309,7 @@ export class RulesProgram {
       this.view.setUint32(this.countersAt + TIMING, 1, true);
       timed = true;
     }
-    const records = this.exports.process(entry.slot, payload.length, now, mode);
+    const records = this.exports.process(entry.slot, payload.length, now ?? (this.usesClock ? Date.now() : 0), mode);
     if (timed) this.addTiming();
     if (records === 0) return NO_OUTPUT;
     return this.readOutputs(records, topic, payload, entry);

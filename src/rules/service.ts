@@ -227,7 +227,7 @@ export function createRulesService(broker: BrokerApi, config: Config, log: Logge
   function run(p: RulesProgram, message: Message, mode: number): void {
     let fired;
     try {
-      fired = p.process(message.topic, message.payload, Date.now(), mode);
+      fired = p.process(message.topic, message.payload, undefined, mode); // the program reads the clock if it keeps windows
     } catch (err) {
       stats.engineErrors++;
       const now = Date.now();

@@ -56,22 +56,13 @@ export class InvokeHandler {
       log.debug({ clientId: client.clientId, responseTopic }, 'state store: the client may not subscribe to its response topic; request dropped');
       return true;
     }
-    const compute = (): Answer => {
-      try {
-        return this.answer(message.payload, client, props?.userProperties);
-      } catch (err) {
-        // a bug here must not take the connection or the broker down
-        log.error({ err: (err as Error).message, clientId: client.clientId }, 'state store: request failed');
-        space.pending = undefined;
-        return space.counters.error(ERRORS.syntax);
-      }
-    };
-    const answer = compute();
+    const answer = this.compute(message.payload, client, props?.userProperties);
     const pending = space.pending;
     space.pending = undefined;
     if (pending && answer.stored) {
       // cluster mode: answered once the write is replicated
-      void this.whenReplicated(pending, answer, compute).then((final) => this.reply(final, responseTopic, correlationData));
+      const again = (): Answer => this.compute(message.payload, client, props?.userProperties);
+      void this.whenReplicated(pending, answer, again).then((final) => this.reply(final, responseTopic, correlationData));
       return true;
     }
     this.reply(answer, responseTopic, correlationData, client);
@@ -124,6 +115,17 @@ export class InvokeHandler {
         }
         broker.publish(reply);
       });
+    }
+  }
+
+  /** The request's answer; a bug here must not take the connection or the broker down. */
+  private compute(payload: Buffer, client: ClientInfo, props: UserProperties | undefined): Answer {
+    try {
+      return this.answer(payload, client, props);
+    } catch (err) {
+      this.space.log.error({ err: (err as Error).message, clientId: client.clientId }, 'state store: request failed');
+      this.space.pending = undefined;
+      return this.space.counters.error(ERRORS.syntax);
     }
   }
 

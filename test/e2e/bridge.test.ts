@@ -229,6 +229,44 @@ describe('bridge to mosquitto over TLS with credentials', () => {
   });
 });
 
+describe('bridge to mosquitto requiring a client certificate', () => {
+  let certs: TestCertificates;
+  let remote: Mosquitto;
+  const brokers: TestBroker[] = [];
+  beforeAll(async () => {
+    certs = makeTestCertificates();
+    remote = await startMosquitto({ tls: { cert: certs.serverCert, key: certs.serverKey, ca: certs.caCert }, extra: ['require_certificate true'] });
+  });
+  afterAll(async () => {
+    for (const b of brokers) await b.stop();
+    await remote.stop();
+  });
+
+  it('connects with tls.cert and tls.key; without them, or with a server name the certificate does not hold, it does not', async () => {
+    const url = `mqtts://127.0.0.1:${remote.tlsPort}`;
+    const b = await startBroker({
+      bridges: [
+        parseBridge('cert', { url, ...fast, tls: { ca: certs.caCert, cert: certs.clientCert, key: certs.clientKey, serverName: 'localhost' }, topics: ['c/# out 1'] }),
+        parseBridge('nocert', { url, ...fast, tls: { ca: certs.caCert }, topics: ['c/# out 1'] }),
+        parseBridge('wrongname', { url, ...fast, tls: { ca: certs.caCert, cert: certs.clientCert, key: certs.clientKey, serverName: 'other.example' }, topics: ['c/# out 1'] }),
+      ],
+    });
+    brokers.push(b);
+    await bridged(b, 'cert');
+    const sub = await client(`mqtt://127.0.0.1:${remote.port}`);
+    await sub.subscribeAsync('c/#', { qos: 1 });
+    const pub = await client(b.url);
+    await pub.publishAsync('c/x', 'with a certificate', { qos: 1 });
+    await until(() => sub.got.some((g) => g.payload === 'with a certificate'), 10_000, 'the message over mutual TLS');
+    await until(() => b.server.bridges.get('nocert')!.counters.reconnects >= 2 && b.server.bridges.get('wrongname')!.counters.reconnects >= 2, 15_000, 'failed attempts');
+    expect(b.server.bridges.get('nocert')!.state).not.toBe('connected');
+    expect(b.server.bridges.get('wrongname')!.state).not.toBe('connected');
+    expect(b.server.bridges.get('wrongname')!.lastError).toMatch(/other\.example|altnames|Hostname/i);
+    sub.end(true);
+    pub.end(true);
+  });
+});
+
 describe('bridge to a second Edge Data Broker', () => {
   let remote: TestBroker;
   let edge: TestBroker;
@@ -262,6 +300,60 @@ describe('bridge to a second Edge Data Broker', () => {
     expect(remoteSub.got.length).toBe(41);
     expect(remoteSub.got.filter((g) => g.topic.startsWith('up/')).map((g) => g.payload)).toEqual(Array.from({ length: 20 }, (_, i) => String(i)));
     for (const c of [edgeSub, remoteSub, edgePub, remotePub]) c.end(true);
+  });
+});
+
+describe('bridge to a second Edge Data Broker over TLS with credentials, MQTT 3.1.1', () => {
+  it('out and in with prefixes, QoS 0/1/2', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const { hashPassword, updatePasswordText } = await import('../../src/auth/password-file.js');
+    const certs = makeTestCertificates();
+    const pwFile = join(mkdtempSync(join(tmpdir(), 'edb-bridge-pw-')), 'passwd');
+    writeFileSync(pwFile, updatePasswordText('', 'edge', await hashPassword('pw-2')).text);
+    const remote = await startBroker({ mqttsPort: 0, tlsCert: certs.serverCert, tlsKey: certs.serverKey, passwordFile: pwFile, allowAnonymous: false });
+    const edge = await startBroker({
+      bridges: [
+        parseBridge('cloud', {
+          url: `mqtts://localhost:${remote.server.port('mqtts')}`,
+          ...fast,
+          protocolVersion: 4,
+          username: 'edge',
+          password: 'pw-2',
+          tls: { ca: certs.caCert },
+          topics: ['v/# out 2 site/ cloud/s1/', 'c/# in 2 local/ cloud/cmd/'],
+        }),
+      ],
+    });
+    try {
+      await bridged(edge, 'cloud');
+      const remoteSub = await client(remote.url, { username: 'edge', password: 'pw-2' });
+      await remoteSub.subscribeAsync('cloud/s1/#', { qos: 2 });
+      const edgeSub = await client(edge.url);
+      await edgeSub.subscribeAsync('local/#', { qos: 2 });
+      const edgePub = await client(edge.url);
+      for (const q of [0, 1, 2] as const) await edgePub.publishAsync(`site/v/q${q}`, `out ${q}`, { qos: q });
+      await until(() => remoteSub.got.length >= 3, 10_000, 'three messages on the remote');
+      expect(remoteSub.got.map((g) => [g.topic, g.payload, g.qos]).sort()).toEqual([
+        ['cloud/s1/v/q0', 'out 0', 0],
+        ['cloud/s1/v/q1', 'out 1', 1],
+        ['cloud/s1/v/q2', 'out 2', 2],
+      ]);
+      await until(() => remote.server.broker.subscriptions().some((s) => s.clientId === 'edb-bridge-cloud'), 10_000, 'the bridge subscription on the remote');
+      const remotePub = await client(remote.url, { username: 'edge', password: 'pw-2' });
+      for (const q of [0, 1, 2] as const) await remotePub.publishAsync(`cloud/cmd/c/q${q}`, `in ${q}`, { qos: q });
+      await until(() => edgeSub.got.length >= 3, 10_000, 'three messages here');
+      expect(edgeSub.got.map((g) => [g.topic, g.payload, g.qos]).sort()).toEqual([
+        ['local/c/q0', 'in 0', 0],
+        ['local/c/q1', 'in 1', 1],
+        ['local/c/q2', 'in 2', 2],
+      ]);
+      for (const c of [remoteSub, edgeSub, edgePub, remotePub]) c.end(true);
+    } finally {
+      await edge.stop();
+      await remote.stop();
+    }
   });
 });
 

@@ -3,7 +3,8 @@
  * broker nodes, the project's StateStoreClient (MQTT 5) on different nodes. One keyspace:
  * a SET on one node is read on another; versions only grow; NX and fencing tokens hold across
  * nodes (revision compare-and-set); concurrent SET NX on three nodes: exactly one wins;
- * KEYNOTIFY reaches a client on another node; PX expiry; the bucket is R3.
+ * KEYNOTIFY reaches a client on another node; PX expiry, and expired keys leave the bucket
+ * (the lease holder sweeps them; one KEYNOTIFY per watcher); the bucket is R3.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mqtt, { type MqttClient } from 'mqtt';
@@ -106,6 +107,47 @@ describe('cluster: state store', () => {
     expect((await b.get('ttl/k')).value).toBeUndefined();
     // and can be set again (NX) after expiry, from another node
     expect((await b.set('ttl/k', 'again', { condition: 'nx' })).applied).toBe(true);
+  });
+
+  it('removes an expired key from the bucket (one node sweeps: the lease holder), with one KEYNOTIFY per watcher', async () => {
+    const { connect } = await import('@nats-io/transport-node');
+    const { Kvm } = await import('@nats-io/kv');
+    const nc = await connect({ servers: nats.servers[0]!.url });
+    try {
+      const kv = await new Kvm(nc).open('edb_state_state');
+      const bucketKey = Buffer.from('sweep/k').toString('base64url');
+      const [writer, w1, w2] = [await storeOn(0), await storeOn(1), await storeOn(2)];
+      const seen: [KeyNotification[], KeyNotification[]] = [[], []];
+      w1.on('notification', (n) => seen[0].push(n));
+      w2.on('notification', (n) => seen[1].push(n));
+      await w1.observe('sweep/k');
+      await w2.observe('sweep/k');
+      const sweptBefore = nodes.map((n) => n.server.cluster!.status().stats.expiredSwept);
+      await writer.set('sweep/k', 'brief', { expiresInMs: 400 });
+      expect((await kv.get(bucketKey))?.operation).toBe('PUT');
+      await until(() => seen.every((s) => s.length === 1), 5000, 'SET notifications');
+      // gone from the bucket: a delete marker, written by one node
+      const deadline = Date.now() + 10_000;
+      while ((await kv.get(bucketKey))?.operation === 'PUT') {
+        if (Date.now() > deadline) throw new Error('the expired key is still in the bucket');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect((await kv.get(bucketKey))?.operation).toBe('DEL');
+      expect(await (async () => { const keys: string[] = []; for await (const k of await kv.keys(bucketKey)) keys.push(k); return keys; })()).toEqual([]);
+      await until(() => seen.every((s) => s.length === 2), 5000, 'DELETE notifications');
+      await new Promise((r) => setTimeout(r, 500));
+      for (const s of seen) expect(s.map((n) => n.operation)).toEqual(['SET', 'DELETE']);
+      const swept = nodes.map((n, i) => n.server.cluster!.status().stats.expiredSwept - sweptBefore[i]!);
+      expect(swept.reduce((a, b) => a + b, 0)).toBe(1);
+      const holder = nodes[0]!.server.cluster!.status().jetstream.ruleBufferHolder;
+      expect(swept[nodes.findIndex((n) => n.server.cluster!.node.name === holder)]).toBe(1);
+      // written again after the sweep (on the marker's revision), from another node
+      expect((await w1.set('sweep/k', 'again', { condition: 'nx' })).applied).toBe(true);
+      expect((await kv.get(bucketKey))?.string()).toBeDefined();
+      await until(() => nodes.every((n) => n.server.stateStore.read(Buffer.from('sweep/k'))?.toString() === 'again'), 5000, 'mirrored again');
+    } finally {
+      await nc.close();
+    }
   });
 
   it('keeps the state bucket at three replicas', async () => {

@@ -210,3 +210,22 @@ describe('Wasm engine vs reference interpreter', () => {
     }
   }, 300_000);
 });
+
+describe('payload scanner limits (documented differences from JSON.parse)', () => {
+  test('nesting: 512 levels is a JSON object, 513 is not JSON, under a key a condition reads or not', async () => {
+    const doc = checkDocument({ filters: [{ topic: 't', subtopic: 'f', statements: [{ condition: '$a == 1 and $inside.x == 2', new_payload: 'ok' }] }] });
+    const { program } = await compiler.compileDocument(doc);
+    // the root object is level 1; `levels - 2` arrays inside a one-level object under the key
+    const nested = (key: string, levels: number): Buffer => Buffer.from(`{"a":1,"${key}":{"x":2,"y":${'['.repeat(levels - 2)}${']'.repeat(levels - 2)}}}`);
+    for (const key of ['inside', 'other']) {
+      const fires = key === 'inside' ? 1 : 0;
+      expect(program.process('t', nested(key, 512)).length).toBe(fires);
+      const before = program.counters().notJson;
+      expect(program.process('t', nested(key, 513)).length).toBe(0);
+      expect(program.counters().notJson).toBe(before + 1);
+    }
+    // a long string with escapes after the eight-byte steps, and a string cut at the payload's end
+    expect(program.process('t', Buffer.from('{"a":1,"inside":{"x":2},"s":"abcdefgh\\"ijklmnopq\\u00e9rstuvwxyz\\\\"}')).length).toBe(1);
+    expect(program.process('t', Buffer.from('{"a":1,"inside":{"x":2},"s":"abcdefghijklmnop')).length).toBe(0);
+  });
+});
