@@ -7,7 +7,7 @@
  *      (the bridge points at a closed port while the backlog is published, then is switched to
  *      the remote through PUT /api/bridges/br0, which keeps the backlog).
  *
- *   node dist/bench/bridge.js [--runs 3] [--seconds 5] [--backlog 1000000] [--skip-backlog]
+ *   node dist/bench/bridge.js [--runs 3] [--seconds 5] [--backlog 1000000] [--skip-backlog] [--qos 0|1]
  *
  * Load: one raw MQTT 3.1.1 publisher (packets built once with mqtt-packet, written in batches)
  * on the local broker and one raw subscriber on the remote that counts PUBLISH packets.
@@ -17,7 +17,7 @@
  * Prints a Markdown block for bench/RESULTS.md.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +34,8 @@ const RUNS = opt('runs', 3);
 const SECONDS = opt('seconds', 5);
 const BACKLOG = opt('backlog', 1_000_000);
 const SKIP_BACKLOG = args.includes('--skip-backlog');
+/** --qos 0 or --qos 1: forwarding at that QoS only. */
+const ONLY_QOS = args.includes('--qos') ? opt('qos', 0) : undefined;
 const PAYLOAD = 64;
 const AHEAD = 20_000;
 const INFLIGHT = 1000;
@@ -91,6 +93,7 @@ function edb(port: number, httpPort: number, remotePort: number, qos: number): C
       EDB_BRIDGE_BR0_PROTOCOL_VERSION: '3.1.1',
       EDB_BRIDGE_BR0_RECONNECT_MIN: '100ms',
       EDB_BRIDGE_BR0_RECONNECT_MAX: '500ms',
+      ...(process.env['BENCH_BRIDGE_INFLIGHT'] ? { EDB_BRIDGE_BR0_MAX_INFLIGHT: process.env['BENCH_BRIDGE_INFLIGHT'] } : {}),
     },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
@@ -180,7 +183,8 @@ function publisher(pub: Raw, qos: 0 | 1, seen: () => number, limit = Infinity): 
   return { sent: () => sent, stop: () => (running = false), done };
 }
 
-async function trial(localPort: number, remotePort: number, qos: 0 | 1): Promise<number> {
+/** A trial's rate (msgs/s) and messages per CPU second of the bridging broker's process. */
+async function trial(localPort: number, remotePort: number, qos: 0 | 1, pid: number | undefined): Promise<{ rate: number; perCpu: number }> {
   const sub = await Raw.open(remotePort, `bench-sub-${Math.random()}`);
   sub.subscribe('bench/#');
   await sleep(300);
@@ -191,9 +195,11 @@ async function trial(localPort: number, remotePort: number, qos: 0 | 1): Promise
   await sleep(1000);
   const start = sub.publishes;
   const t0 = performance.now();
+  const c0 = cpuSeconds(pid);
   await sleep(SECONDS * 1000);
   const n = sub.publishes - start;
   const rate = n / ((performance.now() - t0) / 1000);
+  const perCpu = n / Math.max(0.01, cpuSeconds(pid) - c0);
   load.stop();
   await load.done;
   // let the link drain before the next trial
@@ -202,7 +208,18 @@ async function trial(localPort: number, remotePort: number, qos: 0 | 1): Promise
   pub.socket.destroy();
   sub.socket.destroy();
   await sleep(300);
-  return rate;
+  return { rate, perCpu };
+}
+
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux; 0 elsewhere). */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+  } catch {
+    return 0;
+  }
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -223,8 +240,10 @@ async function main(): Promise<void> {
   const remote = mosquitto(remotePort);
   await waitPort(remotePort);
   const results: Record<string, { edb: number[]; mosquitto: number[] }> = {};
-  for (const qos of [0, 1] as const) {
+  const perCpu: Record<string, { edb: number[]; mosquitto: number[] }> = {};
+  for (const qos of ([0, 1] as const).filter((q) => ONLY_QOS === undefined || q === ONLY_QOS)) {
     results[`QoS ${qos}`] = { edb: [], mosquitto: [] };
+    perCpu[`QoS ${qos}`] = { edb: [], mosquitto: [] };
     for (let run = 0; run < RUNS; run++) {
       for (const who of run % 2 === 0 ? (['edb', 'mosquitto'] as const) : (['mosquitto', 'edb'] as const)) {
         const port = await freePort();
@@ -234,15 +253,16 @@ async function main(): Promise<void> {
             : mosquitto(port, ['connection br0', `address 127.0.0.1:${remotePort}`, `topic bench/# out ${qos}`, 'cleansession true', `remote_clientid bench-bridge-${run}`, 'try_private false', 'bridge_protocol_version mqttv311', 'restart_timeout 1']);
         await waitPort(port);
         await sleep(1500); // the bridge connects
-        const rate = await trial(port, remotePort, qos);
-        results[`QoS ${qos}`]![who].push(rate);
-        process.stderr.write(`QoS ${qos} run ${run + 1} ${who}: ${fmt(rate)} msgs/s\n`);
+        const t = await trial(port, remotePort, qos, child.pid);
+        results[`QoS ${qos}`]![who].push(t.rate);
+        perCpu[`QoS ${qos}`]![who].push(t.perCpu);
+        process.stderr.write(`QoS ${qos} run ${run + 1} ${who}: ${fmt(t.rate)} msgs/s, ${fmt(t.perCpu)} msgs per CPU second\n`);
         await stopChild(child);
       }
     }
   }
 
-  let drain: { publishMs: number; drainMs: number; n: number } | undefined;
+  let drain: { publishMs: number; drainMs: number; n: number; cpu: number; remoteCpu: number; benchCpu: number } | undefined;
   if (!SKIP_BACKLOG) {
     const port = await freePort();
     const httpPort = await freePort();
@@ -262,17 +282,21 @@ async function main(): Promise<void> {
     sub.subscribe('bench/#');
     await sleep(500);
     const t1 = performance.now();
+    const c1 = cpuSeconds(child.pid);
+    const r1 = cpuSeconds(remote.pid);
+    const b1 = process.cpuUsage();
     const res = await fetch(`http://127.0.0.1:${httpPort}/api/bridges/br0`, {
       method: 'PUT',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ url: `mqtt://127.0.0.1:${remotePort}`, topics: ['bench/# out 1'], protocolVersion: '3.1.1', reconnectMin: '100ms', reconnectMax: '500ms' }),
+      body: JSON.stringify({ url: `mqtt://127.0.0.1:${remotePort}`, topics: ['bench/# out 1'], protocolVersion: '3.1.1', reconnectMin: '100ms', reconnectMax: '500ms', ...(process.env['BENCH_BRIDGE_INFLIGHT'] ? { maxInflight: Number(process.env['BENCH_BRIDGE_INFLIGHT']) } : {}) }),
     });
     if (!res.ok) throw new Error(`PUT /api/bridges/br0: ${res.status} ${await res.text()}`);
     const deadline = Date.now() + 300_000;
     while (sub.publishes < BACKLOG && Date.now() < deadline) await sleep(20);
     const drainMs = performance.now() - t1;
-    drain = { publishMs, drainMs, n: sub.publishes };
-    process.stderr.write(`backlog drained: ${fmt(sub.publishes)} in ${fmt(drainMs)} ms\n`);
+    const b2 = process.cpuUsage(b1);
+    drain = { publishMs, drainMs, n: sub.publishes, cpu: cpuSeconds(child.pid) - c1, remoteCpu: cpuSeconds(remote.pid) - r1, benchCpu: (b2.user + b2.system) / 1e6 };
+    process.stderr.write(`backlog drained: ${fmt(sub.publishes)} in ${fmt(drainMs)} ms, CPU s: our broker ${drain.cpu.toFixed(1)}, the remote mosquitto ${drain.remoteCpu.toFixed(1)}, this load process ${drain.benchCpu.toFixed(1)}\n`);
     pub.socket.destroy();
     sub.socket.destroy();
     await stopChild(child);
@@ -286,12 +310,18 @@ async function main(): Promise<void> {
   out.push(`Load average (1 min) at start ${load0[0]!.toFixed(1)}, at end ${load1[0]!.toFixed(1)} on 2 cores (shared machine: compare the ratios)  `);
   out.push(`Median of ${RUNS} trials of ${SECONDS} s, 64-byte payloads, one publisher on the local broker, one subscriber on the remote mosquitto, MQTT 3.1.1 on the bridge link.`);
   out.push('');
-  out.push('| forwarding | edb bridge (msgs/s) | mosquitto bridge (msgs/s) | edb / mosquitto |');
-  out.push('|---|---:|---:|---:|');
-  for (const [k, v] of Object.entries(results)) out.push(`| ${k} | ${fmt(median(v.edb))} | ${fmt(median(v.mosquitto))} | ${(median(v.edb) / median(v.mosquitto)).toFixed(2)} |`);
+  out.push('| forwarding | edb bridge (msgs/s) | mosquitto bridge (msgs/s) | edb / mosquitto | edb msgs per CPU s | mosquitto msgs per CPU s | ratio per CPU s |');
+  out.push('|---|---:|---:|---:|---:|---:|---:|');
+  for (const [k, v] of Object.entries(results)) {
+    const c = perCpu[k]!;
+    out.push(`| ${k} | ${fmt(median(v.edb))} | ${fmt(median(v.mosquitto))} | ${(median(v.edb) / median(v.mosquitto)).toFixed(2)} | ${fmt(median(c.edb))} | ${fmt(median(c.mosquitto))} | ${(median(c.edb) / median(c.mosquitto)).toFixed(2)} |`);
+  }
+  out.push('');
+  out.push('(Per CPU second: messages forwarded in the measured window / CPU seconds, user + system, the bridging broker process used in it: our `edb start`, or the mosquitto that runs the bridge.)');
+  for (const [k, v] of Object.entries(results)) out.push(`Single trials ${k}: edb ${v.edb.map(fmt).join(' / ')}, mosquitto ${v.mosquitto.map(fmt).join(' / ')} msgs/s.  `);
   if (drain) {
     out.push('');
-    out.push(`Backlog: ${fmt(BACKLOG)} QoS 1 messages published and acknowledged (stored in the durable log) in ${(drain.publishMs / 1000).toFixed(1)} s while the remote was away; drained to the remote in **${(drain.drainMs / 1000).toFixed(1)} s** (${fmt(drain.n / (drain.drainMs / 1000))} msgs/s; ${fmt(drain.n)} arrived).`);
+    out.push(`Backlog: ${fmt(BACKLOG)} QoS 1 messages published and acknowledged (stored in the durable log) in ${(drain.publishMs / 1000).toFixed(1)} s while the remote was away; drained to the remote in **${(drain.drainMs / 1000).toFixed(1)} s** (${fmt(drain.n / (drain.drainMs / 1000))} msgs/s; ${fmt(drain.n)} arrived), using ${drain.cpu.toFixed(1)} CPU s of our broker (${fmt(drain.n / Math.max(0.01, drain.cpu))} msgs per CPU second: an idle core would drain ${fmt(BACKLOG)} in about ${(BACKLOG / (drain.n / Math.max(0.01, drain.cpu))).toFixed(1)} s); in the same time the remote mosquitto used ${drain.remoteCpu.toFixed(1)} CPU s and the load process (its subscriber) ${drain.benchCpu.toFixed(1)}.`);
   }
   process.stdout.write(out.join('\n') + '\n');
 }

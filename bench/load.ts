@@ -193,11 +193,16 @@ export async function startPeer(name: string, dir: string, opts: Options): Promi
   const log = createWriteStream(logFile);
   let proc: ChildProcess;
   let label: string;
-  if (name === 'edb' || name === 'edb-durable' || name === 'edb-memory') {
-    const main = path.join(ROOT, 'dist/src/cli/main.js');
+  if (name === 'edb' || name === 'edb-durable' || name === 'edb-memory' || name === 'edb-durable-base') {
+    // edb-durable-base: another build (EDB_BENCH_BASE_DIST, a copy of dist/ from the commit
+    // compared against), durable storage: before/after in one run
+    const base = name === 'edb-durable-base';
+    const baseDist = process.env['EDB_BENCH_BASE_DIST'];
+    if (base && !baseDist) throw new Error('edb-durable-base needs EDB_BENCH_BASE_DIST (a dist/ folder of the build to compare with)');
+    const main = base ? path.resolve(baseDist!, 'src/cli/main.js') : path.join(ROOT, 'dist/src/cli/main.js');
     if (!existsSync(main)) throw new Error(`${main} is missing: run npm run build first`);
     const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
-    label = `edge-data-broker ${pkg.version}${name === 'edb' ? '' : name.slice(3).replace('-', ' (EDB_STORAGE=') + ')'}`;
+    label = base ? `edge-data-broker, base build ${baseDist} (EDB_STORAGE=durable)` : `edge-data-broker ${pkg.version}${name === 'edb' ? '' : name.slice(3).replace('-', ' (EDB_STORAGE=') + ')'}`;
     const nodeArgs = opts.profile ? ['--cpu-prof', '--cpu-prof-dir', path.join(ROOT, 'bench/profiles')] : [];
     proc = spawn(process.execPath, [...nodeArgs, main, 'start'], {
       cwd: dir,
@@ -211,7 +216,7 @@ export async function startPeer(name: string, dir: string, opts: Options): Promi
         EDB_LOG_LEVEL: 'warn',
         EDB_LOG_FORMAT: 'json',
         EDB_DATA_DIR: path.join(dir, `${name}-data`),
-        ...(name === 'edb-durable' ? { EDB_STORAGE: 'durable' } : name === 'edb-memory' ? { EDB_STORAGE: 'memory', EDB_BACKUP: 'false' } : {}),
+        ...(name === 'edb-durable' || base ? { EDB_STORAGE: 'durable' } : name === 'edb-memory' ? { EDB_STORAGE: 'memory', EDB_BACKUP: 'false' } : {}),
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -362,6 +367,8 @@ export interface FlowScenario {
   openLoop?: boolean;
   /** Subscribers have persistent sessions (clean session off); topics get a per-trial prefix so no later trial feeds them. */
   persistent?: boolean;
+  /** QoS 1 messages each publisher keeps in flight (default 64). */
+  inflight?: number;
 }
 
 const FLOWS: FlowScenario[] = [
@@ -410,7 +417,7 @@ export async function runFlow(peer: RunningPeer, sc: FlowScenario, run: number, 
         qos: sc.qos,
         persistentSubscribers: sc.persistent === true,
         payloadSize: opts.payloadSize,
-        inflight: 64,
+        inflight: sc.inflight ?? 64,
         outstanding: sc.openLoop ? 1e12 : opts.outstanding,
         batch: 32,
       },

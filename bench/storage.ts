@@ -2,6 +2,9 @@
  * Durable storage benchmark (issue 10, section 6), in one run:
  *
  *   npm run build && node dist/bench/storage.js [--runs 3] [--warmup-ms 1000] [--measure-ms 3000] [--messages 1000000] [--skip-flows] [--skip-restart]
+ *       [--only fan-in|fan-out] [--brokers edb-durable,edb-memory,mosquitto-persist,edb-durable-base]
+ *   (edb-durable-base: the build in EDB_BENCH_BASE_DIST, a copy of dist/ from another commit, for
+ *   before/after figures from one run)
  *
  * 1. QoS 1 to persistent sessions (MQTT 3.1.1, clean session off, 64-byte payloads), with the
  *    closed-loop generator of bench/load.ts:
@@ -35,9 +38,16 @@ const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
 const SCENARIOS: FlowScenario[] = [
   { name: 'fan-in-qos1-persistent', title: 'QoS 1 fan-in: 4 pub -> 1 persistent sub', publishers: 4, subscribers: 1, qos: 1, topic: (p) => `in/${p}`, filter: 'in/#', persistent: true },
+  { name: 'fan-in-qos1-persistent-deep', title: 'QoS 1 fan-in, 256 in flight per publisher: 4 pub -> 1 persistent sub', publishers: 4, subscribers: 1, qos: 1, topic: (p) => `in/${p}`, filter: 'in/#', persistent: true, inflight: 256 },
   { name: 'fan-out-qos1-persistent', title: 'QoS 1 fan-out: 1 pub -> 50 persistent subs', publishers: 1, subscribers: 50, qos: 1, topic: () => 'out/t', filter: 'out/t', persistent: true },
 ];
-const BROKERS = ['edb-durable', 'edb-memory', 'mosquitto-persist'];
+const opt = (name: string): string | undefined => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const ONLY = opt('only');
+if (ONLY) SCENARIOS.splice(0, SCENARIOS.length, ...SCENARIOS.filter((s) => s.name.startsWith(ONLY)));
+const BROKERS = opt('brokers')?.split(',') ?? ['edb-durable', 'edb-memory', 'mosquitto-persist'];
 
 const fmt = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '-');
 const ratio = (a: number | undefined, b: number | undefined): string => (a && b ? `${(a / b).toFixed(2)}x` : '-');
@@ -81,6 +91,14 @@ async function flows(): Promise<string> {
     const d = med(sc.name, 'edb-durable', (r) => r.delivered);
     const dc = med(sc.name, 'edb-durable', (r) => r.perCpuSecond);
     rows.push(`| ${sc.title} | ${ratio(d, med(sc.name, 'edb-memory', (r) => r.delivered))} | ${ratio(d, med(sc.name, 'mosquitto-persist', (r) => r.delivered))} | ${ratio(dc, med(sc.name, 'edb-memory', (r) => r.perCpuSecond))} | ${ratio(dc, med(sc.name, 'mosquitto-persist', (r) => r.perCpuSecond))} |`);
+  }
+  if (BROKERS.includes('edb-durable-base')) {
+    rows.push('', '| scenario | durable / base build: msgs/s | per CPU-s | base / memory | base / mosquitto |', '| --- | ---: | ---: | ---: | ---: |');
+    for (const sc of SCENARIOS) {
+      const d = med(sc.name, 'edb-durable', (r) => r.delivered);
+      const b = med(sc.name, 'edb-durable-base', (r) => r.delivered);
+      rows.push(`| ${sc.title} | ${ratio(d, b)} | ${ratio(med(sc.name, 'edb-durable', (r) => r.perCpuSecond), med(sc.name, 'edb-durable-base', (r) => r.perCpuSecond))} | ${ratio(b, med(sc.name, 'edb-memory', (r) => r.delivered))} | ${ratio(b, med(sc.name, 'mosquitto-persist', (r) => r.delivered))} |`);
+    }
   }
   return rows.join('\n');
 }

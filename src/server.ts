@@ -286,7 +286,14 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   if (!durable) await takeOverDurable(config, log, broker, stateStore, rules.snapshotSection());
   const restored = await backup.restore();
   logRestore(log, config, backup, restored, broker, stateStore);
-  if ((durable || clusterSessions) && restored.status === 'restored') {
+  if (clusterSessions && restored.status === 'restored') {
+    // cluster mode: persistent sessions live in the cluster's bucket, where they may have moved
+    // on since this node stopped; a backup's copies would overwrite them, so they are dropped
+    const plain = [...broker.sessions.values()].filter((s) => !(s instanceof DurableSession));
+    for (const s of plain) broker.endSession(s.clientId);
+    if (plain.length > 0) log.info({ sessions: plain.length }, `cluster mode: the backup's ${plain.length} sessions are not restored; the cluster's bucket holds the persistent sessions`);
+  }
+  if (durable && restored.status === 'restored') {
     // imported: the backup's sessions become durable ones, its state store a stored snapshot
     const adopter = (clusterSessions?.store ?? sessions)!;
     for (const plain of [...broker.sessions.values()]) if (!(plain instanceof DurableSession)) broker.restoreSession(adopter.adopt(plain));

@@ -22,7 +22,7 @@ import type { Logger } from 'pino';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import type { BridgeConfig, BridgeTopic } from '../config/bridges.js';
 import type { Message, QoS } from '../mqtt/message.js';
-import { encodePublish, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
+import { measurePublish, writePublishAt, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
 import { matchLevels } from '../topics/match.js';
 import { Backlog, DROP_REASONS, WAITING, type BacklogEntry, type DropCounts } from './backlog.js';
 import { InboundQos2Store, PacketIds } from './link-state.js';
@@ -66,6 +66,9 @@ export interface BridgeCounters {
 }
 
 const ECHO_TTL_MS = 60_000;
+/** Bytes of the chunk outgoing packets are written into, and of a stretch written at once. */
+const OUT_CHUNK = 256 * 1024;
+const FLUSH_BYTES = 64 * 1024;
 
 function compile(t: BridgeTopic): CompiledLine {
   const local = t.localPrefix + t.pattern;
@@ -103,7 +106,7 @@ export class Bridge {
    * QoS 2 messages in flight on the session with the remote, by packet id, in send order:
    * stage 1 PUBLISH sent (awaiting PUBREC), 2 PUBREL sent (awaiting PUBCOMP). Kept across
    * connections: when the remote resumes the session, stage 1 goes again as the same PUBLISH
-   * (DUP) and stage 2 as PUBREL, never as a new message [MQTT-4.4.0-1].
+   * (DUP) and stage 2 as PUBREL, never as a new message [MQTT-5-4.4.0-1].
    */
   private readonly qos2 = new Map<number, { entry: BacklogEntry; stage: 1 | 2 }>();
   /** QoS 2 from the remote awaiting its PUBREL, across connections (link-state.ts). */
@@ -111,6 +114,9 @@ export class Bridge {
   /** Incoming QoS 2 being published here, by packet id: a PUBREL sent again meanwhile waits for it. */
   private readonly inDelivering = new Map<number, (() => void)[]>();
   private readonly echoes = new Map<string, { n: number; at: number }>();
+  private out: Buffer | undefined;
+  private outStart = 0;
+  private outPos = 0;
   private readonly log: Logger;
 
   constructor(
@@ -237,6 +243,8 @@ export class Bridge {
       keepalive: c.keepAlive,
       clean: c.cleanSession,
       reconnectPeriod: 0, // our own back-off
+      // keep alive pings on a fixed beat, not rescheduled (a timer cleared and set) at every ack
+      reschedulePings: false,
       connectTimeout: 10_000,
       queueQoSZero: false,
       resubscribe: false,
@@ -347,9 +355,11 @@ export class Bridge {
     this.backlog.rewind(this.keptQos2());
     this.inflight = this.qos2.size;
     // the session resumed: QoS 2 in flight completes with the same packet ids, first
-    const batch: Buffer[] = [];
-    for (const [id, q] of this.qos2) batch.push(q.stage === 1 ? this.encode(client, q.entry, id, true) : pubrel(id));
-    this.flush(client, batch);
+    for (const [id, q] of this.qos2) {
+      if (q.stage === 1) this.encode(client, q.entry, id, true);
+      else this.writeRaw(client, pubrel(id));
+    }
+    this.flush(client);
     this.pump();
   }
 
@@ -434,25 +444,24 @@ export class Bridge {
     const client = this.client;
     if (!client || this.state !== 'connected' || this.pumping) return;
     this.pumping = true;
-    const batch: Buffer[] = [];
     try {
       // QoS 1/2 first (the backlog is what must not be lost), within the window
       while (this.inflight < this.window) {
         const e = this.backlog.nextToSend();
         if (!e) break;
         this.inflight++;
-        batch.push(this.encode(client, e));
+        this.encode(client, e);
       }
       // QoS 0 while the socket takes it
       while (!this.blocked) {
         const e = this.buffer.nextToSend();
         if (!e) break;
         this.buffer.done(e);
-        batch.push(this.encode(client, e));
-        if (batch.length >= 1024) this.flush(client, batch);
+        this.encode(client, e);
+        if (this.outPos - this.outStart >= FLUSH_BYTES) this.flush(client);
       }
     } finally {
-      this.flush(client, batch);
+      this.flush(client);
       this.pumping = false;
     }
   }
@@ -464,7 +473,7 @@ export class Bridge {
    * which MQTT.js's SUBSCRIBE uses too, so they never collide; it ignores acks it did not ask
    * for). `resendId`: a QoS 2 message in flight sent again on a resumed session (DUP).
    */
-  private encode(client: MqttClient, e: BacklogEntry, resendId?: number, dup = false): Buffer {
+  private encode(client: MqttClient, e: BacklogEntry, resendId?: number, dup = false): void {
     const m = e.message;
     const v5 = this.config.protocolVersion === 5;
     const f: PublishFields = { topic: e.remoteTopic, payload: m.payload, qos: e.qos, retain: m.retain, dup };
@@ -481,13 +490,41 @@ export class Bridge {
     } else if (this.inLines.length > 0 && resendId === undefined) this.rememberEcho(e.remoteTopic, m.payload);
     this.counters.messagesOut++;
     this.counters.bytesOut += m.payload.length;
-    return encodePublish(f, v5 ? 5 : 4);
+    const version = v5 ? 5 : 4;
+    const n = measurePublish(f, version);
+    if (!this.out || this.outPos + n > this.out.length) {
+      this.flush(client); // what the chunk holds goes first
+      this.room(n);
+      measurePublish(f, version); // again: writePublishAt uses what the last measurePublish found
+    }
+    this.outPos = writePublishAt(this.out!, this.outPos, f, version);
   }
 
-  private flush(client: MqttClient, batch: Buffer[]): void {
-    if (batch.length === 0) return;
-    const data = batch.length === 1 ? batch[0]! : Buffer.concat(batch);
-    batch.length = 0;
+  /**
+   * Packets are written one after another into a chunk of OUT_CHUNK bytes and handed to the
+   * socket a stretch at a time (no Buffer per packet, no copy to join them); a written stretch
+   * is never touched again, the rest of the chunk takes the next packets.
+   */
+  private room(n: number): void {
+    if (this.out && this.outPos + n <= this.out.length) return;
+    // (the caller flushed what the old chunk held)
+    this.out = Buffer.allocUnsafe(Math.max(OUT_CHUNK, n));
+    this.outPos = this.outStart = 0;
+  }
+
+  private writeRaw(client: MqttClient, packet: Buffer): void {
+    if (!this.out || this.outPos + packet.length > this.out.length) {
+      this.flush(client);
+      this.room(packet.length);
+    }
+    packet.copy(this.out!, this.outPos);
+    this.outPos += packet.length;
+  }
+
+  private flush(client: MqttClient): void {
+    if (!this.out || this.outPos === this.outStart) return;
+    const data = this.out.subarray(this.outStart, this.outPos);
+    this.outStart = this.outPos;
     const stream = client.stream;
     if (!stream.write(data) && !this.blocked) {
       // the socket's buffer is full: QoS 0 waits for the drain (QoS 1/2 are held by the window)

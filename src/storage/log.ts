@@ -10,7 +10,8 @@
  *
  * Writes are batched: a batch closes at EDB_STORAGE_BATCH_SIZE messages or
  * EDB_STORAGE_FLUSH_INTERVAL_MS after its first one, and is written with one write and one
- * fdatasync. Positions are handed out at append time (synchronously); `onDurable` tells when
+ * fdatasync; up to COMMITS_IN_FLIGHT batches are written at once, handed out as durable in
+ * log order. Positions are handed out at append time (synchronously); `onDurable` tells when
  * everything appended so far is on disk.
  *
  * File layout (little endian):
@@ -86,6 +87,8 @@ export interface MessageLogOptions {
   /** Most bytes all generations may use (0: no cap). */
   maxBytes: number;
   now?: () => number;
+  /** Batches written at once (default COMMITS_IN_FLIGHT; 1: one after the other, as before). */
+  commitsInFlight?: number;
 }
 
 export interface LogMetrics {
@@ -125,7 +128,18 @@ interface Batch {
   bytes: number;
   count: number;
   callbacks: ((err?: Error) => void)[];
+  /** 0 queued, 1 being written, 2 written and synced (waiting for the batches before it), 3 failed. */
+  state: number;
+  startedAt: number;
 }
+
+/**
+ * Batches written at once (each its writev and its fdatasync): the next batch is committed
+ * while the previous one's fdatasync runs, and ext4 folds concurrent fdatasyncs into one
+ * journal commit. Acknowledgements still follow the log's order: a batch counts as durable
+ * only once it and every batch before it are.
+ */
+const COMMITS_IN_FLIGHT = 3;
 
 function genFile(dir: string, id: number): string {
   return join(dir, `gen-${String(id).padStart(8, '0')}.log`);
@@ -158,9 +172,14 @@ export class MessageLog {
   private readonly gens: Generation[] = [];
   private current!: Generation;
   private batch: Batch | undefined;
+  /** Closed batches, oldest first: the first `writing` of them are being written. */
   private readonly queue: Batch[] = [];
-  private writing = false;
+  private writing = 0;
+  /** A batch failed: no new writes start; once those in flight settle, failFrom. */
+  private writeError: Error | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
+  /** The open batch closes at the end of this turn (a commit slot was free). */
+  private closeSoon = false;
   private appendFh: FileHandle | undefined;
   private appendFhGen = 0;
   private readonly now: () => number;
@@ -174,8 +193,11 @@ export class MessageLog {
     lastBatchMessages: 0, generationsDropped: 0, bytesDropped: 0, tornBytes: 0, refused: 0, replayMillis: 0,
   };
 
+  private readonly inFlight: number;
+
   private constructor(private readonly opts: MessageLogOptions) {
     this.now = opts.now ?? Date.now;
+    this.inFlight = Math.max(1, opts.commitsInFlight ?? COMMITS_IN_FLIGHT);
   }
 
   /** Open (or create) the log in `opts.dir`. Throws StorageOpenError when the folder is unusable. */
@@ -371,7 +393,7 @@ export class MessageLog {
     let b = this.batch;
     if (!b || b.gen !== g) {
       if (b) this.closeBatch();
-      b = this.batch = { gen: g, start: g.end, parts: [], bytes: 0, count: 0, callbacks: [] };
+      b = this.batch = { gen: g, start: g.end, parts: [], bytes: 0, count: 0, callbacks: [], state: 0, startedAt: 0 };
       if (!g.created && g.end === HEADER_BYTES && g.durable === 0) {
         b.start = 0;
         b.parts.push(header(g.id, g.createdAt, g.layout));
@@ -386,7 +408,18 @@ export class MessageLog {
     this.metrics.messagesAppended++;
     this.metrics.bytesAppended += FRAME + body.length;
     if (b.count >= this.opts.batchSize) this.closeBatch();
-    else if (!this.flushTimer) this.flushTimer = setTimeout(() => this.closeBatch(), this.opts.flushIntervalMs);
+    else if (!this.flushTimer && !this.closeSoon) {
+      // a commit slot is free: the batch closes at the end of this turn (every message read in
+      // it joins); all busy: it grows until one is free, at most EDB_STORAGE_FLUSH_INTERVAL_MS
+      if (this.writing < this.inFlight && this.inFlight > 1) {
+        this.closeSoon = true;
+        setImmediate(() => {
+          this.closeSoon = false;
+          if (this.batch === b && this.writing < this.inFlight) this.closeBatch();
+          else if (this.batch && !this.flushTimer) this.flushTimer = setTimeout(() => this.closeBatch(), this.opts.flushIntervalMs);
+        });
+      } else this.flushTimer = setTimeout(() => this.closeBatch(), this.opts.flushIntervalMs);
+    }
     return pos;
   }
 
@@ -419,35 +452,56 @@ export class MessageLog {
     if (!b) return;
     this.batch = undefined;
     this.queue.push(b);
-    if (!this.writing) void this.writeLoop();
+    this.startWrites();
   }
 
-  private async writeLoop(): Promise<void> {
-    this.writing = true;
-    try {
-      while (this.queue.length > 0) {
-        const b = this.queue[0]!;
-        const started = performance.now();
-        try {
-          await this.writeBatch(b);
-        } catch (err) {
-          this.failFrom(b, err as Error);
-          continue;
-        }
-        this.queue.shift();
-        const ms = performance.now() - started;
-        const m = this.metrics;
-        m.commits++;
-        m.commitMillisTotal += ms;
-        if (ms > m.commitMillisMax) m.commitMillisMax = ms;
-        m.lastBatchMessages = b.count;
-        b.gen.durable = b.start + b.bytes;
-        this.updateSize();
-        for (const cb of b.callbacks) cb();
-      }
-    } finally {
-      this.writing = false;
+  /** Start writing queued batches, up to COMMITS_IN_FLIGHT at once. */
+  private startWrites(): void {
+    for (let i = 0; i < this.queue.length && this.writeError === undefined && this.writing < this.inFlight; i++) {
+      const b = this.queue[i]!;
+      if (b.state !== 0) continue; // being written, or written and waiting for the ones before it
+      // alongside others only in the same generation, once its file is open
+      if (i > 0 && (b.gen !== this.queue[0]!.gen || !this.appendFh || this.appendFhGen !== b.gen.id)) break;
+      this.writing++;
+      b.state = 1;
+      b.startedAt = performance.now();
+      this.writeBatch(b).then(
+        () => this.settle(b, undefined),
+        (err: Error) => this.settle(b, err),
+      );
     }
+  }
+
+  /** A batch's write ended: hand out the batches durable in order, or fail from the first that is not. */
+  private settle(b: Batch, err: Error | undefined): void {
+    this.writing--;
+    b.state = err ? 3 : 2;
+    if (err) this.writeError ??= err;
+    else {
+      const ms = performance.now() - b.startedAt;
+      const m = this.metrics;
+      m.commits++;
+      m.commitMillisTotal += ms;
+      if (ms > m.commitMillisMax) m.commitMillisMax = ms;
+      m.lastBatchMessages = b.count;
+    }
+    while (this.queue.length > 0 && this.queue[0]!.state === 2) {
+      const done = this.queue.shift()!;
+      done.gen.durable = done.start + done.bytes;
+      this.updateSize();
+      for (const cb of done.callbacks) cb();
+    }
+    if (this.writeError !== undefined) {
+      if (this.writing > 0) return; // the others settle first: then the file is cut back once
+      const failure = this.writeError;
+      this.writeError = undefined;
+      const first = this.queue[0];
+      if (first) this.failFrom(first, failure);
+      return;
+    }
+    // a slot is free: the open batch need not wait for its timer
+    if (this.inFlight > 1 && this.batch && this.writing < this.inFlight && this.queue.every((q) => q.state !== 0)) this.closeBatch();
+    this.startWrites();
   }
 
   private async writeBatch(b: Batch): Promise<void> {

@@ -51,7 +51,7 @@ export interface IteratorRecord {
   direct?: DirectDelivery[];
 }
 
-/** [MQTT-4.3.3] a QoS 2 PUBLISH sent with `id`, awaiting PUBREC: a reconnect resends it with DUP and that id. */
+/** [MQTT-5-4.3.3] a QoS 2 PUBLISH sent with `id`, awaiting PUBREC: a reconnect resends it with DUP and that id. */
 export interface SentQos2 {
   pos: LogPosition;
   id: number;

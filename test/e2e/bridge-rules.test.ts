@@ -4,13 +4,16 @@
  * document is uploaded over HTTP, and a real client subscribed here gets the outputs of a
  * filter and of a rule whose statements are satisfied only by messages that came over the bridge.
  * A message published here on the same topics is not bridged back out ("in" only).
+ * And a bad bridge setting stops `edb start` with exit code 2 and one line naming it.
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, describe, expect, it } from 'vitest';
 import { until } from '../helpers/broker.js';
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
-import { startBrokerProcess, type BrokerProcess } from '../helpers/process.js';
+import { CLI, startBrokerProcess, type BrokerProcess } from '../helpers/process.js';
 
 const HOUSE = readFileSync(new URL('../fixtures/house-filters.json', import.meta.url), 'utf8');
 const MINE = readFileSync(new URL('../fixtures/mine-rules.json', import.meta.url), 'utf8');
@@ -75,4 +78,25 @@ describe('rules on messages that came in over a bridge', () => {
     await new Promise((r) => setTimeout(r, 300));
     expect(cloudGot.sort()).toEqual(['house/1', 'mine/environment', 'miner/1']);
   }, 240_000);
+});
+
+describe('a bad bridge setting stops `edb start`', () => {
+  it('exit code 2 and one line naming the variable, the bridge and the field', async () => {
+    const run = async (env: Record<string, string>) => {
+      const child = spawn(process.execPath, [CLI, 'start'], { env: { ...process.env, EDB_MQTT_PORT: '0', EDB_MQTTS_PORT: '-1', EDB_WS_PORT: '-1', EDB_WSS_PORT: '-1', EDB_HTTP_PORT: '-1', EDB_RULES_PORT: '-1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      const [code] = (await once(child, 'exit')) as [number | null];
+      clearTimeout(timer);
+      return { code, stderr };
+    };
+    const typo = await run({ EDB_BRIDGE_BR0: '127.0.0.1:1883', EDB_BRIDGE_BR0_MAX_OUTGOING_BUFERED_MESSAGES: '10' });
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toMatch(/EDB_BRIDGE_BR0_MAX_OUTGOING_BUFERED_MESSAGES: bridge br0: unknown field MAX_OUTGOING_BUFERED_MESSAGES; did you mean MAX_OUTGOING_BUFFERED_MESSAGES\?/);
+    const bad = await run({ EDB_BRIDGE_BR0: '127.0.0.1:1883', EDB_BRIDGE_BR0_KEEP_ALIVE: '0' });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/bridge br0: keepAlive: 0: at least 1/);
+    expect(bad.stderr).not.toMatch(/\n\s+at /);
+  }, 90_000);
 });

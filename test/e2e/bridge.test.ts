@@ -229,6 +229,44 @@ describe('bridge to mosquitto over TLS with credentials', () => {
   });
 });
 
+describe('bridge to mosquitto requiring a client certificate', () => {
+  let certs: TestCertificates;
+  let remote: Mosquitto;
+  const brokers: TestBroker[] = [];
+  beforeAll(async () => {
+    certs = makeTestCertificates();
+    remote = await startMosquitto({ tls: { cert: certs.serverCert, key: certs.serverKey, ca: certs.caCert }, extra: ['require_certificate true'] });
+  });
+  afterAll(async () => {
+    for (const b of brokers) await b.stop();
+    await remote.stop();
+  });
+
+  it('connects with tls.cert and tls.key; without them, or with a server name the certificate does not hold, it does not', async () => {
+    const url = `mqtts://127.0.0.1:${remote.tlsPort}`;
+    const b = await startBroker({
+      bridges: [
+        parseBridge('cert', { url, ...fast, tls: { ca: certs.caCert, cert: certs.clientCert, key: certs.clientKey, serverName: 'localhost' }, topics: ['c/# out 1'] }),
+        parseBridge('nocert', { url, ...fast, tls: { ca: certs.caCert }, topics: ['c/# out 1'] }),
+        parseBridge('wrongname', { url, ...fast, tls: { ca: certs.caCert, cert: certs.clientCert, key: certs.clientKey, serverName: 'other.example' }, topics: ['c/# out 1'] }),
+      ],
+    });
+    brokers.push(b);
+    await bridged(b, 'cert');
+    const sub = await client(`mqtt://127.0.0.1:${remote.port}`);
+    await sub.subscribeAsync('c/#', { qos: 1 });
+    const pub = await client(b.url);
+    await pub.publishAsync('c/x', 'with a certificate', { qos: 1 });
+    await until(() => sub.got.some((g) => g.payload === 'with a certificate'), 10_000, 'the message over mutual TLS');
+    await until(() => b.server.bridges.get('nocert')!.counters.reconnects >= 2 && b.server.bridges.get('wrongname')!.counters.reconnects >= 2, 15_000, 'failed attempts');
+    expect(b.server.bridges.get('nocert')!.state).not.toBe('connected');
+    expect(b.server.bridges.get('wrongname')!.state).not.toBe('connected');
+    expect(b.server.bridges.get('wrongname')!.lastError).toMatch(/other\.example|altnames|Hostname/i);
+    sub.end(true);
+    pub.end(true);
+  });
+});
+
 describe('bridge to a second Edge Data Broker', () => {
   let remote: TestBroker;
   let edge: TestBroker;

@@ -51,6 +51,41 @@ describe('message log', () => {
     await log.close();
   });
 
+  it('writes up to three batches at once and hands them out as durable in log order, each callback after every earlier one', async () => {
+    const dir = tempDir();
+    const { log } = openLog(dir, { batchSize: 4, flushIntervalMs: 50 });
+    const order: number[] = [];
+    const durableAt: number[] = [];
+    const done: Promise<void>[] = [];
+    for (let turn = 0; turn < 12; turn++) {
+      for (let i = 0; i < 4; i++) log.append(msg(turn * 4 + i)); // one full batch per turn: it starts writing at once
+      done.push(
+        new Promise<void>((resolve) =>
+          log.onDurable((err) => {
+            expect(err).toBeUndefined();
+            order.push(turn);
+            durableAt.push(log.generations().at(-1)!.bytes);
+            resolve();
+          }),
+        ),
+      );
+      await new Promise((r) => setImmediate(r));
+    }
+    await Promise.all(done);
+    expect(order).toEqual([...Array(12).keys()]);
+    // what is durable only grows, and covers the batch whose callback runs
+    for (let i = 1; i < durableAt.length; i++) expect(durableAt[i]!).toBeGreaterThan(durableAt[i - 1]!);
+    expect(log.metrics.commits).toBe(12);
+    const { entries } = log.read(log.head, 100);
+    expect(entries.map((e) => e.message.topic)).toEqual([...Array(48).keys()].map((i) => `t/${i}`));
+    await log.close();
+    // and the file reads back whole
+    const again = openLog(dir);
+    expect(again.log.read(again.log.head, 100).entries).toHaveLength(48);
+    expect(again.log.metrics.tornBytes).toBe(0);
+    await again.log.close();
+  });
+
   it('cuts a torn tail (a record cut short) with one log line, keeping every whole record', async () => {
     const dir = tempDir();
     const a = openLog(dir);
