@@ -188,3 +188,83 @@ describe('the fr-script-state example over HTTP and MQTT', () => {
     expect(got.length).toBe(1);
   });
 });
+
+// The inline examples of fr-script-state.md (a string template, an object template, a
+// state() key with a placeholder, a set_state with px and no new_payload) over MQTT, and the
+// same document through POST /test.
+describe('the inline examples of fr-script-state.md', () => {
+  const DOC = {
+    filters: [
+      { topic: 'house/+/temp', subtopic: 'hot', statements: [{ condition: "$temperature > state('limits/{2}/max')", new_payload: 'hot: {{ $temperature }} C in {{ topic(2) }}' }] },
+      { topic: 'house/+/temp', subtopic: 'summary', statements: [{ condition: 'true', new_payload: { house: '{{ topic(2) }}', avg5m: "{{ avg($temperature, '5m') }}", unit: 'C' } }] },
+      { topic: 'house/+/temp', subtopic: 'last', statements: [{ condition: 'true', set_state: { key: 'last/{topic}', value: '{{ $temperature }}', px: 600000 } }] },
+    ],
+  };
+  const expected = [
+    { after: 0, topic: 'house/1/temp/summary', payload: '{"house":"1","avg5m":21.5,"unit":"C"}' },
+    { after: 1, topic: 'house/1/temp/hot', payload: 'hot: 31 C in 1' },
+    { after: 1, topic: 'house/1/temp/summary', payload: '{"house":"1","avg5m":26.25,"unit":"C"}' },
+  ];
+
+  test('over MQTT: the templates published, last/house/1/temp written, nothing published for the write-only statement', async () => {
+    const server = await start();
+    const api = `http://127.0.0.1:${server.port('rules')}`;
+    expect((await call(`${api}/`, 'POST', DOC)).status).toBe(200);
+    const admin = await StateStoreClient.create(await connect(server, 'inline-admin'));
+    expect((await admin.set('limits/1/max', '30')).applied).toBe(true);
+    const sub = await connect(server, 'inline-sub');
+    const got: { after: number; topic: string; payload: string }[] = [];
+    let current = -1;
+    sub.on('message', (topic, payload) => got.push({ after: current, topic, payload: payload.toString() }));
+    await sub.subscribeAsync('house/+/temp/+', { qos: 1 });
+    const pub = await connect(server, 'inline-pub');
+    for (const [i, temperature] of [21.5, 31].entries()) {
+      current = i;
+      await pub.publishAsync('house/1/temp', JSON.stringify({ temperature }), { qos: 1 });
+      await until(() => got.length === (i === 0 ? 1 : 3), `the outputs of message ${i}`);
+      await new Promise((r) => setTimeout(r, 150)); // time for anything unexpected
+    }
+    expect(got).toEqual(expected);
+    expect((await admin.get('last/house/1/temp')).value?.toString()).toBe('31');
+
+    // the same through /test, with the limit given
+    const messages = [21.5, 31].map((temperature, i) => ({ topic: 'house/1/temp', payload: { temperature }, t: i * 1000 }));
+    const r = await call(`${api}/test`, 'POST', { document: DOC, messages, state: { 'limits/1/max': 30 } });
+    expect(r.status).toBe(200);
+    const outputs = r.json.outputs as { after: number; topic?: string; payload?: string; set_state?: { key: string; value: string } }[];
+    expect(outputs.filter((o) => o.topic !== undefined)).toEqual(expected);
+    expect(outputs.filter((o) => o.set_state !== undefined).map((o) => [o.after, o.set_state!.key, o.set_state!.value])).toEqual([
+      [0, 'last/house/1/temp', '21.5'],
+      [1, 'last/house/1/temp', '31'],
+    ]);
+  });
+});
+
+// The bounds of the memory are settings with metrics: a broker started with 2 topics per
+// statement and 2 exact samples per window forgets and merges, and says so on /metrics.
+describe('memory bounds as settings, with their metrics', () => {
+  test('EDB_RULES_MEMORY_TOPICS=2 and EDB_RULES_WINDOW_SAMPLES=2: topics forgotten, samples merged, condition errors per filter', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'edb-rules-bounds-'));
+    const server = await startEdb(testConfig({ host: '127.0.0.1', rulesPort: 0, httpPort: 0, shutdownTimeoutMs: 500, dataDir, rulesMemoryTopics: 2, rulesWindowSamples: 2 }), silentLogger());
+    servers.push(server);
+    const api = `http://127.0.0.1:${server.port('rules')}`;
+    expect((await call(`${api}/`, 'POST', { filters: [{ topic: 'm/+', subtopic: 'o', statements: [{ condition: 'avg($v, 10) > 0 and $v > 0', new_payload: 'x' }] }] })).status).toBe(200);
+    const sub = await connect(server, 'bounds-sub');
+    let outputs = 0;
+    sub.on('message', () => outputs++);
+    await sub.subscribeAsync('m/+/o', { qos: 1 });
+    const pub = await connect(server, 'bounds-pub');
+    // m/3 makes the statement forget m/1, m/1 again forgets m/2; then m/1's window of 2 exact
+    // samples merges one per message; the last has no $v: unknown (a condition error)
+    const sent: [string, string][] = [['m/1', '{"v":1}'], ['m/2', '{"v":1}'], ['m/3', '{"v":1}'], ['m/1', '{"v":2}'], ['m/1', '{"v":3}'], ['m/1', '{"v":4}'], ['m/1', '{"w":1}']];
+    for (const [topic, body] of sent) await pub.publishAsync(topic, body, { qos: 1 });
+    await until(() => outputs === 6, 'six outputs');
+    const metrics = await (await fetch(`http://127.0.0.1:${server.port('http')}/metrics`)).text();
+    expect(metrics).toMatch(/^edb_rules_memory_topics 2$/m);
+    expect(metrics).toMatch(/^edb_rules_memory_evicted_total 2$/m);
+    expect(metrics).toMatch(/^edb_rules_window_samples_merged_total 2$/m);
+    expect(metrics).toMatch(/^edb_rules_part_evaluations_total\{part="filters\/0",topic="m\/\+"\} 7$/m);
+    expect(metrics).toMatch(/^edb_rules_part_fires_total\{part="filters\/0",topic="m\/\+"\} 6$/m);
+    expect(metrics).toMatch(/^edb_rules_part_condition_errors_total\{part="filters\/0",topic="m\/\+"\} 1$/m);
+  });
+});

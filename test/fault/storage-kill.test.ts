@@ -15,6 +15,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { startBrokerProcess, type BrokerProcess } from '../helpers/process.js';
 import { StateStoreClient } from '../../src/state/client.js';
 import { formatHlc } from '../../src/state/hlc.js';
+import { ERRORS } from '../../src/state/protocol.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -80,6 +81,8 @@ describe('SIGKILL with durable storage (the default)', () => {
     const env = { EDB_DATA_DIR: dataDir, EDB_BACKUP: 'false', EDB_MAX_QUEUED_MESSAGES: '100000' };
     const ackedRetained = new Map<string, string>();
     const ackedKeys = new Map<string, { value: string; version: string }>();
+    /** Keys guarded by a fencing token (the version of a lock key), acknowledged before a kill. */
+    const fenced: { key: string; lock: string; token: string }[] = [];
     /** Payloads of QoS 1 messages to q/... whose PUBACK the publishers got. */
     const ackedMessages = new Set<string>();
     const onlineSub: Persistent = { id: 'online-sub', got: new Set() };
@@ -136,9 +139,24 @@ describe('SIGKILL with durable storage (the default)', () => {
           const r = await s.get(key);
           if (r.value?.toString() !== want.value || formatHlc(r.version!) !== want.version) lostKeys.push(key);
         }
+        // fencing tokens survive: a write without one is refused, the lock is still held, the token still works
+        const lostFences: string[] = [];
+        for (const f of fenced) {
+          const without = await s.set(f.key, 'intruder').then(
+            () => 'accepted',
+            (err: Error) => (err.message.includes(ERRORS.fencingRequired) ? 'refused' : err.message),
+          );
+          const relock = await s.set(f.lock, 'someone-else', { condition: 'nex' });
+          const withToken = await s.set(f.key, `guarded-again-${cycle}`, { fencingToken: f.token }).then(
+            (r) => (r.applied === false ? 'not applied' : 'ok'),
+            (err: Error) => err.message,
+          );
+          if (without !== 'refused' || relock.applied !== false || withToken !== 'ok') lostFences.push(`${f.key}: without token ${without}, lock taken again ${relock.applied}, with token ${withToken}`);
+        }
         await s.close();
         await v.endAsync();
         expect(lostKeys, `cycle ${cycle}: acknowledged state-store keys missing`).toEqual([]);
+        expect(lostFences, `cycle ${cycle}: fencing tokens lost`).toEqual([]);
         total = { ...total, retained: ackedRetained.size, keys: ackedKeys.size };
       }
       if (cycle === cycles) {
@@ -158,6 +176,13 @@ describe('SIGKILL with durable storage (the default)', () => {
       const pubs = await Promise.all([5, 4, 5].map((v, n) => mqtt.connectAsync({ port, protocolVersion: v as 4 | 5, clientId: `qpub-${cycle}-${n}`, reconnectPeriod: 0 })));
       const app = await mqtt.connectAsync({ port, protocolVersion: 5, clientId: `app-${cycle}`, reconnectPeriod: 0 });
       const state = await StateStoreClient.create(app);
+      {
+        // a lock and a key guarded by its version (a fencing token), acknowledged before the load
+        const lock = `lock/c${cycle}`;
+        const token = formatHlc((await state.set(lock, `app-${cycle}`, { condition: 'nex', expiresInMs: 3_600_000 })).version!);
+        await state.set(`fenced/c${cycle}`, 'guarded', { fencingToken: token });
+        fenced.push({ key: `fenced/c${cycle}`, lock, token });
+      }
       let running = true;
       const publishing = (async () => {
         for (let i = 0; running; i++) {
@@ -216,7 +241,7 @@ describe('SIGKILL with durable storage (the default)', () => {
       expect(ackedKeys.size).toBeGreaterThan(0);
     }
     // what the verifier checked, for the log of the run
-    console.log(`storage-kill: ${cycles} kills; verified ${total.messages} acknowledged QoS 1 messages (x3 persistent subscribers), ${total.retained} retained topics, ${total.keys} state-store keys, ${total.wills} wills, ${total.queuedRetained} retained messages queued for new subscriptions`);
+    console.log(`storage-kill: ${cycles} kills; verified ${total.messages} acknowledged QoS 1 messages (x3 persistent subscribers), ${total.retained} retained topics, ${total.keys} state-store keys, ${fenced.length} fencing tokens, ${total.wills} wills, ${total.queuedRetained} retained messages queued for new subscriptions`);
     expect(total.queuedRetained, 'no kill came after a SUBACK of the new subscription: the retained queue was never checked').toBeGreaterThan(0);
   });
 });
