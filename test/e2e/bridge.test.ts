@@ -303,6 +303,60 @@ describe('bridge to a second Edge Data Broker', () => {
   });
 });
 
+describe('bridge to a second Edge Data Broker over TLS with credentials, MQTT 3.1.1', () => {
+  it('out and in with prefixes, QoS 0/1/2', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const { hashPassword, updatePasswordText } = await import('../../src/auth/password-file.js');
+    const certs = makeTestCertificates();
+    const pwFile = join(mkdtempSync(join(tmpdir(), 'edb-bridge-pw-')), 'passwd');
+    writeFileSync(pwFile, updatePasswordText('', 'edge', await hashPassword('pw-2')).text);
+    const remote = await startBroker({ mqttsPort: 0, tlsCert: certs.serverCert, tlsKey: certs.serverKey, passwordFile: pwFile, allowAnonymous: false });
+    const edge = await startBroker({
+      bridges: [
+        parseBridge('cloud', {
+          url: `mqtts://localhost:${remote.server.port('mqtts')}`,
+          ...fast,
+          protocolVersion: 4,
+          username: 'edge',
+          password: 'pw-2',
+          tls: { ca: certs.caCert },
+          topics: ['v/# out 2 site/ cloud/s1/', 'c/# in 2 local/ cloud/cmd/'],
+        }),
+      ],
+    });
+    try {
+      await bridged(edge, 'cloud');
+      const remoteSub = await client(remote.url, { username: 'edge', password: 'pw-2' });
+      await remoteSub.subscribeAsync('cloud/s1/#', { qos: 2 });
+      const edgeSub = await client(edge.url);
+      await edgeSub.subscribeAsync('local/#', { qos: 2 });
+      const edgePub = await client(edge.url);
+      for (const q of [0, 1, 2] as const) await edgePub.publishAsync(`site/v/q${q}`, `out ${q}`, { qos: q });
+      await until(() => remoteSub.got.length >= 3, 10_000, 'three messages on the remote');
+      expect(remoteSub.got.map((g) => [g.topic, g.payload, g.qos]).sort()).toEqual([
+        ['cloud/s1/v/q0', 'out 0', 0],
+        ['cloud/s1/v/q1', 'out 1', 1],
+        ['cloud/s1/v/q2', 'out 2', 2],
+      ]);
+      await until(() => remote.server.broker.subscriptions().some((s) => s.clientId === 'edb-bridge-cloud'), 10_000, 'the bridge subscription on the remote');
+      const remotePub = await client(remote.url, { username: 'edge', password: 'pw-2' });
+      for (const q of [0, 1, 2] as const) await remotePub.publishAsync(`cloud/cmd/c/q${q}`, `in ${q}`, { qos: q });
+      await until(() => edgeSub.got.length >= 3, 10_000, 'three messages here');
+      expect(edgeSub.got.map((g) => [g.topic, g.payload, g.qos]).sort()).toEqual([
+        ['local/c/q0', 'in 0', 0],
+        ['local/c/q1', 'in 1', 1],
+        ['local/c/q2', 'in 2', 2],
+      ]);
+      for (const c of [remoteSub, edgeSub, edgePub, remotePub]) c.end(true);
+    } finally {
+      await edge.stop();
+      await remote.stop();
+    }
+  });
+});
+
 describe('bridge backlog with EDB_STORAGE=memory', () => {
   it('is saved in the backup on a graceful stop and sent after the next start', async () => {
     const { mkdtempSync } = await import('node:fs');
