@@ -16,9 +16,10 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { fieldEnd, readVarInt, varIntEnd } from './decode-fast.js';
+import { RC } from './reason-codes.js';
 
 export interface PropertyProblem {
-  reasonCode: 0x81 | 0x82;
+  reasonCode: typeof RC.MALFORMED_PACKET | typeof RC.PROTOCOL_ERROR;
   reason: string;
 }
 
@@ -59,8 +60,8 @@ const PROPERTY_TYPES: Record<number, PropertyType> = {
   0x27: { name: 'maximum packet size', kind: 'u32nz', in: ['connect'] }, // [MQTT-5-3.1.2.11.4] 0 is a protocol error
 };
 
-const malformed = (reason: string): PropertyProblem => ({ reasonCode: 0x81, reason });
-const protocolError = (reason: string): PropertyProblem => ({ reasonCode: 0x82, reason });
+const malformed = (reason: string): PropertyProblem => ({ reasonCode: RC.MALFORMED_PACKET, reason });
+const protocolError = (reason: string): PropertyProblem => ({ reasonCode: RC.PROTOCOL_ERROR, reason });
 
 /** Where the block checkBlock last read without a problem ends: a second result without allocating one. */
 let blockEnd = 0;

@@ -24,7 +24,7 @@ async function connect(port: number): Promise<mqtt.MqttClient> {
   return mqtt.connectAsync({ port, host: '127.0.0.1', protocolVersion: 4, reconnectPeriod: 0 });
 }
 
-describe('the rule buffer across a graceful restart', () => {
+describe('the rule buffer across restarts', () => {
   it('a message buffered before SIGTERM still satisfies its statement after the restart', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'edb-rules-restart-'));
     const first = await start(dataDir);
@@ -46,6 +46,30 @@ describe('the rule buffer across a graceful restart', () => {
     await sub.subscribeAsync('!action/rest', { qos: 1 });
     const pub2 = await connect(second.ports['mqtt']!);
     // statement 2 now; rest = $1 and $2 fires only if miner/1 survived in the buffer
+    await pub2.publishAsync('mine/environment', '{"temperature": 35, "humidity": 90}', { qos: 1 });
+    expect(await got).toEqual({ 'miner/1': { m_id: 1, 'body-temperature': 36.6, 'heart-rate': 105 }, 'mine/environment': { temperature: 35, humidity: 90 } });
+    await sub.endAsync();
+    await pub2.endAsync();
+  }, 240_000);
+
+  it('durable storage (the default): a message buffered more than a second before a SIGKILL still satisfies its statement after the restart', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'edb-rules-kill-'));
+    const first = await start(dataDir);
+    const up = await fetch(`http://127.0.0.1:${first.ports['rules']}/`, { method: 'POST', body: MINE, headers: { 'content-type': 'application/json' } });
+    expect(up.status).toBe(200);
+    const pub = await connect(first.ports['mqtt']!);
+    await pub.publishAsync('miner/1', '{"m_id":1, "body-temperature": 36.6, "heart-rate": 105}', { qos: 1 });
+    await pub.endAsync();
+    // the buffer is checkpointed every second when it changed: wait for two, then no graceful stop
+    await new Promise((r) => setTimeout(r, 2500));
+    await first.stop('SIGKILL');
+    running.splice(running.indexOf(first), 1);
+
+    const second = await start(dataDir);
+    const sub = await connect(second.ports['mqtt']!);
+    const got = new Promise<Record<string, unknown>>((resolve) => sub.on('message', (_t, p) => resolve(JSON.parse(p.toString()) as Record<string, unknown>)));
+    await sub.subscribeAsync('!action/rest', { qos: 1 });
+    const pub2 = await connect(second.ports['mqtt']!);
     await pub2.publishAsync('mine/environment', '{"temperature": 35, "humidity": 90}', { qos: 1 });
     expect(await got).toEqual({ 'miner/1': { m_id: 1, 'body-temperature': 36.6, 'heart-rate': 105 }, 'mine/environment': { temperature: 35, humidity: 90 } });
     await sub.endAsync();

@@ -1,7 +1,8 @@
 // A real broker process builds up window, previous-value and deadband memory, stops with
 // SIGTERM (the shutdown backup) and starts again: the next messages behave as if there had
 // been no restart. What "no restart" gives is asked of POST /test over the whole sequence,
-// also through `edb rules test` (the CLI prints one JSON line per output).
+// also through `edb rules test` (the CLI prints one JSON line per output). After kill -9:
+// test/fault/rules-memory-kill.test.ts.
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -159,6 +159,30 @@ describe('TCP output staging', () => {
     }
   });
 
+  it('a connection writing one packet a turn gets no staging buffer (reserve says no), a second packet in the turn does', async () => {
+    const { listener, conn } = await serve();
+    const client = connect(listener.port);
+    const c = await conn;
+    const expected: Buffer[] = [];
+    for (let turn = 0; turn < 3; turn++) {
+      expect(c.reserve!(10)).toBeUndefined(); // nothing written yet this turn, no buffer: encode into your own
+      const one = record(turn, 40);
+      expected.push(one);
+      c.write(one);
+      expect(c.bufferedAmount()).toBeGreaterThanOrEqual(40);
+      await new Promise((r) => setImmediate(r));
+    }
+    const a = record(10, 40);
+    const b = record(11, 12);
+    c.write(a);
+    expect(writeInPlace(c, b)).toBe(true);
+    expect(c.reserve!(10)).toBeDefined(); // the second packet gave it a buffer
+    expected.push(a, b);
+    const want = Buffer.concat(expected);
+    await until(() => client.received().length >= want.length);
+    expect(client.received().equals(want)).toBe(true);
+  });
+
   it('sends what is staged before closing', async () => {
     const { listener, conn } = await serve();
     const client = connect(listener.port);
