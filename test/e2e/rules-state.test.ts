@@ -23,9 +23,9 @@ afterAll(async () => {
   for (const s of servers) await s.stop();
 });
 
-async function start(): Promise<EdbServer> {
+async function start(overrides: Parameters<typeof testConfig>[0] = {}): Promise<EdbServer> {
   const dataDir = mkdtempSync(join(tmpdir(), 'edb-rules-state-'));
-  const server = await startEdb(testConfig({ host: '127.0.0.1', rulesPort: 0, httpPort: 0, shutdownTimeoutMs: 500, dataDir }), silentLogger());
+  const server = await startEdb(testConfig({ host: '127.0.0.1', rulesPort: 0, httpPort: 0, shutdownTimeoutMs: 500, dataDir, ...overrides }), silentLogger());
   servers.push(server);
   return server;
 }
@@ -226,6 +226,11 @@ describe('the inline examples of fr-script-state.md', () => {
     }
     expect(got).toEqual(expected);
     expect((await admin.get('last/house/1/temp')).value?.toString()).toBe('31');
+    // px: 600000 gave the key an expiry ten minutes after the write (read through the console API)
+    const written = Date.now();
+    const key = await (await fetch(`http://127.0.0.1:${server.port('http')}/api/state/key?key=last/house/1/temp`)).json();
+    expect(key.expiresAt).toBeGreaterThan(written + 600_000 - 60_000);
+    expect(key.expiresAt).toBeLessThanOrEqual(written + 600_000);
 
     // the same through /test, with the limit given
     const messages = [21.5, 31].map((temperature, i) => ({ topic: 'house/1/temp', payload: { temperature }, t: i * 1000 }));
@@ -237,6 +242,31 @@ describe('the inline examples of fr-script-state.md', () => {
       [0, 'last/house/1/temp', '21.5'],
       [1, 'last/house/1/temp', '31'],
     ]);
+  });
+});
+
+// A set_state write the state store refuses (here its key quota) is dropped and counted, and
+// the statement's other outputs still go out.
+describe('a set_state write refused by the state store', () => {
+  test('past EDB_STATE_MAX_KEYS: not written, counted in edb_rules_state_write_errors_total', async () => {
+    const server = await start({ stateMaxKeys: 1 });
+    const doc = { filters: [{ topic: 'line/+/count', subtopic: 'seen', statements: [{ condition: 'true', new_payload: '{{ topic(2) }}', set_state: { key: 'count/{2}', value: '{{ $n }}' } }] }] };
+    expect((await call(`http://127.0.0.1:${server.port('rules')}/`, 'POST', doc)).status).toBe(200);
+    const sub = await connect(server, 'quota-sub');
+    const got: string[] = [];
+    sub.on('message', (_topic, payload) => got.push(payload.toString()));
+    await sub.subscribeAsync('line/+/count/seen', { qos: 1 });
+    const pub = await connect(server, 'quota-pub');
+    await pub.publishAsync('line/1/count', '{"n": 5}', { qos: 1 });
+    await pub.publishAsync('line/2/count', '{"n": 7}', { qos: 1 });
+    await until(() => got.length === 2, 'both outputs');
+    expect(got).toEqual(['1', '2']);
+    const admin = await StateStoreClient.create(await connect(server, 'quota-admin'));
+    expect((await admin.get('count/1')).value?.toString()).toBe('5');
+    expect((await admin.get('count/2')).value).toBeUndefined();
+    const metrics = await (await fetch(`http://127.0.0.1:${server.port('http')}/metrics`)).text();
+    expect(metrics).toMatch(/^edb_rules_state_writes_total 1$/m);
+    expect(metrics).toMatch(/^edb_rules_state_write_errors_total 1$/m);
   });
 });
 
