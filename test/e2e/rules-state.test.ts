@@ -228,7 +228,7 @@ describe('the inline examples of fr-script-state.md', () => {
     expect((await admin.get('last/house/1/temp')).value?.toString()).toBe('31');
     // px: 600000 gave the key an expiry ten minutes after the write (read through the console API)
     const written = Date.now();
-    const key = await (await fetch(`http://127.0.0.1:${server.port('http')}/api/state/key?key=last/house/1/temp`)).json();
+    const key = (await (await fetch(`http://127.0.0.1:${server.port('http')}/api/state/key?key=last/house/1/temp`)).json()) as { expiresAt: number };
     expect(key.expiresAt).toBeGreaterThan(written + 600_000 - 60_000);
     expect(key.expiresAt).toBeLessThanOrEqual(written + 600_000);
 
