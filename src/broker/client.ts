@@ -2,7 +2,7 @@ import type { Packet } from 'mqtt-packet';
 import type { Connection, ConnectionEvents, TransportKind } from '../transport/connection.js';
 import type { Message } from '../mqtt/message.js';
 import type { Session } from '../session/session.js';
-import { RC } from '../mqtt/reason-codes.js';
+import { RC, v3ConnackCode } from '../mqtt/reason-codes.js';
 import { FRAME_INCOMPLETE, FRAME_MALFORMED, frameLength } from './framing.js';
 import { PacketProblem, readPacket } from '../mqtt/validate.js';
 import type { BrokerCore, CoreClient } from './core.js';
@@ -147,7 +147,7 @@ export class MqttClient implements ConnectionEvents, CoreClient {
       // [MQTT-3.1.1-3.1.2-2] unsupported protocol level: CONNACK 0x01 (3.1.1 format), then close
       if (this.state === 'new') {
         this.core.countProtocolError(RC.UNSUPPORTED_PROTOCOL_VERSION);
-        this.out.writePacket({ cmd: 'connack', returnCode: 1, sessionPresent: false }, 4);
+        this.out.writePacket({ cmd: 'connack', returnCode: v3ConnackCode(RC.UNSUPPORTED_PROTOCOL_VERSION), sessionPresent: false }, 4);
         return this.close('protocol');
       }
       return this.protocolViolation(RC.PROTOCOL_ERROR, 'second CONNECT'); // [MQTT-5-3.1.0-2]

@@ -127,7 +127,7 @@ function openConnection(core: BrokerCore, client: MqttClient, packet: IConnectPa
     if (expiryCapped) properties.sessionExpiryInterval = expiry;
     client.out.writePacket({ cmd: 'connack', reasonCode: 0, sessionPresent: present, properties });
   } else {
-    client.out.writePacket({ cmd: 'connack', returnCode: 0, sessionPresent: present });
+    client.out.writePacket({ cmd: 'connack', returnCode: v3ConnackCode(RC.SUCCESS), sessionPresent: present });
   }
   core.clientOnline(client);
   client.out.resendInflight();
