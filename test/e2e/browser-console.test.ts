@@ -125,11 +125,19 @@ describe.skipIf(!existsSync(CHROMIUM))('the console in Chromium', () => {
   });
 
   it('shows a rule syntax error inline at the reported position', async () => {
+    // the page's first GET /rules is held back 1.5 s: what is typed before it answers is kept,
+    // and Activate waits for its ETag (a slow broker once overwrote the edits with the old document)
+    let held = 0;
+    await page.route('**/rules', async (route) => {
+      if (route.request().method() === 'GET' && held++ === 0) await new Promise((r) => setTimeout(r, 1_500));
+      await route.continue();
+    });
     await page.goto(`${base}/#/rules`);
     await page.waitForSelector('#rules-editor');
     const bad = JSON.stringify({ filters: [{ topic: 'house/#', subtopic: 'alert/', statements: [{ condition: '$inside.temperature >= )', new_payload: 'x' }] }], rules: [] }, null, 2);
     await page.fill('#rules-editor', bad);
     await page.click('#rules-activate');
+    expect(held).toBeGreaterThan(0);
     await page.waitForSelector('#rules-error-marker:not([hidden])', { timeout: 60_000 });
     const marker = await page.textContent('#rules-error-marker');
     // the condition is on line 8 of the pretty-printed document

@@ -126,18 +126,26 @@ export function rulesPage(root: HTMLElement, session: Session): () => void {
     clear(status, h('span', { class: 'error', id: 'rules-error' }, `${err.status} ${e.code ?? ''} ${e.path ? `${e.path}: ` : ''}${where}${e.problem ?? err.message}`));
   };
   editor.addEventListener('scroll', () => (marker.hidden = true));
-  editor.addEventListener('input', () => (marker.hidden = true));
+  // edits made while the page's first load is still on its way are kept (not overwritten by it)
+  let editedBeforeLoad = false;
+  let firstLoad = true;
+  editor.addEventListener('input', () => {
+    marker.hidden = true;
+    if (firstLoad) editedBeforeLoad = true;
+  });
 
   const load = async (): Promise<void> => {
     const a = await call<unknown>('GET', '/rules');
     active = JSON.stringify(a.body, null, 2);
     etag = a.headers.get('etag') ?? '';
-    editor.value = active;
+    if (!(firstLoad && editedBeforeLoad)) editor.value = active;
+    firstLoad = false;
     const by = a.headers.get('x-edb-uploaded-by');
     meta.textContent = `active ${etag}${by ? `, uploaded by ${decodeURIComponent(by)} at ${a.headers.get('x-edb-uploaded-at') ?? '?'}` : ''}`;
   };
 
   const activate = async (): Promise<void> => {
+    await loaded; // the ETag of the document the edits are made on
     marker.hidden = true;
     status.textContent = 'compiling…';
     try {
@@ -226,7 +234,10 @@ export function rulesPage(root: HTMLElement, session: Session): () => void {
     ),
     h('section', { class: 'card' }, h('h3', {}, 'Live counts'), counts),
   );
-  void load().catch((err: Error) => (status.textContent = err.message));
+  const loaded = load().catch((err: Error) => {
+    firstLoad = false;
+    status.textContent = err.message;
+  });
   const parts = h('div', { id: 'rules-parts' });
   counts.after(parts);
   const stop = every(2000, async () => {
