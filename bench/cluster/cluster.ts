@@ -8,53 +8,17 @@
 // 3. State-store round trips (CLIENTS closed loops of SET then GET, MQTT 5, the project's
 //    StateStoreClient): a cluster node (writes replicated R3 through JetStream) vs the single node.
 // Clients are MQTT.js in this process; medians of a few rounds are what to compare.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { rmSync } from 'node:fs';
 import mqtt, { type MqttClient } from 'mqtt';
 import { StateStoreClient } from '../../src/state/client.js';
 import { startNats } from '../../test/helpers/nats.js';
+import { startNode, type BenchNode as Node } from './node.js';
 
 const SECONDS = Number(process.env['SECONDS'] ?? 5);
 const RATE = Number(process.env['RATE'] ?? 2000);
 const CLIENTS = Number(process.env['CLIENTS'] ?? 50);
 const BURST = Number(process.env['BURST'] ?? 50_000);
-const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
-interface Node {
-  child: ChildProcess;
-  port: number;
-  dir: string;
-}
-
-async function startNode(env: Record<string, string>): Promise<Node> {
-  const dir = mkdtempSync(join(tmpdir(), 'edb-bench-cluster-'));
-  const child = spawn(process.execPath, [CLI, 'start'], {
-    env: { ...process.env, EDB_MQTT_PORT: '0', EDB_MQTTS_PORT: '-1', EDB_WS_PORT: '-1', EDB_WSS_PORT: '-1', EDB_HTTP_PORT: '-1', EDB_RULES_PORT: '-1', EDB_LOG_FORMAT: 'json', EDB_LOG_LEVEL: 'info', EDB_BACKUP: 'false', EDB_SYS_INTERVAL: '0', EDB_DATA_DIR: dir, ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let buf = '';
-  const port = await new Promise<number>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const m = /"listener":"mqtt"[^\n]*"port":(\d+)/.exec(buf);
-      if (m) resolve(Number(m[1]));
-    });
-    child.once('exit', (code) => reject(new Error(`broker exited ${code}`)));
-  });
-  if (env['EDB_CLUSTER_NATS']) {
-    // joined, and the state bucket ready
-    const deadline = Date.now() + 60_000;
-    while (!/state store in JetStream bucket/.test(buf)) {
-      if (Date.now() > deadline) throw new Error('node did not join');
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  child.stdout!.on('data', () => undefined);
-  return { child, port, dir };
-}
 
 const connect = (port: number, id: string): Promise<MqttClient> => mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 5, clientId: id, reconnectPeriod: 0 });
 

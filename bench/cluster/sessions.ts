@@ -9,50 +9,15 @@
 // 2. acknowledged rate: the publisher keeps WINDOW QoS 1 messages in flight and counts PUBACKs
 //    per second (what a publisher gets when every message must be stored first).
 // Medians of 3 rounds.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { rmSync } from 'node:fs';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { startNats } from '../../test/helpers/nats.js';
+import { startNode, type BenchNode as Node } from './node.js';
 
 const SECONDS = Number(process.env['SECONDS'] ?? 4);
 const RATE = Number(process.env['RATE'] ?? 500);
 const WINDOW = Number(process.env['WINDOW'] ?? 64);
-const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
-interface Node {
-  child: ChildProcess;
-  port: number;
-  dir: string;
-}
-
-async function startNode(env: Record<string, string>): Promise<Node> {
-  const dir = mkdtempSync(join(tmpdir(), 'edb-bench-sessions-'));
-  const child = spawn(process.execPath, [CLI, 'start'], {
-    env: { ...process.env, EDB_MQTT_PORT: '0', EDB_MQTTS_PORT: '-1', EDB_WS_PORT: '-1', EDB_WSS_PORT: '-1', EDB_HTTP_PORT: '-1', EDB_RULES_PORT: '-1', EDB_LOG_FORMAT: 'json', EDB_LOG_LEVEL: 'info', EDB_BACKUP: 'false', EDB_SYS_INTERVAL: '0', EDB_DATA_DIR: dir, ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let buf = '';
-  const port = await new Promise<number>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const m = /"listener":"mqtt"[^\n]*"port":(\d+)/.exec(buf);
-      if (m) resolve(Number(m[1]));
-    });
-    child.once('exit', (code) => reject(new Error(`broker exited ${code}`)));
-  });
-  if (env['EDB_CLUSTER_NATS']) {
-    const deadline = Date.now() + 60_000;
-    while (!/persistent sessions in JetStream bucket/.test(buf)) {
-      if (Date.now() > deadline) throw new Error('node did not join');
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  child.stdout!.on('data', () => undefined);
-  return { child, port, dir };
-}
 
 let seq = 0;
 const connect = (port: number, id: string, opts: IClientOptions = {}): Promise<MqttClient> => mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 5, clientId: id, reconnectPeriod: 0, ...opts });
@@ -119,9 +84,9 @@ async function main(): Promise<void> {
   try {
     for (let i = 0; i < 3; i++) {
       const urls = [i, ...[0, 1, 2].filter((j) => j !== i)].map((j) => nats.servers[j]!.url).join(',');
-      nodes.push(await startNode({ EDB_CLUSTER_NATS: urls, EDB_NODE_NAME: `p${i + 1}`, EDB_CLUSTER_NAME: 'bench' }));
+      nodes.push(await startNode({ EDB_CLUSTER_NATS: urls, EDB_NODE_NAME: `p${i + 1}`, EDB_CLUSTER_NAME: 'bench' }, { ready: /persistent sessions in JetStream bucket/, prefix: 'edb-bench-sessions-' }));
     }
-    const single = await startNode({});
+    const single = await startNode({}, { prefix: 'edb-bench-sessions-' });
     nodes.push(single);
     await new Promise((r) => setTimeout(r, 2000));
     const [a, b] = nodes as [Node, Node];

@@ -6,50 +6,18 @@
 //   npm run build && node dist/bench/cluster/state-lean.js     (SECONDS=5 ROUNDS=3 CLIENTS=50,200 PROF_DIR=)
 // Prints one line per round (with the CPU each process spent per round trip, from /proc) and
 // the medians; figures go to bench/RESULTS.md.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir, loadavg } from 'node:os';
-import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { startNats } from '../../test/helpers/nats.js';
+import { startNode, type BenchNode as Node } from './node.js';
 
 const SECONDS = Number(process.env['SECONDS'] ?? 5);
 const ROUNDS = Number(process.env['ROUNDS'] ?? 3);
 const CLIENTS = (process.env['CLIENTS'] ?? '50,200').split(',').map(Number);
-const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const LOADER = fileURLToPath(new URL('../../../bench/loaders/statestore-load.mjs', import.meta.url));
 
-interface Node {
-  child: ChildProcess;
-  port: number;
-  dir: string;
-}
-
-async function startNode(env: Record<string, string>, execArgv: string[] = []): Promise<Node> {
-  const dir = mkdtempSync(join(tmpdir(), 'edb-bench-state-'));
-  const child = spawn(process.execPath, [...execArgv, CLI, 'start'], {
-    env: { ...process.env, EDB_MQTT_PORT: '0', EDB_MQTTS_PORT: '-1', EDB_WS_PORT: '-1', EDB_WSS_PORT: '-1', EDB_HTTP_PORT: '-1', EDB_RULES_PORT: '-1', EDB_LOG_FORMAT: 'json', EDB_LOG_LEVEL: 'info', EDB_BACKUP: 'false', EDB_SYS_INTERVAL: '0', EDB_DATA_DIR: dir, ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let buf = '';
-  const port = await new Promise<number>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const m = /"listener":"mqtt"[^\n]*"port":(\d+)/.exec(buf);
-      if (m) resolve(Number(m[1]));
-    });
-    child.once('exit', (code) => reject(new Error(`broker exited ${code}`)));
-  });
-  if (env['EDB_CLUSTER_NATS']) {
-    const deadline = Date.now() + 60_000;
-    while (!/state store in JetStream bucket/.test(buf)) {
-      if (Date.now() > deadline) throw new Error('node did not join');
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  child.stdout!.on('data', () => undefined);
-  return { child, port, dir };
-}
 
 interface LoadResult {
   opsPerSec: number;
@@ -89,9 +57,9 @@ async function main(): Promise<void> {
       const urls = [i, ...[0, 1, 2].filter((j) => j !== i)].map((j) => nats.servers[j]!.url).join(',');
       // PROF_DIR: a CPU profile of cluster node 1 (node --cpu-prof), written when it stops
       const prof = i === 0 && process.env['PROF_DIR'] ? ['--cpu-prof', '--cpu-prof-dir', process.env['PROF_DIR']] : [];
-      nodes.push(await startNode({ EDB_CLUSTER_NATS: urls, EDB_NODE_NAME: `n${i + 1}`, EDB_CLUSTER_NAME: 'benchstate' }, prof));
+      nodes.push(await startNode({ EDB_CLUSTER_NATS: urls, EDB_NODE_NAME: `n${i + 1}`, EDB_CLUSTER_NAME: 'benchstate' }, { execArgv: prof, prefix: 'edb-bench-state-' }));
     }
-    const single = await startNode({});
+    const single = await startNode({}, { prefix: 'edb-bench-state-' });
     nodes.push(single);
     const a = nodes[0]!;
     console.log(`load average at start ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
