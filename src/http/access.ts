@@ -119,6 +119,12 @@ function cookie(req: HttpRequest, name: string): string | undefined {
   return undefined;
 }
 
+/** An Authorization header's scheme (lower case) and credentials. */
+function authorizationParts(header: string): { scheme: string; value: string } {
+  const space = header.indexOf(' ');
+  return { scheme: (space < 0 ? header : header.slice(0, space)).toLowerCase(), value: space < 0 ? '' : header.slice(space + 1).trim() };
+}
+
 function sameText(a: string, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);
@@ -265,13 +271,16 @@ export class HttpAccess {
     return { role: verdict };
   }
 
-  private sessionFor(req: HttpRequest): { id: string; session: Session; role: Role } | undefined {
+  /**
+   * The live session of a request's cookie with its user's role now: undefined (and forgotten)
+   * when it expired or its user is gone from the users file. Does not extend it.
+   */
+  private liveSession(req: HttpRequest): { id: string; session: Session; role: Role } | undefined {
     const id = cookie(req, SESSION_COOKIE);
     if (!id) return undefined;
     const session = this.sessions.get(id);
     if (!session) return undefined;
-    const now = this.now();
-    if (now >= session.expiresAt) {
+    if (this.now() >= session.expiresAt) {
       this.sessions.delete(id);
       return undefined;
     }
@@ -281,8 +290,14 @@ export class HttpAccess {
       this.sessions.delete(id);
       return undefined;
     }
-    session.expiresAt = now + this.config.adminSessionTtl * 1000;
     return { id, session, role };
+  }
+
+  /** The live session of a request, extended by the session TTL (a request uses it). */
+  private sessionFor(req: HttpRequest): { id: string; session: Session; role: Role } | undefined {
+    const live = this.liveSession(req);
+    if (live) live.session.expiresAt = this.now() + this.config.adminSessionTtl * 1000;
+    return live;
   }
 
   /** A state-changing request from another site (CSRF) is refused whatever its credentials. */
@@ -307,9 +322,7 @@ export class HttpAccess {
     let principal: Principal | undefined;
     const authz = req.headers['authorization'];
     if (authz !== undefined) {
-      const space = authz.indexOf(' ');
-      const scheme = (space < 0 ? authz : authz.slice(0, space)).toLowerCase();
-      const value = space < 0 ? '' : authz.slice(space + 1).trim();
+      const { scheme, value } = authorizationParts(authz);
       if (scheme === 'bearer') {
         const problem = this.tokens.error;
         const record = this.tokens.verify(value);
@@ -463,15 +476,11 @@ export class HttpAccess {
     const need = s.need as Role;
     switch (s.principal.via) {
       case 'session': {
-        const id = cookie(s.req, SESSION_COOKIE);
-        const session = id === undefined ? undefined : this.sessions.get(id);
-        if (!session || this.now() >= session.expiresAt) return false;
-        const role = this.readUsers()?.users.get(session.user)?.role;
-        return role !== undefined && roleAtLeast(role, need);
+        const live = this.liveSession(s.req);
+        return live !== undefined && roleAtLeast(live.role, need);
       }
       case 'token': {
-        const authz = s.req.headers['authorization'] ?? '';
-        const record = this.tokens.verify(authz.slice(authz.indexOf(' ') + 1).trim());
+        const record = this.tokens.verify(authorizationParts(s.req.headers['authorization'] ?? '').value);
         return record !== undefined && roleAtLeast(record.role, need);
       }
       case 'password': {
