@@ -25,6 +25,19 @@ async function call(url: string, method: string, body?: unknown): Promise<{ stat
   return { status: res.status, json: await res.json(), etag: res.headers.get('etag') };
 }
 
+/**
+ * A broker in `dir` with the operator otto (written by the real `edb passwd --role`) and the
+ * state store's per-key authorization: otto's `rules`, and everything for the test's own MQTT
+ * clients (client ids `admin-*`).
+ */
+async function startWithKeyRules(dir: string, rules: { username: string; access: string; patterns: string[] }[]): Promise<EdbServer> {
+  const users = join(dir, 'admin-users');
+  const made = await run(process.execPath, [CLI, 'passwd', users, 'otto', '--role', 'operator', '--password', OTTO], 30_000);
+  expect(made.code, made.stderr).toBe(0);
+  const authorization = { rules: [...rules, { clientId: 'admin-*', access: 'readwrite', patterns: ['*'] }] };
+  return startEdb(testConfig({ httpPort: 0, rulesPort: 0, adminUsersFile: users, dataDir: dir, sections: { stateStore: { authorization } } }), silentLogger());
+}
+
 const filter = (topic: string, key: string) => ({
   filters: [{ topic, subtopic: 'alert', statements: [{ condition: '$c > 30', set_state: { key, value: '{{ $c }}' } }] }],
 });
@@ -38,31 +51,11 @@ describe('set_state keys act for the document\'s uploader', () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'edb-rules-state-acl-'));
-    const users = join(dir, 'admin-users');
-    const made = await run(process.execPath, [CLI, 'passwd', users, 'otto', '--role', 'operator', '--password', OTTO], 30_000);
-    expect(made.code, made.stderr).toBe(0);
-    server = await startEdb(
-      testConfig({
-        httpPort: 0,
-        rulesPort: 0,
-        adminUsersFile: users,
-        dataDir: dir,
-        sections: {
-          stateStore: {
-            authorization: {
-              rules: [
-                // the uploader may write alarms 1 to 5 and its own keys; read everything
-                { username: 'otto', access: 'write', patterns: ['alarm/[1-5]', 'own/{username}/*'] },
-                { username: 'otto', access: 'read', patterns: ['*'] },
-                // the test's own MQTT clients
-                { clientId: 'admin-*', access: 'readwrite', patterns: ['*'] },
-              ],
-            },
-          },
-        },
-      }),
-      silentLogger(),
-    );
+    // the uploader may write alarms 1 to 5 and its own keys; read everything
+    server = await startWithKeyRules(dir, [
+      { username: 'otto', access: 'write', patterns: ['alarm/[1-5]', 'own/{username}/*'] },
+      { username: 'otto', access: 'read', patterns: ['*'] },
+    ]);
     rulesApi = `http://127.0.0.1:${server.port('rules')}`;
     httpApi = `http://127.0.0.1:${server.port('http')}/rules`;
   }, 120_000);
@@ -127,29 +120,8 @@ describe("state() reads act for the document's uploader", () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'edb-rules-state-read-'));
-    const users = join(dir, 'admin-users');
-    const made = await run(process.execPath, [CLI, 'passwd', users, 'otto', '--role', 'operator', '--password', OTTO], 30_000);
-    expect(made.code, made.stderr).toBe(0);
-    server = await startEdb(
-      testConfig({
-        httpPort: 0,
-        rulesPort: 0,
-        adminUsersFile: users,
-        dataDir: dir,
-        sections: {
-          stateStore: {
-            authorization: {
-              rules: [
-                // the uploader may read the limits of lines 1 to 5, nothing else
-                { username: 'otto', access: 'read', patterns: ['limits/[1-5]'] },
-                { clientId: 'admin-*', access: 'readwrite', patterns: ['*'] },
-              ],
-            },
-          },
-        },
-      }),
-      silentLogger(),
-    );
+    // the uploader may read the limits of lines 1 to 5, nothing else
+    server = await startWithKeyRules(dir, [{ username: 'otto', access: 'read', patterns: ['limits/[1-5]'] }]);
     rulesApi = `http://127.0.0.1:${server.port('rules')}`;
   }, 120_000);
   afterAll(async () => {
