@@ -50,6 +50,8 @@ export function registerClusterMetrics(registry: Registry, cluster: ClusterServi
   mirror('edb_cluster_rule_messages_dropped_total', 'Cluster: messages for the rule buffer dropped (no holder known, or sent for an earlier lease)', () => s.ruleMessagesDropped);
   mirror('edb_cluster_lease_acquired_total', 'Cluster: times this node took the lease of the rule buffer', () => s.leaseAcquired);
   mirror('edb_cluster_expired_keys_swept_total', 'Cluster: expired state-store keys this node removed from the bucket (the lease holder sweeps)', () => s.expiredSwept);
+  mirror('edb_cluster_state_void_writes_total', 'Cluster: state-store writes found stored after their deadline (ignored; the previous value written back)', () => s.voidedWrites);
+  mirror('edb_cluster_state_compensations_total', 'Cluster: state-store writes this node undid (stored after their deadline, or answered with an error and stored after all)', () => s.compensations);
   mirror('edb_cluster_jetstream_errors_total', 'Cluster: JetStream writes that failed', () => s.jetstreamErrors);
   mirror('edb_cluster_session_messages_stored_total', 'Cluster: QoS 1/2 messages stored in the session-message stream from this node (a persistent session wanted them)', () => node.sessions?.counts.stored ?? 0);
   mirror('edb_cluster_sessions_resumed_total', 'Cluster: persistent sessions brought to this node from another node or from the bucket', () => node.sessions?.counts.resumed ?? 0);

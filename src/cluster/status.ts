@@ -67,6 +67,10 @@ export interface ClusterStatsSnapshot {
   leaseAcquired: number;
   /** Expired state-store keys this node removed from the bucket (as lease holder). */
   expiredSwept: number;
+  /** State-store writes this node found stored after their deadline (void: ignored, the previous state written back). */
+  voidedWrites: number;
+  /** State-store writes this node undid (a void entry, or its own write answered with an error that was stored after all). */
+  compensations: number;
   /** Cross-node delivery latency (sender's clock to receiver's), ms, over the last 1024 messages. */
   latencyP50Ms: number | undefined;
   latencyP99Ms: number | undefined;
@@ -86,6 +90,8 @@ export class ClusterStats {
   ruleMessagesDropped = 0;
   leaseAcquired = 0;
   expiredSwept = 0;
+  voidedWrites = 0;
+  compensations = 0;
   /** Cross-node latencies, ms, for the metrics histogram (read and cleared by the scrape). */
   readonly latencies = new Float64Array(WINDOW);
   private count = 0;
@@ -114,6 +120,8 @@ export class ClusterStats {
       ruleMessagesDropped: this.ruleMessagesDropped,
       leaseAcquired: this.leaseAcquired,
       expiredSwept: this.expiredSwept,
+      voidedWrites: this.voidedWrites,
+      compensations: this.compensations,
       latencyP50Ms: q(0.5),
       latencyP99Ms: q(0.99),
     };
