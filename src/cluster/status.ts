@@ -71,6 +71,12 @@ export interface ClusterStatsSnapshot {
   voidedWrites: number;
   /** State-store writes this node undid (a void entry, or its own write answered with an error that was stored after all). */
   compensations: number;
+  /** The broker's own messages (wills, rule outputs) waiting for NATS in the outbox, sent from it when NATS was back, and dropped (outbox full). */
+  outboxQueued: number;
+  outboxSent: number;
+  outboxDropped: number;
+  /** Wills of clients of a node that died (kill -9) that this node published for it. */
+  orphanWills: number;
   /** Cross-node delivery latency (sender's clock to receiver's), ms, over the last 1024 messages. */
   latencyP50Ms: number | undefined;
   latencyP99Ms: number | undefined;
@@ -92,6 +98,10 @@ export class ClusterStats {
   expiredSwept = 0;
   voidedWrites = 0;
   compensations = 0;
+  outboxQueued = 0;
+  outboxSent = 0;
+  outboxDropped = 0;
+  orphanWills = 0;
   /** Cross-node latencies, ms, for the metrics histogram (read and cleared by the scrape). */
   readonly latencies = new Float64Array(WINDOW);
   private count = 0;
@@ -122,6 +132,10 @@ export class ClusterStats {
       expiredSwept: this.expiredSwept,
       voidedWrites: this.voidedWrites,
       compensations: this.compensations,
+      outboxQueued: this.outboxQueued,
+      outboxSent: this.outboxSent,
+      outboxDropped: this.outboxDropped,
+      orphanWills: this.orphanWills,
       latencyP50Ms: q(0.5),
       latencyP99Ms: q(0.99),
     };
