@@ -199,7 +199,7 @@ function heal(): void {
 interface Status {
   nodes: { name: string }[];
   connected: boolean;
-  jetstream: { state: string; sessions?: string; retained: string };
+  jetstream: { state: string; sessions?: string; retained: string; ruleBufferHolder?: string };
 }
 
 async function status(i: number): Promise<Status> {
@@ -328,6 +328,15 @@ describe.skipIf(skip !== undefined)(`cluster: a partition of one NATS server and
     expect((await s1.set('part/nx', 'majority', { condition: 'nx' })).applied).toBe(true);
     // still refused on the minority while cut off
     await expect(s3.set('part/k2', 'minority')).rejects.toThrow(TRY_AGAIN);
+
+    // the rule buffer's lease: a holder cut off stops acting as holder; a majority node holds it
+    const held = async (i: number): Promise<boolean> => /^edb_cluster_rule_buffer_held 1$/m.test(await (await fetch(`http://127.0.0.1:${reach[i]!.http}/metrics`)).text());
+    await waitFor('one majority node holding the rule buffer, not the minority', async () => {
+      const [h1, h2, h3] = await Promise.all([0, 1, 2].map(held));
+      const [st1, st2] = await Promise.all([status(0), status(1)]);
+      const holder = st1.jetstream.ruleBufferHolder;
+      return h1 !== h2 && !h3 && holder === (h1 ? 'b1' : 'b2') && st2.jetstream.ruleBufferHolder === holder;
+    }, 15_000);
 
     console.log('partition: the majority writes; healing');
     heal();
