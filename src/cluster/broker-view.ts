@@ -1,7 +1,7 @@
 import type { BrokerApi } from '../broker/api.js';
 import type { Message } from '../mqtt/message.js';
 import type { CoreClient, ForwardAcks, SessionLoader } from '../broker/core.js';
-import type { Delivery, Session } from '../session/session.js';
+import type { Delivery, PendingWill, Session } from '../session/session.js';
 import type { SessionStore } from '../session/store.js';
 
 /** The broker as the cluster uses it. */
@@ -21,6 +21,8 @@ export interface ClusterBroker extends BrokerApi {
   routeLocal(message: Message, publisher: CoreClient | undefined): boolean;
   /** Install a session read back from storage (its subscriptions enter routing). */
   restoreSession(session: Session): void;
+  /** Publish the will of a client whose connection was lost without closing (here: its node died), after `delaySeconds`. */
+  recoverWill(clientId: string, will: PendingWill, delaySeconds: number): void;
   /** A stored message read back for one session. */
   deliverStored(session: Session, d: Delivery): void;
 }

@@ -5,7 +5,9 @@
  *   edb_cluster_messages_forwarded_total, edb_cluster_messages_received_total,
  *   edb_cluster_takeovers_total, edb_cluster_nats_errors_total,
  *   edb_cluster_jetstream_errors_total, edb_cluster_rule_messages_{sent,received,dropped}_total,
- *   edb_cluster_lease_acquired_total, edb_cluster_expired_keys_swept_total (counters);
+ *   edb_cluster_lease_acquired_total, edb_cluster_expired_keys_swept_total,
+ *   edb_cluster_outbox_sent_total, edb_cluster_outbox_dropped_total,
+ *   edb_cluster_orphan_wills_published_total (counters); edb_cluster_outbox_messages (gauge);
  *   edb_cluster_rule_buffer_held (gauge);
  *   edb_cluster_latency_seconds (histogram of cross-node delivery latency, sender's clock to
  *   receiver's: meaningful when the nodes' clocks agree, as on one machine or with NTP).
@@ -50,6 +52,10 @@ export function registerClusterMetrics(registry: Registry, cluster: ClusterServi
   mirror('edb_cluster_rule_messages_dropped_total', 'Cluster: messages for the rule buffer dropped (no holder known, or sent for an earlier lease)', () => s.ruleMessagesDropped);
   mirror('edb_cluster_lease_acquired_total', 'Cluster: times this node took the lease of the rule buffer', () => s.leaseAcquired);
   mirror('edb_cluster_expired_keys_swept_total', 'Cluster: expired state-store keys this node removed from the bucket (the lease holder sweeps)', () => s.expiredSwept);
+  gauge('edb_cluster_outbox_messages', 'Cluster: messages of the broker itself (wills, rule outputs) published while NATS was unreachable, waiting to go to the other nodes and the session stream', () => s.outboxQueued);
+  mirror('edb_cluster_outbox_sent_total', 'Cluster: messages sent from the outbox once NATS was back', () => s.outboxSent);
+  mirror('edb_cluster_outbox_dropped_total', 'Cluster: messages the full outbox could not keep (delivered on this node only)', () => s.outboxDropped);
+  mirror('edb_cluster_orphan_wills_published_total', 'Cluster: wills of clients of a node that died without closing them, published by this node', () => s.orphanWills);
   mirror('edb_cluster_jetstream_errors_total', 'Cluster: JetStream writes that failed', () => s.jetstreamErrors);
   mirror('edb_cluster_session_messages_stored_total', 'Cluster: QoS 1/2 messages stored in the session-message stream from this node (a persistent session wanted them)', () => node.sessions?.counts.stored ?? 0);
   mirror('edb_cluster_sessions_resumed_total', 'Cluster: persistent sessions brought to this node from another node or from the bucket', () => node.sessions?.counts.resumed ?? 0);

@@ -36,6 +36,16 @@ import { ClusterStats, type ClusterStatus, type PeerStatus } from './status.js';
 export const HEARTBEAT_MS = 1000;
 /** A node not heard from for this long is lost: its interest is dropped. */
 export const PEER_TIMEOUT_MS = 4000;
+/** Messages of the broker itself (wills, rule outputs) kept while NATS is unreachable: at most this many. */
+export const OUTBOX_MAX = 10_000;
+/** After NATS is back, the outbox waits this long (the other nodes' heartbeats and interest) before it is sent. */
+const OUTBOX_SETTLE_MS = 2500;
+
+/** A message of the broker itself kept for NATS; `stored`: a persistent session wants it (held back entirely until the stream has it). */
+interface OutboxEntry {
+  message: Message;
+  stored: boolean;
+}
 
 
 interface Peer {
@@ -112,7 +122,12 @@ export class ClusterNode {
   private flushScheduled = false;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private closed = false;
-  private readonly startedAt = Date.now();
+  /** This run of the node (its heartbeats carry it; wills in the sessions bucket name it). */
+  readonly startedAt = Date.now();
+  private connectedAt = 0;
+  private readonly outbox: OutboxEntry[] = [];
+  private draining = false;
+  private lastOutboxLog = 0;
   private readonly prefix: string;
   private lastError: string | undefined;
   private lastErrorLog = 0;
@@ -147,7 +162,16 @@ export class ClusterNode {
   /** Persistent sessions resume on any node (sessions.ts): before start(). */
   useSessions(sessions: ClusterSessions): void {
     this.sessions = sessions;
-    sessions.bind(this.broker, { stats: this.stats, forward: (m) => this.forward(m), connected: () => this.connected, alive: (n) => this.peers.has(n) });
+    sessions.bind(this.broker, {
+      stats: this.stats,
+      forward: (m) => this.forward(m),
+      connected: () => this.connected,
+      alive: (n) => this.peers.has(n),
+      incarnation: (n) => (n === this.name ? this.startedAt : this.peers.get(n)?.startedAt),
+      connectedFor: () => (this.connected ? Date.now() - this.connectedAt : -1),
+      hold: (m) => this.hold(m, true),
+      outboxBusy: () => this.outbox.length > 0 || this.draining,
+    });
   }
 
   /** End the local copy of a session that went to another node; the cluster's bucket keeps it. */
@@ -282,6 +306,7 @@ export class ClusterNode {
   private setConnected(up: boolean): void {
     if (this.connected === up) return;
     this.connected = up;
+    if (up) this.connectedAt = Date.now();
     if (!up) this.log.warn({ node: this.name }, 'cluster: not connected to NATS; serving local clients only until it is back');
   }
 
@@ -313,6 +338,68 @@ export class ClusterNode {
     const now = Date.now();
     for (const peer of [...this.peers.values()]) if (now - peer.lastSeen > PEER_TIMEOUT_MS) this.lose(peer.name, 'not heard from');
     this.announce();
+    if (this.outbox.length > 0 && !this.draining && this.connected && now - this.connectedAt >= OUTBOX_SETTLE_MS && [...this.peers.values()].every((p) => !p.syncing && p.seq >= 0)) {
+      void this.drain().catch((err) => this.noteError('sending the outbox', err));
+    }
+  }
+
+  // ------------------------------------------------------------ outbox
+
+  /**
+   * A message of the broker itself (a will, a rule's output, a console or bridge message), not
+   * a $SYS update nor a state-store answer: what the broker accepted on its own, with no client
+   * to send it again.
+   */
+  private own(message: Message, info: ClientInfo | undefined): boolean {
+    if (info !== undefined || message.fromNode !== undefined) return false;
+    const o = message.origin;
+    return o !== '$SYS' && o !== 'state' && !message.topic.startsWith('$SYS');
+  }
+
+  /**
+   * Keep a message of the broker's own for when NATS is back (false: the outbox is full; it is
+   * delivered on this node only). `stored`: a persistent session wants it: it is not delivered
+   * anywhere before the stream has it.
+   */
+  private hold(message: Message, stored: boolean): boolean {
+    if (this.outbox.length >= OUTBOX_MAX) {
+      this.stats.outboxDropped++;
+      this.outboxLog(`cluster: the outbox is full (${OUTBOX_MAX} messages); a message of this broker (${message.origin ?? 'broker'}, ${message.topic}) is delivered on this node only`, true);
+      return false;
+    }
+    this.outbox.push({ message, stored });
+    this.stats.outboxQueued = this.outbox.length;
+    this.outboxLog(`cluster: NATS unreachable; messages of this broker (wills, rule outputs) wait in the outbox (${this.outbox.length}) until it is back`);
+    return true;
+  }
+
+  private outboxLog(text: string, error = false): void {
+    const now = Date.now();
+    if (now - this.lastOutboxLog < 10_000) return;
+    this.lastOutboxLog = now;
+    if (error) this.log.error({ outbox: this.outbox.length }, text);
+    else this.log.warn({ outbox: this.outbox.length }, text);
+  }
+
+  /** NATS is back and the other nodes' interest known: send the outbox, in order. */
+  private async drain(): Promise<void> {
+    this.draining = true;
+    let sent = 0;
+    try {
+      while (this.outbox.length > 0 && this.connected && !this.closed) {
+        const e = this.outbox[0]!;
+        if (e.stored) {
+          if (!this.sessions || !(await this.sessions.storeHeld(e.message))) break; // JetStream not ready: the next tick tries again
+        } else this.forward(e.message, false);
+        this.outbox.shift();
+        this.stats.outboxSent++;
+        sent++;
+      }
+    } finally {
+      this.draining = false;
+      this.stats.outboxQueued = this.outbox.length;
+      if (sent > 0) this.log.info({ sent, left: this.outbox.length }, `cluster: ${sent} messages of this broker sent from the outbox now that NATS is back`);
+    }
   }
 
   private announce(): void {
@@ -388,7 +475,13 @@ export class ClusterNode {
       },
       onPublish(message, info) {
         // a message a persistent session (on any node) wants waits for the replicated stream
-        if (node.sessions?.intercept(message, info)) return true;
+        if (node.sessions?.intercept(message, info, node.own(message, info))) return true;
+        // the broker's own message while NATS is unreachable (or an older one still waits):
+        // delivered here now, to the other nodes from the outbox
+        if (node.own(message, info) && (!node.connected || node.outbox.length > 0 || node.draining) && node.hold(message, false)) {
+          if (message.retain) node.retainedSet.stored(message);
+          return false;
+        }
         node.forward(message);
         return false;
       },
@@ -424,10 +517,10 @@ export class ClusterNode {
   }
 
   /** A message published on this node: to the nodes that want it (and the retained bucket). */
-  private forward(message: Message): void {
+  private forward(message: Message, retained = true): void {
     if (message.fromNode !== undefined) return;
     if (message.topic.charCodeAt(0) === 36 /* $ */ && message.topic.startsWith('$SYS')) return; // $SYS is per node
-    if (message.retain) this.retainedSet.stored(message);
+    if (message.retain && retained) this.retainedSet.stored(message);
     const plan = this.interest.plan(message.topic);
     if (!plan) return;
     if (plan.localShares) message.shareGroups = plan.localShares;

@@ -8,7 +8,8 @@
  * the bucket's order is the cluster's order, and the watch brings every node to it (the node
  * that wrote also applies its own write back, so all nodes end on the same last value).
  * While the bucket cannot be reached the latest message per topic waits here and is written
- * when it can be.
+ * when it can be: at reconnection and every 2 s while any wait (a write that failed after the
+ * reconnection is not left behind); an older write that fails never replaces a newer one.
  */
 import type { Logger } from 'pino';
 import type { NatsConnection } from '@nats-io/nats-core';
@@ -21,7 +22,10 @@ import { decodeMessage, encodeMessage, keyTopic, topicKey } from './wire.js';
 export class ClusterRetained {
   private kv: KV | undefined;
   private readonly pending = new Map<string, Message>();
+  /** The newest message handed to stored() per topic, while its write is not confirmed. */
+  private readonly newest = new Map<string, Message>();
   private inflight = 0;
+  private timer: NodeJS.Timeout | undefined;
   private keys = new Set<string>();
   private stateText = 'connecting';
   private closed = false;
@@ -59,6 +63,10 @@ export class ClusterRetained {
         this.log.info({ bucket: this.bucketName, replicas: this.replicas }, `cluster: retained messages in JetStream bucket ${this.bucketName} (R${this.replicas})`);
         void this.mirror(iter);
         this.flushPending();
+        this.timer = setInterval(() => {
+          if (this.inflight === 0) this.flushPending();
+        }, 2000);
+        this.timer.unref();
         break;
       } catch (err) {
         this.error(`bucket ${this.bucketName} not available (JetStream may still be electing a leader); retrying`, err);
@@ -95,6 +103,7 @@ export class ClusterRetained {
 
   /** A retained PUBLISH on this node (an empty payload clears the topic). */
   stored(message: Message): void {
+    this.newest.set(message.topic, message);
     if (!this.kv) {
       this.pending.set(message.topic, message);
       return;
@@ -107,11 +116,14 @@ export class ClusterRetained {
     this.inflight++;
     const done = message.payload.length === 0 ? kv.delete(key) : kv.put(key, encodeMessage(message, this.node));
     Promise.resolve(done)
+      .then(() => {
+        if (this.newest.get(message.topic) === message) this.newest.delete(message.topic);
+      })
       .catch((err) => {
         this.stats.jetstreamErrors++;
         this.error(`could not store the retained message for ${message.topic} in JetStream; it will be written again`, err);
         // the newest message for the topic wins: an older failed write does not overwrite it
-        if (!this.pending.has(message.topic)) this.pending.set(message.topic, message);
+        if (this.newest.get(message.topic) === message) this.pending.set(message.topic, message);
       })
       .finally(() => {
         this.inflight--;
@@ -146,6 +158,7 @@ export class ClusterRetained {
 
   async close(): Promise<void> {
     this.closed = true;
+    if (this.timer) clearInterval(this.timer);
     this.watcher?.stop();
     // give writes in flight a moment to be confirmed before the connection drains
     const deadline = Date.now() + 2000;

@@ -81,7 +81,35 @@ export function decodeRecord(data: Uint8Array): { rec: SessionRecord; node: stri
   return { rec, node: r.node };
 }
 
+interface StoredWill {
+  v: 1;
+  node: string;
+  /** The run of the node that wrote it (ClusterNode.startedAt): a will of an earlier run is a crashed connection's. */
+  st: number;
+  id: string;
+  rec: Omit<LiveWillRecord, 'message'> & { m: string };
+}
+
+export function encodeWill(clientId: string, will: LiveWillRecord, node: string, st: number): string {
+  const { message, ...rest } = will;
+  const out: StoredWill = { v: 1, node, st, id: clientId, rec: { ...rest, m: Buffer.from(encodeMessage(message, node)).toString('base64') } };
+  return JSON.stringify(out);
+}
+
+export function decodeWill(data: Uint8Array): { clientId: string; node: string; st: number; will: LiveWillRecord } {
+  const r = JSON.parse(Buffer.from(data).toString('utf8')) as StoredWill;
+  if (!r || typeof r.node !== 'string' || typeof r.id !== 'string' || typeof r.st !== 'number' || !r.rec || typeof r.rec.m !== 'string') throw new Error('not a will record');
+  const { m, ...rest } = r.rec;
+  return { clientId: r.id, node: r.node, st: r.st, will: { ...rest, message: decodeMessage(Buffer.from(m, 'base64')).message } };
+}
+
+/** A will whose node died is published once it has been seen dead this long (past the 4 s a node takes to be dropped). */
+const ORPHAN_WILL_MS = 3000;
+/** A node judges other nodes' wills only once it has been connected this long (it has heard every running node). */
+const WILL_GRACE_MS = 5000;
+
 const idKey = (clientId: string): string => topicKey(clientId);
+const willKey = (node: string, clientId: string): string => `w.${node}.${idKey(clientId)}`;
 const recordKey = (clientId: string): string => `r.${idKey(clientId)}`;
 const iteratorKey = (clientId: string): string => `i.${idKey(clientId)}`;
 
@@ -108,6 +136,10 @@ export class ClusterSessionStorage implements BrokerStorage {
   private lastErrorLog = 0;
   /** Known records in the bucket (mirror), to skip deletes of ids the cluster never held. */
   hasRecord: (clientId: string) => boolean = () => false;
+  /** This node's run (ClusterNode.startedAt), written with its clients' wills. */
+  incarnation = 0;
+  /** Client ids with a live will in the bucket under this node's name. */
+  private readonly wills = new Set<string>();
 
   constructor(
     readonly local: BrokerStorage,
@@ -295,10 +327,19 @@ export class ClusterSessionStorage implements BrokerStorage {
     this.local.compactState(snapshot);
   }
   liveWills(): Map<string, LiveWillRecord> {
-    return this.local.liveWills();
+    return new Map(); // in the bucket: a node that died has its clients' wills published by another (ClusterSessions.tick)
   }
+  /**
+   * A connected client's will: in the sessions bucket under this node's name (w.<node>.<id>),
+   * so that if this node dies without closing the connection another node publishes it.
+   */
   setLiveWill(clientId: string, will: LiveWillRecord | undefined): void {
-    this.local.setLiveWill(clientId, will);
+    if (!will) {
+      if (this.wills.delete(clientId)) this.put(willKey(this.node, clientId), null, true);
+      return;
+    }
+    this.wills.add(clientId);
+    this.put(willKey(this.node, clientId), encodeWill(clientId, will, this.node, this.incarnation), true);
   }
   document(name: string): Buffer | undefined {
     return this.local.document(name);
@@ -360,6 +401,17 @@ interface MirrorEntry {
   orphanSince?: number;
 }
 
+interface WillEntry {
+  clientId: string;
+  node: string;
+  st: number;
+  rev: number;
+  will: LiveWillRecord;
+  /** When this node first saw its node's run gone. */
+  orphanSince?: number;
+  claiming?: boolean;
+}
+
 export interface ClusterSessionsOptions {
   cluster: string;
   node: string;
@@ -381,18 +433,25 @@ export class ClusterSessions implements SessionLoader {
   private jsm: JetStreamManager | undefined;
   private kv: KV | undefined;
   private readonly mirror = new Map<string, MirrorEntry>();
+  /** Live wills of the cluster's clients (w.<node>.<id>), by key. */
+  private readonly willMirror = new Map<string, WillEntry>();
   private readonly trie = new TopicTrie<true>();
   private readonly pending = new WeakMap<Message, Promise<boolean>>();
   private attaching = false;
   private closed = false;
   private watcher: { stop(): void } | undefined;
+  private willWatcher: { stop(): void } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private lastErrorLog = 0;
   stateText = 'connecting';
   private forward: (m: Message) => void = () => undefined;
   private connected: () => boolean = () => false;
   private alive: (node: string) => boolean = () => false;
-  private stats: Pick<ClusterStats, 'jetstreamErrors' | 'takeovers'> = { jetstreamErrors: 0, takeovers: 0 };
+  private incarnation: (node: string) => number | undefined = () => undefined;
+  private connectedFor: () => number = () => -1;
+  private hold: (m: Message) => boolean = () => false;
+  private outboxBusy: () => boolean = () => false;
+  private stats: Pick<ClusterStats, 'jetstreamErrors' | 'takeovers' | 'orphanWills'> = { jetstreamErrors: 0, takeovers: 0, orphanWills: 0 };
 
   constructor(
     local: BrokerStorage,
@@ -421,12 +480,32 @@ export class ClusterSessions implements SessionLoader {
   }
 
   /** Wire to the node (before it starts). */
-  bind(broker: ClusterBroker, parts: { stats: ClusterStats; forward: (m: Message) => void; connected: () => boolean; alive: (node: string) => boolean }): void {
+  bind(
+    broker: ClusterBroker,
+    parts: {
+      stats: ClusterStats;
+      forward: (m: Message) => void;
+      connected: () => boolean;
+      alive: (node: string) => boolean;
+      /** The run (startedAt) of a running node, undefined for one not running. */
+      incarnation: (node: string) => number | undefined;
+      /** Milliseconds since this node (re)connected to NATS, -1 while it is not. */
+      connectedFor: () => number;
+      /** Keep a message of the broker's own in the node's outbox until NATS is back (false: full). */
+      hold: (m: Message) => boolean;
+      outboxBusy: () => boolean;
+    },
+  ): void {
     this.broker = broker;
     this.stats = parts.stats;
     this.forward = parts.forward;
     this.connected = parts.connected;
     this.alive = parts.alive;
+    this.incarnation = parts.incarnation;
+    this.connectedFor = parts.connectedFor;
+    this.hold = parts.hold;
+    this.outboxBusy = parts.outboxBusy;
+    this.storage.incarnation = parts.incarnation(this.opts.node) ?? 0;
     broker.sessionLoader = this;
   }
 
@@ -456,6 +535,9 @@ export class ClusterSessions implements SessionLoader {
         const kv = await new Kvm(nc).create(this.bucketName, { replicas: this.opts.replicas, history: 1, description: 'Edge Data Broker: persistent sessions (r.<id> record, i.<id> position)' });
         const iter = await kv.watch({ key: 'r.>' });
         this.watcher = iter;
+        const wills = await kv.watch({ key: 'w.>' });
+        this.willWatcher = wills;
+        void this.willLoop(wills);
         this.jsm = jsm;
         this.js = jetstream(nc);
         this.kv = kv;
@@ -483,6 +565,73 @@ export class ClusterSessions implements SessionLoader {
     }
   }
 
+  private async willLoop(iter: AsyncIterable<KvWatchEntry>): Promise<void> {
+    try {
+      for await (const e of iter) {
+        if (e.operation !== 'PUT') {
+          this.willMirror.delete(e.key);
+          continue;
+        }
+        try {
+          const w = decodeWill(e.value);
+          this.willMirror.set(e.key, { clientId: w.clientId, node: w.node, st: w.st, rev: e.revision, will: w.will });
+        } catch (err) {
+          this.willMirror.delete(e.key);
+          this.error(`a malformed will record under ${e.key}`, err);
+        }
+      }
+    } catch (err) {
+      if (!this.closed) this.error('the wills watch stopped', err);
+    }
+  }
+
+  /**
+   * Wills of connections a node left open when it died (kill -9, power loss) or that an earlier
+   * run of a restarted node left: published once by one node (the first whose compare-and-set
+   * delete of the key succeeds), after the Will Delay; a session resumed on another node
+   * within the delay cancels it [MQTT-5-3.1.3-9].
+   */
+  private orphanWills(now: number): void {
+    const kv = this.kv;
+    if (!kv || this.willMirror.size === 0 || this.connectedFor() < WILL_GRACE_MS) return;
+    for (const [key, e] of this.willMirror) {
+      if (e.claiming) continue;
+      if (this.incarnation(e.node) === e.st) {
+        delete e.orphanSince;
+        continue;
+      }
+      e.orphanSince ??= now;
+      if (now - e.orphanSince < ORPHAN_WILL_MS) continue;
+      const rec = this.mirror.get(e.clientId);
+      const delay = Math.min(e.will.delaySeconds, rec?.expiryInterval ?? 0);
+      const resumed = rec !== undefined && rec.node !== e.node;
+      if (delay > 0 && resumed) void this.claimWill(kv, key, e, false);
+      else if (now >= e.orphanSince + delay * 1000) void this.claimWill(kv, key, e, true);
+    }
+  }
+
+  private async claimWill(kv: KV, key: string, e: WillEntry, publish: boolean): Promise<void> {
+    e.claiming = true;
+    try {
+      await kv.delete(key, { previousSeq: e.rev });
+    } catch {
+      e.claiming = false; // another node took it (or JetStream did not answer: tried again)
+      return;
+    }
+    this.willMirror.delete(key);
+    if (!publish) {
+      this.log.info({ clientId: e.clientId, node: e.node }, `cluster: the will of ${e.clientId} (left by node ${e.node}) is cancelled: its session resumed on another node within the Will Delay`);
+      return;
+    }
+    this.stats.orphanWills++;
+    this.log.info({ clientId: e.clientId, node: e.node, topic: e.will.message.topic }, `cluster: node ${e.node} stopped without closing ${e.clientId}; its will is published here`);
+    try {
+      this.broker?.recoverWill(e.clientId, { message: e.will.message, expirySeconds: e.will.expirySeconds, username: e.will.username }, 0);
+    } catch (err) {
+      this.error(`publishing the will of ${e.clientId}`, err);
+    }
+  }
+
   private applyMirror(e: KvWatchEntry): void {
     const id = keyTopic(e.key.slice(2));
     const old = this.mirror.get(id);
@@ -505,6 +654,7 @@ export class ClusterSessions implements SessionLoader {
   /** Every 2 s: the stream's end, writes that waited, and sessions whose node is gone past their expiry. */
   private tick(): void {
     this.storage.retry();
+    this.orphanWills(Date.now());
     const jsm = this.jsm;
     if (jsm && this.connected()) {
       jsm.streams.info(this.streamName).then(
@@ -553,11 +703,14 @@ export class ClusterSessions implements SessionLoader {
    * From the onPublish hook: a message a persistent session wants is held back (true) until
    * the stream has it, then routed here and forwarded with its sequence.
    */
-  intercept(message: Message, publisher: ClientInfo | undefined): boolean {
+  intercept(message: Message, publisher: ClientInfo | undefined, own = false): boolean {
     if (message.qos === 0 || message.clusterSeq !== undefined || message.fromNode !== undefined || !this.broker) return false;
     if (message.topic.startsWith('$SYS')) return false;
     if (!this.wanted(message)) return false;
-    const p = this.persist(message, publisher !== undefined);
+    // the broker's own message (a will, a rule's output) while NATS is unreachable: it waits
+    // in the outbox, delivered nowhere until the stream has it
+    if (own && (!this.connected() || this.outboxBusy()) && this.hold(message)) return true;
+    const p = this.persist(message, publisher !== undefined, own);
     this.pending.set(message, p);
     return true;
   }
@@ -566,7 +719,33 @@ export class ClusterSessions implements SessionLoader {
     return this.pending.get(message);
   }
 
-  private async persist(message: Message, fromClient: boolean): Promise<boolean> {
+  /** From the outbox, NATS back: store and deliver a held message of the broker's own (false: JetStream failed; it stays held). */
+  async storeHeld(message: Message): Promise<boolean> {
+    if (this.wanted(message)) {
+      try {
+        const js = this.js;
+        if (!js || !this.connected()) return false;
+        const ack = await js.publish(this.subject, encodeMessage(message, this.opts.node), { timeout: 5000 });
+        message.clusterSeq = ack.seq;
+        this.storage.noteSeq(ack.seq);
+        this.counts.stored++;
+      } catch (err) {
+        this.counts.storeErrors++;
+        this.stats.jetstreamErrors++;
+        this.error('a message from the outbox could not be stored in JetStream yet', err);
+        return false;
+      }
+    }
+    try {
+      this.forward(message);
+      this.broker!.routeLocal(message, undefined);
+    } catch (err) {
+      this.error('routing a stored message', err);
+    }
+    return true;
+  }
+
+  private async persist(message: Message, fromClient: boolean, own = false): Promise<boolean> {
     try {
       const js = this.js;
       if (!js || !this.connected()) throw new Error('not connected to NATS');
@@ -579,8 +758,9 @@ export class ClusterSessions implements SessionLoader {
       this.stats.jetstreamErrors++;
       this.error('a message for a persistent session could not be stored in JetStream', err);
       // a client's PUBLISH is refused (it sends it again); a message of the broker's own (a
-      // will, a rule's output) is delivered without the stream
+      // will, a rule's output) waits in the outbox (when full: delivered without the stream)
       if (fromClient) return false;
+      if (own && this.hold(message)) return false;
     }
     try {
       this.forward(message);
@@ -779,5 +959,6 @@ export class ClusterSessions implements SessionLoader {
     this.sessionLog.flush();
     await this.storage.close();
     this.watcher?.stop();
+    this.willWatcher?.stop();
   }
 }

@@ -67,6 +67,12 @@ export interface ClusterStatsSnapshot {
   leaseAcquired: number;
   /** Expired state-store keys this node removed from the bucket (as lease holder). */
   expiredSwept: number;
+  /** The broker's own messages (wills, rule outputs) waiting for NATS in the outbox, sent from it when NATS was back, and dropped (outbox full). */
+  outboxQueued: number;
+  outboxSent: number;
+  outboxDropped: number;
+  /** Wills of clients of a node that died (kill -9) that this node published for it. */
+  orphanWills: number;
   /** Cross-node delivery latency (sender's clock to receiver's), ms, over the last 1024 messages. */
   latencyP50Ms: number | undefined;
   latencyP99Ms: number | undefined;
@@ -86,6 +92,10 @@ export class ClusterStats {
   ruleMessagesDropped = 0;
   leaseAcquired = 0;
   expiredSwept = 0;
+  outboxQueued = 0;
+  outboxSent = 0;
+  outboxDropped = 0;
+  orphanWills = 0;
   /** Cross-node latencies, ms, for the metrics histogram (read and cleared by the scrape). */
   readonly latencies = new Float64Array(WINDOW);
   private count = 0;
@@ -114,6 +124,10 @@ export class ClusterStats {
       ruleMessagesDropped: this.ruleMessagesDropped,
       leaseAcquired: this.leaseAcquired,
       expiredSwept: this.expiredSwept,
+      outboxQueued: this.outboxQueued,
+      outboxSent: this.outboxSent,
+      outboxDropped: this.outboxDropped,
+      orphanWills: this.orphanWills,
       latencyP50Ms: q(0.5),
       latencyP99Ms: q(0.99),
     };

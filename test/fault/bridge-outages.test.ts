@@ -5,127 +5,20 @@
  * SIGKILLed with a backlog and restarted (EDB_STORAGE=durable: the backlog is read back from
  * the log). Every message acknowledged locally must reach the remote, and per topic the
  * first arrivals must be in order (QoS 1 may bring a message twice after a reconnect).
+ * The same against a second Edge Data Broker: bridge-outages-edb.test.ts.
  */
 import { mkdtempSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import mqtt, { type MqttClient } from 'mqtt';
+import mqtt from 'mqtt';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseBridge } from '../../src/config/bridges.js';
 import { startBroker, until, type TestBroker } from '../helpers/broker.js';
-import { freePort, startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
+import { blackHoleProxy, Load, sleep, Verifier } from '../helpers/bridge-load.js';
+import { freePort, startMosquitto } from '../helpers/mosquitto.js';
 import { startBrokerProcess, type BrokerProcess } from '../helpers/process.js';
 
-const TOPICS = 4;
-
-/** Subscribes on the remote with a persistent session and records every arrival per topic. */
-class Verifier {
-  readonly seen: number[][] = Array.from({ length: TOPICS }, () => []);
-  private constructor(readonly client: MqttClient) {}
-  static async start(port: number, prefix: string, id: string): Promise<Verifier> {
-    const c = await mqtt.connectAsync({ port, host: '127.0.0.1', clientId: id, clean: false, reconnectPeriod: 200, protocolVersion: 4 });
-    const v = new Verifier(c);
-    c.on('message', (topic, payload) => {
-      const t = Number(topic.slice(topic.lastIndexOf('/') + 1));
-      v.seen[t]!.push(Number(payload.toString()));
-    });
-    c.on('error', () => undefined);
-    await c.subscribeAsync(`${prefix}/#`, { qos: 1 });
-    return v;
-  }
-  distinct(t: number): Set<number> {
-    return new Set(this.seen[t]);
-  }
-  /** Nothing acknowledged is missing, and per topic first arrivals increase. */
-  check(acked: number[]): void {
-    for (let t = 0; t < TOPICS; t++) {
-      const got = this.distinct(t);
-      const missing: number[] = [];
-      for (let i = 0; i < acked[t]!; i++) if (!got.has(i)) missing.push(i);
-      expect(missing, `topic ${t}: acknowledged locally, missing on the remote`).toEqual([]);
-      const firsts: number[] = [];
-      const known = new Set<number>();
-      for (const n of this.seen[t]!) if (!known.has(n)) known.add(n), firsts.push(n);
-      expect(firsts, `topic ${t}: order of first arrivals`).toEqual([...firsts].sort((a, b) => a - b));
-    }
-  }
-  allArrived(acked: number[]): boolean {
-    return acked.every((n, t) => this.distinct(t).size >= n);
-  }
-}
-
-/** Publishes numbered QoS 1 messages round robin over the topics, counting acknowledgements. */
-class Load {
-  readonly acked: number[] = Array(TOPICS).fill(0);
-  private next: number[] = Array(TOPICS).fill(0);
-  private running = true;
-  private done: Promise<void>;
-  constructor(
-    private readonly client: MqttClient,
-    prefix: string,
-    private readonly pauseMs = 2,
-  ) {
-    this.done = (async () => {
-      let t = 0;
-      while (this.running) {
-        const n = this.next[t]!++;
-        try {
-          await client.publishAsync(`${prefix}/${t}`, String(n), { qos: 1 });
-          this.acked[t] = n + 1;
-        } catch {
-          return; // the broker went away (SIGKILL): what was acknowledged is counted
-        }
-        t = (t + 1) % TOPICS;
-        if (this.pauseMs) await new Promise((r) => setTimeout(r, this.pauseMs));
-      }
-    })();
-  }
-  get total(): number {
-    return this.acked.reduce((a, b) => a + b, 0);
-  }
-  async stop(): Promise<void> {
-    this.running = false;
-    await this.done;
-  }
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const fast = { reconnectMin: '100ms', reconnectMax: '1s', keepAlive: 2 };
-
-/** A TCP proxy that can black-hole: keep every connection open but forward nothing. */
-async function blackHoleProxy(upstreamPort: number): Promise<{ port: number; holes: boolean; set(on: boolean): void; close(): Promise<void> }> {
-  const pairs = new Set<[net.Socket, net.Socket]>();
-  const state = { holes: false };
-  const server = net.createServer((down) => {
-    const up = net.connect(upstreamPort, '127.0.0.1');
-    const pair: [net.Socket, net.Socket] = [down, up];
-    pairs.add(pair);
-    down.on('data', (d) => void (state.holes || up.write(d)));
-    up.on('data', (d) => void (state.holes || down.write(d)));
-    const end = () => {
-      pairs.delete(pair);
-      down.destroy();
-      up.destroy();
-    };
-    down.on('close', end).on('error', end);
-    up.on('close', end).on('error', end);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    get holes() {
-      return state.holes;
-    },
-    set(on: boolean) {
-      state.holes = on;
-    },
-    async close() {
-      for (const [a, b] of pairs) a.destroy(), b.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
-}
 
 describe('bridge store-and-forward under faults', () => {
   const cleanup: (() => Promise<unknown> | unknown)[] = [];

@@ -41,7 +41,11 @@ export async function freePort(): Promise<number> {
 }
 
 /** `count` servers (1 or 3) with JetStream; with 3, a JetStream cluster over routes. */
-export async function startNats(count: 1 | 3 = 3, opts: { clusterName?: string; ports?: number[] } = {}): Promise<NatsCluster> {
+/**
+ * `noAdvertise`: the servers do not tell clients of the others (--no_advertise), so a client
+ * given one server stays cut off while that server is down (no failover to the others).
+ */
+export async function startNats(count: 1 | 3 = 3, opts: { clusterName?: string; ports?: number[]; noAdvertise?: boolean } = {}): Promise<NatsCluster> {
   const dir = mkdtempSync(join(tmpdir(), 'edb-nats-'));
   const name = opts.clusterName ?? 'edbtest';
   const servers: NatsServer[] = [];
@@ -53,6 +57,7 @@ export async function startNats(count: 1 | 3 = 3, opts: { clusterName?: string; 
   const launch = (s: NatsServer): void => {
     const args = ['-js', '-sd', join(dir, s.name), '-a', '127.0.0.1', '-p', String(s.port), '--server_name', s.name];
     if (count > 1) args.push('--cluster_name', name, '--cluster', `nats://127.0.0.1:${s.clusterPort}`, '--routes', routes);
+    if (opts.noAdvertise) args.push('--no_advertise');
     const p = spawn('nats-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     s.process = p;
     s.output = '';
