@@ -44,6 +44,8 @@ const SCAN_CHUNK = 8 * 1024 * 1024;
  * batch (a record larger than this gets a buffer of its own size).
  */
 const SLAB_BYTES = 1024 * 1024;
+/** Bytes read at a time by read() (a longer record is read on its own). */
+const READ_CHUNK = 64 * 1024;
 
 /** A place in the log: a generation and a byte offset in its file. */
 export interface LogPosition {
@@ -714,21 +716,47 @@ export class MessageLog {
   }
 
   /**
-   * Read up to `max` durable entries from `from` on (across generations). A position in a
-   * dropped generation continues at the oldest one kept. `next` is where to read on.
+   * Read up to `max` durable entries (and about `maxBytes`) from `from` on, across generations.
+   * A position in a dropped generation continues at the oldest one kept. `next` is where to read
+   * on. Records are read in chunks of READ_CHUNK (one read per chunk, not two per record),
+   * so that a session draining a long backlog costs a few reads per batch. A generation whose
+   * last batches are not durable yet (just closed by a roll) is not passed over: the read stops
+   * there until they are.
    */
   read(from: LogPosition, max: number, maxBytes = 1 << 20): { entries: LogEntry[]; next: LogPosition } {
     const entries: LogEntry[] = [];
     let pos = this.clamp(from);
     let budget = maxBytes;
+    let chunk: Buffer | undefined;
+    let chunkGen = -1;
+    let chunkStart = 0;
+    let chunkLen = 0;
     while (entries.length < max && budget > 0) {
       const gi = this.gens.findIndex((x) => x.id === pos.gen);
       if (gi < 0) break;
       const g = this.gens[gi]!;
-      const r = this.readRecord(g, pos.offset);
-      if (r === undefined) {
+      let r: { end: number; message: Message; storedAt: number; direct: boolean } | 'short' | undefined;
+      if (g.created && pos.offset + FRAME <= g.durable) {
+        // the record from the chunk in hand, or a new chunk read from its start
+        const inChunk = chunk !== undefined && chunkGen === g.id && pos.offset >= chunkStart && pos.offset + FRAME <= chunkStart + chunkLen;
+        if (!inChunk) {
+          const want = Math.max(FRAME + MIN_BODY, Math.min(budget, g.durable - pos.offset, READ_CHUNK));
+          if (!chunk || chunk.length < want) chunk = Buffer.allocUnsafe(READ_CHUNK);
+          chunkLen = this.readAt(g, chunk, Math.min(want, g.durable - pos.offset), pos.offset);
+          chunkGen = g.id;
+          chunkStart = pos.offset;
+        }
+        r = this.recordIn(g, chunk!, chunkStart, chunkLen, pos.offset);
+        if (r === 'short') {
+          // longer than the chunk: read on its own
+          chunkGen = -1;
+          r = this.readRecord(g, pos.offset);
+        }
+      }
+      if (r === undefined || r === 'short') {
         const nextGen = this.gens[gi + 1];
         if (!nextGen) break; // the newest generation: new messages may still come
+        if (g.durable < g.end) break; // its last batches are being written: not past them yet
         if (pos.offset < g.durable) {
           this.opts.log.warn({ generation: g.id, offset: pos.offset }, 'storage: unreadable record in a closed generation; skipping to the next one');
         }
@@ -741,6 +769,35 @@ export class MessageLog {
       pos = next;
     }
     return { entries, next: pos };
+  }
+
+  private readAt(g: Generation, buf: Buffer, len: number, at: number): number {
+    const fd = this.readFd(g);
+    let n = 0;
+    while (n < len) {
+      const got = readSync(fd, buf, n, len - n, at + n);
+      if (got <= 0) break;
+      n += got;
+    }
+    return n;
+  }
+
+  /** The record at `offset` from a chunk read at `start`; 'short' when it does not fit in the chunk. */
+  private recordIn(g: Generation, buf: Buffer, start: number, len: number, offset: number): { end: number; message: Message; storedAt: number; direct: boolean } | 'short' | undefined {
+    const at = offset - start;
+    if (at + FRAME > len) return 'short';
+    const bodyLen = buf.readUInt32LE(at);
+    if (bodyLen < MIN_BODY || bodyLen > MAX_BODY || offset + FRAME + bodyLen > g.durable) return undefined;
+    if (at + FRAME + bodyLen > len) return 'short';
+    const body = buf.subarray(at + FRAME, at + FRAME + bodyLen);
+    if ((crc32(body) >>> 0) !== buf.readUInt32LE(at + 4)) return undefined;
+    try {
+      // decodeMessage copies the payload: nothing keeps the chunk alive
+      const { message, storedAt, direct } = decodeMessage(body, g.layout);
+      return { end: offset + FRAME + bodyLen, message, storedAt, direct };
+    } catch {
+      return undefined;
+    }
   }
 
   /** A position the log still holds: before the oldest generation means its start. */
