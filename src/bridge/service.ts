@@ -37,7 +37,7 @@ export interface BridgeLog {
   readonly storage: BrokerStorage;
   /** Store once; false when storage is full. */
   store(message: Message): boolean;
-  readonly positions: WeakMap<Message, LogPosition>;
+  readonly positions: { get(m: Message): LogPosition | undefined; set(m: Message, pos: LogPosition): unknown };
 }
 
 /** One row of GET /api/bridges and `edb bridge show`. */

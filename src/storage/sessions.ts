@@ -44,7 +44,7 @@ import { Session, type Delivery, type InflightEntry, type Subscription } from '.
 import { MemorySessionStore, type LiveWill, type SessionPersistence } from '../session/store.js';
 import { topicMatches } from '../topics/match.js';
 import { StorageFullError } from './errors.js';
-import { comparePositions, type LogEntry, type LogPosition } from './log.js';
+import { comparePositions, MessagePositions, type LogEntry, type LogPosition } from './log.js';
 import type { BrokerStorage, DirectDelivery, IteratorRecord, LiveWillRecord, SentQos2, SessionRecord } from './store.js';
 
 const QUEUED = 0;
@@ -108,7 +108,7 @@ export class SessionLog implements SessionPersistence {
   /** Sessions whose backlog is (partly) in the log. */
   readonly paged = new Set<DurableSession>();
   /** Where each stored message is in the log (store-once: the second session finds it here). */
-  readonly positions = new WeakMap<Message, LogPosition>();
+  readonly positions = new MessagePositions();
   /** Counts appends: a publish that caused one waits for the commit before its ack. */
   writes = 0;
   refused = 0;
@@ -577,8 +577,25 @@ export class DurableSession extends Session {
 
   private settle(t: Tracked, state: number): void {
     t.state = state;
-    if (state === DONE) this.byMessage.delete(t.message);
+    if (state === DONE) {
+      this.byMessage.delete(t.message);
+      this.passDone();
+    }
     this.sessionLog.iteratorChanged(this);
+  }
+
+  /**
+   * Move `head` past the answered deliveries at the front and let go of them, at once rather
+   * than at the next (lazy, up to 20 ms later) iterator write: held that long, every message
+   * of a busy session outlived two scavenges and was promoted, and the old space filled and
+   * was compacted about twice a second under QoS 1 fan-in.
+   */
+  private passDone(): void {
+    while (this.head < this.tracked.length && this.tracked[this.head]!.state === DONE) this.head++;
+    if (this.head > 256 && this.head * 2 > this.tracked.length) {
+      this.tracked = this.tracked.slice(this.head);
+      this.head = 0;
+    }
   }
 
   override enqueue(delivery: Delivery): void {
@@ -592,6 +609,7 @@ export class DurableSession extends Session {
     // taken off the queue: sent (addInflight follows at once) or dropped (expired, not allowed)
     const t = d && this.byMessage.get(d.message);
     if (t && t.state === QUEUED) {
+      // not passed yet: addInflight usually follows at once and makes it INFLIGHT again
       t.state = DONE;
       this.sessionLog.iteratorChanged(this);
     }
@@ -722,11 +740,7 @@ export class DurableSession extends Session {
 
   /** The iterator: oldest position not answered, answered QoS 2 past it, ids awaiting PUBCOMP. */
   iteratorRecord(tail: LogPosition): IteratorRecord {
-    while (this.head < this.tracked.length && this.tracked[this.head]!.state === DONE) this.head++;
-    if (this.head > 256 && this.head * 2 > this.tracked.length) {
-      this.tracked = this.tracked.slice(this.head);
-      this.head = 0;
-    }
+    this.passDone();
     const first = this.tracked[this.head];
     const done: LogPosition[] = [];
     for (let i = this.head + 1; i < this.tracked.length; i++) {
