@@ -71,6 +71,8 @@ export interface ClusterStatsSnapshot {
   voidedWrites: number;
   /** State-store writes this node undid (a void entry, or its own write answered with an error that was stored after all). */
   compensations: number;
+  /** Records of deleted state-store keys this node purged from the bucket (as lease holder, once they are old). */
+  tombstonesPurged: number;
   /** The broker's own messages (wills, rule outputs) waiting for NATS in the outbox, sent from it when NATS was back, and dropped (outbox full). */
   outboxQueued: number;
   outboxSent: number;
@@ -98,6 +100,7 @@ export class ClusterStats {
   expiredSwept = 0;
   voidedWrites = 0;
   compensations = 0;
+  tombstonesPurged = 0;
   outboxQueued = 0;
   outboxSent = 0;
   outboxDropped = 0;
@@ -132,6 +135,7 @@ export class ClusterStats {
       expiredSwept: this.expiredSwept,
       voidedWrites: this.voidedWrites,
       compensations: this.compensations,
+      tombstonesPurged: this.tombstonesPurged,
       outboxQueued: this.outboxQueued,
       outboxSent: this.outboxSent,
       outboxDropped: this.outboxDropped,
