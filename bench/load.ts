@@ -203,7 +203,9 @@ export async function startPeer(name: string, dir: string, opts: Options): Promi
     if (!existsSync(main)) throw new Error(`${main} is missing: run npm run build first`);
     const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
     label = base ? `edge-data-broker, base build ${baseDist} (EDB_STORAGE=durable)` : `edge-data-broker ${pkg.version}${name === 'edb' ? '' : name.slice(3).replace('-', ' (EDB_STORAGE=') + ')'}`;
-    const nodeArgs = opts.profile ? ['--cpu-prof', '--cpu-prof-dir', path.join(ROOT, 'bench/profiles')] : [];
+    // EDB_BENCH_NODE_ARGS: more node flags for our broker (such as --trace-gc; its output goes to the broker's log file)
+    const extra = process.env['EDB_BENCH_NODE_ARGS']?.split(' ').filter(Boolean) ?? [];
+    const nodeArgs = [...(opts.profile ? ['--cpu-prof', '--cpu-prof-dir', path.join(ROOT, 'bench/profiles')] : []), ...extra];
     proc = spawn(process.execPath, [...nodeArgs, main, 'start'], {
       cwd: dir,
       env: {

@@ -2,9 +2,9 @@
  * Durable storage benchmark (issue 10, section 6), in one run:
  *
  *   npm run build && node dist/bench/storage.js [--runs 3] [--warmup-ms 1000] [--measure-ms 3000] [--messages 1000000] [--skip-flows] [--skip-restart]
- *       [--only fan-in|fan-out] [--brokers edb-durable,edb-memory,mosquitto-persist,edb-durable-base]
+ *       [--only fan-in|fan-out] [--brokers edb-durable,edb-memory,mosquitto-persist,edb-durable-base] [--profile]
  *   (edb-durable-base: the build in EDB_BENCH_BASE_DIST, a copy of dist/ from another commit, for
- *   before/after figures from one run)
+ *   before/after figures from one run; --profile: a CPU profile of each edb broker in bench/profiles/)
  *
  * 1. QoS 1 to persistent sessions (MQTT 3.1.1, clean session off, 64-byte payloads), with the
  *    closed-loop generator of bench/load.ts:
@@ -53,7 +53,7 @@ const fmt = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleS
 const ratio = (a: number | undefined, b: number | undefined): string => (a && b ? `${(a / b).toFixed(2)}x` : '-');
 
 async function flows(): Promise<string> {
-  const opts = { ...parseArgs(['--runs', String(RUNS)]), warmupMs: num('warmup-ms', 1000), measureMs: num('measure-ms', 3000) };
+  const opts = { ...parseArgs(['--runs', String(RUNS), ...(args.includes('--profile') ? ['--profile'] : [])]), warmupMs: num('warmup-ms', 1000), measureMs: num('measure-ms', 3000) };
   const dir = mkdtempSync(path.join(os.tmpdir(), 'edb-bench-storage-'));
   const peers: RunningPeer[] = [];
   const results: FlowResult[] = [];

@@ -174,6 +174,14 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
       flushUrgent: () => csl.flushUrgent(),
     };
   } else if (retained && sessionLog) {
+    // one node: a session keeps a window of its messages in memory, the rest is read from the log
+    sessionLog.paging = {
+      window: config.storageSessionWindow,
+      refillMessages: Math.max(1, Math.min(config.storageSessionWindow, config.maxQueuedMessages >> 1)),
+      refillBytes: Math.max(1024, config.maxQueuedBytes >> 1),
+    };
+    sessionLog.onRefill = (s) => broker.pumpSession(s);
+    if (storage instanceof DurableStorage) storage.messages.onDropped((d) => sessionLog.generationDropped(d));
     broker.durable = {
       get writes() {
         return retained.writes + sessionLog.writes;
@@ -338,7 +346,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   });
   http.addStatusSection('state', () => ({ summary: stateStore.statusLine() }));
   http.addStatusSection('storage', () => ({ summary: storageStatusLine(storage) }));
-  if (durable) http.addMetrics(async (registry) => (await import('./storage/metrics.js')).registerStorageMetrics(registry, storage));
+  if (durable) http.addMetrics(async (registry) => (await import('./storage/metrics.js')).registerStorageMetrics(registry, storage, sessionLog?.paging ? sessionLog.pagingStats : undefined));
   // bridges: GET/POST/PUT/DELETE /api/bridges[/NAME] (operator changes, viewer reads), their metrics and status line
   http.router.mount('/api/bridges', bridgesHandler(bridges));
   http.router.get('/api/openapi.json', () => json(200, adminOpenApiDocument(VERSION)));

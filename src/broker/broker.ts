@@ -372,11 +372,22 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     // a bound per session, and one for all sessions together: many persistent sessions (a
     // client can open them under any number of ids) must not hold all of the memory
     const total = this.config.maxQueuedBytesTotal;
-    if (session.queued >= this.config.maxOfflineMessages || (total > 0 && this.queueAccount.bytes >= total)) {
+    const over = total > 0 && this.queueAccount.bytes >= total;
+    // durable: past its memory window (EDB_STORAGE_SESSION_WINDOW) the session's backlog stays
+    // in the message log, bounded by retention and the size cap, and is read back as it drains
+    if (session.defer(d, over || session.queued >= this.config.storageSessionWindow)) return;
+    // (a message it could not leave in the log, not stored: held in memory, no count bound then)
+    if ((session.queued >= this.config.maxOfflineMessages && !session.backlogInLog) || over) {
       this.countDrop('offline_queue_full');
       return;
     }
     session.enqueue(d);
+  }
+
+  /** Durable: messages were read back from the log into `session`'s queue: send them if it is connected. */
+  pumpSession(session: Session): void {
+    const client = this.online.get(session.clientId);
+    if (client && client.session === session && client.state === 'open') client.out.pump();
   }
 
   maySubscribe(client: ClientInfo, filter: string): boolean {

@@ -93,13 +93,17 @@ export class Outbound {
   /** Deliver now if the window and the socket allow, else queue (bounded). */
   deliver(d: Delivery, publisher: HeldPublisher | undefined): void {
     const session = this.owner.session!;
+    const cfg = this.core.config;
+    const full = session.queued >= cfg.maxQueuedMessages || session.queueBytes >= cfg.maxQueuedBytes;
+    // durable: a persistent session whose queue is full, or whose backlog is in the message log,
+    // reads the message from the log when it gets there (nothing dropped, order kept)
+    if (d.qos > 0 && session.defer(d, full)) return;
     const canSend = this.writable && session.queued === 0 && (d.qos === 0 || session.inflight.size < this.sendWindow) && (this.holding === 0 || d.qos === 2);
     if (canSend) {
       this.sendDelivery(d);
       return;
     }
-    const cfg = this.core.config;
-    if (session.queued >= cfg.maxQueuedMessages || session.queueBytes >= cfg.maxQueuedBytes) {
+    if (full) {
       // full: a QoS 0 message is the first to go; QoS 1/2 replace the oldest QoS 0 if there is one
       if (d.qos === 0 || !session.dropOldestQos0()) {
         if (d.qos > 0 && cfg.queueFullPolicy === 'disconnect') {
@@ -136,9 +140,14 @@ export class Outbound {
 
   /** [MQTT-5-4.4.0-1] on reconnect, resend unacknowledged PUBLISH (with DUP) and PUBREL. */
   resendInflight(): void {
-    for (const entry of this.owner.session!.inflight.values()) {
+    const session = this.owner.session!;
+    for (const entry of session.inflight.values()) {
       if (entry.state === 'pubrel') this.writePacket({ cmd: 'pubrel', messageId: entry.packetId });
-      else this.writePublish(entry, entry.packetId, true);
+      else if (session.firstSendHeld(entry.packetId) && session.holdFirstSend(entry, () => this.sendHeld(session, entry))) {
+        // durable: a QoS 2 PUBLISH never sent, its packet id not on disk yet: this connection
+        // sends it once the id is (resent now, a crash before then would make it come twice)
+        this.holding++;
+      } else this.writePublish(entry, entry.packetId, true);
     }
   }
 
@@ -183,6 +192,7 @@ export class Outbound {
       }
       this.sendDelivery(d);
     }
+    session.refill();
     if (this.belowLowWater(session)) {
       this.congestedSince = 0;
       this.stalled = false;

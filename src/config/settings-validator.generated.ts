@@ -5,7 +5,7 @@
 "use strict";
 export const validate = validate10;
 export default validate10;
-const schema11 = {"type":"object","additionalProperties":false,"properties":{"host":{"type":"string","minLength":1},"mqttPort":{"type":"integer","minimum":-1,"maximum":65535},"mqttsPort":{"type":"integer","minimum":-1,"maximum":65535},"wsPort":{"type":"integer","minimum":-1,"maximum":65535},"wssPort":{"type":"integer","minimum":-1,"maximum":65535},"httpPort":{"type":"integer","minimum":-1,"maximum":65535},"rulesPort":{"type":"integer","minimum":-1,"maximum":65535},"dataDir":{"type":"string","minLength":1},"backupDir":{"type":["string","null"]},"logLevel":{"type":"string","enum":["trace","debug","info","warn","error","fatal","silent"]},"logFormat":{"type":"string","enum":["auto","json","pretty"]},"maxConnections":{"type":"integer","minimum":1,"maximum":9007199254740991},"maxPacketSize":{"type":"integer","minimum":64,"maximum":268435455},"maxQueuedMessages":{"type":"integer","minimum":1,"maximum":9007199254740991},"maxQueuedBytes":{"type":"integer","minimum":1024,"maximum":9007199254740991},"queueFullPolicy":{"type":"string","enum":["drop","disconnect"]},"maxQueuedBytesTotal":{"type":"integer","minimum":0,"maximum":9007199254740991},"maxOfflineMessages":{"type":"integer","minimum":0,"maximum":9007199254740991},"maxInflight":{"type":"integer","minimum":1,"maximum":65535},"topicAliasMaximum":{"type":"integer","minimum":0,"maximum":65535},"maxKeepAlive":{"type":"integer","minimum":0,"maximum":65535},"maxSessionExpiry":{"type":"integer","minimum":0,"maximum":4294967295},"connectTimeoutMs":{"type":"integer","minimum":100,"maximum":9007199254740991},"stallTimeoutMs":{"type":"integer","minimum":0,"maximum":9007199254740991},"sysInterval":{"type":"integer","minimum":0,"maximum":9007199254740991},"shutdownTimeoutMs":{"type":"integer","minimum":0,"maximum":9007199254740991},"allowAnonymous":{"type":"boolean"},"passwordFile":{"type":["string","null"]},"aclFile":{"type":["string","null"]},"certIdentityField":{"type":["string","null"]},"loginFailureLimit":{"type":"integer","minimum":0,"maximum":9007199254740991},"loginBackoffMaxMs":{"type":"integer","minimum":0,"maximum":9007199254740991},"maxMsgRate":{"type":"integer","minimum":0,"maximum":9007199254740991},"maxBytesRate":{"type":"integer","minimum":0,"maximum":9007199254740991},"maxSubscriptions":{"type":"integer","minimum":0,"maximum":9007199254740991},"adminUsersFile":{"type":["string","null"]},"adminTokensFile":{"type":["string","null"]},"adminTrusted":{"type":"string","minLength":1},"metricsAuth":{"type":"boolean"},"adminSessionTtl":{"type":"integer","minimum":60,"maximum":9007199254740991},"tlsCert":{"type":["string","null"]},"tlsKey":{"type":["string","null"]},"tlsCa":{"type":["string","null"]},"wsEngine":{"type":"string","enum":["auto","uws","ws"]},"stateMaxKeys":{"type":"integer","minimum":1,"maximum":4294967295},"stateMaxBytes":{"type":"integer","minimum":1,"maximum":9007199254740991},"stateSweepIntervalMs":{"type":"integer","minimum":10,"maximum":9007199254740991},"backupEnabled":{"type":"boolean"},"backupInterval":{"type":"integer","minimum":0,"maximum":9007199254740991},"storage":{"type":"string","enum":["durable","memory"]},"storageBatchSize":{"type":"integer","minimum":1,"maximum":65536},"storageFlushIntervalMs":{"type":"integer","minimum":0,"maximum":1000},"storageGeneration":{"type":"string","minLength":1},"storageRetention":{"type":"string","minLength":1},"storageMaxBytes":{"type":"integer","minimum":0,"maximum":9007199254740991},"clusterNats":{"type":["string","null"]},"nodeName":{"type":["string","null"]},"clusterName":{"type":"string","minLength":1},"clusterReplicas":{"type":"integer","minimum":1,"maximum":5},"clusterNatsCreds":{"type":["string","null"]},"clusterNatsUser":{"type":["string","null"]},"clusterNatsPassword":{"type":["string","null"]},"clusterNatsToken":{"type":["string","null"]},"clusterNatsCa":{"type":["string","null"]},"clusterNatsCert":{"type":["string","null"]},"clusterNatsKey":{"type":["string","null"]},"rulesFile":{"type":["string","null"]},"rulesCompilerIdleMs":{"type":"integer","minimum":0,"maximum":9007199254740991},"rulesMemoryTopics":{"type":"integer","minimum":1,"maximum":9007199254740991},"rulesWindowSamples":{"type":"integer","minimum":1,"maximum":1048576}}};
+const schema11 = {"type":"object","additionalProperties":false,"properties":{"host":{"type":"string","minLength":1},"mqttPort":{"type":"integer","minimum":-1,"maximum":65535},"mqttsPort":{"type":"integer","minimum":-1,"maximum":65535},"wsPort":{"type":"integer","minimum":-1,"maximum":65535},"wssPort":{"type":"integer","minimum":-1,"maximum":65535},"httpPort":{"type":"integer","minimum":-1,"maximum":65535},"rulesPort":{"type":"integer","minimum":-1,"maximum":65535},"dataDir":{"type":"string","minLength":1},"backupDir":{"type":["string","null"]},"logLevel":{"type":"string","enum":["trace","debug","info","warn","error","fatal","silent"]},"logFormat":{"type":"string","enum":["auto","json","pretty"]},"maxConnections":{"type":"integer","minimum":1,"maximum":9007199254740991},"maxPacketSize":{"type":"integer","minimum":64,"maximum":268435455},"maxQueuedMessages":{"type":"integer","minimum":1,"maximum":9007199254740991},"maxQueuedBytes":{"type":"integer","minimum":1024,"maximum":9007199254740991},"queueFullPolicy":{"type":"string","enum":["drop","disconnect"]},"maxQueuedBytesTotal":{"type":"integer","minimum":0,"maximum":9007199254740991},"maxOfflineMessages":{"type":"integer","minimum":0,"maximum":9007199254740991},"maxInflight":{"type":"integer","minimum":1,"maximum":65535},"topicAliasMaximum":{"type":"integer","minimum":0,"maximum":65535},"maxKeepAlive":{"type":"integer","minimum":0,"maximum":65535},"maxSessionExpiry":{"type":"integer","minimum":0,"maximum":4294967295},"connectTimeoutMs":{"type":"integer","minimum":100,"maximum":9007199254740991},"stallTimeoutMs":{"type":"integer","minimum":0,"maximum":9007199254740991},"sysInterval":{"type":"integer","minimum":0,"maximum":9007199254740991},"shutdownTimeoutMs":{"type":"integer","minimum":0,"maximum":9007199254740991},"allowAnonymous":{"type":"boolean"},"passwordFile":{"type":["string","null"]},"aclFile":{"type":["string","null"]},"certIdentityField":{"type":["string","null"]},"loginFailureLimit":{"type":"integer","minimum":0,"maximum":9007199254740991},"loginBackoffMaxMs":{"type":"integer","minimum":0,"maximum":9007199254740991},"maxMsgRate":{"type":"integer","minimum":0,"maximum":9007199254740991},"maxBytesRate":{"type":"integer","minimum":0,"maximum":9007199254740991},"maxSubscriptions":{"type":"integer","minimum":0,"maximum":9007199254740991},"adminUsersFile":{"type":["string","null"]},"adminTokensFile":{"type":["string","null"]},"adminTrusted":{"type":"string","minLength":1},"metricsAuth":{"type":"boolean"},"adminSessionTtl":{"type":"integer","minimum":60,"maximum":9007199254740991},"tlsCert":{"type":["string","null"]},"tlsKey":{"type":["string","null"]},"tlsCa":{"type":["string","null"]},"wsEngine":{"type":"string","enum":["auto","uws","ws"]},"stateMaxKeys":{"type":"integer","minimum":1,"maximum":4294967295},"stateMaxBytes":{"type":"integer","minimum":1,"maximum":9007199254740991},"stateSweepIntervalMs":{"type":"integer","minimum":10,"maximum":9007199254740991},"backupEnabled":{"type":"boolean"},"backupInterval":{"type":"integer","minimum":0,"maximum":9007199254740991},"storage":{"type":"string","enum":["durable","memory"]},"storageBatchSize":{"type":"integer","minimum":1,"maximum":65536},"storageFlushIntervalMs":{"type":"integer","minimum":0,"maximum":1000},"storageGeneration":{"type":"string","minLength":1},"storageRetention":{"type":"string","minLength":1},"storageMaxBytes":{"type":"integer","minimum":0,"maximum":9007199254740991},"storageSessionWindow":{"type":"integer","minimum":1,"maximum":9007199254740991},"clusterNats":{"type":["string","null"]},"nodeName":{"type":["string","null"]},"clusterName":{"type":"string","minLength":1},"clusterReplicas":{"type":"integer","minimum":1,"maximum":5},"clusterNatsCreds":{"type":["string","null"]},"clusterNatsUser":{"type":["string","null"]},"clusterNatsPassword":{"type":["string","null"]},"clusterNatsToken":{"type":["string","null"]},"clusterNatsCa":{"type":["string","null"]},"clusterNatsCert":{"type":["string","null"]},"clusterNatsKey":{"type":["string","null"]},"rulesFile":{"type":["string","null"]},"rulesCompilerIdleMs":{"type":"integer","minimum":0,"maximum":9007199254740991},"rulesMemoryTopics":{"type":"integer","minimum":1,"maximum":9007199254740991},"rulesWindowSamples":{"type":"integer","minimum":1,"maximum":1048576}}};
 const func2 = Object.prototype.hasOwnProperty;
 import { createRequire } from "node:module";
 const func3 = createRequire(import.meta.url)("ajv/dist/runtime/ucs2length").default;
@@ -1258,12 +1258,26 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.clusterNats !== undefined){
-let data55 = data.clusterNats;
+if(data.storageSessionWindow !== undefined){
+let data55 = data.storageSessionWindow;
 const _errs112 = errors;
-if((typeof data55 !== "string") && (data55 !== null)){
-validate10.errors = [{instancePath:instancePath+"/clusterNats",schemaPath:"#/properties/clusterNats/type",keyword:"type",params:{type: schema11.properties.clusterNats.type},message:"must be string,null"}];
+if(!(((typeof data55 == "number") && (!(data55 % 1) && !isNaN(data55))) && (isFinite(data55)))){
+validate10.errors = [{instancePath:instancePath+"/storageSessionWindow",schemaPath:"#/properties/storageSessionWindow/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
+}
+if(errors === _errs112){
+if((typeof data55 == "number") && (isFinite(data55))){
+if(data55 > 9007199254740991 || isNaN(data55)){
+validate10.errors = [{instancePath:instancePath+"/storageSessionWindow",schemaPath:"#/properties/storageSessionWindow/maximum",keyword:"maximum",params:{comparison: "<=", limit: 9007199254740991},message:"must be <= 9007199254740991"}];
+return false;
+}
+else {
+if(data55 < 1 || isNaN(data55)){
+validate10.errors = [{instancePath:instancePath+"/storageSessionWindow",schemaPath:"#/properties/storageSessionWindow/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+return false;
+}
+}
+}
 }
 var valid0 = _errs112 === errors;
 }
@@ -1271,11 +1285,11 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.nodeName !== undefined){
-let data56 = data.nodeName;
+if(data.clusterNats !== undefined){
+let data56 = data.clusterNats;
 const _errs114 = errors;
 if((typeof data56 !== "string") && (data56 !== null)){
-validate10.errors = [{instancePath:instancePath+"/nodeName",schemaPath:"#/properties/nodeName/type",keyword:"type",params:{type: schema11.properties.nodeName.type},message:"must be string,null"}];
+validate10.errors = [{instancePath:instancePath+"/clusterNats",schemaPath:"#/properties/clusterNats/type",keyword:"type",params:{type: schema11.properties.clusterNats.type},message:"must be string,null"}];
 return false;
 }
 var valid0 = _errs114 === errors;
@@ -1284,12 +1298,25 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.clusterName !== undefined){
-let data57 = data.clusterName;
+if(data.nodeName !== undefined){
+let data57 = data.nodeName;
 const _errs116 = errors;
-if(errors === _errs116){
-if(typeof data57 === "string"){
-if(func3(data57) < 1){
+if((typeof data57 !== "string") && (data57 !== null)){
+validate10.errors = [{instancePath:instancePath+"/nodeName",schemaPath:"#/properties/nodeName/type",keyword:"type",params:{type: schema11.properties.nodeName.type},message:"must be string,null"}];
+return false;
+}
+var valid0 = _errs116 === errors;
+}
+else {
+var valid0 = true;
+}
+if(valid0){
+if(data.clusterName !== undefined){
+let data58 = data.clusterName;
+const _errs118 = errors;
+if(errors === _errs118){
+if(typeof data58 === "string"){
+if(func3(data58) < 1){
 validate10.errors = [{instancePath:instancePath+"/clusterName",schemaPath:"#/properties/clusterName/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
 return false;
 }
@@ -1299,45 +1326,32 @@ validate10.errors = [{instancePath:instancePath+"/clusterName",schemaPath:"#/pro
 return false;
 }
 }
-var valid0 = _errs116 === errors;
-}
-else {
-var valid0 = true;
-}
-if(valid0){
-if(data.clusterReplicas !== undefined){
-let data58 = data.clusterReplicas;
-const _errs118 = errors;
-if(!(((typeof data58 == "number") && (!(data58 % 1) && !isNaN(data58))) && (isFinite(data58)))){
-validate10.errors = [{instancePath:instancePath+"/clusterReplicas",schemaPath:"#/properties/clusterReplicas/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-if(errors === _errs118){
-if((typeof data58 == "number") && (isFinite(data58))){
-if(data58 > 5 || isNaN(data58)){
-validate10.errors = [{instancePath:instancePath+"/clusterReplicas",schemaPath:"#/properties/clusterReplicas/maximum",keyword:"maximum",params:{comparison: "<=", limit: 5},message:"must be <= 5"}];
-return false;
-}
-else {
-if(data58 < 1 || isNaN(data58)){
-validate10.errors = [{instancePath:instancePath+"/clusterReplicas",schemaPath:"#/properties/clusterReplicas/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
-return false;
-}
-}
-}
-}
 var valid0 = _errs118 === errors;
 }
 else {
 var valid0 = true;
 }
 if(valid0){
-if(data.clusterNatsCreds !== undefined){
-let data59 = data.clusterNatsCreds;
+if(data.clusterReplicas !== undefined){
+let data59 = data.clusterReplicas;
 const _errs120 = errors;
-if((typeof data59 !== "string") && (data59 !== null)){
-validate10.errors = [{instancePath:instancePath+"/clusterNatsCreds",schemaPath:"#/properties/clusterNatsCreds/type",keyword:"type",params:{type: schema11.properties.clusterNatsCreds.type},message:"must be string,null"}];
+if(!(((typeof data59 == "number") && (!(data59 % 1) && !isNaN(data59))) && (isFinite(data59)))){
+validate10.errors = [{instancePath:instancePath+"/clusterReplicas",schemaPath:"#/properties/clusterReplicas/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
+}
+if(errors === _errs120){
+if((typeof data59 == "number") && (isFinite(data59))){
+if(data59 > 5 || isNaN(data59)){
+validate10.errors = [{instancePath:instancePath+"/clusterReplicas",schemaPath:"#/properties/clusterReplicas/maximum",keyword:"maximum",params:{comparison: "<=", limit: 5},message:"must be <= 5"}];
+return false;
+}
+else {
+if(data59 < 1 || isNaN(data59)){
+validate10.errors = [{instancePath:instancePath+"/clusterReplicas",schemaPath:"#/properties/clusterReplicas/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+return false;
+}
+}
+}
 }
 var valid0 = _errs120 === errors;
 }
@@ -1345,11 +1359,11 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.clusterNatsUser !== undefined){
-let data60 = data.clusterNatsUser;
+if(data.clusterNatsCreds !== undefined){
+let data60 = data.clusterNatsCreds;
 const _errs122 = errors;
 if((typeof data60 !== "string") && (data60 !== null)){
-validate10.errors = [{instancePath:instancePath+"/clusterNatsUser",schemaPath:"#/properties/clusterNatsUser/type",keyword:"type",params:{type: schema11.properties.clusterNatsUser.type},message:"must be string,null"}];
+validate10.errors = [{instancePath:instancePath+"/clusterNatsCreds",schemaPath:"#/properties/clusterNatsCreds/type",keyword:"type",params:{type: schema11.properties.clusterNatsCreds.type},message:"must be string,null"}];
 return false;
 }
 var valid0 = _errs122 === errors;
@@ -1358,11 +1372,11 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.clusterNatsPassword !== undefined){
-let data61 = data.clusterNatsPassword;
+if(data.clusterNatsUser !== undefined){
+let data61 = data.clusterNatsUser;
 const _errs124 = errors;
 if((typeof data61 !== "string") && (data61 !== null)){
-validate10.errors = [{instancePath:instancePath+"/clusterNatsPassword",schemaPath:"#/properties/clusterNatsPassword/type",keyword:"type",params:{type: schema11.properties.clusterNatsPassword.type},message:"must be string,null"}];
+validate10.errors = [{instancePath:instancePath+"/clusterNatsUser",schemaPath:"#/properties/clusterNatsUser/type",keyword:"type",params:{type: schema11.properties.clusterNatsUser.type},message:"must be string,null"}];
 return false;
 }
 var valid0 = _errs124 === errors;
@@ -1371,11 +1385,11 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.clusterNatsToken !== undefined){
-let data62 = data.clusterNatsToken;
+if(data.clusterNatsPassword !== undefined){
+let data62 = data.clusterNatsPassword;
 const _errs126 = errors;
 if((typeof data62 !== "string") && (data62 !== null)){
-validate10.errors = [{instancePath:instancePath+"/clusterNatsToken",schemaPath:"#/properties/clusterNatsToken/type",keyword:"type",params:{type: schema11.properties.clusterNatsToken.type},message:"must be string,null"}];
+validate10.errors = [{instancePath:instancePath+"/clusterNatsPassword",schemaPath:"#/properties/clusterNatsPassword/type",keyword:"type",params:{type: schema11.properties.clusterNatsPassword.type},message:"must be string,null"}];
 return false;
 }
 var valid0 = _errs126 === errors;
@@ -1384,11 +1398,11 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.clusterNatsCa !== undefined){
-let data63 = data.clusterNatsCa;
+if(data.clusterNatsToken !== undefined){
+let data63 = data.clusterNatsToken;
 const _errs128 = errors;
 if((typeof data63 !== "string") && (data63 !== null)){
-validate10.errors = [{instancePath:instancePath+"/clusterNatsCa",schemaPath:"#/properties/clusterNatsCa/type",keyword:"type",params:{type: schema11.properties.clusterNatsCa.type},message:"must be string,null"}];
+validate10.errors = [{instancePath:instancePath+"/clusterNatsToken",schemaPath:"#/properties/clusterNatsToken/type",keyword:"type",params:{type: schema11.properties.clusterNatsToken.type},message:"must be string,null"}];
 return false;
 }
 var valid0 = _errs128 === errors;
@@ -1397,11 +1411,11 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.clusterNatsCert !== undefined){
-let data64 = data.clusterNatsCert;
+if(data.clusterNatsCa !== undefined){
+let data64 = data.clusterNatsCa;
 const _errs130 = errors;
 if((typeof data64 !== "string") && (data64 !== null)){
-validate10.errors = [{instancePath:instancePath+"/clusterNatsCert",schemaPath:"#/properties/clusterNatsCert/type",keyword:"type",params:{type: schema11.properties.clusterNatsCert.type},message:"must be string,null"}];
+validate10.errors = [{instancePath:instancePath+"/clusterNatsCa",schemaPath:"#/properties/clusterNatsCa/type",keyword:"type",params:{type: schema11.properties.clusterNatsCa.type},message:"must be string,null"}];
 return false;
 }
 var valid0 = _errs130 === errors;
@@ -1410,11 +1424,11 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.clusterNatsKey !== undefined){
-let data65 = data.clusterNatsKey;
+if(data.clusterNatsCert !== undefined){
+let data65 = data.clusterNatsCert;
 const _errs132 = errors;
 if((typeof data65 !== "string") && (data65 !== null)){
-validate10.errors = [{instancePath:instancePath+"/clusterNatsKey",schemaPath:"#/properties/clusterNatsKey/type",keyword:"type",params:{type: schema11.properties.clusterNatsKey.type},message:"must be string,null"}];
+validate10.errors = [{instancePath:instancePath+"/clusterNatsCert",schemaPath:"#/properties/clusterNatsCert/type",keyword:"type",params:{type: schema11.properties.clusterNatsCert.type},message:"must be string,null"}];
 return false;
 }
 var valid0 = _errs132 === errors;
@@ -1423,11 +1437,11 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.rulesFile !== undefined){
-let data66 = data.rulesFile;
+if(data.clusterNatsKey !== undefined){
+let data66 = data.clusterNatsKey;
 const _errs134 = errors;
 if((typeof data66 !== "string") && (data66 !== null)){
-validate10.errors = [{instancePath:instancePath+"/rulesFile",schemaPath:"#/properties/rulesFile/type",keyword:"type",params:{type: schema11.properties.rulesFile.type},message:"must be string,null"}];
+validate10.errors = [{instancePath:instancePath+"/clusterNatsKey",schemaPath:"#/properties/clusterNatsKey/type",keyword:"type",params:{type: schema11.properties.clusterNatsKey.type},message:"must be string,null"}];
 return false;
 }
 var valid0 = _errs134 === errors;
@@ -1436,26 +1450,12 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.rulesCompilerIdleMs !== undefined){
-let data67 = data.rulesCompilerIdleMs;
+if(data.rulesFile !== undefined){
+let data67 = data.rulesFile;
 const _errs136 = errors;
-if(!(((typeof data67 == "number") && (!(data67 % 1) && !isNaN(data67))) && (isFinite(data67)))){
-validate10.errors = [{instancePath:instancePath+"/rulesCompilerIdleMs",schemaPath:"#/properties/rulesCompilerIdleMs/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+if((typeof data67 !== "string") && (data67 !== null)){
+validate10.errors = [{instancePath:instancePath+"/rulesFile",schemaPath:"#/properties/rulesFile/type",keyword:"type",params:{type: schema11.properties.rulesFile.type},message:"must be string,null"}];
 return false;
-}
-if(errors === _errs136){
-if((typeof data67 == "number") && (isFinite(data67))){
-if(data67 > 9007199254740991 || isNaN(data67)){
-validate10.errors = [{instancePath:instancePath+"/rulesCompilerIdleMs",schemaPath:"#/properties/rulesCompilerIdleMs/maximum",keyword:"maximum",params:{comparison: "<=", limit: 9007199254740991},message:"must be <= 9007199254740991"}];
-return false;
-}
-else {
-if(data67 < 0 || isNaN(data67)){
-validate10.errors = [{instancePath:instancePath+"/rulesCompilerIdleMs",schemaPath:"#/properties/rulesCompilerIdleMs/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
-return false;
-}
-}
-}
 }
 var valid0 = _errs136 === errors;
 }
@@ -1463,22 +1463,22 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.rulesMemoryTopics !== undefined){
-let data68 = data.rulesMemoryTopics;
+if(data.rulesCompilerIdleMs !== undefined){
+let data68 = data.rulesCompilerIdleMs;
 const _errs138 = errors;
 if(!(((typeof data68 == "number") && (!(data68 % 1) && !isNaN(data68))) && (isFinite(data68)))){
-validate10.errors = [{instancePath:instancePath+"/rulesMemoryTopics",schemaPath:"#/properties/rulesMemoryTopics/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+validate10.errors = [{instancePath:instancePath+"/rulesCompilerIdleMs",schemaPath:"#/properties/rulesCompilerIdleMs/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
 if(errors === _errs138){
 if((typeof data68 == "number") && (isFinite(data68))){
 if(data68 > 9007199254740991 || isNaN(data68)){
-validate10.errors = [{instancePath:instancePath+"/rulesMemoryTopics",schemaPath:"#/properties/rulesMemoryTopics/maximum",keyword:"maximum",params:{comparison: "<=", limit: 9007199254740991},message:"must be <= 9007199254740991"}];
+validate10.errors = [{instancePath:instancePath+"/rulesCompilerIdleMs",schemaPath:"#/properties/rulesCompilerIdleMs/maximum",keyword:"maximum",params:{comparison: "<=", limit: 9007199254740991},message:"must be <= 9007199254740991"}];
 return false;
 }
 else {
-if(data68 < 1 || isNaN(data68)){
-validate10.errors = [{instancePath:instancePath+"/rulesMemoryTopics",schemaPath:"#/properties/rulesMemoryTopics/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+if(data68 < 0 || isNaN(data68)){
+validate10.errors = [{instancePath:instancePath+"/rulesCompilerIdleMs",schemaPath:"#/properties/rulesCompilerIdleMs/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
@@ -1490,22 +1490,22 @@ else {
 var valid0 = true;
 }
 if(valid0){
-if(data.rulesWindowSamples !== undefined){
-let data69 = data.rulesWindowSamples;
+if(data.rulesMemoryTopics !== undefined){
+let data69 = data.rulesMemoryTopics;
 const _errs140 = errors;
 if(!(((typeof data69 == "number") && (!(data69 % 1) && !isNaN(data69))) && (isFinite(data69)))){
-validate10.errors = [{instancePath:instancePath+"/rulesWindowSamples",schemaPath:"#/properties/rulesWindowSamples/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+validate10.errors = [{instancePath:instancePath+"/rulesMemoryTopics",schemaPath:"#/properties/rulesMemoryTopics/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
 if(errors === _errs140){
 if((typeof data69 == "number") && (isFinite(data69))){
-if(data69 > 1048576 || isNaN(data69)){
-validate10.errors = [{instancePath:instancePath+"/rulesWindowSamples",schemaPath:"#/properties/rulesWindowSamples/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1048576},message:"must be <= 1048576"}];
+if(data69 > 9007199254740991 || isNaN(data69)){
+validate10.errors = [{instancePath:instancePath+"/rulesMemoryTopics",schemaPath:"#/properties/rulesMemoryTopics/maximum",keyword:"maximum",params:{comparison: "<=", limit: 9007199254740991},message:"must be <= 9007199254740991"}];
 return false;
 }
 else {
 if(data69 < 1 || isNaN(data69)){
-validate10.errors = [{instancePath:instancePath+"/rulesWindowSamples",schemaPath:"#/properties/rulesWindowSamples/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+validate10.errors = [{instancePath:instancePath+"/rulesMemoryTopics",schemaPath:"#/properties/rulesMemoryTopics/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
 return false;
 }
 }
@@ -1515,6 +1515,34 @@ var valid0 = _errs140 === errors;
 }
 else {
 var valid0 = true;
+}
+if(valid0){
+if(data.rulesWindowSamples !== undefined){
+let data70 = data.rulesWindowSamples;
+const _errs142 = errors;
+if(!(((typeof data70 == "number") && (!(data70 % 1) && !isNaN(data70))) && (isFinite(data70)))){
+validate10.errors = [{instancePath:instancePath+"/rulesWindowSamples",schemaPath:"#/properties/rulesWindowSamples/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs142){
+if((typeof data70 == "number") && (isFinite(data70))){
+if(data70 > 1048576 || isNaN(data70)){
+validate10.errors = [{instancePath:instancePath+"/rulesWindowSamples",schemaPath:"#/properties/rulesWindowSamples/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1048576},message:"must be <= 1048576"}];
+return false;
+}
+else {
+if(data70 < 1 || isNaN(data70)){
+validate10.errors = [{instancePath:instancePath+"/rulesWindowSamples",schemaPath:"#/properties/rulesWindowSamples/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+return false;
+}
+}
+}
+}
+var valid0 = _errs142 === errors;
+}
+else {
+var valid0 = true;
+}
 }
 }
 }

@@ -229,6 +229,32 @@ export class Session {
     return false;
   }
 
+  /**
+   * Durable storage: a QoS 1/2 delivery for this session that the session will read back from
+   * the message log instead of holding it in memory (its backlog is in the log: `full`, the
+   * memory window is used up, or older messages for it are still there). Returns true when it
+   * took the delivery; false: queue or send it as usual (memory mode, or not stored).
+   */
+  defer(d: Delivery, full: boolean): boolean {
+    void d;
+    void full;
+    return false;
+  }
+
+  /** Durable storage on one node: this session's backlog past its memory window stays in the message log. */
+  get backlogInLog(): boolean {
+    return false;
+  }
+
+  /** Durable storage: the queue drained (Outbound.pump): read the next messages of a backlog kept in the log. */
+  refill(): void {}
+
+  /** Durable storage: the QoS 2 PUBLISH in flight with `packetId` is held by holdFirstSend (never sent yet: its id is not on disk). */
+  firstSendHeld(packetId: number): boolean {
+    void packetId;
+    return false;
+  }
+
   /** A packet identifier not in use by an inflight message [MQTT-5-2.2.1-3]. */
   allocatePacketId(): number {
     for (let tries = 0; tries < 65535; tries++) {

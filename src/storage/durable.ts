@@ -177,6 +177,8 @@ export class DurableStorage implements BrokerStorage {
 
   onDurable(cb: (err?: Error) => void): void {
     const kv = this.kvLast;
+    // nothing keyed pending (the usual case under QoS 1 load): no wrapper per call
+    if (!kv) return this.messages.onDurable(cb);
     this.messages.onDurable((err) => {
       if (err) return cb(err);
       if (!kv) return cb();

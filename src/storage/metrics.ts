@@ -4,13 +4,16 @@
  *   edb_storage_last_batch_messages, edb_storage_replay_seconds, edb_storage_full (gauges);
  *   edb_storage_messages_total, edb_storage_bytes_written_total, edb_storage_commits_total
  *   (one fsync each), edb_storage_commit_seconds_total, edb_storage_generations_dropped_total,
- *   edb_storage_bytes_dropped_total, edb_storage_refused_total (counters).
+ *   edb_storage_bytes_dropped_total, edb_storage_refused_total (counters); on one node also
+ *   edb_storage_session_reads_total (messages read back from the log into a session's queue)
+ *   and edb_storage_session_skips_total (a session's unread messages dropped with a generation).
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { LogMetrics } from './log.js';
+import type { PagingStats } from './sessions.js';
 import type { BrokerStorage } from './store.js';
 
-export function registerStorageMetrics(registry: Registry, storage: BrokerStorage): void {
+export function registerStorageMetrics(registry: Registry, storage: BrokerStorage, paging?: PagingStats): void {
   const registers = [registry];
   const read = (): LogMetrics & { full: boolean } => ({ ...storage.info().log, full: storage.full });
   const gauge = (name: string, help: string, f: (m: ReturnType<typeof read>) => number) =>
@@ -30,4 +33,10 @@ export function registerStorageMetrics(registry: Registry, storage: BrokerStorag
   counter('edb_storage_generations_dropped_total', 'Storage: generations dropped by retention or the size cap', (m) => m.generationsDropped);
   counter('edb_storage_bytes_dropped_total', 'Storage: bytes dropped with whole generations', (m) => m.bytesDropped);
   counter('edb_storage_refused_total', 'Storage: appends refused (disk full or size cap)', (m) => m.refused);
+  if (paging) {
+    const plain = (name: string, help: string, f: () => number) =>
+      new Counter({ name, help, registers, collect() { this.reset(); this.inc(f()); } });
+    plain('edb_storage_session_reads_total', 'Storage: messages read back from the log into the queue of a session whose backlog is past its memory window', () => paging.messagesRead);
+    plain('edb_storage_session_skips_total', 'Storage: times a session\'s unread messages were in a generation dropped by retention or the size cap (lost; it goes on at the oldest message kept)', () => paging.sessionsSkipped);
+  }
 }

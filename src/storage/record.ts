@@ -38,39 +38,55 @@ export function propertiesFromJson(s: string): MessageProperties {
 }
 
 export function encodeMessage(m: Message, storedAt: number, direct = false): Buffer {
-  const topic = Buffer.from(m.topic, 'utf8');
-  const sender = m.senderId !== undefined ? Buffer.from(m.senderId, 'utf8') : undefined;
-  const origin = m.origin !== undefined ? Buffer.from(m.origin, 'utf8') : undefined;
-  const props = m.properties ? Buffer.from(propertiesToJson(m.properties), 'utf8') : undefined;
+  const b = Buffer.allocUnsafe(maxEncodedSize(m));
+  return b.subarray(0, encodeMessageInto(m, storedAt, direct, b, 0));
+}
+
+/**
+ * At least the bytes encodeMessageInto writes for `m` (strings counted at 3 bytes per UTF-16
+ * unit, the most UTF-8 needs), without encoding anything: the log reserves this much room.
+ */
+export function maxEncodedSize(m: Message): number {
+  let n = 2 + 20 + 3 * m.topic.length + 4 + m.payload.length;
+  if (m.senderId !== undefined) n += 2 + 3 * m.senderId.length;
+  if (m.origin !== undefined) n += 2 + 3 * m.origin.length;
+  if (m.properties) n += 4 + 3 * propertiesToJson(m.properties).length;
+  return n;
+}
+
+function writeStr16(b: Buffer, p: number, s: string): number {
+  const n = b.write(s, p + 2, 'utf8');
+  b.writeUInt16LE(n, p);
+  return p + 2 + n;
+}
+
+/**
+ * Encode `m` into `b` at `at` (which has maxEncodedSize(m) bytes of room): no intermediate
+ * buffers, so the log can append a record straight into its batch. Returns where it ends.
+ */
+export function encodeMessageInto(m: Message, storedAt: number, direct: boolean, b: Buffer, at: number): number {
   const qos2Id = !direct ? m.inboundQos2Id : undefined;
-  const size = (qos2Id !== undefined ? 2 : 0) + 20 + topic.length + (sender ? 2 + sender.length : 0) + (origin ? 2 + origin.length : 0) + (props ? 4 + props.length : 0) + 4 + m.payload.length;
-  const b = Buffer.allocUnsafe(size);
-  b.writeDoubleLE(storedAt, 0);
-  b.writeDoubleLE(m.expiresAt ?? Number.NaN, 8);
-  b[16] = m.qos;
-  b[17] = (m.retain ? 1 : 0) | (sender ? 2 : 0) | (origin ? 4 : 0) | (props ? 8 : 0) | (direct ? 16 : 0) | (qos2Id !== undefined ? 32 : 0);
-  let p = 18;
-  b.writeUInt16LE(topic.length, p);
-  p += 2 + topic.copy(b, p + 2);
-  if (sender) {
-    b.writeUInt16LE(sender.length, p);
-    p += 2 + sender.copy(b, p + 2);
-  }
-  if (origin) {
-    b.writeUInt16LE(origin.length, p);
-    p += 2 + origin.copy(b, p + 2);
-  }
-  if (props) {
-    b.writeUInt32LE(props.length, p);
-    p += 4 + props.copy(b, p + 4);
+  const props = m.properties ? propertiesToJson(m.properties) : undefined;
+  b.writeDoubleLE(storedAt, at);
+  b.writeDoubleLE(m.expiresAt ?? Number.NaN, at + 8);
+  b[at + 16] = m.qos;
+  b[at + 17] = (m.retain ? 1 : 0) | (m.senderId !== undefined ? 2 : 0) | (m.origin !== undefined ? 4 : 0) | (props !== undefined ? 8 : 0) | (direct ? 16 : 0) | (qos2Id !== undefined ? 32 : 0);
+  let p = writeStr16(b, at + 18, m.topic);
+  if (m.senderId !== undefined) p = writeStr16(b, p, m.senderId);
+  if (m.origin !== undefined) p = writeStr16(b, p, m.origin);
+  if (props !== undefined) {
+    const n = b.write(props, p + 4, 'utf8');
+    b.writeUInt32LE(n, p);
+    p += 4 + n;
   }
   if (qos2Id !== undefined) {
     b.writeUInt16LE(qos2Id, p);
     p += 2;
   }
-  b.writeUInt32LE(m.payload.length, p);
-  m.payload.copy(b, p + 4);
-  return b;
+  const payload = m.payload;
+  b.writeUInt32LE(payload.length, p);
+  b.set(payload, p + 4);
+  return p + 4 + payload.length;
 }
 
 export interface StoredMessage {

@@ -3,8 +3,16 @@
  * stored once in the log, however many sessions want it, and a session keeps a position (its
  * iterator) plus its subscriptions, expiry and will, never copies of messages.
  *
- * While the broker runs, deliveries still go through each session's queue in memory (the
- * fast path for online clients: no read from disk). What is durable is what a crash needs:
+ * While the broker runs, recent deliveries go through each session's queue in memory (the fast
+ * path for online clients: no read from disk), up to a window (EDB_STORAGE_SESSION_WINDOW
+ * messages offline; online, the outbound queue's bound). Past it the session's backlog stays in
+ * the log: the session keeps a read position (`readPos`), and every later QoS 1/2 message for it
+ * is left there (Session.defer) and read back in batches (a few hundred messages, 1 MiB, one
+ * batch per turn of the event loop) as the client acknowledges, matched against the session's
+ * subscriptions as a replay at start is, until the reader meets the log's tail and the session
+ * is live again. An offline session's backlog is then bounded by the log's retention and size
+ * cap, not by memory; a generation dropped with unread messages of a session moves it to the
+ * oldest one kept (counted, logged). What is durable is what a crash needs:
  * - each QoS 1/2 message routed to a persistent session is appended to the log once
  *   (SessionLog.store, from the broker's route) before the publisher's ack;
  * - DurableSession follows every delivery it holds (queued, in flight, answered) by log
@@ -22,7 +30,9 @@
  * QoS 1 may come twice after a crash; QoS 2 never:
  * - outbound, a QoS 2 PUBLISH is written once its packet id is on disk (the iterator's `sent`),
  *   a PUBREL once the PUBREC that moved it on is, so a restart resends PUBLISH with DUP and the
- *   same id, or PUBREL, never the message under a new id;
+ *   same id, or PUBREL, never the message under a new id; a reconnect (takeover) meanwhile does
+ *   not resend a PUBLISH still held so (firstSendHeld): the new connection sends it once the id
+ *   is on disk;
  * - inbound, PUBREC waits for the message's batch and the session record naming its packet id,
  *   PUBCOMP for the record without it. The id is also written in the message's log record: a
  *   crash between the log's fdatasync and the record's commit is repaired at start by reading
@@ -34,7 +44,7 @@ import { Session, type Delivery, type InflightEntry, type Subscription } from '.
 import { MemorySessionStore, type LiveWill, type SessionPersistence } from '../session/store.js';
 import { topicMatches } from '../topics/match.js';
 import { StorageFullError } from './errors.js';
-import { comparePositions, type LogPosition } from './log.js';
+import { comparePositions, MessagePositions, type LogEntry, type LogPosition } from './log.js';
 import type { BrokerStorage, DirectDelivery, IteratorRecord, LiveWillRecord, SentQos2, SessionRecord } from './store.js';
 
 const QUEUED = 0;
@@ -67,10 +77,38 @@ interface Tracked2 {
   id?: number;
 }
 
+/** Messages read from the log per batch when a session's backlog is read back. */
+const READ_BATCH = 256;
+
+/** Durable storage on one node: sessions keep a window in memory and read the rest from the log. */
+export interface PagingOptions {
+  /** QoS 1/2 messages of an offline session held in memory (restored at start, queued while offline). */
+  window: number;
+  /** Reading back stops once this many messages are queued (online: below the outbound queue's bound)... */
+  refillMessages: number;
+  /** ... or this many bytes. */
+  refillBytes: number;
+}
+
+/** What reading sessions' backlogs from the log did (metrics). */
+export interface PagingStats {
+  /** Messages read back from the log into a session's queue. */
+  messagesRead: number;
+  /** Times a session's unread messages were in a generation dropped by retention or the size cap. */
+  sessionsSkipped: number;
+}
+
 /** The log and the stored records behind every DurableSession of one broker. */
 export class SessionLog implements SessionPersistence {
+  /** Set on one node with durable storage: past a window, a session's backlog is read from the log. */
+  paging: PagingOptions | undefined;
+  /** Messages were read back into a session's queue: send them if its client is connected. */
+  onRefill: ((session: Session) => void) | undefined;
+  readonly pagingStats: PagingStats = { messagesRead: 0, sessionsSkipped: 0 };
+  /** Sessions whose backlog is (partly) in the log. */
+  readonly paged = new Set<DurableSession>();
   /** Where each stored message is in the log (store-once: the second session finds it here). */
-  readonly positions = new WeakMap<Message, LogPosition>();
+  readonly positions = new MessagePositions();
   /** Counts appends: a publish that caused one waits for the commit before its ack. */
   writes = 0;
   refused = 0;
@@ -207,8 +245,39 @@ export class SessionLog implements SessionPersistence {
     this.schedule();
   }
 
+  /**
+   * A generation was dropped (retention, size cap): a session whose read position was in it
+   * lost what it had not read there; it goes on at the oldest position kept (counted, logged).
+   */
+  generationDropped(d: { gen: number; reason: string }): void {
+    for (const s of this.paged) {
+      const pos = s.readPosition;
+      if (!pos || pos.gen > d.gen) continue;
+      const to = this.storage.read(pos, 0).next; // where the log goes on
+      s.skipTo(to);
+      this.pagingStats.sessionsSkipped++;
+      this.log.warn(
+        { clientId: s.clientId, generation: d.gen, reason: d.reason, from: pos, to },
+        `storage: generation ${d.gen} was dropped (${d.reason === 'size_cap' ? 'size cap' : d.reason}) with messages session ${s.clientId} had not read yet; they are lost, it goes on at the oldest message kept`,
+      );
+    }
+  }
+
+  private readFailLoggedAt = 0;
+
+  /** Reading a session's backlog failed (an I/O error): logged (once a minute), tried again in a second. */
+  readFailed(session: DurableSession, err: unknown): void {
+    const now = Date.now();
+    if (now - this.readFailLoggedAt >= 60_000) {
+      this.readFailLoggedAt = now;
+      this.log.error({ clientId: session.clientId, err: (err as Error).message }, 'storage: reading a session\'s messages from the log failed; trying again');
+    }
+    setTimeout(() => session.refill(), 1000).unref();
+  }
+
   ended(session: Session): void {
     if (!(session instanceof DurableSession)) return;
+    session.stopPaging();
     this.dirty.delete(session);
     this.dirtyIterators.delete(session);
     this.written.delete(session);
@@ -303,6 +372,20 @@ export class DurableSession extends Session {
   private byMessageMap: Map<Message, Tracked> | undefined;
   private byPacketMap: Map<number, Tracked> | undefined;
   private directsSet: WeakSet<Message> | undefined;
+  /**
+   * Paged: where reading its backlog from the log goes on. Every QoS 1/2 message for it from
+   * here on is in the log, none in memory past this point (undefined: all of them are in memory).
+   */
+  private readPos: LogPosition | undefined;
+  private reading = false;
+  private emptyReads = 0;
+  private ended = false;
+  /** Paged: deliveries past readPos a read by subscriptions would not make (shared, direct copies), by position. */
+  private pagedDirect: Map<string, DirectDelivery> | undefined;
+  /** Paged: QoS 2 messages past readPos already answered (restored from the iterator): never sent again. */
+  private pagedDone: Set<string> | undefined;
+  /** Paged: subscriptions made while paged, from where in the log they apply. */
+  private subSince: Map<string, LogPosition> | undefined;
 
   private get byMessage(): Map<Message, Tracked> {
     return (this.byMessageMap ??= new Map());
@@ -333,6 +416,139 @@ export class DurableSession extends Session {
     this.directs.add(message);
   }
 
+  /** Where reading the backlog from the log goes on (undefined: not paged). */
+  get readPosition(): LogPosition | undefined {
+    return this.readPos;
+  }
+
+  override setSubscription(topic: string, sub: Subscription): void {
+    // a read of the backlog must not deliver what was stored before this subscription existed
+    if (this.readPos !== undefined && !this.subscriptions.has(topic)) (this.subSince ??= new Map()).set(topic, this.sessionLog.storage.tail);
+    super.setSubscription(topic, sub);
+  }
+
+  override get backlogInLog(): boolean {
+    return this.sessionLog.paging !== undefined && this.persistent;
+  }
+
+  override defer(d: Delivery, full: boolean): boolean {
+    if (this.readPos === undefined && !full) return false;
+    if (!this.sessionLog.paging || d.qos === 0 || !this.persistent || this.ended) return false;
+    const pos = this.sessionLog.positions.get(d.message);
+    if (!pos) return false; // not stored (storage full): held in memory
+    if (this.readPos === undefined) this.startPaging(pos);
+    else if (comparePositions(pos, this.readPos) < 0) return false; // older than the read position: not read again
+    if (this.directsSet?.has(d.message)) {
+      this.directsSet.delete(d.message);
+      const dd: DirectDelivery = { pos, qos: d.qos as 1 | 2, retain: d.retain };
+      if (d.subscriptionIds) dd.ids = d.subscriptionIds;
+      (this.pagedDirect ??= new Map()).set(posKey(pos), dd);
+      // the publisher's ack waits for the iterator naming it
+      this.sessionLog.iteratorChanged(this, true);
+    }
+    return true;
+  }
+
+  private startPaging(from: LogPosition): void {
+    this.readPos = from;
+    this.emptyReads = 0;
+    this.sessionLog.paged.add(this);
+  }
+
+  private stopPagingState(): void {
+    this.readPos = undefined;
+    this.pagedDirect = undefined;
+    this.pagedDone = undefined;
+    this.subSince = undefined;
+    this.sessionLog.paged.delete(this);
+  }
+
+  /** The session ended: no more reading. */
+  stopPaging(): void {
+    this.ended = true;
+    this.stopPagingState();
+  }
+
+  /** Its unread messages before `to` are gone (a dropped generation). */
+  skipTo(to: LogPosition): void {
+    if (this.readPos === undefined || comparePositions(to, this.readPos) <= 0) return;
+    this.readPos = to;
+    this.sessionLog.iteratorChanged(this);
+  }
+
+  override refill(): void {
+    const paging = this.sessionLog.paging;
+    if (!paging || this.readPos === undefined || this.reading || this.ended) return;
+    if (this.queued > paging.refillMessages >> 1 || this.queueBytes > paging.refillBytes >> 1) return;
+    this.reading = true;
+    setImmediate(() => this.readBatch());
+  }
+
+  /** Read one batch of the backlog into the queue; again next turn while there is room. */
+  private readBatch(): void {
+    const paging = this.sessionLog.paging!;
+    const from = this.readPos;
+    if (from === undefined || this.ended) {
+      this.reading = false;
+      return;
+    }
+    const log = this.sessionLog.storage;
+    let entries: LogEntry[];
+    let next: LogPosition;
+    try {
+      ({ entries, next } = log.read(from, READ_BATCH));
+    } catch (err) {
+      this.reading = false;
+      this.sessionLog.readFailed(this, err);
+      return;
+    }
+    const now = Date.now();
+    const plain = [...this.subscriptions.values()].filter((s) => s.shareGroup === undefined);
+    let queued = 0;
+    for (const e of entries) if (this.readEntry(e, plain, now)) queued++;
+    this.readPos = next;
+    this.sessionLog.pagingStats.messagesRead += queued;
+    const caughtUp = comparePositions(next, log.tail) >= 0;
+    if (caughtUp) {
+      // everything stored for it is read: from now on its messages queue in memory again
+      this.stopPagingState();
+      this.reading = false;
+    }
+    if (queued > 0 || caughtUp) this.sessionLog.iteratorChanged(this);
+    if (queued > 0) this.sessionLog.onRefill?.(this);
+    if (caughtUp) return;
+    if (entries.length === 0) {
+      // the rest is still being written (its batch's fdatasync): read on once it is durable
+      const delay = this.emptyReads++ > 0 ? 20 : 0;
+      log.onDurable(() => setTimeout(() => this.readBatch(), delay).unref());
+      return;
+    }
+    this.emptyReads = 0;
+    if (this.queued < paging.refillMessages && this.queueBytes < paging.refillBytes) setImmediate(() => this.readBatch());
+    else this.reading = false;
+  }
+
+  /** One entry of the backlog: queued if this session gets it. */
+  private readEntry(e: LogEntry, plain: Subscription[], now: number): boolean {
+    const k = posKey(e.pos);
+    if (this.pagedDone?.delete(k)) return false;
+    const dd = this.pagedDirect?.get(k);
+    if (dd) this.pagedDirect!.delete(k);
+    const m = e.message;
+    if (m.expiresAt !== undefined && m.expiresAt <= now) return false;
+    let d: Delivery | undefined;
+    if (dd) d = { message: m, qos: dd.qos, retain: dd.retain, subscriptionIds: dd.ids };
+    else if (!e.direct) {
+      const since = this.subSince;
+      d = deliveryFor(since ? plain.filter((s) => { const p = since.get(s.topic); return p === undefined || comparePositions(p, e.pos) <= 0; }) : plain, m, this.clientId);
+    }
+    if (!d) return false;
+    this.sessionLog.positions.set(m, e.pos);
+    if (dd) this.directs.add(m);
+    this.enqueue(d);
+    return true;
+  }
+
   private track(d: Delivery): Tracked | undefined {
     if (d.qos === 0) return undefined;
     const known = this.byMessage.get(d.message);
@@ -361,8 +577,25 @@ export class DurableSession extends Session {
 
   private settle(t: Tracked, state: number): void {
     t.state = state;
-    if (state === DONE) this.byMessage.delete(t.message);
+    if (state === DONE) {
+      this.byMessage.delete(t.message);
+      this.passDone();
+    }
     this.sessionLog.iteratorChanged(this);
+  }
+
+  /**
+   * Move `head` past the answered deliveries at the front and let go of them, at once rather
+   * than at the next (lazy, up to 20 ms later) iterator write: held that long, every message
+   * of a busy session outlived two scavenges and was promoted, and the old space filled and
+   * was compacted about twice a second under QoS 1 fan-in.
+   */
+  private passDone(): void {
+    while (this.head < this.tracked.length && this.tracked[this.head]!.state === DONE) this.head++;
+    if (this.head > 256 && this.head * 2 > this.tracked.length) {
+      this.tracked = this.tracked.slice(this.head);
+      this.head = 0;
+    }
   }
 
   override enqueue(delivery: Delivery): void {
@@ -376,6 +609,7 @@ export class DurableSession extends Session {
     // taken off the queue: sent (addInflight follows at once) or dropped (expired, not allowed)
     const t = d && this.byMessage.get(d.message);
     if (t && t.state === QUEUED) {
+      // not passed yet: addInflight usually follows at once and makes it INFLIGHT again
       t.state = DONE;
       this.sessionLog.iteratorChanged(this);
     }
@@ -409,10 +643,23 @@ export class DurableSession extends Session {
     return true;
   }
 
+  /** QoS 2 packet ids whose first PUBLISH waits for the id to be on disk (holdFirstSend). */
+  private heldIds: Set<number> | undefined;
+
   override holdFirstSend(entry: InflightEntry, write: (err?: Error) => void): boolean {
     if (entry.qos !== 2 || !this.persistent || this.byPacketMap?.get(entry.packetId) === undefined) return false;
-    this.sessionLog.afterStored(write);
+    const id = entry.packetId;
+    (this.heldIds ??= new Set()).add(id);
+    this.sessionLog.afterStored((err) => {
+      // on disk now (a second wait for it, after a reconnect, ends after this one)
+      this.heldIds?.delete(id);
+      write(err);
+    });
     return true;
+  }
+
+  override firstSendHeld(packetId: number): boolean {
+    return this.heldIds?.has(packetId) ?? false;
   }
 
   override removeInflight(packetId: number): boolean {
@@ -493,11 +740,7 @@ export class DurableSession extends Session {
 
   /** The iterator: oldest position not answered, answered QoS 2 past it, ids awaiting PUBCOMP. */
   iteratorRecord(tail: LogPosition): IteratorRecord {
-    while (this.head < this.tracked.length && this.tracked[this.head]!.state === DONE) this.head++;
-    if (this.head > 256 && this.head * 2 > this.tracked.length) {
-      this.tracked = this.tracked.slice(this.head);
-      this.head = 0;
-    }
+    this.passDone();
     const first = this.tracked[this.head];
     const done: LogPosition[] = [];
     for (let i = this.head + 1; i < this.tracked.length; i++) {
@@ -507,7 +750,13 @@ export class DurableSession extends Session {
     if (first?.state === PUBREL) done.unshift(first.pos);
     const pubrel: number[] = [];
     for (const e of this.inflight.values()) if (e.state === 'pubrel') pubrel.push(e.packetId);
-    const rec: IteratorRecord = { next: first ? first.pos : tail, done, pubrel };
+    let next = first ? first.pos : tail;
+    if (this.readPos !== undefined) {
+      // paged: what is not read yet comes after the read position
+      if (comparePositions(this.readPos, next) < 0) next = this.readPos;
+      for (const k of this.pagedDone ?? []) done.push(keyPos(k));
+    }
+    const rec: IteratorRecord = { next, done, pubrel };
     let sent: SentQos2[] | undefined;
     for (const e of this.inflight.values()) {
       if (e.qos !== 2 || e.state !== 'publish') continue;
@@ -526,6 +775,7 @@ export class DurableSession extends Session {
       if (t.direct.subscriptionIds) dd.ids = t.direct.subscriptionIds;
       (direct ??= []).push(dd);
     }
+    for (const dd of this.pagedDirect?.values() ?? []) (direct ??= []).push(dd);
     if (direct) rec.direct = direct;
     return rec;
   }
@@ -578,8 +828,15 @@ export class DurableSession extends Session {
     const direct = new Map((it.direct ?? []).map((d) => [key(d.pos), d]));
     const plain = [...this.subscriptions.values()].filter((s) => s.shareGroup === undefined);
     if (plain.length === 0 && direct.size === 0) return queued;
+    const paging = this.sessionLog.paging;
     try {
-      queued = this.replay(log, it.next, skip, direct, plain, maxQueued, now, key, queued);
+      queued = this.replay(log, it.next, skip, direct, plain, paging ? paging.window : maxQueued, now, key, queued);
+      const from = this.readPos;
+      if (from !== undefined) {
+        // the rest of the backlog stays in the log: what the iterator says of it is kept for the read
+        for (const [k, dd] of direct) if (comparePositions(dd.pos, from) >= 0) (this.pagedDirect ??= new Map()).set(k, dd);
+        for (const k of skip) if (comparePositions(keyPos(k), from) >= 0) (this.pagedDone ??= new Set()).add(k);
+      }
     } finally {
       // the resent ones and the replayed ones, in log order: the iterator's `next` is the first not done
       this.tracked.sort((a, b) => comparePositions(a.pos, b.pos));
@@ -611,7 +868,11 @@ export class DurableSession extends Session {
         if (dd) d = { message: m, qos: dd.qos, retain: dd.retain, subscriptionIds: dd.ids };
         else if (!e.direct) d = deliveryFor(plain, m, this.clientId);
         if (!d) continue;
-        if (queued >= maxQueued) return queued;
+        if (queued >= maxQueued) {
+          // durable on one node: the rest is read from the log as the queue drains
+          if (this.sessionLog.paging) this.startPaging(e.pos);
+          return queued;
+        }
         this.sessionLog.positions.set(m, e.pos);
         if (dd) this.directs.add(m);
         this.enqueue(d);
@@ -622,6 +883,15 @@ export class DurableSession extends Session {
     }
     return queued;
   }
+}
+
+function posKey(p: LogPosition): string {
+  return `${p.gen}:${p.offset}`;
+}
+
+function keyPos(k: string): LogPosition {
+  const i = k.indexOf(':');
+  return { gen: Number(k.slice(0, i)), offset: Number(k.slice(i + 1)) };
 }
 
 /** What a subscription set makes of a message (merged as routing does), or undefined / QoS 0. */

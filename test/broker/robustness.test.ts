@@ -227,8 +227,10 @@ describe('bounded outbound queue', () => {
     }
   });
 
+  // memory storage: durable storage leaves a full persistent session's messages in the log instead
+  // (test/e2e/storage-paging.test.ts)
   it('EDB_QUEUE_FULL_POLICY=disconnect: a QoS 1 message for a full queue disconnects the client (0x97) and stays in its session', async () => {
-    const b = await startBroker({ maxQueuedMessages: 20, maxQueuedBytes: 64 * 1024, stallTimeoutMs: 200, queueFullPolicy: 'disconnect' });
+    const b = await startBroker({ maxQueuedMessages: 20, maxQueuedBytes: 64 * 1024, stallTimeoutMs: 200, queueFullPolicy: 'disconnect', storage: 'memory' });
     try {
       const slow = (await RawClient.connect(b.port, { clientId: 'slow-q1', clean: false, properties: { sessionExpiryInterval: 300 } })).client;
       slow.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'q1', qos: 1 }] });

@@ -216,7 +216,8 @@ describe('persistent sessions keep subscriptions and QoS 1/2 messages while offl
 
 describe('offline queue bound for all sessions together (maxQueuedBytesTotal)', () => {
   it('many persistent sessions cannot queue past the total: the rest is dropped and counted', async () => {
-    const own = await startBroker({ maxQueuedBytesTotal: 20_000 });
+    // memory storage: durable storage leaves an offline session's backlog in the log (test/e2e/storage-paging.test.ts)
+    const own = await startBroker({ maxQueuedBytesTotal: 20_000, storage: 'memory' });
     try {
       // ten persistent sessions under ten ids, each subscribed and gone offline
       for (let i = 0; i < 10; i++) {
@@ -250,7 +251,8 @@ describe('offline queue bound for all sessions together (maxQueuedBytesTotal)', 
 
 describe('offline queue bound (maxOfflineMessages)', () => {
   it('keeps the first messages up to the bound and counts the rest as dropped', async () => {
-    const own = await startBroker({ maxOfflineMessages: 3 });
+    // memory storage (durable storage has no count bound per session: test/e2e/storage-paging.test.ts)
+    const own = await startBroker({ maxOfflineMessages: 3, storage: 'memory' });
     try {
       const { client: s } = await RawClient.connect(own.port, { clientId: 'off', clean: false, properties: { sessionExpiryInterval: 60 } });
       s.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'off/t', qos: 1 }] });
