@@ -24,8 +24,9 @@ import type { BridgeConfig, BridgeTopic } from '../config/bridges.js';
 import type { Message, QoS } from '../mqtt/message.js';
 import { measurePublish, writePublishAt, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
 import { matchLevels } from '../topics/match.js';
-import { Backlog, DROP_REASONS, WAITING, type BacklogEntry, type DropCounts } from './backlog.js';
-import { InboundQos2Store, PacketIds } from './link-state.js';
+import { comparePositions } from '../storage/log.js';
+import { Backlog, DROP_REASONS, SENT, WAITING, type BacklogEntry, type DropCounts } from './backlog.js';
+import { InboundQos2Ids, PacketIds } from './link-state.js';
 
 export type BridgeState = 'connecting' | 'connected' | 'disconnected' | 'stopped';
 
@@ -38,6 +39,24 @@ export interface BridgeHost {
   positionChanged(bridge: Bridge): void;
   /** MQTT.js, loaded on first use. */
   readonly mqtt: typeof import('mqtt');
+  /** Durable storage: the link's QoS 2 state is stored (saveLinkState) before it is acted on. */
+  readonly persistent: boolean;
+  /** Store `bridge.linkState()`; `done` once it (and every write before it) is on disk. */
+  saveLinkState(bridge: Bridge, done: (err?: Error) => void): void;
+}
+
+/**
+ * The QoS 2 state of the link as stored (durable storage, document "bridge/<name>.qos2"):
+ * out, each message in flight by packet id, its place in the log and its stage (1: PUBLISH
+ * sent, 2: PUBREC received and PUBREL sent); in, the packet ids delivered here and not yet
+ * released, and the inbound messages still being stored (`pending`: the service stores a
+ * mark before them, from which the log is read again at start for ids not in `ids`).
+ */
+export interface LinkState {
+  /** Stage 3: completed, past the stored position (not sent again). */
+  out: [id: number, gen: number, offset: number, stage: 1 | 2 | 3][];
+  in: number[];
+  pending: Message[];
 }
 
 interface CompiledLine {
@@ -81,6 +100,8 @@ export class Bridge {
   /** Why the link is down (the last error), for the API and the log. */
   lastError: string | undefined;
   connectedSince: number | undefined;
+  /** When the next connection attempt is due (ms since epoch), while disconnected. */
+  nextAttemptAt: number | undefined;
   readonly counters: BridgeCounters = { messagesOut: 0, messagesIn: 0, bytesOut: 0, bytesIn: 0, reconnects: 0, connects: 0, inNotAuthorized: 0, echoesDropped: 0, refusedByRemote: 0 };
   /** QoS 1/2 towards the remote. */
   readonly backlog: Backlog;
@@ -109,10 +130,21 @@ export class Bridge {
    * (DUP) and stage 2 as PUBREL, never as a new message [MQTT-5-4.4.0-1].
    */
   private readonly qos2 = new Map<number, { entry: BacklogEntry; stage: 1 | 2 }>();
-  /** QoS 2 from the remote awaiting its PUBREL, across connections (link-state.ts). */
-  private readonly inStore = new InboundQos2Store();
-  /** Incoming QoS 2 being published here, by packet id: a PUBREL sent again meanwhile waits for it. */
-  private readonly inDelivering = new Map<number, (() => void)[]>();
+  /** QoS 2 from the remote: ids delivered here until its PUBREL, across connections (link-state.ts). */
+  private readonly inStore: InboundQos2Ids;
+  /** Inbound QoS 2 messages being stored here, by packet id (for linkState's mark). */
+  private readonly inPending = new Map<number, Message>();
+  /** Out: entries taken for sending, held until the QoS 2 ids among them are stored (durable storage). */
+  private held: BacklogEntry[] | undefined;
+  /**
+   * QoS 2 messages completed (PUBCOMP) at or past the backlog's head: stored as done, so that
+   * after a crash a message completed out of order, past an older one still in flight, is
+   * not sent again (the log is read back from the head).
+   */
+  private doneQos2: BacklogEntry[] = [];
+  private saveWaiters: ((err?: Error) => void)[] = [];
+  private saveScheduled = false;
+  private ticks = 0;
   private readonly echoes = new Map<string, { n: number; at: number }>();
   private out: Buffer | undefined;
   private outStart = 0;
@@ -124,6 +156,7 @@ export class Bridge {
     private readonly host: BridgeHost,
   ) {
     this.log = host.log.child({ bridge: config.name });
+    this.inStore = new InboundQos2Ids((packet, id, done) => this.incomingQos2(packet as never, id, done));
     const bounds = { maxMessages: config.maxOutgoingBufferedMessages, maxBytes: config.maxOutgoingBufferedBytes, maxAgeMs: config.maxOutgoingBufferedAgeMs };
     this.backlog = new Backlog({ ...bounds });
     this.buffer = new Backlog({ ...bounds });
@@ -218,16 +251,18 @@ export class Bridge {
     this.ageTimer ??= setInterval(() => {
       const n = this.backlog.enforce(Date.now()) + this.buffer.enforce(Date.now());
       if (n > 0) this.host.positionChanged(this);
+      // the stored mark follows the log, so that a start reads little of it again
+      if (++this.ticks % 10 === 0 && this.host.persistent && this.inLines.some((l) => l.topic.qos === 2)) this.requestSave();
     }, 1000);
     this.ageTimer.unref();
   }
 
-  private setState(state: BridgeState, detail?: string): void {
+  private setState(state: BridgeState, detail?: string, retryInMs?: number): void {
     if (this.state === state) return;
     this.state = state;
-    const msg = `bridge ${this.name}: ${state}${detail ? ` (${detail})` : ''}`;
+    const msg = `bridge ${this.name}: ${state}${detail ? ` (${detail})` : ''}${retryInMs !== undefined ? `; next attempt in ${retryInMs} ms` : ''}`;
     // one line per state change
-    if (state === 'disconnected') this.log.warn({ state, endpoint: this.config.url, err: detail }, msg);
+    if (state === 'disconnected') this.log.warn({ state, endpoint: this.config.url, err: detail, retryInMs }, msg);
     else this.log.info({ state, endpoint: this.config.url }, msg);
   }
 
@@ -268,6 +303,7 @@ export class Bridge {
 
   private connect(): void {
     this.timer = undefined;
+    this.nextAttemptAt = undefined;
     const gen = ++this.generation;
     let client: MqttClient;
     try {
@@ -275,8 +311,7 @@ export class Bridge {
     } catch (err) {
       // unreadable certificate files and the like: the broker keeps running, the bridge retries
       this.lastError = (err as Error).message;
-      this.setState('disconnected', this.lastError);
-      this.scheduleReconnect();
+      this.retryLater(this.lastError);
       return;
     }
     this.client = client;
@@ -285,24 +320,18 @@ export class Bridge {
       if (gen !== this.generation) return;
       this.onConnected(client, connack.sessionPresent, connack.properties?.receiveMaximum);
     });
-    // every incoming message passes here before MQTT.js answers it: QoS 1 is acknowledged
-    // (PUBACK) and QoS 2 completed (PUBCOMP, after PUBREL: once per connection) only when the
-    // callback runs, which is once it is stored or delivered here
+    // every incoming QoS 0/1 message passes here before MQTT.js answers it: QoS 1 is
+    // acknowledged (PUBACK) only when the callback runs, which is once it is stored or
+    // delivered here. QoS 2 is delivered at its PUBLISH (InboundQos2Ids, PUBREC once stored);
+    // here comes its PUBREL, completed (PUBCOMP) once the id is forgotten (stored so)
     client.handleMessage = (packet, callback) => {
       if (gen !== this.generation) return callback();
-      const id = (packet as { qos?: number; messageId?: number }).qos === 2 ? (packet as { messageId?: number }).messageId : undefined;
-      if (id === undefined) return this.incoming(packet as never, () => callback());
-      // QoS 2 (at its PUBREL): a PUBREL the remote sends again after a reconnect, while the
-      // first one's message is still being stored here, completes with it, not a second copy
-      const waiting = this.inDelivering.get(id);
-      if (waiting) return void waiting.push(() => callback());
-      this.inDelivering.set(id, []);
-      this.incoming(packet as never, () => {
-        const more = this.inDelivering.get(id) ?? [];
-        this.inDelivering.delete(id);
-        callback();
-        for (const f of more) f();
-      });
+      const p = packet as { qos?: number; messageId?: number; released?: boolean };
+      if (p.released && p.messageId !== undefined) {
+        this.inStore.release(p.messageId);
+        return this.requestSave(() => callback());
+      }
+      this.incoming(packet as never, () => callback());
     };
     client.on('packetreceive', (packet) => {
       if (gen === this.generation) this.onPacket(packet as never);
@@ -333,11 +362,14 @@ export class Bridge {
       this.inStore.clear();
       for (const q of this.qos2.values()) {
         // PUBREC'd: the remote took it over (it answered for it) and must not get it again
-        if (q.stage === 2) this.settle(q.entry);
-        else q.entry.state = WAITING;
+        if (q.stage === 2) {
+          this.settle(q.entry);
+          this.completedQos2(q.entry);
+        } else q.entry.state = WAITING;
       }
       this.qos2.clear();
       client.messageIdProvider.clear(); // before the SUBSCRIBE takes an id
+      this.requestSave();
     }
     const subs = this.inLines.map((l) => l.topic);
     if (subs.length > 0 && (!sessionPresent || this.config.cleanSession)) {
@@ -354,7 +386,20 @@ export class Bridge {
     }
     this.backlog.rewind(this.keptQos2());
     this.inflight = this.qos2.size;
-    // the session resumed: QoS 2 in flight completes with the same packet ids, first
+    this.held = undefined;
+    if (this.qos2.size === 0 || !this.host.persistent) return this.resumeQos2(client);
+    // what changed above is stored before anything goes out
+    const gen = this.generation;
+    this.held = [];
+    this.requestSave(() => {
+      if (gen !== this.generation) return;
+      this.held = undefined;
+      this.resumeQos2(client);
+    });
+  }
+
+  /** The session resumed: QoS 2 in flight completes with the same packet ids, first. */
+  private resumeQos2(client: MqttClient): void {
     for (const [id, q] of this.qos2) {
       if (q.stage === 1) this.encode(client, q.entry, id, true);
       else this.writeRaw(client, pubrel(id));
@@ -376,17 +421,24 @@ export class Bridge {
     this.inflight = 0;
     this.acks.clear();
     this.blocked = false;
+    this.held = undefined;
     if (this.state === 'stopped') return;
-    this.setState('disconnected', this.lastError ?? 'connection closed');
-    this.scheduleReconnect();
+    this.retryLater(this.lastError ?? 'connection closed');
   }
 
-  private scheduleReconnect(): void {
+  /**
+   * Down: the next attempt after the back-off, from reconnectMin doubling per failed attempt up
+   * to reconnectMax, +-20 % jitter; a connection that got its CONNACK starts it again at
+   * reconnectMin. The state line in the log says when (`retryInMs`).
+   */
+  private retryLater(why: string): void {
     if (this.state === 'stopped' || this.timer) return;
     const c = this.config;
     const base = Math.min(c.reconnectMaxMs, c.reconnectMinMs * 2 ** Math.min(this.attempts, 30));
     this.attempts++;
     const delay = Math.round(base * (0.8 + Math.random() * 0.4));
+    this.nextAttemptAt = Date.now() + delay;
+    this.setState('disconnected', why, delay);
     this.counters.reconnects++;
     this.timer = setTimeout(() => this.connect(), delay);
     this.timer.unref();
@@ -407,6 +459,7 @@ export class Bridge {
     this.inflight = 0;
     this.acks.clear();
     this.blocked = false;
+    this.held = undefined;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     this.attempts = 0;
@@ -445,13 +498,18 @@ export class Bridge {
     if (!client || this.state !== 'connected' || this.pumping) return;
     this.pumping = true;
     try {
-      // QoS 1/2 first (the backlog is what must not be lost), within the window
-      while (this.inflight < this.window) {
+      // QoS 1/2 first (the backlog is what must not be lost), within the window; while QoS 2
+      // ids are being stored, nothing more is taken (order per topic)
+      let held: BacklogEntry[] | undefined;
+      while (this.inflight < this.window && !this.held) {
         const e = this.backlog.nextToSend();
         if (!e) break;
         this.inflight++;
-        this.encode(client, e);
+        if (held) held.push(e);
+        else if (e.qos === 2 && this.host.persistent) held = [e]; // its packet id is stored before it goes
+        else this.encode(client, e);
       }
+      if (held) this.holdForSave(client, held);
       // QoS 0 while the socket takes it
       while (!this.blocked) {
         const e = this.buffer.nextToSend();
@@ -464,6 +522,93 @@ export class Bridge {
       this.flush(client);
       this.pumping = false;
     }
+  }
+
+  /**
+   * Durable storage: QoS 2 messages get their packet ids now, and go (with everything taken
+   * after them) once the ids are stored, so that after a crash they are sent again with the
+   * same ids (DUP), never as new messages.
+   */
+  private holdForSave(client: MqttClient, held: BacklogEntry[]): void {
+    const ids = new Map<BacklogEntry, number>();
+    for (const e of held) {
+      if (e.qos !== 2) continue;
+      const id = client.messageIdProvider.allocate() ?? 1;
+      this.qos2.set(id, { entry: e, stage: 1 });
+      ids.set(e, id);
+    }
+    this.held = held;
+    const gen = this.generation;
+    this.requestSave(() => {
+      if (gen !== this.generation || this.held !== held) return; // the link went: rewound, resent from the map
+      this.held = undefined;
+      for (const e of held) {
+        const id = ids.get(e);
+        if (id !== undefined) this.encode(client, e, id);
+        else this.encode(client, e);
+      }
+      this.flush(client);
+      this.pump();
+    });
+  }
+
+  private completedQos2(e: BacklogEntry): void {
+    if (!this.host.persistent) return;
+    if (e.pos) this.doneQos2.push(e);
+    this.requestSave();
+  }
+
+  /** Store the link state at the end of this turn (one write for a burst); `cb` once it is on disk. */
+  private requestSave(cb?: (err?: Error) => void): void {
+    if (!this.host.persistent) return cb?.();
+    if (cb) this.saveWaiters.push(cb);
+    if (this.saveScheduled) return;
+    this.saveScheduled = true;
+    setImmediate(() => {
+      this.saveScheduled = false;
+      const waiters = this.saveWaiters;
+      this.saveWaiters = [];
+      this.host.saveLinkState(this, (err) => {
+        if (err) this.log.error({ err: err.message }, `bridge ${this.name}: storing its QoS 2 state failed`);
+        for (const w of waiters) w(err);
+      });
+    });
+  }
+
+  /** What is stored of the link (durable storage): see LinkState. */
+  linkState(): LinkState {
+    const out: LinkState['out'] = [];
+    for (const [id, q] of this.qos2) if (q.entry.pos) out.push([id, q.entry.pos.gen, q.entry.pos.offset, q.stage]);
+    const head = this.backlog.headPosition;
+    this.doneQos2 = head ? this.doneQos2.filter((e) => comparePositions(e.pos!, head) > 0) : [];
+    for (const e of this.doneQos2) out.push([0, e.pos!.gen, e.pos!.offset, 3]);
+    return { out, in: [...this.inStore.received].filter((id) => !this.inPending.has(id)), pending: [...this.inPending.values()] };
+  }
+
+  /**
+   * At start (durable storage), after the backlog was read back: the QoS 2 messages in flight
+   * (found in the backlog by their place in the log; one not there was completed) and the
+   * inbound ids not yet released.
+   */
+  restoreLinkState(out: LinkState['out'], inIds: Iterable<number>): number {
+    let n = 0;
+    if (out.length > 0) {
+      const byPos = new Map<string, BacklogEntry>();
+      for (const e of this.backlog.pending()) if (e.pos) byPos.set(`${e.pos.gen}:${e.pos.offset}`, e);
+      for (const [id, gen, offset, stage] of out) {
+        const e = byPos.get(`${gen}:${offset}`);
+        if (!e || e.qos !== 2) continue;
+        if (stage === 3) {
+          this.backlog.done(e);
+          continue;
+        }
+        e.state = SENT;
+        this.qos2.set(id, { entry: e, stage });
+        n++;
+      }
+    }
+    this.inStore.restore(inIds);
+    return n;
   }
 
   /**
@@ -487,7 +632,7 @@ export class Bridge {
     if (v5) {
       const props = this.publishProperties(m);
       if (props) f.properties = props;
-    } else if (this.inLines.length > 0 && resendId === undefined) this.rememberEcho(e.remoteTopic, m.payload);
+    } else if (this.inLines.length > 0 && !dup) this.rememberEcho(e.remoteTopic, m.payload);
     this.counters.messagesOut++;
     this.counters.bytesOut += m.payload.length;
     const version = v5 ? 5 : 4;
@@ -561,16 +706,24 @@ export class Bridge {
         this.client?.messageIdProvider.deallocate(id);
         this.counters.refusedByRemote++;
         this.released(q.entry);
+        this.completedQos2(q.entry);
         return;
       }
       q.stage = 2; // a PUBREC again (after our DUP PUBLISH) is answered again
-      this.client?.stream.write(pubrel(id));
+      const client = this.client;
+      if (!this.host.persistent) return void client?.stream.write(pubrel(id));
+      // stage 2 is stored first: after a crash the message is not sent again, only its PUBREL
+      const gen = this.generation;
+      this.requestSave(() => {
+        if (gen === this.generation && this.qos2.get(id) === q) client?.stream.write(pubrel(id));
+      });
     } else if (packet.cmd === 'pubcomp') {
       const q = this.qos2.get(id);
       if (!q || q.stage !== 2) return;
       this.qos2.delete(id);
       this.client?.messageIdProvider.deallocate(id);
       this.released(q.entry);
+      this.completedQos2(q.entry);
     }
   }
 
@@ -637,7 +790,22 @@ export class Bridge {
     return true;
   }
 
-  private incoming(packet: { topic: string; payload: Buffer | string; qos: QoS; retain: boolean; properties?: Record<string, unknown> }, done: (code: number) => void): void {
+  /**
+   * A QoS 2 PUBLISH from the remote with a new packet id (InboundQos2Ids): published here with
+   * the id in its log record (durable storage), then the id is stored; PUBREC after both.
+   */
+  private incomingQos2(packet: Parameters<Bridge['incoming']>[0], id: number, done: () => void): void {
+    this.incoming(
+      packet,
+      () => {
+        this.inPending.delete(id); // stored (or not for us): the id goes into the stored state
+        this.requestSave(() => done());
+      },
+      id,
+    );
+  }
+
+  private incoming(packet: { topic: string; payload: Buffer | string; qos: QoS; retain: boolean; properties?: Record<string, unknown> }, done: (code: number) => void, qos2Id?: number): void {
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
     if (this.isEcho(packet.topic, payload)) {
       this.counters.echoesDropped++;
@@ -648,6 +816,10 @@ export class Bridge {
     if (!line || !packet.topic.startsWith(line.topic.remotePrefix)) return done(0); // not ours (a stale subscription of the persistent session)
     const topic = line.topic.localPrefix + packet.topic.slice(line.topic.remotePrefix.length);
     const message: Message = { topic, payload, qos: packet.qos, retain: packet.retain, origin: this.origin };
+    if (qos2Id !== undefined) {
+      message.inboundQos2Id = qos2Id;
+      this.inPending.set(qos2Id, message);
+    }
     const p = packet.properties as
       | { payloadFormatIndicator?: boolean; contentType?: string; responseTopic?: string; correlationData?: Buffer; userProperties?: Message['properties'] extends infer P ? P extends { userProperties?: infer U } ? U : never : never; messageExpiryInterval?: number }
       | undefined;

@@ -164,6 +164,7 @@ const bridgeSchema = {
     reconnects: { type: 'integer' },
     connectedSince: { type: 'integer' },
     lastError: { type: 'string' },
+    nextAttemptInMs: { type: 'integer', description: 'while disconnected: ms until the next connection attempt (back-off from reconnectMin doubling to reconnectMax, +-20 % jitter)' },
     settings: settingsSchema,
   },
 };

@@ -20,7 +20,7 @@ import { comparePositions, type DroppedGeneration, type LogPosition } from '../s
 import { decodeMessage, encodeMessage } from '../storage/record.js';
 import type { BrokerStorage } from '../storage/store.js';
 import type { DropCounts } from './backlog.js';
-import { Bridge, type BridgeHost, type BridgeState } from './bridge.js';
+import { Bridge, type BridgeHost, type BridgeState, type LinkState } from './bridge.js';
 
 /** What the bridges need of the broker. */
 export interface BridgeBroker {
@@ -65,9 +65,18 @@ export interface BridgeSummary {
   reconnects: number;
   connectedSince?: number;
   lastError?: string;
+  /** Down: ms until the next connection attempt (the back-off). */
+  nextAttemptInMs?: number;
 }
 
 const positionKey = (name: string): string => `bridge/${name}.position`;
+/** The link's QoS 2 state (bridge.ts LinkState), with the log position the inbound ids are complete before. */
+const linkKey = (name: string): string => `bridge/${name}.qos2`;
+interface StoredLink {
+  out: LinkState['out'];
+  in: number[];
+  mark: LogPosition;
+}
 const API_BRIDGES = 'bridges.api';
 
 /** A bridge name that does not exist, or exists already: the API's 404 / 409. */
@@ -112,6 +121,8 @@ export class BridgeService {
       log: this.log,
       publishIncoming: (bridge, message, done) => this.publishIncoming(bridge, message, done),
       positionChanged: (bridge) => this.markDirty(bridge),
+      persistent: durableLog !== undefined,
+      saveLinkState: (bridge, done) => this.saveLinkState(bridge, done),
       get mqtt() {
         return self.mqtt!;
       },
@@ -199,6 +210,54 @@ export class BridgeService {
       from = next;
     }
     if (n > 0) this.log.info({ bridge: bridge.name, messages: n, ms: Math.round(performance.now() - started) }, `bridge ${bridge.name}: ${n} messages of its backlog read back from the log`);
+    this.loadLinkState(bridge);
+  }
+
+  /**
+   * The QoS 2 state of the link at the last stop or crash: the messages in flight out, and the
+   * inbound ids not yet released; the log is read from the stored mark for inbound QoS 2
+   * messages stored before their id was (a crash between the two writes).
+   */
+  private loadLinkState(bridge: Bridge): void {
+    const doc = this.storage.document(linkKey(bridge.name));
+    if (!doc) return;
+    let link: StoredLink;
+    try {
+      link = JSON.parse(doc.toString('utf8')) as StoredLink;
+    } catch {
+      this.log.error({ bridge: bridge.name }, `bridge ${bridge.name}: its stored QoS 2 state is unreadable; ignored`);
+      return;
+    }
+    const ids = new Set(link.in);
+    let from = link.mark;
+    if (this.storage instanceof DurableStorage && comparePositions(from, this.storage.messages.head) < 0) from = this.storage.messages.head;
+    const tail = this.storage.tail;
+    while (comparePositions(from, tail) < 0) {
+      const { entries, next } = this.storage.read(from, 4096);
+      for (const e of entries) if (e.message.origin === bridge.origin && e.message.inboundQos2Id !== undefined) ids.add(e.message.inboundQos2Id);
+      if (entries.length === 0 || comparePositions(next, from) <= 0) break;
+      from = next;
+    }
+    const out = bridge.restoreLinkState(link.out, ids);
+    if (out > 0 || ids.size > 0) this.log.info({ bridge: bridge.name, out, in: ids.size }, `bridge ${bridge.name}: QoS 2 state restored: ${out} messages in flight out, ${ids.size} inbound ids not yet released`);
+  }
+
+  /** Store a bridge's QoS 2 state; `done` once on disk (with every write before it). */
+  private saveLinkState(bridge: Bridge, done: (err?: Error) => void): void {
+    if (!this.durableLog || this.bridges.get(bridge.name) !== bridge) return done();
+    const state = bridge.linkState();
+    let mark = this.storage.tail;
+    for (const m of state.pending) {
+      const pos = this.durableLog.positions.get(m);
+      if (pos && comparePositions(pos, mark) < 0) mark = pos;
+    }
+    const stored: StoredLink = { out: state.out, in: state.in, mark: { gen: mark.gen, offset: mark.offset } };
+    this.storage.setDocument(linkKey(bridge.name), Buffer.from(JSON.stringify(stored)));
+    // the position goes in the same commit (one turn, one LMDB transaction): the completed
+    // messages the state no longer lists are behind it
+    this.writePosition(bridge);
+    this.dirty.delete(bridge);
+    this.storage.onDurable(done);
   }
 
   // ------------------------------------------------------------ out
@@ -246,14 +305,15 @@ export class BridgeService {
   flushPositions(): void {
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
-    for (const b of this.dirty) {
-      if (this.bridges.get(b.name) !== b) continue;
-      let pos = b.backlog.headPosition ?? this.storage.tail;
-      // in flight from a generation the log dropped: the restart goes on from the oldest kept
-      if (this.storage instanceof DurableStorage && comparePositions(pos, this.storage.messages.head) < 0) pos = this.storage.messages.head;
-      this.storage.setDocument(positionKey(b.name), Buffer.from(JSON.stringify({ gen: pos.gen, offset: pos.offset })));
-    }
+    for (const b of this.dirty) if (this.bridges.get(b.name) === b) this.writePosition(b);
     this.dirty.clear();
+  }
+
+  private writePosition(b: Bridge): void {
+    let pos = b.backlog.headPosition ?? this.storage.tail;
+    // in flight from a generation the log dropped: the restart goes on from the oldest kept
+    if (this.storage instanceof DurableStorage && comparePositions(pos, this.storage.messages.head) < 0) pos = this.storage.messages.head;
+    this.storage.setDocument(positionKey(b.name), Buffer.from(JSON.stringify({ gen: pos.gen, offset: pos.offset })));
   }
 
   // ------------------------------------------------------------ in
@@ -274,6 +334,9 @@ export class BridgeService {
     }
     const durable = this.broker.durable;
     const writes = durable?.writes ?? 0;
+    // QoS 2 carries its packet id in its log record (message.inboundQos2Id): stored whether a
+    // session here wants it or not, so that after a crash its PUBLISH sent again is known
+    if (message.inboundQos2Id !== undefined && this.durableLog) this.durableLog.store(message);
     this.broker.publish(message);
     // stored for a persistent session here (or another bridge): acknowledged once on disk
     if (durable && message.qos > 0 && durable.writes !== writes) durable.onDurable((err) => done(err ? RC.QUOTA_EXCEEDED : 0));
@@ -347,7 +410,10 @@ export class BridgeService {
     await bridge.stop();
     bridge.backlog.clear();
     bridge.buffer.clear();
-    if (this.durableLog) this.storage.setDocument(positionKey(name), undefined);
+    if (this.durableLog) {
+      this.storage.setDocument(positionKey(name), undefined);
+      this.storage.setDocument(linkKey(name), undefined);
+    }
     if (source === 'api') this.saveApiBridges();
     this.log.info({ bridge: name }, `bridge ${name}: removed`);
   }
@@ -404,6 +470,7 @@ export class BridgeService {
       reconnects: bridge.counters.reconnects,
       ...(bridge.connectedSince !== undefined ? { connectedSince: bridge.connectedSince } : {}),
       ...(bridge.lastError !== undefined && bridge.state !== 'connected' ? { lastError: bridge.lastError } : {}),
+      ...(bridge.nextAttemptAt !== undefined && bridge.state === 'disconnected' ? { nextAttemptInMs: Math.max(0, bridge.nextAttemptAt - now) } : {}),
     };
   }
 

@@ -140,9 +140,14 @@ export class Outbound {
 
   /** [MQTT-5-4.4.0-1] on reconnect, resend unacknowledged PUBLISH (with DUP) and PUBREL. */
   resendInflight(): void {
-    for (const entry of this.owner.session!.inflight.values()) {
+    const session = this.owner.session!;
+    for (const entry of session.inflight.values()) {
       if (entry.state === 'pubrel') this.writePacket({ cmd: 'pubrel', messageId: entry.packetId });
-      else this.writePublish(entry, entry.packetId, true);
+      else if (session.firstSendHeld(entry.packetId) && session.holdFirstSend(entry, () => this.sendHeld(session, entry))) {
+        // durable: a QoS 2 PUBLISH never sent, its packet id not on disk yet: this connection
+        // sends it once the id is (resent now, a crash before then would make it come twice)
+        this.holding++;
+      } else this.writePublish(entry, entry.packetId, true);
     }
   }
 

@@ -249,6 +249,12 @@ export class Session {
   /** Durable storage: the queue drained (Outbound.pump): read the next messages of a backlog kept in the log. */
   refill(): void {}
 
+  /** Durable storage: the QoS 2 PUBLISH in flight with `packetId` is held by holdFirstSend (never sent yet: its id is not on disk). */
+  firstSendHeld(packetId: number): boolean {
+    void packetId;
+    return false;
+  }
+
   /** A packet identifier not in use by an inflight message [MQTT-5-2.2.1-3]. */
   allocatePacketId(): number {
     for (let tries = 0; tries < 65535; tries++) {

@@ -30,7 +30,9 @@
  * QoS 1 may come twice after a crash; QoS 2 never:
  * - outbound, a QoS 2 PUBLISH is written once its packet id is on disk (the iterator's `sent`),
  *   a PUBREL once the PUBREC that moved it on is, so a restart resends PUBLISH with DUP and the
- *   same id, or PUBREL, never the message under a new id;
+ *   same id, or PUBREL, never the message under a new id; a reconnect (takeover) meanwhile does
+ *   not resend a PUBLISH still held so (firstSendHeld): the new connection sends it once the id
+ *   is on disk;
  * - inbound, PUBREC waits for the message's batch and the session record naming its packet id,
  *   PUBCOMP for the record without it. The id is also written in the message's log record: a
  *   crash between the log's fdatasync and the record's commit is repaired at start by reading
@@ -641,10 +643,23 @@ export class DurableSession extends Session {
     return true;
   }
 
+  /** QoS 2 packet ids whose first PUBLISH waits for the id to be on disk (holdFirstSend). */
+  private heldIds: Set<number> | undefined;
+
   override holdFirstSend(entry: InflightEntry, write: (err?: Error) => void): boolean {
     if (entry.qos !== 2 || !this.persistent || this.byPacketMap?.get(entry.packetId) === undefined) return false;
-    this.sessionLog.afterStored(write);
+    const id = entry.packetId;
+    (this.heldIds ??= new Set()).add(id);
+    this.sessionLog.afterStored((err) => {
+      // on disk now (a second wait for it, after a reconnect, ends after this one)
+      this.heldIds?.delete(id);
+      write(err);
+    });
     return true;
+  }
+
+  override firstSendHeld(packetId: number): boolean {
+    return this.heldIds?.has(packetId) ?? false;
   }
 
   override removeInflight(packetId: number): boolean {

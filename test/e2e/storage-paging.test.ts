@@ -9,6 +9,7 @@
  */
 import { Writable } from 'node:stream';
 import type { MqttClient } from 'mqtt';
+import type { IPubcompPacket, IPublishPacket, IPubrecPacket } from 'mqtt-packet';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { testConfig } from '../../src/config/load.js';
@@ -18,6 +19,7 @@ import type { DurableStorage } from '../../src/storage/durable.js';
 import type { DurableSessionStore } from '../../src/storage/sessions.js';
 import { closeAll, connectClient, connectCollecting } from '../helpers/mqttjs.js';
 import { until } from '../helpers/broker.js';
+import { RawClient } from '../helpers/raw.js';
 
 const lines: Record<string, unknown>[] = [];
 const logger = pino(
@@ -155,5 +157,54 @@ describe('durable storage: a session past its memory window reads its backlog fr
     expect(new Set(payloads).size).toBe(payloads.length);
     // what was in the dropped generation past the window is gone; the next one is all there
     expect(payloads).toEqual([...Array.from({ length: 10 }, (_, i) => `old-${i}`), ...Array.from({ length: 50 }, (_, i) => `mid-${i}`), ...Array.from({ length: 50 }, (_, i) => `new-${i}`)]);
+  });
+});
+
+describe('durable storage: a QoS 2 PUBLISH waiting for its packet id to be on disk', () => {
+  it('is not resent by a reconnect before its packet id is stored (a crash then would deliver it twice)', async () => {
+    const s = await start();
+    const port = s.port('mqtt');
+    const connect = { cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: false, keepalive: 0, clientId: 'q2-hold', properties: { sessionExpiryInterval: 300 } } as const;
+    const first = (await RawClient.connect(port, connect)).client;
+    first.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'q2/t', qos: 2 }] });
+    await first.next('suback');
+    const pub = (await RawClient.connect(port, { clientId: 'q2-pub' })).client;
+    // every QoS 2 PUBLISH the subscriber gets: was its packet id on disk (the iterator's `sent`) when it arrived?
+    const early: string[] = [];
+    const delivered = new Set<string>();
+    const watch = (c: RawClient): void => {
+      let seen = 0;
+      c.socket.on('data', () => {
+        const pubs = c.all<IPublishPacket>('publish');
+        for (; seen < pubs.length; seen++) {
+          const p = pubs[seen]!;
+          delivered.add(p.payload.toString());
+          const it = s.storage.iterator('q2-hold');
+          const stored = it?.sent?.some((x) => x.id === p.messageId) || it?.pubrel.includes(p.messageId!);
+          if (!stored) early.push(`${p.payload.toString()} id ${p.messageId}${p.dup ? ' dup' : ''}`);
+        }
+      });
+    };
+    watch(first);
+    const rounds = 30;
+    let current = first;
+    for (let i = 1; i <= rounds; i++) {
+      // the next connection is open; its CONNECT (a takeover) goes right behind the PUBLISH
+      const next = await RawClient.open(port, 5);
+      watch(next);
+      pub.send({ cmd: 'publish', topic: 'q2/t', payload: Buffer.from(`m${i}`), qos: 2, messageId: i, retain: false, dup: false });
+      next.send(connect);
+      await next.next('connack');
+      await current.waitClosed();
+      current = next;
+      const rec = await pub.next<IPubrecPacket>('pubrec', (p) => p.messageId === i);
+      pub.send({ cmd: 'pubrel', messageId: rec.messageId });
+      await pub.next('pubcomp', (p) => (p as IPubcompPacket).messageId === i);
+    }
+    // each held one is sent by the connection that took over, once its id is on disk
+    await until(() => delivered.size === rounds, 5000, 'every message');
+    expect(early).toEqual([]);
+    current.destroy();
+    pub.destroy();
   });
 });
