@@ -43,7 +43,7 @@ import type { Session } from '../session/session.js';
 import { StorageFullError } from '../storage/errors.js';
 import type { LogEntry, LogPosition } from '../storage/log.js';
 import { DurableSession, DurableSessionStore, SessionLog, deliveryFor } from '../storage/sessions.js';
-import type { BrokerStorage, IteratorRecord, LiveWillRecord, SessionRecord, StorageInfo } from '../storage/store.js';
+import type { BrokerStorage, DirectDelivery, IteratorRecord, LiveWillRecord, SentQos2, SessionRecord, StorageInfo } from '../storage/store.js';
 import { TopicTrie } from '../topics/trie.js';
 import type { ClusterBroker } from './broker-view.js';
 import type { ClusterStats } from './status.js';
@@ -436,7 +436,12 @@ export class ClusterSessions implements SessionLoader {
   readonly storage: ClusterSessionStorage;
   readonly sessionLog: ClusterSessionLog;
   readonly store: DurableSessionStore;
-  readonly counts = { stored: 0, storeErrors: 0, resumed: 0, caughtUp: 0, resentFound: 0 };
+  readonly counts = { stored: 0, storeErrors: 0, resumed: 0, caughtUp: 0, resentFound: 0, imported: 0 };
+  /**
+   * Set by server.ts when the node has a local durable log (EDB_STORAGE=durable): the
+   * persistent sessions it holds from running alone, imported into the cluster once.
+   */
+  importFrom: { load(): DurableSession[]; forget(clientId: string): void } | undefined;
   private broker: ClusterBroker | undefined;
   private nc: NatsConnection | undefined;
   private js: JetStreamClient | undefined;
@@ -545,13 +550,14 @@ export class ClusterSessions implements SessionLoader {
           last = created.state.last_seq;
         }
         const kv = await new Kvm(nc).create(this.bucketName, { replicas: this.opts.replicas, history: 1, description: 'Edge Data Broker: persistent sessions (r.<id> record, i.<id> position)' });
+        this.js = jetstream(nc);
+        await this.importLocal(kv, this.js, last);
         const iter = await kv.watch({ key: 'r.>' });
         this.watcher = iter;
         const wills = await kv.watch({ key: 'w.>' });
         this.willWatcher = wills;
         void this.willLoop(wills);
         this.jsm = jsm;
-        this.js = jetstream(nc);
         this.kv = kv;
         this.storage.attached(kv, last);
         this.stateText = 'ready';
@@ -575,6 +581,84 @@ export class ClusterSessions implements SessionLoader {
     } catch (err) {
       if (!this.closed) this.error('the sessions bucket watch stopped', err);
     }
+  }
+
+  /**
+   * The persistent sessions of the node's local log (it ran alone with EDB_STORAGE=durable),
+   * once: each goes into the cluster's bucket with its queued and in-flight QoS 1/2 messages
+   * (stored in the stream as copies for it alone, named in its position), then leaves the
+   * local log, so a restart does not import it again. A client id the cluster already holds
+   * a session for keeps the cluster's (the local one is dropped).
+   */
+  private async importLocal(kv: KV, js: JetStreamClient, last: number): Promise<void> {
+    const from = this.importFrom;
+    if (!from) return;
+    let list: DurableSession[];
+    try {
+      list = from.load();
+    } catch (err) {
+      this.error('reading the local durable log sessions to import', err);
+      return;
+    }
+    if (list.length === 0) return;
+    let imported = 0;
+    let messages = 0;
+    let kept = 0;
+    for (const s of list) {
+      const id = s.clientId;
+      if (s.expiryInterval === 0) {
+        from.forget(id);
+        continue;
+      }
+      const existing = await kv.get(recordKey(id));
+      if (existing && existing.operation === 'PUT') {
+        kept++;
+        from.forget(id);
+        continue;
+      }
+      let first: number | undefined;
+      const store = async (m: Message): Promise<{ gen: number; offset: number }> => {
+        const copy: Message = { ...m };
+        delete copy.wire;
+        delete copy.clusterSeq;
+        const ack = await js.publish(this.subject, encodeMessage(copy, this.opts.node, undefined, { direct: true }), { timeout: 5000 });
+        first ??= ack.seq;
+        this.storage.noteSeq(ack.seq);
+        return { gen: 0, offset: ack.seq };
+      };
+      const direct: DirectDelivery[] = [];
+      const sent: SentQos2[] = [];
+      const pubrel: number[] = [];
+      // in flight first (older), then queued: the order they would have been sent in
+      for (const e of s.inflight.values()) {
+        if (e.state === 'pubrel') {
+          pubrel.push(e.packetId);
+          continue;
+        }
+        const pos = await store(e.message);
+        if (e.qos === 2) sent.push({ pos, id: e.packetId, retain: e.retain, ...(e.subscriptionIds ? { ids: e.subscriptionIds } : {}) });
+        else direct.push({ pos, qos: 1, retain: e.retain, ...(e.subscriptionIds ? { ids: e.subscriptionIds } : {}) });
+      }
+      for (let i = s.queueHead; i < s.queue.length; i++) {
+        const d = s.queue[i]!;
+        if (d.qos === 0) continue;
+        const pos = await store(d.message);
+        direct.push({ pos, qos: d.qos, retain: d.retain, ...(d.subscriptionIds ? { ids: d.subscriptionIds } : {}) });
+      }
+      const it: IteratorRecord = { next: { gen: 0, offset: first ?? Math.max(last, this.storage.lastSeq) + 1 }, done: [], pubrel };
+      if (sent.length > 0) it.sent = sent;
+      if (direct.length > 0) it.direct = direct;
+      await kv.put(iteratorKey(id), JSON.stringify(it));
+      await kv.put(recordKey(id), encodeRecord(s.record(), this.opts.node));
+      from.forget(id);
+      imported++;
+      messages += direct.length + sent.length;
+    }
+    this.counts.imported += imported;
+    this.log.info(
+      { imported, messages, kept },
+      `cluster: ${imported} persistent sessions of this node's local durable log imported into the cluster (${messages} queued messages)` + (kept > 0 ? `; ${kept} not imported: the cluster holds a session with the same client id` : ''),
+    );
   }
 
   private async willLoop(iter: AsyncIterable<KvWatchEntry>): Promise<void> {
@@ -771,7 +855,7 @@ export class ClusterSessions implements SessionLoader {
     try {
       const js = this.js;
       if (!js || !this.connected()) throw new Error('not connected to NATS');
-      const ack = await js.publish(this.subject, encodeMessage(message, this.opts.node, undefined, true), { timeout: 5000 });
+      const ack = await js.publish(this.subject, encodeMessage(message, this.opts.node, undefined, { qos2Id: true }), { timeout: 5000 });
       message.clusterSeq = ack.seq;
       this.storage.noteSeq(ack.seq);
       this.counts.stored++;
@@ -978,9 +1062,9 @@ export class ClusterSessions implements SessionLoader {
           got++;
           seq = m.seq;
           try {
-            const { message } = decodeMessage(m.data);
+            const { message, direct } = decodeMessage(m.data);
             message.clusterSeq = m.seq;
-            entries.push({ pos: { gen: 0, offset: m.seq }, next: { gen: 0, offset: m.seq + 1 }, message, storedAt: Math.round(Number(m.info.timestampNanos) / 1e6), direct: false });
+            entries.push({ pos: { gen: 0, offset: m.seq }, next: { gen: 0, offset: m.seq + 1 }, message, storedAt: Math.round(Number(m.info.timestampNanos) / 1e6), direct: direct === true });
           } catch (err) {
             this.error(`a malformed message at ${m.seq} in ${this.streamName}`, err);
           }
@@ -1011,7 +1095,7 @@ export class ClusterSessions implements SessionLoader {
       const now = Date.now();
       for (const e of r.entries) {
         const seq = e.pos.offset;
-        if (seen.has(seq)) continue;
+        if (seen.has(seq) || e.direct) continue;
         if (e.message.expiresAt !== undefined && e.message.expiresAt <= now) continue;
         const d = deliveryFor(plain, e.message, s.clientId);
         if (!d) continue;

@@ -7,7 +7,9 @@
  *           s?: senderId, o?: origin, g?: shared groups this node delivers (shareKey),
  *           p?: properties (correlationData as base64 in p.cd), n: from node, at: sent (ms),
  *           sq?: sequence in the session-message stream (sessions.ts),
- *           i?: the publisher's QoS 2 packet id (in the session-message stream only) }
+ *           i?: the publisher's QoS 2 packet id (in the session-message stream only),
+ *           d?: 1, a copy stored for one session (imported from a node's local log): a replay
+ *           by subscriptions passes over it }
  *   rest    the payload, as published
  * JSON keeps the header readable with `nats sub` when debugging; the payload is not copied
  * into it, so a large payload costs one copy into the NATS buffer.
@@ -32,6 +34,8 @@ interface WireHeader {
   sq?: number;
   /** The publisher's QoS 2 packet id (Message.inboundQos2Id), written in the session-message stream. */
   i?: number;
+  /** A copy for one session, named in its position (not matched by subscriptions). */
+  d?: 1;
 }
 
 export interface WireMessage {
@@ -42,11 +46,14 @@ export interface WireMessage {
   sentAt: number;
   /** The publisher's QoS 2 packet id, when written (stream records). */
   qos2Id?: number;
+  /** A copy stored for one session (stream records). */
+  direct?: boolean;
 }
 
-export function encodeMessage(message: Message, from: string, shares?: readonly string[], withQos2Id = false): Uint8Array {
+export function encodeMessage(message: Message, from: string, shares?: readonly string[], stream: { qos2Id?: boolean; direct?: boolean } = {}): Uint8Array {
   const h: WireHeader = { t: message.topic, q: message.qos, n: from, at: Date.now() };
-  if (withQos2Id && message.inboundQos2Id !== undefined) h.i = message.inboundQos2Id;
+  if (stream.qos2Id && message.inboundQos2Id !== undefined) h.i = message.inboundQos2Id;
+  if (stream.direct) h.d = 1;
   if (message.retain) h.r = 1;
   if (message.expiresAt !== undefined) h.e = message.expiresAt;
   if (message.senderId !== undefined) h.s = message.senderId;
@@ -91,6 +98,7 @@ export function decodeMessage(data: Uint8Array): WireMessage & { shares: string[
   }
   const out: WireMessage & { shares: string[] | undefined } = { message, from: h.n, sentAt: typeof h.at === 'number' ? h.at : Date.now(), shares: Array.isArray(h.g) ? h.g.filter((x) => typeof x === 'string') : undefined };
   if (typeof h.i === 'number') out.qos2Id = h.i;
+  if (h.d === 1) out.direct = true;
   return out;
 }
 
