@@ -3,16 +3,29 @@
  * (R EDB_CLUSTER_REPLICAS, history 1), one key per state key (base64url), holding the key's
  * whole state after its last write. Each node's table is its mirror of the bucket, kept
  * by a watch, so GET and KEYNOTIFY stay local; a write is executed against the mirror with
- * the usual semantics (versions, NX/NEX, fencing tokens, PX) and then stored in the bucket
- * with compare-and-set on the key's revision (the revision this node last saw). The
- * answer waits for that: OK means the bucket's quorum has it (R3: it survives the loss of
- * any one node). When another node wrote the key first the CAS fails, the mirror takes the
+ * the usual semantics (versions, NX/NEX, fencing tokens, PX), the mirror's key is put back at
+ * once (the mirror holds only what the bucket confirmed), and the write is stored in the
+ * bucket with compare-and-set on the key's revision (the revision this node last saw; 0 for
+ * a key the bucket never held), also for a plain SET. The answer waits for that: OK means
+ * the bucket's quorum has it (R3: it survives the loss of any one node), and the mirror
+ * takes it then. When another node wrote the key first the CAS fails, the mirror takes the
  * bucket's value and the request runs again; so per key the writes form one order and no
- * two values share a version. Without a quorum (a partition's minority) the write is
- * refused with an error and the mirror's key is put back.
+ * two values share a version.
+ *
+ * A deadline: each write carries one (the writer's clock + WRITE_DEADLINE_MS). An entry the
+ * bucket stored after its deadline (the leader's timestamp of the message: a request held
+ * in a cut route and delivered when a partition heals, say) is void: every node ignores it
+ * (the key stays as it was, only its revision moves) and writes the key's previous state
+ * back over it (compare-and-set on the void entry's revision: whoever is first; a newer write
+ * stays). The writer answers OK only for an entry within its deadline; a write it could not
+ * confirm (no ack within PUBLISH_TIMEOUT_MS, a partition's minority) is answered with an
+ * error, and if it shows up later within its deadline (stored, but the ack lost), the writer
+ * puts the previous state back over it the same way. So a write answered with an error does
+ * not stay in the bucket, and every node ends on the bucket's value.
  *
  * [layout] the value of a key in the bucket:
- *   u8 kind (1 value, 0 deleted), f64 version wall, u32 version counter, f64 expiresAt
+ *   u8 kind (bit 0: 1 value, 0 deleted; bit 1: a deadline follows), [f64 deadline (ms since
+ *   the epoch), f64 the revision the write expected (0: none)], f64 version wall, u32 version counter, f64 expiresAt
  *   (0: none), u8 has fencing token [f64 wall, u32 counter, u16 node length, node],
  *   u16 version node length, version node, then the value bytes (kind 1).
  *
@@ -27,7 +40,7 @@
  * sweep had not yet removed it tells its clients of the expiry then (never twice).
  */
 import type { Logger } from 'pino';
-import type { NatsConnection } from '@nats-io/nats-core';
+import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/nats-core';
 import type { KV, KvEntry } from '@nats-io/kv';
 import type { Hlc } from '../state/hlc.js';
 import type { StateKeyspace, StateReplica } from '../state/keyspace.js';
@@ -43,6 +56,10 @@ interface KeyState {
   expiresAt: number;
   ft: Hlc | undefined;
   value: Buffer;
+  /** The writer's deadline (ms since the epoch); 0 for a record without one. */
+  deadline: number;
+  /** The bucket revision the write expected (compare-and-set), with a deadline. */
+  prevRev: number;
 }
 
 /** A fencing token above any real one: lets the mirror remove a key whatever token protects it. */
@@ -51,9 +68,15 @@ const ANY_TOKEN: Hlc = { wall: 8.64e15, counter: 0xffffffff, node: '\uffff' };
 export function encodeKeyState(s: KeyState): Buffer {
   const ftNode = s.ft ? Buffer.from(s.ft.node, 'utf8') : undefined;
   const vNode = Buffer.from(s.node, 'utf8');
-  const b = Buffer.allocUnsafe(1 + 8 + 4 + 8 + 1 + (ftNode ? 14 + ftNode.length : 0) + 2 + vNode.length + (s.deleted ? 0 : s.value.length));
+  const dl = s.deadline > 0 ? 16 : 0;
+  const b = Buffer.allocUnsafe(1 + dl + 8 + 4 + 8 + 1 + (ftNode ? 14 + ftNode.length : 0) + 2 + vNode.length + (s.deleted ? 0 : s.value.length));
   let p = 0;
-  b[p++] = s.deleted ? 0 : 1;
+  b[p++] = (s.deleted ? 0 : 1) | (dl ? 2 : 0);
+  if (dl) {
+    b.writeDoubleLE(s.deadline, p);
+    b.writeDoubleLE(s.prevRev, p + 8);
+    p += 16;
+  }
   b.writeDoubleLE(s.wall, p);
   b.writeUInt32LE(s.counter >>> 0, p + 8);
   b.writeDoubleLE(s.expiresAt, p + 12);
@@ -77,8 +100,15 @@ export function encodeKeyState(s: KeyState): Buffer {
 export function decodeKeyState(data: Uint8Array): KeyState {
   const b = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   let p = 0;
-  const kind = b[p++];
-  if (kind !== 0 && kind !== 1) throw new RangeError(`state record: unknown kind ${kind}`);
+  const kind = b[p++]!;
+  if (kind > 3) throw new RangeError(`state record: unknown kind ${kind}`);
+  let deadline = 0;
+  let prevRev = 0;
+  if (kind & 2) {
+    deadline = b.readDoubleLE(p);
+    prevRev = b.readDoubleLE(p + 8);
+    p += 16;
+  }
   const wall = b.readDoubleLE(p);
   const counter = b.readUInt32LE(p + 8);
   const expiresAt = b.readDoubleLE(p + 12);
@@ -93,7 +123,7 @@ export function decodeKeyState(data: Uint8Array): KeyState {
   if (p + 2 + vn > b.length) throw new RangeError('state record: truncated');
   const node = b.toString('utf8', p + 2, p + 2 + vn);
   p += 2 + vn;
-  return { deleted: kind === 0, wall, counter, node, expiresAt, ft, value: Buffer.from(b.subarray(p)) };
+  return { deleted: (kind & 1) === 0, wall, counter, node, expiresAt, ft, value: Buffer.from(b.subarray(p)), deadline, prevRev };
 }
 
 /** The table's snapshot record for one key (table.ts importRecords layout). */
@@ -124,6 +154,108 @@ const keyOf = (key: Uint8Array): string => Buffer.from(key).toString('base64url'
 /** How often the lease holder removes expired keys from the bucket, and how many per round. */
 export const SWEEP_MS = 1000;
 const SWEEP_BATCH = 512;
+/** A write stored later than this after the writer sent it is void (see above). */
+export const WRITE_DEADLINE_MS = 4000;
+/** How long a write waits for the bucket's ack before it is answered with an error. */
+export const PUBLISH_TIMEOUT_MS = 5000;
+/** An ack that arrives this close to the deadline (or later) is checked against the entry's stored time. */
+const DEADLINE_MARGIN_MS = 500;
+/** Writes answered with an error that could still appear, remembered this long (and at most REFUSED_MAX). */
+const REFUSED_KEEP_MS = 3_600_000;
+const REFUSED_MAX = 10_000;
+
+const sameVersion = (a: KeyState, b: KeyState): boolean => a.deleted === b.deleted && a.wall === b.wall && a.counter === b.counter && a.node === b.node;
+const DELETED: KeyState = { deleted: true, wall: 0, counter: 0, node: '', expiresAt: 0, ft: undefined, value: Buffer.alloc(0), deadline: 0, prevRev: 0 };
+
+/**
+ * JetStream publishes to the state bucket, with their acks on one inbox subscription and one
+ * timer for all (nats.js's request builds a timer and error objects per request).
+ *
+ * Compare-and-set: nats-server 2.9 checks `Nats-Expected-Last-Subject-Sequence` against the
+ * stored messages only, so two writes of one key in flight at once on the bucket's leader
+ * can both pass it (measured: five concurrent updates on the same revision, all five
+ * stored). Each write with an expected revision r > 0 also carries the message id
+ * `<key>:<r>` ("the successor of revision r"), which the stream's duplicate window
+ * (2 minutes) holds from the moment the leader receives it: of several writes on revision r
+ * only the first is stored, the others get a duplicate ack and are treated as conflicts. A
+ * new key (r = 0) is checked by the server exactly.
+ */
+class BucketWriter {
+  private readonly inbox: string;
+  private readonly sub: Subscription;
+  private readonly pending = new Map<number, { resolve: (seq: number) => void; reject: (err: Error) => void; at: number }>();
+  private next = 0;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly prefix: string,
+    private readonly newHeaders: () => MsgHdrs,
+    inbox: string,
+  ) {
+    this.inbox = `${inbox}.`;
+    this.sub = nc.subscribe(`${inbox}.*`, { callback: (_err, m) => this.reply(m) });
+    this.timer = setInterval(() => this.expire(), 100);
+    this.timer.unref();
+  }
+
+  /** Store `data` under key `k` (base64url) expecting revision `prevRev`; `del` writes a delete marker. Resolves the new revision. */
+  write(k: string, data: Uint8Array, prevRev: number, del = false): Promise<number> {
+    const h = this.newHeaders();
+    h.set('Nats-Expected-Last-Subject-Sequence', String(prevRev));
+    if (prevRev > 0) h.set('Nats-Msg-Id', `${k}:${prevRev}`);
+    if (del) h.set('KV-Operation', 'DEL');
+    const id = ++this.next;
+    return new Promise<number>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, at: Date.now() });
+      try {
+        this.nc.publish(this.prefix + k, data, { reply: this.inbox + id, headers: h });
+      } catch (err) {
+        this.pending.delete(id);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      }
+    });
+  }
+
+  private reply(m: Msg): void {
+    const id = Number(m.subject.slice(this.inbox.length));
+    const p = this.pending.get(id);
+    if (!p) return; // answered after its timeout
+    this.pending.delete(id);
+    if (m.data.length === 0) {
+      // a status message: 503, no JetStream responder (no leader, or not reachable)
+      p.reject(new Error(`JetStream not available (${m.headers?.code ?? 'no answer'})`));
+      return;
+    }
+    let ack: { seq?: number; duplicate?: boolean; error?: { err_code?: number; description?: string } };
+    try {
+      ack = JSON.parse(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength).toString('utf8')) as typeof ack;
+    } catch {
+      p.reject(new Error('JetStream: an ack that is not JSON'));
+      return;
+    }
+    if (ack.error) p.reject(Object.assign(new Error(ack.error.description ?? 'JetStream error'), { code: ack.error.err_code }));
+    else if (ack.duplicate) p.reject(Object.assign(new Error('wrong last sequence (another write of this revision came first)'), { code: 10071 }));
+    else if (typeof ack.seq === 'number') p.resolve(ack.seq);
+    else p.reject(new Error('JetStream: an ack without a sequence'));
+  }
+
+  private expire(): void {
+    const old = Date.now() - PUBLISH_TIMEOUT_MS;
+    for (const [id, p] of this.pending) {
+      if (p.at > old) break; // in the order sent
+      this.pending.delete(id);
+      p.reject(new Error('timeout: no JetStream ack'));
+    }
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    this.sub.unsubscribe();
+    for (const p of this.pending.values()) p.reject(new Error('closed'));
+    this.pending.clear();
+  }
+}
 
 function isConflict(err: unknown): boolean {
   const e = err as { code?: number; message?: string };
@@ -133,6 +265,7 @@ function isConflict(err: unknown): boolean {
 
 export class ClusterStateStore implements StateReplica {
   private kv: KV | undefined;
+  private writer: BucketWriter | undefined;
   /** What this node last saw of each key in the bucket: its revision and state. */
   private readonly seen = new Map<string, { rev: number; state: KeyState }>();
   private closed = false;
@@ -143,6 +276,8 @@ export class ClusterStateStore implements StateReplica {
   private readonly expiring = new Map<string, number>();
   private sweeping = false;
   private lastSweep = 0;
+  /** This node's writes answered with an error: "wall:counter" of their version -> when. */
+  private readonly refused = new Map<string, number>();
 
   constructor(
     private readonly space: StateKeyspace,
@@ -174,6 +309,8 @@ export class ClusterStateStore implements StateReplica {
         this.space.table.clear();
         const iter = await kv.watch();
         this.watcher = iter;
+        const { createInbox, headers } = await import('@nats-io/nats-core');
+        this.writer = new BucketWriter(nc, `$KV.${this.bucketName}.`, headers, createInbox());
         this.kv = kv;
         this.stateText = 'ready';
         this.log.info({ bucket: this.bucketName, replicas: this.replicas }, `cluster: state store in JetStream bucket ${this.bucketName} (R${this.replicas})`);
@@ -194,9 +331,18 @@ export class ClusterStateStore implements StateReplica {
   }
 
   private applyEntry(e: KvEntry): void {
-    if (e.operation !== 'PUT') return this.removed(e.key, e.revision); // the sweep's delete marker (or a purge)
+    const known = this.seen.get(e.key);
+    if (known && known.rev >= e.revision) return; // this node has it already (its own write, acknowledged first)
+    if (e.operation !== 'PUT') return this.removed(e.key, e.revision); // a delete marker (the sweep's, or a compensation)
     try {
-      this.apply(Buffer.from(e.key, 'base64url'), e.key, e.revision, decodeKeyState(e.value));
+      const state = decodeKeyState(e.value);
+      if (state.deadline > 0 && e.created.getTime() > state.deadline) return this.voided(e.key, e.revision, state);
+      if (state.node === this.node && this.refused.size > 0 && this.refused.delete(`${state.wall}:${state.counter}`)) {
+        // a write of this node answered with an error, stored within its deadline after all
+        // (its ack was lost): the previous state goes back over it
+        this.compensate(e.key, e.revision, known && known.rev === state.prevRev ? known.state : state.prevRev === 0 ? DELETED : undefined);
+      }
+      this.apply(Buffer.from(e.key, 'base64url'), e.key, e.revision, state);
     } catch (err) {
       this.stats.badMessages++;
       this.error(`a malformed state record under ${e.key}`, err);
@@ -211,10 +357,50 @@ export class ClusterStateStore implements StateReplica {
     if (!state.deleted && state.expiresAt !== 0) this.expiring.set(k, state.expiresAt);
     else this.expiring.delete(k);
     this.put(key, state);
+    if (known && sameVersion(known.state, state)) return; // a compensation: the state this node had already
     const version: Hlc = { wall: state.wall, counter: state.counter, node: state.node };
     this.space.clock.observe(version);
     if (state.deleted) this.space.keyNotify.notify(key, undefined, version);
     else if (state.expiresAt === 0 || state.expiresAt > this.space.now()) this.space.keyNotify.notify(key, state.value, version);
+  }
+
+  /**
+   * An entry stored after its deadline (its writer answered, or will answer, with an error):
+   * the key stays as this node had it, at the entry's revision, and the previous state is
+   * written back over it when this node knows it (it held the revision the write expected).
+   */
+  private voided(k: string, rev: number, state: KeyState): void {
+    const known = this.seen.get(k);
+    const prev = known && known.rev === state.prevRev ? known.state : state.prevRev === 0 && !known ? DELETED : undefined;
+    this.stats.voidedWrites++;
+    this.log.info({ key: Buffer.from(k, 'base64url').toString(), revision: rev }, 'cluster: a state-store write stored after its deadline is ignored (its writer answered with an error); the previous value is written back');
+    if (!known) {
+      // this node never saw the key's previous state (it joined since): absent until the compensation
+      this.seen.set(k, { rev, state: DELETED });
+      this.put(Buffer.from(k, 'base64url'), undefined);
+    } else this.seen.set(k, { rev, state: known.state });
+    if (this.refused.size > 0) this.refused.delete(`${state.wall}:${state.counter}`);
+    this.compensate(k, rev, prev);
+  }
+
+  /** Put `prev` (undefined: not known here) back over the entry at `rev`, compare-and-set on it. */
+  private compensate(k: string, rev: number, prev: KeyState | undefined): void {
+    const writer = this.writer;
+    if (!writer || !prev) return;
+    const done = (): void => {
+      this.stats.compensations++;
+    };
+    const failed = (err: unknown): void => {
+      if (isConflict(err)) return; // another node put it back first, or a newer write came: that stays
+      this.stats.jetstreamErrors++;
+      this.error('a void state-store write could not be undone now', err);
+    };
+    if (prev.deleted && prev.wall === 0) {
+      void writer.write(k, new Uint8Array(0), rev, true).then(done, failed);
+      return;
+    }
+    const data = encodeKeyState({ ...prev, deadline: Date.now() + WRITE_DEADLINE_MS, prevRev: rev });
+    void writer.write(k, data, rev).then(done, failed);
   }
 
   /** A key deleted in the bucket (delete marker at `rev`): out of the mirror; its watchers told once. */
@@ -223,7 +409,7 @@ export class ClusterStateStore implements StateReplica {
     if (known && known.rev >= rev) return;
     const key = Buffer.from(k, 'base64url');
     const base = known?.state;
-    this.seen.set(k, { rev, state: { deleted: true, wall: base?.wall ?? 0, counter: base?.counter ?? 0, node: base?.node ?? this.node, expiresAt: 0, ft: undefined, value: Buffer.alloc(0) } });
+    this.seen.set(k, { rev, state: { deleted: true, wall: base?.wall ?? 0, counter: base?.counter ?? 0, node: base?.node ?? this.node, expiresAt: 0, ft: undefined, value: Buffer.alloc(0), deadline: 0, prevRev: 0 } });
     this.expiring.delete(k);
     const { table } = this.space;
     const now = this.space.now();
@@ -242,9 +428,9 @@ export class ClusterStateStore implements StateReplica {
    * (at most every SWEEP_MS, SWEEP_BATCH at a time, one round at a time).
    */
   sweepExpired(): void {
-    const kv = this.kv;
+    const writer = this.writer;
     const now = Date.now();
-    if (!kv || this.sweeping || now - this.lastSweep < SWEEP_MS) return;
+    if (!writer || this.sweeping || now - this.lastSweep < SWEEP_MS) return;
     this.lastSweep = now;
     const at = this.space.now();
     const due: [string, number][] = [];
@@ -258,7 +444,7 @@ export class ClusterStateStore implements StateReplica {
     this.sweeping = true;
     void Promise.all(
       due.map(([k, rev]) =>
-        kv.delete(k, { previousSeq: rev }).then(
+        writer.write(k, new Uint8Array(0), rev, true).then(
           () => {
             this.stats.expiredSwept++;
           },
@@ -289,14 +475,17 @@ export class ClusterStateStore implements StateReplica {
 
   replicate(w: StateWrite): Promise<'ok' | 'conflict'> {
     const kv = this.kv;
+    const writer = this.writer;
     const key = Buffer.from(w.key);
     const k = keyOf(key);
     const before = this.seen.get(k);
-    if (!kv) {
+    if (!kv || !writer) {
       this.put(key, before?.state);
       return Promise.reject(new Error('the state bucket is not reachable yet'));
     }
     const deleted = w.value === undefined || w.op !== 1;
+    const sent = Date.now();
+    const prevRev = before?.rev ?? 0;
     const state: KeyState = {
       deleted,
       wall: w.version.wall,
@@ -305,11 +494,25 @@ export class ClusterStateStore implements StateReplica {
       expiresAt: deleted ? 0 : w.expiresAt,
       ft: w.ft,
       value: deleted ? Buffer.alloc(0) : Buffer.from(w.value!),
+      deadline: sent + WRITE_DEADLINE_MS,
+      prevRev,
     };
     const data = encodeKeyState(state);
-    const written = before ? kv.update(k, data, before.rev) : kv.create(k, data);
+    // the mirror holds only what the bucket confirmed: the key goes back until the ack
+    this.put(key, before?.state);
+    // compare-and-set on the revision this node saw, 0 for a key the bucket never held
+    const written = writer.write(k, data, prevRev);
     return written.then(
-      (rev) => {
+      async (rev) => {
+        if (Date.now() > state.deadline - DEADLINE_MARGIN_MS) {
+          // a late ack: the entry counts only if the bucket stored it within the deadline
+          const e = await kv.get(k, { revision: rev }).catch(() => null);
+          if (!e || e.created.getTime() > state.deadline) {
+            this.stats.jetstreamErrors++;
+            this.error('a state-store write was stored after its deadline (void)', new Error(`revision ${rev}`));
+            throw new Error('stored after its deadline');
+          }
+        }
         this.apply(key, k, rev, state);
         return 'ok' as const;
       },
@@ -318,7 +521,7 @@ export class ClusterStateStore implements StateReplica {
           // another node wrote the key first: the mirror takes the bucket's value, the request runs again
           try {
             const e = await kv.get(k);
-            if (e && e.operation === 'PUT') this.apply(key, k, e.revision, decodeKeyState(e.value));
+            if (e) this.applyEntry(e);
             return 'conflict' as const;
           } catch (e2) {
             err = e2;
@@ -326,9 +529,12 @@ export class ClusterStateStore implements StateReplica {
         }
         this.stats.jetstreamErrors++;
         this.error('a state-store write could not be replicated', err);
-        // not replicated: the mirror's key goes back to what the bucket had
-        const now = this.seen.get(k);
-        this.put(key, now?.state);
+        // not confirmed: it may still reach the bucket within its deadline (an ack lost), then
+        // this node puts the previous state back over it (applyEntry)
+        if (this.refused.size >= REFUSED_MAX) {
+          for (const [v, at] of this.refused) if (at < sent - REFUSED_KEEP_MS || this.refused.size >= REFUSED_MAX) this.refused.delete(v);
+        }
+        this.refused.set(`${state.wall}:${state.counter}`, sent);
         throw err instanceof Error ? err : new Error(String(err));
       },
     );
@@ -347,5 +553,6 @@ export class ClusterStateStore implements StateReplica {
   close(): void {
     this.closed = true;
     this.watcher?.stop();
+    this.writer?.close();
   }
 }

@@ -67,6 +67,10 @@ export interface ClusterStatsSnapshot {
   leaseAcquired: number;
   /** Expired state-store keys this node removed from the bucket (as lease holder). */
   expiredSwept: number;
+  /** State-store writes this node found stored after their deadline (void: ignored, the previous state written back). */
+  voidedWrites: number;
+  /** State-store writes this node undid (a void entry, or its own write answered with an error that was stored after all). */
+  compensations: number;
   /** The broker's own messages (wills, rule outputs) waiting for NATS in the outbox, sent from it when NATS was back, and dropped (outbox full). */
   outboxQueued: number;
   outboxSent: number;
@@ -92,6 +96,8 @@ export class ClusterStats {
   ruleMessagesDropped = 0;
   leaseAcquired = 0;
   expiredSwept = 0;
+  voidedWrites = 0;
+  compensations = 0;
   outboxQueued = 0;
   outboxSent = 0;
   outboxDropped = 0;
@@ -124,6 +130,8 @@ export class ClusterStats {
       ruleMessagesDropped: this.ruleMessagesDropped,
       leaseAcquired: this.leaseAcquired,
       expiredSwept: this.expiredSwept,
+      voidedWrites: this.voidedWrites,
+      compensations: this.compensations,
       outboxQueued: this.outboxQueued,
       outboxSent: this.outboxSent,
       outboxDropped: this.outboxDropped,

@@ -12,6 +12,7 @@ import { startBroker, until, type TestBroker } from '../helpers/broker.js';
 import { startNats, type NatsCluster } from '../helpers/nats.js';
 import { StateStoreClient, type KeyNotification } from '../../src/state/client.js';
 import { compareHlc, formatHlc } from '../../src/state/hlc.js';
+import { decodeKeyState, encodeKeyState } from '../../src/cluster/state.js';
 
 let nats: NatsCluster;
 const nodes: TestBroker[] = [];
@@ -67,6 +68,21 @@ describe('cluster: state store', () => {
         await until(() => nodes.every((n) => n.server.stateStore.read(Buffer.from(key))?.toString() === `holder-${winner}`), 5000, 'winner everywhere');
         expect((await s.get(key)).value?.toString()).toBe(`holder-${winner}`);
       }
+    }
+  });
+
+  it('puts concurrent SETs of one key on three nodes in one order: the key ends on the highest version answered OK', async () => {
+    const clients = [await storeOn(0), await storeOn(1), await storeOn(2)];
+    await clients[0]!.set('race/k', 'start');
+    await until(() => nodes.every((n) => n.server.stateStore.read(Buffer.from('race/k'))?.toString() === 'start'), 5000, 'mirrored');
+    for (let round = 0; round < 15; round++) {
+      // nats-server 2.9 lets two writes on one revision in flight at once both pass its
+      // expected-sequence check; the message id of the write must stop the second
+      const results = await Promise.all(clients.map((s, i) => s.set('race/k', `r${round}-n${i}`)));
+      const versions = results.map((r) => formatHlc(r.version!));
+      expect(new Set(versions).size).toBe(3);
+      const highest = results.reduce((best, r, i) => (compareHlc(r.version!, results[best]!.version!) > 0 ? i : best), 0);
+      await until(() => nodes.every((n) => n.server.stateStore.read(Buffer.from('race/k'))?.toString() === `r${round}-n${highest}`), 5000, `round ${round}: every node on the highest version's value r${round}-n${highest}`);
     }
   });
 
@@ -145,6 +161,61 @@ describe('cluster: state store', () => {
       expect((await w1.set('sweep/k', 'again', { condition: 'nx' })).applied).toBe(true);
       expect((await kv.get(bucketKey))?.string()).toBeDefined();
       await until(() => nodes.every((n) => n.server.stateStore.read(Buffer.from('sweep/k'))?.toString() === 'again'), 5000, 'mirrored again');
+    } finally {
+      await nc.close();
+    }
+  });
+
+  it('ignores a write the bucket stored after its deadline, on every node, and writes the previous value back over it', async () => {
+    const { connect } = await import('@nats-io/transport-node');
+    const { Kvm } = await import('@nats-io/kv');
+    const nc = await connect({ servers: nats.servers[1]!.url });
+    try {
+      const kv = await new Kvm(nc).open('edb_state_state');
+      const [a, watcher] = [await storeOn(0), await storeOn(2)];
+      const seen: KeyNotification[] = [];
+      watcher.on('notification', (n) => seen.push(n));
+      const good = await a.set('late/k', 'good');
+      await until(() => nodes.every((n) => n.server.stateStore.read(Buffer.from('late/k'))?.toString() === 'good'), 5000, 'mirrored');
+      await watcher.observe('late/k');
+      await watcher.observe('late/new');
+      const stats = () => nodes.map((n) => n.server.cluster!.status().stats);
+      const before = stats();
+      // what a write refused with "try again" looks like when the request reaches the bucket
+      // late (held in a cut route until a partition heals): stored after its deadline
+      const k = Buffer.from('late/k').toString('base64url');
+      const rev = (await kv.get(k))!.revision;
+      const late = (value: string, prevRev: number): Buffer =>
+        encodeKeyState({ deleted: false, wall: Date.now() + 1000, counter: 0, node: 's2', expiresAt: 0, ft: undefined, value: Buffer.from(value), deadline: Date.now() - 1000, prevRev });
+      const lateRev = await kv.put(k, late('late', rev), { previousSeq: rev });
+      const n = Buffer.from('late/new').toString('base64url');
+      const newRev = await kv.put(n, late('late', 0), { previousSeq: 0 });
+      // the previous state goes back over it (one node wins the compare-and-set), a new key is deleted again
+      const undoneBy = Date.now() + 10_000;
+      while (((await kv.get(k))?.revision ?? 0) <= lateRev || (await kv.get(n))?.operation !== 'DEL') {
+        if (Date.now() > undoneBy) throw new Error('the late writes are still in the bucket');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const back = (await kv.get(k))!;
+      expect(decodeKeyState(back.value).value.toString()).toBe('good');
+      expect((await kv.get(n))!.revision).toBeGreaterThan(newRev);
+      await until(() => stats().every((st, i) => st.voidedWrites - before[i]!.voidedWrites === 2), 10_000, 'every node saw both void entries').catch((e) => { console.log(JSON.stringify(stats().map((st, i) => [st.voidedWrites - before[i]!.voidedWrites, st.compensations - before[i]!.compensations]))); throw e; });
+      const compensations = stats().reduce((t, st, i) => t + st.compensations - before[i]!.compensations, 0);
+      console.log(JSON.stringify(stats().map((st, i) => [st.voidedWrites - before[i]!.voidedWrites, st.compensations - before[i]!.compensations])));
+      expect(compensations).toBe(2);
+      for (const [i, node] of nodes.entries()) {
+        expect(node.server.stateStore.read(Buffer.from('late/k'))?.toString(), `s${i + 1}`).toBe('good');
+        expect(node.server.stateStore.read(Buffer.from('late/new')), `s${i + 1}`).toBeUndefined();
+      }
+      const got = await watcher.get('late/k');
+      expect(got.value?.toString()).toBe('good');
+      expect(formatHlc(got.version!).split(':').slice(0, 2)).toEqual(formatHlc(good.version!).split(':').slice(0, 2));
+      // the void value was never shown to a watcher
+      await new Promise((r) => setTimeout(r, 300));
+      expect(seen.map((x) => x.value?.toString())).toEqual([]);
+      // and the key is written again normally (compare-and-set on the compensation's revision)
+      expect((await a.set('late/k', 'next')).applied).toBe(true);
+      expect((await watcher.set('late/new', 'fresh', { condition: 'nx' })).applied).toBe(true);
     } finally {
       await nc.close();
     }
