@@ -10,7 +10,6 @@
  * our bridge's session only on our PUBACK, so one acknowledged before it was stored here and
  * lost in a kill would be missing. Per topic the first arrivals are in order.
  */
-import { once } from 'node:events';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,7 +60,7 @@ describe('bridge in: a QoS 1 message is acknowledged to the remote only once sto
         if (t === 'q1i/probe') probed = true;
         else seen.push(Number(payload.toString()));
       });
-      await once(c, 'connect');
+      await new Promise((resolve) => c.once('connect', resolve));
       return c;
     };
     const local = await connectLocal();
