@@ -16,7 +16,9 @@
  *    medians and ratios from this run only.
  * 2. Restart with --messages stored messages: a data folder is written with the storage API
  *    (one offline persistent session subscribed to them all), then `edb start` is timed from
- *    spawn to its MQTT listener, and its replay log line read, median of 3.
+ *    spawn to its MQTT listener (killed with SIGKILL each time), and its replay log line read,
+ *    median of 3; then 3 more starts with the log's checkpoint deleted first (every record of
+ *    the generation checked, as for data without one).
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -160,8 +162,19 @@ async function restart(): Promise<string> {
       runs.push(r);
       process.stdout.write(`restart ${i + 1}: listening after ${fmt(r.ms)} ms (storage load ${fmt(r.loadMs)} ms, ${fmt(r.queued)} messages queued for the session)\n`);
     }
+    // the worst case: no usable checkpoint of the log's tail (lost, or data of a release without
+    // one), so the start checks every record of the generation
+    const checkpoint = path.join(dir, 'storage', 'log', 'tail.checkpoint');
+    const full = [];
+    for (let i = 0; i < 3; i++) {
+      rmSync(checkpoint, { force: true });
+      const r = await startOnce(dir);
+      full.push(r);
+      process.stdout.write(`restart ${i + 1} without the checkpoint: listening after ${fmt(r.ms)} ms\n`);
+    }
     const m = median(runs.map((r) => r.ms));
-    return `Restart with ${fmt(MESSAGES)} stored messages (${(bytes / 1048576).toFixed(1)} MiB log, one generation; one offline persistent session subscribed to them all): spawn to MQTT listener ${fmt(m)} ms (median of 3: ${runs.map((r) => fmt(r.ms)).join(', ')}); storage load ${runs.map((r) => fmt(r.loadMs)).join(', ')} ms. Target < 3000 ms: ${m < 3000 ? 'MET' : 'MISSED'}.`;
+    const mf = median(full.map((r) => r.ms));
+    return `Restart with ${fmt(MESSAGES)} stored messages (${(bytes / 1048576).toFixed(1)} MiB log, one generation; one offline persistent session subscribed to them all): spawn to MQTT listener ${fmt(m)} ms (median of 3: ${runs.map((r) => fmt(r.ms)).join(', ')}); storage load ${runs.map((r) => fmt(r.loadMs)).join(', ')} ms. Target < 3000 ms: ${m < 3000 ? 'MET' : 'MISSED'}. Without the log's checkpoint (every record checked): ${fmt(mf)} ms (${full.map((r) => fmt(r.ms)).join(', ')}).`;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

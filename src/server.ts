@@ -156,6 +156,14 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
   const sessions = sessionLog ? new DurableSessionStore(sessionLog) : undefined;
   // cluster mode: persistent sessions live in JetStream (src/cluster/sessions.ts), whatever EDB_STORAGE says
   const clusterSessions = clusterModule?.createClusterSessions(storage, config, log);
+  if (clusterSessions && sessions) {
+    // the persistent sessions this node's local log holds (it ran alone before): imported into
+    // the cluster once, when JetStream is reached (cluster/sessions.ts importLocal)
+    clusterSessions.importFrom = {
+      load: () => sessions.load(config.maxOfflineMessages).sessions,
+      forget: (clientId) => storage.deleteSession(clientId),
+    };
+  }
   const brokerSessions = clusterSessions?.store ?? sessions;
   const persistence = clusterSessions?.sessionLog ?? sessionLog;
   const broker = new Broker(config, log, { ...(retained ? { retained } : {}), ...(brokerSessions ? { sessions: brokerSessions } : {}), ...(persistence ? { persistence } : {}) });

@@ -14,7 +14,11 @@
  *  - records and positions: one key-value bucket, edb_<cluster>_sessions: `r.<id>` the session
  *    record (subscriptions, expiry, will, QoS 2 ids received) and the node holding it, `i.<id>`
  *    its iterator (oldest sequence not acknowledged, answered QoS 2 past it, PUBRELs pending),
- *    written by the holding node as the client acknowledges.
+ *    written by the holding node as the client acknowledges; `w.<node>.<id>` the will of a
+ *    client connected on that node (published by another node if that node dies).
+ *  - a QoS 2 message's stream record carries the publisher's packet id: a client whose node died
+ *    after storing it and before writing the record naming the id sends it again; the node it
+ *    resumes on finds it in the stream (loadResent) and does not deliver it twice.
  *  - every node watches the records: the subscriptions of every persistent session of the
  *    cluster (connected, offline, or left behind by a dead node) decide what is stored, so a
  *    message published while a session's node is down is still kept for it.
@@ -39,15 +43,13 @@ import type { Session } from '../session/session.js';
 import { StorageFullError } from '../storage/errors.js';
 import type { LogEntry, LogPosition } from '../storage/log.js';
 import { DurableSession, DurableSessionStore, SessionLog, deliveryFor } from '../storage/sessions.js';
-import type { BrokerStorage, IteratorRecord, LiveWillRecord, SessionRecord, StorageInfo } from '../storage/store.js';
+import type { BrokerStorage, DirectDelivery, IteratorRecord, LiveWillRecord, SentQos2, SessionRecord, StorageInfo } from '../storage/store.js';
 import { TopicTrie } from '../topics/trie.js';
 import type { ClusterBroker } from './broker-view.js';
 import type { ClusterStats } from './status.js';
 import { decodeMessage, encodeMessage, keyTopic, topicKey } from './wire.js';
 
 const FOREVER = 0xffffffff;
-/** Iterator writes that only moved forward are coalesced for this long (a lost one replays from earlier: QoS 1 may come twice). */
-const LAZY_MS = 50;
 /** After a session moved here, the stream is read again at these delays for what was stored while its subscriptions moved. */
 const CATCH_UP_MS = [1000, 3000];
 /** A position written before the stream's end was known: "the end, once known". */
@@ -107,6 +109,9 @@ export function decodeWill(data: Uint8Array): { clientId: string; node: string; 
 const ORPHAN_WILL_MS = 3000;
 /** A node judges other nodes' wills only once it has been connected this long (it has heard every running node). */
 const WILL_GRACE_MS = 5000;
+/** A resent QoS 2 PUBLISH is looked for in the stream this far back (a client finds its node dead and reconnects within it). */
+const RESENT_WINDOW_MS = 120_000;
+const RESENT_SCAN_MAX = 200_000;
 
 const idKey = (clientId: string): string => topicKey(clientId);
 const willKey = (node: string, clientId: string): string => `w.${node}.${idKey(clientId)}`;
@@ -131,7 +136,12 @@ export class ClusterSessionStorage implements BrokerStorage {
   /** Writes waiting for the bucket (not attached, or a failed write), latest per key; null: a delete. */
   private readonly waiting = new Map<string, string | null>();
   private readonly lazy = new Map<string, IteratorRecord>();
-  private lazyTimer: NodeJS.Timeout | undefined;
+  /**
+   * Iterator writes that only moved forward: the session log coalesces them for 20 ms
+   * (storage/sessions.ts LAZY_FLUSH_MS); they go to the bucket at the end of that turn (a lost
+   * one replays from earlier: QoS 1 may come twice, QoS 2 positions are never lazy).
+   */
+  private lazyTimer: NodeJS.Immediate | undefined;
   private last: Promise<unknown> | undefined;
   private lastErrorLog = 0;
   /** Known records in the bucket (mirror), to skip deletes of ids the cluster never held. */
@@ -193,7 +203,7 @@ export class ClusterSessionStorage implements BrokerStorage {
     if (!this.tailKnown && it.next.offset === this.tail.offset) it = { ...it, next: { gen: 0, offset: TAIL_UNKNOWN } };
     if (lazy) {
       this.lazy.set(clientId, it);
-      this.lazyTimer ??= setTimeout(() => this.flushLazy(), LAZY_MS);
+      this.lazyTimer ??= setImmediate(() => this.flushLazy());
       return;
     }
     this.lazy.delete(clientId);
@@ -201,7 +211,7 @@ export class ClusterSessionStorage implements BrokerStorage {
   }
 
   flushLazy(): void {
-    if (this.lazyTimer) clearTimeout(this.lazyTimer);
+    if (this.lazyTimer) clearImmediate(this.lazyTimer);
     this.lazyTimer = undefined;
     const list = [...this.lazy];
     this.lazy.clear();
@@ -426,7 +436,12 @@ export class ClusterSessions implements SessionLoader {
   readonly storage: ClusterSessionStorage;
   readonly sessionLog: ClusterSessionLog;
   readonly store: DurableSessionStore;
-  readonly counts = { stored: 0, storeErrors: 0, resumed: 0, caughtUp: 0 };
+  readonly counts = { stored: 0, storeErrors: 0, resumed: 0, caughtUp: 0, resentFound: 0, imported: 0 };
+  /**
+   * Set by server.ts when the node has a local durable log (EDB_STORAGE=durable): the
+   * persistent sessions it holds from running alone, imported into the cluster once.
+   */
+  importFrom: { load(): DurableSession[]; forget(clientId: string): void } | undefined;
   private broker: ClusterBroker | undefined;
   private nc: NatsConnection | undefined;
   private js: JetStreamClient | undefined;
@@ -437,6 +452,8 @@ export class ClusterSessions implements SessionLoader {
   private readonly willMirror = new Map<string, WillEntry>();
   private readonly trie = new TopicTrie<true>();
   private readonly pending = new WeakMap<Message, Promise<boolean>>();
+  /** Per client id: its QoS 2 messages in the stream that a node which died may not have answered (loadResent). */
+  private readonly resent = new Map<string, { until: number; ids: Map<number, { seq: number; topic: string; payload: Buffer }> }>();
   private attaching = false;
   private closed = false;
   private watcher: { stop(): void } | undefined;
@@ -533,13 +550,14 @@ export class ClusterSessions implements SessionLoader {
           last = created.state.last_seq;
         }
         const kv = await new Kvm(nc).create(this.bucketName, { replicas: this.opts.replicas, history: 1, description: 'Edge Data Broker: persistent sessions (r.<id> record, i.<id> position)' });
+        this.js = jetstream(nc);
+        await this.importLocal(kv, this.js, last);
         const iter = await kv.watch({ key: 'r.>' });
         this.watcher = iter;
         const wills = await kv.watch({ key: 'w.>' });
         this.willWatcher = wills;
         void this.willLoop(wills);
         this.jsm = jsm;
-        this.js = jetstream(nc);
         this.kv = kv;
         this.storage.attached(kv, last);
         this.stateText = 'ready';
@@ -563,6 +581,84 @@ export class ClusterSessions implements SessionLoader {
     } catch (err) {
       if (!this.closed) this.error('the sessions bucket watch stopped', err);
     }
+  }
+
+  /**
+   * The persistent sessions of the node's local log (it ran alone with EDB_STORAGE=durable),
+   * once: each goes into the cluster's bucket with its queued and in-flight QoS 1/2 messages
+   * (stored in the stream as copies for it alone, named in its position), then leaves the
+   * local log, so a restart does not import it again. A client id the cluster already holds
+   * a session for keeps the cluster's (the local one is dropped).
+   */
+  private async importLocal(kv: KV, js: JetStreamClient, last: number): Promise<void> {
+    const from = this.importFrom;
+    if (!from) return;
+    let list: DurableSession[];
+    try {
+      list = from.load();
+    } catch (err) {
+      this.error('reading the local durable log sessions to import', err);
+      return;
+    }
+    if (list.length === 0) return;
+    let imported = 0;
+    let messages = 0;
+    let kept = 0;
+    for (const s of list) {
+      const id = s.clientId;
+      if (s.expiryInterval === 0) {
+        from.forget(id);
+        continue;
+      }
+      const existing = await kv.get(recordKey(id));
+      if (existing && existing.operation === 'PUT') {
+        kept++;
+        from.forget(id);
+        continue;
+      }
+      let first: number | undefined;
+      const store = async (m: Message): Promise<{ gen: number; offset: number }> => {
+        const copy: Message = { ...m };
+        delete copy.wire;
+        delete copy.clusterSeq;
+        const ack = await js.publish(this.subject, encodeMessage(copy, this.opts.node, undefined, { direct: true }), { timeout: 5000 });
+        first ??= ack.seq;
+        this.storage.noteSeq(ack.seq);
+        return { gen: 0, offset: ack.seq };
+      };
+      const direct: DirectDelivery[] = [];
+      const sent: SentQos2[] = [];
+      const pubrel: number[] = [];
+      // in flight first (older), then queued: the order they would have been sent in
+      for (const e of s.inflight.values()) {
+        if (e.state === 'pubrel') {
+          pubrel.push(e.packetId);
+          continue;
+        }
+        const pos = await store(e.message);
+        if (e.qos === 2) sent.push({ pos, id: e.packetId, retain: e.retain, ...(e.subscriptionIds ? { ids: e.subscriptionIds } : {}) });
+        else direct.push({ pos, qos: 1, retain: e.retain, ...(e.subscriptionIds ? { ids: e.subscriptionIds } : {}) });
+      }
+      for (let i = s.queueHead; i < s.queue.length; i++) {
+        const d = s.queue[i]!;
+        if (d.qos === 0) continue;
+        const pos = await store(d.message);
+        direct.push({ pos, qos: d.qos, retain: d.retain, ...(d.subscriptionIds ? { ids: d.subscriptionIds } : {}) });
+      }
+      const it: IteratorRecord = { next: { gen: 0, offset: first ?? Math.max(last, this.storage.lastSeq) + 1 }, done: [], pubrel };
+      if (sent.length > 0) it.sent = sent;
+      if (direct.length > 0) it.direct = direct;
+      await kv.put(iteratorKey(id), JSON.stringify(it));
+      await kv.put(recordKey(id), encodeRecord(s.record(), this.opts.node));
+      from.forget(id);
+      imported++;
+      messages += direct.length + sent.length;
+    }
+    this.counts.imported += imported;
+    this.log.info(
+      { imported, messages, kept },
+      `cluster: ${imported} persistent sessions of this node's local durable log imported into the cluster (${messages} queued messages)` + (kept > 0 ? `; ${kept} not imported: the cluster holds a session with the same client id` : ''),
+    );
   }
 
   private async willLoop(iter: AsyncIterable<KvWatchEntry>): Promise<void> {
@@ -706,6 +802,16 @@ export class ClusterSessions implements SessionLoader {
   intercept(message: Message, publisher: ClientInfo | undefined, own = false): boolean {
     if (message.qos === 0 || message.clusterSeq !== undefined || message.fromNode !== undefined || !this.broker) return false;
     if (message.topic.startsWith('$SYS')) return false;
+    if (publisher !== undefined && message.inboundQos2Id !== undefined) {
+      const seq = this.takeResent(message);
+      if (seq !== undefined) {
+        // stored (and delivered) by the node that died before its PUBREC: not a second message [MQTT-5-4.3.3-10]
+        this.counts.resentFound++;
+        this.log.info({ clientId: message.senderId, packetId: message.inboundQos2Id, seq }, `cluster: a QoS 2 PUBLISH ${message.senderId} sent again is in the session stream already (at ${seq}); not delivered twice`);
+        this.pending.set(message, Promise.resolve(true));
+        return true;
+      }
+    }
     if (!this.wanted(message)) return false;
     // the broker's own message (a will, a rule's output) while NATS is unreachable: it waits
     // in the outbox, delivered nowhere until the stream has it
@@ -749,7 +855,7 @@ export class ClusterSessions implements SessionLoader {
     try {
       const js = this.js;
       if (!js || !this.connected()) throw new Error('not connected to NATS');
-      const ack = await js.publish(this.subject, encodeMessage(message, this.opts.node), { timeout: 5000 });
+      const ack = await js.publish(this.subject, encodeMessage(message, this.opts.node, undefined, { qos2Id: true }), { timeout: 5000 });
       message.clusterSeq = ack.seq;
       this.storage.noteSeq(ack.seq);
       this.counts.stored++;
@@ -787,10 +893,10 @@ export class ClusterSessions implements SessionLoader {
     }
   }
 
-  private async getRecord(clientId: string): Promise<{ rec: SessionRecord; node: string } | undefined> {
+  private async getRecord(clientId: string): Promise<{ rec: SessionRecord; node: string; created: number } | undefined> {
     const e: KvEntry | null = await this.kv!.get(recordKey(clientId));
     if (!e || e.operation !== 'PUT') return undefined;
-    return decodeRecord(e.value);
+    return { ...decodeRecord(e.value), created: e.created.getTime() };
   }
 
   private async loadNow(clientId: string): Promise<void> {
@@ -820,6 +926,8 @@ export class ClusterSessions implements SessionLoader {
     let entries: LogEntry[] = [];
     let last = this.storage.lastSeq;
     if (it) ({ entries, last } = await this.readStream(it.next.offset));
+    // its QoS 2 messages stored after its record was written (a node that died before the PUBREC)
+    await this.loadResent(clientId, found.created);
     if (broker.client(clientId)) return; // connected here meanwhile (a slow load that timed out)
     const s = new DurableSession(clientId, this.sessionLog);
     this.storage.reading = entries;
@@ -875,6 +983,66 @@ export class ClusterSessions implements SessionLoader {
     m.respond(JSON.stringify({ ok: true }));
   }
 
+  /**
+   * The QoS 2 messages this client published that the stream holds since its record was last
+   * written (at most RESENT_WINDOW_MS back): a node that died after storing one and before
+   * writing the record naming its packet id leaves the client sending it again, with that id,
+   * to the node it resumes on. Kept for RESENT_WINDOW_MS, used by intercept().
+   */
+  private async loadResent(clientId: string, since: number): Promise<void> {
+    const jsm = this.jsm!;
+    const js = this.js!;
+    const end = (await jsm.streams.info(this.streamName)).state.last_seq;
+    if (end === 0) return;
+    const { DeliverPolicy } = await import('@nats-io/jetstream');
+    const start = Math.max(since - 1000, Date.now() - RESENT_WINDOW_MS);
+    const consumer = await js.consumers.get(this.streamName, { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(start).toISOString() });
+    const found = new Map<number, { seq: number; topic: string; payload: Buffer }>();
+    let read = 0;
+    try {
+      let seq = 0;
+      while (seq < end && read < RESENT_SCAN_MAX) {
+        const batch = await consumer.fetch({ max_messages: 1000, expires: 2000 });
+        let got = 0;
+        for await (const m of batch) {
+          got++;
+          read++;
+          seq = m.seq;
+          try {
+            const d = decodeMessage(m.data);
+            if (d.qos2Id !== undefined && d.message.senderId === clientId) found.set(d.qos2Id, { seq: m.seq, topic: d.message.topic, payload: d.message.payload });
+          } catch {
+            /* a malformed record: not one of its messages */
+          }
+          if (m.seq >= end) break;
+        }
+        if (got === 0) break;
+      }
+    } finally {
+      await consumer.delete().catch(() => undefined);
+    }
+    if (found.size > 0) this.resent.set(clientId, { until: Date.now() + RESENT_WINDOW_MS, ids: found });
+    else this.resent.delete(clientId);
+  }
+
+  /** A QoS 2 PUBLISH whose packet id the session does not hold: the stream's sequence when it is one loadResent() found. */
+  private takeResent(message: Message): number | undefined {
+    const id = message.inboundQos2Id;
+    const sender = message.senderId;
+    if (id === undefined || sender === undefined || this.resent.size === 0) return undefined;
+    const r = this.resent.get(sender);
+    if (!r) return undefined;
+    if (r.until <= Date.now()) {
+      this.resent.delete(sender);
+      return undefined;
+    }
+    const e = r.ids.get(id);
+    if (!e) return undefined;
+    r.ids.delete(id); // once: a later PUBLISH with this id is a new message
+    if (r.ids.size === 0) this.resent.delete(sender);
+    return e.topic === message.topic && e.payload.equals(message.payload) ? e.seq : undefined;
+  }
+
   /** Read the stream from `from` to its end now, as log entries. */
   private async readStream(from: number): Promise<{ entries: LogEntry[]; last: number }> {
     const jsm = this.jsm!;
@@ -894,9 +1062,9 @@ export class ClusterSessions implements SessionLoader {
           got++;
           seq = m.seq;
           try {
-            const { message } = decodeMessage(m.data);
+            const { message, direct } = decodeMessage(m.data);
             message.clusterSeq = m.seq;
-            entries.push({ pos: { gen: 0, offset: m.seq }, next: { gen: 0, offset: m.seq + 1 }, message, storedAt: Math.round(Number(m.info.timestampNanos) / 1e6), direct: false });
+            entries.push({ pos: { gen: 0, offset: m.seq }, next: { gen: 0, offset: m.seq + 1 }, message, storedAt: Math.round(Number(m.info.timestampNanos) / 1e6), direct: direct === true });
           } catch (err) {
             this.error(`a malformed message at ${m.seq} in ${this.streamName}`, err);
           }
@@ -927,7 +1095,7 @@ export class ClusterSessions implements SessionLoader {
       const now = Date.now();
       for (const e of r.entries) {
         const seq = e.pos.offset;
-        if (seen.has(seq)) continue;
+        if (seen.has(seq) || e.direct) continue;
         if (e.message.expiresAt !== undefined && e.message.expiresAt <= now) continue;
         const d = deliveryFor(plain, e.message, s.clientId);
         if (!d) continue;

@@ -6,7 +6,10 @@
  *   H bytes UTF-8 JSON header: { t: topic, q: qos, r?: 1 (retain), e?: expiresAt (ms),
  *           s?: senderId, o?: origin, g?: shared groups this node delivers (shareKey),
  *           p?: properties (correlationData as base64 in p.cd), n: from node, at: sent (ms),
- *           sq?: sequence in the session-message stream (sessions.ts) }
+ *           sq?: sequence in the session-message stream (sessions.ts),
+ *           i?: the publisher's QoS 2 packet id (in the session-message stream only),
+ *           d?: 1, a copy stored for one session (imported from a node's local log): a replay
+ *           by subscriptions passes over it }
  *   rest    the payload, as published
  * JSON keeps the header readable with `nats sub` when debugging; the payload is not copied
  * into it, so a large payload costs one copy into the NATS buffer.
@@ -29,6 +32,10 @@ interface WireHeader {
   at: number;
   /** Its sequence in the session-message stream (Message.clusterSeq), once stored there. */
   sq?: number;
+  /** The publisher's QoS 2 packet id (Message.inboundQos2Id), written in the session-message stream. */
+  i?: number;
+  /** A copy for one session, named in its position (not matched by subscriptions). */
+  d?: 1;
 }
 
 export interface WireMessage {
@@ -37,10 +44,16 @@ export interface WireMessage {
   from: string;
   /** When it was sent (ms since epoch, the sender's clock). */
   sentAt: number;
+  /** The publisher's QoS 2 packet id, when written (stream records). */
+  qos2Id?: number;
+  /** A copy stored for one session (stream records). */
+  direct?: boolean;
 }
 
-export function encodeMessage(message: Message, from: string, shares?: readonly string[]): Uint8Array {
+export function encodeMessage(message: Message, from: string, shares?: readonly string[], stream: { qos2Id?: boolean; direct?: boolean } = {}): Uint8Array {
   const h: WireHeader = { t: message.topic, q: message.qos, n: from, at: Date.now() };
+  if (stream.qos2Id && message.inboundQos2Id !== undefined) h.i = message.inboundQos2Id;
+  if (stream.direct) h.d = 1;
   if (message.retain) h.r = 1;
   if (message.expiresAt !== undefined) h.e = message.expiresAt;
   if (message.senderId !== undefined) h.s = message.senderId;
@@ -83,7 +96,10 @@ export function decodeMessage(data: Uint8Array): WireMessage & { shares: string[
     const { cd, ...rest } = h.p;
     message.properties = cd !== undefined ? { ...rest, correlationData: Buffer.from(cd, 'base64') } : rest;
   }
-  return { message, from: h.n, sentAt: typeof h.at === 'number' ? h.at : Date.now(), shares: Array.isArray(h.g) ? h.g.filter((x) => typeof x === 'string') : undefined };
+  const out: WireMessage & { shares: string[] | undefined } = { message, from: h.n, sentAt: typeof h.at === 'number' ? h.at : Date.now(), shares: Array.isArray(h.g) ? h.g.filter((x) => typeof x === 'string') : undefined };
+  if (typeof h.i === 'number') out.qos2Id = h.i;
+  if (h.d === 1) out.direct = true;
+  return out;
 }
 
 export class WireError extends Error {}

@@ -11,11 +11,13 @@ import { Writable } from 'node:stream';
 import type { MqttClient } from 'mqtt';
 import type { IPubcompPacket, IPublishPacket, IPubrecPacket } from 'mqtt-packet';
 import pino from 'pino';
+import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { testConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { startEdb, type EdbServer } from '../../src/server.js';
 import type { DurableStorage } from '../../src/storage/durable.js';
+import { registerStorageMetrics } from '../../src/storage/metrics.js';
 import type { DurableSessionStore } from '../../src/storage/sessions.js';
 import { closeAll, connectClient, connectCollecting } from '../helpers/mqttjs.js';
 import { until } from '../helpers/broker.js';
@@ -87,6 +89,11 @@ describe('durable storage: a session past its memory window reads its backlog fr
     await got.wait(501);
     expect(got.messages[500]!.payload.toString()).toBe('live');
     expect(stats(s).messagesRead).toBe(480);
+    const registry = new Registry();
+    registerStorageMetrics(registry, s.storage, stats(s));
+    const metrics = await registry.metrics();
+    expect(metrics).toMatch(/^edb_storage_session_reads_total 480$/m);
+    expect(metrics).toMatch(/^edb_storage_session_skips_total 0$/m);
   });
 
   it('a slow online subscriber whose queue fills (EDB_QUEUE_FULL_POLICY=disconnect): nothing dropped, no disconnect, all in order', async () => {
@@ -116,14 +123,28 @@ describe('durable storage: a session past its memory window reads its backlog fr
     await offlineSubscriber(port, 'mix-1', ['$share/g/sh/#', 'pl/#']);
     const msgs = Array.from({ length: 300 }, (_, i) => ({ topic: i % 2 === 0 ? `sh/${i % 4}` : `pl/${i % 3}`, payload: String(i) }));
     await publishAll(port, msgs);
-    // stored before the subscription below: not for it
+    // stored (for another persistent session) before the subscription below: not for this one
+    await offlineSubscriber(port, 'mix-other', ['late/#']);
     await publishAll(port, [{ topic: 'late/x', payload: 'before' }, { topic: 'late/r', payload: 'retained', retain: true }]);
-    const { client, got } = await connectCollecting(port, { clientId: 'mix-1', ...persistent });
-    clients.push(client);
-    await client.subscribeAsync('late/#', { qos: 1 });
+    // back, acknowledging nothing yet (Receive Maximum 5): its backlog is still in the log when it subscribes
+    const connect = { cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: false, keepalive: 0, clientId: 'mix-1', properties: { sessionExpiryInterval: 3600, receiveMaximum: 5 } } as const;
+    const raw = (await RawClient.connect(port, connect)).client;
+    raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'late/#', qos: 1 }] });
+    await raw.next('suback');
+    expect((s.broker.sessions.get('mix-1') as unknown as { readPosition: unknown }).readPosition).toBeDefined();
     await publishAll(port, [{ topic: 'late/x', payload: 'after' }]);
-    await got.wait(302, 15_000);
+    // now it acknowledges every PUBLISH
+    let acked = 0;
+    const ack = (): void => {
+      const pubs = raw.all<IPublishPacket>('publish');
+      for (; acked < pubs.length; acked++) raw.send({ cmd: 'puback', messageId: pubs[acked]!.messageId! });
+    };
+    raw.socket.on('data', ack);
+    ack();
+    await until(() => raw.all('publish').length >= 302, 15_000, 'the backlog');
     await new Promise((r) => setTimeout(r, 300));
+    raw.destroy();
+    const got = { messages: raw.all<IPublishPacket>('publish') };
     const payloads = got.messages.map((m) => m.payload.toString());
     expect(payloads.filter((p) => /^\d+$/.test(p)).map(Number)).toEqual(msgs.map((_, i) => i));
     // the retained message comes as the subscription's (a direct copy), the later one live; the one stored before it never

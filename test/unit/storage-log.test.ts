@@ -2,7 +2,7 @@
  * The message log on real files: batching, generations, retention and the size cap, torn or
  * corrupt tails, garbage in the folder, and folders that cannot be opened.
  */
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -164,6 +164,62 @@ describe('message log', () => {
       expect(b.log.read({ gen: 1, offset: HEADER_BYTES }, 100).entries).toHaveLength(5);
       await b.log.close();
     }
+  });
+
+  it('a start checks only the records past the checkpoint (written at close); a torn tail past it is cut', async () => {
+    const dir = tempDir();
+    const a = openLog(dir);
+    const positions = [];
+    for (let i = 0; i < 20; i++) positions.push(a.log.append(msg(i, 100)));
+    await a.log.close(); // checkpoint: the end of record 19
+    expect(existsSync(join(dir, 'tail.checkpoint'))).toBe(true);
+    const b = openLog(dir);
+    for (let i = 20; i < 25; i++) positions.push(b.log.append(msg(i, 100)));
+    await b.log.flushed(); // then a crash: no close, no new checkpoint
+    const file = join(dir, 'gen-00000001.log');
+    truncateSync(file, statSync(file).size - 37);
+    const c = openLog(dir);
+    const cut = c.lines.filter((l) => /torn or corrupt tail/.test(l.msg));
+    expect(cut).toHaveLength(1);
+    expect(cut[0]!['checkpoint']).toBe(positions[20]!.offset);
+    expect(cut[0]!['records']).toBe(4); // records 20-23 checked, 24 cut
+    expect(c.lines.filter((l) => /not part of the log/.test(l.msg))).toEqual([]);
+    expect(c.log.read(positions[0]!, 100).entries.map((e) => e.message.topic)).toEqual(positions.slice(0, 24).map((_, i) => `t/${i}`));
+    await c.log.close();
+  });
+
+  it('a checkpoint that does not match the file (its last record changed, or past the end) is not used: every record is checked', async () => {
+    const dir = tempDir();
+    const a = openLog(dir);
+    const positions = [];
+    for (let i = 0; i < 10; i++) positions.push(a.log.append(msg(i, 100)));
+    await a.log.close();
+    const file = join(dir, 'gen-00000001.log');
+    // one byte of the last record's body changed: the checkpoint names that record, so it is refused
+    const fd = openSync(file, 'r+');
+    writeSync(fd, Buffer.from([0x55]), 0, 1, positions[9]!.offset + 30);
+    closeSync(fd);
+    const b = openLog(dir);
+    const cut = b.lines.filter((l) => /torn or corrupt tail/.test(l.msg));
+    expect(cut).toHaveLength(1);
+    expect(cut[0]!['checkpoint']).toBeUndefined();
+    expect(cut[0]!['records']).toBe(9);
+    await b.log.close();
+    // damage before the checkpoint is not looked for at start, but a read never hands it out
+    const fd2 = openSync(file, 'r+');
+    writeSync(fd2, Buffer.from([0x55]), 0, 1, positions[3]!.offset + 30);
+    closeSync(fd2);
+    const c = openLog(dir);
+    expect(c.lines.filter((l) => /torn or corrupt tail/.test(l.msg))).toEqual([]);
+    expect(c.log.read(positions[0]!, 100).entries).toHaveLength(3);
+    await c.log.close();
+    // without the checkpoint, the start finds it and cuts there
+    unlinkSync(join(dir, 'tail.checkpoint'));
+    const d = openLog(dir);
+    const cut2 = d.lines.filter((l) => /torn or corrupt tail/.test(l.msg));
+    expect(cut2).toHaveLength(1);
+    expect(cut2[0]!['records']).toBe(3);
+    await d.log.close();
   });
 
   it('sets aside a generation file without a valid header and ignores foreign files', async () => {
