@@ -68,9 +68,10 @@ async function main(): Promise<void> {
       const mine: Node[] = [];
       for (let i = 0; i < 3; i++) {
         const urls = [i, ...[0, 1, 2].filter((j) => j !== i)].map((j) => nats.servers[j]!.url).join(',');
-        // PROF_DIR: a CPU profile of cluster node 1 (node --cpu-prof), written when it stops
-        const execArgv = prof && i === 0 && process.env['PROF_DIR'] ? ['--cpu-prof', '--cpu-prof-dir', process.env['PROF_DIR']] : [];
+        // PROF_DIR: CPU profiles of the three nodes (node --cpu-prof, file names carry the pid), written when they stop
+        const execArgv = prof && process.env['PROF_DIR'] ? ['--cpu-prof', '--cpu-prof-dir', process.env['PROF_DIR']] : [];
         const n = await startNode({ EDB_CLUSTER_NATS: urls, EDB_NODE_NAME: `n${i + 1}`, EDB_CLUSTER_NAME: name }, { execArgv, prefix: 'edb-bench-state-', ...(cli ? { cli } : {}) });
+        if (execArgv.length) console.log(`profiling node n${i + 1} of ${name}: pid ${n.child.pid}`);
         mine.push(n);
         nodes.push(n);
       }

@@ -65,6 +65,9 @@ export interface ClusterStatsSnapshot {
   ruleMessagesDropped: number;
   /** Times this node took the lease. */
   leaseAcquired: number;
+  /** Rule-buffer checkpoints this node wrote to the bucket (as holder), and took over from it (on taking the lease). */
+  ruleCheckpoints: number;
+  ruleCheckpointsLoaded: number;
   /** Expired state-store keys this node removed from the bucket (as lease holder). */
   expiredSwept: number;
   /** State-store writes this node found stored after their deadline (void: ignored, the previous state written back). */
@@ -97,6 +100,8 @@ export class ClusterStats {
   ruleMessagesReceived = 0;
   ruleMessagesDropped = 0;
   leaseAcquired = 0;
+  ruleCheckpoints = 0;
+  ruleCheckpointsLoaded = 0;
   expiredSwept = 0;
   voidedWrites = 0;
   compensations = 0;
@@ -132,6 +137,8 @@ export class ClusterStats {
       ruleMessagesReceived: this.ruleMessagesReceived,
       ruleMessagesDropped: this.ruleMessagesDropped,
       leaseAcquired: this.leaseAcquired,
+      ruleCheckpoints: this.ruleCheckpoints,
+      ruleCheckpointsLoaded: this.ruleCheckpointsLoaded,
       expiredSwept: this.expiredSwept,
       voidedWrites: this.voidedWrites,
       compensations: this.compensations,
