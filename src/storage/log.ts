@@ -31,7 +31,7 @@
  * record before the offset is whole and has the CRC named; else the start checks everything.
  * Records before it are still checked by every read (a bad one is never handed out).
  */
-import { close, closeSync, fdatasync, fdatasyncSync, fsyncSync, mkdirSync, open, openSync, readdirSync, readSync, renameSync, statSync, ftruncateSync, unlinkSync, writeFileSync, writev, writeSync } from 'node:fs';
+import { close, closeSync, constants as fsConstants, fdatasync, fdatasyncSync, fsyncSync, mkdirSync, open, openSync, readdirSync, readSync, renameSync, statSync, ftruncateSync, unlinkSync, writeFileSync, writev, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Message } from '../mqtt/message.js';
@@ -209,6 +209,15 @@ interface Batch {
  * only once it and every batch before it are.
  */
 const COMMITS_IN_FLIGHT = 3;
+
+/**
+ * The current generation's file is opened with O_DSYNC where the platform has it: each batch's
+ * positioned writev then returns only once its data (and the file size) is on disk, as a
+ * writev followed by fdatasync would, in one request to the thread pool instead of two (a
+ * request costs the main thread a submission and a wake-up: at a thousand batches a second,
+ * 5% of it under QoS 1 fan-in). Elsewhere (Windows): writev, then fdatasync.
+ */
+const O_DSYNC: number | undefined = fsConstants.O_DSYNC;
 
 /** A little-endian u32 without readUInt32LE's argument checks (a million of them at start). */
 function u32(b: Buffer, i: number): number {
@@ -682,7 +691,7 @@ export class MessageLog {
   }
 
   /**
-   * Write a batch (writev, then fdatasync) with the callback API: one request per step, no
+   * Write a batch (writev on a file opened with O_DSYNC, else writev then fdatasync) with the callback API: one request per step, no
    * promises (the promise API cost 8% of the main thread at a few thousand batches a second).
    * Ends in settle(b, err).
    */
@@ -692,7 +701,8 @@ export class MessageLog {
       const old = this.appendFd;
       this.appendFd = undefined;
       if (old !== undefined) close(old, () => undefined);
-      open(genFile(this.opts.dir, g.id), g.created ? 'r+' : 'w', 0o600, (err, fd) => {
+      const flags = g.created ? fsConstants.O_RDWR : fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC;
+      open(genFile(this.opts.dir, g.id), O_DSYNC === undefined ? flags : flags | O_DSYNC, 0o600, (err, fd) => {
         if (err) return this.settle(b, err);
         this.appendFd = fd;
         this.appendFdGen = g.id;
@@ -725,7 +735,9 @@ export class MessageLog {
         if (bytesWritten === 0) return this.settle(b, new Error('the log file took no bytes'));
         return this.writeParts(b, fd, rest, off + bytesWritten);
       }
-      fdatasync(fd, (err2) => this.settle(b, err2 ?? undefined));
+      // O_DSYNC: the writev returned once the data was durable
+      if (O_DSYNC !== undefined) this.settle(b, undefined);
+      else fdatasync(fd, (err2) => this.settle(b, err2 ?? undefined));
     });
   }
 
