@@ -207,7 +207,7 @@ export class Outbound {
       return;
     }
     const session = this.owner.session!;
-    const entry: InflightEntry = { message: d.message, qos: d.qos, retain: d.retain, subscriptionIds: d.subscriptionIds, packetId: session.allocatePacketId(), state: 'publish' };
+    const entry = session.inflightFor(d, session.allocatePacketId());
     session.addInflight(entry);
     // durable: a QoS 2 PUBLISH goes out once its packet id is on disk, so that a restart resends
     // it with the same id (the client then knows it) rather than as a new message
