@@ -38,6 +38,7 @@ import type { Message } from '../mqtt/message.js';
 import { crc32 } from '../persistence/snapshot.js';
 import { StorageFullError, StorageOpenError } from './errors.js';
 import { decodeMessage, encodeMessageInto, LAYOUT_VERSION, maxEncodedSize } from './record.js';
+import type { DurableCallback } from './store.js';
 
 export const HEADER_BYTES = 32;
 const MAGIC = Buffer.from('EDBLOG01', 'latin1');
@@ -196,7 +197,9 @@ interface Batch {
   lastCrc: number;
   bytes: number;
   count: number;
-  callbacks: ((err?: Error) => void)[];
+  callbacks: DurableCallback[];
+  /** What each callback is handed back (onDurable's `arg`). */
+  args: number[];
   /** 0 queued, 1 being written, 2 written and synced (waiting for the batches before it), 3 failed. */
   state: number;
   startedAt: number;
@@ -558,7 +561,7 @@ export class MessageLog {
     let b = this.batch;
     if (!b || b.gen !== g) {
       if (b) this.closeBatch();
-      b = this.batch = { gen: g, start: g.end, parts: [], slabStart: this.slabUsed, lastStart: -1, lastCrc: 0, bytes: 0, count: 0, callbacks: [], state: 0, startedAt: 0 };
+      b = this.batch = { gen: g, start: g.end, parts: [], slabStart: this.slabUsed, lastStart: -1, lastCrc: 0, bytes: 0, count: 0, callbacks: [], args: [], state: 0, startedAt: 0 };
       if (!g.created && g.end === HEADER_BYTES && g.durable === 0) {
         b.start = 0;
         b.parts.push(header(g.id, g.createdAt, g.layout));
@@ -613,10 +616,12 @@ export class MessageLog {
   }
 
   /** `cb` runs once everything appended so far is durable (err: its batch could not be written). */
-  onDurable(cb: (err?: Error) => void): void {
+  onDurable(cb: DurableCallback, arg = 0): void {
     const target = this.batch ?? this.queue[this.queue.length - 1];
-    if (target) target.callbacks.push(cb);
-    else queueMicrotask(cb);
+    if (target) {
+      target.callbacks.push(cb);
+      target.args.push(arg);
+    } else queueMicrotask(() => cb(undefined, arg));
   }
 
   /** Resolves once everything appended so far is durable. */
@@ -674,7 +679,8 @@ export class MessageLog {
         g.lastCrc = done.lastCrc;
       }
       this.updateSize();
-      for (const cb of done.callbacks) cb();
+      const cbs = done.callbacks;
+      for (let i = 0; i < cbs.length; i++) cbs[i]!(undefined, done.args[i]!);
       if (g === this.current && g.durable - this.checkpointed >= CHECKPOINT_BYTES) this.writeCheckpoint(g);
     }
     if (this.writeError !== undefined) {
@@ -776,7 +782,7 @@ export class MessageLog {
     this.fullUntil = this.now() + 1000;
     this.logFull(full ? 'the disk is full' : `write failed: ${err.message}`);
     const refused = new StorageFullError(full ? 'disk full' : err.message);
-    for (const x of failed) for (const cb of x.callbacks) cb(refused);
+    for (const x of failed) for (let i = 0; i < x.callbacks.length; i++) x.callbacks[i]!(refused, x.args[i]!);
   }
 
   private logFull(reason: string): void {

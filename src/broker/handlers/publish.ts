@@ -133,12 +133,20 @@ function ackWhenStored(core: BrokerCore, client: MqttClient, qos: QoS, id: numbe
   if (waited) return;
   if (durable && qos > 0 && durable.writes !== writes) {
     durable.flushUrgent();
-    durable.onDurable((err) => {
-      if (client.state !== 'open') return; // gone: the client sends it again on its next connection
-      if (err) refuseStorage(core, client, qos, id);
-      else ackPublish(client, qos, id, code);
-    });
+    // the hot path of durable QoS 1: no closure per message, the packet rides in the argument
+    durable.onDurable((client.storedAck ??= storedAck(core, client)), id | (qos << 16) | (code << 18));
   } else ackPublish(client, qos, id, code);
+}
+
+/** The connection's onDurable callback: the PUBACK/PUBREC packed in `arg` (id, qos << 16, reason code << 18). */
+function storedAck(core: BrokerCore, client: MqttClient): (err: Error | undefined, arg: number) => void {
+  return (err, arg) => {
+    if (client.state !== 'open') return; // gone: the client sends it again on its next connection
+    const id = arg & 0xffff;
+    const qos = ((arg >>> 16) & 3) as QoS;
+    if (err) refuseStorage(core, client, qos, id);
+    else ackPublish(client, qos, id, arg >>> 18);
+  };
 }
 
 /** Cluster: the message could not reach NATS. v5 answers 0x80; 3.1.1 sends no ack, so the client retries. */
