@@ -35,7 +35,7 @@ import { close, closeSync, constants as fsConstants, fdatasync, fdatasyncSync, f
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Message } from '../mqtt/message.js';
-import { crc32 } from '../persistence/snapshot.js';
+import { crc32, crc32Range } from '../persistence/snapshot.js';
 import { StorageFullError, StorageOpenError } from './errors.js';
 import { decodeMessage, encodeMessageInto, LAYOUT_VERSION, maxEncodedSize } from './record.js';
 import type { DurableCallback } from './store.js';
@@ -492,7 +492,7 @@ export class MessageLog {
       if (pos + FRAME + len > bufStart + bufLen && !fill(pos, FRAME + len)) break;
       const at = pos - bufStart;
       const crc = u32(buf, at + 4);
-      if ((crc32(buf.subarray(at + FRAME, at + FRAME + len)) >>> 0) !== crc) break;
+      if (crc32Range(buf, at + FRAME, at + FRAME + len) !== crc) break;
       lastStart = pos;
       lastCrc = crc;
       pos += FRAME + len;
@@ -580,7 +580,7 @@ export class MessageLog {
     const at = this.slabUsed;
     const end = encodeMessageInto(message, storedAt, direct, slab, at + FRAME);
     const len = end - at - FRAME;
-    const crc = crc32(slab.subarray(at + FRAME, end)) >>> 0;
+    const crc = crc32Range(slab, at + FRAME, end);
     slab.writeUInt32LE(len, at);
     slab.writeUInt32LE(crc, at + 4);
     this.slabUsed = end;
