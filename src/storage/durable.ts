@@ -179,6 +179,11 @@ export class DurableStorage implements BrokerStorage {
     const kv = this.kvLast;
     // nothing keyed pending (the usual case under QoS 1 load): no wrapper per call
     if (!kv) return this.messages.onDurable(cb, arg);
+    this.afterBoth(kv, cb, arg);
+  }
+
+  /** The log's batch, then the keyed write `kv` (out of onDurable, which then creates no closure on its usual path). */
+  private afterBoth(kv: Promise<unknown>, cb: DurableCallback, arg: number): void {
     this.messages.onDurable((err) => {
       if (err) return cb(err, arg);
       kv.then(

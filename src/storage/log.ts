@@ -222,6 +222,11 @@ const COMMITS_IN_FLIGHT = 3;
  */
 const O_DSYNC: number | undefined = fsConstants.O_DSYNC;
 
+/** `cb(undefined, arg)` in a microtask (out of the callers, which then create no closure themselves). */
+function callSoon(cb: DurableCallback, arg: number): void {
+  queueMicrotask(() => cb(undefined, arg));
+}
+
 /** A little-endian u32 without readUInt32LE's argument checks (a million of them at start). */
 function u32(b: Buffer, i: number): number {
   return (b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16)) + b[i + 3]! * 0x1000000;
@@ -593,20 +598,32 @@ export class MessageLog {
     this.metrics.messagesAppended++;
     this.metrics.bytesAppended += FRAME + len;
     if (b.count >= this.opts.batchSize) this.closeBatch();
-    else if (!this.flushTimer && !this.closeSoon) {
-      // a commit slot is free: the batch closes at the end of this turn (every message read in
-      // it joins); all busy: it grows until one is free, at most EDB_STORAGE_FLUSH_INTERVAL_MS
-      if (this.writing < this.inFlight && this.inFlight > 1) {
-        this.closeSoon = true;
-        setImmediate(() => {
-          this.closeSoon = false;
-          if (this.batch === b && this.writing < this.inFlight) this.closeBatch();
-          else if (this.batch && !this.flushTimer) this.flushTimer = setTimeout(() => this.closeBatch(), this.opts.flushIntervalMs);
-        });
-      } else this.flushTimer = setTimeout(() => this.closeBatch(), this.opts.flushIntervalMs);
-    }
+    else if (!this.flushTimer && !this.closeSoon) this.scheduleClose();
     return pos;
   }
+
+  /**
+   * A commit slot is free: the batch closes at the end of this turn (every message read in it
+   * joins); all busy: it grows until one is free, at most EDB_STORAGE_FLUSH_INTERVAL_MS. Out of
+   * append, which then creates no closure (a closure there made every append allocate a context).
+   */
+  private scheduleClose(): void {
+    if (this.writing < this.inFlight && this.inFlight > 1) {
+      this.closeSoon = true;
+      this.closingBatch = this.batch;
+      setImmediate(this.closeAtTurnEnd);
+    } else this.flushTimer = setTimeout(this.closeOnTimer, this.opts.flushIntervalMs);
+  }
+
+  private closingBatch: Batch | undefined;
+  private readonly closeOnTimer = (): void => this.closeBatch();
+  private readonly closeAtTurnEnd = (): void => {
+    this.closeSoon = false;
+    const b = this.closingBatch;
+    this.closingBatch = undefined;
+    if (this.batch === b && this.writing < this.inFlight) this.closeBatch();
+    else if (this.batch && !this.flushTimer) this.flushTimer = setTimeout(this.closeOnTimer, this.opts.flushIntervalMs);
+  };
 
   /** The next append starts a new generation (time bound reached, or a new layout). */
   roll(): void {
@@ -621,7 +638,7 @@ export class MessageLog {
     if (target) {
       target.callbacks.push(cb);
       target.args.push(arg);
-    } else queueMicrotask(() => cb(undefined, arg));
+    } else callSoon(cb, arg);
   }
 
   /** Resolves once everything appended so far is durable. */

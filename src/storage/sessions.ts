@@ -313,16 +313,22 @@ export class SessionLog implements SessionPersistence {
   private schedule(lazy = false): void {
     if (this.flushScheduled) return;
     if (lazy) {
-      this.lazyTimer ??= setTimeout(() => {
-        this.lazyTimer = undefined;
-        this.flush();
-      }, LAZY_FLUSH_MS);
-      this.lazyTimer.unref();
+      if (this.lazyTimer === undefined) {
+        this.lazyTimer = setTimeout(this.flushLazy, LAZY_FLUSH_MS);
+        this.lazyTimer.unref();
+      }
       return;
     }
     this.flushScheduled = true;
-    setImmediate(() => this.flush());
+    setImmediate(this.flushNow);
   }
+
+  // bound once: schedule() creates no closure (it runs several times a message)
+  private readonly flushNow = (): void => this.flush();
+  private readonly flushLazy = (): void => {
+    this.lazyTimer = undefined;
+    this.flush();
+  };
 
   /** Write what changed this turn: session records, then iterators. */
   flush(): void {
