@@ -47,6 +47,7 @@ import type { StateKeyspace, StateReplica } from '../state/keyspace.js';
 import type { StateWrite } from '../state/write-log.js';
 import { codes } from '../state/table.js';
 import type { ClusterStats } from './status.js';
+import { watchBucket } from './watch.js';
 
 interface KeyState {
   deleted: boolean;
@@ -307,20 +308,12 @@ export class ClusterStateStore implements StateReplica {
         const kv = await new Kvm(nc).create(this.bucketName, { replicas: this.replicas, history: 1, description: 'Edge Data Broker: the state store, one key per state key' });
         // the mirror starts from the bucket: what this node held alone is replaced
         this.space.table.clear();
-        const iter = await kv.watch();
-        this.watcher = iter;
+        this.watcher = await watchBucket(nc, kv, { what: 'the state bucket', bucket: this.bucketName, log: this.log, stats: this.stats, onError: (what, err) => this.error(what, err) }, (e) => this.applyEntry(e));
         const { createInbox, headers } = await import('@nats-io/nats-core');
         this.writer = new BucketWriter(nc, `$KV.${this.bucketName}.`, headers, createInbox());
         this.kv = kv;
         this.stateText = 'ready';
         this.log.info({ bucket: this.bucketName, replicas: this.replicas }, `cluster: state store in JetStream bucket ${this.bucketName} (R${this.replicas})`);
-        void (async () => {
-          try {
-            for await (const e of iter) this.applyEntry(e);
-          } catch (err) {
-            if (!this.closed) this.error('the state bucket watch stopped', err);
-          }
-        })();
         return;
       } catch (err) {
         this.error(`bucket ${this.bucketName} not available; retrying`, err);
