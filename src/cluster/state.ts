@@ -380,8 +380,9 @@ export class ClusterStateStore implements StateReplica {
   private compensate(k: string, rev: number, prev: KeyState | undefined): void {
     const writer = this.writer;
     if (!writer || !prev) return;
-    const done = (): void => {
+    const done = (at: number): void => {
       this.stats.compensations++;
+      this.log.info({ key: Buffer.from(k, 'base64url').toString(), over: rev, revision: at, version: `${prev.wall}.${prev.counter}.${prev.node}` }, 'cluster: a state-store write undone (its previous state written back)');
     };
     const failed = (err: unknown): void => {
       if (isConflict(err)) return; // another node put it back first, or a newer write came: that stays
@@ -512,6 +513,7 @@ export class ClusterStateStore implements StateReplica {
       async (err: unknown) => {
         if (isConflict(err)) {
           // another node wrote the key first: the mirror takes the bucket's value, the request runs again
+          this.log.debug({ key: w.key.toString(), prevRev }, 'cluster: state-store write conflict');
           try {
             const e = await kv.get(k);
             if (e) this.applyEntry(e);
@@ -522,6 +524,7 @@ export class ClusterStateStore implements StateReplica {
         }
         this.stats.jetstreamErrors++;
         this.error('a state-store write could not be replicated', err);
+        this.log.info({ key: Buffer.from(w.key).toString(), prevRev, version: `${state.wall}.${state.counter}`, err: err instanceof Error ? err.message : String(err) }, 'cluster: a state-store write answered with an error');
         // not confirmed: it may still reach the bucket within its deadline (an ack lost), then
         // this node puts the previous state back over it (applyEntry)
         if (this.refused.size >= REFUSED_MAX) {

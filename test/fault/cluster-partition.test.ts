@@ -279,6 +279,11 @@ async function rulesEtag(i: number): Promise<string | null> {
   return (await fetch(`http://127.0.0.1:${reach[i]!.http}/rules`)).headers.get('etag');
 }
 
+/** The brokers' log lines about state-store writes refused, voided or undone (for a failure's message). */
+function stateLog(): string[] {
+  return brokers.flatMap((b, i) => b.logs.filter((l) => typeof l['msg'] === 'string' && /state-store write/.test(l['msg'] as string)).map((l) => `b${i + 1}: ${String(l['msg'])} ${JSON.stringify({ key: l['key'], revision: l['revision'], over: l['over'], prevRev: l['prevRev'], version: l['version'], err: l['err'] })}`));
+}
+
 /** The brokers' log lines saying a bucket watch was started again (src/cluster/watch.ts). */
 function watchRestarts(): string[] {
   return brokers.flatMap((b, i) => b.logs.filter((l) => typeof l['msg'] === 'string' && (l['msg'] as string).includes('watch started again')).map((l) => `b${i + 1}: ${String(l['msg'])}`));
@@ -428,8 +433,13 @@ describe.skipIf(skip !== undefined)(`cluster: a partition of one NATS server and
         return true;
       },
       30_000,
-    ).catch((err: Error) => {
-      throw new Error(`${err.message}: ${mismatch}; watch restarts: ${watchRestarts().join(' | ') || 'none'}`);
+    ).catch(async (err: Error) => {
+      const all: string[] = [];
+      for (const k of keys) for (const [i, s] of stores.entries()) {
+        const got = await s.get(k).catch(() => undefined);
+        all.push(`b${i + 1} ${k}=${got?.value?.toString() ?? '-'}@${versionKey(got?.version)}`);
+      }
+      throw new Error(`${err.message}: ${mismatch}\nvalues: ${all.join(', ')}\nwatch restarts: ${watchRestarts().join(' | ') || 'none'}\nstate log:\n${stateLog().join('\n')}`);
     });
     for (const k of keys) {
       const seen = new Map<string, string | undefined>();
@@ -468,7 +478,7 @@ describe.skipIf(skip !== undefined)(`cluster: a partition of one NATS server and
     ).catch((err: Error) => {
       throw new Error(`${err.message}: ${retainedMismatch}`);
     });
-    console.log(`after healing: ${watchRestarts().length} watch restarts${watchRestarts().map((l) => `\n  ${l}`).join('')}`);
+    console.log(`after healing: ${watchRestarts().length} watch restarts${watchRestarts().map((l) => `\n  ${l}`).join('')}\nstate log:${stateLog().map((l) => `\n  ${l}`).join('')}`);
     for (const s of stores) await s.close();
   }, 240_000);
 });
