@@ -65,12 +65,17 @@ export interface ClusterStatsSnapshot {
   ruleMessagesDropped: number;
   /** Times this node took the lease. */
   leaseAcquired: number;
+  /** Rule-buffer checkpoints this node wrote to the bucket (as holder), and took over from it (on taking the lease). */
+  ruleCheckpoints: number;
+  ruleCheckpointsLoaded: number;
   /** Expired state-store keys this node removed from the bucket (as lease holder). */
   expiredSwept: number;
   /** State-store writes this node found stored after their deadline (void: ignored, the previous state written back). */
   voidedWrites: number;
   /** State-store writes this node undid (a void entry, or its own write answered with an error that was stored after all). */
   compensations: number;
+  /** Records of deleted state-store keys this node purged from the bucket (as lease holder, once they are old). */
+  tombstonesPurged: number;
   /** The broker's own messages (wills, rule outputs) waiting for NATS in the outbox, sent from it when NATS was back, and dropped (outbox full). */
   outboxQueued: number;
   outboxSent: number;
@@ -97,9 +102,12 @@ export class ClusterStats {
   ruleMessagesReceived = 0;
   ruleMessagesDropped = 0;
   leaseAcquired = 0;
+  ruleCheckpoints = 0;
+  ruleCheckpointsLoaded = 0;
   expiredSwept = 0;
   voidedWrites = 0;
   compensations = 0;
+  tombstonesPurged = 0;
   outboxQueued = 0;
   outboxSent = 0;
   outboxDropped = 0;
@@ -132,9 +140,12 @@ export class ClusterStats {
       ruleMessagesReceived: this.ruleMessagesReceived,
       ruleMessagesDropped: this.ruleMessagesDropped,
       leaseAcquired: this.leaseAcquired,
+      ruleCheckpoints: this.ruleCheckpoints,
+      ruleCheckpointsLoaded: this.ruleCheckpointsLoaded,
       expiredSwept: this.expiredSwept,
       voidedWrites: this.voidedWrites,
       compensations: this.compensations,
+      tombstonesPurged: this.tombstonesPurged,
       outboxQueued: this.outboxQueued,
       outboxSent: this.outboxSent,
       outboxDropped: this.outboxDropped,
