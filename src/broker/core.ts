@@ -98,6 +98,8 @@ export interface BrokerCore extends DeliveryContext {
   readonly forwardAcks: ForwardAcks | undefined;
   /** Cluster mode: brings a persistent session from the cluster before CONNACK. */
   readonly sessionLoader: SessionLoader | undefined;
+  /** Among bridged brokers: this broker's id, answered in CONNACK to a bridge that asks (edb-broker-id). */
+  readonly brokerId: string | undefined;
 
   // hooks
   /** The authenticate hooks, in order; the first refusal wins. */
