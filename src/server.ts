@@ -178,6 +178,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
       },
       onDurable: (cb, arg) => clusterSessions.storage.onDurable(cb, arg),
       reserveRetained: (session, d) => csl.reserveRetained(session, d),
+      prepareRetained: (session, list) => clusterSessions.storeRetained(session, list),
       flushSessions: () => csl.flush(),
       flushUrgent: () => csl.flushUrgent(),
     };

@@ -22,11 +22,13 @@ export interface BenchNodeOptions {
   ready?: RegExp;
   /** prefix of its data folder under the system's temp directory */
   prefix?: string;
+  /** the CLI to run (default: this build's dist/src/cli/main.js), e.g. another build's for an A/B run */
+  cli?: string;
 }
 
 export async function startNode(env: Record<string, string>, options: BenchNodeOptions = {}): Promise<BenchNode> {
   const dir = mkdtempSync(join(tmpdir(), options.prefix ?? 'edb-bench-cluster-'));
-  const child = spawn(process.execPath, [...(options.execArgv ?? []), CLI, 'start'], {
+  const child = spawn(process.execPath, [...(options.execArgv ?? []), options.cli ?? CLI, 'start'], {
     env: { ...process.env, EDB_MQTT_PORT: '0', EDB_MQTTS_PORT: '-1', EDB_WS_PORT: '-1', EDB_WSS_PORT: '-1', EDB_HTTP_PORT: '-1', EDB_RULES_PORT: '-1', EDB_LOG_FORMAT: 'json', EDB_LOG_LEVEL: 'info', EDB_BACKUP: 'false', EDB_SYS_INTERVAL: '0', EDB_DATA_DIR: dir, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

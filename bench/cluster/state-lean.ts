@@ -3,7 +3,9 @@
 // one run: three nats-server processes with JetStream (routes), three `edb start` cluster
 // nodes, one single `edb start`. Each round runs the loader against cluster node 1 (SET is a
 // compare-and-set in the R3 bucket, GET reads the node's mirror), then the single node.
-//   npm run build && node dist/bench/cluster/state-lean.js     (SECONDS=5 ROUNDS=3 CLIENTS=50,200 PROF_DIR=)
+//   npm run build && node dist/bench/cluster/state-lean.js     (SECONDS=5 ROUNDS=3 CLIENTS=50,200 PROF_DIR= BASE_DIST= SINGLE=0)
+// BASE_DIST=<another build's dist folder> runs a second three-node cluster from that build on the same
+// NATS servers, rounds interleaved (A/B in one run); SINGLE=0 leaves the single node out.
 // Prints one line per round (with the CPU each process spent per round trip, from /proc) and
 // the medians; figures go to bench/RESULTS.md.
 import { spawnSync } from 'node:child_process';
@@ -49,45 +51,81 @@ function cpuSeconds(pid: number | undefined): number {
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+interface Target {
+  name: string;
+  port: number;
+  /** pids whose CPU is counted: the node under load, the other nodes of its cluster */
+  node: Node;
+  others: Node[];
+}
+
 async function main(): Promise<void> {
   const nats = await startNats(3);
   const nodes: Node[] = [];
+  const natsCpu = (): number => nats.servers.reduce((t: number, x) => t + cpuSeconds(x.process?.pid), 0);
   try {
-    for (let i = 0; i < 3; i++) {
-      const urls = [i, ...[0, 1, 2].filter((j) => j !== i)].map((j) => nats.servers[j]!.url).join(',');
-      // PROF_DIR: a CPU profile of cluster node 1 (node --cpu-prof), written when it stops
-      const prof = i === 0 && process.env['PROF_DIR'] ? ['--cpu-prof', '--cpu-prof-dir', process.env['PROF_DIR']] : [];
-      nodes.push(await startNode({ EDB_CLUSTER_NATS: urls, EDB_NODE_NAME: `n${i + 1}`, EDB_CLUSTER_NAME: 'benchstate' }, { execArgv: prof, prefix: 'edb-bench-state-' }));
-    }
-    const single = await startNode({}, { prefix: 'edb-bench-state-' });
-    nodes.push(single);
-    const a = nodes[0]!;
-    console.log(`load average at start ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
-    for (const clients of CLIENTS) {
-      const cl: LoadResult[] = [];
-      const si: LoadResult[] = [];
-      for (let round = 0; round < ROUNDS; round++) {
-        const natsCpu = (): number => nats.servers.reduce((t: number, x) => t + cpuSeconds(x.process?.pid), 0);
-        const before = { a: cpuSeconds(a.child.pid), b: cpuSeconds(nodes[1]!.child.pid) + cpuSeconds(nodes[2]!.child.pid), n: natsCpu() };
-        const c = load(a.port, clients);
-        const ops = c.opsPerSec * SECONDS;
-        const us = (x: number): string => ((x * 1e6) / ops).toFixed(0);
-        const after = { a: cpuSeconds(a.child.pid), b: cpuSeconds(nodes[1]!.child.pid) + cpuSeconds(nodes[2]!.child.pid), n: natsCpu() };
-        const s0 = cpuSeconds(single.child.pid);
-        const s = load(single.port, clients);
-        const s1 = cpuSeconds(single.child.pid);
-        console.log(
-          `  CPU per round trip: cluster node ${us(after.a - before.a)} µs, the other two nodes ${us(after.b - before.b)} µs, the three nats-servers ${us(after.n - before.n)} µs, loader ${((c.loaderCpuS * 1e6) / ops).toFixed(0)} µs; single node ${(((s1 - s0) * 1e6) / (s.opsPerSec * SECONDS)).toFixed(0)} µs, loader ${((s.loaderCpuS * 1e6) / (s.opsPerSec * SECONDS)).toFixed(0)} µs`,
-        );
-        cl.push(c);
-        si.push(s);
-        console.log(`  round ${round + 1}, ${clients} clients: cluster node ${c.opsPerSec}/s (p50 ${c.p50ms} ms, p99 ${c.p99ms} ms, errors ${c.errors}), single node ${s.opsPerSec}/s (p50 ${s.p50ms} ms, p99 ${s.p99ms} ms, errors ${s.errors})`);
+    const cluster = async (name: string, cli: string | undefined, prof: boolean): Promise<Node[]> => {
+      const mine: Node[] = [];
+      for (let i = 0; i < 3; i++) {
+        const urls = [i, ...[0, 1, 2].filter((j) => j !== i)].map((j) => nats.servers[j]!.url).join(',');
+        // PROF_DIR: CPU profiles of the three nodes (node --cpu-prof, file names carry the pid), written when they stop
+        const execArgv = prof && process.env['PROF_DIR'] ? ['--cpu-prof', '--cpu-prof-dir', process.env['PROF_DIR']] : [];
+        const n = await startNode({ EDB_CLUSTER_NATS: urls, EDB_NODE_NAME: `n${i + 1}`, EDB_CLUSTER_NAME: name }, { execArgv, prefix: 'edb-bench-state-', ...(cli ? { cli } : {}) });
+        if (execArgv.length) console.log(`profiling node n${i + 1} of ${name}: pid ${n.child.pid}`);
+        mine.push(n);
+        nodes.push(n);
       }
-      const cr = median(cl.map((r) => r.opsPerSec));
-      const sr = median(si.map((r) => r.opsPerSec));
-      console.log(
-        `state store, lean loader, ${clients} clients SET/GET alternating: cluster node ${cr} round trips/s (p50 ${median(cl.map((r) => r.p50ms))} ms, p99 ${median(cl.map((r) => r.p99ms))} ms); single node ${sr} round trips/s (p50 ${median(si.map((r) => r.p50ms))} ms, p99 ${median(si.map((r) => r.p99ms))} ms); ratio ${(cr / sr).toFixed(2)} (medians of ${ROUNDS} rounds of ${SECONDS} s)`,
+      return mine;
+    };
+    const targets: Target[] = [];
+    const mine = await cluster('benchstate', undefined, true);
+    targets.push({ name: 'cluster node', port: mine[0]!.port, node: mine[0]!, others: mine.slice(1) });
+    // BASE_DIST: the dist folder of another build (e.g. main's); its own three nodes on the same
+    // NATS servers (another cluster name, other buckets), rounds interleaved with this build's
+    const base = process.env['BASE_DIST'];
+    if (base) {
+      const theirs = await cluster('benchbase', `${base}/src/cli/main.js`, false);
+      targets.push({ name: 'base build cluster node', port: theirs[0]!.port, node: theirs[0]!, others: theirs.slice(1) });
+    }
+    if (process.env['SINGLE'] !== '0') {
+      const single = await startNode({}, { prefix: 'edb-bench-state-' });
+      nodes.push(single);
+      targets.push({ name: 'single node', port: single.port, node: single, others: [] });
+    }
+    console.log(`load average at start ${loadavg().map((x) => x.toFixed(1)).join(' ')}${base ? `; base build ${base}` : ''}`);
+    for (const clients of CLIENTS) {
+      const results = targets.map(() => [] as LoadResult[]);
+      const cpu = targets.map(() => [] as number[]);
+      for (let round = 0; round < ROUNDS; round++) {
+        // the order alternates between rounds, so that a drift of the machine's load does not favour one
+        const order = targets.map((_, i) => i);
+        if (round % 2 === 1) order.reverse();
+        const line: string[] = [];
+        for (const i of order) {
+          const t = targets[i]!;
+          const before = { a: cpuSeconds(t.node.child.pid), b: t.others.reduce((x, o) => x + cpuSeconds(o.child.pid), 0), n: natsCpu() };
+          const r = load(t.port, clients);
+          const after = { a: cpuSeconds(t.node.child.pid), b: t.others.reduce((x, o) => x + cpuSeconds(o.child.pid), 0), n: natsCpu() };
+          const ops = r.opsPerSec * SECONDS;
+          const us = (x: number): number => Math.round((x * 1e6) / ops);
+          const total = us(after.a - before.a) + (t.others.length ? us(after.b - before.b) + us(after.n - before.n) : 0) + us(r.loaderCpuS);
+          results[i]!.push(r);
+          cpu[i]!.push(total);
+          line.push(
+            `${t.name} ${r.opsPerSec}/s (p50 ${r.p50ms} ms, p99 ${r.p99ms} ms, errors ${r.errors}; CPU per round trip: node ${us(after.a - before.a)} µs` +
+              (t.others.length ? `, other two nodes ${us(after.b - before.b)} µs, three nats-servers ${us(after.n - before.n)} µs` : '') +
+              `, loader ${us(r.loaderCpuS)} µs, all ${total} µs)`,
+          );
+        }
+        console.log(`  round ${round + 1}, ${clients} clients, load ${loadavg()[0]!.toFixed(1)}: ${line.join('; ')}`);
+      }
+      const med = targets.map((_, i) => median(results[i]!.map((r) => r.opsPerSec)));
+      const parts = targets.map(
+        (t, i) =>
+          `${t.name} ${med[i]} round trips/s (p50 ${median(results[i]!.map((r) => r.p50ms))} ms, p99 ${median(results[i]!.map((r) => r.p99ms))} ms, CPU per round trip ${median(cpu[i]!)} µs)`,
       );
+      const ratios = targets.slice(1).map((t, i) => `cluster node / ${t.name} ${(med[0]! / med[i + 1]!).toFixed(2)}`);
+      console.log(`state store, lean loader, ${clients} clients SET/GET alternating: ${parts.join('; ')}; ${ratios.join(', ')} (medians of ${ROUNDS} rounds of ${SECONDS} s)`);
     }
     console.log(`load average at end ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
   } finally {

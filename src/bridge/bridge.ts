@@ -13,7 +13,11 @@
  *   connections (link-state.ts).
  * No loops: v5 subscriptions carry No Local; with 3.1.1 a message we sent that comes back on
  *   our own subscription is recognised by its topic and payload and dropped ("echo"). What
- *   came in over a bridge never goes out over the same bridge (its origin).
+ *   came in over a bridge never goes out over the same bridge (its origin). Rings of several
+ *   brokers (v5): what a bridge carries gets the user property edb-bridge-path, the ids of the
+ *   brokers it crossed bridges at; a message whose path holds the remote's id (learnt from its
+ *   CONNACK) is not sent there, one coming in whose path holds ours is dropped (the service
+ *   drops such a PUBLISH from another broker's bridge too), and past maxHops it goes no further.
  * Reconnects back off from reconnectMin, doubling up to reconnectMax, with +-20 % jitter.
  */
 import { createHash } from 'node:crypto';
@@ -21,7 +25,7 @@ import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import type { BridgeConfig, BridgeTopic } from '../config/bridges.js';
-import type { Message, QoS } from '../mqtt/message.js';
+import { BRIDGE_PATH_PROPERTY, BROKER_ID_PROPERTY, type Message, type QoS, type UserProperties } from '../mqtt/message.js';
 import { measurePublish, writePublishAt, type PublishFields, type PublishProperties } from '../mqtt/encode-publish.js';
 import { matchLevels } from '../topics/match.js';
 import { comparePositions } from '../storage/log.js';
@@ -39,6 +43,8 @@ export interface BridgeHost {
   positionChanged(bridge: Bridge): void;
   /** MQTT.js, loaded on first use. */
   readonly mqtt: typeof import('mqtt');
+  /** This broker's id in edb-bridge-path (loops over rings of bridges). */
+  readonly brokerId: string;
   /** Durable storage: the link's QoS 2 state is stored (saveLinkState) before it is acted on. */
   readonly persistent: boolean;
   /** Store `bridge.linkState()`; `done` once it (and every write before it) is on disk. */
@@ -82,6 +88,35 @@ export interface BridgeCounters {
   echoesDropped: number;
   /** v5: QoS 1 messages the remote answered with a refusal (>= 0x80); released, not sent again. */
   refusedByRemote: number;
+  /** Loops: not sent, the remote had it already (its id in edb-bridge-path); or in, it had been here. */
+  loops: number;
+  /** Not sent: it had crossed maxHops bridges already. */
+  hopLimited: number;
+}
+
+/**
+ * The brokers a message crossed bridges at (user property edb-bridge-path), or undefined
+ * when it has not crossed any (or came over a 3.1.1 link, which has no properties).
+ */
+export function bridgePath(message: Message): string[] | undefined {
+  const up = message.properties?.userProperties;
+  if (up === undefined) return undefined;
+  return pathOf(up);
+}
+
+function pathOf(up: UserProperties): string[] | undefined {
+  const v = up[BRIDGE_PATH_PROPERTY];
+  if (v === undefined) return undefined;
+  const text = typeof v === 'string' ? v : v.join(',');
+  return text.split(',').filter((id) => id !== '');
+}
+
+/** The user properties with edb-bridge-path set to `path` (the others kept). */
+function withPath(up: UserProperties | undefined, path: string[]): UserProperties {
+  const out: UserProperties = {};
+  if (up) for (const k of Object.keys(up)) if (k !== BRIDGE_PATH_PROPERTY) out[k] = up[k]!;
+  out[BRIDGE_PATH_PROPERTY] = path.join(',');
+  return out;
 }
 
 const ECHO_TTL_MS = 60_000;
@@ -102,7 +137,9 @@ export class Bridge {
   connectedSince: number | undefined;
   /** When the next connection attempt is due (ms since epoch), while disconnected. */
   nextAttemptAt: number | undefined;
-  readonly counters: BridgeCounters = { messagesOut: 0, messagesIn: 0, bytesOut: 0, bytesIn: 0, reconnects: 0, connects: 0, inNotAuthorized: 0, echoesDropped: 0, refusedByRemote: 0 };
+  readonly counters: BridgeCounters = { messagesOut: 0, messagesIn: 0, bytesOut: 0, bytesIn: 0, reconnects: 0, connects: 0, inNotAuthorized: 0, echoesDropped: 0, refusedByRemote: 0, loops: 0, hopLimited: 0 };
+  /** v5, an Edge Data Broker as the remote: its id (CONNACK user property edb-broker-id). */
+  remoteId: string | undefined;
   /** QoS 1/2 towards the remote. */
   readonly backlog: Backlog;
   /** QoS 0 towards the remote (memory only). */
@@ -147,6 +184,8 @@ export class Bridge {
   private ticks = 0;
   private readonly echoes = new Map<string, { n: number; at: number }>();
   private out: Buffer | undefined;
+  /** The properties of a message that has none: only edb-bridge-path, this broker. */
+  private pathOnly: PublishProperties | undefined;
   private outStart = 0;
   private outPos = 0;
   private readonly log: Logger;
@@ -222,6 +261,20 @@ export class Bridge {
    */
   route(message: Message, levels: string[] | undefined): { line: BridgeTopic; qos: 0 | 1 | 2 } | undefined {
     if (message.origin === this.origin) return undefined; // [no loops] it came in over this bridge
+    if (message.properties?.userProperties !== undefined) {
+      const path = bridgePath(message);
+      if (path !== undefined) {
+        // [no loops] a ring of bridges: the remote has had it; or it went round too often
+        if (this.remoteId !== undefined && path.includes(this.remoteId)) {
+          this.counters.loops++;
+          return undefined;
+        }
+        if (path.length >= (this.config.maxHops ?? 8)) {
+          this.counters.hopLimited++;
+          return undefined;
+        }
+      }
+    }
     for (const l of this.outLines) {
       if (l.localAll ? message.topic.charCodeAt(0) !== 36 /* $ */ : matchLevels(l.localLevels, levels ?? message.topic.split('/'))) {
         return { line: l.topic, qos: Math.min(message.qos, l.topic.qos) as 0 | 1 | 2 };
@@ -287,7 +340,8 @@ export class Bridge {
       incomingStore: this.inStore as unknown as IClientOptions['incomingStore'],
     };
     if (c.protocolVersion === 5) {
-      o.properties = { receiveMaximum: 65535, ...(c.cleanSession ? {} : { sessionExpiryInterval: c.sessionExpiry }) };
+      // our id, and the remote's asked for (an Edge Data Broker answers it): loops over rings
+      o.properties = { receiveMaximum: 65535, ...(c.cleanSession ? {} : { sessionExpiryInterval: c.sessionExpiry }), userProperties: { [BROKER_ID_PROPERTY]: this.host.brokerId } };
     }
     if (c.username !== undefined) o.username = c.username;
     if (c.password !== undefined) o.password = c.password;
@@ -318,6 +372,8 @@ export class Bridge {
     this.setState('connecting');
     client.on('connect', (connack) => {
       if (gen !== this.generation) return;
+      const id = connack.properties?.userProperties?.[BROKER_ID_PROPERTY];
+      this.remoteId = typeof id === 'string' ? id : Array.isArray(id) ? id[0] : undefined;
       this.onConnected(client, connack.sessionPresent, connack.properties?.receiveMaximum);
     });
     // every incoming QoS 0/1 message passes here before MQTT.js answers it: QoS 1 is
@@ -750,15 +806,18 @@ export class Bridge {
     });
   }
 
-  private publishProperties(m: Message): PublishProperties | undefined {
+  /** v5: the message's properties, and edb-bridge-path with this broker's id last. */
+  private publishProperties(m: Message): PublishProperties {
     const p = m.properties;
-    if (!p && m.expiresAt === undefined) return undefined;
+    if (!p && m.expiresAt === undefined) return (this.pathOnly ??= { userProperties: { [BRIDGE_PATH_PROPERTY]: this.host.brokerId } });
     const props: PublishProperties = {};
     if (p?.payloadFormatIndicator !== undefined) props.payloadFormatIndicator = p.payloadFormatIndicator;
     if (p?.contentType !== undefined) props.contentType = p.contentType;
     if (p?.responseTopic !== undefined) props.responseTopic = p.responseTopic;
     if (p?.correlationData !== undefined) props.correlationData = p.correlationData;
-    if (p?.userProperties !== undefined) props.userProperties = p.userProperties;
+    const path = (p?.userProperties !== undefined ? pathOf(p.userProperties) : undefined) ?? [];
+    if (path[path.length - 1] !== this.host.brokerId) path.push(this.host.brokerId);
+    props.userProperties = withPath(p?.userProperties, path);
     if (m.expiresAt !== undefined) props.messageExpiryInterval = Math.max(1, Math.ceil((m.expiresAt - Date.now()) / 1000));
     return props;
   }
@@ -815,6 +874,15 @@ export class Bridge {
     const line = this.inLines.find((l) => matchLevels(l.remoteLevels, levels));
     if (!line || !packet.topic.startsWith(line.topic.remotePrefix)) return done(0); // not ours (a stale subscription of the persistent session)
     const topic = line.topic.localPrefix + packet.topic.slice(line.topic.remotePrefix.length);
+    const up = (packet.properties as { userProperties?: UserProperties } | undefined)?.userProperties;
+    const path = (up !== undefined ? pathOf(up) : undefined) ?? [];
+    if (path.includes(this.host.brokerId)) {
+      this.counters.loops++; // [no loops] a ring: it has been here
+      return done(0);
+    }
+    // the brokers it crossed bridges at: the remote (an Edge Data Broker says its id), then this one
+    if (this.remoteId !== undefined && path[path.length - 1] !== this.remoteId) path.push(this.remoteId);
+    path.push(this.host.brokerId);
     const message: Message = { topic, payload, qos: packet.qos, retain: packet.retain, origin: this.origin };
     if (qos2Id !== undefined) {
       message.inboundQos2Id = qos2Id;
@@ -829,10 +897,10 @@ export class Bridge {
       if (p.contentType !== undefined) props.contentType = p.contentType;
       if (p.responseTopic !== undefined) props.responseTopic = p.responseTopic;
       if (p.correlationData !== undefined) props.correlationData = p.correlationData;
-      if (p.userProperties !== undefined) props.userProperties = p.userProperties;
-      if (Object.keys(props).length > 0) message.properties = props;
       if (p.messageExpiryInterval !== undefined) message.expiresAt = Date.now() + p.messageExpiryInterval * 1000;
-    }
+      props.userProperties = withPath(p.userProperties, path);
+      message.properties = props;
+    } else message.properties = { userProperties: withPath(undefined, path) };
     this.counters.messagesIn++;
     this.counters.bytesIn += payload.length;
     this.host.publishIncoming(this, message, done);

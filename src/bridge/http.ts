@@ -30,6 +30,7 @@ export function bridgeInput(c: BridgeConfig): Record<string, unknown> {
     maxOutgoingBufferedBytes: c.maxOutgoingBufferedBytes,
     maxOutgoingBufferedAge: `${c.maxOutgoingBufferedAgeMs}ms`,
     maxInflight: c.maxInflight,
+    maxHops: c.maxHops,
   };
   if (c.username !== undefined) out['username'] = c.username;
   if (c.password !== undefined) out['passwordSet'] = true;
@@ -136,6 +137,7 @@ const settingsSchema = {
     maxOutgoingBufferedBytes: { type: 'integer', minimum: 0 },
     maxOutgoingBufferedAge: { type: 'string', example: '1h' },
     maxInflight: { type: 'integer', minimum: 1, maximum: 65535 },
+    maxHops: { type: 'integer', minimum: 1, maximum: 255, description: 'bridges a message may have crossed (edb-bridge-path) and still go over this one' },
     localUsername: { type: 'string', description: 'the ACL identity of what the bridge publishes locally' },
   },
 };

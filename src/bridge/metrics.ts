@@ -3,7 +3,8 @@
  *   edb_bridge_up (1 connected, 0 not), edb_bridge_state{state} (1 for the current state),
  *   edb_bridge_backlog_messages, edb_bridge_backlog_bytes, edb_bridge_oldest_message_age_seconds (gauges);
  *   edb_bridge_messages_out_total, edb_bridge_messages_in_total, edb_bridge_dropped_total{reason},
- *   edb_bridge_reconnects_total, edb_bridge_in_not_authorized_total (counters).
+ *   edb_bridge_reconnects_total, edb_bridge_in_not_authorized_total, edb_bridge_loop_total,
+ *   edb_bridge_hop_limit_total (counters); edb_bridge_loop_returned_total (no label).
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { DROP_REASONS } from './backlog.js';
@@ -57,6 +58,17 @@ export function registerBridgeMetrics(registry: Registry, service: BridgeService
   counter('edb_bridge_messages_out_total', 'Bridge: messages sent to the remote (a resend counts again)', (b) => b.counters.messagesOut);
   counter('edb_bridge_messages_in_total', 'Bridge: messages received from the remote', (b) => b.counters.messagesIn);
   counter('edb_bridge_reconnects_total', 'Bridge: connection attempts after the first', (b) => b.counters.reconnects);
+  counter('edb_bridge_loop_total', 'Bridge: messages not sent because the remote had them already, or received and dropped because they had been here (edb-bridge-path: a ring of bridges)', (b) => b.counters.loops);
+  counter('edb_bridge_hop_limit_total', 'Bridge: messages not sent because they had crossed maxHops bridges already', (b) => b.counters.hopLimited);
+  new Counter({
+    name: 'edb_bridge_loop_returned_total',
+    help: 'Bridges: PUBLISHes from another broker\'s bridge that had crossed a bridge here before (edb-bridge-path: a ring); dropped',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(service.returned);
+    },
+  });
   counter('edb_bridge_in_not_authorized_total', 'Bridge: incoming messages the local ACL refused', (b) => b.counters.inNotAuthorized);
   new Counter({
     name: 'edb_bridge_dropped_total',

@@ -9,6 +9,8 @@
  * the log from there. Memory storage: the backlog is in memory and in the backup (section
  * "bridges"), saved on a graceful stop.
  */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { BrokerHooks, ClientInfo } from '../broker/hooks.js';
 import type { BridgeConfig } from '../config/bridges.js';
@@ -20,12 +22,14 @@ import { comparePositions, type DroppedGeneration, type LogPosition } from '../s
 import { decodeMessage, encodeMessage } from '../storage/record.js';
 import type { BrokerStorage } from '../storage/store.js';
 import type { DropCounts } from './backlog.js';
-import { Bridge, type BridgeHost, type BridgeState, type LinkState } from './bridge.js';
+import { Bridge, bridgePath, type BridgeHost, type BridgeState, type LinkState } from './bridge.js';
 
 /** What the bridges need of the broker. */
 export interface BridgeBroker {
   readonly log: Logger;
-  addHooks(hooks: BrokerHooks): void;
+  addHooks(hooks: BrokerHooks, options?: { first?: boolean }): void;
+  /** This broker's id among bridged brokers (answered in CONNACK to a bridge that asks). */
+  brokerId: string | undefined;
   publish(message: Message): void;
   authorizePublish(client: ClientInfo, message: Message): number;
   /** Durable: writes handed to storage so far, and a callback once they are on disk. */
@@ -63,6 +67,12 @@ export interface BridgeSummary {
   messagesOut: number;
   messagesIn: number;
   reconnects: number;
+  /** Loops: not sent (the remote had it: edb-bridge-path), or in and dropped (it had been here). */
+  loops: number;
+  /** Not sent: it had crossed maxHops bridges. */
+  hopLimited: number;
+  /** v5: the remote's broker id, when it is an Edge Data Broker. */
+  remoteId?: string;
   connectedSince?: number;
   lastError?: string;
   /** Down: ms until the next connection attempt (the back-off). */
@@ -108,6 +118,14 @@ export class BridgeService {
   private needLevels = false;
   private readonly host: BridgeHost;
   private readonly log: Logger;
+  /**
+   * This broker among bridged brokers, in edb-bridge-path: its host name and a random part,
+   * new at every start (a data folder copied to another broker does not take it along).
+   */
+  readonly brokerId = `${hostname().split('.')[0]!.replace(/[^A-Za-z0-9_-]/g, '').slice(0, 32) || 'edb'}-${randomBytes(3).toString('hex')}`;
+  /** PUBLISHes from clients (other brokers' bridges) that had been here already: dropped. */
+  returned = 0;
+  private returnedLogged = false;
 
   constructor(
     private readonly broker: BridgeBroker,
@@ -122,11 +140,16 @@ export class BridgeService {
       publishIncoming: (bridge, message, done) => this.publishIncoming(bridge, message, done),
       positionChanged: (bridge) => this.markDirty(bridge),
       persistent: durableLog !== undefined,
+      brokerId: this.brokerId,
       saveLinkState: (bridge, done) => this.saveLinkState(bridge, done),
       get mqtt() {
         return self.mqtt!;
       },
     };
+    broker.brokerId = this.brokerId;
+    // first of all hooks: a message that went round a ring of bridges back here is dropped
+    // before the rules, the state store, the cluster or a subscriber see it again
+    broker.addHooks({ onPublish: (message, client) => this.returnedHere(message, client) }, { first: true });
     broker.addHooks({ onPublish: (message) => this.onPublish(message) });
     // retention and the size cap are hard limits of the log: what a bridge held in a dropped
     // generation is counted as dropped for it, and it goes on from the next stored message
@@ -274,6 +297,23 @@ export class BridgeService {
       if (!r) continue;
       this.offerRouted(bridge, message, r.line, r.qos, Date.now());
     }
+  }
+
+  /**
+   * [no loops] A PUBLISH from a client, another broker's bridge, whose edb-bridge-path holds
+   * this broker: it crossed a bridge here before and came round a ring. Consumed: acknowledged
+   * (the publisher is done with it), not delivered, stored or forwarded again.
+   */
+  private returnedHere(message: Message, client: ClientInfo | undefined): boolean {
+    if (client === undefined || message.properties?.userProperties === undefined) return false;
+    const path = bridgePath(message);
+    if (path === undefined || !path.includes(this.brokerId)) return false;
+    this.returned++;
+    if (!this.returnedLogged) {
+      this.returnedLogged = true;
+      this.log.info({ clientId: client.clientId, path: path.join(',') }, `bridges: a message that had crossed a bridge here came back from ${client.clientId} (a ring of bridges: ${path.join(' -> ')}); such messages are dropped, counted in edb_bridge_loop_returned_total`);
+    }
+    return true;
   }
 
   private offer(bridge: Bridge, message: Message, storedAt: number): void {
@@ -468,6 +508,9 @@ export class BridgeService {
       messagesOut: bridge.counters.messagesOut,
       messagesIn: bridge.counters.messagesIn,
       reconnects: bridge.counters.reconnects,
+      loops: bridge.counters.loops,
+      hopLimited: bridge.counters.hopLimited,
+      ...(bridge.remoteId !== undefined ? { remoteId: bridge.remoteId } : {}),
       ...(bridge.connectedSince !== undefined ? { connectedSince: bridge.connectedSince } : {}),
       ...(bridge.lastError !== undefined && bridge.state !== 'connected' ? { lastError: bridge.lastError } : {}),
       ...(bridge.nextAttemptAt !== undefined && bridge.state === 'disconnected' ? { nextAttemptInMs: Math.max(0, bridge.nextAttemptAt - now) } : {}),

@@ -63,6 +63,12 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
   forwardAcks: ForwardAcks | undefined;
   /** Set at start-up in cluster mode: a persistent session held on another node (or only in the cluster) is brought here before CONNACK. */
   sessionLoader: SessionLoader | undefined;
+  /**
+   * This broker's id among bridged brokers (set at start-up by the bridges): sent in the
+   * CONNACK to a v5 client whose CONNECT carries the user property edb-broker-id (another
+   * broker's bridge), which then knows which messages have been here (docs/bridges.md).
+   */
+  brokerId: string | undefined;
   private readonly trie = new TopicTrie<SubRef>();
   private readonly hooks: HookLists = {
     authenticate: [],
@@ -98,10 +104,14 @@ export class Broker implements BrokerApi, BrokerCore, ConnectionAcceptor {
     this.limits = limits.enabled || limits.maxSubscriptions > 0 ? limits : undefined;
   }
 
-  addHooks(hooks: BrokerHooks): void {
+  /** `first`: before the hooks registered so far (a guard that must see a message before any service). */
+  addHooks(hooks: BrokerHooks, options: { first?: boolean } = {}): void {
     for (const name of Object.keys(this.hooks) as (keyof HookLists)[]) {
       const fn = hooks[name];
-      if (fn) (this.hooks[name] as unknown[]).push(fn.bind(hooks));
+      if (!fn) continue;
+      const list = this.hooks[name] as unknown[];
+      if (options.first) list.unshift(fn.bind(hooks));
+      else list.push(fn.bind(hooks));
     }
   }
 

@@ -41,6 +41,12 @@ export interface DurableAcks {
    * tracked by the session before it is sent. Returns the delivery to send.
    */
   reserveRetained(session: Session, d: Delivery): Delivery;
+  /**
+   * Optional, before reserveRetained (cluster mode): store the retained messages of a
+   * persistent session's SUBSCRIBE where every node can read them; resolves the deliveries to
+   * reserve and send (undefined: nothing to wait for).
+   */
+  prepareRetained?(session: Session, retained: Delivery[]): Promise<Delivery[]> | undefined;
   /** Write the session records and positions changed so far now, not at the end of the turn. */
   flushSessions(): void;
   /**
@@ -93,6 +99,8 @@ export interface BrokerCore extends DeliveryContext {
   readonly forwardAcks: ForwardAcks | undefined;
   /** Cluster mode: brings a persistent session from the cluster before CONNACK. */
   readonly sessionLoader: SessionLoader | undefined;
+  /** Among bridged brokers: this broker's id, answered in CONNACK to a bridge that asks (edb-broker-id). */
+  readonly brokerId: string | undefined;
 
   // hooks
   /** The authenticate hooks, in order; the first refusal wins. */

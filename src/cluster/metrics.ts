@@ -51,13 +51,17 @@ export function registerClusterMetrics(registry: Registry, cluster: ClusterServi
   mirror('edb_cluster_rule_messages_received_total', 'Cluster: messages from other nodes run through the rules here (as holder of the rule buffer)', () => s.ruleMessagesReceived);
   mirror('edb_cluster_rule_messages_dropped_total', 'Cluster: messages for the rule buffer dropped (no holder known, or sent for an earlier lease)', () => s.ruleMessagesDropped);
   mirror('edb_cluster_lease_acquired_total', 'Cluster: times this node took the lease of the rule buffer', () => s.leaseAcquired);
+  mirror('edb_cluster_rule_buffer_checkpoints_total', 'Cluster: rule-buffer checkpoints this node wrote to the bucket (as lease holder, at most every second when the buffer changed)', () => s.ruleCheckpoints);
+  mirror('edb_cluster_rule_buffer_checkpoints_loaded_total', 'Cluster: times this node took the lease and started from the checkpoint in the bucket', () => s.ruleCheckpointsLoaded);
   mirror('edb_cluster_expired_keys_swept_total', 'Cluster: expired state-store keys this node removed from the bucket (the lease holder sweeps)', () => s.expiredSwept);
   mirror('edb_cluster_state_void_writes_total', 'Cluster: state-store writes found stored after their deadline (ignored; the previous value written back)', () => s.voidedWrites);
+  mirror('edb_cluster_state_tombstones_purged_total', 'Cluster: records of deleted state-store keys this node purged from the bucket (the lease holder, 10 minutes after the delete)', () => s.tombstonesPurged);
   mirror('edb_cluster_state_compensations_total', 'Cluster: state-store writes this node undid (stored after their deadline, or answered with an error and stored after all)', () => s.compensations);
   gauge('edb_cluster_outbox_messages', 'Cluster: messages of the broker itself (wills, rule outputs) published while NATS was unreachable, waiting to go to the other nodes and the session stream', () => s.outboxQueued);
   mirror('edb_cluster_outbox_sent_total', 'Cluster: messages sent from the outbox once NATS was back', () => s.outboxSent);
   mirror('edb_cluster_outbox_dropped_total', 'Cluster: messages the full outbox could not keep (delivered on this node only)', () => s.outboxDropped);
   mirror('edb_cluster_orphan_wills_published_total', 'Cluster: wills of clients of a node that died without closing them, published by this node', () => s.orphanWills);
+  mirror('edb_cluster_watch_restarts_total', 'Cluster: bucket watches (this node\'s mirrors of the JetStream buckets) started again from their last revision because they had stopped delivering (a partition healed, a lost consumer)', () => s.watchRestarts);
   mirror('edb_cluster_jetstream_errors_total', 'Cluster: JetStream writes that failed', () => s.jetstreamErrors);
   mirror('edb_cluster_session_messages_stored_total', 'Cluster: QoS 1/2 messages stored in the session-message stream from this node (a persistent session wanted them)', () => node.sessions?.counts.stored ?? 0);
   mirror('edb_cluster_sessions_resumed_total', 'Cluster: persistent sessions brought to this node from another node or from the bucket', () => node.sessions?.counts.resumed ?? 0);

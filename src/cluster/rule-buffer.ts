@@ -18,9 +18,15 @@
  *    to create it (it is there until it expires: the create fails until then), so a dead
  *    holder is replaced within about LEASE_TTL_MS + TICK_MS;
  *  - a node that stops (SIGTERM) deletes the key, and another takes over at once.
- * A node that takes the lease starts from an empty buffer: what the dead holder's buffer
- * held is lost (see docs/cluster.md). The holder also sweeps the state store's expired keys
- * (state.ts: one node at a time).
+ * The buffer survives a takeover: the holder checkpoints it (the rules' snapshot section: the
+ * buffered messages and the statements' memory, with the document's ETag) into the JetStream
+ * bucket edb_<cluster>_rulebuf (R EDB_CLUSTER_REPLICAS, history 1), key `buffer`, every
+ * CHECKPOINT_MS when it changed, compare-and-set on the revision it last wrote (or read), and
+ * once more when it stops gracefully. A node that takes the lease reads that checkpoint before
+ * it acts as holder and starts from it (a buffer saved with another document's ETag waits for
+ * that document, as a restored backup does). What the dead holder buffered after its last
+ * checkpoint (at most CHECKPOINT_MS of messages) is lost. The holder also sweeps the state
+ * store's expired keys (state.ts: one node at a time).
  *
  * Messages for the holder: core NATS subject edb.<cluster>.rulebuf.<holder>.<fence>, the
  * wire.ts layout. The holder takes a message only for its current fencing number: one sent
@@ -31,6 +37,7 @@ import type { NatsConnection, Subscription as NatsSubscription } from '@nats-io/
 import type { KV, KvEntry } from '@nats-io/kv';
 import type { Message } from '../mqtt/message.js';
 import type { ClusterStats } from './status.js';
+import { watchBucket } from './watch.js';
 import { decodeMessage, encodeMessage } from './wire.js';
 
 /** The part of the rules service the cluster's rule buffer uses (RulesService has it). */
@@ -38,6 +45,8 @@ export interface RuleBufferView {
   placeRuleBuffer(placement: { holds(): boolean; toHolder(message: Message): void } | undefined): void;
   runRules(message: Message): void;
   clearRuleBuffer(): void;
+  /** The rule buffer and the statements' memory as bytes (the backup's and the durable storage's "rules" section). */
+  snapshotSection(): { save(): Buffer | Promise<Buffer>; restore(data: Buffer): void | Promise<void>; reset?(): void | Promise<void> };
 }
 
 export const LEASE_TTL_MS = 3000;
@@ -46,6 +55,19 @@ export const HOLD_MS = 2500;
 const TICK_MS = 250;
 const TAKEOVER_AFTER_MS = 2 * RENEW_MS;
 const KEY = 'holder';
+/** The holder checkpoints the buffer this often (when it changed). */
+export const CHECKPOINT_MS = 1000;
+const CHECKPOINT_KEY = 'buffer';
+/** How long a new holder waits for the checkpoint before it starts from an empty buffer. */
+const LOAD_TIMEOUT_MS = 1000;
+
+/** The checkpoint's value: who wrote it, for which lease, when, and the rules' section (base64). */
+interface CheckpointValue {
+  n: string;
+  f: number;
+  at: number;
+  b: string;
+}
 
 interface LeaseValue {
   /** The holder's node name. */
@@ -90,6 +112,12 @@ export class ClusterRuleBuffer {
   private lastChange = 0;
   private lastRev = 0;
   private readonly tasks: HolderTask[] = [];
+  /** The checkpoint bucket; the revision of the checkpoint this holder last wrote or read (0: none), and what it held. */
+  private ckpt: KV | undefined;
+  private ckptRev = 0;
+  private ckptSaved: Buffer | undefined;
+  private lastCheckpointAt = 0;
+  private checkpointing: Promise<void> | undefined;
 
   constructor(
     private readonly rules: RuleBufferView | undefined,
@@ -105,6 +133,10 @@ export class ClusterRuleBuffer {
 
   get bucketName(): string {
     return `edb_${this.cluster}_lease`;
+  }
+
+  get checkpointBucketName(): string {
+    return `edb_${this.cluster}_rulebuf`;
   }
 
   /** Run `task` every tick while this node holds the lease. */
@@ -144,7 +176,9 @@ export class ClusterRuleBuffer {
     let wait = 250;
     while (!this.closed && !nc.isClosed()) {
       try {
-        const kv = await new Kvm(nc).create(this.bucketName, { replicas: this.replicas, history: 1, ttl: LEASE_TTL_MS, description: 'Edge Data Broker: which node holds the rule buffer (and sweeps expired state keys)' });
+        const kvm = new Kvm(nc);
+        const kv = await kvm.create(this.bucketName, { replicas: this.replicas, history: 1, ttl: LEASE_TTL_MS, description: 'Edge Data Broker: which node holds the rule buffer (and sweeps expired state keys)' });
+        this.ckpt = await kvm.create(this.checkpointBucketName, { replicas: this.replicas, history: 1, description: 'Edge Data Broker: the rule buffer, checkpointed by the node holding it' });
         this.kv = kv;
         this.sub = nc.subscribe(`${this.prefix}.rulebuf.${this.node}.*`, {
           callback: (err, m) => {
@@ -152,15 +186,7 @@ export class ClusterRuleBuffer {
             this.onMessage(m.subject, m.data);
           },
         });
-        const iter = await kv.watch({ key: KEY });
-        this.watcher = iter;
-        void (async () => {
-          try {
-            for await (const e of iter) this.onEntry(e);
-          } catch (err) {
-            if (!this.closed) this.error('the lease bucket watch stopped', err);
-          }
-        })();
+        this.watcher = await watchBucket(nc, kv, { what: 'the lease bucket', bucket: this.bucketName, key: KEY, log: this.log, stats: this.stats, onError: (what, err) => this.error(what, err) }, (e) => this.onEntry(e));
         this.stateText = 'ready';
         this.timer = setInterval(() => this.tick(), TICK_MS);
         this.timer.unref();
@@ -236,6 +262,7 @@ export class ClusterRuleBuffer {
       if (now >= this.heldUntil) this.stepDown('its renewals were not confirmed in time');
       else {
         if (now - this.lastRenewAt >= RENEW_MS) void this.renew();
+        if (now - this.lastCheckpointAt >= CHECKPOINT_MS) void this.checkpoint();
         for (const t of this.tasks) {
           try {
             t();
@@ -262,11 +289,14 @@ export class ClusterRuleBuffer {
       this.lastChange = Date.now();
       this.heldUntil = sent + HOLD_MS;
       this.lastRenewAt = sent;
-      // a new lease starts from an empty buffer (what this node buffered before is stale)
-      this.rules?.clearRuleBuffer();
+      // a new lease starts from the cluster's checkpoint (what this node buffered before is
+      // stale), read before this node acts as holder: no message of the new lease runs first
+      const from = await this.loadCheckpoint();
+      if (this.closed) return;
       this.setHolder(this.node, rev);
+      this.lastCheckpointAt = Date.now();
       this.stats.leaseAcquired++;
-      this.log.info({ fence: rev }, `cluster: this node holds the rule buffer (lease ${rev})`);
+      this.log.info({ fence: rev, checkpoint: from }, `cluster: this node holds the rule buffer (lease ${rev}), ${from}`);
     } catch (err) {
       if (!isConflict(err)) this.error('cannot take the lease', err);
       // held by another node: learn which (the watch tells too)
@@ -307,7 +337,88 @@ export class ClusterRuleBuffer {
     this.log.warn({ fence: this.fence, why }, `cluster: this node no longer holds the rule buffer (${why})`);
     this.heldUntil = 0;
     this.rules?.clearRuleBuffer();
+    void this.rules?.snapshotSection().reset?.();
     this.setHolder(undefined, 0);
+  }
+
+  /**
+   * The new holder's buffer: empty, then the checkpoint in the bucket (if any, and readable
+   * within LOAD_TIMEOUT_MS). Says where it started from, for the log.
+   */
+  private async loadCheckpoint(): Promise<string> {
+    const rules = this.rules;
+    this.ckptRev = 0;
+    this.ckptSaved = undefined;
+    rules?.clearRuleBuffer();
+    const section = rules?.snapshotSection();
+    section?.reset?.();
+    const ckpt = this.ckpt;
+    if (!ckpt || !section) return 'an empty buffer';
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const e = await Promise.race([
+        ckpt.get(CHECKPOINT_KEY),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${LOAD_TIMEOUT_MS} ms`)), LOAD_TIMEOUT_MS);
+        }),
+      ]);
+      if (!e || e.operation !== 'PUT') return 'an empty buffer (no checkpoint in the bucket)';
+      this.ckptRev = e.revision;
+      const v = e.json<CheckpointValue>();
+      if (typeof v.b !== 'string') throw new Error('a checkpoint without a buffer');
+      const data = Buffer.from(v.b, 'base64');
+      await section.restore(data);
+      this.ckptSaved = data;
+      this.stats.ruleCheckpointsLoaded++;
+      return `the checkpoint of node ${v.n} (lease ${v.f}, ${Math.max(0, Date.now() - v.at)} ms old)`;
+    } catch (err) {
+      rules?.clearRuleBuffer();
+      section.reset?.();
+      this.stats.jetstreamErrors++;
+      this.error('the rule buffer checkpoint could not be read; starting from an empty buffer', err);
+      return `an empty buffer (checkpoint not read: ${err instanceof Error ? err.message : String(err)})`;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** On the holder: the buffer into the bucket when it changed since the last checkpoint (compare-and-set). */
+  private checkpoint(): Promise<void> {
+    if (this.checkpointing) return this.checkpointing;
+    this.lastCheckpointAt = Date.now();
+    const run = (async () => {
+      const ckpt = this.ckpt;
+      const section = this.rules?.snapshotSection();
+      if (!ckpt || !section || !this.holds()) return;
+      const data = await section.save();
+      if (this.ckptSaved && data.equals(this.ckptSaved)) return;
+      const fence = this.fence;
+      const value = JSON.stringify({ n: this.node, f: fence, at: Date.now(), b: data.toString('base64') } satisfies CheckpointValue);
+      if (!this.holds() || this.fence !== fence) return;
+      try {
+        this.ckptRev = this.ckptRev > 0 ? await ckpt.update(CHECKPOINT_KEY, value, this.ckptRev) : await ckpt.create(CHECKPOINT_KEY, value);
+        this.ckptSaved = data;
+        this.stats.ruleCheckpoints++;
+      } catch (err) {
+        this.stats.jetstreamErrors++;
+        if (!isConflict(err)) {
+          this.error('the rule buffer could not be checkpointed', err);
+          return;
+        }
+        // written since this node read it: by an earlier holder whose write came late (this
+        // lease overwrites it next time), or by a later one (this node's lease is over: the
+        // lease's watch and renewal say so)
+        const e = await ckpt.get(CHECKPOINT_KEY).catch(() => null);
+        const v = e?.operation === 'PUT' ? checkpointOf(e) : undefined;
+        if (e && (!v || v.f <= fence)) this.ckptRev = e.revision;
+        this.ckptSaved = undefined;
+        this.error('the rule buffer checkpoint was written by another node meanwhile', err);
+      }
+    })();
+    this.checkpointing = run.finally(() => {
+      this.checkpointing = undefined;
+    });
+    return this.checkpointing;
   }
 
   private error(what: string, err: unknown): void {
@@ -329,9 +440,20 @@ export class ClusterRuleBuffer {
     this.rules?.placeRuleBuffer(undefined);
     const kv = this.kv;
     if (kv && this.holder === this.node && this.ownRev > 0) {
+      // the last checkpoint, then the lease back: the next holder starts from this buffer
+      this.lastCheckpointAt = 0;
+      await Promise.race([(this.checkpointing ?? Promise.resolve()).then(() => this.checkpoint()), new Promise((r) => setTimeout(r, 2000).unref())]).catch(() => undefined);
       this.heldUntil = 0;
       await kv.delete(KEY, { previousSeq: this.ownRev }).catch(() => undefined);
     }
+  }
+}
+
+function checkpointOf(e: KvEntry): CheckpointValue | undefined {
+  try {
+    return e.json<CheckpointValue>();
+  } catch {
+    return undefined;
   }
 }
 

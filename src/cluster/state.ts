@@ -47,6 +47,7 @@ import type { StateKeyspace, StateReplica } from '../state/keyspace.js';
 import type { StateWrite } from '../state/write-log.js';
 import { codes } from '../state/table.js';
 import type { ClusterStats } from './status.js';
+import { watchBucket } from './watch.js';
 
 interface KeyState {
   deleted: boolean;
@@ -163,6 +164,14 @@ const DEADLINE_MARGIN_MS = 500;
 /** Writes answered with an error that could still appear, remembered this long (and at most REFUSED_MAX). */
 const REFUSED_KEEP_MS = 3_600_000;
 const REFUSED_MAX = 10_000;
+/**
+ * How long a deleted key's record (a DEL, or the sweep's delete marker) stays in the bucket
+ * before the lease holder purges it: longer than the stream's duplicate window (2 minutes) and
+ * any write's deadline, so that no write still in flight expects that revision. `ms` is
+ * changed only by tests.
+ */
+export const tombstoneAge = { ms: 10 * 60_000 };
+const PURGE_BATCH = 64;
 
 const sameVersion = (a: KeyState, b: KeyState): boolean => a.deleted === b.deleted && a.wall === b.wall && a.counter === b.counter && a.node === b.node;
 const DELETED: KeyState = { deleted: true, wall: 0, counter: 0, node: '', expiresAt: 0, ft: undefined, value: Buffer.alloc(0), deadline: 0, prevRev: 0 };
@@ -186,6 +195,9 @@ class BucketWriter {
   private readonly pending = new Map<number, { resolve: (seq: number) => void; reject: (err: Error) => void; at: number }>();
   private next = 0;
   private readonly timer: NodeJS.Timeout;
+  /** Writes of this turn of the event loop, published together (one socket write to NATS, not one per write). */
+  private queue: { subject: string; data: Uint8Array; reply: string; headers: MsgHdrs; id: number }[] = [];
+  private flushing = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -208,13 +220,27 @@ class BucketWriter {
     const id = ++this.next;
     return new Promise<number>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, at: Date.now() });
-      try {
-        this.nc.publish(this.prefix + k, data, { reply: this.inbox + id, headers: h });
-      } catch (err) {
-        this.pending.delete(id);
-        reject(err instanceof Error ? err : new Error(String(err)));
+      this.queue.push({ subject: this.prefix + k, data, reply: this.inbox + id, headers: h, id });
+      if (!this.flushing) {
+        this.flushing = true;
+        setImmediate(() => this.flush());
       }
     });
+  }
+
+  private flush(): void {
+    this.flushing = false;
+    const q = this.queue;
+    this.queue = [];
+    for (const w of q) {
+      try {
+        this.nc.publish(w.subject, w.data, { reply: w.reply, headers: w.headers });
+      } catch (err) {
+        const p = this.pending.get(w.id);
+        this.pending.delete(w.id);
+        p?.reject(err instanceof Error ? err : new Error(String(err)));
+      }
+    }
   }
 
   private reply(m: Msg): void {
@@ -278,6 +304,10 @@ export class ClusterStateStore implements StateReplica {
   private lastSweep = 0;
   /** This node's writes answered with an error: "wall:counter" of their version -> when. */
   private readonly refused = new Map<string, number>();
+  /** Deleted keys in the bucket: key -> when this node saw the deletion (oldest first). */
+  private readonly tombstones = new Map<string, number>();
+  private purging = false;
+  private jsm: { streams: { purge(name: string, opts: { filter: string; seq: number }): Promise<unknown> } } | undefined;
 
   constructor(
     private readonly space: StateKeyspace,
@@ -307,20 +337,14 @@ export class ClusterStateStore implements StateReplica {
         const kv = await new Kvm(nc).create(this.bucketName, { replicas: this.replicas, history: 1, description: 'Edge Data Broker: the state store, one key per state key' });
         // the mirror starts from the bucket: what this node held alone is replaced
         this.space.table.clear();
-        const iter = await kv.watch();
-        this.watcher = iter;
+        this.watcher = await watchBucket(nc, kv, { what: 'the state bucket', bucket: this.bucketName, log: this.log, stats: this.stats, onError: (what, err) => this.error(what, err) }, (e) => this.applyEntry(e));
         const { createInbox, headers } = await import('@nats-io/nats-core');
         this.writer = new BucketWriter(nc, `$KV.${this.bucketName}.`, headers, createInbox());
+        const { jetstreamManager } = await import('@nats-io/jetstream');
+        this.jsm = await jetstreamManager(nc);
         this.kv = kv;
         this.stateText = 'ready';
         this.log.info({ bucket: this.bucketName, replicas: this.replicas }, `cluster: state store in JetStream bucket ${this.bucketName} (R${this.replicas})`);
-        void (async () => {
-          try {
-            for await (const e of iter) this.applyEntry(e);
-          } catch (err) {
-            if (!this.closed) this.error('the state bucket watch stopped', err);
-          }
-        })();
         return;
       } catch (err) {
         this.error(`bucket ${this.bucketName} not available; retrying`, err);
@@ -356,6 +380,7 @@ export class ClusterStateStore implements StateReplica {
     this.seen.set(k, { rev, state });
     if (!state.deleted && state.expiresAt !== 0) this.expiring.set(k, state.expiresAt);
     else this.expiring.delete(k);
+    this.tombstone(k, state.deleted);
     this.put(key, state);
     if (known && sameVersion(known.state, state)) return; // a compensation: the state this node had already
     const version: Hlc = { wall: state.wall, counter: state.counter, node: state.node };
@@ -387,8 +412,9 @@ export class ClusterStateStore implements StateReplica {
   private compensate(k: string, rev: number, prev: KeyState | undefined): void {
     const writer = this.writer;
     if (!writer || !prev) return;
-    const done = (): void => {
+    const done = (at: number): void => {
       this.stats.compensations++;
+      this.log.info({ key: Buffer.from(k, 'base64url').toString(), over: rev, revision: at, version: `${prev.wall}.${prev.counter}.${prev.node}` }, 'cluster: a state-store write undone (its previous state written back)');
     };
     const failed = (err: unknown): void => {
       if (isConflict(err)) return; // another node put it back first, or a newer write came: that stays
@@ -411,6 +437,7 @@ export class ClusterStateStore implements StateReplica {
     const base = known?.state;
     this.seen.set(k, { rev, state: { deleted: true, wall: base?.wall ?? 0, counter: base?.counter ?? 0, node: base?.node ?? this.node, expiresAt: 0, ft: undefined, value: Buffer.alloc(0), deadline: 0, prevRev: 0 } });
     this.expiring.delete(k);
+    this.tombstone(k, true);
     const { table } = this.space;
     const now = this.space.now();
     // an expired key still in the table goes the way of a local expiry (counted, watchers told);
@@ -423,6 +450,51 @@ export class ClusterStateStore implements StateReplica {
     }
   }
 
+  private tombstone(k: string, deleted: boolean): void {
+    this.tombstones.delete(k);
+    if (deleted) this.tombstones.set(k, Date.now());
+  }
+
+  /**
+   * On the lease holder: the records of keys deleted longer than tombstoneAge ago leave the
+   * bucket (a stream purge of the key's subject up to the deletion's revision: a write that came
+   * after it stays). The other nodes keep the key as deleted; a write of it there finds the
+   * subject empty, a conflict, and runs again on revision 0.
+   */
+  private purgeTombstones(now: number): void {
+    const jsm = this.jsm;
+    if (!jsm || this.purging || this.tombstones.size === 0) return;
+    const due: [string, number][] = [];
+    for (const [k, at] of this.tombstones) {
+      if (at > now - tombstoneAge.ms || due.length >= PURGE_BATCH) break;
+      const known = this.seen.get(k);
+      if (known?.state.deleted) due.push([k, known.rev]);
+      else this.tombstones.delete(k);
+    }
+    if (due.length === 0) return;
+    this.purging = true;
+    const stream = `KV_${this.bucketName}`;
+    void Promise.all(
+      due.map(([k, rev]) =>
+        jsm.streams.purge(stream, { filter: `$KV.${this.bucketName}.${k}`, seq: rev + 1 }).then(
+          () => {
+            this.stats.tombstonesPurged++;
+            if (this.seen.get(k)?.rev === rev) {
+              this.seen.delete(k);
+              this.tombstones.delete(k);
+            }
+          },
+          (err: unknown) => {
+            this.stats.jetstreamErrors++;
+            this.error('a deleted state key could not be purged from the bucket', err);
+          },
+        ),
+      ),
+    ).finally(() => {
+      this.purging = false;
+    });
+  }
+
   /**
    * On the lease holder, every tick: delete the keys whose expiry has passed from the bucket
    * (at most every SWEEP_MS, SWEEP_BATCH at a time, one round at a time).
@@ -432,6 +504,7 @@ export class ClusterStateStore implements StateReplica {
     const now = Date.now();
     if (!writer || this.sweeping || now - this.lastSweep < SWEEP_MS) return;
     this.lastSweep = now;
+    this.purgeTombstones(now);
     const at = this.space.now();
     const due: [string, number][] = [];
     for (const [k, expiresAt] of this.expiring) {
@@ -519,9 +592,15 @@ export class ClusterStateStore implements StateReplica {
       async (err: unknown) => {
         if (isConflict(err)) {
           // another node wrote the key first: the mirror takes the bucket's value, the request runs again
+          this.log.debug({ key: w.key.toString(), prevRev }, 'cluster: state-store write conflict');
           try {
             const e = await kv.get(k);
             if (e) this.applyEntry(e);
+            else if (this.seen.get(k)?.state.deleted) {
+              // purged (a deleted key's record left the bucket): written again on revision 0
+              this.seen.delete(k);
+              this.tombstones.delete(k);
+            }
             return 'conflict' as const;
           } catch (e2) {
             err = e2;
@@ -529,6 +608,7 @@ export class ClusterStateStore implements StateReplica {
         }
         this.stats.jetstreamErrors++;
         this.error('a state-store write could not be replicated', err);
+        this.log.info({ key: Buffer.from(w.key).toString(), prevRev, version: `${state.wall}.${state.counter}`, err: err instanceof Error ? err.message : String(err) }, 'cluster: a state-store write answered with an error');
         // not confirmed: it may still reach the bucket within its deadline (an ack lost), then
         // this node puts the previous state back over it (applyEntry)
         if (this.refused.size >= REFUSED_MAX) {

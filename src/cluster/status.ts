@@ -65,18 +65,25 @@ export interface ClusterStatsSnapshot {
   ruleMessagesDropped: number;
   /** Times this node took the lease. */
   leaseAcquired: number;
+  /** Rule-buffer checkpoints this node wrote to the bucket (as holder), and took over from it (on taking the lease). */
+  ruleCheckpoints: number;
+  ruleCheckpointsLoaded: number;
   /** Expired state-store keys this node removed from the bucket (as lease holder). */
   expiredSwept: number;
   /** State-store writes this node found stored after their deadline (void: ignored, the previous state written back). */
   voidedWrites: number;
   /** State-store writes this node undid (a void entry, or its own write answered with an error that was stored after all). */
   compensations: number;
+  /** Records of deleted state-store keys this node purged from the bucket (as lease holder, once they are old). */
+  tombstonesPurged: number;
   /** The broker's own messages (wills, rule outputs) waiting for NATS in the outbox, sent from it when NATS was back, and dropped (outbox full). */
   outboxQueued: number;
   outboxSent: number;
   outboxDropped: number;
   /** Wills of clients of a node that died (kill -9) that this node published for it. */
   orphanWills: number;
+  /** Bucket watches (the mirrors) this node started again because they had stopped delivering (src/cluster/watch.ts). */
+  watchRestarts: number;
   /** Cross-node delivery latency (sender's clock to receiver's), ms, over the last 1024 messages. */
   latencyP50Ms: number | undefined;
   latencyP99Ms: number | undefined;
@@ -95,13 +102,17 @@ export class ClusterStats {
   ruleMessagesReceived = 0;
   ruleMessagesDropped = 0;
   leaseAcquired = 0;
+  ruleCheckpoints = 0;
+  ruleCheckpointsLoaded = 0;
   expiredSwept = 0;
   voidedWrites = 0;
   compensations = 0;
+  tombstonesPurged = 0;
   outboxQueued = 0;
   outboxSent = 0;
   outboxDropped = 0;
   orphanWills = 0;
+  watchRestarts = 0;
   /** Cross-node latencies, ms, for the metrics histogram (read and cleared by the scrape). */
   readonly latencies = new Float64Array(WINDOW);
   private count = 0;
@@ -129,13 +140,17 @@ export class ClusterStats {
       ruleMessagesReceived: this.ruleMessagesReceived,
       ruleMessagesDropped: this.ruleMessagesDropped,
       leaseAcquired: this.leaseAcquired,
+      ruleCheckpoints: this.ruleCheckpoints,
+      ruleCheckpointsLoaded: this.ruleCheckpointsLoaded,
       expiredSwept: this.expiredSwept,
       voidedWrites: this.voidedWrites,
       compensations: this.compensations,
+      tombstonesPurged: this.tombstonesPurged,
       outboxQueued: this.outboxQueued,
       outboxSent: this.outboxSent,
       outboxDropped: this.outboxDropped,
       orphanWills: this.orphanWills,
+      watchRestarts: this.watchRestarts,
       latencyP50Ms: q(0.5),
       latencyP99Ms: q(0.99),
     };

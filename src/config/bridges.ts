@@ -61,6 +61,11 @@ export interface BridgeConfig {
   maxOutgoingBufferedAgeMs: number;
   /** QoS 1/2 messages sent to the remote and not yet acknowledged, at most. */
   maxInflight: number;
+  /**
+   * Loops: a message that has crossed this many bridges already (v5 user property
+   * edb-bridge-path) is not forwarded over this one (docs/bridges.md, No loops).
+   */
+  maxHops: number;
   /** The local identity the ACL checks what this bridge publishes locally against. */
   localUsername?: string;
 }
@@ -100,6 +105,7 @@ export const BRIDGE_FIELDS: Record<string, FieldSpec> = {
   maxOutgoingBufferedBytes: { key: 'maxOutgoingBufferedBytes', kind: 'integer', min: 0, description: 'payload bytes buffered towards the remote (default 1073741824; 0 = no bound)' },
   maxOutgoingBufferedAge: { key: 'maxOutgoingBufferedAgeMs', kind: 'duration', min: 0, description: 'oldest message kept for the remote (default 0 = no bound)' },
   maxInflight: { key: 'maxInflight', kind: 'integer', min: 1, max: 65535, description: 'QoS 1/2 messages in flight to the remote (default 1000)' },
+  maxHops: { key: 'maxHops', kind: 'integer', min: 1, max: 255, description: 'bridges a message may have crossed (v5 edb-bridge-path) and still be forwarded over this one (default 8)' },
   localUsername: { key: 'localUsername', kind: 'string', description: 'local identity for the ACL of what the bridge publishes here (default: none, like an anonymous client)' },
 };
 
@@ -205,6 +211,7 @@ function defaults(name: string): Omit<BridgeConfig, 'name' | 'url' | 'topics'> {
     maxOutgoingBufferedBytes: 1_073_741_824,
     maxOutgoingBufferedAgeMs: 0,
     maxInflight: 1000,
+    maxHops: 8,
   };
 }
 

@@ -67,6 +67,15 @@ export interface Message {
   clusterSeq?: number;
 }
 
+/**
+ * Bridges between brokers (docs/bridges.md, No loops): the v5 user property a bridge adds to
+ * what it carries, the ids of the brokers the message has crossed bridges at, comma-separated;
+ * and the one a bridge's CONNECT carries (its broker's id) and an Edge Data Broker's CONNACK
+ * answers (its own).
+ */
+export const BRIDGE_PATH_PROPERTY = 'edb-bridge-path';
+export const BROKER_ID_PROPERTY = 'edb-broker-id';
+
 /** The name of one shared subscription (`$share/{group}/{filter}`) in Message.shareGroups. */
 export function shareKey(group: string, filter: string): string {
   return `${group}\u0000${filter}`;

@@ -12,7 +12,7 @@ import { startBroker, until, type TestBroker } from '../helpers/broker.js';
 import { startNats, type NatsCluster } from '../helpers/nats.js';
 import { StateStoreClient, type KeyNotification } from '../../src/state/client.js';
 import { compareHlc, formatHlc } from '../../src/state/hlc.js';
-import { decodeKeyState, encodeKeyState } from '../../src/cluster/state.js';
+import { decodeKeyState, encodeKeyState, tombstoneAge } from '../../src/cluster/state.js';
 
 let nats: NatsCluster;
 const nodes: TestBroker[] = [];
@@ -217,6 +217,46 @@ describe('cluster: state store', () => {
       expect((await a.set('late/k', 'next')).applied).toBe(true);
       expect((await watcher.set('late/new', 'fresh', { condition: 'nx' })).applied).toBe(true);
     } finally {
+      await nc.close();
+    }
+  });
+
+  it('purges the record of a deleted key from the bucket once it is old, and the key can be written again on any node', async () => {
+    const { connect } = await import('@nats-io/transport-node');
+    const { Kvm } = await import('@nats-io/kv');
+    const nc = await connect({ servers: nats.servers[0]!.url });
+    const age = tombstoneAge.ms;
+    try {
+      const kv = await new Kvm(nc).open('edb_state_state');
+      const [a, b, c] = [await storeOn(0), await storeOn(1), await storeOn(2)];
+      await a.set('tomb/k', 'v');
+      await a.set('tomb/live', 'v');
+      expect((await b.del('tomb/k')).deleted).toBe(1);
+      await b.del('tomb/live');
+      await until(() => nodes.every((n) => n.server.stateStore.read(Buffer.from('tomb/k')) === undefined), 5000, 'deleted everywhere');
+      // written again after its delete: that value is not purged
+      await c.set('tomb/live', 'again');
+      const purgedBefore = nodes.reduce((t, n) => t + n.server.cluster!.status().stats.tombstonesPurged, 0);
+      tombstoneAge.ms = 200;
+      const k = Buffer.from('tomb/k').toString('base64url');
+      const by = Date.now() + 10_000;
+      while ((await kv.get(k)) !== null) {
+        if (Date.now() > by) throw new Error('the deleted key is still in the bucket');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(nodes.reduce((t, n) => t + n.server.cluster!.status().stats.tombstonesPurged, 0)).toBeGreaterThan(purgedBefore);
+      expect(decodeKeyState((await kv.get(Buffer.from('tomb/live').toString('base64url')))!.value).value.toString()).toBe('again');
+      // every node, also those that still hold the old delete, writes the key again
+      for (const [i, s] of [a, b, c].entries()) {
+        expect((await s.set('tomb/k', `n${i}`)).applied).toBe(true);
+        await until(() => nodes.every((n) => n.server.stateStore.read(Buffer.from('tomb/k'))?.toString() === `n${i}`), 5000, `n${i} everywhere`);
+        await s.del('tomb/k');
+        await until(() => nodes.every((n) => n.server.stateStore.read(Buffer.from('tomb/k')) === undefined), 5000, 'deleted again');
+        await new Promise((r) => setTimeout(r, 1500));
+      }
+      expect((await c.set('tomb/k', 'nx', { condition: 'nx' })).applied).toBe(true);
+    } finally {
+      tombstoneAge.ms = age;
       await nc.close();
     }
   });

@@ -1,5 +1,5 @@
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
-import { messageProperties, type QoS } from '../../mqtt/message.js';
+import { BROKER_ID_PROPERTY, messageProperties, type QoS } from '../../mqtt/message.js';
 import { RC, reasonName, v3ConnackCode } from '../../mqtt/reason-codes.js';
 import { checkConnect } from '../../mqtt/validate.js';
 import type { MqttClient } from '../client.js';
@@ -125,6 +125,8 @@ function openConnection(core: BrokerCore, client: MqttClient, packet: IConnectPa
     if (terms.assigned !== undefined) properties.assignedClientIdentifier = terms.assigned;
     if (serverKeepAlive !== undefined) properties.serverKeepAlive = serverKeepAlive;
     if (expiryCapped) properties.sessionExpiryInterval = expiry;
+    // another broker's bridge tells its id and asks ours (loops over rings of bridges: docs/bridges.md)
+    if (core.brokerId !== undefined && props.userProperties?.[BROKER_ID_PROPERTY] !== undefined) properties.userProperties = { [BROKER_ID_PROPERTY]: core.brokerId };
     client.out.writePacket({ cmd: 'connack', reasonCode: 0, sessionPresent: present, properties });
   } else {
     client.out.writePacket({ cmd: 'connack', returnCode: v3ConnackCode(RC.SUCCESS), sessionPresent: present });
