@@ -23,8 +23,8 @@
  * bucket edb_<cluster>_rulebuf (R EDB_CLUSTER_REPLICAS, history 1), key `buffer`, every
  * CHECKPOINT_MS when it changed, compare-and-set on the revision it last wrote (or read), and
  * once more when it stops gracefully. A node that takes the lease reads that checkpoint before
- * it acts as holder and starts from it (a buffer saved with another document's ETag waits for
- * that document, as a restored backup does). What the dead holder buffered after its last
+ * it acts as holder and starts from it (a buffer saved under another document's ETag is not
+ * applied: RulesBackup restores a buffer only into the document it was saved with). What the dead holder buffered after its last
  * checkpoint (at most CHECKPOINT_MS of messages) is lost. The holder also sweeps the state
  * store's expired keys (state.ts: one node at a time).
  *
