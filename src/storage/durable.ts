@@ -12,7 +12,7 @@ import { StorageFullError } from './errors.js';
 import { openKv, type KvStores } from './kv.js';
 import { MessageLog, type LogEntry, type LogPosition } from './log.js';
 import { decodeMessage, encodeMessage } from './record.js';
-import type { BrokerStorage, IteratorRecord, LiveWillRecord, SessionRecord, StorageInfo } from './store.js';
+import type { BrokerStorage, DurableCallback, IteratorRecord, LiveWillRecord, SessionRecord, StorageInfo } from './store.js';
 
 export interface DurableStorageOptions {
   dir: string;
@@ -200,16 +200,20 @@ export class DurableStorage implements BrokerStorage {
     this.track(data === undefined ? this.kv.blobs.remove(name) : this.kv.blobs.put(name, data));
   }
 
-  onDurable(cb: (err?: Error) => void): void {
+  onDurable(cb: DurableCallback, arg = 0): void {
     const kv = this.kvLast;
     // nothing keyed pending (the usual case under QoS 1 load): no wrapper per call
-    if (!kv) return this.messages.onDurable(cb);
+    if (!kv) return this.messages.onDurable(cb, arg);
+    this.afterBoth(kv, cb, arg);
+  }
+
+  /** The log's batch, then the keyed write `kv` (out of onDurable, which then creates no closure on its usual path). */
+  private afterBoth(kv: Promise<unknown>, cb: DurableCallback, arg: number): void {
     this.messages.onDurable((err) => {
-      if (err) return cb(err);
-      if (!kv) return cb();
+      if (err) return cb(err, arg);
       kv.then(
-        () => cb(),
-        (e: Error) => cb(new StorageFullError(e.message)),
+        () => cb(undefined, arg),
+        (e: Error) => cb(new StorageFullError(e.message), arg),
       );
     });
   }
