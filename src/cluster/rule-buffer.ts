@@ -37,6 +37,7 @@ import type { NatsConnection, Subscription as NatsSubscription } from '@nats-io/
 import type { KV, KvEntry } from '@nats-io/kv';
 import type { Message } from '../mqtt/message.js';
 import type { ClusterStats } from './status.js';
+import { watchBucket } from './watch.js';
 import { decodeMessage, encodeMessage } from './wire.js';
 
 /** The part of the rules service the cluster's rule buffer uses (RulesService has it). */
@@ -194,15 +195,7 @@ export class ClusterRuleBuffer {
             this.onMessage(m.subject, m.data);
           },
         });
-        const iter = await kv.watch({ key: KEY });
-        this.watcher = iter;
-        void (async () => {
-          try {
-            for await (const e of iter) this.onEntry(e);
-          } catch (err) {
-            if (!this.closed) this.error('the lease bucket watch stopped', err);
-          }
-        })();
+        this.watcher = await watchBucket(nc, kv, { what: 'the lease bucket', bucket: this.bucketName, key: KEY, log: this.log, stats: this.stats, onError: (what, err) => this.error(what, err) }, (e) => this.onEntry(e));
         this.stateText = 'ready';
         this.timer = setInterval(() => this.tick(), TICK_MS);
         this.timer.unref();

@@ -43,10 +43,11 @@ import type { Delivery, Session } from '../session/session.js';
 import { StorageFullError } from '../storage/errors.js';
 import type { LogEntry, LogPosition } from '../storage/log.js';
 import { DurableSession, DurableSessionStore, SessionLog, deliveryFor } from '../storage/sessions.js';
-import type { BrokerStorage, DirectDelivery, IteratorRecord, LiveWillRecord, SentQos2, SessionRecord, StorageInfo } from '../storage/store.js';
+import type { BrokerStorage, DirectDelivery, DurableCallback, IteratorRecord, LiveWillRecord, SentQos2, SessionRecord, StorageInfo } from '../storage/store.js';
 import { TopicTrie } from '../topics/trie.js';
 import type { ClusterBroker } from './broker-view.js';
 import type { ClusterStats } from './status.js';
+import { watchBucket } from './watch.js';
 import { decodeMessage, encodeMessage, keyTopic, topicKey } from './wire.js';
 
 const FOREVER = 0xffffffff;
@@ -304,14 +305,14 @@ export class ClusterSessionStorage implements BrokerStorage {
     for (let i = 0; i < 100 && this.last; i++) await this.last.catch(() => undefined);
   }
 
-  onDurable(cb: (err?: Error) => void): void {
+  onDurable(cb: DurableCallback, arg = 0): void {
     const last = this.last;
     this.local.onDurable((err) => {
-      if (err) return cb(err);
-      if (!last) return cb();
+      if (err) return cb(err, arg);
+      if (!last) return cb(undefined, arg);
       last.then(
-        () => cb(),
-        (e: Error) => cb(e),
+        () => cb(undefined, arg),
+        (e: Error) => cb(e, arg),
       );
     });
   }
@@ -488,7 +489,7 @@ export class ClusterSessions implements SessionLoader {
   private connectedFor: () => number = () => -1;
   private hold: (m: Message) => boolean = () => false;
   private outboxBusy: () => boolean = () => false;
-  private stats: Pick<ClusterStats, 'jetstreamErrors' | 'takeovers' | 'orphanWills'> = { jetstreamErrors: 0, takeovers: 0, orphanWills: 0 };
+  private stats: Pick<ClusterStats, 'jetstreamErrors' | 'takeovers' | 'orphanWills' | 'watchRestarts'> = { jetstreamErrors: 0, takeovers: 0, orphanWills: 0, watchRestarts: 0 };
 
   constructor(
     local: BrokerStorage,
@@ -572,16 +573,13 @@ export class ClusterSessions implements SessionLoader {
         const kv = await new Kvm(nc).create(this.bucketName, { replicas: this.opts.replicas, history: 1, description: 'Edge Data Broker: persistent sessions (r.<id> record, i.<id> position)' });
         this.js = jetstream(nc);
         await this.importLocal(kv, this.js, last);
-        const iter = await kv.watch({ key: 'r.>' });
-        this.watcher = iter;
-        const wills = await kv.watch({ key: 'w.>' });
-        this.willWatcher = wills;
-        void this.willLoop(wills);
+        const watchOpts = { bucket: this.bucketName, log: this.log, stats: this.stats, onError: (what: string, err: unknown) => this.error(what, err) };
+        this.watcher = await watchBucket(nc, kv, { ...watchOpts, what: 'the sessions bucket', key: 'r.>' }, (e) => this.applyMirror(e));
+        this.willWatcher = await watchBucket(nc, kv, { ...watchOpts, what: 'the wills', key: 'w.>' }, (e) => this.applyWill(e));
         this.jsm = jsm;
         this.kv = kv;
         this.storage.attached(kv, last);
         this.stateText = 'ready';
-        void this.mirrorLoop(iter);
         this.timer = setInterval(() => this.tick(), 2000);
         this.timer.unref();
         this.log.info({ bucket: this.bucketName, stream: this.streamName, replicas: this.opts.replicas }, `cluster: persistent sessions in JetStream bucket ${this.bucketName} and stream ${this.streamName} (R${this.opts.replicas})`);
@@ -593,14 +591,6 @@ export class ClusterSessions implements SessionLoader {
       }
     }
     this.attaching = false;
-  }
-
-  private async mirrorLoop(iter: AsyncIterable<KvWatchEntry>): Promise<void> {
-    try {
-      for await (const e of iter) this.applyMirror(e);
-    } catch (err) {
-      if (!this.closed) this.error('the sessions bucket watch stopped', err);
-    }
   }
 
   /**
@@ -681,23 +671,17 @@ export class ClusterSessions implements SessionLoader {
     );
   }
 
-  private async willLoop(iter: AsyncIterable<KvWatchEntry>): Promise<void> {
+  private applyWill(e: KvWatchEntry): void {
+    if (e.operation !== 'PUT') {
+      this.willMirror.delete(e.key);
+      return;
+    }
     try {
-      for await (const e of iter) {
-        if (e.operation !== 'PUT') {
-          this.willMirror.delete(e.key);
-          continue;
-        }
-        try {
-          const w = decodeWill(e.value);
-          this.willMirror.set(e.key, { clientId: w.clientId, node: w.node, st: w.st, rev: e.revision, will: w.will });
-        } catch (err) {
-          this.willMirror.delete(e.key);
-          this.error(`a malformed will record under ${e.key}`, err);
-        }
-      }
+      const w = decodeWill(e.value);
+      this.willMirror.set(e.key, { clientId: w.clientId, node: w.node, st: w.st, rev: e.revision, will: w.will });
     } catch (err) {
-      if (!this.closed) this.error('the wills watch stopped', err);
+      this.willMirror.delete(e.key);
+      this.error(`a malformed will record under ${e.key}`, err);
     }
   }
 

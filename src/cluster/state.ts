@@ -47,6 +47,7 @@ import type { StateKeyspace, StateReplica } from '../state/keyspace.js';
 import type { StateWrite } from '../state/write-log.js';
 import { codes } from '../state/table.js';
 import type { ClusterStats } from './status.js';
+import { watchBucket } from './watch.js';
 
 interface KeyState {
   deleted: boolean;
@@ -336,8 +337,7 @@ export class ClusterStateStore implements StateReplica {
         const kv = await new Kvm(nc).create(this.bucketName, { replicas: this.replicas, history: 1, description: 'Edge Data Broker: the state store, one key per state key' });
         // the mirror starts from the bucket: what this node held alone is replaced
         this.space.table.clear();
-        const iter = await kv.watch();
-        this.watcher = iter;
+        this.watcher = await watchBucket(nc, kv, { what: 'the state bucket', bucket: this.bucketName, log: this.log, stats: this.stats, onError: (what, err) => this.error(what, err) }, (e) => this.applyEntry(e));
         const { createInbox, headers } = await import('@nats-io/nats-core');
         this.writer = new BucketWriter(nc, `$KV.${this.bucketName}.`, headers, createInbox());
         const { jetstreamManager } = await import('@nats-io/jetstream');
@@ -345,13 +345,6 @@ export class ClusterStateStore implements StateReplica {
         this.kv = kv;
         this.stateText = 'ready';
         this.log.info({ bucket: this.bucketName, replicas: this.replicas }, `cluster: state store in JetStream bucket ${this.bucketName} (R${this.replicas})`);
-        void (async () => {
-          try {
-            for await (const e of iter) this.applyEntry(e);
-          } catch (err) {
-            if (!this.closed) this.error('the state bucket watch stopped', err);
-          }
-        })();
         return;
       } catch (err) {
         this.error(`bucket ${this.bucketName} not available; retrying`, err);
@@ -419,8 +412,9 @@ export class ClusterStateStore implements StateReplica {
   private compensate(k: string, rev: number, prev: KeyState | undefined): void {
     const writer = this.writer;
     if (!writer || !prev) return;
-    const done = (): void => {
+    const done = (at: number): void => {
       this.stats.compensations++;
+      this.log.info({ key: Buffer.from(k, 'base64url').toString(), over: rev, revision: at, version: `${prev.wall}.${prev.counter}.${prev.node}` }, 'cluster: a state-store write undone (its previous state written back)');
     };
     const failed = (err: unknown): void => {
       if (isConflict(err)) return; // another node put it back first, or a newer write came: that stays
@@ -598,6 +592,7 @@ export class ClusterStateStore implements StateReplica {
       async (err: unknown) => {
         if (isConflict(err)) {
           // another node wrote the key first: the mirror takes the bucket's value, the request runs again
+          this.log.debug({ key: w.key.toString(), prevRev }, 'cluster: state-store write conflict');
           try {
             const e = await kv.get(k);
             if (e) this.applyEntry(e);
@@ -613,6 +608,7 @@ export class ClusterStateStore implements StateReplica {
         }
         this.stats.jetstreamErrors++;
         this.error('a state-store write could not be replicated', err);
+        this.log.info({ key: Buffer.from(w.key).toString(), prevRev, version: `${state.wall}.${state.counter}`, err: err instanceof Error ? err.message : String(err) }, 'cluster: a state-store write answered with an error');
         // not confirmed: it may still reach the bucket within its deadline (an ack lost), then
         // this node puts the previous state back over it (applyEntry)
         if (this.refused.size >= REFUSED_MAX) {
