@@ -234,7 +234,7 @@ export class DurableStorage implements BrokerStorage {
       sessions: this.kv.sessions.getCount(),
       stateOps: this.kv.stateOps.getCount(),
       ...(oldest !== undefined ? { oldestStoredAt: oldest } : {}),
-      full: this.messages.full,
+      full: this.messages.reportsFull,
     };
   }
 

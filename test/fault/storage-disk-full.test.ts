@@ -62,8 +62,9 @@ describe('durable storage on a full disk (a small tmpfs)', () => {
     // ballast: most of the 4 MiB, so the broker runs out soon; removed later to give space back
     const ballast = join(mountPoint, 'ballast');
     writeFileSync(ballast, Buffer.alloc(2 * 1024 * 1024, 1));
-    broker = await startBrokerProcess({ EDB_DATA_DIR: mountPoint, EDB_BACKUP: 'false', EDB_MAX_QUEUED_BYTES_TOTAL: '0' });
+    broker = await startBrokerProcess({ EDB_DATA_DIR: mountPoint, EDB_BACKUP: 'false', EDB_MAX_QUEUED_BYTES_TOTAL: '0', EDB_HTTP_PORT: '0' }, ['mqtt', 'http']);
     const port = broker.ports['mqtt']!;
+    const http = `http://127.0.0.1:${broker.ports['http']}`;
     const got = new Set<string>();
     const sub = await mqtt.connectAsync({ port, protocolVersion: 5, clientId: 'keeper', clean: false, properties: { sessionExpiryInterval: 3600 }, reconnectPeriod: 0 });
     await sub.subscribeAsync('fill/#', { qos: 1 });
@@ -117,6 +118,15 @@ describe('durable storage on a full disk (a small tmpfs)', () => {
     expect(fullLines.length, JSON.stringify(fullLines)).toBe(1); // once a minute, however many refusals
     expect(String(fullLines[0]!['msg'])).toMatch(/disk is full/);
     expect(broker.child.exitCode).toBeNull(); // still running
+    // the operator sees it: metrics and the status page's storage line
+    const metrics = await (await fetch(`${http}/metrics`)).text();
+    expect(metrics).toMatch(/^edb_storage_full 1$/m);
+    // the batch the disk refused counts in the log's refusals; the publishes refused before
+    // they were appended (22 here at least) in the broker's drops
+    expect(Number(/^edb_storage_refused_total (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(1);
+    expect(Number(/^edb_messages_dropped_total\{reason="storage_full"\} (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(22);
+    const status = (await (await fetch(`${http}/api/status`)).json()) as { sections: { storage: { summary: string } } };
+    expect(status.sections.storage.summary).toMatch(/, FULL: refusing QoS 1\/2 that needs storage$/);
 
     // ---- space comes back: acknowledgements come back too
     rmSync(ballast);
