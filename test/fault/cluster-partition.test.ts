@@ -281,7 +281,7 @@ async function rulesEtag(i: number): Promise<string | null> {
 
 /** The brokers' log lines about state-store writes refused, voided or undone (for a failure's message). */
 function stateLog(): string[] {
-  return brokers.flatMap((b, i) => b.logs.filter((l) => typeof l['msg'] === 'string' && /state-store write/.test(l['msg'] as string)).map((l) => `b${i + 1}: ${String(l['msg'])} ${JSON.stringify({ key: l['key'], revision: l['revision'], over: l['over'], prevRev: l['prevRev'], version: l['version'], err: l['err'] })}`));
+  return brokers.flatMap((b, i) => b.logs.filter((l) => typeof l['msg'] === 'string' && /state-store write|state mirror|state bucket entry/.test(l['msg'] as string)).map((l) => `b${i + 1}: ${String(l['msg'])} ${JSON.stringify({ key: l['key'], revision: l['revision'], over: l['over'], prevRev: l['prevRev'], version: l['version'], from: l['from'], taken: l['taken'], err: l['err'] })}`));
 }
 
 /** The brokers' log lines saying a bucket watch was started again (src/cluster/watch.ts). */
