@@ -34,7 +34,8 @@ export interface CoreClient extends ClientInfo, HeldPublisher {
 export interface DurableAcks {
   readonly writes: number;
   readonly full: boolean;
-  onDurable(cb: (err?: Error) => void): void;
+  /** `cb(err, arg)` once everything handed to storage so far is on disk (BrokerStorage.onDurable). */
+  onDurable(cb: (err: Error | undefined, arg: number) => void, arg?: number): void;
   /**
    * A retained message for a new subscription of a persistent session: stored as a copy and
    * tracked by the session before it is sent. Returns the delivery to send.

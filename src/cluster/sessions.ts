@@ -43,7 +43,7 @@ import type { Delivery, Session } from '../session/session.js';
 import { StorageFullError } from '../storage/errors.js';
 import type { LogEntry, LogPosition } from '../storage/log.js';
 import { DurableSession, DurableSessionStore, SessionLog, deliveryFor } from '../storage/sessions.js';
-import type { BrokerStorage, DirectDelivery, IteratorRecord, LiveWillRecord, SentQos2, SessionRecord, StorageInfo } from '../storage/store.js';
+import type { BrokerStorage, DirectDelivery, DurableCallback, IteratorRecord, LiveWillRecord, SentQos2, SessionRecord, StorageInfo } from '../storage/store.js';
 import { TopicTrie } from '../topics/trie.js';
 import type { ClusterBroker } from './broker-view.js';
 import type { ClusterStats } from './status.js';
@@ -305,14 +305,14 @@ export class ClusterSessionStorage implements BrokerStorage {
     for (let i = 0; i < 100 && this.last; i++) await this.last.catch(() => undefined);
   }
 
-  onDurable(cb: (err?: Error) => void): void {
+  onDurable(cb: DurableCallback, arg = 0): void {
     const last = this.last;
     this.local.onDurable((err) => {
-      if (err) return cb(err);
-      if (!last) return cb();
+      if (err) return cb(err, arg);
+      if (!last) return cb(undefined, arg);
       last.then(
-        () => cb(),
-        (e: Error) => cb(e),
+        () => cb(undefined, arg),
+        (e: Error) => cb(e, arg),
       );
     });
   }

@@ -5,7 +5,7 @@
  */
 import type { Message } from '../mqtt/message.js';
 import type { LogEntry, LogMetrics, LogPosition } from './log.js';
-import type { BrokerStorage, IteratorRecord, LiveWillRecord, SessionRecord, StorageInfo } from './store.js';
+import type { BrokerStorage, DurableCallback, IteratorRecord, LiveWillRecord, SessionRecord, StorageInfo } from './store.js';
 
 const clone = <T>(v: T): T => structuredClone(v);
 
@@ -97,8 +97,8 @@ export class MemoryStorage implements BrokerStorage {
     else this.docs.set(name, Buffer.from(data));
   }
 
-  onDurable(cb: (err?: Error) => void): void {
-    queueMicrotask(cb);
+  onDurable(cb: DurableCallback, arg = 0): void {
+    queueMicrotask(() => cb(undefined, arg));
   }
   flushed(): Promise<void> {
     return Promise.resolve();

@@ -295,6 +295,14 @@ describe('message log', () => {
     expect(log.full).toBe(true);
     expect(log.metrics.refused).toBeGreaterThan(0);
     expect(lines.filter((l) => /EDB_STORAGE_MAX_BYTES/.test(l.msg))).toHaveLength(1); // once per minute
+    // still refusing: no new line within the minute, one more once a minute has passed
+    now += 59_000;
+    expect(() => log.append(msg(20, 1000))).toThrow(StorageFullError);
+    expect(lines.filter((l) => /EDB_STORAGE_MAX_BYTES/.test(l.msg))).toHaveLength(1);
+    now += 1_000;
+    expect(() => log.append(msg(21, 1000))).toThrow(StorageFullError);
+    expect(() => log.append(msg(22, 1000))).toThrow(StorageFullError);
+    expect(lines.filter((l) => /EDB_STORAGE_MAX_BYTES/.test(l.msg))).toHaveLength(2);
     expect(log.metrics.bytes).toBeLessThan(8000);
     await log.close();
   });
