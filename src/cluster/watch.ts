@@ -47,6 +47,12 @@ export interface BucketWatchOptions {
   onError(what: string, err: unknown): void;
   /** The watch was started again from a revision (counted, logged). */
   onRestart?(reason: string, fromRevision: number): void;
+  /**
+   * The stream's leader answers a check again after one or more it did not answer (a partition
+   * healed, NATS back): `from` is the first revision this node may have from that time. A
+   * mirror that can check itself against the leader does it from there (state.ts resync()).
+   */
+  onRejoin?(from: number): void;
   checkMs?: number;
 }
 
@@ -66,6 +72,8 @@ export class BucketWatch {
   /** What the previous check saw: this node's revision then, and a later revision the stream held (0: none). */
   private prevRev = -1;
   private prevAhead = 0;
+  /** Set while checks go unanswered: the first revision this node may have from that time. */
+  private silentFrom: number | undefined;
   restarts = 0;
 
   constructor(
@@ -148,7 +156,13 @@ export class BucketWatch {
       } catch {
         // the stream's leader does not answer (cut off, electing, NATS down): nothing to conclude
         this.prevRev = -1;
+        this.silentFrom ??= rev + 1;
         return;
+      }
+      if (this.silentFrom !== undefined) {
+        const from = this.silentFrom;
+        this.silentFrom = undefined;
+        this.opts.onRejoin?.(from);
       }
       // the stream held a later revision at the previous check, and no entry came since
       const stuck = this.prevAhead > 0 && ahead > 0 && this.prevRev === rev && this.last === rev && !this.busy && !this.restarting;
