@@ -176,8 +176,9 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
       get full() {
         return storage.full;
       },
-      onDurable: (cb) => clusterSessions.storage.onDurable(cb),
+      onDurable: (cb, arg) => clusterSessions.storage.onDurable(cb, arg),
       reserveRetained: (session, d) => csl.reserveRetained(session, d),
+      prepareRetained: (session, list) => clusterSessions.storeRetained(session, list),
       flushSessions: () => csl.flush(),
       flushUrgent: () => csl.flushUrgent(),
     };
@@ -197,7 +198,7 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
       get full() {
         return storage.full;
       },
-      onDurable: (cb) => storage.onDurable(cb),
+      onDurable: (cb, arg) => storage.onDurable(cb, arg),
       reserveRetained: (session, d) => sessionLog.reserveRetained(session, d),
       flushSessions: () => sessionLog.flush(),
       flushUrgent: () => sessionLog.flushUrgent(),

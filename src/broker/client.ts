@@ -46,6 +46,12 @@ export class MqttClient implements ConnectionEvents, CoreClient {
   aliasesIn: Map<number, string> | undefined;
   readonly out: Outbound;
   closeCause: CloseCause | undefined;
+  /**
+   * [durable] Sends a PUBACK/PUBREC once the message is on disk (handlers/publish.ts): one
+   * function per connection, handed to onDurable with the packet in its argument, instead of a
+   * closure per message.
+   */
+  storedAck: ((err: Error | undefined, arg: number) => void) | undefined;
 
   private pending: Buffer | undefined;
   /** Chunks received after `pending`, not yet joined to it. */

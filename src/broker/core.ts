@@ -34,12 +34,19 @@ export interface CoreClient extends ClientInfo, HeldPublisher {
 export interface DurableAcks {
   readonly writes: number;
   readonly full: boolean;
-  onDurable(cb: (err?: Error) => void): void;
+  /** `cb(err, arg)` once everything handed to storage so far is on disk (BrokerStorage.onDurable). */
+  onDurable(cb: (err: Error | undefined, arg: number) => void, arg?: number): void;
   /**
    * A retained message for a new subscription of a persistent session: stored as a copy and
    * tracked by the session before it is sent. Returns the delivery to send.
    */
   reserveRetained(session: Session, d: Delivery): Delivery;
+  /**
+   * Optional, before reserveRetained (cluster mode): store the retained messages of a
+   * persistent session's SUBSCRIBE where every node can read them; resolves the deliveries to
+   * reserve and send (undefined: nothing to wait for).
+   */
+  prepareRetained?(session: Session, retained: Delivery[]): Promise<Delivery[]> | undefined;
   /** Write the session records and positions changed so far now, not at the end of the turn. */
   flushSessions(): void;
   /**

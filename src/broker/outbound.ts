@@ -207,15 +207,19 @@ export class Outbound {
       return;
     }
     const session = this.owner.session!;
-    const entry: InflightEntry = { message: d.message, qos: d.qos, retain: d.retain, subscriptionIds: d.subscriptionIds, packetId: session.allocatePacketId(), state: 'publish' };
+    const entry = session.inflightFor(d, session.allocatePacketId());
     session.addInflight(entry);
     // durable: a QoS 2 PUBLISH goes out once its packet id is on disk, so that a restart resends
     // it with the same id (the client then knows it) rather than as a new message
-    if (session.holdFirstSend(entry, () => this.sendHeld(session, entry))) {
-      this.holding++;
-      return;
-    }
+    if (entry.qos === 2 && this.holdFirst(session, entry)) return;
     this.writePublish(entry, entry.packetId, false);
+  }
+
+  /** Out of sendDelivery, which then creates no closure (a context per delivery otherwise). */
+  private holdFirst(session: Session, entry: InflightEntry): boolean {
+    if (!session.holdFirstSend(entry, () => this.sendHeld(session, entry))) return false;
+    this.holding++;
+    return true;
   }
 
   private sendHeld(session: Session, entry: InflightEntry): void {

@@ -61,6 +61,7 @@ export function registerClusterMetrics(registry: Registry, cluster: ClusterServi
   mirror('edb_cluster_outbox_sent_total', 'Cluster: messages sent from the outbox once NATS was back', () => s.outboxSent);
   mirror('edb_cluster_outbox_dropped_total', 'Cluster: messages the full outbox could not keep (delivered on this node only)', () => s.outboxDropped);
   mirror('edb_cluster_orphan_wills_published_total', 'Cluster: wills of clients of a node that died without closing them, published by this node', () => s.orphanWills);
+  mirror('edb_cluster_watch_restarts_total', 'Cluster: bucket watches (this node\'s mirrors of the JetStream buckets) started again from their last revision because they had stopped delivering (a partition healed, a lost consumer)', () => s.watchRestarts);
   mirror('edb_cluster_jetstream_errors_total', 'Cluster: JetStream writes that failed', () => s.jetstreamErrors);
   mirror('edb_cluster_session_messages_stored_total', 'Cluster: QoS 1/2 messages stored in the session-message stream from this node (a persistent session wanted them)', () => node.sessions?.counts.stored ?? 0);
   mirror('edb_cluster_sessions_resumed_total', 'Cluster: persistent sessions brought to this node from another node or from the bucket', () => node.sessions?.counts.resumed ?? 0);

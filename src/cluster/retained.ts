@@ -17,6 +17,7 @@ import type { KV, KvWatchEntry } from '@nats-io/kv';
 import type { Message } from '../mqtt/message.js';
 import type { ClusterBroker } from './broker-view.js';
 import type { ClusterStats, JetStreamState } from './status.js';
+import { watchBucket } from './watch.js';
 import { decodeMessage, encodeMessage, keyTopic, topicKey } from './wire.js';
 
 export class ClusterRetained {
@@ -56,12 +57,10 @@ export class ClusterRetained {
       try {
         const kvm = new Kvm(nc);
         const kv = await kvm.create(this.bucketName, { replicas: this.replicas, history: 1, description: 'Edge Data Broker: retained messages, one key per topic' });
-        const iter = await kv.watch();
-        this.watcher = iter;
+        this.watcher = await watchBucket(nc, kv, { what: 'the retained bucket', bucket: this.bucketName, log: this.log, stats: this.stats, onError: (what, err) => this.error(what, err) }, (e) => this.apply(e));
         this.kv = kv;
         this.stateText = 'ready';
         this.log.info({ bucket: this.bucketName, replicas: this.replicas }, `cluster: retained messages in JetStream bucket ${this.bucketName} (R${this.replicas})`);
-        void this.mirror(iter);
         this.flushPending();
         this.timer = setInterval(() => {
           if (this.inflight === 0) this.flushPending();
@@ -75,14 +74,6 @@ export class ClusterRetained {
       }
     }
     this.attaching = false;
-  }
-
-  private async mirror(iter: AsyncIterable<KvWatchEntry>): Promise<void> {
-    try {
-      for await (const e of iter) this.apply(e);
-    } catch (err) {
-      if (!this.closed) this.error('the retained bucket watch stopped', err);
-    }
   }
 
   private apply(e: KvWatchEntry): void {

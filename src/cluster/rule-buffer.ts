@@ -23,8 +23,8 @@
  * bucket edb_<cluster>_rulebuf (R EDB_CLUSTER_REPLICAS, history 1), key `buffer`, every
  * CHECKPOINT_MS when it changed, compare-and-set on the revision it last wrote (or read), and
  * once more when it stops gracefully. A node that takes the lease reads that checkpoint before
- * it acts as holder and starts from it (a buffer saved with another document's ETag waits for
- * that document, as a restored backup does). What the dead holder buffered after its last
+ * it acts as holder and starts from it (a buffer saved under another document's ETag is not
+ * applied: RulesBackup restores a buffer only into the document it was saved with). What the dead holder buffered after its last
  * checkpoint (at most CHECKPOINT_MS of messages) is lost. The holder also sweeps the state
  * store's expired keys (state.ts: one node at a time).
  *
@@ -37,6 +37,7 @@ import type { NatsConnection, Subscription as NatsSubscription } from '@nats-io/
 import type { KV, KvEntry } from '@nats-io/kv';
 import type { Message } from '../mqtt/message.js';
 import type { ClusterStats } from './status.js';
+import { watchBucket } from './watch.js';
 import { decodeMessage, encodeMessage } from './wire.js';
 
 /** The part of the rules service the cluster's rule buffer uses (RulesService has it). */
@@ -45,7 +46,15 @@ export interface RuleBufferView {
   runRules(message: Message): void;
   clearRuleBuffer(): void;
   /** The rule buffer and the statements' memory as bytes (the backup's and the durable storage's "rules" section). */
-  snapshotSection(): { save(): Buffer | Promise<Buffer>; restore(data: Buffer): void | Promise<void>; reset?(): void | Promise<void> };
+  snapshotSection(): {
+    save(): Buffer | Promise<Buffer>;
+    restore(data: Buffer): void | Promise<void>;
+    reset?(): void | Promise<void>;
+    /** A restored buffer that waits for its program (compiling), and its application once it is active. */
+    readonly pending: boolean;
+    applyBuffer(): void;
+    applyMemory(): void;
+  };
 }
 
 export const LEASE_TTL_MS = 3000;
@@ -117,6 +126,8 @@ export class ClusterRuleBuffer {
   private ckptSaved: Buffer | undefined;
   private lastCheckpointAt = 0;
   private checkpointing: Promise<void> | undefined;
+  /** The checkpoint taken over waits for this node's program to be active (RulesBackup.pending). */
+  private applyPending = false;
 
   constructor(
     private readonly rules: RuleBufferView | undefined,
@@ -185,15 +196,7 @@ export class ClusterRuleBuffer {
             this.onMessage(m.subject, m.data);
           },
         });
-        const iter = await kv.watch({ key: KEY });
-        this.watcher = iter;
-        void (async () => {
-          try {
-            for await (const e of iter) this.onEntry(e);
-          } catch (err) {
-            if (!this.closed) this.error('the lease bucket watch stopped', err);
-          }
-        })();
+        this.watcher = await watchBucket(nc, kv, { what: 'the lease bucket', bucket: this.bucketName, key: KEY, log: this.log, stats: this.stats, onError: (what, err) => this.error(what, err) }, (e) => this.onEntry(e));
         this.stateText = 'ready';
         this.timer = setInterval(() => this.tick(), TICK_MS);
         this.timer.unref();
@@ -269,6 +272,13 @@ export class ClusterRuleBuffer {
       if (now >= this.heldUntil) this.stepDown('its renewals were not confirmed in time');
       else {
         if (now - this.lastRenewAt >= RENEW_MS) void this.renew();
+        if (this.applyPending) {
+          // the checkpoint taken over waited for this node's program (compiling at start)
+          const section = this.rules?.snapshotSection();
+          section?.applyBuffer();
+          section?.applyMemory();
+          if (!section?.pending) this.applyPending = false;
+        }
         if (now - this.lastCheckpointAt >= CHECKPOINT_MS) void this.checkpoint();
         for (const t of this.tasks) {
           try {
@@ -343,6 +353,7 @@ export class ClusterRuleBuffer {
     if (this.holder !== this.node) return;
     this.log.warn({ fence: this.fence, why }, `cluster: this node no longer holds the rule buffer (${why})`);
     this.heldUntil = 0;
+    this.applyPending = false;
     this.rules?.clearRuleBuffer();
     void this.rules?.snapshotSection().reset?.();
     this.setHolder(undefined, 0);
@@ -356,6 +367,7 @@ export class ClusterRuleBuffer {
     const rules = this.rules;
     this.ckptRev = 0;
     this.ckptSaved = undefined;
+    this.applyPending = false;
     rules?.clearRuleBuffer();
     const section = rules?.snapshotSection();
     section?.reset?.();
@@ -375,6 +387,7 @@ export class ClusterRuleBuffer {
       if (typeof v.b !== 'string') throw new Error('a checkpoint without a buffer');
       const data = Buffer.from(v.b, 'base64');
       await section.restore(data);
+      this.applyPending = section.pending;
       this.ckptSaved = data;
       this.stats.ruleCheckpointsLoaded++;
       return `the checkpoint of node ${v.n} (lease ${v.f}, ${Math.max(0, Date.now() - v.at)} ms old)`;
@@ -397,6 +410,9 @@ export class ClusterRuleBuffer {
       const ckpt = this.ckpt;
       const section = this.rules?.snapshotSection();
       if (!ckpt || !section || !this.holds()) return;
+      // a checkpoint taken over while this node's program was still compiling (tick applies it
+      // once the program is active): until then this node's empty buffer must not replace it
+      if (section.pending) return;
       const data = await section.save();
       if (this.ckptSaved && data.equals(this.ckptSaved)) return;
       const fence = this.fence;

@@ -17,6 +17,7 @@ import type { Logger } from 'pino';
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { KV, KvEntry } from '@nats-io/kv';
 import type { ClusterStats } from './status.js';
+import { watchBucket } from './watch.js';
 
 /** The part of the rules service the cluster uses. */
 export interface ClusterRulesView {
@@ -79,15 +80,8 @@ export class ClusterRules {
         const e = await kv.get(KEY);
         if (e && e.operation === 'PUT') await this.applyEntry(e);
         else await this.publishLocal(); // a new cluster: this node's document seeds it
-        const iter = await kv.watch({ key: KEY, include: 'updates' });
-        this.watcher = iter;
-        void (async () => {
-          try {
-            for await (const entry of iter) await this.applyEntry(entry);
-          } catch (err) {
-            if (!this.closed) this.error('the rules bucket watch stopped', err);
-          }
-        })();
+        // from the revision read (or written) above: an upload made meanwhile is not missed
+        this.watcher = await watchBucket(nc, kv, { what: 'the rules bucket', bucket: this.bucketName, key: KEY, after: this.rev, log: this.log, stats: this.stats, onError: (what, err) => this.error(what, err) }, (entry) => this.applyEntry(entry));
         this.timer = setInterval(() => void this.check(), CHECK_MS);
         this.timer.unref();
         this.stateText = 'ready';

@@ -39,14 +39,15 @@ import type { ClientInfo } from '../broker/hooks.js';
 import type { SessionLoader } from '../broker/core.js';
 import type { Message } from '../mqtt/message.js';
 import { RC } from '../mqtt/reason-codes.js';
-import type { Session } from '../session/session.js';
+import type { Delivery, Session } from '../session/session.js';
 import { StorageFullError } from '../storage/errors.js';
 import type { LogEntry, LogPosition } from '../storage/log.js';
 import { DurableSession, DurableSessionStore, SessionLog, deliveryFor } from '../storage/sessions.js';
-import type { BrokerStorage, DirectDelivery, IteratorRecord, LiveWillRecord, SentQos2, SessionRecord, StorageInfo } from '../storage/store.js';
+import type { BrokerStorage, DirectDelivery, DurableCallback, IteratorRecord, LiveWillRecord, SentQos2, SessionRecord, StorageInfo } from '../storage/store.js';
 import { TopicTrie } from '../topics/trie.js';
 import type { ClusterBroker } from './broker-view.js';
 import type { ClusterStats } from './status.js';
+import { watchBucket } from './watch.js';
 import { decodeMessage, encodeMessage, keyTopic, topicKey } from './wire.js';
 
 const FOREVER = 0xffffffff;
@@ -304,14 +305,14 @@ export class ClusterSessionStorage implements BrokerStorage {
     for (let i = 0; i < 100 && this.last; i++) await this.last.catch(() => undefined);
   }
 
-  onDurable(cb: (err?: Error) => void): void {
+  onDurable(cb: DurableCallback, arg = 0): void {
     const last = this.last;
     this.local.onDurable((err) => {
-      if (err) return cb(err);
-      if (!last) return cb();
+      if (err) return cb(err, arg);
+      if (!last) return cb(undefined, arg);
       last.then(
-        () => cb(),
-        (e: Error) => cb(e),
+        () => cb(undefined, arg),
+        (e: Error) => cb(e, arg),
       );
     });
   }
@@ -375,6 +376,8 @@ export class ClusterSessionStorage implements BrokerStorage {
 export class ClusterSessionLog extends SessionLog {
   /** Sessions that just moved here: the sequences delivered to them live (their catch-up skips these). */
   readonly catchingUp = new Map<Session, Set<number>>();
+  /** Copies of retained messages stored in the stream for one session's new subscription (ClusterSessions.storeRetained). */
+  readonly retainedCopies = new WeakSet<Message>();
 
   constructor(
     readonly clusterStorage: ClusterSessionStorage,
@@ -390,6 +393,24 @@ export class ClusterSessionLog extends SessionLog {
     this.positions.set(message, { gen: 0, offset: seq });
     this.clusterStorage.noteSeq(seq);
     return true;
+  }
+
+  /**
+   * A retained message for a new subscription of a persistent session: tracked at its position
+   * when ClusterSessions.storeRetained stored a copy of it in the stream (a direct copy, listed
+   * in the session's position), so a resume on another node sends it again until acknowledged;
+   * otherwise (NATS unreachable, or the stream refused it) delivered from memory only.
+   */
+  override reserveRetained(session: Session, d: Delivery): Delivery {
+    const m = d.message;
+    if (d.qos === 0 || session.expiryInterval === 0 || !(session instanceof DurableSession) || !this.retainedCopies.has(m) || m.clusterSeq === undefined) return d;
+    this.retainedCopies.delete(m);
+    this.positions.set(m, { gen: 0, offset: m.clusterSeq });
+    this.clusterStorage.noteSeq(m.clusterSeq);
+    this.writes++;
+    session.expectDirect(m);
+    session.reserve(d);
+    return d;
   }
 
   override storeFor(session: Session, message: Message, shared = false): void {
@@ -436,7 +457,7 @@ export class ClusterSessions implements SessionLoader {
   readonly storage: ClusterSessionStorage;
   readonly sessionLog: ClusterSessionLog;
   readonly store: DurableSessionStore;
-  readonly counts = { stored: 0, storeErrors: 0, resumed: 0, caughtUp: 0, resentFound: 0, imported: 0 };
+  readonly counts = { stored: 0, storeErrors: 0, resumed: 0, caughtUp: 0, resentFound: 0, imported: 0, retainedStored: 0 };
   /**
    * Set by server.ts when the node has a local durable log (EDB_STORAGE=durable): the
    * persistent sessions it holds from running alone, imported into the cluster once.
@@ -468,7 +489,7 @@ export class ClusterSessions implements SessionLoader {
   private connectedFor: () => number = () => -1;
   private hold: (m: Message) => boolean = () => false;
   private outboxBusy: () => boolean = () => false;
-  private stats: Pick<ClusterStats, 'jetstreamErrors' | 'takeovers' | 'orphanWills'> = { jetstreamErrors: 0, takeovers: 0, orphanWills: 0 };
+  private stats: Pick<ClusterStats, 'jetstreamErrors' | 'takeovers' | 'orphanWills' | 'watchRestarts'> = { jetstreamErrors: 0, takeovers: 0, orphanWills: 0, watchRestarts: 0 };
 
   constructor(
     local: BrokerStorage,
@@ -552,16 +573,13 @@ export class ClusterSessions implements SessionLoader {
         const kv = await new Kvm(nc).create(this.bucketName, { replicas: this.opts.replicas, history: 1, description: 'Edge Data Broker: persistent sessions (r.<id> record, i.<id> position)' });
         this.js = jetstream(nc);
         await this.importLocal(kv, this.js, last);
-        const iter = await kv.watch({ key: 'r.>' });
-        this.watcher = iter;
-        const wills = await kv.watch({ key: 'w.>' });
-        this.willWatcher = wills;
-        void this.willLoop(wills);
+        const watchOpts = { bucket: this.bucketName, log: this.log, stats: this.stats, onError: (what: string, err: unknown) => this.error(what, err) };
+        this.watcher = await watchBucket(nc, kv, { ...watchOpts, what: 'the sessions bucket', key: 'r.>' }, (e) => this.applyMirror(e));
+        this.willWatcher = await watchBucket(nc, kv, { ...watchOpts, what: 'the wills', key: 'w.>' }, (e) => this.applyWill(e));
         this.jsm = jsm;
         this.kv = kv;
         this.storage.attached(kv, last);
         this.stateText = 'ready';
-        void this.mirrorLoop(iter);
         this.timer = setInterval(() => this.tick(), 2000);
         this.timer.unref();
         this.log.info({ bucket: this.bucketName, stream: this.streamName, replicas: this.opts.replicas }, `cluster: persistent sessions in JetStream bucket ${this.bucketName} and stream ${this.streamName} (R${this.opts.replicas})`);
@@ -573,14 +591,6 @@ export class ClusterSessions implements SessionLoader {
       }
     }
     this.attaching = false;
-  }
-
-  private async mirrorLoop(iter: AsyncIterable<KvWatchEntry>): Promise<void> {
-    try {
-      for await (const e of iter) this.applyMirror(e);
-    } catch (err) {
-      if (!this.closed) this.error('the sessions bucket watch stopped', err);
-    }
   }
 
   /**
@@ -661,23 +671,17 @@ export class ClusterSessions implements SessionLoader {
     );
   }
 
-  private async willLoop(iter: AsyncIterable<KvWatchEntry>): Promise<void> {
+  private applyWill(e: KvWatchEntry): void {
+    if (e.operation !== 'PUT') {
+      this.willMirror.delete(e.key);
+      return;
+    }
     try {
-      for await (const e of iter) {
-        if (e.operation !== 'PUT') {
-          this.willMirror.delete(e.key);
-          continue;
-        }
-        try {
-          const w = decodeWill(e.value);
-          this.willMirror.set(e.key, { clientId: w.clientId, node: w.node, st: w.st, rev: e.revision, will: w.will });
-        } catch (err) {
-          this.willMirror.delete(e.key);
-          this.error(`a malformed will record under ${e.key}`, err);
-        }
-      }
+      const w = decodeWill(e.value);
+      this.willMirror.set(e.key, { clientId: w.clientId, node: w.node, st: w.st, rev: e.revision, will: w.will });
     } catch (err) {
-      if (!this.closed) this.error('the wills watch stopped', err);
+      this.willMirror.delete(e.key);
+      this.error(`a malformed will record under ${e.key}`, err);
     }
   }
 
@@ -849,6 +853,39 @@ export class ClusterSessions implements SessionLoader {
       this.error('routing a stored message', err);
     }
     return true;
+  }
+
+  /**
+   * Before the SUBACK of a persistent session's SUBSCRIBE: each QoS 1/2 retained message it gets
+   * is stored in the stream as a direct copy for it (as the single-node log stores one), so
+   * its position names it and a resume on any node sends it until the client acknowledges it.
+   * Undefined when there is nothing to store (or NATS is unreachable: then from memory only).
+   */
+  storeRetained(session: Session, list: Delivery[]): Promise<Delivery[]> | undefined {
+    const js = this.js;
+    if (session.expiryInterval === 0 || !js || !this.connected() || !list.some((d) => d.qos > 0)) return undefined;
+    return Promise.all(
+      list.map(async (d) => {
+        if (d.qos === 0) return d;
+        const copy: Message = { ...d.message };
+        delete copy.wire;
+        delete copy.inboundQos2Id;
+        delete copy.clusterSeq;
+        try {
+          const ack = await js.publish(this.subject, encodeMessage(copy, this.opts.node, undefined, { direct: true }), { timeout: 5000 });
+          copy.clusterSeq = ack.seq;
+          this.storage.noteSeq(ack.seq);
+          this.sessionLog.retainedCopies.add(copy);
+          this.counts.retainedStored++;
+          return { ...d, message: copy };
+        } catch (err) {
+          this.counts.storeErrors++;
+          this.stats.jetstreamErrors++;
+          this.error('a retained message for a persistent session could not be stored in JetStream; delivered from memory only', err);
+          return d;
+        }
+      }),
+    );
   }
 
   private async persist(message: Message, fromClient: boolean, own = false): Promise<boolean> {

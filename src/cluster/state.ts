@@ -42,11 +42,13 @@
 import type { Logger } from 'pino';
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/nats-core';
 import type { KV, KvEntry } from '@nats-io/kv';
+import type { MsgRequest, StoredMsg } from '@nats-io/jetstream';
 import type { Hlc } from '../state/hlc.js';
 import type { StateKeyspace, StateReplica } from '../state/keyspace.js';
 import type { StateWrite } from '../state/write-log.js';
 import { codes } from '../state/table.js';
 import type { ClusterStats } from './status.js';
+import { watchBucket } from './watch.js';
 
 interface KeyState {
   deleted: boolean;
@@ -306,7 +308,10 @@ export class ClusterStateStore implements StateReplica {
   /** Deleted keys in the bucket: key -> when this node saw the deletion (oldest first). */
   private readonly tombstones = new Map<string, number>();
   private purging = false;
-  private jsm: { streams: { purge(name: string, opts: { filter: string; seq: number }): Promise<unknown> } } | undefined;
+  private jsm: { streams: { purge(name: string, opts: { filter: string; seq: number }): Promise<unknown>; getMessage(stream: string, query: MsgRequest): Promise<StoredMsg | null> } } | undefined;
+  /** A check of the mirror against the stream's leader (resync()) running, and the lowest revision still to check after it. */
+  private resyncing = false;
+  private resyncAgain: number | undefined;
 
   constructor(
     private readonly space: StateKeyspace,
@@ -336,8 +341,7 @@ export class ClusterStateStore implements StateReplica {
         const kv = await new Kvm(nc).create(this.bucketName, { replicas: this.replicas, history: 1, description: 'Edge Data Broker: the state store, one key per state key' });
         // the mirror starts from the bucket: what this node held alone is replaced
         this.space.table.clear();
-        const iter = await kv.watch();
-        this.watcher = iter;
+        this.watcher = await watchBucket(nc, kv, { what: 'the state bucket', bucket: this.bucketName, log: this.log, stats: this.stats, onError: (what, err) => this.error(what, err), onRejoin: (from) => this.resync(from) }, (e) => this.applyEntry(e));
         const { createInbox, headers } = await import('@nats-io/nats-core');
         this.writer = new BucketWriter(nc, `$KV.${this.bucketName}.`, headers, createInbox());
         const { jetstreamManager } = await import('@nats-io/jetstream');
@@ -345,13 +349,6 @@ export class ClusterStateStore implements StateReplica {
         this.kv = kv;
         this.stateText = 'ready';
         this.log.info({ bucket: this.bucketName, replicas: this.replicas }, `cluster: state store in JetStream bucket ${this.bucketName} (R${this.replicas})`);
-        void (async () => {
-          try {
-            for await (const e of iter) this.applyEntry(e);
-          } catch (err) {
-            if (!this.closed) this.error('the state bucket watch stopped', err);
-          }
-        })();
         return;
       } catch (err) {
         this.error(`bucket ${this.bucketName} not available; retrying`, err);
@@ -367,11 +364,11 @@ export class ClusterStateStore implements StateReplica {
     if (e.operation !== 'PUT') return this.removed(e.key, e.revision); // a delete marker (the sweep's, or a compensation)
     try {
       const state = decodeKeyState(e.value);
-      if (state.deadline > 0 && e.created.getTime() > state.deadline) return this.voided(e.key, e.revision, state);
+      if (state.deadline > 0 && e.created.getTime() > state.deadline) return this.voided(e.key, e.revision, state, e.value);
       if (state.node === this.node && this.refused.size > 0 && this.refused.delete(`${state.wall}:${state.counter}`)) {
         // a write of this node answered with an error, stored within its deadline after all
         // (its ack was lost): the previous state goes back over it
-        this.compensate(e.key, e.revision, known && known.rev === state.prevRev ? known.state : state.prevRev === 0 ? DELETED : undefined);
+        this.compensate(e.key, e.revision, known && known.rev === state.prevRev ? known.state : state.prevRev === 0 ? DELETED : undefined, e.value);
       }
       this.apply(Buffer.from(e.key, 'base64url'), e.key, e.revision, state);
     } catch (err) {
@@ -401,7 +398,7 @@ export class ClusterStateStore implements StateReplica {
    * the key stays as this node had it, at the entry's revision, and the previous state is
    * written back over it when this node knows it (it held the revision the write expected).
    */
-  private voided(k: string, rev: number, state: KeyState): void {
+  private voided(k: string, rev: number, state: KeyState, data: Uint8Array): void {
     const known = this.seen.get(k);
     const prev = known && known.rev === state.prevRev ? known.state : state.prevRev === 0 && !known ? DELETED : undefined;
     this.stats.voidedWrites++;
@@ -412,15 +409,130 @@ export class ClusterStateStore implements StateReplica {
       this.put(Buffer.from(k, 'base64url'), undefined);
     } else this.seen.set(k, { rev, state: known.state });
     if (this.refused.size > 0) this.refused.delete(`${state.wall}:${state.counter}`);
-    this.compensate(k, rev, prev);
+    this.compensate(k, rev, prev, data);
   }
 
-  /** Put `prev` (undefined: not known here) back over the entry at `rev`, compare-and-set on it. */
-  private compensate(k: string, rev: number, prev: KeyState | undefined): void {
+  /**
+   * Put `prev` (undefined: not known here) back over the entry at `rev` (`data`, as this node's
+   * watch delivered it), compare-and-set on it; only once the stream's leader confirms that its
+   * entry at `rev` is that one. nats-server 2.9 can leave a server that was cut off with entries
+   * of its own at revisions the majority used for other writes (a replica that diverged): a
+   * watch reading that server delivers them, and a compare-and-set on such a revision would
+   * overwrite the majority's write there. Then nothing is written, and the mirror is checked
+   * against the leader from that revision on (resync()).
+   */
+  private compensate(k: string, rev: number, prev: KeyState | undefined, data: Uint8Array): void {
     const writer = this.writer;
     if (!writer || !prev) return;
-    const done = (): void => {
+    void this.leaderHas(k, rev, data).then((same) => {
+      if (same === true) this.writeBack(writer, k, rev, prev);
+      else if (same === false) {
+        this.log.warn({ key: Buffer.from(k, 'base64url').toString(), revision: rev }, 'cluster: the state bucket entry this node saw at this revision is not the one its stream leader holds (a replica that diverged in a partition); not undone, the mirror is checked against the leader');
+        this.resync(rev);
+      }
+      // undefined: the leader did not answer; the write-back is left out (the check after healing resyncs)
+    });
+  }
+
+  /** Whether the stream leader's entry at `rev` is key `k` with `data` (undefined: no answer). */
+  private async leaderHas(k: string, rev: number, data: Uint8Array): Promise<boolean | undefined> {
+    const jsm = this.jsm;
+    if (!jsm) return undefined;
+    try {
+      const m = await jsm.streams.getMessage(`KV_${this.bucketName}`, { seq: rev });
+      return m !== null && m.subject === `$KV.${this.bucketName}.${k}` && Buffer.from(m.data).equals(Buffer.from(data));
+    } catch (err) {
+      if ((err as { code?: number })?.code === 10037 || /no message found/i.test((err as Error)?.message ?? '')) return false;
+      return undefined;
+    }
+  }
+
+  /**
+   * The mirror checked against the stream's leader from revision `from` on (after a partition,
+   * or a diverged entry found): every entry the leader holds from there is taken where this
+   * node holds another one at that revision or an older one, and each key this node holds at a
+   * revision from there that the leader does not confirm is read from the leader again (taken,
+   * or removed when the leader has no entry for it). Leader-only reads (STREAM.MSG.GET), one per
+   * entry: meant for the few entries of a partition.
+   */
+  resync(from: number): void {
+    if (this.resyncing) {
+      this.resyncAgain = Math.min(this.resyncAgain ?? from, from);
+      return;
+    }
+    const jsm = this.jsm;
+    if (!jsm) return;
+    this.resyncing = true;
+    const stream = `KV_${this.bucketName}`;
+    const prefix = `$KV.${this.bucketName}.`;
+    void (async () => {
+      let taken = 0;
+      const confirmed = new Set<string>();
+      try {
+        for (let seq = from; ; ) {
+          const m = await jsm.streams.getMessage(stream, { seq, next_by_subj: `${prefix}>` } as unknown as MsgRequest);
+          if (!m) break;
+          const k = m.subject.slice(prefix.length);
+          if (this.takeFromLeader(k, m)) taken++;
+          confirmed.add(k);
+          seq = m.seq + 1;
+        }
+        for (const [k, v] of [...this.seen]) {
+          if (v.rev < from || confirmed.has(k)) continue;
+          const m = await jsm.streams.getMessage(stream, { last_by_subj: `${prefix}${k}` });
+          if (m ? this.takeFromLeader(k, m) : this.dropKey(k)) taken++;
+        }
+        this.log.info({ from, taken }, `cluster: state mirror checked against the stream leader from revision ${from}: ${taken} keys taken from it`);
+      } catch (err) {
+        // not answering (cut off again): the next rejoin or diverged entry starts it again
+        this.resyncAgain = Math.min(this.resyncAgain ?? from, from);
+        this.error('the state mirror could not be checked against the stream leader now', err);
+      } finally {
+        this.resyncing = false;
+        const again = this.resyncAgain;
+        this.resyncAgain = undefined;
+        if (again !== undefined && !this.closed) setTimeout(() => this.resync(again), 1000).unref();
+      }
+    })();
+  }
+
+  /** The leader's entry `m` for key `k`, into the mirror unless this node holds it (or a newer one) already. */
+  private takeFromLeader(k: string, m: StoredMsg): boolean {
+    const known = this.seen.get(k);
+    if (known && known.rev > m.seq) return false;
+    const op = m.header?.get('KV-Operation') || 'PUT';
+    if (known && known.rev === m.seq && op === 'PUT' && !known.state.deleted) {
+      try {
+        if (sameVersion(known.state, decodeKeyState(m.data))) return false;
+      } catch {
+        /* taken below, and reported there */
+      }
+    }
+    if (known && known.rev === m.seq && op !== 'PUT' && known.state.deleted) return false;
+    // what this node held stays its "previous state" (for KEYNOTIFY), below the leader's revision
+    if (known) this.seen.set(k, { rev: m.seq - 1, state: known.state });
+    this.applyEntry({ key: k, revision: m.seq, operation: op, value: m.data, created: m.time } as unknown as KvEntry);
+    return true;
+  }
+
+  /** A key the leader has no entry for: out of the mirror (watchers told when it held a value). */
+  private dropKey(k: string): boolean {
+    const known = this.seen.get(k);
+    if (!known) return false;
+    this.seen.delete(k);
+    this.expiring.delete(k);
+    this.tombstones.delete(k);
+    if (known.state.deleted) return false;
+    const key = Buffer.from(k, 'base64url');
+    this.put(key, undefined);
+    this.space.keyNotify.notify(key, undefined, { wall: known.state.wall, counter: known.state.counter, node: known.state.node });
+    return true;
+  }
+
+  private writeBack(writer: BucketWriter, k: string, rev: number, prev: KeyState): void {
+    const done = (at: number): void => {
       this.stats.compensations++;
+      this.log.info({ key: Buffer.from(k, 'base64url').toString(), over: rev, revision: at, version: `${prev.wall}.${prev.counter}.${prev.node}` }, 'cluster: a state-store write undone (its previous state written back)');
     };
     const failed = (err: unknown): void => {
       if (isConflict(err)) return; // another node put it back first, or a newer write came: that stays
@@ -598,6 +710,7 @@ export class ClusterStateStore implements StateReplica {
       async (err: unknown) => {
         if (isConflict(err)) {
           // another node wrote the key first: the mirror takes the bucket's value, the request runs again
+          this.log.debug({ key: w.key.toString(), prevRev }, 'cluster: state-store write conflict');
           try {
             const e = await kv.get(k);
             if (e) this.applyEntry(e);
@@ -613,6 +726,7 @@ export class ClusterStateStore implements StateReplica {
         }
         this.stats.jetstreamErrors++;
         this.error('a state-store write could not be replicated', err);
+        this.log.info({ key: Buffer.from(w.key).toString(), prevRev, version: `${state.wall}.${state.counter}`, err: err instanceof Error ? err.message : String(err) }, 'cluster: a state-store write answered with an error');
         // not confirmed: it may still reach the bucket within its deadline (an ack lost), then
         // this node puts the previous state back over it (applyEntry)
         if (this.refused.size >= REFUSED_MAX) {

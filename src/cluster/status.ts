@@ -82,6 +82,8 @@ export interface ClusterStatsSnapshot {
   outboxDropped: number;
   /** Wills of clients of a node that died (kill -9) that this node published for it. */
   orphanWills: number;
+  /** Bucket watches (the mirrors) this node started again because they had stopped delivering (src/cluster/watch.ts). */
+  watchRestarts: number;
   /** Cross-node delivery latency (sender's clock to receiver's), ms, over the last 1024 messages. */
   latencyP50Ms: number | undefined;
   latencyP99Ms: number | undefined;
@@ -110,6 +112,7 @@ export class ClusterStats {
   outboxSent = 0;
   outboxDropped = 0;
   orphanWills = 0;
+  watchRestarts = 0;
   /** Cross-node latencies, ms, for the metrics histogram (read and cleared by the scrape). */
   readonly latencies = new Float64Array(WINDOW);
   private count = 0;
@@ -147,6 +150,7 @@ export class ClusterStats {
       outboxSent: this.outboxSent,
       outboxDropped: this.outboxDropped,
       orphanWills: this.orphanWills,
+      watchRestarts: this.watchRestarts,
       latencyP50Ms: q(0.5),
       latencyP99Ms: q(0.99),
     };

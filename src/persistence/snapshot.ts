@@ -56,6 +56,47 @@ export function crc32(data: Uint8Array, value = 0): number {
   return ~c >>> 0;
 }
 
+/** Slicing-by-4 tables for crc32Range (built on first use). */
+let crcTable4: Int32Array | undefined;
+
+function table4(): Int32Array {
+  const t = new Int32Array(1024);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c;
+  }
+  for (let n = 0; n < 256; n++) {
+    let c = t[n]!;
+    for (let k = 1; k < 4; k++) {
+      c = t[c & 0xff]! ^ (c >>> 8);
+      t[k * 256 + n] = c;
+    }
+  }
+  return t;
+}
+
+/** Spans up to this long are summed in JS by crc32Range; longer ones by zlib. */
+const SHORT_SPAN = 192;
+
+/**
+ * CRC-32 of `b[start, end)`, the same as crc32(b.subarray(start, end)) >>> 0. A short span (a log
+ * record of a small message) is summed here without making a view of it: the view and the call
+ * into zlib cost about 400 ns, a 110-byte span summed in JS 130-200 ns (and no garbage).
+ */
+export function crc32Range(b: Uint8Array, start: number, end: number): number {
+  if (end - start > SHORT_SPAN) return crc32(b.subarray(start, end)) >>> 0;
+  const t = (crcTable4 ??= table4());
+  let c = -1;
+  let i = start;
+  for (; i + 4 <= end; i += 4) {
+    c ^= b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16) | (b[i + 3]! << 24);
+    c = t[768 + (c & 0xff)]! ^ t[512 + ((c >>> 8) & 0xff)]! ^ t[256 + ((c >>> 16) & 0xff)]! ^ t[c >>> 24]!;
+  }
+  for (; i < end; i++) c = t[(c ^ b[i]!) & 0xff]! ^ (c >>> 8);
+  return (c ^ -1) >>> 0;
+}
+
 /** Write sections to `file` atomically. Returns the bytes written. */
 export async function writeSnapshot(file: string, sections: readonly { name: string; data: Buffer }[], createdAt = Date.now()): Promise<number> {
   await mkdir(dirname(file), { recursive: true });

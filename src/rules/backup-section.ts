@@ -59,6 +59,11 @@ export class RulesBackup implements SnapshotSection {
     this.savedMemory = undefined;
   }
 
+  /** A restored rule buffer waits for a program (none is active yet: compiling at start). */
+  get pending(): boolean {
+    return this.savedBuffer !== undefined && this.active().program === undefined;
+  }
+
   /** The saved rule buffer, once the document it was saved with is active. */
   applyBuffer(): void {
     const { program, etag, statementIds } = this.active();

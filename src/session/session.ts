@@ -182,6 +182,11 @@ export class Session {
     this.queueHead = 0;
   }
 
+  /** The in-flight entry for sending `d` with `packetId` (then given to addInflight). */
+  inflightFor(d: Delivery, packetId: number): InflightEntry {
+    return { message: d.message, qos: d.qos, retain: d.retain, subscriptionIds: d.subscriptionIds, packetId, state: 'publish' };
+  }
+
   /** A QoS 1/2 delivery written with its packet identifier, awaiting its acknowledgement. */
   addInflight(entry: InflightEntry): void {
     (this.inflightById ??= new Map()).set(entry.packetId, entry);

@@ -12,7 +12,7 @@ import { StorageFullError } from './errors.js';
 import { openKv, type KvStores } from './kv.js';
 import { MessageLog, type LogEntry, type LogPosition } from './log.js';
 import { decodeMessage, encodeMessage } from './record.js';
-import type { BrokerStorage, IteratorRecord, LiveWillRecord, SessionRecord, StorageInfo } from './store.js';
+import type { BrokerStorage, DurableCallback, IteratorRecord, LiveWillRecord, SessionRecord, StorageInfo } from './store.js';
 
 export interface DurableStorageOptions {
   dir: string;
@@ -65,8 +65,7 @@ export class DurableStorage implements BrokerStorage {
       },
       (err: Error) => {
         if (this.kvLast === tracked) this.kvLast = undefined;
-        this.kvError = err;
-        this.opts.log.error({ err: err.message }, 'storage: a write to the keyed store failed');
+        this.kvFailed(err);
         throw err;
       },
     );
@@ -76,10 +75,36 @@ export class DurableStorage implements BrokerStorage {
 
   /** A write acknowledgements do not wait for: only its failure is noted. */
   private watch(p: Promise<unknown>): void {
-    p.catch((err: Error) => {
-      this.kvError = err;
-      this.opts.log.error({ err: err.message }, 'storage: a write to the keyed store failed');
-    });
+    p.catch((err: Error) => this.kvFailed(err));
+  }
+
+  private kvFailLoggedAt = 0;
+
+  /**
+   * A keyed write failed (a full disk: LMDB could not commit). What waited for it is refused;
+   * logged at most once a minute, with the cause (lmdb puts it in `commitError`).
+   */
+  private kvFailed(err: Error): void {
+    this.kvError = err;
+    const cause = (err as { commitError?: Promise<unknown> }).commitError;
+    const now = Date.now();
+    const due = now - this.kvFailLoggedAt >= 60_000;
+    if (due) this.kvFailLoggedAt = now;
+    cause?.catch(() => undefined);
+    if (!due) return;
+    const log = (reason: string) => this.opts.log.error({ err: reason }, 'storage: a write to the keyed store (LMDB) failed; what waited for it is refused until there is room');
+    if (!cause) return log(err.message);
+    // the cause, if lmdb settles it soon (it may not)
+    let done = false;
+    const once = (reason: string) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      log(reason);
+    };
+    const timer = setTimeout(() => once(err.message), 100);
+    timer.unref();
+    cause.then(() => once(err.message), (e: Error) => once(`${err.message}: ${e.message}`));
   }
 
   retained(): Message[] {
@@ -175,16 +200,20 @@ export class DurableStorage implements BrokerStorage {
     this.track(data === undefined ? this.kv.blobs.remove(name) : this.kv.blobs.put(name, data));
   }
 
-  onDurable(cb: (err?: Error) => void): void {
+  onDurable(cb: DurableCallback, arg = 0): void {
     const kv = this.kvLast;
     // nothing keyed pending (the usual case under QoS 1 load): no wrapper per call
-    if (!kv) return this.messages.onDurable(cb);
+    if (!kv) return this.messages.onDurable(cb, arg);
+    this.afterBoth(kv, cb, arg);
+  }
+
+  /** The log's batch, then the keyed write `kv` (out of onDurable, which then creates no closure on its usual path). */
+  private afterBoth(kv: Promise<unknown>, cb: DurableCallback, arg: number): void {
     this.messages.onDurable((err) => {
-      if (err) return cb(err);
-      if (!kv) return cb();
+      if (err) return cb(err, arg);
       kv.then(
-        () => cb(),
-        (e: Error) => cb(new StorageFullError(e.message)),
+        () => cb(undefined, arg),
+        (e: Error) => cb(new StorageFullError(e.message), arg),
       );
     });
   }
@@ -205,7 +234,7 @@ export class DurableStorage implements BrokerStorage {
       sessions: this.kv.sessions.getCount(),
       stateOps: this.kv.stateOps.getCount(),
       ...(oldest !== undefined ? { oldestStoredAt: oldest } : {}),
-      full: this.messages.full,
+      full: this.messages.reportsFull,
     };
   }
 

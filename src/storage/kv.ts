@@ -77,7 +77,36 @@ export interface KvStores {
   readonly blobs: Database<Buffer, string>;
 }
 
+/**
+ * lmdb-js (3.5.6, the newest) rejects a promise of its own, made for the end of each write
+ * batch and handed to no caller, when a commit fails (ENOSPC on a full disk, EIO): an unhandled
+ * rejection, which ends the process. Every write of ours has its own promise that rejects too
+ * (DurableStorage handles it: the acknowledgements waiting for it are refused), so this one
+ * carries nothing we need: it is recognised by lmdb's message and its `commitError` promise
+ * (handled as well) and dropped. Any other unhandled rejection still ends the process as Node's
+ * default does (unless someone else, a test runner, listens for them).
+ */
+export function isLmdbCommitFailure(reason: unknown): boolean {
+  return reason instanceof Error && reason.message.startsWith('Commit failed') && 'commitError' in reason;
+}
+
+let commitGuard = false;
+
+function guardLmdbCommitFailures(): void {
+  if (commitGuard) return;
+  commitGuard = true;
+  process.on('unhandledRejection', (reason) => {
+    if (isLmdbCommitFailure(reason)) {
+      (reason as { commitError?: Promise<unknown> }).commitError?.catch(() => undefined);
+      return;
+    }
+    if (process.listenerCount('unhandledRejection') > 1) return; // another listener decides
+    throw reason; // as Node does without a listener: an uncaught exception
+  });
+}
+
 export function openKv(dir: string): KvStores {
+  guardLmdbCommitFailures();
   try {
     mkdirSync(dir, { recursive: true });
   } catch (err) {

@@ -5,7 +5,7 @@
  */
 import type { Message } from '../mqtt/message.js';
 import type { LogEntry, LogMetrics, LogPosition } from './log.js';
-import type { BrokerStorage, IteratorRecord, LiveWillRecord, SessionRecord, StorageInfo } from './store.js';
+import type { BrokerStorage, DurableCallback, IteratorRecord, LiveWillRecord, SessionRecord, StorageInfo } from './store.js';
 
 const clone = <T>(v: T): T => structuredClone(v);
 
@@ -97,8 +97,8 @@ export class MemoryStorage implements BrokerStorage {
     else this.docs.set(name, Buffer.from(data));
   }
 
-  onDurable(cb: (err?: Error) => void): void {
-    queueMicrotask(cb);
+  onDurable(cb: DurableCallback, arg = 0): void {
+    queueMicrotask(() => cb(undefined, arg));
   }
   flushed(): Promise<void> {
     return Promise.resolve();
@@ -106,7 +106,7 @@ export class MemoryStorage implements BrokerStorage {
   info(): StorageInfo {
     const log: LogMetrics = {
       bytes: 0, generations: 1, messagesAppended: this.entries.length, bytesAppended: 0, commits: 0, commitMillisTotal: 0, commitMillisMax: 0,
-      lastBatchMessages: 0, generationsDropped: 0, bytesDropped: 0, tornBytes: 0, refused: 0, replayMillis: 0,
+      lastBatchMessages: 0, generationsDropped: 0, bytesDropped: 0, tornBytes: 0, damagedBytes: 0, refused: 0, replayMillis: 0,
     };
     return {
       kind: 'memory',

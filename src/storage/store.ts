@@ -10,8 +10,11 @@
  */
 import type { Message } from '../mqtt/message.js';
 import type { Subscription } from '../session/session.js';
-import type { GenerationInfo, LogEntry, LogMetrics, LogPosition } from './log.js';
+import type { DurableCallback, GenerationInfo, LogEntry, LogMetrics, LogPosition } from './log.js';
 
+
+/** Called once what it waited for is on disk (err: it could not be written); `arg` as passed to onDurable. Defined in log.ts (no import circle). */
+export type { DurableCallback };
 export interface WillRecord {
   message: Message;
   /** When it is due (ms since epoch). */
@@ -129,7 +132,12 @@ export interface BrokerStorage {
   document(name: string): Buffer | undefined;
   setDocument(name: string, data: Buffer | undefined): void;
 
-  onDurable(cb: (err?: Error) => void): void;
+  /**
+   * `cb(err, arg)` once everything written so far is on disk. `arg` is handed back as given, so
+   * a caller waiting for many writes (a PUBACK per message) can pass one function for all of
+   * them instead of a closure each.
+   */
+  onDurable(cb: DurableCallback, arg?: number): void;
   flushed(): Promise<void>;
   info(): StorageInfo;
   close(): Promise<void>;

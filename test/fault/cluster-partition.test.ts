@@ -15,9 +15,13 @@
  * Checked, during the partition: the minority answers state-store writes with the protocol's
  * "try again" error (never OK), does not acknowledge a QoS 1 message that a persistent session
  * needs stored in JetStream (0x80), and still delivers QoS 0 between its own clients; the
- * majority goes on writing; the minority's GET answers the last confirmed value, not its refused
- * write. After healing: every node converges on the majority's values, with one version per
- * key on all nodes, and no write the minority refused is anywhere.
+ * majority goes on writing (state keys, retained messages, the rules document); the minority's
+ * GET answers the last confirmed value, not its refused write. After healing: every node
+ * converges on the majority's values, with one version per key on all nodes, no write the
+ * minority refused is anywhere, and every bucket-backed mirror agrees: retained messages, the
+ * rules document's ETag, the rule buffer's lease holder (src/cluster/watch.ts and the state
+ * store's resync against the stream leader make that hold; the test prints the watch restarts
+ * and state-store repairs each run needed).
  *
  * Needs root (network namespaces, nftables) and the `ip`, `nft` and `setpriv` commands
  * (Debian iproute2, nftables, util-linux; .ci/run installs nftables): skipped otherwise, with
@@ -40,6 +44,11 @@ const NS = `edbpart${process.pid}`;
 const MINORITY_GID = 65534;
 const RELAY = fileURLToPath(new URL('../fixtures/netns-relay.mjs', import.meta.url));
 const TRY_AGAIN = 'the cluster cannot replicate this write now; try again';
+/** The rules document the majority uploads during the partition. */
+const RULES = JSON.stringify({
+  filters: [{ topic: 'part/rules/#', subtopic: 'out/', statements: [{ condition: '$inside.v >= 1', new_payload: 'high' }] }],
+  rules: [],
+});
 
 /** Why this machine cannot run the test, or undefined. */
 function unsupported(): string | undefined {
@@ -58,13 +67,7 @@ function unsupported(): string | undefined {
   return undefined;
 }
 
-// Off by default: in the CI rehearsal of session 7 (fresh clone, quiet machine) the minority node
-// b1 still answered part/k1 = "before" 30 s after healing while the others answered the majority's
-// value: its mirror did not catch up (a remaining gap of issue 12, see docs/cluster.md "A
-// partition"). The assertions are what must hold; EDB_PARTITION_TEST=1 runs them.
-const skip = process.env['EDB_PARTITION_TEST'] !== '1'
-  ? 'known gap of issue 12, the minority node can miss the majority\'s writes after healing; EDB_PARTITION_TEST=1 runs it'
-  : unsupported();
+const skip = unsupported();
 
 function sh(args: string[], input?: string): void {
   const r = spawnSync(args[0]!, args.slice(1), { encoding: 'utf8', input });
@@ -257,6 +260,36 @@ async function publishQos1(c: MqttClient, topic: string, payload: string, ms = 2
   }
 }
 
+/** The retained messages under part/r/ a new subscriber on node i gets: topic -> payload. */
+async function retainedOn(i: number): Promise<Map<string, string>> {
+  const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${reach[i]!.mqtt}`, { protocolVersion: 5, clientId: `retained-check-${i}-${Date.now()}`, reconnectPeriod: 0, connectTimeout: 10_000 });
+  try {
+    const got = new Map<string, string>();
+    c.on('message', (t, p, packet) => {
+      if (packet.retain) got.set(t, p.toString());
+    });
+    await c.subscribeAsync('part/r/+', { qos: 0 });
+    await delay(300);
+    return got;
+  } finally {
+    c.end(true);
+  }
+}
+
+async function rulesEtag(i: number): Promise<string | null> {
+  return (await fetch(`http://127.0.0.1:${reach[i]!.http}/rules`)).headers.get('etag');
+}
+
+/** The brokers' log lines about state-store writes refused, voided or undone (for a failure's message). */
+function stateLog(): string[] {
+  return brokers.flatMap((b, i) => b.logs.filter((l) => typeof l['msg'] === 'string' && /state-store write|state mirror|state bucket entry/.test(l['msg'] as string)).map((l) => `b${i + 1}: ${String(l['msg'])} ${JSON.stringify({ key: l['key'], revision: l['revision'], over: l['over'], prevRev: l['prevRev'], version: l['version'], from: l['from'], taken: l['taken'], err: l['err'] })}`));
+}
+
+/** The brokers' log lines saying a bucket watch was started again (src/cluster/watch.ts). */
+function watchRestarts(): string[] {
+  return brokers.flatMap((b, i) => b.logs.filter((l) => typeof l['msg'] === 'string' && (l['msg'] as string).includes('watch started again')).map((l) => `b${i + 1}: ${String(l['msg'])}`));
+}
+
 beforeAll(async () => {
   if (skip) return;
   chmodSync(dir, 0o777);
@@ -305,6 +338,11 @@ describe.skipIf(skip !== undefined)(`cluster: a partition of one NATS server and
     const pub = await client(2, 'minority-pub');
     expect(await publishQos1(pub, 'part/q1', 'before')).toBe('acked');
     await waitFor('the persistent session has the message before the partition', async () => persistentGot.includes('before'), 10_000);
+    // retained messages: one the majority replaces during the cut, one it clears
+    const retainer = await client(0, 'majority-retainer');
+    await retainer.publishAsync('part/r/1', 'before', { qos: 1, retain: true });
+    await retainer.publishAsync('part/r/3', 'before', { qos: 1, retain: true });
+    await waitFor('the retained messages on every node before the partition', async () => (await Promise.all([0, 1, 2].map(retainedOn))).every((m) => m.get('part/r/1') === 'before' && m.get('part/r/3') === 'before'), 20_000);
 
     cut();
 
@@ -334,6 +372,19 @@ describe.skipIf(skip !== undefined)(`cluster: a partition of one NATS server and
     expect((await s1.set('part/nx', 'majority', { condition: 'nx' })).applied).toBe(true);
     // still refused on the minority while cut off
     await expect(s3.set('part/k2', 'minority')).rejects.toThrow(TRY_AGAIN);
+    // the majority's retained messages and rules document, which the minority's mirrors must take after healing
+    await retainer.publishAsync('part/r/1', 'majority', { qos: 1, retain: true });
+    await retainer.publishAsync('part/r/2', 'majority', { qos: 1, retain: true });
+    await retainer.publishAsync('part/r/3', '', { qos: 1, retain: true });
+    const upload = await fetch(`http://127.0.0.1:${reach[0]!.http}/rules`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: RULES });
+    expect(upload.status).toBe(200);
+    const etag = upload.headers.get('etag');
+    expect(etag).toBeTruthy();
+    await waitFor('the majority with the majority\'s retained messages and rules document', async () => {
+      const maps = await Promise.all([0, 1].map(retainedOn));
+      const etags = await Promise.all([0, 1].map(rulesEtag));
+      return maps.every((m) => m.get('part/r/1') === 'majority' && m.get('part/r/2') === 'majority' && !m.has('part/r/3')) && etags.every((e) => e === etag);
+    }, 60_000);
 
     // the rule buffer's lease: a holder cut off stops acting as holder; a majority node holds it
     const held = async (i: number): Promise<boolean> => /^edb_cluster_rule_buffer_held 1$/m.test(await (await fetch(`http://127.0.0.1:${reach[i]!.http}/metrics`)).text());
@@ -383,8 +434,13 @@ describe.skipIf(skip !== undefined)(`cluster: a partition of one NATS server and
         return true;
       },
       30_000,
-    ).catch((err: Error) => {
-      throw new Error(`${err.message}: ${mismatch}`);
+    ).catch(async (err: Error) => {
+      const all: string[] = [];
+      for (const k of keys) for (const [i, s] of stores.entries()) {
+        const got = await s.get(k).catch(() => undefined);
+        all.push(`b${i + 1} ${k}=${got?.value?.toString() ?? '-'}@${versionKey(got?.version)}`);
+      }
+      throw new Error(`${err.message}: ${mismatch}\nvalues: ${all.join(', ')}\nwatch restarts: ${watchRestarts().join(' | ') || 'none'}\nstate log:\n${stateLog().join('\n')}`);
     });
     for (const k of keys) {
       const seen = new Map<string, string | undefined>();
@@ -397,6 +453,33 @@ describe.skipIf(skip !== undefined)(`cluster: a partition of one NATS server and
       // one version per key across the three nodes
       expect(seen.size, `${k}: ${[...seen].join(' ')}`).toBe(1);
     }
+    // every other bucket-backed mirror converges too: retained messages, the rules document, the lease
+    let retainedMismatch = '';
+    await waitFor(
+      'every node with the majority\'s retained messages, rules document and lease holder',
+      async () => {
+        for (const i of [0, 1, 2]) {
+          const m = await retainedOn(i);
+          const got = `r/1=${m.get('part/r/1') ?? '-'} r/2=${m.get('part/r/2') ?? '-'} r/3=${m.get('part/r/3') ?? '-'}`;
+          if (got !== 'r/1=majority r/2=majority r/3=-') {
+            retainedMismatch = `b${i + 1} retained ${got}`;
+            return false;
+          }
+          const e = await rulesEtag(i);
+          if (e !== etag) {
+            retainedMismatch = `b${i + 1} rules ${e}, expected ${etag}`;
+            return false;
+          }
+        }
+        const holders = (await Promise.all([0, 1, 2].map(status))).map((st) => st.jetstream.ruleBufferHolder);
+        retainedMismatch = `lease holders ${holders.join(' ')}`;
+        return holders[0] !== undefined && holders.every((h) => h === holders[0]);
+      },
+      30_000,
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}: ${retainedMismatch}`);
+    });
+    console.log(`after healing: ${watchRestarts().length} watch restarts${watchRestarts().map((l) => `\n  ${l}`).join('')}\nstate log:${stateLog().map((l) => `\n  ${l}`).join('')}`);
     for (const s of stores) await s.close();
   }, 240_000);
 });

@@ -7,7 +7,9 @@
  *    message at least once and every QoS 2 message exactly once;
  *  - kill -9 of the node of connected persistent subscribers under QoS 1 load: they reconnect
  *    to another node and a numbering verifier finds every message the publisher got a PUBACK
- *    for.
+ *    for;
+ *  - a retained message sent to a persistent session on SUBSCRIBE and not acknowledged when
+ *    its node is killed (kill -9) is sent again on the node the session resumes on.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
@@ -220,5 +222,31 @@ describe('cluster: persistent sessions resume on any node', () => {
     const { c, present } = await resume(1, 'orphan', { clean: false, properties: { sessionExpiryInterval: 3 } });
     expect(present).toBe(false);
     await c.endAsync();
+  }, 60_000);
+
+  it('sends a retained message a persistent session got on SUBSCRIBE again on another node when its node died before the PUBACK (kill -9)', async () => {
+    // s1 is gone; the retained message is published on s3, the session subscribes on s2
+    const pub = await client(2, 'ret-pub');
+    await pub.publishAsync('ret/kept', 'r1', { qos: 1, retain: true });
+    const probe = await client(1, 'ret-probe');
+    const seen: string[] = [];
+    probe.on('message', (t, p) => seen.push(`${t} ${p.toString()}`));
+    await probe.subscribeAsync('ret/#', { qos: 1 });
+    await until(() => seen.includes('ret/kept r1'), 10_000, 'the retained message in s2\'s mirror');
+    // a client that never acknowledges (no PUBACK): the message stays in flight
+    const got: string[] = [];
+    const silent = await client(1, 'ret-sess', { ...persistent, customHandleAcks: () => undefined });
+    // (customHandleAcks never answering: MQTT.js then neither emits 'message' nor sends the PUBACK)
+    silent.on('packetreceive', (p) => {
+      if (p.cmd === 'publish') got.push(`${p.topic} ${p.payload.toString()}`);
+    });
+    await silent.subscribeAsync('ret/#', { qos: 1 });
+    await until(() => got.includes('ret/kept r1'), 10_000, 'the retained message on SUBSCRIBE');
+    await nodes[1]!.stop('SIGKILL');
+    const again: { t: string; qos: number }[] = [];
+    const { present } = await resume(2, 'ret-sess', persistent, (t, p, qos) => again.push({ t: `${t} ${p.toString()}`, qos }));
+    expect(present).toBe(true);
+    await until(() => again.some((m) => m.t === 'ret/kept r1'), 15_000, 'the unacknowledged retained message sent again on s3');
+    expect(again.find((m) => m.t === 'ret/kept r1')!.qos).toBe(1);
   }, 60_000);
 });

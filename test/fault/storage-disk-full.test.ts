@@ -3,8 +3,9 @@
  * only; skipped, saying why, where mount is not permitted). A real broker process fills it with
  * QoS 1 messages for an offline persistent session until it refuses one; then new QoS 1
  * messages that need storage get 0x97 on v5 and no PUBACK on 3.1.1, the log says so once, QoS 0
- * keeps flowing; space comes back and so do the acknowledgements; after a SIGKILL every
- * message acknowledged before, during and after the full period is delivered.
+ * keeps flowing (from v5 and 3.1.1 clients), a keyed (LMDB) write that cannot commit is logged
+ * once and does not stop the broker; space comes back and so do the acknowledgements; after a
+ * SIGKILL every message acknowledged before, during and after the full period is delivered.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -61,8 +62,9 @@ describe('durable storage on a full disk (a small tmpfs)', () => {
     // ballast: most of the 4 MiB, so the broker runs out soon; removed later to give space back
     const ballast = join(mountPoint, 'ballast');
     writeFileSync(ballast, Buffer.alloc(2 * 1024 * 1024, 1));
-    broker = await startBrokerProcess({ EDB_DATA_DIR: mountPoint, EDB_BACKUP: 'false', EDB_MAX_QUEUED_BYTES_TOTAL: '0' });
+    broker = await startBrokerProcess({ EDB_DATA_DIR: mountPoint, EDB_BACKUP: 'false', EDB_MAX_QUEUED_BYTES_TOTAL: '0', EDB_HTTP_PORT: '0' }, ['mqtt', 'http']);
     const port = broker.ports['mqtt']!;
+    const http = `http://127.0.0.1:${broker.ports['http']}`;
     const got = new Set<string>();
     const sub = await mqtt.connectAsync({ port, protocolVersion: 5, clientId: 'keeper', clean: false, properties: { sessionExpiryInterval: 3600 }, reconnectPeriod: 0 });
     await sub.subscribeAsync('fill/#', { qos: 1 });
@@ -92,12 +94,23 @@ describe('durable storage on a full disk (a small tmpfs)', () => {
     // ---- while full: v5 gets 0x97 (many times), 3.1.1 no PUBACK, QoS 0 flows, retained QoS 1 refused too
     for (let i = 0; i < 20; i++) expect(await publishQos1(v5, 'fill/more', `r${i}:` + 'y'.repeat(8000))).toBe(0x97);
     expect(await publishQos1(v5, 'fill/retained', 'keep me', 3000, true)).toBe(0x97);
+    // a write to the keyed store (LMDB) that cannot commit: a connected client's will is stored
+    // while it is connected; 60 KB need pages the full disk does not have. The broker goes
+    // on (lmdb-js rejects a promise of its own on a failed commit: unhandled, it ended the
+    // process, taking every connection with it)
+    const willer = await mqtt.connectAsync({ port, protocolVersion: 5, clientId: 'willer', reconnectPeriod: 0, will: { topic: 'live/will', payload: Buffer.alloc(60_000, 7), qos: 0, retain: false } });
     const v4 = await mqtt.connectAsync({ port, protocolVersion: 4, clientId: 'pub4', reconnectPeriod: 0 });
     expect(await publishQos1(v4, 'fill/v4', 'z'.repeat(8000), 2000)).toBe('none');
+    const kvLines = () => broker!.logs.filter((l) => /keyed store/.test(String(l['msg'])));
+    for (let i = 0; i < 50 && kvLines().length === 0; i++) await sleep(50);
+    expect(kvLines().length, 'the will was stored on a full disk?').toBe(1);
+    expect(broker.child.exitCode, 'the broker ended after a failed LMDB commit').toBeNull();
     expect(v4.connected).toBe(true);
+    expect(willer.connected).toBe(true);
     live.publish('live/a', 'qos0 still flows', { qos: 0 });
-    for (let i = 0; i < 50 && liveGot.length === 0; i++) await sleep(50);
-    expect(liveGot).toEqual(['qos0 still flows']);
+    v4.publish('live/v4', 'qos0 from 3.1.1 too', { qos: 0 });
+    for (let i = 0; i < 50 && liveGot.length < 2; i++) await sleep(50);
+    expect(liveGot.sort()).toEqual(['qos0 from 3.1.1 too', 'qos0 still flows']);
     // a QoS 1 message nobody persistent wants never needed the disk: acknowledged as usual
     expect(await publishQos1(v5, 'live/b', 'online only')).toBe(0);
 
@@ -105,6 +118,15 @@ describe('durable storage on a full disk (a small tmpfs)', () => {
     expect(fullLines.length, JSON.stringify(fullLines)).toBe(1); // once a minute, however many refusals
     expect(String(fullLines[0]!['msg'])).toMatch(/disk is full/);
     expect(broker.child.exitCode).toBeNull(); // still running
+    // the operator sees it: metrics and the status page's storage line
+    const metrics = await (await fetch(`${http}/metrics`)).text();
+    expect(metrics).toMatch(/^edb_storage_full 1$/m);
+    // the batch the disk refused counts in the log's refusals; the publishes refused before
+    // they were appended (22 here at least) in the broker's drops
+    expect(Number(/^edb_storage_refused_total (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(1);
+    expect(Number(/^edb_messages_dropped_total\{reason="storage_full"\} (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(22);
+    const status = (await (await fetch(`${http}/api/status`)).json()) as { sections: { storage: { summary: string } } };
+    expect(status.sections.storage.summary).toMatch(/, FULL: refusing QoS 1\/2 that needs storage$/);
 
     // ---- space comes back: acknowledgements come back too
     rmSync(ballast);
@@ -127,7 +149,7 @@ describe('durable storage on a full disk (a small tmpfs)', () => {
     // and for the 3.1.1 client (whose refused message was never acknowledged, so it would send it again)
     expect(await publishQos1(v4, 'fill/v4', 'v4 again')).toBe(0);
     acked.push('v4 again');
-    for (const c of [v5, v4, live]) c.end(true);
+    for (const c of [v5, v4, live, willer]) c.end(true);
 
     // ---- nothing stored was damaged: after a SIGKILL every acknowledged message is delivered
     expect(await broker.stop('SIGKILL')).toBeNull();

@@ -4,11 +4,13 @@ import { messageProperties, type Message, type QoS } from '../../mqtt/message.js
 import { RC } from '../../mqtt/reason-codes.js';
 import { checkPublish } from '../../mqtt/validate.js';
 import type { MqttClient } from '../client.js';
-import type { BrokerCore } from '../core.js';
+import type { BrokerCore, ForwardAcks } from '../core.js';
 
 /**
  * PUBLISH from a client: topic alias, checks, rate limits, QoS 2 receipt, authorization, then
- * routing and the PUBACK / PUBREC. Synchronous: the hot path of the broker.
+ * routing and the PUBACK / PUBREC. Synchronous: the hot path of the broker. It creates no
+ * closures (the waits that need one are in functions of their own): a closure capturing its
+ * variables would make every call allocate a context for them, waited or not.
  */
 export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPublishPacket): void {
   const props = packet.properties;
@@ -41,13 +43,7 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
   }
 
   if (qos === 2) {
-    if (session.incomingQos2.has(id)) {
-      // a resent QoS 2 PUBLISH we already own: answer, do not deliver twice [MQTT-5-4.3.3-10]
-      // (durable: once the id is on disk, as for the first PUBREC)
-      const pubrec = () => client.out.writePacket({ cmd: 'pubrec', messageId: id });
-      if (!session.afterStored(() => client.state === 'open' && pubrec())) pubrec();
-      return;
-    }
+    if (session.incomingQos2.has(id)) return answerResentQos2(client, id);
     // [MQTT-5-3.3.4-7] more unacknowledged QoS 2 than our Receive Maximum: 0x93
     if (session.incomingQos2.size >= core.config.maxInflight) return client.protocolViolation(RC.RECEIVE_MAXIMUM_EXCEEDED, 'receive maximum exceeded');
   }
@@ -90,27 +86,37 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
   // [cluster] a persistent session somewhere wants it: acknowledged once the replicated
   // stream has it (a JetStream quorum) and the nodes it was forwarded to have it
   const stored = fwd && qos > 0 ? fwd.stored?.(message) : undefined;
-  if (stored) {
-    void stored.then((ok) => {
-      if (client.state !== 'open') return;
-      if (!ok) return refuseForward(core, client, qos, id);
-      fwd!.onSent((err) => {
-        if (client.state !== 'open') return;
-        if (err) refuseForward(core, client, qos, id);
-        else ackWhenStored(core, client, qos, id, 0, writes);
-      });
-    });
-    return;
-  }
-  if (fwd && qos > 0 && fwd.sent !== sent) {
-    fwd.onSent((err) => {
-      if (client.state !== 'open') return; // gone: the client sends it again on its next connection
-      if (err) refuseForward(core, client, qos, id);
-      else ackWhenStored(core, client, qos, id, code, writes);
-    });
-    return;
-  }
+  if (stored) return ackWhenReplicated(core, client, qos, id, writes, fwd!, stored);
+  if (fwd && qos > 0 && fwd.sent !== sent) return ackWhenForwarded(core, client, qos, id, code, writes, fwd);
   ackWhenStored(core, client, qos, id, code, writes);
+}
+
+/** A resent QoS 2 PUBLISH we already own: answer, do not deliver twice [MQTT-5-4.3.3-10] (durable: once the id is on disk, as for the first PUBREC). */
+function answerResentQos2(client: MqttClient, id: number): void {
+  const pubrec = () => client.out.writePacket({ cmd: 'pubrec', messageId: id });
+  if (!client.session!.afterStored(() => client.state === 'open' && pubrec())) pubrec();
+}
+
+/** [cluster] a persistent session somewhere wants it: acknowledged once the replicated stream has it and the nodes it was forwarded to have it. */
+function ackWhenReplicated(core: BrokerCore, client: MqttClient, qos: QoS, id: number, writes: number, fwd: ForwardAcks, stored: Promise<boolean>): void {
+  void stored.then((ok) => {
+    if (client.state !== 'open') return;
+    if (!ok) return refuseForward(core, client, qos, id);
+    fwd.onSent((err) => {
+      if (client.state !== 'open') return;
+      if (err) refuseForward(core, client, qos, id);
+      else ackWhenStored(core, client, qos, id, 0, writes);
+    });
+  });
+}
+
+/** [cluster] forwarded to subscribers on other nodes: acknowledged once NATS has it. */
+function ackWhenForwarded(core: BrokerCore, client: MqttClient, qos: QoS, id: number, code: number, writes: number, fwd: ForwardAcks): void {
+  fwd.onSent((err) => {
+    if (client.state !== 'open') return; // gone: the client sends it again on its next connection
+    if (err) refuseForward(core, client, qos, id);
+    else ackWhenStored(core, client, qos, id, code, writes);
+  });
 }
 
 /**
@@ -120,25 +126,36 @@ export function handlePublish(core: BrokerCore, client: MqttClient, packet: IPub
  */
 function ackWhenStored(core: BrokerCore, client: MqttClient, qos: QoS, id: number, code: number, writes: number): void {
   const durable = core.durable;
-  // QoS 2 to a persistent session: PUBREC once the message and the session record naming its
-  // packet id are on disk, or a crash could take a resent PUBLISH for a new message
-  const waited =
-    durable !== undefined &&
-    qos === 2 &&
-    client.session!.afterStored((err) => {
-      if (client.state !== 'open') return;
-      if (err && durable.writes !== writes) refuseStorage(core, client, qos, id);
-      else ackPublish(client, qos, id, code);
-    });
-  if (waited) return;
+  if (durable !== undefined && qos === 2 && pubrecWhenStored(core, client, id, code, writes)) return;
   if (durable && qos > 0 && durable.writes !== writes) {
     durable.flushUrgent();
-    durable.onDurable((err) => {
-      if (client.state !== 'open') return; // gone: the client sends it again on its next connection
-      if (err) refuseStorage(core, client, qos, id);
-      else ackPublish(client, qos, id, code);
-    });
+    // the hot path of durable QoS 1: no closure per message, the packet rides in the argument
+    durable.onDurable((client.storedAck ??= storedAck(core, client)), id | (qos << 16) | (code << 18));
   } else ackPublish(client, qos, id, code);
+}
+
+/**
+ * QoS 2 to a persistent session: PUBREC once the message and the session record naming its
+ * packet id are on disk, or a crash could take a resent PUBLISH for a new message. False: the
+ * session stores nothing (answer now).
+ */
+function pubrecWhenStored(core: BrokerCore, client: MqttClient, id: number, code: number, writes: number): boolean {
+  return client.session!.afterStored((err) => {
+    if (client.state !== 'open') return;
+    if (err && core.durable!.writes !== writes) refuseStorage(core, client, 2, id);
+    else ackPublish(client, 2, id, code);
+  });
+}
+
+/** The connection's onDurable callback: the PUBACK/PUBREC packed in `arg` (id, qos << 16, reason code << 18). */
+function storedAck(core: BrokerCore, client: MqttClient): (err: Error | undefined, arg: number) => void {
+  return (err, arg) => {
+    if (client.state !== 'open') return; // gone: the client sends it again on its next connection
+    const id = arg & 0xffff;
+    const qos = ((arg >>> 16) & 3) as QoS;
+    if (err) refuseStorage(core, client, qos, id);
+    else ackPublish(client, qos, id, arg >>> 18);
+  };
 }
 
 /** Cluster: the message could not reach NATS. v5 answers 0x80; 3.1.1 sends no ack, so the client retries. */

@@ -23,17 +23,23 @@ export function handleSubscribe(core: BrokerCore, client: MqttClient, packet: IS
   if (durable && session.expiryInterval > 0) {
     // [durable] a persistent session: its subscriptions and the retained messages they get
     // are on disk before the SUBACK says so
-    for (let i = 0; i < retained.length; i++) retained[i] = durable.reserveRetained(session, retained[i]!);
-    durable.flushSessions();
-    durable.onDurable(() => {
-      // gone meanwhile: the retained messages wait in its session for the next connection
-      if (client.state !== 'open' || client.session !== session) {
-        for (const d of retained) if (d.qos > 0) session.enqueue(d);
-        return;
-      }
-      client.out.writePacket({ cmd: 'suback', messageId: packet.messageId!, granted });
-      for (const d of retained) client.out.deliverRetained(d);
-    });
+    const reserve = (list: Delivery[]): void => {
+      for (let i = 0; i < list.length; i++) list[i] = durable.reserveRetained(session, list[i]!);
+      durable.flushSessions();
+      durable.onDurable(() => {
+        // gone meanwhile: the retained messages wait in its session for the next connection
+        if (client.state !== 'open' || client.session !== session) {
+          for (const d of list) if (d.qos > 0) session.enqueue(d);
+          return;
+        }
+        client.out.writePacket({ cmd: 'suback', messageId: packet.messageId!, granted });
+        for (const d of list) client.out.deliverRetained(d);
+      });
+    };
+    // cluster mode: the retained messages go to the replicated session stream first
+    const prepared = retained.length > 0 ? durable.prepareRetained?.(session, retained) : undefined;
+    if (prepared) void prepared.then(reserve, () => reserve(retained));
+    else reserve(retained);
     return;
   }
   client.out.writePacket({ cmd: 'suback', messageId: packet.messageId!, granted });
