@@ -38,7 +38,6 @@ import type { Message } from '../mqtt/message.js';
 import { crc32, crc32Range } from '../persistence/snapshot.js';
 import { StorageFullError, StorageOpenError } from './errors.js';
 import { decodeMessage, encodeMessageInto, LAYOUT_VERSION, maxEncodedSize } from './record.js';
-import type { DurableCallback } from './store.js';
 
 export const HEADER_BYTES = 32;
 const MAGIC = Buffer.from('EDBLOG01', 'latin1');
@@ -62,6 +61,9 @@ const CHECKPOINT_LEN = 48;
 const CHECKPOINT_BYTES = 8 * 1024 * 1024;
 /** Bytes read at a time by read() (a longer record is read on its own). */
 const READ_CHUNK = 64 * 1024;
+
+/** Called once what it waited for is on disk (err: it could not be written); `arg` as passed to onDurable. */
+export type DurableCallback = (err: Error | undefined, arg: number) => void;
 
 /** A place in the log: a generation and a byte offset in its file. */
 export interface LogPosition {
