@@ -39,6 +39,9 @@ import { crc32, crc32Range } from '../persistence/snapshot.js';
 import { StorageFullError, StorageOpenError } from './errors.js';
 import { decodeMessage, encodeMessageInto, LAYOUT_VERSION, maxEncodedSize } from './record.js';
 
+/** Called once what it waited for is on disk (err: it could not be written); `arg` as passed to onDurable. Re-exported by store.ts, which imports this module (so not the other way round: no import circle). */
+export type DurableCallback = (err: Error | undefined, arg: number) => void;
+
 export const HEADER_BYTES = 32;
 const MAGIC = Buffer.from('EDBLOG01', 'latin1');
 const FRAME = 8;
@@ -61,9 +64,6 @@ const CHECKPOINT_LEN = 48;
 const CHECKPOINT_BYTES = 8 * 1024 * 1024;
 /** Bytes read at a time by read() (a longer record is read on its own). */
 const READ_CHUNK = 64 * 1024;
-
-/** Called once what it waited for is on disk (err: it could not be written); `arg` as passed to onDurable. */
-export type DurableCallback = (err: Error | undefined, arg: number) => void;
 
 /** A place in the log: a generation and a byte offset in its file. */
 export interface LogPosition {
