@@ -157,6 +157,8 @@ export interface LogMetrics {
   bytesDropped: number;
   /** Bytes cut off a torn tail at the last start. */
   tornBytes: number;
+  /** Bytes of damaged records a read skipped (found past the start's check: never handed out). */
+  damagedBytes: number;
   refused: number;
   replayMillis: number;
 }
@@ -289,7 +291,7 @@ export class MessageLog {
   private readonly dropListeners: ((d: DroppedGeneration) => void)[] = [];
   readonly metrics: LogMetrics = {
     bytes: 0, generations: 0, messagesAppended: 0, bytesAppended: 0, commits: 0, commitMillisTotal: 0, commitMillisMax: 0,
-    lastBatchMessages: 0, generationsDropped: 0, bytesDropped: 0, tornBytes: 0, refused: 0, replayMillis: 0,
+    lastBatchMessages: 0, generationsDropped: 0, bytesDropped: 0, tornBytes: 0, damagedBytes: 0, refused: 0, replayMillis: 0,
   };
 
   private readonly inFlight: number;
@@ -926,12 +928,16 @@ export class MessageLog {
         }
       }
       if (r === undefined || r === 'short') {
+        if (g.created && pos.offset < g.durable) {
+          // durable bytes that are not a record (damaged after the start's check, which stops
+          // at the checkpoint): never handed out; reading goes on at the next whole record
+          pos = { gen: g.id, offset: this.skipDamaged(g, pos.offset) };
+          chunkGen = -1;
+          if (pos.offset < g.durable) continue;
+        }
         const nextGen = this.gens[gi + 1];
         if (!nextGen) break; // the newest generation: new messages may still come
         if (g.durable < g.end) break; // its last batches are being written: not past them yet
-        if (pos.offset < g.durable) {
-          this.opts.log.warn({ generation: g.id, offset: pos.offset }, 'storage: unreadable record in a closed generation; skipping to the next one');
-        }
         pos = { gen: nextGen.id, offset: HEADER_BYTES };
         continue;
       }
@@ -941,6 +947,46 @@ export class MessageLog {
       pos = next;
     }
     return { entries, next: pos };
+  }
+
+  /** Damaged spots already logged and counted (generation:offset -> where reading goes on). */
+  private readonly damaged = new Map<string, number>();
+
+  /**
+   * The offset of the next whole record after `from` in a generation (a frame whose length
+   * fits and whose CRC-32 matches), or its durable end when there is none. Logged and counted
+   * once per damaged spot, however many readers pass it.
+   */
+  private skipDamaged(g: Generation, from: number): number {
+    const key = `${g.id}:${from}`;
+    const known = this.damaged.get(key);
+    if (known !== undefined) return known;
+    let to = g.durable;
+    const buf = Buffer.allocUnsafe(Math.min(1 << 20, Math.max(FRAME + MIN_BODY, g.durable - from)));
+    search: for (let base = from + 1; base + FRAME + MIN_BODY <= g.durable; ) {
+      const n = this.readAt(g, buf, Math.min(buf.length, g.durable - base), base);
+      if (n < FRAME + MIN_BODY) break;
+      const last = n - FRAME - MIN_BODY;
+      for (let i = 0; i <= last; i++) {
+        const len = buf.readUInt32LE(i);
+        if (len < MIN_BODY || len > MAX_BODY || base + i + FRAME + len > g.durable) continue;
+        const whole = i + FRAME + len <= n ? crc32Range(buf, i + FRAME, i + FRAME + len) === buf.readUInt32LE(i + 4) : this.readRecord(g, base + i) !== undefined;
+        if (whole) {
+          to = base + i;
+          break search;
+        }
+      }
+      base += last + 1;
+    }
+    this.damaged.set(key, to);
+    this.metrics.damagedBytes += to - from;
+    this.opts.log.error(
+      { generation: g.id, offset: from, bytes: to - from, next: to },
+      to < g.durable
+        ? `storage: a damaged record in generation ${g.id} at offset ${from}: ${to - from} bytes skipped (never handed out), reading goes on at the next whole record (${to})`
+        : `storage: a damaged record in generation ${g.id} at offset ${from}: the ${to - from} bytes to its end skipped (never handed out)`,
+    );
+    return to;
   }
 
   private readAt(g: Generation, buf: Buffer, len: number, at: number): number {

@@ -106,7 +106,7 @@ export class MemoryStorage implements BrokerStorage {
   info(): StorageInfo {
     const log: LogMetrics = {
       bytes: 0, generations: 1, messagesAppended: this.entries.length, bytesAppended: 0, commits: 0, commitMillisTotal: 0, commitMillisMax: 0,
-      lastBatchMessages: 0, generationsDropped: 0, bytesDropped: 0, tornBytes: 0, refused: 0, replayMillis: 0,
+      lastBatchMessages: 0, generationsDropped: 0, bytesDropped: 0, tornBytes: 0, damagedBytes: 0, refused: 0, replayMillis: 0,
     };
     return {
       kind: 'memory',

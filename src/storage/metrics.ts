@@ -4,7 +4,7 @@
  *   edb_storage_last_batch_messages, edb_storage_replay_seconds, edb_storage_full (gauges);
  *   edb_storage_messages_total, edb_storage_bytes_written_total, edb_storage_commits_total
  *   (one fsync each), edb_storage_commit_seconds_total, edb_storage_generations_dropped_total,
- *   edb_storage_bytes_dropped_total, edb_storage_refused_total (counters); on one node also
+ *   edb_storage_bytes_dropped_total, edb_storage_damaged_bytes_total, edb_storage_refused_total (counters); on one node also
  *   edb_storage_session_reads_total (messages read back from the log into a session's queue)
  *   and edb_storage_session_skips_total (a session's unread messages dropped with a generation).
  */
@@ -35,6 +35,7 @@ export function registerStorageMetrics(registry: Registry, storage: BrokerStorag
   counter('edb_storage_commit_seconds_total', 'Storage: time spent committing batches', (m) => m.commitMillisTotal / 1000);
   counter('edb_storage_generations_dropped_total', 'Storage: generations dropped by retention or the size cap', (m) => m.generationsDropped);
   counter('edb_storage_bytes_dropped_total', 'Storage: bytes dropped with whole generations', (m) => m.bytesDropped);
+  counter('edb_storage_damaged_bytes_total', 'Storage: bytes of damaged log records a read skipped (never handed out)', (m) => m.damagedBytes);
   counter('edb_storage_refused_total', 'Storage: appends refused (disk full or size cap; a publish refused before it was appended counts in edb_messages_dropped_total{reason="storage_full"})', (m) => m.refused);
   if (paging) {
     const plain = (name: string, help: string, f: () => number) =>

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Message } from '../../src/mqtt/message.js';
-import { HEADER_BYTES, MessageLog, type MessageLogOptions } from '../../src/storage/log.js';
+import { HEADER_BYTES, MessageLog, type LogPosition, type MessageLogOptions } from '../../src/storage/log.js';
 import { StorageFullError, StorageOpenError } from '../../src/storage/errors.js';
 import { DurableStorage } from '../../src/storage/durable.js';
 import { checkLmdbFile } from '../../src/storage/kv.js';
@@ -205,13 +205,25 @@ describe('message log', () => {
     expect(cut[0]!['checkpoint']).toBeUndefined();
     expect(cut[0]!['records']).toBe(9);
     await b.log.close();
-    // damage before the checkpoint is not looked for at start, but a read never hands it out
+    // damage before the checkpoint is not looked for at start, but a read never hands it out:
+    // it skips the damaged record (one line, counted) and goes on with the next whole one
     const fd2 = openSync(file, 'r+');
     writeSync(fd2, Buffer.from([0x55]), 0, 1, positions[3]!.offset + 30);
     closeSync(fd2);
     const c = openLog(dir);
     expect(c.lines.filter((l) => /torn or corrupt tail/.test(l.msg))).toEqual([]);
-    expect(c.log.read(positions[0]!, 100).entries).toHaveLength(3);
+    const topics = (from: LogPosition) => c.log.read(from, 100).entries.map((e) => e.message.topic);
+    expect(topics(positions[0]!)).toEqual(['t/0', 't/1', 't/2', 't/4', 't/5', 't/6', 't/7', 't/8']);
+    expect(topics(positions[3]!)).toEqual(['t/4', 't/5', 't/6', 't/7', 't/8']); // a reader positioned on it
+    const skipped = c.lines.filter((l) => /damaged record/.test(l.msg));
+    expect(skipped).toHaveLength(1); // once per damaged spot, however many reads pass it
+    expect(skipped[0]).toMatchObject({ generation: 1, offset: positions[3]!.offset, bytes: positions[4]!.offset - positions[3]!.offset, next: positions[4]!.offset });
+    expect(c.log.metrics.damagedBytes).toBe(positions[4]!.offset - positions[3]!.offset);
+    // messages appended after it are read too (the newest generation: a reader is never stuck before them)
+    const p10 = c.log.append(msg(10, 100));
+    await c.log.flushed();
+    expect(topics(positions[2]!)).toEqual(['t/2', 't/4', 't/5', 't/6', 't/7', 't/8', 't/10']);
+    expect(p10.offset).toBe(positions[8]!.offset + (positions[8]!.offset - positions[7]!.offset));
     await c.log.close();
     // without the checkpoint, the start finds it and cuts there
     unlinkSync(join(dir, 'tail.checkpoint'));
@@ -220,6 +232,34 @@ describe('message log', () => {
     expect(cut2).toHaveLength(1);
     expect(cut2[0]!['records']).toBe(3);
     await d.log.close();
+  });
+
+  it('a read past damage in a closed generation: a frame whose length is garbage is skipped to the next whole record, the rest of the generation is read', async () => {
+    const dir = tempDir();
+    let now = 1_000_000;
+    const a = openLog(dir, { generationMs: 1000, now: () => now });
+    const positions = [];
+    for (let i = 0; i < 6; i++) positions.push(a.log.append(msg(i, 100)));
+    await a.log.flushed();
+    now += 1500;
+    positions.push(a.log.append(msg(6, 100))); // generation 2: generation 1 is closed
+    await a.log.close();
+    // record 2's length word overwritten: its end cannot be known from its frame
+    const fd = openSync(join(dir, 'gen-00000001.log'), 'r+');
+    writeSync(fd, Buffer.from([0xff, 0xff, 0x00, 0x00]), 0, 4, positions[2]!.offset);
+    closeSync(fd);
+    const b = openLog(dir);
+    expect(b.log.read(positions[0]!, 100).entries.map((e) => e.message.topic)).toEqual(['t/0', 't/1', 't/3', 't/4', 't/5', 't/6']);
+    expect(b.lines.filter((l) => /damaged record in generation 1/.test(l.msg))).toHaveLength(1);
+    // the whole rest of a generation damaged: skipped to its end, then the next generation
+    const fd2 = openSync(join(dir, 'gen-00000001.log'), 'r+');
+    writeSync(fd2, Buffer.alloc(statSync(join(dir, 'gen-00000001.log')).size - positions[3]!.offset, 0xee), 0, undefined, positions[3]!.offset);
+    closeSync(fd2);
+    await b.log.close();
+    const c = openLog(dir);
+    expect(c.log.read(positions[0]!, 100).entries.map((e) => e.message.topic)).toEqual(['t/0', 't/1', 't/6']);
+    expect(c.lines.filter((l) => /damaged record in generation 1/.test(l.msg))).toHaveLength(1); // from record 2 to the end, in one
+    await c.log.close();
   });
 
   it('sets aside a generation file without a valid header and ignores foreign files', async () => {
