@@ -53,6 +53,7 @@ export interface RuleBufferView {
     /** A restored buffer that waits for its program (compiling), and its application once it is active. */
     readonly pending: boolean;
     applyBuffer(): void;
+    applyMemory(): void;
   };
 }
 
@@ -275,6 +276,7 @@ export class ClusterRuleBuffer {
           // the checkpoint taken over waited for this node's program (compiling at start)
           const section = this.rules?.snapshotSection();
           section?.applyBuffer();
+          section?.applyMemory();
           if (!section?.pending) this.applyPending = false;
         }
         if (now - this.lastCheckpointAt >= CHECKPOINT_MS) void this.checkpoint();

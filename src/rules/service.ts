@@ -109,7 +109,7 @@ export interface RulesService {
    * the same document is active again (a different document starts with an empty buffer).
    */
   /** The rules' backup section; a restored buffer waits (pending) until a program is active, applyBuffer() then. */
-  snapshotSection(): SnapshotSection & { applyBuffer(): void; readonly pending: boolean };
+  snapshotSection(): SnapshotSection & { applyBuffer(): void; applyMemory(): void; readonly pending: boolean };
   /** Cluster mode: where the rule buffer is; undefined (a single node): here. */
   placeRuleBuffer(placement: RuleBufferPlacement | undefined): void;
   /** On the holder: a message that arrived on another node, through the rule statements only. */

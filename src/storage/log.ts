@@ -38,7 +38,9 @@ import type { Message } from '../mqtt/message.js';
 import { crc32, crc32Range } from '../persistence/snapshot.js';
 import { StorageFullError, StorageOpenError } from './errors.js';
 import { decodeMessage, encodeMessageInto, LAYOUT_VERSION, maxEncodedSize } from './record.js';
-import type { DurableCallback } from './store.js';
+
+/** Called once what it waited for is on disk (err: it could not be written); `arg` as passed to onDurable. Re-exported by store.ts, which imports this module (so not the other way round: no import circle). */
+export type DurableCallback = (err: Error | undefined, arg: number) => void;
 
 export const HEADER_BYTES = 32;
 const MAGIC = Buffer.from('EDBLOG01', 'latin1');

@@ -10,11 +10,11 @@
  */
 import type { Message } from '../mqtt/message.js';
 import type { Subscription } from '../session/session.js';
-import type { GenerationInfo, LogEntry, LogMetrics, LogPosition } from './log.js';
+import type { DurableCallback, GenerationInfo, LogEntry, LogMetrics, LogPosition } from './log.js';
 
 
-/** Called once what it waited for is on disk (err: it could not be written); `arg` as passed to onDurable. */
-export type DurableCallback = (err: Error | undefined, arg: number) => void;
+/** Called once what it waited for is on disk (err: it could not be written); `arg` as passed to onDurable. Defined in log.ts (no import circle). */
+export type { DurableCallback };
 export interface WillRecord {
   message: Message;
   /** When it is due (ms since epoch). */
