@@ -308,7 +308,7 @@ export class ClusterStateStore implements StateReplica {
   /** Deleted keys in the bucket: key -> when this node saw the deletion (oldest first). */
   private readonly tombstones = new Map<string, number>();
   private purging = false;
-  private jsm: { streams: { purge(name: string, opts: { filter: string; seq: number }): Promise<unknown>; getMessage(stream: string, query: MsgRequest): Promise<StoredMsg | null> } } | undefined;
+  private jsm: { streams: { purge(name: string, opts: { filter: string; seq: number }): Promise<unknown>; getMessage(stream: string, query: MsgRequest): Promise<StoredMsg | null>; info(stream: string): Promise<{ state: { last_seq: number } }> } } | undefined;
   /** A check of the mirror against the stream's leader (resync()) running, and the lowest revision still to check after it. */
   private resyncing = false;
   private resyncAgain: number | undefined;
@@ -424,25 +424,29 @@ export class ClusterStateStore implements StateReplica {
   private compensate(k: string, rev: number, prev: KeyState | undefined, data: Uint8Array): void {
     const writer = this.writer;
     if (!writer || !prev) return;
-    void this.leaderHas(k, rev, data).then((same) => {
-      if (same === true) this.writeBack(writer, k, rev, prev);
-      else if (same === false) {
+    void this.leaderHas(k, rev, data).then((found) => {
+      if (found === 'same') this.writeBack(writer, k, rev, prev);
+      else if (found === 'other') {
         this.log.warn({ key: Buffer.from(k, 'base64url').toString(), revision: rev }, 'cluster: the state bucket entry this node saw at this revision is not the one its stream leader holds (a replica that diverged in a partition); not undone, the mirror is checked against the leader');
         this.resync(rev);
       }
-      // undefined: the leader did not answer; the write-back is left out (the check after healing resyncs)
+      // 'gone': the key was written since (one value per key): nothing to undo, the newer write stays;
+      // undefined: the leader did not answer, the write-back is left out (the check after healing resyncs)
     });
   }
 
-  /** Whether the stream leader's entry at `rev` is key `k` with `data` (undefined: no answer). */
-  private async leaderHas(k: string, rev: number, data: Uint8Array): Promise<boolean | undefined> {
+  /**
+   * The stream leader's entry at `rev`: 'same' (key `k` with `data`), 'other' (another entry:
+   * this node's view diverged), 'gone' (none: the key was written since), undefined (no answer).
+   */
+  private async leaderHas(k: string, rev: number, data: Uint8Array): Promise<'same' | 'other' | 'gone' | undefined> {
     const jsm = this.jsm;
     if (!jsm) return undefined;
     try {
       const m = await jsm.streams.getMessage(`KV_${this.bucketName}`, { seq: rev });
-      return m !== null && m.subject === `$KV.${this.bucketName}.${k}` && Buffer.from(m.data).equals(Buffer.from(data));
-    } catch (err) {
-      if ((err as { code?: number })?.code === 10037 || /no message found/i.test((err as Error)?.message ?? '')) return false;
+      if (!m) return 'gone';
+      return m.subject === `$KV.${this.bucketName}.${k}` && Buffer.from(m.data).equals(Buffer.from(data)) ? 'same' : 'other';
+    } catch {
       return undefined;
     }
   }
@@ -469,16 +473,18 @@ export class ClusterStateStore implements StateReplica {
       let taken = 0;
       const confirmed = new Set<string>();
       try {
-        for (let seq = from; ; ) {
+        // up to the stream's end as the leader has it now (later entries come through the watch)
+        const end = (await jsm.streams.info(stream)).state.last_seq;
+        for (let seq = from; seq <= end; ) {
           const m = await jsm.streams.getMessage(stream, { seq, next_by_subj: `${prefix}>` } as unknown as MsgRequest);
-          if (!m) break;
+          if (!m || m.seq > end) break;
           const k = m.subject.slice(prefix.length);
           if (this.takeFromLeader(k, m)) taken++;
           confirmed.add(k);
           seq = m.seq + 1;
         }
         for (const [k, v] of [...this.seen]) {
-          if (v.rev < from || confirmed.has(k)) continue;
+          if (v.rev < from || v.rev > end || confirmed.has(k)) continue;
           const m = await jsm.streams.getMessage(stream, { last_by_subj: `${prefix}${k}` });
           if (m ? this.takeFromLeader(k, m) : this.dropKey(k)) taken++;
         }
