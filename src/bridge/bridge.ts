@@ -874,7 +874,7 @@ export class Bridge {
    * callback runs, and take the next packet only after that: one commit per message. Here the
    * message is handed on, MQTT.js is let on to the next packet at once (the callback with an
    * error: MQTT.js then sends no PUBACK), and our PUBACK goes once the message is stored or
-   * delivered here, in the order the PUBLISHes came [MQTT-4.6.0-2]; so the messages that arrive
+   * delivered here, in the order the PUBLISHes came [MQTT-5-4.6.0-2]; so the messages that arrive
    * while a commit runs share the next one. At most IN_PENDING wait for their PUBACK, then
    * MQTT.js is held (the remote's window bounds it too). A lost connection forgets the pending
    * ones: not acknowledged, the remote sends them again.
