@@ -120,6 +120,10 @@ function withPath(up: UserProperties | undefined, path: string[]): UserPropertie
 }
 
 const ECHO_TTL_MS = 60_000;
+/** In, QoS 1: PUBLISHes taken and awaiting their PUBACK (stored here) before MQTT.js is held. */
+const IN_PENDING = 1000;
+/** handleMessage's callback with this: MQTT.js goes on to the next packet and sends no PUBACK (ours goes once stored). */
+const ACK_DEFERRED = new Error('acknowledged by the bridge once stored');
 /** Bytes of the chunk outgoing packets are written into, and of a stretch written at once. */
 const OUT_CHUNK = 256 * 1024;
 const FLUSH_BYTES = 64 * 1024;
@@ -184,6 +188,14 @@ export class Bridge {
   private ticks = 0;
   private readonly echoes = new Map<string, { n: number; at: number }>();
   private out: Buffer | undefined;
+  /**
+   * In, QoS 1, this connection: the PUBLISHes taken and not yet acknowledged, in the order they
+   * came; `ready` once stored (or delivered) here. PUBACKs go from the head, in that order.
+   */
+  private inAcks: { id: number; ready: boolean }[] = [];
+  private inAckHead = 0;
+  /** MQTT.js waits for this before it takes the next packet (too many awaiting their PUBACK). */
+  private resumeIn: (() => void) | undefined;
   /** The properties of a message that has none: only edb-bridge-path, this broker. */
   private pathOnly: PublishProperties | undefined;
   private outStart = 0;
@@ -204,6 +216,10 @@ export class Bridge {
 
   get name(): string {
     return this.config.name;
+  }
+  /** In, QoS 1: messages taken from the remote and not yet acknowledged (being stored here). */
+  get inAwaitingAck(): number {
+    return this.inAcks.length - this.inAckHead;
   }
   /** The origin of messages that came in over this bridge. */
   get origin(): string {
@@ -387,6 +403,7 @@ export class Bridge {
         this.inStore.release(p.messageId);
         return this.requestSave(() => callback());
       }
+      if (p.qos === 1 && p.messageId !== undefined) return this.incomingQos1(client, gen, packet as never, p.messageId, callback);
       this.incoming(packet as never, () => callback());
     };
     client.on('packetreceive', (packet) => {
@@ -404,6 +421,9 @@ export class Bridge {
   }
 
   private onConnected(client: MqttClient, sessionPresent: boolean, receiveMaximum: number | undefined): void {
+    this.inAcks = [];
+    this.inAckHead = 0;
+    this.resumeIn = undefined;
     this.attempts = 0;
     this.lastError = undefined;
     this.connectedSince = Date.now();
@@ -850,6 +870,52 @@ export class Bridge {
   }
 
   /**
+   * A QoS 1 PUBLISH from the remote. MQTT.js would send its PUBACK when handleMessage's
+   * callback runs, and take the next packet only after that: one commit per message. Here the
+   * message is handed on, MQTT.js is let on to the next packet at once (the callback with an
+   * error: MQTT.js then sends no PUBACK), and our PUBACK goes once the message is stored or
+   * delivered here, in the order the PUBLISHes came [MQTT-4.6.0-2]; so the messages that arrive
+   * while a commit runs share the next one. At most IN_PENDING wait for their PUBACK, then
+   * MQTT.js is held (the remote's window bounds it too). A lost connection forgets the pending
+   * ones: not acknowledged, the remote sends them again.
+   */
+  private incomingQos1(client: MqttClient, gen: number, packet: Parameters<Bridge['incoming']>[0], id: number, callback: (err?: Error) => void): void {
+    const slot = { id, ready: false };
+    this.inAcks.push(slot);
+    this.incoming(packet, () => {
+      if (gen !== this.generation) return;
+      slot.ready = true;
+      this.ackIncoming(client);
+    });
+    if (gen !== this.generation) return callback();
+    if (this.inAcks.length - this.inAckHead < IN_PENDING) callback(ACK_DEFERRED);
+    else this.resumeIn = () => callback(ACK_DEFERRED);
+  }
+
+  private ackIncoming(client: MqttClient): void {
+    const acks = this.inAcks;
+    let n = 0;
+    while (this.inAckHead < acks.length && acks[this.inAckHead]!.ready) {
+      this.writeRaw(client, puback(acks[this.inAckHead++]!.id));
+      n++;
+    }
+    if (n === 0) return;
+    this.flush(client);
+    if (this.inAckHead === acks.length) {
+      this.inAcks = [];
+      this.inAckHead = 0;
+    } else if (this.inAckHead > 4096) {
+      this.inAcks = acks.slice(this.inAckHead);
+      this.inAckHead = 0;
+    }
+    const resume = this.resumeIn;
+    if (resume && this.inAcks.length - this.inAckHead < IN_PENDING / 2) {
+      this.resumeIn = undefined;
+      resume();
+    }
+  }
+
+  /**
    * A QoS 2 PUBLISH from the remote with a new packet id (InboundQos2Ids): published here with
    * the id in its log record (durable storage), then the id is stored; PUBREC after both.
    */
@@ -905,6 +971,11 @@ export class Bridge {
     this.counters.bytesIn += payload.length;
     this.host.publishIncoming(this, message, done);
   }
+}
+
+/** PUBACK, success (v3.1.1 and v5: a Remaining Length of 2 means reason code 0). */
+function puback(id: number): Buffer {
+  return Buffer.from([0x40, 2, id >> 8, id & 0xff]);
 }
 
 /** PUBREL (v3.1.1 and v5: a Remaining Length of 2 means reason code 0). */

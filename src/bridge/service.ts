@@ -73,6 +73,8 @@ export interface BridgeSummary {
   hopLimited: number;
   /** v5: the remote's broker id, when it is an Edge Data Broker. */
   remoteId?: string;
+  /** In, QoS 1: messages taken from the remote and not yet acknowledged to it (being stored here). */
+  inAwaitingAck: number;
   connectedSince?: number;
   lastError?: string;
   /** Down: ms until the next connection attempt (the back-off). */
@@ -510,6 +512,7 @@ export class BridgeService {
       reconnects: bridge.counters.reconnects,
       loops: bridge.counters.loops,
       hopLimited: bridge.counters.hopLimited,
+      inAwaitingAck: bridge.inAwaitingAck,
       ...(bridge.remoteId !== undefined ? { remoteId: bridge.remoteId } : {}),
       ...(bridge.connectedSince !== undefined ? { connectedSince: bridge.connectedSince } : {}),
       ...(bridge.lastError !== undefined && bridge.state !== 'connected' ? { lastError: bridge.lastError } : {}),
