@@ -198,10 +198,6 @@ export async function startEdb(config: Config, log: Logger): Promise<EdbServer> 
       get full() {
         return storage.full;
       },
-      get diskFull() {
-        return storage instanceof DurableStorage && storage.diskFull;
-      },
-      probeDisk: (cb) => (storage instanceof DurableStorage ? storage.probeDisk(cb) : cb(true)),
       onDurable: (cb, arg) => storage.onDurable(cb, arg),
       reserveRetained: (session, d) => sessionLog.reserveRetained(session, d),
       flushSessions: () => sessionLog.flush(),

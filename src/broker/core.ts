@@ -34,12 +34,6 @@ export interface CoreClient extends ClientInfo, HeldPublisher {
 export interface DurableAcks {
   readonly writes: number;
   readonly full: boolean;
-  /**
-   * The disk refused the last write (not the size cap). A SUBSCRIBE of a persistent session
-   * then first asks probeDisk whether a write commits now, and is refused (0x97) if not.
-   */
-  readonly diskFull?: boolean;
-  probeDisk?(cb: (ok: boolean) => void): void;
   /** `cb(err, arg)` once everything handed to storage so far is on disk (BrokerStorage.onDurable). */
   onDurable(cb: (err: Error | undefined, arg: number) => void, arg?: number): void;
   /**

@@ -26,8 +26,6 @@ export interface DurableStorageOptions {
 }
 
 const STATE_SNAPSHOT = 'state.snapshot';
-/** Written to learn whether the disk takes writes again (DurableStorage.probeDisk). */
-const DISK_PROBE = 'disk.probe';
 
 export class DurableStorage implements BrokerStorage {
   readonly kind = 'durable' as const;
@@ -63,7 +61,6 @@ export class DurableStorage implements BrokerStorage {
   private track(p: Promise<unknown>): void {
     const tracked = p.then(
       () => {
-        this.kvFailing = false;
         if (this.kvLast === tracked) this.kvLast = undefined;
       },
       (err: Error) => {
@@ -82,32 +79,6 @@ export class DurableStorage implements BrokerStorage {
   }
 
   private kvFailLoggedAt = 0;
-  /** The last keyed write failed, and none tracked since succeeded. */
-  private kvFailing = false;
-
-  /**
-   * The disk refuses writes now (the log's last batch or the last keyed write failed, nothing
-   * written since): what needs a keyed write to be acknowledged, such as a persistent session's
-   * SUBSCRIBE, is refused. Not the size cap, which bounds the log only.
-   */
-  get diskFull(): boolean {
-    return this.kvFailing || this.messages.writeFailing;
-  }
-
-  /**
-   * While diskFull: whether a keyed write commits now. 64 KiB, far more than a session record,
-   * so that LMDB's own free pages (which may hold a small write on a full disk) rarely answer
-   * for the disk: a conservative test, made only while the disk refuses writes. Clears
-   * diskFull's keyed half when it commits.
-   */
-  probeDisk(cb: (ok: boolean) => void): void {
-    const p = this.kv.blobs.put(DISK_PROBE, Buffer.alloc(65536, Date.now() & 0xff));
-    this.track(p);
-    p.then(
-      () => cb(true),
-      () => cb(false),
-    );
-  }
 
   /**
    * A keyed write failed (a full disk: LMDB could not commit). What waited for it is refused;
@@ -115,7 +86,6 @@ export class DurableStorage implements BrokerStorage {
    */
   private kvFailed(err: Error): void {
     this.kvError = err;
-    this.kvFailing = true;
     const cause = (err as { commitError?: Promise<unknown> }).commitError;
     const now = Date.now();
     const due = now - this.kvFailLoggedAt >= 60_000;

@@ -558,11 +558,6 @@ export class MessageLog {
     return this.writeFailed || this.full;
   }
 
-  /** The last batch could not be written (a full disk, an I/O error), none since. */
-  get writeFailing(): boolean {
-    return this.writeFailed;
-  }
-
   private pendingBytes(): number {
     let n = this.batch?.bytes ?? 0;
     for (const b of this.queue) n += b.bytes;

@@ -8,7 +8,7 @@
  * SIGKILL every message acknowledged before, during and after the full period is delivered.
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -56,18 +56,6 @@ function publishQos1(c: mqtt.MqttClient, topic: string, payload: Buffer | string
   });
 }
 
-/** The SUBACK's code for one filter (QoS 1 asked). */
-function subackCode(c: mqtt.MqttClient, filter: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    c.subscribe(filter, { qos: 1 }, (err, granted) => {
-      // MQTT.js reports a code >= 0x80 as an error carrying the SUBACK
-      const code = (err as { packet?: { granted?: number[] } } | null)?.packet?.granted?.[0];
-      if (err) return typeof code === 'number' ? resolve(code) : reject(err);
-      resolve(granted?.[0]?.qos ?? -1);
-    });
-  });
-}
-
 describe('durable storage on a full disk (a small tmpfs)', () => {
   it('refuses new QoS 1 with 0x97 (v5) or no PUBACK (3.1.1), logs it once, keeps QoS 0 flowing, loses nothing acknowledged, recovers when space returns', async (ctx) => {
     if (!mountPoint) return ctx.skip(mountError);
@@ -102,16 +90,6 @@ describe('durable storage on a full disk (a small tmpfs)', () => {
     }
     expect(refusedAt, 'the disk never filled up').toBeGreaterThan(0);
     expect(acked.length).toBeGreaterThan(10);
-    // the log cut its refused batch back: the last few KiB go to a filler, so nothing fits
-    const filler = join(mountPoint, 'filler');
-    const fd = openSync(filler, 'w');
-    try {
-      for (;;) writeSync(fd, Buffer.alloc(512, 2));
-    } catch (err) {
-      expect((err as NodeJS.ErrnoException).code).toBe('ENOSPC');
-    } finally {
-      closeSync(fd);
-    }
 
     // ---- while full: v5 gets 0x97 (many times), 3.1.1 no PUBACK, QoS 0 flows, retained QoS 1 refused too
     for (let i = 0; i < 20; i++) expect(await publishQos1(v5, 'fill/more', `r${i}:` + 'y'.repeat(8000))).toBe(0x97);
@@ -129,13 +107,6 @@ describe('durable storage on a full disk (a small tmpfs)', () => {
     expect(broker.child.exitCode, 'the broker ended after a failed LMDB commit').toBeNull();
     expect(v4.connected).toBe(true);
     expect(willer.connected).toBe(true);
-    // a persistent session's SUBSCRIBE needs its record on disk before the SUBACK: refused
-    // (v5 0x97, 3.1.1 0x80) while a write does not commit; a clean session's needs nothing
-    const late5 = await mqtt.connectAsync({ port, protocolVersion: 5, clientId: 'late5', clean: false, properties: { sessionExpiryInterval: 3600 }, reconnectPeriod: 0 });
-    const late4 = await mqtt.connectAsync({ port, protocolVersion: 4, clientId: 'late4', clean: false, reconnectPeriod: 0 });
-    expect(await subackCode(late5, 'late/#')).toBe(0x97);
-    expect(await subackCode(late4, 'late/#')).toBe(0x80);
-    expect(await subackCode(v4, 'live/#')).toBe(1);
     live.publish('live/a', 'qos0 still flows', { qos: 0 });
     v4.publish('live/v4', 'qos0 from 3.1.1 too', { qos: 0 });
     for (let i = 0; i < 50 && liveGot.length < 2; i++) await sleep(50);
@@ -159,7 +130,6 @@ describe('durable storage on a full disk (a small tmpfs)', () => {
 
     // ---- space comes back: acknowledgements come back too
     rmSync(ballast);
-    rmSync(filler);
     let back = -1;
     for (let i = 0; i < 100; i++) {
       const code = await publishQos1(v5, 'fill/after', `a${i}`);
@@ -176,15 +146,10 @@ describe('durable storage on a full disk (a small tmpfs)', () => {
       expect(await publishQos1(v5, 'fill/after', `b${i}`)).toBe(0);
       acked.push(`b${i}`);
     }
-    // the persistent sessions may subscribe again now
-    expect(await subackCode(late5, 'late/#')).toBe(1);
-    expect(await subackCode(late4, 'late/#')).toBe(1);
-    await late5.endAsync();
-    expect(await publishQos1(v5, 'late/x', 'late1:x')).toBe(0);
     // and for the 3.1.1 client (whose refused message was never acknowledged, so it would send it again)
     expect(await publishQos1(v4, 'fill/v4', 'v4 again')).toBe(0);
     acked.push('v4 again');
-    for (const c of [v5, v4, live, willer, late4]) c.end(true);
+    for (const c of [v5, v4, live, willer]) c.end(true);
 
     // ---- nothing stored was damaged: after a SIGKILL every acknowledged message is delivered
     expect(await broker.stop('SIGKILL')).toBeNull();
@@ -195,12 +160,6 @@ describe('durable storage on a full disk (a small tmpfs)', () => {
     await new Promise<void>((resolve, reject) => again.once('connect', () => resolve()).once('error', reject));
     for (let i = 0; i < 200 && acked.some((a) => !got.has(a)); i++) await sleep(50);
     expect(acked.filter((a) => !got.has(a))).toEqual([]);
-    // the subscription made once there was room survived the SIGKILL with its message
-    const late = mqtt.connect({ port: broker.ports['mqtt']!, protocolVersion: 5, clientId: 'late5', clean: false, properties: { sessionExpiryInterval: 3600 }, reconnectPeriod: 0, manualConnect: true });
-    const lateGot = new Promise<string>((resolve) => late.on('message', (_t, p) => resolve(p.toString())));
-    late.connect();
-    expect(await Promise.race([lateGot, sleep(5000).then(() => 'nothing')])).toBe('late1:x');
-    late.end(true);
     // refused ones were never stored
     expect([...got].filter((g) => g.startsWith('r'))).toEqual([]);
     again.end(true);

@@ -15,33 +15,11 @@ export function handleSubscribe(core: BrokerCore, client: MqttClient, packet: IS
   const problem = checkSubscribe(packet, client.protocolVersion);
   if (problem !== undefined) return client.protocolViolation(problem.reasonCode, problem.reason);
   const subId = packet.properties?.subscriptionIdentifier;
-  const session = client.session!;
-  const durable = core.durable;
-  if (durable?.diskFull && durable.probeDisk && session.expiryInterval > 0) {
-    // [durable] the disk refused the last write: a persistent session's subscriptions must be
-    // on disk before the SUBACK says so. If a write still does not commit, none is made
-    // (v5: 0x97 Quota exceeded; 3.1.1: 0x80) and the client may subscribe again later
-    durable.probeDisk((ok) => {
-      if (client.state !== 'open' || client.session !== session) return;
-      try {
-        if (ok) return subscribeNow(core, client, packet, subId);
-        const code = client.isV5 ? RC.QUOTA_EXCEEDED : 0x80;
-        client.out.writePacket({ cmd: 'suback', messageId: packet.messageId!, granted: packet.subscriptions.map(() => code) });
-      } catch (err) {
-        client.internalError(err, packet); // out of the packet handler's own guard here
-      }
-    });
-    return;
-  }
-  subscribeNow(core, client, packet, subId);
-}
-
-function subscribeNow(core: BrokerCore, client: MqttClient, packet: ISubscribePacket, subId: number | undefined): void {
-  const session = client.session!;
-  const durable = core.durable;
   const retained: Delivery[] = [];
   const codes = packet.subscriptions.map((s) => subscribeOne(core, client, s, subId, retained));
   const granted = client.isV5 ? codes : codes.map((c) => (c >= 0x80 ? 0x80 : c));
+  const session = client.session!;
+  const durable = core.durable;
   if (durable && session.expiryInterval > 0) {
     // [durable] a persistent session: its subscriptions and the retained messages they get
     // are on disk before the SUBACK says so
