@@ -254,7 +254,7 @@ describe.skipIf(!existsSync(CHROMIUM))('the console in Chromium', () => {
       await page.click('#bridges-table button:text("Edit")');
       await page.fill('#bridge-topics', 'sensors/# out 1 "" site-a/');
       await page.click('#bridge-submit');
-      await page.waitForSelector('#bridge-note span.ok');
+      await page.waitForSelector('#bridge-note span.ok:text("saved site-a")'); // the add's note stays until the save answers
       expect(server.bridges.get('site-a')!.config.topics.map((t) => t.line)).toEqual(['sensors/# out 1 "" site-a/']);
       page.once('dialog', (d) => void d.accept());
       await page.click('#bridges-table button:text("Remove")');
