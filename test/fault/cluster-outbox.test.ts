@@ -51,6 +51,21 @@ async function metric(n: BrokerProcess, name: string): Promise<number> {
   return m ? Number(m[1]) : NaN;
 }
 
+/** Keys of the live wills node `name` holds in the sessions bucket (w.<node>.<client id>), read from NATS directly. */
+async function willKeys(name: string): Promise<string[]> {
+  const { connect } = await import('@nats-io/transport-node');
+  const { Kvm } = await import('@nats-io/kv');
+  const nc = await connect({ servers: nats.servers.map((s) => s.url) });
+  try {
+    const kv = await new Kvm(nc).open('edb_outbox_sessions');
+    const keys: string[] = [];
+    for await (const k of await kv.keys(`w.${name}.>`)) keys.push(k);
+    return keys;
+  } finally {
+    await nc.close();
+  }
+}
+
 function node(name: string, servers: number[]): Promise<BrokerProcess> {
   const urls = servers.map((i) => nats.servers[i]!.url).join(',');
   return startBrokerProcess({ EDB_CLUSTER_NATS: urls, EDB_NODE_NAME: name, EDB_CLUSTER_NAME: 'outbox', EDB_HTTP_PORT: '0', EDB_MQTTS_PORT: '-1' }, ['mqtt', 'http']);
@@ -155,7 +170,11 @@ describe('cluster: what the broker accepted on its own survives NATS outages and
     await client(a, 'kw-plain', { will: { topic: 'kw/plain', payload: Buffer.from('plain-gone'), qos: 1, retain: false } });
     const delayed = { clean: false, properties: { sessionExpiryInterval: 600 }, will: { topic: 'kw/delayed', payload: Buffer.from('delayed-gone'), qos: 1 as const, retain: false, properties: { willDelayInterval: 30 } } };
     await client(a, 'kw-delayed', delayed);
-    await delay(500); // the wills' records reach the bucket (milliseconds)
+    // the wills' records reach the sessions bucket (milliseconds; on a loaded machine longer): a
+    // will whose record never got there is lost with its node, as docs/cluster.md says
+    for (const deadline = Date.now() + 20_000; (await willKeys('a')).length < 2; await delay(100)) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for the wills of a's clients in the sessions bucket: ${JSON.stringify(await willKeys('a'))}`);
+    }
 
     await a.stop('SIGKILL');
     // the delayed one comes back on b at once (as MQTT.js would reconnect), with its session
