@@ -231,8 +231,13 @@ describe('cluster: persistent sessions resume on any node', () => {
     const probe = await client(1, 'ret-probe');
     const seen: string[] = [];
     probe.on('message', (t, p) => seen.push(`${t} ${p.toString()}`));
-    await probe.subscribeAsync('ret/#', { qos: 1 });
-    await until(() => seen.includes('ret/kept r1'), 10_000, 'the retained message in s2\'s mirror');
+    // s2's retained mirror has it once its watch delivered it: subscribe again until the probe gets it
+    for (const deadline = Date.now() + 15_000; !seen.includes('ret/kept r1'); ) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for the retained message in s2's mirror: ${JSON.stringify(seen)}`);
+      await probe.subscribeAsync('ret/#', { qos: 1 });
+      await delay(300);
+      if (!seen.includes('ret/kept r1')) await probe.unsubscribeAsync('ret/#');
+    }
     // a client that never acknowledges (no PUBACK): the message stays in flight
     const got: string[] = [];
     const silent = await client(1, 'ret-sess', { ...persistent, customHandleAcks: () => undefined });
