@@ -136,6 +136,9 @@ export class ClusterSessionStorage implements BrokerStorage {
   private readonly written = new Set<string>();
   /** Writes waiting for the bucket (not attached, or a failed write), latest per key; null: a delete. */
   private readonly waiting = new Map<string, string | null>();
+  /** The newest write issued per key while one is in flight: a failed older write must not come back over a newer one. */
+  private readonly issued = new Map<string, number>();
+  private writeSeq = 0;
   private readonly lazy = new Map<string, IteratorRecord>();
   /**
    * Iterator writes that only moved forward: the session log coalesces them for 20 ms
@@ -276,20 +279,29 @@ export class ClusterSessionStorage implements BrokerStorage {
 
   private put(key: string, value: string | null, track: boolean): void {
     const kv = this.kv;
+    const seq = ++this.writeSeq;
+    this.issued.set(key, seq);
     if (!kv) {
       this.waiting.set(key, value);
       return;
     }
-    const p = (value === null ? kv.delete(key) : kv.put(key, value)).catch((err: Error) => {
-      this.countError();
-      if (!this.waiting.has(key)) this.waiting.set(key, value);
-      const now = Date.now();
-      if (now - this.lastErrorLog >= 10_000) {
-        this.lastErrorLog = now;
-        this.log.warn({ err: err.message, key }, 'cluster: a session record could not be written to JetStream; it will be written again');
-      }
-      throw err;
-    });
+    const p = (value === null ? kv.delete(key) : kv.put(key, value)).then(
+      () => {
+        if (this.issued.get(key) === seq) this.issued.delete(key);
+      },
+      (err: Error) => {
+        this.countError();
+        // only the newest write of a key is written again: a will's PUT that failed after its
+        // DELETE (both sent while NATS was going away) would otherwise bring the will back
+        if (this.issued.get(key) === seq) this.waiting.set(key, value);
+        const now = Date.now();
+        if (now - this.lastErrorLog >= 10_000) {
+          this.lastErrorLog = now;
+          this.log.warn({ err: err.message, key }, 'cluster: a session record could not be written to JetStream; it will be written again');
+        }
+        throw err;
+      },
+    );
     p.catch(() => undefined);
     if (track) {
       const tracked = p.finally(() => {

@@ -155,8 +155,11 @@ describe('cluster: state store', () => {
       for (const s of seen) expect(s.map((n) => n.operation)).toEqual(['SET', 'DELETE']);
       const swept = nodes.map((n, i) => n.server.cluster!.status().stats.expiredSwept - sweptBefore[i]!);
       expect(swept.reduce((a, b) => a + b, 0)).toBe(1);
-      const holder = nodes[0]!.server.cluster!.status().jetstream.ruleBufferHolder;
-      expect(swept[nodes.findIndex((n) => n.server.cluster!.node.name === holder)]).toBe(1);
+      // the holder as it sees itself (another node's view can lag a renewal or be empty for a moment)
+      const views = nodes.map((n) => [n.server.cluster!.node.name, n.server.cluster!.status().jetstream.ruleBufferHolder]);
+      const holder = views.findIndex(([name, held]) => name === held);
+      expect(holder, `holder as each node sees it: ${JSON.stringify(views)}, swept ${JSON.stringify(swept)}`).toBeGreaterThanOrEqual(0);
+      expect(swept[holder]).toBe(1);
       // written again after the sweep (on the marker's revision), from another node
       expect((await w1.set('sweep/k', 'again', { condition: 'nx' })).applied).toBe(true);
       expect((await kv.get(bucketKey))?.string()).toBeDefined();
