@@ -32,6 +32,7 @@ import { fileURLToPath } from 'node:url';
 import { Histogram } from './histogram.js';
 import { nowMicros } from './clock.js';
 import type { WorkerCommand, WorkerMessage, WorkerReport } from './worker.js';
+import { freePort } from './net.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
@@ -138,17 +139,6 @@ function track(child: ChildProcess): ChildProcess {
   children.add(child);
   child.on('exit', () => children.delete(child));
   return child;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 async function waitForPort(port: number, proc: ChildProcess, name: string, logFile: string, timeoutMs = 10_000): Promise<void> {

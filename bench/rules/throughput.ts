@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import mqttPacket from 'mqtt-packet';
 import { filterTopic, filtersDocument, payload, statefulDocument } from './documents.js';
+import { freePort } from '../net.js';
 
 const args = process.argv.slice(2);
 const arg = (name: string, fallback: number): number => {
@@ -31,15 +32,6 @@ const STATEFUL = args.includes('--stateful');
 const PUBLISHERS = 4;
 const WINDOW = 2000;
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function startBroker(dir: string, rulesFile: string | undefined): Promise<{ child: ChildProcess; port: number; httpPort: number }> {
   const port = await freePort();

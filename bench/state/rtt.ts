@@ -6,29 +6,19 @@
 // hand), so the client costs are alike and the servers are what is compared. The broker
 // and redis-server each run as a process of their own.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer, connect, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import mqttPacket from 'mqtt-packet';
 import { encodeRequest } from '../../src/state/resp.js';
 import { INVOKE_TOPIC } from '../../src/state/protocol.js';
+import { freePort } from '../net.js';
 
 const CLIENTS = Number(process.env['CLIENTS'] ?? 50);
 const SECONDS = Number(process.env['SECONDS'] ?? 10);
 const ROUNDS = Number(process.env['ROUNDS'] ?? 3);
 const VALUE = Buffer.alloc(100, 0x76);
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 async function startBroker(): Promise<{ child: ChildProcess; port: number }> {
   const child = spawn(process.execPath, [CLI, 'start'], {
