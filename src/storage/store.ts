@@ -12,9 +12,9 @@ import type { Message } from '../mqtt/message.js';
 import type { Subscription } from '../session/session.js';
 import type { DurableCallback, GenerationInfo, LogEntry, LogMetrics, LogPosition } from './log.js';
 
-
 /** Called once what it waited for is on disk (err: it could not be written); `arg` as passed to onDurable. Defined in log.ts (no import circle). */
 export type { DurableCallback };
+
 export interface WillRecord {
   message: Message;
   /** When it is due (ms since epoch). */
